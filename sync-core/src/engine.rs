@@ -1,0 +1,371 @@
+//! The sync engine: automerge sync sessions between this side and ONE remote peer, for
+//! many documents.
+//!
+//! It holds a `sync::State` per document and turns incoming `sync`/`request` payloads
+//! into applied changes, and documents into outgoing payloads. It owns no documents and
+//! does no I/O: the caller lends it each document (the server from its shared hub, a
+//! client from its local store), so the same code serves both sides. A received
+//! message can be applied under a check (partition, schema, permission) and is rolled
+//! back as a whole — document and sync state — when the check refuses it.
+
+use std::collections::HashMap;
+
+use automerge::sync::{self, SyncDoc};
+use automerge::{Automerge, ChangeHash};
+
+use crate::protocol::{DocumentId, Message};
+
+/// Why a sync payload could not be applied.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SyncError {
+    #[error("invalid automerge sync message: {0}")]
+    InvalidMessage(String),
+    #[error("automerge could not apply the sync message: {0}")]
+    Apply(String),
+}
+
+/// A payload applied under a check: either the check's refusal or a sync error.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Rejected<E> {
+    Sync(SyncError),
+    Check(E),
+}
+
+/// What a received payload did to the document.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Applied {
+    pub heads_before: Vec<ChangeHash>,
+    pub heads_after: Vec<ChangeHash>,
+}
+
+impl Applied {
+    /// Did the document gain changes?
+    pub fn changed(&self) -> bool {
+        self.heads_before != self.heads_after
+    }
+}
+
+/// Sync sessions with one remote peer, one per document.
+#[derive(Debug, Default)]
+pub struct PeerSync {
+    states: HashMap<DocumentId, sync::State>,
+}
+
+impl PeerSync {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Is a session open for this document?
+    pub fn has(&self, id: &DocumentId) -> bool {
+        self.states.contains_key(id)
+    }
+
+    /// Documents with an open session.
+    pub fn documents(&self) -> impl Iterator<Item = &DocumentId> {
+        self.states.keys()
+    }
+
+    /// Opens a session from a persisted state (`sync::State::encode`), so a reconnecting
+    /// peer does not start from an empty bloom filter. Bad bytes start a fresh session.
+    pub fn resume(&mut self, id: DocumentId, persisted: &[u8]) {
+        let state = sync::State::decode(persisted).unwrap_or_default();
+        self.states.insert(id, state);
+    }
+
+    /// Opens a fresh session if none is open.
+    pub fn open(&mut self, id: DocumentId) {
+        self.states.entry(id).or_default();
+    }
+
+    /// Ends the session (doc-unavailable, revoked, erased).
+    pub fn forget(&mut self, id: &DocumentId) {
+        self.states.remove(id);
+    }
+
+    /// The state worth persisting across connections (the shared heads).
+    pub fn persistable_state(&self, id: &DocumentId) -> Option<Vec<u8>> {
+        self.states.get(id).map(sync::State::encode)
+    }
+
+    /// Applies an incoming `sync`/`request` payload.
+    pub fn receive(
+        &mut self,
+        id: DocumentId,
+        doc: &mut Automerge,
+        data: &[u8],
+    ) -> Result<Applied, SyncError> {
+        self.receive_checked(id, doc, data, |_, _| Ok::<(), ()>(()))
+            .map_err(|e| match e {
+                Rejected::Sync(e) => e,
+                Rejected::Check(()) => SyncError::Apply("unreachable check".into()),
+            })
+    }
+
+    /// Applies an incoming payload, then runs `check` on the result. If the check
+    /// refuses, the document and this session are restored to what they were, so a
+    /// refused message leaves no trace.
+    pub fn receive_checked<E>(
+        &mut self,
+        id: DocumentId,
+        doc: &mut Automerge,
+        data: &[u8],
+        check: impl FnOnce(&Automerge, &Applied) -> Result<(), E>,
+    ) -> Result<Applied, Rejected<E>> {
+        let message = sync::Message::decode(data)
+            .map_err(|e| Rejected::Sync(SyncError::InvalidMessage(e.to_string())))?;
+        let state = self.states.entry(id).or_default();
+        let saved_state = state.clone();
+        let heads_before = doc.get_heads();
+        if let Err(e) = doc.receive_sync_message(state, message) {
+            // automerge applies nothing it cannot parse, but be safe: roll back.
+            *state = saved_state;
+            rollback(doc, &heads_before);
+            return Err(Rejected::Sync(SyncError::Apply(e.to_string())));
+        }
+        let applied = Applied {
+            heads_after: doc.get_heads(),
+            heads_before,
+        };
+        if applied.changed() {
+            if let Err(e) = check(doc, &applied) {
+                *state = saved_state;
+                rollback(doc, &applied.heads_before);
+                return Err(Rejected::Check(e));
+            }
+        }
+        Ok(applied)
+    }
+
+    /// The next payload to send for this document, if there is anything to say.
+    pub fn generate(&mut self, id: DocumentId, doc: &Automerge) -> Option<Vec<u8>> {
+        let state = self.states.entry(id).or_default();
+        doc.generate_sync_message(state).map(sync::Message::encode)
+    }
+}
+
+/// Restores a document to the given heads (the rare path of a refused message).
+fn rollback(doc: &mut Automerge, heads: &[ChangeHash]) {
+    if doc.get_heads() == heads {
+        return;
+    }
+    let restored = if heads.is_empty() {
+        Ok(Automerge::new())
+    } else {
+        doc.fork_at(heads)
+    };
+    if let Ok(mut restored) = restored {
+        restored.set_actor(doc.get_actor().clone());
+        *doc = restored;
+    }
+}
+
+/// Wraps a payload the way automerge-repo does: `request` while we hold nothing of the
+/// document (asking for it), `sync` otherwise.
+pub fn wrap(
+    sender_id: &str,
+    target_id: &str,
+    document_id: DocumentId,
+    doc: &Automerge,
+    data: Vec<u8>,
+) -> Message {
+    let (sender_id, target_id) = (sender_id.to_owned(), target_id.to_owned());
+    if doc.get_heads().is_empty() {
+        Message::Request {
+            sender_id,
+            target_id,
+            document_id,
+            data,
+        }
+    } else {
+        Message::Sync {
+            sender_id,
+            target_id,
+            document_id,
+            data,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use automerge::transaction::Transactable;
+    use automerge::{ReadDoc, ROOT};
+
+    fn doc_with(key: &str, value: &str) -> Automerge {
+        let mut doc = Automerge::new();
+        let mut tx = doc.transaction();
+        tx.put(ROOT, key, value).expect("put");
+        tx.commit();
+        doc
+    }
+
+    fn put(doc: &mut Automerge, key: &str, value: &str) {
+        let mut tx = doc.transaction();
+        tx.put(ROOT, key, value).expect("put");
+        tx.commit();
+    }
+
+    /// Runs the sync protocol between two sides until both are quiet; returns rounds.
+    fn converge(
+        a: &mut PeerSync,
+        doc_a: &mut Automerge,
+        b: &mut PeerSync,
+        doc_b: &mut Automerge,
+        id: DocumentId,
+    ) -> usize {
+        for round in 0..20 {
+            let from_a = a.generate(id, doc_a);
+            let from_b = b.generate(id, doc_b);
+            if from_a.is_none() && from_b.is_none() {
+                return round;
+            }
+            if let Some(m) = from_a {
+                b.receive(id, doc_b, &m).expect("b receives");
+            }
+            if let Some(m) = from_b {
+                a.receive(id, doc_a, &m).expect("a receives");
+            }
+        }
+        panic!("did not converge in 20 rounds");
+    }
+
+    /// Two sides with different edits converge to the same heads and content.
+    #[test]
+    fn two_sides_converge() {
+        let id = DocumentId::random();
+        let mut doc_a = doc_with("a", "1");
+        let mut doc_b = doc_a.fork();
+        put(&mut doc_a, "x", "from a");
+        put(&mut doc_b, "y", "from b");
+        let (mut a, mut b) = (PeerSync::new(), PeerSync::new());
+        converge(&mut a, &mut doc_a, &mut b, &mut doc_b, id);
+        assert_eq!(doc_a.get_heads(), doc_b.get_heads());
+        for doc in [&doc_a, &doc_b] {
+            assert!(doc.get(ROOT, "x").expect("get").is_some());
+            assert!(doc.get(ROOT, "y").expect("get").is_some());
+        }
+    }
+
+    /// A refused message leaves document and session as they were, and the next
+    /// acceptable exchange still converges.
+    #[test]
+    fn refused_message_rolls_back() {
+        let id = DocumentId::random();
+        let mut server_doc = doc_with("meta", "fixed");
+        let mut client_doc = server_doc.fork();
+        let (mut server, mut client) = (PeerSync::new(), PeerSync::new());
+        converge(
+            &mut client,
+            &mut client_doc,
+            &mut server,
+            &mut server_doc,
+            id,
+        );
+        let before = server_doc.get_heads();
+
+        put(&mut client_doc, "meta", "changed");
+        let mut refused = false;
+        for _ in 0..10 {
+            let Some(m) = client.generate(id, &client_doc) else {
+                break;
+            };
+            match server.receive_checked(id, &mut server_doc, &m, |doc, _| {
+                match doc.get(ROOT, "meta").expect("get") {
+                    Some((v, _)) if v.as_str() == Some("fixed") => Ok(()),
+                    _ => Err("meta changed"),
+                }
+            }) {
+                Err(Rejected::Check("meta changed")) => {
+                    refused = true;
+                    break;
+                }
+                Err(e) => panic!("unexpected {e:?}"),
+                Ok(_) => {}
+            }
+            if let Some(reply) = server.generate(id, &server_doc) {
+                client
+                    .receive(id, &mut client_doc, &reply)
+                    .expect("client receives");
+            }
+        }
+        assert!(refused, "the meta change was never refused");
+        assert_eq!(server_doc.get_heads(), before);
+        let meta = server_doc
+            .get(ROOT, "meta")
+            .expect("get")
+            .map(|(v, _)| v.to_string());
+        assert_eq!(meta.as_deref(), Some("\"fixed\""));
+    }
+
+    /// Garbage payloads are errors and change nothing.
+    #[test]
+    fn invalid_payloads_are_errors() {
+        let id = DocumentId::random();
+        let mut doc = doc_with("k", "v");
+        let heads = doc.get_heads();
+        let mut peer = PeerSync::new();
+        for garbage in [
+            &b""[..],
+            b"\x42",
+            b"\x42\xff\xff\xff\xff\xff",
+            b"hello world",
+        ] {
+            assert!(
+                matches!(
+                    peer.receive(id, &mut doc, garbage),
+                    Err(SyncError::InvalidMessage(_))
+                ),
+                "{garbage:?}"
+            );
+            assert_eq!(doc.get_heads(), heads);
+        }
+    }
+
+    /// A persisted session resumes with the shared heads, so a reconnect sends less.
+    #[test]
+    fn persisted_state_resumes() {
+        let id = DocumentId::random();
+        let mut doc_a = doc_with("a", "1");
+        for i in 0..50 {
+            put(&mut doc_a, "k", &i.to_string());
+        }
+        let mut doc_b = Automerge::new();
+        let (mut a, mut b) = (PeerSync::new(), PeerSync::new());
+        converge(&mut a, &mut doc_a, &mut b, &mut doc_b, id);
+        let saved = b.persistable_state(&id).expect("state");
+
+        put(&mut doc_a, "k", "after");
+        let mut a2 = PeerSync::new();
+        let mut b2 = PeerSync::new();
+        b2.resume(id, &saved);
+        let first_b = b2.generate(id, &doc_b).expect("b speaks first");
+        a2.receive(id, &mut doc_a, &first_b).expect("a receives");
+        let reply = a2.generate(id, &doc_a).expect("a replies");
+        // Only the one new change travels, not the 51 before it.
+        let msg = sync::Message::decode(&reply).expect("decode");
+        let change_bytes: usize = msg.changes.iter().map(<[u8]>::len).sum();
+        assert!(
+            change_bytes < doc_a.save().len(),
+            "resumed sync resent the history"
+        );
+        assert!(b2.has(&id));
+    }
+
+    /// `request` is used while we hold nothing, `sync` once we have the document.
+    #[test]
+    fn wrap_chooses_request_or_sync() {
+        let id = DocumentId::random();
+        let empty = Automerge::new();
+        let full = doc_with("k", "v");
+        assert!(matches!(
+            wrap("a", "b", id, &empty, vec![1]),
+            Message::Request { .. }
+        ));
+        assert!(matches!(
+            wrap("a", "b", id, &full, vec![1]),
+            Message::Sync { .. }
+        ));
+    }
+}

@@ -1,0 +1,766 @@
+//! CBOR encoding and decoding of protocol messages.
+//!
+//! Decoding goes through `ciborium::Value` so that the quirks of real senders are easy to
+//! tolerate (floats for integers, `undefined` for absent fields, byte-string document
+//! ids, tag 64 around byte arrays) and every malformed input becomes a [`DecodeError`].
+//! Nesting is capped at [`MAX_NESTING`] levels, so hostile input cannot exhaust the stack.
+
+use std::collections::BTreeMap;
+
+use ciborium::Value;
+
+use super::ids::DocumentId;
+use super::message::{HeadsAtTime, Message, PeerMetadata, PROTOCOL_VERSION};
+
+/// No real message nests deeper than 5 levels; 16 leaves room and bounds recursion.
+pub const MAX_NESTING: usize = 16;
+
+/// Why a frame is not a protocol message.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DecodeError {
+    #[error("malformed CBOR: {0}")]
+    Cbor(String),
+    #[error("{0} bytes after the end of the CBOR message")]
+    TrailingBytes(usize),
+    #[error("message is not a CBOR map")]
+    NotAMap,
+    #[error("missing field `{0}`")]
+    MissingField(&'static str),
+    #[error("field `{field}` must be {expected}")]
+    WrongType {
+        field: &'static str,
+        expected: &'static str,
+    },
+    #[error("unknown message type {0:?}")]
+    UnknownType(String),
+    #[error("field `documentId`: {0}")]
+    DocumentId(String),
+}
+
+/// Decodes one frame into a message.
+pub fn decode(bytes: &[u8]) -> Result<Message, DecodeError> {
+    let mut reader = bytes;
+    let value: Value = ciborium::de::from_reader_with_recursion_limit(&mut reader, MAX_NESTING)
+        .map_err(|e| DecodeError::Cbor(e.to_string()))?;
+    if !reader.is_empty() {
+        return Err(DecodeError::TrailingBytes(reader.len()));
+    }
+    let Value::Map(entries) = untag(value) else {
+        return Err(DecodeError::NotAMap);
+    };
+    let fields = Fields(entries);
+    let kind = fields.text("type")?;
+    let msg = match kind.as_str() {
+        "join" => Message::Join {
+            sender_id: fields.text("senderId")?,
+            peer_metadata: match fields.get("peerMetadata") {
+                Some(v) => Some(peer_metadata(v)?),
+                None => fields.get("metadata").map(peer_metadata).transpose()?,
+            },
+            supported_protocol_versions: match fields.get("supportedProtocolVersions") {
+                Some(v) => text_list(v, "supportedProtocolVersions")?,
+                None => vec![PROTOCOL_VERSION.to_string()],
+            },
+        },
+        "peer" => Message::Peer {
+            sender_id: fields.text("senderId")?,
+            target_id: fields.text("targetId")?,
+            peer_metadata: fields.get("peerMetadata").map(peer_metadata).transpose()?,
+            selected_protocol_version: fields
+                .opt_text("selectedProtocolVersion")?
+                .unwrap_or_else(|| PROTOCOL_VERSION.to_string()),
+        },
+        "leave" => Message::Leave {
+            sender_id: fields.text("senderId")?,
+        },
+        "error" => Message::Error {
+            sender_id: fields.opt_text("senderId")?,
+            target_id: fields.opt_text("targetId")?,
+            message: fields.opt_text("message")?.unwrap_or_default(),
+        },
+        "request" => Message::Request {
+            sender_id: fields.text("senderId")?,
+            target_id: fields.text("targetId")?,
+            document_id: fields.document_id()?,
+            data: fields.bytes("data")?,
+        },
+        "sync" => Message::Sync {
+            sender_id: fields.text("senderId")?,
+            target_id: fields.text("targetId")?,
+            document_id: fields.document_id()?,
+            data: fields.bytes("data")?,
+        },
+        "doc-unavailable" => Message::DocUnavailable {
+            sender_id: fields.text("senderId")?,
+            target_id: fields.text("targetId")?,
+            document_id: fields.document_id()?,
+        },
+        "ephemeral" => Message::Ephemeral {
+            sender_id: fields.text("senderId")?,
+            target_id: fields.text("targetId")?,
+            count: fields.uint("count")?,
+            session_id: fields.text("sessionId")?,
+            document_id: fields.document_id()?,
+            data: fields.bytes("data")?,
+        },
+        "remote-subscription-change" => Message::RemoteSubscriptionChange {
+            sender_id: fields.text("senderId")?,
+            target_id: fields.text("targetId")?,
+            add: fields
+                .get("add")
+                .map(|v| text_list(v, "add"))
+                .transpose()?
+                .unwrap_or_default(),
+            remove: fields
+                .get("remove")
+                .map(|v| text_list(v, "remove"))
+                .transpose()?
+                .unwrap_or_default(),
+        },
+        "remote-heads-changed" => Message::RemoteHeadsChanged {
+            sender_id: fields.text("senderId")?,
+            target_id: fields.text("targetId")?,
+            document_id: fields.document_id()?,
+            new_heads: new_heads(
+                fields
+                    .get("newHeads")
+                    .ok_or(DecodeError::MissingField("newHeads"))?,
+            )?,
+        },
+        other => return Err(DecodeError::UnknownType(truncate(other))),
+    };
+    Ok(msg)
+}
+
+/// Encodes a message as one CBOR map, the way automerge-repo's JS peers do: byte fields
+/// as plain byte strings, integers as integers, absent optional fields left out.
+pub fn encode(msg: &Message) -> Vec<u8> {
+    let mut map: Vec<(Value, Value)> = vec![(text("type"), text(msg.type_name()))];
+    let mut put = |k: &str, v: Value| map.push((text(k), v));
+    match msg {
+        Message::Join {
+            sender_id,
+            peer_metadata,
+            supported_protocol_versions,
+        } => {
+            put("senderId", text(sender_id));
+            if let Some(meta) = peer_metadata {
+                put("peerMetadata", encode_metadata(meta));
+            }
+            put(
+                "supportedProtocolVersions",
+                Value::Array(supported_protocol_versions.iter().map(text).collect()),
+            );
+        }
+        Message::Peer {
+            sender_id,
+            target_id,
+            peer_metadata,
+            selected_protocol_version,
+        } => {
+            put("senderId", text(sender_id));
+            put("targetId", text(target_id));
+            if let Some(meta) = peer_metadata {
+                put("peerMetadata", encode_metadata(meta));
+            }
+            put("selectedProtocolVersion", text(selected_protocol_version));
+        }
+        Message::Leave { sender_id } => put("senderId", text(sender_id)),
+        Message::Error {
+            sender_id,
+            target_id,
+            message,
+        } => {
+            if let Some(s) = sender_id {
+                put("senderId", text(s));
+            }
+            if let Some(t) = target_id {
+                put("targetId", text(t));
+            }
+            put("message", text(message));
+        }
+        Message::Request {
+            sender_id,
+            target_id,
+            document_id,
+            data,
+        }
+        | Message::Sync {
+            sender_id,
+            target_id,
+            document_id,
+            data,
+        } => {
+            put("senderId", text(sender_id));
+            put("targetId", text(target_id));
+            put("documentId", text(document_id.to_string()));
+            put("data", Value::Bytes(data.clone()));
+        }
+        Message::DocUnavailable {
+            sender_id,
+            target_id,
+            document_id,
+        } => {
+            put("senderId", text(sender_id));
+            put("targetId", text(target_id));
+            put("documentId", text(document_id.to_string()));
+        }
+        Message::Ephemeral {
+            sender_id,
+            target_id,
+            count,
+            session_id,
+            document_id,
+            data,
+        } => {
+            put("senderId", text(sender_id));
+            put("targetId", text(target_id));
+            put("count", Value::Integer((*count).into()));
+            put("sessionId", text(session_id));
+            put("documentId", text(document_id.to_string()));
+            put("data", Value::Bytes(data.clone()));
+        }
+        Message::RemoteSubscriptionChange {
+            sender_id,
+            target_id,
+            add,
+            remove,
+        } => {
+            put("senderId", text(sender_id));
+            put("targetId", text(target_id));
+            if !add.is_empty() {
+                put("add", Value::Array(add.iter().map(text).collect()));
+            }
+            put("remove", Value::Array(remove.iter().map(text).collect()));
+        }
+        Message::RemoteHeadsChanged {
+            sender_id,
+            target_id,
+            document_id,
+            new_heads,
+        } => {
+            put("senderId", text(sender_id));
+            put("targetId", text(target_id));
+            put("documentId", text(document_id.to_string()));
+            let heads = new_heads
+                .iter()
+                .map(|(storage, at)| {
+                    let entry = Value::Map(vec![
+                        (
+                            text("heads"),
+                            Value::Array(at.heads.iter().map(text).collect()),
+                        ),
+                        (text("timestamp"), Value::Integer(at.timestamp.into())),
+                    ]);
+                    (text(storage), entry)
+                })
+                .collect();
+            put("newHeads", Value::Map(heads));
+        }
+    }
+    let mut out = Vec::new();
+    // Writing into a Vec cannot fail, and every Value we build is encodable.
+    if ciborium::ser::into_writer(&Value::Map(map), &mut out).is_err() {
+        out.clear();
+    }
+    out
+}
+
+fn text(s: impl AsRef<str>) -> Value {
+    Value::Text(s.as_ref().to_owned())
+}
+
+fn truncate(s: &str) -> String {
+    s.chars().take(64).collect()
+}
+
+/// Strips CBOR tags (cbor-x may wrap typed arrays in tag 64).
+fn untag(mut v: Value) -> Value {
+    while let Value::Tag(_, inner) = v {
+        v = *inner;
+    }
+    v
+}
+
+fn is_absent(v: &Value) -> bool {
+    matches!(v, Value::Null)
+}
+
+struct Fields(Vec<(Value, Value)>);
+
+impl Fields {
+    /// A present field; `null` and `undefined` count as absent.
+    fn get(&self, key: &str) -> Option<&Value> {
+        self.0.iter().find_map(|(k, v)| match k {
+            Value::Text(t) if t == key && !is_absent(v) => Some(v),
+            _ => None,
+        })
+    }
+
+    fn text(&self, key: &'static str) -> Result<String, DecodeError> {
+        self.opt_text(key)?.ok_or(DecodeError::MissingField(key))
+    }
+
+    fn opt_text(&self, key: &'static str) -> Result<Option<String>, DecodeError> {
+        match self.get(key) {
+            None => Ok(None),
+            Some(Value::Text(t)) => Ok(Some(t.clone())),
+            Some(_) => Err(DecodeError::WrongType {
+                field: key,
+                expected: "a text string",
+            }),
+        }
+    }
+
+    fn bytes(&self, key: &'static str) -> Result<Vec<u8>, DecodeError> {
+        match self.get(key).cloned().map(untag) {
+            None => Err(DecodeError::MissingField(key)),
+            Some(Value::Bytes(b)) => Ok(b),
+            Some(_) => Err(DecodeError::WrongType {
+                field: key,
+                expected: "a byte string",
+            }),
+        }
+    }
+
+    fn uint(&self, key: &'static str) -> Result<u64, DecodeError> {
+        as_uint(self.get(key).ok_or(DecodeError::MissingField(key))?, key)
+    }
+
+    fn document_id(&self) -> Result<DocumentId, DecodeError> {
+        const KEY: &str = "documentId";
+        match self.get(KEY).cloned().map(untag) {
+            None => Err(DecodeError::MissingField(KEY)),
+            Some(Value::Text(t)) => t
+                .parse()
+                .map_err(|e: super::InvalidDocumentId| DecodeError::DocumentId(e.0)),
+            Some(Value::Bytes(b)) if b.len() == 16 => {
+                DocumentId::from_slice(&b).map_err(|e| DecodeError::DocumentId(e.0))
+            }
+            Some(Value::Bytes(b)) => match std::str::from_utf8(&b) {
+                Ok(s) => s
+                    .parse()
+                    .map_err(|e: super::InvalidDocumentId| DecodeError::DocumentId(e.0)),
+                Err(_) => Err(DecodeError::DocumentId(
+                    "bytes are neither 16 raw bytes nor UTF-8".into(),
+                )),
+            },
+            Some(_) => Err(DecodeError::WrongType {
+                field: KEY,
+                expected: "a text or byte string",
+            }),
+        }
+    }
+}
+
+/// Integers, or floats that hold a whole non-negative number (JS may send either).
+fn as_uint(v: &Value, field: &'static str) -> Result<u64, DecodeError> {
+    let wrong = DecodeError::WrongType {
+        field,
+        expected: "a non-negative integer",
+    };
+    match v {
+        Value::Integer(i) => u64::try_from(*i).map_err(|_| wrong),
+        Value::Float(f) if f.is_finite() && *f >= 0.0 && f.fract() == 0.0 && *f < 1.8e19 => {
+            // Checked above: finite, whole, in range.
+            #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+            Ok(*f as u64)
+        }
+        _ => Err(wrong),
+    }
+}
+
+fn text_list(v: &Value, field: &'static str) -> Result<Vec<String>, DecodeError> {
+    let wrong = DecodeError::WrongType {
+        field,
+        expected: "an array of text strings",
+    };
+    match v {
+        Value::Array(items) => items
+            .iter()
+            .map(|i| match i {
+                Value::Text(t) => Ok(t.clone()),
+                _ => Err(wrong.clone()),
+            })
+            .collect(),
+        _ => Err(wrong),
+    }
+}
+
+fn peer_metadata(v: &Value) -> Result<PeerMetadata, DecodeError> {
+    let Value::Map(entries) = v else {
+        return Err(DecodeError::WrongType {
+            field: "peerMetadata",
+            expected: "a map",
+        });
+    };
+    let fields = Fields(entries.clone());
+    Ok(PeerMetadata {
+        storage_id: fields.opt_text("storageId")?,
+        is_ephemeral: match fields.get("isEphemeral") {
+            None => None,
+            Some(Value::Bool(b)) => Some(*b),
+            Some(_) => {
+                return Err(DecodeError::WrongType {
+                    field: "isEphemeral",
+                    expected: "a boolean",
+                })
+            }
+        },
+    })
+}
+
+fn encode_metadata(meta: &PeerMetadata) -> Value {
+    let mut m = Vec::new();
+    if let Some(s) = &meta.storage_id {
+        m.push((text("storageId"), text(s)));
+    }
+    if let Some(e) = meta.is_ephemeral {
+        m.push((text("isEphemeral"), Value::Bool(e)));
+    }
+    Value::Map(m)
+}
+
+fn new_heads(v: &Value) -> Result<BTreeMap<String, HeadsAtTime>, DecodeError> {
+    let wrong = |expected| DecodeError::WrongType {
+        field: "newHeads",
+        expected,
+    };
+    let Value::Map(entries) = v else {
+        return Err(wrong("a map of storageId to {heads, timestamp}"));
+    };
+    let mut out = BTreeMap::new();
+    for (k, v) in entries {
+        let Value::Text(storage) = k else {
+            return Err(wrong("a map keyed by storageId strings"));
+        };
+        let Value::Map(inner) = v else {
+            return Err(wrong("a map of storageId to {heads, timestamp}"));
+        };
+        let inner = Fields(inner.clone());
+        let heads = text_list(
+            inner
+                .get("heads")
+                .ok_or(DecodeError::MissingField("heads"))?,
+            "heads",
+        )?;
+        let timestamp = as_uint(
+            inner
+                .get("timestamp")
+                .ok_or(DecodeError::MissingField("timestamp"))?,
+            "timestamp",
+        )?;
+        out.insert(storage.clone(), HeadsAtTime { heads, timestamp });
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn doc() -> DocumentId {
+        DocumentId::from_bytes([9; 16])
+    }
+
+    fn cbor(v: Value) -> Vec<u8> {
+        let mut out = Vec::new();
+        ciborium::ser::into_writer(&v, &mut out).expect("encodable");
+        out
+    }
+
+    fn map(entries: Vec<(&str, Value)>) -> Value {
+        Value::Map(entries.into_iter().map(|(k, v)| (text(k), v)).collect())
+    }
+
+    fn all_messages() -> Vec<Message> {
+        let s = || "alice".to_string();
+        let t = || "server".to_string();
+        let mut heads = BTreeMap::new();
+        heads.insert(
+            "storage-1".to_string(),
+            HeadsAtTime {
+                heads: vec!["2NEpo7TZRRrLZSi2U".into()],
+                timestamp: 1_700_000_000_000,
+            },
+        );
+        vec![
+            Message::Join {
+                sender_id: s(),
+                peer_metadata: Some(PeerMetadata {
+                    storage_id: Some("st".into()),
+                    is_ephemeral: Some(false),
+                }),
+                supported_protocol_versions: vec!["1".into()],
+            },
+            Message::Peer {
+                sender_id: t(),
+                target_id: s(),
+                peer_metadata: Some(PeerMetadata::default()),
+                selected_protocol_version: "1".into(),
+            },
+            Message::Leave { sender_id: s() },
+            Message::Error {
+                sender_id: Some(t()),
+                target_id: Some(s()),
+                message: "nope".into(),
+            },
+            Message::Request {
+                sender_id: s(),
+                target_id: t(),
+                document_id: doc(),
+                data: vec![0x42, 1, 2],
+            },
+            Message::Sync {
+                sender_id: s(),
+                target_id: t(),
+                document_id: doc(),
+                data: vec![0x42, 3],
+            },
+            Message::DocUnavailable {
+                sender_id: t(),
+                target_id: s(),
+                document_id: doc(),
+            },
+            Message::Ephemeral {
+                sender_id: s(),
+                target_id: t(),
+                count: 7,
+                session_id: "sess".into(),
+                document_id: doc(),
+                data: vec![1],
+            },
+            Message::RemoteSubscriptionChange {
+                sender_id: s(),
+                target_id: t(),
+                add: vec!["a".into()],
+                remove: vec![],
+            },
+            Message::RemoteHeadsChanged {
+                sender_id: t(),
+                target_id: s(),
+                document_id: doc(),
+                new_heads: heads,
+            },
+        ]
+    }
+
+    /// Every message type survives encode → decode unchanged.
+    #[test]
+    fn every_message_round_trips() {
+        for msg in all_messages() {
+            assert_eq!(
+                decode(&encode(&msg)),
+                Ok(msg.clone()),
+                "{}",
+                msg.type_name()
+            );
+        }
+    }
+
+    /// The quirks of real senders listed in PROTOCOL.md decode to the same messages.
+    #[test]
+    fn tolerates_real_sender_quirks() {
+        let check = |input: Value, expected: Message| {
+            assert_eq!(decode(&cbor(input)), Ok(expected));
+        };
+        let id = doc().to_string();
+        // count and timestamp as float64, optional fields as undefined (null here).
+        check(
+            map(vec![
+                ("type", text("ephemeral")),
+                ("senderId", text("a")),
+                ("targetId", text("b")),
+                ("count", Value::Float(3.0)),
+                ("sessionId", text("s")),
+                ("documentId", text(&id)),
+                ("data", Value::Bytes(vec![1])),
+                ("extra", Value::Null),
+            ]),
+            Message::Ephemeral {
+                sender_id: "a".into(),
+                target_id: "b".into(),
+                count: 3,
+                session_id: "s".into(),
+                document_id: doc(),
+                data: vec![1],
+            },
+        );
+        // documentId as a byte string (UTF-8 of the id, or 16 raw bytes); data in tag 64.
+        for doc_value in [
+            Value::Bytes(id.clone().into_bytes()),
+            Value::Bytes(vec![9; 16]),
+        ] {
+            check(
+                map(vec![
+                    ("type", text("sync")),
+                    ("senderId", text("a")),
+                    ("targetId", text("b")),
+                    ("documentId", doc_value),
+                    ("data", Value::Tag(64, Box::new(Value::Bytes(vec![0x42])))),
+                ]),
+                Message::Sync {
+                    sender_id: "a".into(),
+                    target_id: "b".into(),
+                    document_id: doc(),
+                    data: vec![0x42],
+                },
+            );
+        }
+        // `metadata` alias, no supportedProtocolVersions means "1".
+        check(
+            map(vec![
+                ("type", text("join")),
+                ("senderId", text("a")),
+                (
+                    "metadata",
+                    map(vec![
+                        ("storageId", text("st")),
+                        ("isEphemeral", Value::Null),
+                    ]),
+                ),
+            ]),
+            Message::Join {
+                sender_id: "a".into(),
+                peer_metadata: Some(PeerMetadata {
+                    storage_id: Some("st".into()),
+                    is_ephemeral: None,
+                }),
+                supported_protocol_versions: vec!["1".into()],
+            },
+        );
+        // remote-heads-changed with a float timestamp.
+        let mut heads = BTreeMap::new();
+        heads.insert(
+            "st".to_string(),
+            HeadsAtTime {
+                heads: vec![],
+                timestamp: 12,
+            },
+        );
+        check(
+            map(vec![
+                ("type", text("remote-heads-changed")),
+                ("senderId", text("a")),
+                ("targetId", text("b")),
+                ("documentId", text(&id)),
+                (
+                    "newHeads",
+                    map(vec![(
+                        "st",
+                        map(vec![
+                            ("heads", Value::Array(vec![])),
+                            ("timestamp", Value::Float(12.0)),
+                        ]),
+                    )]),
+                ),
+            ]),
+            Message::RemoteHeadsChanged {
+                sender_id: "a".into(),
+                target_id: "b".into(),
+                document_id: doc(),
+                new_heads: heads,
+            },
+        );
+    }
+
+    /// Malformed frames are typed errors naming the problem, never panics.
+    #[test]
+    fn malformed_frames_are_errors() {
+        let check = |input: Vec<u8>, expected: fn(&DecodeError) -> bool| {
+            let got = decode(&input);
+            assert!(
+                matches!(&got, Err(e) if expected(e)),
+                "{input:?} gave {got:?}"
+            );
+        };
+        check(vec![], |e| matches!(e, DecodeError::Cbor(_)));
+        check(vec![0xff, 0x00, 0x13], |e| {
+            matches!(e, DecodeError::Cbor(_))
+        });
+        // a map header promising 5 entries, then nothing
+        check(vec![0xa5], |e| matches!(e, DecodeError::Cbor(_)));
+        check(cbor(Value::Array(vec![])), |e| *e == DecodeError::NotAMap);
+        check(cbor(map(vec![("senderId", text("a"))])), |e| {
+            *e == DecodeError::MissingField("type")
+        });
+        check(
+            cbor(map(vec![("type", text("teleport"))])),
+            |e| matches!(e, DecodeError::UnknownType(t) if t == "teleport"),
+        );
+        check(cbor(map(vec![("type", Value::Integer(3.into()))])), |e| {
+            matches!(e, DecodeError::WrongType { field: "type", .. })
+        });
+        check(
+            cbor(map(vec![
+                ("type", text("sync")),
+                ("senderId", text("a")),
+                ("targetId", text("b")),
+                ("documentId", text("not-an-id")),
+                ("data", Value::Bytes(vec![1])),
+            ])),
+            |e| matches!(e, DecodeError::DocumentId(_)),
+        );
+        check(
+            cbor(map(vec![
+                ("type", text("sync")),
+                ("senderId", text("a")),
+                ("targetId", text("b")),
+                ("documentId", text(doc().to_string())),
+                ("data", text("not bytes")),
+            ])),
+            |e| matches!(e, DecodeError::WrongType { field: "data", .. }),
+        );
+        check(
+            cbor(map(vec![
+                ("type", text("ephemeral")),
+                ("senderId", text("a")),
+                ("targetId", text("b")),
+                ("count", Value::Float(-1.5)),
+                ("sessionId", text("s")),
+                ("documentId", text(doc().to_string())),
+                ("data", Value::Bytes(vec![1])),
+            ])),
+            |e| matches!(e, DecodeError::WrongType { field: "count", .. }),
+        );
+        // trailing garbage after a valid message
+        let mut trailing = encode(&Message::Leave {
+            sender_id: "a".into(),
+        });
+        trailing.push(0);
+        check(trailing, |e| *e == DecodeError::TrailingBytes(1));
+        // 100 000 nested arrays: rejected by the nesting limit, no stack overflow
+        let mut deep = vec![0x81; 100_000];
+        deep.push(0x00);
+        check(deep, |e| matches!(e, DecodeError::Cbor(_)));
+        // a byte string claiming 2^62 bytes
+        check(vec![0x5b, 0x40, 0, 0, 0, 0, 0, 0, 0], |e| {
+            matches!(e, DecodeError::Cbor(_))
+        });
+    }
+
+    /// Encoded frames use plain byte strings and integer counts, as cbor-x readers expect.
+    #[test]
+    fn encodes_like_js_peers() {
+        let bytes = encode(&Message::Sync {
+            sender_id: "a".into(),
+            target_id: "b".into(),
+            document_id: doc(),
+            data: vec![0x42],
+        });
+        let value: Value = ciborium::de::from_reader(bytes.as_slice()).expect("cbor");
+        let Value::Map(entries) = value else {
+            panic!("not a map")
+        };
+        let data = entries
+            .iter()
+            .find(|(k, _)| *k == text("data"))
+            .map(|(_, v)| v.clone());
+        assert_eq!(data, Some(Value::Bytes(vec![0x42])));
+        let doc_id = entries
+            .iter()
+            .find(|(k, _)| *k == text("documentId"))
+            .map(|(_, v)| v.clone());
+        assert_eq!(doc_id, Some(text(doc().to_string())));
+    }
+}
