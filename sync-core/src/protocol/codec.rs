@@ -215,7 +215,7 @@ pub fn encode(msg: &Message) -> Vec<u8> {
         } => {
             put("senderId", text(sender_id));
             put("targetId", text(target_id));
-            put("count", Value::Integer((*count).into()));
+            put("count", js_number(*count));
             put("sessionId", text(session_id));
             put("documentId", text(document_id.to_string()));
             put("data", Value::Bytes(data.clone()));
@@ -250,7 +250,7 @@ pub fn encode(msg: &Message) -> Vec<u8> {
                             text("heads"),
                             Value::Array(at.heads.iter().map(text).collect()),
                         ),
-                        (text("timestamp"), Value::Integer(at.timestamp.into())),
+                        (text("timestamp"), js_number(at.timestamp)),
                     ]);
                     (text(storage), entry)
                 })
@@ -268,6 +268,18 @@ pub fn encode(msg: &Message) -> Vec<u8> {
 
 fn text(s: impl AsRef<str>) -> Value {
     Value::Text(s.as_ref().to_owned())
+}
+
+/// A number as cbor-x writes a JS number: integers above 32 bits as float64 (cbor-x
+/// would read a 64-bit CBOR integer back as a BigInt, which JS code does not expect).
+fn js_number(n: u64) -> Value {
+    if n <= u64::from(u32::MAX) {
+        Value::Integer(n.into())
+    } else {
+        // Exact for every value below 2^53, which covers millisecond clocks.
+        #[allow(clippy::cast_precision_loss)]
+        Value::Float(n as f64)
+    }
 }
 
 fn truncate(s: &str) -> String {
@@ -762,5 +774,16 @@ mod tests {
             .find(|(k, _)| *k == text("documentId"))
             .map(|(_, v)| v.clone());
         assert_eq!(doc_id, Some(text(doc().to_string())));
+    }
+
+    /// Millisecond timestamps go out as float64 like cbor-x writes them (a 64-bit CBOR
+    /// integer would reach JS as a BigInt); small numbers stay integers.
+    #[test]
+    fn large_numbers_are_js_numbers() {
+        assert_eq!(js_number(5), Value::Integer(5.into()));
+        assert_eq!(
+            js_number(1_700_000_000_000),
+            Value::Float(1_700_000_000_000.0)
+        );
     }
 }

@@ -1,0 +1,142 @@
+//! The HTTP face: router, shared state, authentication at the websocket upgrade.
+
+use std::sync::Arc;
+
+use axum::extract::ws::WebSocketUpgrade;
+use axum::extract::{Query, State};
+use axum::http::HeaderMap;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use serde::Deserialize;
+use tokio::sync::{mpsc, watch};
+
+use crate::error::Error;
+use crate::hub::Hub;
+use crate::store::Store;
+
+/// Limits and settings the connections obey.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Largest websocket message accepted; larger ones close the socket (1009).
+    pub max_frame_bytes: usize,
+    /// Documents a connection may be creating at once (unknown ids it sent `sync` for).
+    pub max_pending_creations: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_frame_bytes: 32 * 1024 * 1024,
+            max_pending_creations: 256,
+        }
+    }
+}
+
+/// Everything a request handler or connection needs; shared as `Arc<AppState>`.
+#[derive(Debug)]
+pub struct AppState {
+    pub store: Store,
+    pub hub: Hub,
+    pub limits: Limits,
+    /// This store's storageId, sent in `peer` and `remote-heads-changed`.
+    pub storage_id: String,
+    /// This process's peerId.
+    pub peer_id: String,
+    /// Flips to true when the server shuts down; connections watch it.
+    pub shutdown: watch::Receiver<bool>,
+    /// Every connection holds a clone; shutdown waits until all are dropped.
+    pub(crate) alive: mpsc::Sender<()>,
+}
+
+impl AppState {
+    pub async fn new(
+        store: Store,
+        limits: Limits,
+        shutdown: watch::Receiver<bool>,
+        alive: mpsc::Sender<()>,
+    ) -> Result<Arc<AppState>, Error> {
+        let storage_id = store.storage_id().await?;
+        let peer_id = format!(
+            "buurtsync-{}",
+            hex::encode(crate::auth::random_bytes::<6>())
+        );
+        Ok(Arc::new(AppState {
+            hub: Hub::new(store.clone()),
+            store,
+            limits,
+            storage_id,
+            peer_id,
+            shutdown,
+            alive,
+        }))
+    }
+}
+
+/// The router; tests build it without `main`.
+pub fn app(state: Arc<AppState>) -> Router {
+    Router::new()
+        .route("/sync", get(sync_upgrade))
+        .route("/healthz", get(healthz))
+        .with_state(state)
+}
+
+#[derive(Deserialize)]
+struct TokenQuery {
+    token: Option<String>,
+}
+
+/// The bearer token: `Authorization: Bearer …` first, then `?token=` for browsers.
+fn presented_token(headers: &HeaderMap, query: &TokenQuery) -> Option<String> {
+    headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            v.strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("bearer "))
+        })
+        .map(|v| v.trim().to_owned())
+        .or_else(|| query.token.clone())
+}
+
+async fn sync_upgrade(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Query(query): Query<TokenQuery>,
+    ws: WebSocketUpgrade,
+) -> Result<Response, Error> {
+    let token = presented_token(&headers, &query).ok_or(Error::Unauthorized)?;
+    let (principal, token_id) = match crate::auth::authenticate(&state.store, &token).await {
+        Ok(found) => found,
+        Err(Error::Unauthorized) => {
+            tracing::info!("websocket upgrade refused: bad token");
+            return Err(Error::Unauthorized);
+        }
+        Err(e) => return Err(e),
+    };
+    let max = state.limits.max_frame_bytes;
+    Ok(ws
+        .max_message_size(max)
+        .max_frame_size(max)
+        .on_upgrade(move |socket| crate::ws::connection::run(state, socket, principal, token_id))
+        .into_response())
+}
+
+async fn healthz(State(state): State<Arc<AppState>>) -> Response {
+    match state.store.ping().await {
+        Ok(()) => Json(serde_json::json!({
+            "status": "ok",
+            "storage_id": state.storage_id,
+            "documents_loaded": state.hub.loaded(),
+        }))
+        .into_response(),
+        Err(e) => {
+            tracing::error!(error = %e, "health check: store unreachable");
+            (
+                axum::http::StatusCode::SERVICE_UNAVAILABLE,
+                Json(serde_json::json!({"status": "store unreachable"})),
+            )
+                .into_response()
+        }
+    }
+}

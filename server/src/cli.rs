@@ -1,0 +1,465 @@
+//! The `buurtsync` command line: `serve`, `demo`, and admin commands that work on the
+//! same database as a running server. Admin commands print a human line, or one JSON
+//! document with `--json`.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+use serde_json::json;
+use sync_core::partition::WijkId;
+use sync_core::policy::{GlobalRole, WijkRole};
+use sync_core::protocol::DocumentId;
+
+use crate::app::Limits;
+use crate::error::Error;
+use crate::store::Store;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "buurtsync",
+    version,
+    about = "Offline-first sync relay for buurtteam apps"
+)]
+pub struct Cli {
+    /// Database URL (`sqlite://PATH`).
+    #[arg(
+        long,
+        global = true,
+        env = "BUURTSYNC_DATABASE",
+        default_value = "sqlite://buurtsync.sqlite3"
+    )]
+    pub database: String,
+    /// Print machine-readable JSON.
+    #[arg(long, global = true)]
+    pub json: bool,
+    /// Log as JSON lines.
+    #[arg(long, global = true, env = "BUURTSYNC_LOG_JSON")]
+    pub log_json: bool,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run the relay.
+    Serve(ServeArgs),
+    /// Seed a demo wijk, users and tokens into the database, print them, and serve.
+    Demo(ServeArgs),
+    /// Manage wijken.
+    #[command(subcommand)]
+    Wijk(WijkCmd),
+    /// Manage users.
+    #[command(subcommand)]
+    User(UserCmd),
+    /// Give a user a role: in a wijk (professional, volunteer, coordinator) or global
+    /// (consulent, central_office, admin).
+    Grant(GrantArgs),
+    /// Take a role in a wijk away.
+    Ungrant(GrantArgs),
+    /// Manage tokens.
+    #[command(subcommand)]
+    Token(TokenCmd),
+    /// Inspect stored documents (catalog and heads only, never content).
+    #[command(subcommand)]
+    Doc(DocCmd),
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct ServeArgs {
+    /// Address to listen on.
+    #[arg(long, env = "BUURTSYNC_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+    /// Largest websocket message accepted, in bytes.
+    #[arg(long, env = "BUURTSYNC_MAX_FRAME_BYTES", default_value_t = Limits::default().max_frame_bytes)]
+    pub max_frame_bytes: usize,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum WijkCmd {
+    /// Add a wijk (id: lowercase letters, digits, dashes).
+    Add {
+        id: String,
+        #[arg(long)]
+        name: Option<String>,
+    },
+    List,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum UserCmd {
+    Add {
+        id: String,
+        #[arg(long)]
+        name: Option<String>,
+    },
+    List,
+}
+
+#[derive(Args, Debug)]
+pub struct GrantArgs {
+    pub user: String,
+    pub role: String,
+    /// The wijk, for wijk roles.
+    #[arg(long)]
+    pub wijk: Option<String>,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum TokenCmd {
+    /// Issue a token; the secret is printed once and stored only as a hash.
+    Issue {
+        user: String,
+        /// Lifetime, e.g. `90d`, `12h`.
+        #[arg(long, default_value = "90d")]
+        expires_in: humantime::Duration,
+    },
+    /// Revoke a token by id (`tok_…`) or by its secret (`bst_…`).
+    Revoke { token: String },
+    List {
+        #[arg(long)]
+        user: Option<String>,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum DocCmd {
+    /// Catalog row, chunk count and heads of a document.
+    Info { id: String },
+    /// Catalog rows, optionally of one partition.
+    List {
+        #[arg(long)]
+        wijk: Option<String>,
+        #[arg(long)]
+        kind: Option<String>,
+    },
+}
+
+/// Runs a parsed command line.
+pub async fn run(cli: Cli) -> Result<(), Error> {
+    let json_out = cli.json;
+    match cli.command {
+        Command::Serve(args) => {
+            let store = Store::open(&cli.database).await?;
+            serve(store, args).await
+        }
+        Command::Demo(args) => {
+            let store = Store::open(&cli.database).await?;
+            demo(&store, &args, json_out).await?;
+            serve(store, args).await
+        }
+        Command::Wijk(cmd) => {
+            let store = Store::open(&cli.database).await?;
+            match cmd {
+                WijkCmd::Add { id, name } => {
+                    let wijk = WijkId::new(id)?;
+                    let name = name.unwrap_or_else(|| wijk.to_string());
+                    store.add_wijk(&wijk, &name).await?;
+                    print(
+                        json_out,
+                        json!({"wijk": wijk, "name": name}),
+                        &format!("added wijk {wijk}"),
+                    );
+                }
+                WijkCmd::List => {
+                    let list = store.list_wijken().await?;
+                    let text = list
+                        .iter()
+                        .map(|(id, n)| format!("{id}\t{n}"))
+                        .collect::<Vec<_>>()
+                        .join("\n");
+                    let value = list
+                        .iter()
+                        .map(|(id, n)| json!({"wijk": id, "name": n}))
+                        .collect::<Vec<_>>();
+                    print(json_out, json!(value), &text);
+                }
+            }
+            Ok(())
+        }
+        Command::User(cmd) => {
+            let store = Store::open(&cli.database).await?;
+            match cmd {
+                UserCmd::Add { id, name } => {
+                    let name = name.unwrap_or_else(|| id.clone());
+                    store.add_user(&id, &name).await?;
+                    print(
+                        json_out,
+                        json!({"user": id, "name": name}),
+                        &format!("added user {id}"),
+                    );
+                }
+                UserCmd::List => {
+                    let users = store.list_users().await?;
+                    let text = users
+                        .iter()
+                        .map(|u| {
+                            let grants: Vec<String> = u
+                                .grants
+                                .iter()
+                                .map(|g| format!("{}@{}", g.role, g.wijk))
+                                .chain(u.global_roles.iter().map(ToString::to_string))
+                                .collect();
+                            format!("{}\t{}\t{}", u.id, u.name, grants.join(","))
+                        })
+                        .collect::<Vec<_>>()
+                        .join("\n");
+                    print(json_out, json!(users), &text);
+                }
+            }
+            Ok(())
+        }
+        Command::Grant(args) => {
+            let store = Store::open(&cli.database).await?;
+            grant(&store, &args, true).await?;
+            print(
+                json_out,
+                json!({"user": args.user, "role": args.role, "wijk": args.wijk, "granted": true}),
+                &format!(
+                    "granted {} to {}{}",
+                    args.role,
+                    args.user,
+                    args.wijk
+                        .as_ref()
+                        .map(|w| format!(" in {w}"))
+                        .unwrap_or_default()
+                ),
+            );
+            Ok(())
+        }
+        Command::Ungrant(args) => {
+            let store = Store::open(&cli.database).await?;
+            let removed = grant(&store, &args, false).await?;
+            print(
+                json_out,
+                json!({"user": args.user, "role": args.role, "wijk": args.wijk, "removed": removed}),
+                &if removed {
+                    format!("removed {} from {}", args.role, args.user)
+                } else {
+                    "no such grant".into()
+                },
+            );
+            Ok(())
+        }
+        Command::Token(cmd) => {
+            let store = Store::open(&cli.database).await?;
+            match cmd {
+                TokenCmd::Issue { user, expires_in } => {
+                    let secs = i64::try_from(expires_in.as_secs()).unwrap_or(i64::MAX);
+                    let issued = crate::auth::issue(&store, &user, secs).await?;
+                    print(
+                        json_out,
+                        json!({"token_id": issued.id, "token": issued.secret, "user": user, "expires_at": issued.expires_at}),
+                        &format!(
+                            "{}\n(token id {}, user {user}, expires {})",
+                            issued.secret,
+                            issued.id,
+                            rfc3339(issued.expires_at)
+                        ),
+                    );
+                }
+                TokenCmd::Revoke { token } => {
+                    let revoked = if crate::auth::is_secret(&token) {
+                        store
+                            .revoke_token(None, Some(&crate::auth::hash_secret(&token)))
+                            .await?
+                    } else {
+                        store.revoke_token(Some(&token), None).await?
+                    };
+                    let Some(id) = revoked else {
+                        return Err(Error::NotFound("no live token matches".into()));
+                    };
+                    print(
+                        json_out,
+                        json!({"token_id": id, "revoked": true}),
+                        &format!("revoked {id}"),
+                    );
+                }
+                TokenCmd::List { user } => {
+                    let tokens = store.list_tokens(user.as_deref()).await?;
+                    let text = tokens
+                        .iter()
+                        .map(|t| {
+                            let status = if t.revoked_at.is_some() {
+                                "revoked"
+                            } else if t.expires_at <= crate::store::now() {
+                                "expired"
+                            } else {
+                                "live"
+                            };
+                            format!(
+                                "{}\t{}\t{}\texpires {}",
+                                t.id,
+                                t.user_id,
+                                status,
+                                rfc3339(t.expires_at)
+                            )
+                        })
+                        .collect::<Vec<_>>()
+                        .join("\n");
+                    print(json_out, json!(tokens), &text);
+                }
+            }
+            Ok(())
+        }
+        Command::Doc(cmd) => {
+            let store = Store::open(&cli.database).await?;
+            match cmd {
+                DocCmd::Info { id } => {
+                    let id: DocumentId = id.parse().map_err(sync_core::Error::from)?;
+                    let stored = store
+                        .load_document(&id)
+                        .await?
+                        .ok_or_else(|| Error::NotFound(format!("document {id}")))?;
+                    let doc = automerge::Automerge::load(&stored.bytes)
+                        .map_err(|e| Error::Corrupt(format!("document {id} does not load: {e}")))?;
+                    let heads: Vec<String> =
+                        doc.get_heads().iter().map(ToString::to_string).collect();
+                    let value = json!({
+                        "id": id.to_string(),
+                        "kind": stored.entry.partition.kind,
+                        "wijk": stored.entry.partition.wijk,
+                        "created_at": stored.entry.created_at,
+                        "created_by": stored.entry.created_by,
+                        "chunks": stored.chunks,
+                        "bytes": stored.bytes.len(),
+                        "heads": heads,
+                    });
+                    let text = format!(
+                        "{id}\t{}\t{} chunks, {} bytes\theads {}",
+                        stored.entry.partition,
+                        stored.chunks,
+                        stored.bytes.len(),
+                        heads.join(",")
+                    );
+                    print(json_out, value, &text);
+                }
+                DocCmd::List { wijk, kind } => {
+                    let partition = match (wijk, kind) {
+                        (Some(w), Some(k)) => Some(sync_core::partition::Partition {
+                            wijk: WijkId::new(w)?,
+                            kind: k.parse().map_err(sync_core::Error::from)?,
+                        }),
+                        (None, None) => None,
+                        _ => {
+                            return Err(Error::Invalid(
+                                "give both --wijk and --kind, or neither".into(),
+                            ))
+                        }
+                    };
+                    let docs = store.list_documents(partition.as_ref()).await?;
+                    let text = docs
+                        .iter()
+                        .map(|d| format!("{}\t{}\t{}", d.id, d.partition, rfc3339(d.created_at)))
+                        .collect::<Vec<_>>()
+                        .join("\n");
+                    print(json_out, json!(docs), &text);
+                }
+            }
+            Ok(())
+        }
+    }
+}
+
+async fn grant(store: &Store, args: &GrantArgs, add: bool) -> Result<bool, Error> {
+    if let Ok(role) = args.role.parse::<WijkRole>() {
+        let wijk = args
+            .wijk
+            .as_ref()
+            .ok_or_else(|| Error::Invalid(format!("role {role} needs --wijk")))?;
+        let wijk = WijkId::new(wijk.clone())?;
+        if add {
+            store.grant(&args.user, &wijk, role).await?;
+            Ok(true)
+        } else {
+            store.revoke_grant(&args.user, &wijk, role).await
+        }
+    } else if let Ok(role) = args.role.parse::<GlobalRole>() {
+        if args.wijk.is_some() {
+            return Err(Error::Invalid(format!(
+                "role {role} is global; drop --wijk"
+            )));
+        }
+        if !add {
+            return Err(Error::Invalid(
+                "removing global roles is not supported yet".into(),
+            ));
+        }
+        store.grant_global(&args.user, role).await?;
+        Ok(true)
+    } else {
+        Err(Error::Invalid(format!(
+            "unknown role {:?}: use professional, volunteer, coordinator (with --wijk) or consulent, central_office, admin",
+            args.role
+        )))
+    }
+}
+
+async fn serve(store: Store, args: ServeArgs) -> Result<(), Error> {
+    let listener = tokio::net::TcpListener::bind(args.listen).await?;
+    let limits = Limits {
+        max_frame_bytes: args.max_frame_bytes,
+        ..Limits::default()
+    };
+    crate::serve::serve_until(listener, store, limits, crate::serve::shutdown_signal()).await
+}
+
+/// Seeds the demo (idempotent: an existing demo is reused, fresh tokens are issued).
+async fn demo(store: &Store, args: &ServeArgs, json_out: bool) -> Result<(), Error> {
+    let wijk = WijkId::new("demo-centrum")?;
+    let ignore_conflict = |r: Result<(), Error>| match r {
+        Err(Error::Conflict(_)) => Ok(()),
+        other => other,
+    };
+    ignore_conflict(store.add_wijk(&wijk, "Demo Centrum").await)?;
+    ignore_conflict(store.add_user("fatima", "Fatima (professional)").await)?;
+    ignore_conflict(store.add_user("joop", "Joop (vrijwilliger)").await)?;
+    store.grant("fatima", &wijk, WijkRole::Professional).await?;
+    store.grant("joop", &wijk, WijkRole::Volunteer).await?;
+    let day = 24 * 3600;
+    let fatima = crate::auth::issue(store, "fatima", 30 * day).await?;
+    let joop = crate::auth::issue(store, "joop", 30 * day).await?;
+    let url = format!("ws://{}/sync", args.listen);
+    if json_out {
+        println!(
+            "{}",
+            json!({"wijk": wijk, "url": url, "tokens": {"fatima": fatima.secret, "joop": joop.secret}})
+        );
+    } else {
+        println!("buurtsync demo — wijk {wijk}");
+        println!("  sync URL:  {url}");
+        println!(
+            "  fatima (professional: plans and activiteiten): {}",
+            fatima.secret
+        );
+        println!(
+            "  joop (vrijwilliger: activiteiten only):        {}",
+            joop.secret
+        );
+        println!(
+            "  try it:  node tests/js/interop.mjs '{url}?token={}' {wijk}",
+            fatima.secret
+        );
+        println!("  health:  curl http://{}/healthz", args.listen);
+    }
+    Ok(())
+}
+
+fn print(json_out: bool, value: serde_json::Value, text: &str) {
+    if json_out {
+        println!("{value}");
+    } else if !text.is_empty() {
+        println!("{text}");
+    }
+}
+
+fn rfc3339(secs: i64) -> String {
+    let t =
+        std::time::UNIX_EPOCH + std::time::Duration::from_secs(u64::try_from(secs).unwrap_or(0));
+    humantime::format_rfc3339_seconds(t).to_string()
+}
+
+/// Where the demo keeps its database by default.
+pub fn demo_dir() -> PathBuf {
+    PathBuf::from("demo-data")
+}

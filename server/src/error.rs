@@ -1,0 +1,60 @@
+//! The server's error type, and its translation at the HTTP edge.
+//!
+//! Clients get a short, safe message; the log gets the detail.
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("database migration failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("stored data is corrupt: {0}")]
+    Corrupt(String),
+    #[error("configuration: {0}")]
+    Config(String),
+    #[error("{0}")]
+    Invalid(String),
+    #[error("not found: {0}")]
+    NotFound(String),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("unauthorized")]
+    Unauthorized,
+    #[error(transparent)]
+    Core(#[from] sync_core::Error),
+    #[error(transparent)]
+    Wijk(#[from] sync_core::partition::InvalidWijkId),
+    #[error("i/o: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+impl IntoResponse for Error {
+    fn into_response(self) -> Response {
+        let (status, message) = match &self {
+            Error::Unauthorized => (
+                StatusCode::UNAUTHORIZED,
+                "missing, invalid, expired or revoked token",
+            ),
+            Error::NotFound(_) => (StatusCode::NOT_FOUND, "not found"),
+            Error::Invalid(_) | Error::Core(_) | Error::Wijk(_) => {
+                (StatusCode::BAD_REQUEST, "bad request")
+            }
+            Error::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
+            _ => {
+                tracing::error!(error = %self, "request failed");
+                (StatusCode::INTERNAL_SERVER_ERROR, "internal error")
+            }
+        };
+        let mut response = (status, format!("{message}\n")).into_response();
+        if status == StatusCode::UNAUTHORIZED {
+            response.headers_mut().insert(
+                axum::http::header::WWW_AUTHENTICATE,
+                axum::http::HeaderValue::from_static("Bearer realm=\"buurtsync\""),
+            );
+        }
+        response
+    }
+}

@@ -1,0 +1,257 @@
+//! The hub: documents held in memory, shared by every connection, and the fan-out of
+//! their changes.
+//!
+//! Each loaded document is one [`DocEntry`]: its fixed catalog row, the automerge
+//! document behind an async lock (held across the store write, so nothing uncommitted
+//! is ever read by another peer), and the connections subscribed to it. A change is
+//! announced by marking the document dirty in each subscriber's [`ConnSignal`]; each
+//! connection then generates its own sync message. Marks coalesce, so a slow peer
+//! costs a set entry, not a queue of messages.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use automerge::{Automerge, ChangeHash};
+use sync_core::protocol::{DocumentId, Message};
+use tokio::sync::{mpsc, Notify, OnceCell};
+
+use crate::error::Error;
+use crate::store::{CatalogEntry, Store};
+
+/// Locks a std mutex, recovering from poisoning: the guarded maps stay consistent
+/// because no code path panics while holding them.
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// How a connection is told about work: dirty documents and relayed ephemeral messages.
+#[derive(Debug)]
+pub struct ConnSignal {
+    pub id: u64,
+    dirty: Mutex<HashSet<DocumentId>>,
+    notify: Notify,
+    /// Ephemeral messages of other peers; lossy by design (try_send), so bounded.
+    ephemeral: mpsc::Sender<Message>,
+}
+
+impl ConnSignal {
+    pub fn new(id: u64, ephemeral: mpsc::Sender<Message>) -> Self {
+        ConnSignal {
+            id,
+            dirty: Mutex::new(HashSet::new()),
+            notify: Notify::new(),
+            ephemeral,
+        }
+    }
+
+    /// Asks the connection to (re)generate its sync message for `id`.
+    pub fn mark(&self, id: DocumentId) {
+        lock(&self.dirty).insert(id);
+        self.notify.notify_one();
+    }
+
+    /// The dirty documents, emptying the set.
+    pub fn take(&self) -> Vec<DocumentId> {
+        lock(&self.dirty).drain().collect()
+    }
+
+    /// Resolves when something was marked since the last call.
+    pub async fn notified(&self) {
+        self.notify.notified().await;
+    }
+}
+
+/// A document's in-memory state.
+#[derive(Debug)]
+pub struct DocState {
+    pub doc: Automerge,
+    /// Heads of what is committed to the store; only these are ever acknowledged.
+    pub saved_heads: Vec<ChangeHash>,
+    incremental_bytes: u64,
+    snapshot_bytes: u64,
+}
+
+/// A loaded document.
+#[derive(Debug)]
+pub struct DocEntry {
+    pub catalog: CatalogEntry,
+    pub state: tokio::sync::Mutex<DocState>,
+    subscribers: Mutex<HashMap<u64, Arc<ConnSignal>>>,
+}
+
+impl DocEntry {
+    pub fn id(&self) -> DocumentId {
+        self.catalog.id
+    }
+
+    pub fn subscribe(&self, conn: &Arc<ConnSignal>) {
+        lock(&self.subscribers).insert(conn.id, conn.clone());
+    }
+
+    pub fn unsubscribe(&self, conn: u64) {
+        lock(&self.subscribers).remove(&conn);
+    }
+
+    /// Marks the document dirty for every subscriber (including the writer, whose
+    /// connection then answers and acknowledges).
+    pub fn announce(&self) {
+        let id = self.id();
+        for conn in lock(&self.subscribers).values() {
+            conn.mark(id);
+        }
+    }
+
+    /// Relays an ephemeral message to every other subscriber; dropped where full.
+    pub fn relay_ephemeral(&self, from: u64, msg: &Message) {
+        for (id, conn) in lock(&self.subscribers).iter() {
+            if *id != from {
+                let _ = conn.ephemeral.try_send(msg.clone());
+            }
+        }
+    }
+}
+
+type Slot = Arc<OnceCell<Option<Arc<DocEntry>>>>;
+
+/// The registry of loaded documents.
+#[derive(Debug)]
+pub struct Hub {
+    store: Store,
+    docs: Mutex<HashMap<DocumentId, Slot>>,
+    next_conn: AtomicU64,
+}
+
+impl Hub {
+    pub fn new(store: Store) -> Self {
+        Hub {
+            store,
+            docs: Mutex::new(HashMap::new()),
+            next_conn: AtomicU64::new(1),
+        }
+    }
+
+    pub fn next_conn_id(&self) -> u64 {
+        self.next_conn.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Number of documents held in memory.
+    pub fn loaded(&self) -> usize {
+        lock(&self.docs).len()
+    }
+
+    /// The document, loading it from the store once however many ask at the same time.
+    /// `None` if the catalog does not know it.
+    pub async fn get(&self, id: DocumentId) -> Result<Option<Arc<DocEntry>>, Error> {
+        for _ in 0..3 {
+            let slot = lock(&self.docs).entry(id).or_default().clone();
+            let loaded = slot
+                .get_or_try_init(|| async { self.load(id).await })
+                .await
+                .cloned();
+            let mut docs = lock(&self.docs);
+            let current = docs.get(&id).cloned();
+            match (&loaded, current) {
+                // A creation replaced our slot while we loaded: use what it installed.
+                (_, Some(cur)) if !Arc::ptr_eq(&cur, &slot) => {
+                    drop(docs);
+                    continue;
+                }
+                (Ok(None) | Err(_), Some(_)) => {
+                    docs.remove(&id);
+                }
+                // Released while we loaded: put it back so there is only one copy.
+                (Ok(Some(_)), None) => {
+                    docs.insert(id, slot.clone());
+                }
+                _ => {}
+            }
+            return loaded;
+        }
+        Err(Error::Conflict(format!("document {id} is being created")))
+    }
+
+    async fn load(&self, id: DocumentId) -> Result<Option<Arc<DocEntry>>, Error> {
+        let Some(stored) = self.store.load_document(&id).await? else {
+            return Ok(None);
+        };
+        let doc = Automerge::load(&stored.bytes)
+            .map_err(|e| Error::Corrupt(format!("document {id} does not load: {e}")))?;
+        tracing::debug!(%id, bytes = stored.bytes.len(), chunks = stored.chunks, "document loaded");
+        Ok(Some(Arc::new(DocEntry {
+            catalog: stored.entry,
+            state: tokio::sync::Mutex::new(DocState {
+                saved_heads: doc.get_heads(),
+                doc,
+                incremental_bytes: stored.incremental_bytes,
+                snapshot_bytes: stored.snapshot_bytes,
+            }),
+            subscribers: Mutex::new(HashMap::new()),
+        })))
+    }
+
+    /// Creates a document: catalog row and first snapshot in one transaction, then
+    /// installs it in memory. `Conflict` if the id exists.
+    pub async fn create(
+        &self,
+        catalog: CatalogEntry,
+        doc: Automerge,
+    ) -> Result<Arc<DocEntry>, Error> {
+        let snapshot = doc.save();
+        self.store.create_document(&catalog, &snapshot).await?;
+        let id = catalog.id;
+        let entry = Arc::new(DocEntry {
+            catalog,
+            state: tokio::sync::Mutex::new(DocState {
+                saved_heads: doc.get_heads(),
+                doc,
+                incremental_bytes: 0,
+                snapshot_bytes: snapshot.len() as u64,
+            }),
+            subscribers: Mutex::new(HashMap::new()),
+        });
+        let slot = Arc::new(OnceCell::new_with(Some(Some(entry.clone()))));
+        lock(&self.docs).insert(id, slot);
+        Ok(entry)
+    }
+
+    /// Commits what the in-memory document has beyond the saved heads: one
+    /// incremental chunk, compacted into a snapshot once the chunks outgrow it.
+    /// Returns whether anything was written. The caller holds the state lock.
+    pub async fn persist(&self, id: &DocumentId, state: &mut DocState) -> Result<bool, Error> {
+        let heads = state.doc.get_heads();
+        if heads == state.saved_heads {
+            return Ok(false);
+        }
+        let chunk = state.doc.save_after(&state.saved_heads);
+        let incremental = state.incremental_bytes + chunk.len() as u64;
+        if incremental > state.snapshot_bytes {
+            let snapshot = state.doc.save();
+            self.store.compact(id, &snapshot).await?;
+            state.snapshot_bytes = snapshot.len() as u64;
+            state.incremental_bytes = 0;
+        } else {
+            self.store.append_chunk(id, &chunk).await?;
+            state.incremental_bytes = incremental;
+        }
+        state.saved_heads = heads;
+        Ok(true)
+    }
+
+    /// Drops a document from memory when nobody uses it any more.
+    pub fn release(&self, id: DocumentId) {
+        let mut docs = lock(&self.docs);
+        let unused = docs.get(&id).is_some_and(|slot| {
+            Arc::strong_count(slot) == 1
+                && match slot.get() {
+                    Some(Some(entry)) => {
+                        Arc::strong_count(entry) == 1 && lock(&entry.subscribers).is_empty()
+                    }
+                    _ => true,
+                }
+        });
+        if unused {
+            docs.remove(&id);
+        }
+    }
+}

@@ -1,0 +1,23 @@
+//! buurtsync relay server.
+//!
+//! Layout:
+//! - [`cli`]: the `buurtsync` command line — `serve`, `demo` and the admin commands.
+//! - [`serve`]: binds, serves, shuts down gracefully.
+//! - [`app`]: router, shared state, authentication at the websocket upgrade.
+//! - [`ws::connection`]: one websocket peer: decode, policy, apply, commit, answer.
+//! - [`hub`]: documents in memory and the fan-out of their changes.
+//! - [`store`]: SQLite through sqlx — accounts, catalog, chunks, sync states.
+//! - [`auth`]: tokens, hashed at rest.
+//! - [`error`]: the crate's error and its HTTP translation.
+#![forbid(unsafe_code)]
+
+pub mod app;
+pub mod auth;
+pub mod cli;
+pub mod error;
+pub mod hub;
+pub mod serve;
+pub mod store;
+pub mod ws;
+
+pub use error::Error;

@@ -1,0 +1,24 @@
+//! The `buurtsync` binary: parse the command line, set up logging, run.
+
+use clap::Parser;
+use tracing_subscriber::EnvFilter;
+
+#[tokio::main]
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let cli = buurtsync_server::cli::Cli::parse();
+    let filter =
+        EnvFilter::try_from_env("BUURTSYNC_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if cli.log_json {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+    if let Err(e) = buurtsync_server::cli::run(cli).await {
+        eprintln!("buurtsync: {e}");
+        std::process::exit(1);
+    }
+    Ok(())
+}

@@ -1,0 +1,251 @@
+//! Accounts: wijken, users, grants and tokens.
+
+use serde::Serialize;
+use sqlx::Row;
+use sync_core::partition::WijkId;
+use sync_core::policy::{GlobalRole, Grant, Principal, WijkRole};
+
+use super::{now, Store};
+use crate::error::Error;
+
+/// A token as listed (never the secret).
+#[derive(Debug, Clone, Serialize)]
+pub struct TokenInfo {
+    pub id: String,
+    pub user_id: String,
+    pub created_at: i64,
+    pub expires_at: i64,
+    pub revoked_at: Option<i64>,
+}
+
+/// A user with their grants.
+#[derive(Debug, Clone, Serialize)]
+pub struct UserInfo {
+    pub id: String,
+    pub name: String,
+    pub grants: Vec<Grant>,
+    pub global_roles: Vec<GlobalRole>,
+}
+
+impl Store {
+    pub async fn add_wijk(&self, id: &WijkId, name: &str) -> Result<(), Error> {
+        let result = sqlx::query("INSERT INTO wijken (id, name, created_at) VALUES (?, ?, ?)")
+            .bind(id.as_str())
+            .bind(name)
+            .bind(now())
+            .execute(self.pool())
+            .await;
+        match result {
+            Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
+                Err(Error::Conflict(format!("wijk {id} already exists")))
+            }
+            other => other.map(|_| ()).map_err(Error::from),
+        }
+    }
+
+    pub async fn list_wijken(&self) -> Result<Vec<(String, String)>, Error> {
+        let rows = sqlx::query("SELECT id, name FROM wijken ORDER BY id")
+            .fetch_all(self.pool())
+            .await?;
+        Ok(rows.iter().map(|r| (r.get("id"), r.get("name"))).collect())
+    }
+
+    pub async fn add_user(&self, id: &str, name: &str) -> Result<(), Error> {
+        if id.is_empty() || id.len() > 128 || id.chars().any(char::is_whitespace) {
+            return Err(Error::Invalid(format!(
+                "invalid user id {id:?}: 1-128 characters, no spaces"
+            )));
+        }
+        let result = sqlx::query("INSERT INTO users (id, name, created_at) VALUES (?, ?, ?)")
+            .bind(id)
+            .bind(name)
+            .bind(now())
+            .execute(self.pool())
+            .await;
+        match result {
+            Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
+                Err(Error::Conflict(format!("user {id} already exists")))
+            }
+            other => other.map(|_| ()).map_err(Error::from),
+        }
+    }
+
+    async fn require_user(&self, id: &str) -> Result<(), Error> {
+        let found: Option<String> = sqlx::query_scalar("SELECT id FROM users WHERE id = ?")
+            .bind(id)
+            .fetch_optional(self.pool())
+            .await?;
+        found
+            .map(|_| ())
+            .ok_or_else(|| Error::NotFound(format!("user {id}")))
+    }
+
+    /// Grants a role in a wijk. Granting twice is harmless.
+    pub async fn grant(&self, user: &str, wijk: &WijkId, role: WijkRole) -> Result<(), Error> {
+        self.require_user(user).await?;
+        let wijk_found: Option<String> = sqlx::query_scalar("SELECT id FROM wijken WHERE id = ?")
+            .bind(wijk.as_str())
+            .fetch_optional(self.pool())
+            .await?;
+        if wijk_found.is_none() {
+            return Err(Error::NotFound(format!("wijk {wijk}")));
+        }
+        sqlx::query(
+            "INSERT OR IGNORE INTO grants (user_id, wijk_id, role, created_at) VALUES (?, ?, ?, ?)",
+        )
+        .bind(user)
+        .bind(wijk.as_str())
+        .bind(role.as_str())
+        .bind(now())
+        .execute(self.pool())
+        .await?;
+        Ok(())
+    }
+
+    /// Grants a role that is not tied to a wijk.
+    pub async fn grant_global(&self, user: &str, role: GlobalRole) -> Result<(), Error> {
+        self.require_user(user).await?;
+        sqlx::query(
+            "INSERT OR IGNORE INTO global_grants (user_id, role, created_at) VALUES (?, ?, ?)",
+        )
+        .bind(user)
+        .bind(role.as_str())
+        .bind(now())
+        .execute(self.pool())
+        .await?;
+        Ok(())
+    }
+
+    /// Removes a role in a wijk; returns whether there was one.
+    pub async fn revoke_grant(
+        &self,
+        user: &str,
+        wijk: &WijkId,
+        role: WijkRole,
+    ) -> Result<bool, Error> {
+        let done = sqlx::query("DELETE FROM grants WHERE user_id = ? AND wijk_id = ? AND role = ?")
+            .bind(user)
+            .bind(wijk.as_str())
+            .bind(role.as_str())
+            .execute(self.pool())
+            .await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    /// The user's grants as the policy sees them.
+    pub async fn principal(&self, user: &str) -> Result<Principal, Error> {
+        let rows = sqlx::query(
+            "SELECT wijk_id, role FROM grants WHERE user_id = ? ORDER BY wijk_id, role",
+        )
+        .bind(user)
+        .fetch_all(self.pool())
+        .await?;
+        let mut grants = Vec::new();
+        for row in rows {
+            let wijk: String = row.get("wijk_id");
+            let role: String = row.get("role");
+            // Rows were validated on insert; a row we cannot read grants nothing.
+            if let (Ok(wijk), Ok(role)) = (WijkId::new(wijk), role.parse::<WijkRole>()) {
+                grants.push(Grant { wijk, role });
+            }
+        }
+        let roles: Vec<String> =
+            sqlx::query_scalar("SELECT role FROM global_grants WHERE user_id = ? ORDER BY role")
+                .bind(user)
+                .fetch_all(self.pool())
+                .await?;
+        Ok(Principal {
+            user_id: user.to_owned(),
+            grants,
+            global_roles: roles.iter().filter_map(|r| r.parse().ok()).collect(),
+        })
+    }
+
+    pub async fn list_users(&self) -> Result<Vec<UserInfo>, Error> {
+        let rows = sqlx::query("SELECT id, name FROM users ORDER BY id")
+            .fetch_all(self.pool())
+            .await?;
+        let mut out = Vec::new();
+        for row in rows {
+            let id: String = row.get("id");
+            let principal = self.principal(&id).await?;
+            out.push(UserInfo {
+                id,
+                name: row.get("name"),
+                grants: principal.grants,
+                global_roles: principal.global_roles,
+            });
+        }
+        Ok(out)
+    }
+
+    pub async fn insert_token(
+        &self,
+        id: &str,
+        user: &str,
+        secret_hash: &[u8],
+        expires_at: i64,
+    ) -> Result<(), Error> {
+        self.require_user(user).await?;
+        sqlx::query(
+            "INSERT INTO tokens (id, user_id, secret_hash, created_at, expires_at) VALUES (?, ?, ?, ?, ?)",
+        )
+        .bind(id)
+        .bind(user)
+        .bind(secret_hash)
+        .bind(now())
+        .bind(expires_at)
+        .execute(self.pool())
+        .await?;
+        Ok(())
+    }
+
+    /// The user a live (unrevoked, unexpired) token belongs to.
+    pub async fn token_user(&self, secret_hash: &[u8]) -> Result<Option<(String, String)>, Error> {
+        let row = sqlx::query(
+            "SELECT id, user_id FROM tokens WHERE secret_hash = ? AND revoked_at IS NULL AND expires_at > ?",
+        )
+        .bind(secret_hash)
+        .bind(now())
+        .fetch_optional(self.pool())
+        .await?;
+        Ok(row.map(|r| (r.get("id"), r.get("user_id"))))
+    }
+
+    /// Revokes by token id or by secret hash; returns the revoked token's id.
+    pub async fn revoke_token(
+        &self,
+        id: Option<&str>,
+        secret_hash: Option<&[u8]>,
+    ) -> Result<Option<String>, Error> {
+        let row = sqlx::query(
+            "UPDATE tokens SET revoked_at = ? WHERE (id = ? OR secret_hash = ?) AND revoked_at IS NULL RETURNING id",
+        )
+        .bind(now())
+        .bind(id.unwrap_or(""))
+        .bind(secret_hash.unwrap_or(&[]))
+        .fetch_optional(self.pool())
+        .await?;
+        Ok(row.map(|r| r.get("id")))
+    }
+
+    pub async fn list_tokens(&self, user: Option<&str>) -> Result<Vec<TokenInfo>, Error> {
+        let rows = sqlx::query(
+            "SELECT id, user_id, created_at, expires_at, revoked_at FROM tokens WHERE (? IS NULL OR user_id = ?) ORDER BY created_at, id",
+        )
+        .bind(user)
+        .bind(user)
+        .fetch_all(self.pool())
+        .await?;
+        Ok(rows
+            .iter()
+            .map(|r| TokenInfo {
+                id: r.get("id"),
+                user_id: r.get("user_id"),
+                created_at: r.get("created_at"),
+                expires_at: r.get("expires_at"),
+                revoked_at: r.get("revoked_at"),
+            })
+            .collect())
+    }
+}

@@ -1,0 +1,115 @@
+//! The server store: SQLite through sqlx, with migrations.
+//!
+//! `Store` is a cheap clone around a connection pool. Accounts (wijken, users, grants,
+//! tokens) live in `accounts`, documents (catalog, chunks, sync states) in `documents`.
+//! Nothing above this module writes SQL.
+
+pub mod accounts;
+pub mod documents;
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::SqlitePool;
+
+use crate::error::Error;
+
+pub use accounts::{TokenInfo, UserInfo};
+pub use documents::{CatalogEntry, StoredDocument};
+
+/// Handle to the database; clone freely.
+#[derive(Clone, Debug)]
+pub struct Store {
+    pool: SqlitePool,
+}
+
+/// Seconds since the Unix epoch, the unit of every time column.
+pub fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
+impl Store {
+    /// Opens (creating if needed) the database at `url` (`sqlite://path`) and runs the
+    /// migrations. WAL mode with `synchronous=FULL`: a commit that returned is on disk,
+    /// which is what lets us acknowledge changes after commit.
+    pub async fn open(url: &str) -> Result<Store, Error> {
+        let path = url
+            .strip_prefix("sqlite://")
+            .or_else(|| url.strip_prefix("sqlite:"))
+            .ok_or_else(|| {
+                Error::Config(format!(
+                    "unsupported database URL {url:?}: use sqlite://PATH"
+                ))
+            })?;
+        if path.is_empty() {
+            return Err(Error::Config("empty database path".into()));
+        }
+        let options = SqliteConnectOptions::from_str(&format!("sqlite://{path}"))
+            .map_err(|e| Error::Config(format!("database URL {url:?}: {e}")))?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Full)
+            .foreign_keys(true)
+            .busy_timeout(Duration::from_secs(10));
+        let pool = SqlitePoolOptions::new()
+            .max_connections(8)
+            .connect_with(options)
+            .await?;
+        sqlx::migrate!("./migrations/sqlite").run(&pool).await?;
+        let store = Store { pool };
+        store.ensure_identity().await?;
+        Ok(store)
+    }
+
+    pub(crate) fn pool(&self) -> &SqlitePool {
+        &self.pool
+    }
+
+    /// Creates the store's storageId on first open.
+    async fn ensure_identity(&self) -> Result<(), Error> {
+        let storage_id = uuid_like();
+        sqlx::query(
+            "INSERT OR IGNORE INTO server_info (id, storage_id, created_at) VALUES (1, ?, ?)",
+        )
+        .bind(storage_id)
+        .bind(now())
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// This store's automerge-repo storageId; stable for the life of the database.
+    pub async fn storage_id(&self) -> Result<String, Error> {
+        let id: String = sqlx::query_scalar("SELECT storage_id FROM server_info WHERE id = 1")
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(id)
+    }
+
+    /// Is the database reachable? For `/healthz`.
+    pub async fn ping(&self) -> Result<(), Error> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+}
+
+/// A random id in UUID spelling, from the OS random source.
+pub fn uuid_like() -> String {
+    let b = crate::auth::random_bytes::<16>();
+    format!(
+        "{}-{}-{}-{}-{}",
+        hex::encode(&b[0..4]),
+        hex::encode(&b[4..6]),
+        hex::encode(&b[6..8]),
+        hex::encode(&b[8..10]),
+        hex::encode(&b[10..16])
+    )
+}

@@ -1,0 +1,645 @@
+//! One websocket connection: the peer's session with the relay.
+//!
+//! A writer task owns the socket's sending half behind a bounded channel; this task
+//! reads frames, decodes them (sync-core's codec), asks the policy, applies sync
+//! payloads through the peer's [`PeerSync`] to documents lent by the hub, commits, and
+//! answers. Outgoing sync messages are generated in one place, [`Connection::flush`],
+//! whenever the hub marks a document dirty — for this peer's own writes as for
+//! everyone else's.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use automerge::{Automerge, ChangeHash};
+use axum::extract::ws::{CloseFrame, Message as WsMessage, WebSocket};
+use futures_util::{SinkExt, StreamExt};
+use sync_core::engine::{PeerSync, Rejected};
+use sync_core::policy::{self, Access, DocFacts, Principal};
+use sync_core::protocol::{self, encode_heads, DocumentId, HeadsAtTime, Message, PeerMetadata};
+use sync_core::schema;
+use tokio::sync::mpsc;
+
+use crate::app::AppState;
+use crate::hub::{ConnSignal, DocEntry};
+use crate::store::{now, CatalogEntry};
+
+/// Frames buffered towards a slow peer before the reader waits (backpressure).
+const OUTBOX: usize = 64;
+/// Ephemeral messages buffered for a peer; beyond that they are dropped.
+const EPHEMERAL_BUFFER: usize = 32;
+/// Consecutive undecodable frames before we give up on a peer.
+const MAX_BAD_FRAMES: u32 = 16;
+
+/// Why the server refused a change; the text goes to the peer in an `error` message.
+#[derive(Debug, thiserror::Error)]
+enum Refusal {
+    #[error("you may not change this document")]
+    NoWrite,
+    #[error("meta.kind and meta.wijk of a document never change (was {was}, now {now})")]
+    MetaChanged { was: String, now: String },
+    #[error("{0}")]
+    Schema(#[from] schema::SchemaError),
+    /// Same words whether the id exists elsewhere or the partition is not granted,
+    /// so creation attempts reveal nothing about other partitions.
+    #[error("you may not create a document with this id in this partition")]
+    NotPermitted,
+}
+
+/// Runs a connection until the peer leaves, breaks protocol, or the server stops.
+pub async fn run(state: Arc<AppState>, socket: WebSocket, principal: Principal, token_id: String) {
+    let alive = state.alive.clone();
+    let conn_id = state.hub.next_conn_id();
+    let (sink, stream) = socket.split();
+    let (out_tx, out_rx) = mpsc::channel::<WsMessage>(OUTBOX);
+    let writer = tokio::spawn(write_loop(sink, out_rx));
+    let (eph_tx, eph_rx) = mpsc::channel(EPHEMERAL_BUFFER);
+    let signal = Arc::new(ConnSignal::new(conn_id, eph_tx));
+    tracing::info!(conn = conn_id, user = %principal.user_id, token = %token_id, "peer connected");
+    let mut conn = Connection {
+        state: state.clone(),
+        principal,
+        conn_id,
+        peer: None,
+        engine: PeerSync::new(),
+        open: HashMap::new(),
+        pending: HashMap::new(),
+        told_heads: HashMap::new(),
+        signal,
+        out: out_tx,
+        bad_frames: 0,
+        last_timestamp: 0,
+    };
+    conn.serve(stream, eph_rx).await;
+    conn.close().await;
+    drop(conn);
+    // The writer ends once every sender is gone and the queue is flushed.
+    let _ = tokio::time::timeout(Duration::from_secs(5), writer).await;
+    drop(alive);
+}
+
+async fn write_loop(
+    mut sink: futures_util::stream::SplitSink<WebSocket, WsMessage>,
+    mut rx: mpsc::Receiver<WsMessage>,
+) {
+    while let Some(msg) = rx.recv().await {
+        let closing = matches!(msg, WsMessage::Close(_));
+        if sink.send(msg).await.is_err() || closing {
+            break;
+        }
+    }
+    let _ = sink.close().await;
+}
+
+struct Peer {
+    id: String,
+    metadata: PeerMetadata,
+}
+
+struct Connection {
+    state: Arc<AppState>,
+    principal: Principal,
+    conn_id: u64,
+    /// Set by `join`; nothing but `join` is accepted before.
+    peer: Option<Peer>,
+    engine: PeerSync,
+    /// Documents this peer syncs and may read; we are subscribed to each.
+    open: HashMap<DocumentId, Arc<DocEntry>>,
+    /// Documents the peer is creating: unknown ids it sent `sync` for, not yet valid.
+    pending: HashMap<DocumentId, Automerge>,
+    /// Committed heads we last acknowledged to this peer, per document.
+    told_heads: HashMap<DocumentId, Vec<ChangeHash>>,
+    signal: Arc<ConnSignal>,
+    out: mpsc::Sender<WsMessage>,
+    bad_frames: u32,
+    /// automerge-repo ignores a remote-heads timestamp that is not greater than the
+    /// last one, so acknowledgements use a strictly increasing clock.
+    last_timestamp: u64,
+}
+
+/// What the read loop should do next.
+enum Flow {
+    Continue,
+    Close,
+}
+
+impl Connection {
+    async fn serve(
+        &mut self,
+        mut stream: futures_util::stream::SplitStream<WebSocket>,
+        mut ephemeral: mpsc::Receiver<Message>,
+    ) {
+        let mut shutdown = self.state.shutdown.clone();
+        let signal = self.signal.clone();
+        loop {
+            let flow = tokio::select! {
+                frame = stream.next() => match frame {
+                    Some(Ok(WsMessage::Binary(bytes))) => self.on_frame(&bytes).await,
+                    Some(Ok(WsMessage::Text(_))) => {
+                        self.send_error("text frames are not part of the protocol; send CBOR in binary frames").await;
+                        self.on_bad_frame()
+                    }
+                    Some(Ok(WsMessage::Ping(_) | WsMessage::Pong(_))) => Flow::Continue,
+                    Some(Ok(WsMessage::Close(_))) | None => Flow::Close,
+                    Some(Err(e)) => {
+                        tracing::info!(conn = self.conn_id, error = %e, "websocket read failed");
+                        if is_too_big(&e) {
+                            self.close_with(1009, "message too big").await;
+                        }
+                        Flow::Close
+                    }
+                },
+                () = signal.notified() => self.flush().await,
+                Some(msg) = ephemeral.recv() => self.forward_ephemeral(msg).await,
+                _ = shutdown.changed() => {
+                    self.close_with(1001, "server shutting down").await;
+                    Flow::Close
+                }
+            };
+            if let Flow::Close = flow {
+                break;
+            }
+        }
+    }
+
+    async fn on_frame(&mut self, bytes: &[u8]) -> Flow {
+        let msg = match protocol::decode(bytes) {
+            Ok(msg) => msg,
+            Err(e) => {
+                tracing::info!(conn = self.conn_id, error = %e, "undecodable frame");
+                self.send_error(&format!("malformed message: {e}")).await;
+                return self.on_bad_frame();
+            }
+        };
+        self.bad_frames = 0;
+        if self.peer.is_none() {
+            return self.on_join(msg).await;
+        }
+        match msg {
+            Message::Join { sender_id, .. } => {
+                // A repeated join re-announces the same peer; answer it again.
+                if let Some(peer) = &mut self.peer {
+                    peer.id = sender_id;
+                }
+                self.send_peer().await;
+                Flow::Continue
+            }
+            Message::Request {
+                document_id, data, ..
+            } => self.on_sync(document_id, &data, true).await,
+            Message::Sync {
+                document_id, data, ..
+            } => self.on_sync(document_id, &data, false).await,
+            Message::Ephemeral { document_id, .. } => {
+                // Only relayed within a document the sender may read (it is open).
+                if let Some(entry) = self.open.get(&document_id) {
+                    entry.relay_ephemeral(self.conn_id, &msg);
+                }
+                Flow::Continue
+            }
+            Message::DocUnavailable { document_id, .. } => {
+                self.pending.remove(&document_id);
+                Flow::Continue
+            }
+            Message::Leave { .. } => Flow::Close,
+            Message::RemoteSubscriptionChange { .. } | Message::RemoteHeadsChanged { .. } => {
+                // We always announce our own storage's heads; nothing to subscribe to.
+                Flow::Continue
+            }
+            Message::Error { message, .. } => {
+                tracing::info!(conn = self.conn_id, %message, "peer reported an error");
+                Flow::Continue
+            }
+            Message::Peer { .. } => {
+                self.send_error("`peer` is the server's answer; clients send `join`")
+                    .await;
+                Flow::Continue
+            }
+        }
+    }
+
+    fn on_bad_frame(&mut self) -> Flow {
+        self.bad_frames += 1;
+        if self.bad_frames >= MAX_BAD_FRAMES {
+            Flow::Close
+        } else {
+            Flow::Continue
+        }
+    }
+
+    async fn on_join(&mut self, msg: Message) -> Flow {
+        let Message::Join {
+            sender_id,
+            peer_metadata,
+            supported_protocol_versions,
+        } = msg
+        else {
+            self.send_error("send `join` first").await;
+            self.close_with(1002, "join first").await;
+            return Flow::Close;
+        };
+        if !supported_protocol_versions
+            .iter()
+            .any(|v| v == protocol::PROTOCOL_VERSION)
+        {
+            self.send(Message::Error {
+                sender_id: Some(self.state.peer_id.clone()),
+                target_id: Some(sender_id),
+                message: "unsupported protocol version".into(),
+            })
+            .await;
+            self.close_with(1002, "unsupported protocol version").await;
+            return Flow::Close;
+        }
+        self.peer = Some(Peer {
+            id: sender_id,
+            metadata: peer_metadata.unwrap_or_default(),
+        });
+        self.send_peer().await;
+        Flow::Continue
+    }
+
+    async fn send_peer(&self) {
+        let target = self.peer_id();
+        self.send(Message::Peer {
+            sender_id: self.state.peer_id.clone(),
+            target_id: target,
+            peer_metadata: Some(PeerMetadata {
+                storage_id: Some(self.state.storage_id.clone()),
+                is_ephemeral: Some(false),
+            }),
+            selected_protocol_version: protocol::PROTOCOL_VERSION.into(),
+        })
+        .await;
+    }
+
+    fn peer_id(&self) -> String {
+        self.peer.as_ref().map(|p| p.id.clone()).unwrap_or_default()
+    }
+
+    /// The peer's storageId, if it keeps state worth resuming.
+    fn persistent_storage(&self) -> Option<String> {
+        let meta = &self.peer.as_ref()?.metadata;
+        match meta.is_ephemeral {
+            Some(true) => None,
+            _ => meta.storage_id.clone(),
+        }
+    }
+
+    /// A `request` or `sync` payload for `id`.
+    async fn on_sync(&mut self, id: DocumentId, data: &[u8], is_request: bool) -> Flow {
+        if let Some(entry) = self.open.get(&id).cloned() {
+            self.apply(entry, data).await;
+            return Flow::Continue;
+        }
+        if !self.pending.contains_key(&id) {
+            let found = match self.state.hub.get(id).await {
+                Ok(found) => found,
+                Err(e) => {
+                    tracing::error!(conn = self.conn_id, %id, error = %e, "loading document failed");
+                    self.send_error(&format!(
+                        "document {id} cannot be served right now; try again later"
+                    ))
+                    .await;
+                    return Flow::Continue;
+                }
+            };
+            if let Some(entry) = found {
+                let readable = policy::decide(
+                    &self.principal,
+                    DocFacts {
+                        partition: &entry.catalog.partition,
+                        handed_over: false,
+                    },
+                    Access::Read,
+                );
+                match readable {
+                    Ok(()) => {
+                        self.open_entry(entry.clone()).await;
+                        self.apply(entry, data).await;
+                        return Flow::Continue;
+                    }
+                    Err(reason) => {
+                        tracing::info!(conn = self.conn_id, user = %self.principal.user_id, %id, %reason, "read denied");
+                    }
+                }
+            }
+            // Missing, or denied: from here on both look exactly the same.
+            if is_request {
+                self.send_unavailable(id).await;
+                return Flow::Continue;
+            }
+            if self.pending.len() >= self.state.limits.max_pending_creations {
+                self.send_error("too many documents being created at once on this connection")
+                    .await;
+                return Flow::Continue;
+            }
+        }
+        self.create(id, data).await;
+        Flow::Continue
+    }
+
+    /// Subscribes to a readable document and resumes any persisted sync state.
+    async fn open_entry(&mut self, entry: Arc<DocEntry>) {
+        let id = entry.id();
+        entry.subscribe(&self.signal);
+        if !self.engine.has(&id) {
+            let persisted = match self.persistent_storage() {
+                Some(storage) => self
+                    .state
+                    .store
+                    .sync_state(&storage, &id)
+                    .await
+                    .ok()
+                    .flatten(),
+                None => None,
+            };
+            match persisted {
+                Some(bytes) => self.engine.resume(id, &bytes),
+                None => self.engine.open(id),
+            }
+        }
+        self.open.insert(id, entry);
+    }
+
+    /// Applies a payload to an open document: checked, committed, then announced.
+    async fn apply(&mut self, entry: Arc<DocEntry>, data: &[u8]) {
+        let id = entry.id();
+        let partition = entry.catalog.partition.clone();
+        let may_write = policy::decide(
+            &self.principal,
+            DocFacts {
+                partition: &partition,
+                handed_over: false,
+            },
+            Access::Write,
+        )
+        .is_ok();
+        let mut state = entry.state.lock().await;
+        let result = self
+            .engine
+            .receive_checked(id, &mut state.doc, data, |doc, _| {
+                if !may_write {
+                    return Err(Refusal::NoWrite);
+                }
+                let meta = schema::meta::read_meta(doc)?;
+                if meta.partition() != partition {
+                    return Err(Refusal::MetaChanged {
+                        was: partition.to_string(),
+                        now: meta.partition().to_string(),
+                    });
+                }
+                schema::validate(doc)?;
+                Ok(())
+            });
+        let outcome = match result {
+            Ok(applied) if applied.changed() => {
+                match self.state.hub.persist(&id, &mut state).await {
+                    Ok(_) => Ok(true),
+                    Err(e) => {
+                        // Not durable, so not kept: memory stays equal to the store.
+                        tracing::error!(conn = self.conn_id, %id, error = %e, "commit failed");
+                        if let Ok(restored) = state.doc.fork_at(&state.saved_heads) {
+                            state.doc = restored;
+                        }
+                        self.engine.forget(&id);
+                        self.engine.open(id);
+                        Err(format!(
+                            "document {id}: the change could not be stored; it will be retried"
+                        ))
+                    }
+                }
+            }
+            Ok(_) => Ok(false),
+            Err(Rejected::Sync(e)) => Err(format!("document {id}: {e}")),
+            Err(Rejected::Check(refusal)) => {
+                tracing::info!(conn = self.conn_id, user = %self.principal.user_id, %id, %refusal, "change rejected");
+                Err(format!("document {id}: change rejected: {refusal}"))
+            }
+        };
+        drop(state);
+        match outcome {
+            Ok(true) => entry.announce(),
+            Ok(false) => self.signal.mark(id),
+            Err(message) => self.send_error(&message).await,
+        }
+    }
+
+    /// A payload for a document the server does not have (for this peer): the peer is
+    /// creating it. Once the changes carry a valid `meta` the peer may create in, the
+    /// document is committed with its partition pinned and becomes an open document.
+    async fn create(&mut self, id: DocumentId, data: &[u8]) {
+        let principal = &self.principal;
+        let doc = self.pending.entry(id).or_default();
+        let result = self.engine.receive_checked(id, doc, data, |doc, _| {
+            let meta = schema::meta::read_meta(doc)?;
+            policy::may_create(principal, &meta.partition()).map_err(|_| Refusal::NotPermitted)?;
+            schema::validate(doc)?;
+            Ok::<(), Refusal>(())
+        });
+        match result {
+            Ok(applied) if applied.changed() => {}
+            Ok(_) => {
+                self.signal.mark(id);
+                return;
+            }
+            Err(Rejected::Sync(e)) => {
+                self.send_error(&format!("document {id}: {e}")).await;
+                return;
+            }
+            Err(Rejected::Check(refusal)) => {
+                tracing::info!(conn = self.conn_id, user = %self.principal.user_id, %id, %refusal, "creation rejected");
+                self.send_error(&format!("document {id}: change rejected: {refusal}"))
+                    .await;
+                return;
+            }
+        }
+        let Some(doc) = self.pending.remove(&id) else {
+            return;
+        };
+        let partition = match schema::meta::read_meta(&doc) {
+            Ok(meta) => meta.partition(),
+            Err(e) => {
+                self.send_error(&format!("document {id}: {e}")).await;
+                return;
+            }
+        };
+        let catalog = CatalogEntry {
+            id,
+            partition,
+            created_at: now(),
+            created_by: self.principal.user_id.clone(),
+        };
+        match self.state.hub.create(catalog, doc).await {
+            Ok(entry) => {
+                tracing::info!(conn = self.conn_id, user = %self.principal.user_id, %id, partition = %entry.catalog.partition, "document created");
+                entry.subscribe(&self.signal);
+                self.open.insert(id, entry.clone());
+                entry.announce();
+            }
+            Err(crate::error::Error::Conflict(_)) => {
+                self.engine.forget(&id);
+                self.send_error(&format!(
+                    "document {id}: change rejected: {}",
+                    Refusal::NotPermitted
+                ))
+                .await;
+            }
+            Err(e) => {
+                tracing::error!(conn = self.conn_id, %id, error = %e, "creating document failed");
+                self.engine.forget(&id);
+                self.send_error(&format!(
+                    "document {id}: could not be stored; try again later"
+                ))
+                .await;
+            }
+        }
+    }
+
+    /// Sends what each dirty document needs: a sync message, and the committed heads
+    /// (`remote-heads-changed` with our storageId) when they moved.
+    async fn flush(&mut self) -> Flow {
+        for id in self.signal.take() {
+            let (payload, saved) = if let Some(entry) = self.open.get(&id) {
+                let state = entry.state.lock().await;
+                (
+                    self.engine.generate(id, &state.doc),
+                    Some(state.saved_heads.clone()),
+                )
+            } else if let Some(doc) = self.pending.get(&id) {
+                (self.engine.generate(id, doc), None)
+            } else {
+                continue;
+            };
+            if let Some(data) = payload {
+                self.send(Message::Sync {
+                    sender_id: self.state.peer_id.clone(),
+                    target_id: self.peer_id(),
+                    document_id: id,
+                    data,
+                })
+                .await;
+            }
+            if let Some(saved) = saved {
+                if !saved.is_empty() && self.told_heads.get(&id) != Some(&saved) {
+                    let mut new_heads = BTreeMap::new();
+                    new_heads.insert(
+                        self.state.storage_id.clone(),
+                        HeadsAtTime {
+                            heads: encode_heads(&saved),
+                            timestamp: self.next_timestamp(),
+                        },
+                    );
+                    self.send(Message::RemoteHeadsChanged {
+                        sender_id: self.state.peer_id.clone(),
+                        target_id: self.peer_id(),
+                        document_id: id,
+                        new_heads,
+                    })
+                    .await;
+                    self.told_heads.insert(id, saved);
+                }
+            }
+        }
+        Flow::Continue
+    }
+
+    fn next_timestamp(&mut self) -> u64 {
+        self.last_timestamp = now_ms().max(self.last_timestamp + 1);
+        self.last_timestamp
+    }
+
+    async fn forward_ephemeral(&mut self, msg: Message) -> Flow {
+        if let Message::Ephemeral {
+            sender_id,
+            count,
+            session_id,
+            document_id,
+            data,
+            ..
+        } = msg
+        {
+            if self.open.contains_key(&document_id) {
+                self.send(Message::Ephemeral {
+                    sender_id,
+                    target_id: self.peer_id(),
+                    count,
+                    session_id,
+                    document_id,
+                    data,
+                })
+                .await;
+            }
+        }
+        Flow::Continue
+    }
+
+    async fn send_unavailable(&mut self, id: DocumentId) {
+        self.engine.forget(&id);
+        self.send(Message::DocUnavailable {
+            sender_id: self.state.peer_id.clone(),
+            target_id: self.peer_id(),
+            document_id: id,
+        })
+        .await;
+    }
+
+    async fn send_error(&self, message: &str) {
+        self.send(Message::Error {
+            sender_id: Some(self.state.peer_id.clone()),
+            target_id: self.peer.as_ref().map(|p| p.id.clone()),
+            message: message.to_owned(),
+        })
+        .await;
+    }
+
+    async fn send(&self, msg: Message) {
+        // A failed send means the writer is gone; the read loop notices the close.
+        let _ = self
+            .out
+            .send(WsMessage::Binary(protocol::encode(&msg).into()))
+            .await;
+    }
+
+    async fn close_with(&self, code: u16, reason: &'static str) {
+        let _ = self
+            .out
+            .send(WsMessage::Close(Some(CloseFrame {
+                code,
+                reason: reason.into(),
+            })))
+            .await;
+    }
+
+    /// Persists sync states for a returning peer and leaves every document.
+    async fn close(&mut self) {
+        if let Some(storage) = self.persistent_storage() {
+            let states: Vec<_> = self
+                .open
+                .keys()
+                .filter_map(|id| self.engine.persistable_state(id).map(|s| (*id, s)))
+                .collect();
+            if let Err(e) = self.state.store.put_sync_states(&storage, &states).await {
+                tracing::warn!(conn = self.conn_id, error = %e, "could not persist sync states");
+            }
+        }
+        for (id, entry) in self.open.drain() {
+            entry.unsubscribe(self.conn_id);
+            drop(entry);
+            self.state.hub.release(id);
+        }
+        tracing::info!(conn = self.conn_id, user = %self.principal.user_id, "peer disconnected");
+    }
+}
+
+fn is_too_big(e: &axum::Error) -> bool {
+    let text = e.to_string().to_ascii_lowercase();
+    text.contains("too long") || text.contains("too big") || text.contains("capacity")
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
+}

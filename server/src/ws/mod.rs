@@ -1,0 +1,3 @@
+//! Websocket connections speaking protocol v1.
+
+pub mod connection;
