@@ -1,1 +1,12 @@
+//! End-to-end test harness: the real `buurtsync` binary on a temporary SQLite file,
+//! real websocket clients built on sync-core, and helpers to run third-party clients.
+//!
+//! Layout:
+//! - [`server`]: start/stop the server process, run admin commands, seed fixtures.
+//! - [`client`]: a Rust client on sync-core's codec and engine over tokio-tungstenite.
 
+pub mod client;
+pub mod server;
+
+/// Upper bound for any single wait in a test; loopback work finishes far sooner.
+pub const WAIT: std::time::Duration = std::time::Duration::from_secs(20);

@@ -144,6 +144,23 @@ pub fn new_document<T: Reconcile>(value: &T) -> Result<Automerge, SchemaError> {
     Ok(doc)
 }
 
+/// Edits a typed document the way every client should: hydrate the current state, let
+/// `edit` change it, reconcile the difference as one change. Only what `edit` changed is
+/// written, so concurrent edits of other fields and other list items merge.
+pub fn update<T>(doc: &mut Automerge, edit: impl FnOnce(&mut T)) -> Result<(), SchemaError>
+where
+    T: autosurgeon::Hydrate + Reconcile,
+{
+    let mut value: T =
+        autosurgeon::hydrate(&*doc).map_err(|e: HydrateError| SchemaError::Read(e.to_string()))?;
+    edit(&mut value);
+    let mut tx = doc.transaction();
+    // On error the transaction is dropped, which rolls it back.
+    autosurgeon::reconcile(&mut tx, &value)?;
+    tx.commit();
+    Ok(())
+}
+
 /// A calendar date written `YYYY-MM-DD`, the only date format in the documents.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Date(String);

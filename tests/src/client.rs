@@ -1,0 +1,378 @@
+//! A Rust client on sync-core: its codec and [`PeerSync`] engine over a real websocket.
+//!
+//! Documents live in the client (a replica) and outlive connections, so tests can go
+//! offline, edit, and reconnect exactly as a device at a kitchen table does.
+
+use std::collections::{HashMap, HashSet};
+use std::time::{Duration, Instant};
+
+use automerge::Automerge;
+use futures_util::{SinkExt, StreamExt};
+use sync_core::engine::{wrap, PeerSync};
+use sync_core::protocol::{self, encode_heads, DocumentId, Message, PeerMetadata};
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::http::HeaderValue;
+use tokio_tungstenite::tungstenite::Message as WsMessage;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+/// Why a connection attempt failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    #[error("HTTP {0} at the upgrade")]
+    Http(u16),
+    #[error("websocket: {0}")]
+    Ws(String),
+    #[error("handshake: {0}")]
+    Handshake(String),
+}
+
+/// Something the server said that is not document data.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Notice {
+    Error(String),
+    Unavailable(DocumentId),
+}
+
+/// A device: documents, and at most one live connection.
+pub struct Client {
+    pub name: String,
+    pub docs: HashMap<DocumentId, Automerge>,
+    url: String,
+    token: String,
+    storage_id: Option<String>,
+    ws: Option<Ws>,
+    engine: PeerSync,
+    server_peer: String,
+    server_storage: Option<String>,
+    /// Heads the server acknowledged as committed (remote-heads-changed), per doc.
+    pub acked: HashMap<DocumentId, Vec<String>>,
+    pub notices: Vec<Notice>,
+    pub unavailable: HashSet<DocumentId>,
+}
+
+impl Client {
+    /// Connects and completes the join/peer handshake.
+    pub async fn connect(name: &str, url: &str, token: &str) -> Result<Client, ConnectError> {
+        let mut client = Client {
+            name: name.to_owned(),
+            docs: HashMap::new(),
+            url: url.to_owned(),
+            token: token.to_owned(),
+            storage_id: Some(format!("storage-{name}")),
+            ws: None,
+            engine: PeerSync::new(),
+            server_peer: String::new(),
+            server_storage: None,
+            acked: HashMap::new(),
+            notices: Vec::new(),
+            unavailable: HashSet::new(),
+        };
+        client.reconnect().await?;
+        Ok(client)
+    }
+
+    /// Opens a websocket with the bearer token in the Authorization header, no join.
+    pub async fn open_socket(url: &str, token: &str) -> Result<Ws, ConnectError> {
+        let mut request = url
+            .into_client_request()
+            .map_err(|e| ConnectError::Ws(e.to_string()))?;
+        request.headers_mut().insert(
+            "Authorization",
+            HeaderValue::from_str(&format!("Bearer {token}"))
+                .map_err(|e| ConnectError::Ws(e.to_string()))?,
+        );
+        match tokio::time::timeout(crate::WAIT, tokio_tungstenite::connect_async(request)).await {
+            Err(_) => Err(ConnectError::Ws("connect timed out".into())),
+            Ok(Ok((ws, _))) => Ok(ws),
+            Ok(Err(tokio_tungstenite::tungstenite::Error::Http(resp))) => {
+                Err(ConnectError::Http(resp.status().as_u16()))
+            }
+            Ok(Err(e)) => Err(ConnectError::Ws(e.to_string())),
+        }
+    }
+
+    /// Goes back online: new socket, new sync sessions, then syncs every document.
+    pub async fn reconnect(&mut self) -> Result<(), ConnectError> {
+        let mut ws = Self::open_socket(&self.url, &self.token).await?;
+        let join = Message::Join {
+            sender_id: self.name.clone(),
+            peer_metadata: Some(PeerMetadata {
+                storage_id: self.storage_id.clone(),
+                is_ephemeral: Some(false),
+            }),
+            supported_protocol_versions: vec!["1".into()],
+        };
+        ws.send(WsMessage::Binary(protocol::encode(&join).into()))
+            .await
+            .map_err(|e| ConnectError::Ws(e.to_string()))?;
+        let reply = tokio::time::timeout(crate::WAIT, ws.next())
+            .await
+            .map_err(|_| ConnectError::Handshake("no peer message".into()))?;
+        match reply {
+            Some(Ok(WsMessage::Binary(b))) => match protocol::decode(&b) {
+                Ok(Message::Peer {
+                    sender_id,
+                    peer_metadata,
+                    ..
+                }) => {
+                    self.server_peer = sender_id;
+                    self.server_storage = peer_metadata.and_then(|m| m.storage_id);
+                }
+                other => return Err(ConnectError::Handshake(format!("{other:?}"))),
+            },
+            other => return Err(ConnectError::Handshake(format!("{other:?}"))),
+        }
+        self.ws = Some(ws);
+        self.engine = PeerSync::new();
+        let ids: Vec<_> = self.docs.keys().copied().collect();
+        for id in ids {
+            self.push(id).await;
+        }
+        Ok(())
+    }
+
+    /// Points the device at another server address (a restarted server's new port).
+    pub fn set_url(&mut self, url: &str) {
+        self.url = url.to_owned();
+    }
+
+    /// Goes offline: the socket is closed, documents stay.
+    pub async fn disconnect(&mut self) {
+        if let Some(mut ws) = self.ws.take() {
+            let _ = ws.close(None).await;
+        }
+    }
+
+    pub fn is_online(&self) -> bool {
+        self.ws.is_some()
+    }
+
+    /// The server's storageId, from its `peer` message.
+    pub fn server_storage(&self) -> Option<&str> {
+        self.server_storage.as_deref()
+    }
+
+    /// Adds a new document (already holding its first change) and syncs it if online.
+    pub async fn add_document(&mut self, doc: Automerge) -> DocumentId {
+        let id = DocumentId::random();
+        self.docs.insert(id, doc);
+        self.push(id).await;
+        id
+    }
+
+    /// Edits a document locally, then syncs it if online.
+    pub async fn edit(&mut self, id: DocumentId, f: impl FnOnce(&mut Automerge)) {
+        let doc = self.docs.get_mut(&id).expect("document held");
+        f(doc);
+        self.push(id).await;
+    }
+
+    /// Asks the server for a document we do not hold (`request`).
+    pub async fn request(&mut self, id: DocumentId) {
+        self.docs.entry(id).or_default();
+        self.unavailable.remove(&id);
+        self.engine.forget(&id);
+        self.push(id).await;
+    }
+
+    /// Sends the engine's next message for `id`, if any and if online.
+    pub async fn push(&mut self, id: DocumentId) {
+        let Some(doc) = self.docs.get(&id) else {
+            return;
+        };
+        if self.ws.is_none() {
+            return;
+        }
+        if let Some(data) = self.engine.generate(id, doc) {
+            let msg = wrap(&self.name, &self.server_peer, id, doc, data);
+            self.send(&msg).await;
+        }
+    }
+
+    /// Sends a protocol message.
+    pub async fn send(&mut self, msg: &Message) {
+        self.send_raw(protocol::encode(msg)).await;
+    }
+
+    /// Sends arbitrary bytes as one binary frame.
+    pub async fn send_raw(&mut self, bytes: Vec<u8>) {
+        if let Some(ws) = self.ws.as_mut() {
+            if ws.send(WsMessage::Binary(bytes.into())).await.is_err() {
+                self.ws = None;
+            }
+        }
+    }
+
+    /// Handles incoming messages until `done` holds or `limit` passes; returns whether
+    /// `done` held. Replies to every sync message, like a real client.
+    pub async fn pump_until(
+        &mut self,
+        limit: Duration,
+        mut done: impl FnMut(&Client) -> bool,
+    ) -> bool {
+        let deadline = Instant::now() + limit;
+        loop {
+            if done(self) {
+                return true;
+            }
+            let Some(ws) = self.ws.as_mut() else {
+                return done(self);
+            };
+            let now = Instant::now();
+            if now >= deadline {
+                return false;
+            }
+            match tokio::time::timeout(deadline - now, ws.next()).await {
+                Err(_) => return done(self),
+                Ok(None | Some(Err(_))) | Ok(Some(Ok(WsMessage::Close(_)))) => {
+                    self.ws = None;
+                }
+                Ok(Some(Ok(WsMessage::Binary(b)))) => self.handle(&b).await,
+                Ok(Some(Ok(_))) => {}
+            }
+        }
+    }
+
+    /// Pumps for a fixed time (to show that something does NOT arrive).
+    pub async fn pump_for(&mut self, d: Duration) {
+        self.pump_until(d, |_| false).await;
+    }
+
+    async fn handle(&mut self, bytes: &[u8]) {
+        let msg = match protocol::decode(bytes) {
+            Ok(m) => m,
+            Err(e) => {
+                self.notices
+                    .push(Notice::Error(format!("undecodable from server: {e}")));
+                return;
+            }
+        };
+        match msg {
+            Message::Sync {
+                document_id, data, ..
+            }
+            | Message::Request {
+                document_id, data, ..
+            } => {
+                let doc = self.docs.entry(document_id).or_default();
+                if let Err(e) = self.engine.receive(document_id, doc, &data) {
+                    self.notices
+                        .push(Notice::Error(format!("client could not apply: {e}")));
+                }
+                self.push(document_id).await;
+            }
+            Message::DocUnavailable { document_id, .. } => {
+                self.unavailable.insert(document_id);
+                self.notices.push(Notice::Unavailable(document_id));
+                if self
+                    .docs
+                    .get(&document_id)
+                    .is_some_and(|d| d.get_heads().is_empty())
+                {
+                    self.docs.remove(&document_id);
+                }
+                self.engine.forget(&document_id);
+            }
+            Message::RemoteHeadsChanged {
+                document_id,
+                new_heads,
+                ..
+            } => {
+                if let Some(storage) = &self.server_storage {
+                    if let Some(at) = new_heads.get(storage) {
+                        self.acked.insert(document_id, at.heads.clone());
+                    }
+                }
+            }
+            Message::Error { message, .. } => self.notices.push(Notice::Error(message)),
+            _ => {}
+        }
+    }
+
+    /// Syncs until the server acknowledged our current heads of `id` as committed.
+    pub async fn sync_acked(&mut self, id: DocumentId) -> bool {
+        self.push(id).await;
+        self.pump_until(crate::WAIT, |c| c.is_acked(id)).await
+    }
+
+    /// Has the server committed exactly our heads of `id`?
+    pub fn is_acked(&self, id: DocumentId) -> bool {
+        let Some(doc) = self.docs.get(&id) else {
+            return false;
+        };
+        let mut ours = encode_heads(&doc.get_heads());
+        ours.sort();
+        self.acked.get(&id).is_some_and(|h| {
+            let mut h = h.clone();
+            h.sort();
+            h == ours
+        })
+    }
+
+    /// Requests a document and waits until it arrives (or is unavailable). Retries
+    /// while it is not there, for documents another client is still uploading.
+    pub async fn fetch(&mut self, id: DocumentId) -> bool {
+        self.request(id).await;
+        self.pump_until(crate::WAIT, |c| {
+            c.unavailable.contains(&id)
+                || c.docs.get(&id).is_some_and(|d| !d.get_heads().is_empty())
+        })
+        .await;
+        self.docs
+            .get(&id)
+            .is_some_and(|d| !d.get_heads().is_empty())
+    }
+
+    /// The document as JSON (for assertions on content).
+    pub fn json(&self, id: DocumentId) -> serde_json::Value {
+        let doc = self.docs.get(&id).expect("document held");
+        serde_json::to_value(automerge::AutoSerde::from(doc)).expect("json")
+    }
+
+    /// Heads as hex strings, as `buurtsync doc info` prints them.
+    pub fn heads_hex(&self, id: DocumentId) -> Vec<String> {
+        let mut h: Vec<String> = self.docs[&id]
+            .get_heads()
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        h.sort();
+        h
+    }
+
+    /// Error messages the server sent.
+    pub fn errors(&self) -> Vec<&str> {
+        self.notices
+            .iter()
+            .filter_map(|n| match n {
+                Notice::Error(m) => Some(m.as_str()),
+                Notice::Unavailable(_) => None,
+            })
+            .collect()
+    }
+}
+
+/// Pumps every client in turn until all hold the same heads of `id` and the server has
+/// acknowledged them to each; returns whether that happened in time.
+pub async fn converge(clients: &mut [&mut Client], id: DocumentId) -> bool {
+    let deadline = Instant::now() + crate::WAIT;
+    for c in clients.iter_mut() {
+        c.push(id).await;
+    }
+    while Instant::now() < deadline {
+        for c in clients.iter_mut() {
+            c.pump_until(Duration::from_millis(100), |_| false).await;
+        }
+        let first = clients[0].docs.get(&id).map(Automerge::get_heads);
+        let same = clients
+            .iter()
+            .all(|c| c.docs.get(&id).map(Automerge::get_heads) == first);
+        if same && clients.iter().all(|c| c.is_acked(id)) {
+            return true;
+        }
+    }
+    false
+}
