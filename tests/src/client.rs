@@ -376,3 +376,88 @@ pub async fn converge(clients: &mut [&mut Client], id: DocumentId) -> bool {
     }
     false
 }
+
+/// What a raw peer saw next.
+#[derive(Debug)]
+pub enum Seen {
+    Message(Message),
+    /// A close frame (with its code) or the end of the stream.
+    Closed(Option<u16>),
+    /// Nothing within the wait.
+    Nothing,
+}
+
+/// A bare protocol peer for hostile-input and isolation tests: sends exactly the bytes
+/// it is given and reports exactly what comes back.
+pub struct RawPeer {
+    ws: Ws,
+}
+
+impl RawPeer {
+    /// Opens a socket and completes join/peer.
+    pub async fn joined(url: &str, token: &str) -> RawPeer {
+        let mut peer = RawPeer::open(url, token).await;
+        peer.send(&Message::Join {
+            sender_id: "raw".into(),
+            peer_metadata: None,
+            supported_protocol_versions: vec!["1".into()],
+        })
+        .await;
+        match peer.next().await {
+            Seen::Message(Message::Peer { .. }) => peer,
+            other => panic!("expected peer, saw {other:?}"),
+        }
+    }
+
+    /// Opens a socket without joining.
+    pub async fn open(url: &str, token: &str) -> RawPeer {
+        RawPeer {
+            ws: Client::open_socket(url, token).await.expect("socket"),
+        }
+    }
+
+    pub async fn send(&mut self, msg: &Message) {
+        self.send_raw(protocol::encode(msg)).await;
+    }
+
+    pub async fn send_raw(&mut self, bytes: Vec<u8>) {
+        let _ = self.ws.send(WsMessage::Binary(bytes.into())).await;
+    }
+
+    /// The next protocol message or close, waiting at most [`crate::WAIT`].
+    pub async fn next(&mut self) -> Seen {
+        self.next_within(crate::WAIT).await
+    }
+
+    pub async fn next_within(&mut self, limit: Duration) -> Seen {
+        let deadline = Instant::now() + limit;
+        loop {
+            let now = Instant::now();
+            if now >= deadline {
+                return Seen::Nothing;
+            }
+            match tokio::time::timeout(deadline - now, self.ws.next()).await {
+                Err(_) => return Seen::Nothing,
+                Ok(None | Some(Err(_))) => return Seen::Closed(None),
+                Ok(Some(Ok(WsMessage::Close(frame)))) => {
+                    return Seen::Closed(frame.map(|f| u16::from(f.code)))
+                }
+                Ok(Some(Ok(WsMessage::Binary(b)))) => {
+                    return Seen::Message(protocol::decode(&b).expect("server sent valid CBOR"))
+                }
+                Ok(Some(Ok(_))) => {}
+            }
+        }
+    }
+
+    /// Skips messages until an `error` arrives; returns its text.
+    pub async fn expect_error(&mut self) -> String {
+        loop {
+            match self.next().await {
+                Seen::Message(Message::Error { message, .. }) => return message,
+                Seen::Message(_) => {}
+                other => panic!("expected an error message, saw {other:?}"),
+            }
+        }
+    }
+}
