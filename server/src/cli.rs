@@ -3,7 +3,6 @@
 //! document with `--json`.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 use serde_json::json;
@@ -416,6 +415,7 @@ async fn demo(store: &Store, args: &ServeArgs, json_out: bool) -> Result<(), Err
     ignore_conflict(store.add_user("joop", "Joop (vrijwilliger)").await)?;
     store.grant("fatima", &wijk, WijkRole::Professional).await?;
     store.grant("joop", &wijk, WijkRole::Volunteer).await?;
+    let samples = seed_samples(store, &wijk).await?;
     let day = 24 * 3600;
     let fatima = crate::auth::issue(store, "fatima", 30 * day).await?;
     let joop = crate::auth::issue(store, "joop", 30 * day).await?;
@@ -423,7 +423,8 @@ async fn demo(store: &Store, args: &ServeArgs, json_out: bool) -> Result<(), Err
     if json_out {
         println!(
             "{}",
-            json!({"wijk": wijk, "url": url, "tokens": {"fatima": fatima.secret, "joop": joop.secret}})
+            json!({"wijk": wijk, "url": url, "tokens": {"fatima": fatima.secret, "joop": joop.secret},
+                   "samples": samples.iter().map(|(k, id)| json!({"kind": k, "id": id.to_string()})).collect::<Vec<_>>()})
         );
     } else {
         println!("buurtsync demo — wijk {wijk}");
@@ -436,13 +437,69 @@ async fn demo(store: &Store, args: &ServeArgs, json_out: bool) -> Result<(), Err
             "  joop (vrijwilliger: activiteiten only):        {}",
             joop.secret
         );
-        println!(
-            "  try it:  node tests/js/interop.mjs '{url}?token={}' {wijk}",
-            fatima.secret
-        );
+        for (kind, id) in &samples {
+            println!("  sample {kind}: automerge:{id}");
+        }
+        if let Some((_, plan)) = samples.iter().find(|(k, _)| *k == "plan") {
+            println!("  try it (run `npm ci --prefix tests/js` once):");
+            println!(
+                "    node tests/js/show.mjs '{url}?token={}' automerge:{plan}",
+                fatima.secret
+            );
+            println!("      -> the plan as JSON, through an unmodified automerge-repo client");
+            println!(
+                "    node tests/js/show.mjs '{url}?token={}' automerge:{plan}",
+                joop.secret
+            );
+            println!("      -> unavailable: volunteers never receive plans");
+        }
         println!("  health:  curl http://{}/healthz", args.listen);
     }
     Ok(())
+}
+
+/// A sample plan and activiteit in the demo wijk, created once.
+async fn seed_samples(
+    store: &Store,
+    wijk: &WijkId,
+) -> Result<Vec<(&'static str, DocumentId)>, Error> {
+    use sync_core::partition::{DocumentKind, Partition};
+    use sync_core::schema::{self, Activiteit, Goal, Leefdomein, Plan};
+    let mut out = Vec::new();
+    for kind in [DocumentKind::Plan, DocumentKind::Activiteit] {
+        let partition = Partition {
+            wijk: wijk.clone(),
+            kind,
+        };
+        if let Some(existing) = store.list_documents(Some(&partition)).await?.first() {
+            out.push((kind.as_str(), existing.id));
+            continue;
+        }
+        let doc = match kind {
+            DocumentKind::Plan => {
+                let mut plan = Plan::new(wijk.clone(), "HH-DEMO-1");
+                plan.goals.push(Goal::new(
+                    Leefdomein::Financien,
+                    "Overzicht van de schulden maken",
+                ));
+                schema::new_document(&plan)
+            }
+            DocumentKind::Activiteit => {
+                schema::new_document(&Activiteit::new(wijk.clone(), "Koffieochtend"))
+            }
+        }
+        .map_err(sync_core::Error::from)?;
+        let id = DocumentId::random();
+        let entry = crate::store::CatalogEntry {
+            id,
+            partition,
+            created_at: crate::store::now(),
+            created_by: "demo".into(),
+        };
+        store.create_document(&entry, &doc.save()).await?;
+        out.push((kind.as_str(), id));
+    }
+    Ok(out)
 }
 
 fn print(json_out: bool, value: serde_json::Value, text: &str) {
@@ -457,9 +514,4 @@ fn rfc3339(secs: i64) -> String {
     let t =
         std::time::UNIX_EPOCH + std::time::Duration::from_secs(u64::try_from(secs).unwrap_or(0));
     humantime::format_rfc3339_seconds(t).to_string()
-}
-
-/// Where the demo keeps its database by default.
-pub fn demo_dir() -> PathBuf {
-    PathBuf::from("demo-data")
 }

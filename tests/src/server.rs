@@ -189,6 +189,7 @@ impl ServerProcess {
             }
         }
         let _ = child.kill();
+        let _ = child.wait();
         panic!("server did not start listening: {lines:#?}");
     }
 

@@ -48,6 +48,11 @@ impl Store {
         if path.is_empty() {
             return Err(Error::Config("empty database path".into()));
         }
+        if let Some(dir) = std::path::Path::new(path).parent() {
+            if !dir.as_os_str().is_empty() && path != ":memory:" {
+                std::fs::create_dir_all(dir)?;
+            }
+        }
         let options = SqliteConnectOptions::from_str(&format!("sqlite://{path}"))
             .map_err(|e| Error::Config(format!("database URL {url:?}: {e}")))?
             .create_if_missing(true)

@@ -767,7 +767,9 @@ fn delete_key<M: MapReconciler>(map: &mut M, key: &str) -> Result<(), M::Error> 
 }
 
 /// Writes a count, unless the document already holds the same number (perhaps as an int
-/// or a float written by JavaScript).
+/// or a float written by JavaScript). Written as a signed int, as JavaScript writes
+/// integers: automerge-js hands an unsigned int to apps as a BigInt, which breaks
+/// ordinary JS code (JSON.stringify, arithmetic with numbers).
 pub(crate) fn put_u64<M: MapReconciler>(
     map: &mut M,
     key: &str,
@@ -785,7 +787,10 @@ pub(crate) fn put_u64<M: MapReconciler>(
     if same {
         return Ok(());
     }
-    map.put(key, value)
+    match i64::try_from(value) {
+        Ok(signed) => map.put(key, signed),
+        Err(_) => map.put(key, value),
+    }
 }
 
 /// Writes an amount, unless the document already holds the same number.

@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Installs what the tests need and runs the whole suite: formatting, lints, unit,
+# end-to-end and interop tests. CI runs exactly this (.ci/run).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+step() { printf '\n==> %s\n' "$*"; }
+
+step "JS interop client (automerge-repo 2.5 from the npm registry)"
+npm ci --prefix tests/js --no-audit --no-fund --loglevel=error
+
+step "cargo fmt --check"
+cargo fmt --all --check
+
+step "cargo clippy"
+cargo clippy --workspace --all-targets -- -D warnings
+
+step "build binaries used by the end-to-end tests"
+cargo build --workspace --bins
+
+step "tests"
+if cargo nextest --version >/dev/null 2>&1; then
+  cargo nextest run --workspace --no-fail-fast
+  step "doctests"
+  cargo test --workspace --doc
+else
+  cargo test --workspace --no-fail-fast
+fi
