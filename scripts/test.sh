@@ -18,11 +18,13 @@ cargo clippy --workspace --all-targets -- -D warnings
 step "build binaries used by the end-to-end tests"
 cargo build --workspace --bins
 
-step "tests"
 if cargo nextest --version >/dev/null 2>&1; then
-  cargo nextest run --workspace --no-fail-fast
+  # nextest skips doctests; run them first so the suite's summary closes the log.
   step "doctests"
   cargo test --workspace --doc
+  step "tests"
+  cargo nextest run --workspace --no-fail-fast
 else
+  step "tests"
   cargo test --workspace --no-fail-fast
 fi

@@ -232,7 +232,8 @@ async fn handshake_is_enforced() {
     }
     for _ in 0..60 {
         match flood.next_within(Duration::from_secs(5)).await {
-            Seen::Closed(_) => {
+            Seen::Closed(code) => {
+                assert_eq!(code, Some(1008), "flood closed without 'policy violation'");
                 closed = true;
                 break;
             }

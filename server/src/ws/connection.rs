@@ -46,6 +46,19 @@ enum Refusal {
     NotPermitted,
 }
 
+impl Refusal {
+    /// A label for logs: schema messages quote client values, which may be personal
+    /// data, so logs get the kind of refusal and never its text.
+    fn kind(&self) -> &'static str {
+        match self {
+            Refusal::NoWrite => "no-write",
+            Refusal::MetaChanged { .. } => "meta-changed",
+            Refusal::Schema(_) => "schema",
+            Refusal::NotPermitted => "not-permitted",
+        }
+    }
+}
+
 /// Runs a connection until the peer leaves, breaks protocol, or the server stops.
 pub async fn run(state: Arc<AppState>, socket: WebSocket, principal: Principal, token_id: String) {
     let alive = state.alive.clone();
@@ -137,7 +150,7 @@ impl Connection {
                     Some(Ok(WsMessage::Binary(bytes))) => self.on_frame(&bytes).await,
                     Some(Ok(WsMessage::Text(_))) => {
                         self.send_error("text frames are not part of the protocol; send CBOR in binary frames").await;
-                        self.on_bad_frame()
+                        self.on_bad_frame().await
                     }
                     Some(Ok(WsMessage::Ping(_) | WsMessage::Pong(_))) => Flow::Continue,
                     Some(Ok(WsMessage::Close(_))) | None => Flow::Close,
@@ -168,7 +181,7 @@ impl Connection {
             Err(e) => {
                 tracing::info!(conn = self.conn_id, error = %e, "undecodable frame");
                 self.send_error(&format!("malformed message: {e}")).await;
-                return self.on_bad_frame();
+                return self.on_bad_frame().await;
             }
         };
         self.bad_frames = 0;
@@ -207,7 +220,12 @@ impl Connection {
                 Flow::Continue
             }
             Message::Error { message, .. } => {
-                tracing::info!(conn = self.conn_id, %message, "peer reported an error");
+                // The text is the peer's and may quote document content: log its size only.
+                tracing::info!(
+                    conn = self.conn_id,
+                    bytes = message.len(),
+                    "peer reported an error"
+                );
                 Flow::Continue
             }
             Message::Peer { .. } => {
@@ -218,9 +236,10 @@ impl Connection {
         }
     }
 
-    fn on_bad_frame(&mut self) -> Flow {
+    async fn on_bad_frame(&mut self) -> Flow {
         self.bad_frames += 1;
         if self.bad_frames >= MAX_BAD_FRAMES {
+            self.close_with(1008, "too many malformed messages").await;
             Flow::Close
         } else {
             Flow::Continue
@@ -321,6 +340,9 @@ impl Connection {
                     }
                     Err(reason) => {
                         tracing::info!(conn = self.conn_id, user = %self.principal.user_id, %id, %reason, "read denied");
+                        // Loaded only to decide; do not keep it in memory for nobody.
+                        drop(entry);
+                        self.state.hub.release(id);
                     }
                 }
             }
@@ -399,8 +421,11 @@ impl Connection {
                     Err(e) => {
                         // Not durable, so not kept: memory stays equal to the store.
                         tracing::error!(conn = self.conn_id, %id, error = %e, "commit failed");
-                        if let Ok(restored) = state.doc.fork_at(&state.saved_heads) {
-                            state.doc = restored;
+                        match state.doc.fork_at(&state.saved_heads) {
+                            Ok(restored) => state.doc = restored,
+                            Err(e) => {
+                                tracing::error!(conn = self.conn_id, %id, error = %e, "could not roll back uncommitted changes; they stay in memory until the next commit")
+                            }
                         }
                         self.engine.forget(&id);
                         self.engine.open(id);
@@ -413,7 +438,7 @@ impl Connection {
             Ok(_) => Ok(false),
             Err(Rejected::Sync(e)) => Err(format!("document {id}: {e}")),
             Err(Rejected::Check(refusal)) => {
-                tracing::info!(conn = self.conn_id, user = %self.principal.user_id, %id, %refusal, "change rejected");
+                tracing::info!(conn = self.conn_id, user = %self.principal.user_id, %id, reason = refusal.kind(), "change rejected");
                 Err(format!("document {id}: change rejected: {refusal}"))
             }
         };
@@ -448,7 +473,7 @@ impl Connection {
                 return;
             }
             Err(Rejected::Check(refusal)) => {
-                tracing::info!(conn = self.conn_id, user = %self.principal.user_id, %id, %refusal, "creation rejected");
+                tracing::info!(conn = self.conn_id, user = %self.principal.user_id, %id, reason = refusal.kind(), "creation rejected");
                 self.send_error(&format!("document {id}: change rejected: {refusal}"))
                     .await;
                 return;
