@@ -47,6 +47,9 @@ pub struct AppState {
     pub shutdown: watch::Receiver<bool>,
     /// Every connection holds a clone; shutdown waits until all are dropped.
     pub(crate) alive: mpsc::Sender<()>,
+    /// Moves whenever grants or tokens change (polled from the store), and
+    /// periodically; connections then re-check their principal and open documents.
+    pub access: watch::Receiver<u64>,
 }
 
 impl AppState {
@@ -55,6 +58,7 @@ impl AppState {
         limits: Limits,
         shutdown: watch::Receiver<bool>,
         alive: mpsc::Sender<()>,
+        access: watch::Receiver<u64>,
     ) -> Result<Arc<AppState>, Error> {
         let storage_id = store.storage_id().await?;
         let peer_id = format!(
@@ -69,6 +73,7 @@ impl AppState {
             peer_id,
             shutdown,
             alive,
+            access,
         }))
     }
 }

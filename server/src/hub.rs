@@ -9,11 +9,13 @@
 //! costs a set entry, not a queue of messages.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use automerge::{Automerge, ChangeHash};
+use sync_core::policy::DocFacts;
 use sync_core::protocol::{DocumentId, Message};
+use sync_core::schema::is_handed_over;
 use tokio::sync::{mpsc, Notify, OnceCell};
 
 use crate::error::Error;
@@ -78,11 +80,38 @@ pub struct DocEntry {
     pub catalog: CatalogEntry,
     pub state: tokio::sync::Mutex<DocState>,
     subscribers: Mutex<HashMap<u64, Arc<ConnSignal>>>,
+    /// The committed `handover.requested` of a plan, readable without the document
+    /// lock: the policy needs it for every read decision.
+    handed_over: AtomicBool,
 }
 
 impl DocEntry {
+    fn new(catalog: CatalogEntry, state: DocState) -> DocEntry {
+        let handed_over = AtomicBool::new(is_handed_over(&state.doc));
+        DocEntry {
+            catalog,
+            state: tokio::sync::Mutex::new(state),
+            subscribers: Mutex::new(HashMap::new()),
+            handed_over,
+        }
+    }
+
     pub fn id(&self) -> DocumentId {
         self.catalog.id
+    }
+
+    /// What the policy needs to know of this document, as committed.
+    pub fn facts(&self) -> DocFacts<'_> {
+        DocFacts {
+            partition: &self.catalog.partition,
+            handed_over: self.handed_over.load(Ordering::Acquire),
+        }
+    }
+
+    /// Re-reads the hand-over flag after a commit; returns whether it changed.
+    pub fn refresh_facts(&self, state: &DocState) -> bool {
+        let now = is_handed_over(&state.doc);
+        self.handed_over.swap(now, Ordering::AcqRel) != now
     }
 
     pub fn subscribe(&self, conn: &Arc<ConnSignal>) {
@@ -178,16 +207,15 @@ impl Hub {
         let doc = Automerge::load(&stored.bytes)
             .map_err(|e| Error::Corrupt(format!("document {id} does not load: {e}")))?;
         tracing::debug!(%id, bytes = stored.bytes.len(), chunks = stored.chunks, "document loaded");
-        Ok(Some(Arc::new(DocEntry {
-            catalog: stored.entry,
-            state: tokio::sync::Mutex::new(DocState {
+        Ok(Some(Arc::new(DocEntry::new(
+            stored.entry,
+            DocState {
                 saved_heads: doc.get_heads(),
                 doc,
                 incremental_bytes: stored.incremental_bytes,
                 snapshot_bytes: stored.snapshot_bytes,
-            }),
-            subscribers: Mutex::new(HashMap::new()),
-        })))
+            },
+        ))))
     }
 
     /// Creates a document: catalog row and first snapshot in one transaction, then
@@ -200,16 +228,15 @@ impl Hub {
         let snapshot = doc.save();
         self.store.create_document(&catalog, &snapshot).await?;
         let id = catalog.id;
-        let entry = Arc::new(DocEntry {
+        let entry = Arc::new(DocEntry::new(
             catalog,
-            state: tokio::sync::Mutex::new(DocState {
+            DocState {
                 saved_heads: doc.get_heads(),
                 doc,
                 incremental_bytes: 0,
                 snapshot_bytes: snapshot.len() as u64,
-            }),
-            subscribers: Mutex::new(HashMap::new()),
-        });
+            },
+        ));
         let slot = Arc::new(OnceCell::new_with(Some(Some(entry.clone()))));
         lock(&self.docs).insert(id, slot);
         Ok(entry)

@@ -24,7 +24,10 @@ pub async fn serve_until(
 ) -> Result<(), Error> {
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let (alive_tx, mut alive_rx) = mpsc::channel::<()>(1);
-    let state: Arc<AppState> = AppState::new(store.clone(), limits, shutdown_rx, alive_tx).await?;
+    let (access_tx, access_rx) = watch::channel(0u64);
+    tokio::spawn(watch_access(store.clone(), access_tx, shutdown_rx.clone()));
+    let state: Arc<AppState> =
+        AppState::new(store.clone(), limits, shutdown_rx, alive_tx, access_rx).await?;
     let addr = listener.local_addr()?;
     tracing::info!(%addr, storage_id = %state.storage_id, "buurtsync listening");
     let router = app(state.clone());
@@ -45,6 +48,39 @@ pub async fn serve_until(
     store.close().await;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// How often the store is asked whether grants or tokens changed: revocations made
+/// with the CLI reach live connections within this (plus one round trip).
+pub const ACCESS_POLL: Duration = Duration::from_millis(250);
+/// Connections re-check their token this often even without changes (expiry).
+pub const ACCESS_RECHECK: Duration = Duration::from_secs(60);
+
+/// Polls the store's access version and bumps `tx` when it moves, or every
+/// [`ACCESS_RECHECK`] so expired tokens are noticed too.
+async fn watch_access(store: Store, tx: watch::Sender<u64>, mut shutdown: watch::Receiver<bool>) {
+    let mut seen = store.access_version().await.unwrap_or(0);
+    let mut tick = tokio::time::interval(ACCESS_POLL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last_bump = tokio::time::Instant::now();
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = shutdown.changed() => return,
+        }
+        let version = match store.access_version().await {
+            Ok(v) => v,
+            Err(e) => {
+                tracing::warn!(error = %e, "could not poll access changes");
+                continue;
+            }
+        };
+        if version != seen || last_bump.elapsed() >= ACCESS_RECHECK {
+            seen = version;
+            last_bump = tokio::time::Instant::now();
+            tx.send_modify(|v| *v += 1);
+        }
+    }
 }
 
 /// Resolves on SIGINT or SIGTERM.

@@ -51,6 +51,8 @@ pub struct Client {
     pub acked: HashMap<DocumentId, Vec<String>>,
     pub notices: Vec<Notice>,
     pub unavailable: HashSet<DocumentId>,
+    /// Ephemeral messages received, per document.
+    pub ephemeral: HashMap<DocumentId, usize>,
 }
 
 impl Client {
@@ -69,6 +71,7 @@ impl Client {
             acked: HashMap::new(),
             notices: Vec::new(),
             unavailable: HashSet::new(),
+            ephemeral: HashMap::new(),
         };
         client.reconnect().await?;
         Ok(client)
@@ -192,6 +195,19 @@ impl Client {
         }
     }
 
+    /// Sends an ephemeral (presence) message about `id`.
+    pub async fn send_ephemeral(&mut self, id: DocumentId, count: u64) {
+        let msg = Message::Ephemeral {
+            sender_id: self.name.clone(),
+            target_id: self.server_peer.clone(),
+            count,
+            session_id: format!("{}-session", self.name),
+            document_id: id,
+            data: vec![0xa0],
+        };
+        self.send(&msg).await;
+    }
+
     /// Sends a protocol message.
     pub async fn send(&mut self, msg: &Message) {
         self.send_raw(protocol::encode(msg)).await;
@@ -288,6 +304,9 @@ impl Client {
                 }
             }
             Message::Error { message, .. } => self.notices.push(Notice::Error(message)),
+            Message::Ephemeral { document_id, .. } => {
+                *self.ephemeral.entry(document_id).or_default() += 1;
+            }
             _ => {}
         }
     }

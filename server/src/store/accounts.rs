@@ -28,6 +28,37 @@ pub struct UserInfo {
 }
 
 impl Store {
+    /// Records that access changed, so running servers re-check live connections.
+    async fn access_changed(&self, what: &str) -> Result<(), Error> {
+        sqlx::query("INSERT INTO access_changes (at, what) VALUES (?, ?)")
+            .bind(now())
+            .bind(what)
+            .execute(self.pool())
+            .await?;
+        Ok(())
+    }
+
+    /// A number that grows whenever a grant or token changes.
+    pub async fn access_version(&self) -> Result<i64, Error> {
+        Ok(
+            sqlx::query_scalar("SELECT COALESCE(MAX(id), 0) FROM access_changes")
+                .fetch_one(self.pool())
+                .await?,
+        )
+    }
+
+    /// The user of a token that is still live, by token id (for re-checking a live
+    /// connection).
+    pub async fn live_token_user(&self, token_id: &str) -> Result<Option<String>, Error> {
+        Ok(sqlx::query_scalar(
+            "SELECT user_id FROM tokens WHERE id = ? AND revoked_at IS NULL AND expires_at > ?",
+        )
+        .bind(token_id)
+        .bind(now())
+        .fetch_optional(self.pool())
+        .await?)
+    }
+
     pub async fn add_wijk(&self, id: &WijkId, name: &str) -> Result<(), Error> {
         let result = sqlx::query("INSERT INTO wijken (id, name, created_at) VALUES (?, ?, ?)")
             .bind(id.as_str())
@@ -99,6 +130,7 @@ impl Store {
         .bind(now())
         .execute(self.pool())
         .await?;
+        self.access_changed("grant").await?;
         Ok(())
     }
 
@@ -113,6 +145,7 @@ impl Store {
         .bind(now())
         .execute(self.pool())
         .await?;
+        self.access_changed("grant").await?;
         Ok(())
     }
 
@@ -129,6 +162,7 @@ impl Store {
             .bind(role.as_str())
             .execute(self.pool())
             .await?;
+        self.access_changed("ungrant").await?;
         Ok(done.rows_affected() > 0)
     }
 
@@ -226,6 +260,7 @@ impl Store {
         .bind(secret_hash.unwrap_or(&[]))
         .fetch_optional(self.pool())
         .await?;
+        self.access_changed("token revoked").await?;
         Ok(row.map(|r| r.get("id")))
     }
 

@@ -15,7 +15,7 @@ use automerge::{Automerge, ChangeHash};
 use axum::extract::ws::{CloseFrame, Message as WsMessage, WebSocket};
 use futures_util::{SinkExt, StreamExt};
 use sync_core::engine::{PeerSync, Rejected};
-use sync_core::policy::{self, Access, DocFacts, Principal};
+use sync_core::policy::{self, Access, Principal};
 use sync_core::protocol::{self, encode_heads, DocumentId, HeadsAtTime, Message, PeerMetadata};
 use sync_core::schema;
 use tokio::sync::mpsc;
@@ -69,9 +69,11 @@ pub async fn run(state: Arc<AppState>, socket: WebSocket, principal: Principal, 
     let (eph_tx, eph_rx) = mpsc::channel(EPHEMERAL_BUFFER);
     let signal = Arc::new(ConnSignal::new(conn_id, eph_tx));
     tracing::info!(conn = conn_id, user = %principal.user_id, token = %token_id, "peer connected");
+    let token_id = token_id.clone();
     let mut conn = Connection {
         state: state.clone(),
         principal,
+        token_id,
         conn_id,
         peer: None,
         engine: PeerSync::new(),
@@ -111,7 +113,10 @@ struct Peer {
 
 struct Connection {
     state: Arc<AppState>,
+    /// Who is connected; re-read from the store whenever access changes.
     principal: Principal,
+    /// The token the connection was opened with; a revoked token ends the connection.
+    token_id: String,
     conn_id: u64,
     /// Set by `join`; nothing but `join` is accepted before.
     peer: Option<Peer>,
@@ -143,6 +148,7 @@ impl Connection {
         mut ephemeral: mpsc::Receiver<Message>,
     ) {
         let mut shutdown = self.state.shutdown.clone();
+        let mut access = self.state.access.clone();
         let signal = self.signal.clone();
         loop {
             let flow = tokio::select! {
@@ -163,6 +169,7 @@ impl Connection {
                     }
                 },
                 () = signal.notified() => self.flush().await,
+                Ok(()) = access.changed() => self.refresh_access().await,
                 Some(msg) = ephemeral.recv() => self.forward_ephemeral(msg).await,
                 _ = shutdown.changed() => {
                     self.close_with(1001, "server shutting down").await;
@@ -308,7 +315,11 @@ impl Connection {
     /// A `request` or `sync` payload for `id`.
     async fn on_sync(&mut self, id: DocumentId, data: &[u8], is_request: bool) -> Flow {
         if let Some(entry) = self.open.get(&id).cloned() {
-            self.apply(entry, data).await;
+            if policy::decide(&self.principal, entry.facts(), Access::Read).is_ok() {
+                self.apply(entry, data).await;
+            } else {
+                self.close_document(id).await;
+            }
             return Flow::Continue;
         }
         if !self.pending.contains_key(&id) {
@@ -324,14 +335,7 @@ impl Connection {
                 }
             };
             if let Some(entry) = found {
-                let readable = policy::decide(
-                    &self.principal,
-                    DocFacts {
-                        partition: &entry.catalog.partition,
-                        handed_over: false,
-                    },
-                    Access::Read,
-                );
+                let readable = policy::decide(&self.principal, entry.facts(), Access::Read);
                 match readable {
                     Ok(()) => {
                         self.open_entry(entry.clone()).await;
@@ -388,15 +392,7 @@ impl Connection {
     async fn apply(&mut self, entry: Arc<DocEntry>, data: &[u8]) {
         let id = entry.id();
         let partition = entry.catalog.partition.clone();
-        let may_write = policy::decide(
-            &self.principal,
-            DocFacts {
-                partition: &partition,
-                handed_over: false,
-            },
-            Access::Write,
-        )
-        .is_ok();
+        let may_write = policy::decide(&self.principal, entry.facts(), Access::Write).is_ok();
         let mut state = entry.state.lock().await;
         let result = self
             .engine
@@ -417,7 +413,12 @@ impl Connection {
         let outcome = match result {
             Ok(applied) if applied.changed() => {
                 match self.state.hub.persist(&id, &mut state).await {
-                    Ok(_) => Ok(true),
+                    Ok(_) => {
+                        if entry.refresh_facts(&state) {
+                            tracing::info!(conn = self.conn_id, user = %self.principal.user_id, %id, handed_over = entry.facts().handed_over, "hand-over changed");
+                        }
+                        Ok(true)
+                    }
                     Err(e) => {
                         // Not durable, so not kept: memory stays equal to the store.
                         tracing::error!(conn = self.conn_id, %id, error = %e, "commit failed");
@@ -525,6 +526,14 @@ impl Connection {
     /// (`remote-heads-changed` with our storageId) when they moved.
     async fn flush(&mut self) -> Flow {
         for id in self.signal.take() {
+            let still_readable = self
+                .open
+                .get(&id)
+                .map(|e| policy::decide(&self.principal, e.facts(), Access::Read).is_ok());
+            if still_readable == Some(false) {
+                self.close_document(id).await;
+                continue;
+            }
             let (payload, saved) = if let Some(entry) = self.open.get(&id) {
                 let state = entry.state.lock().await;
                 (
@@ -572,6 +581,58 @@ impl Connection {
     fn next_timestamp(&mut self) -> u64 {
         self.last_timestamp = now_ms().max(self.last_timestamp + 1);
         self.last_timestamp
+    }
+
+    /// Access to an open document ended (grant removed, hand-over withdrawn): tell the
+    /// peer it is unavailable and stop syncing and relaying it.
+    async fn close_document(&mut self, id: DocumentId) {
+        if let Some(entry) = self.open.remove(&id) {
+            entry.unsubscribe(self.conn_id);
+            drop(entry);
+            self.state.hub.release(id);
+        }
+        self.told_heads.remove(&id);
+        tracing::info!(conn = self.conn_id, user = %self.principal.user_id, %id, "access to open document ended");
+        self.send_unavailable(id).await;
+    }
+
+    /// Grants or tokens changed somewhere: re-read who this connection is. A dead token
+    /// ends the connection; changed grants re-check every open document.
+    async fn refresh_access(&mut self) -> Flow {
+        let store = &self.state.store;
+        match store.live_token_user(&self.token_id).await {
+            Ok(Some(user)) => match store.principal(&user).await {
+                Ok(principal) => {
+                    if principal != self.principal {
+                        tracing::info!(conn = self.conn_id, user = %principal.user_id, "grants changed; re-checking open documents");
+                        self.principal = principal;
+                        for id in self.open.keys() {
+                            self.signal.mark(*id);
+                        }
+                    }
+                    Flow::Continue
+                }
+                Err(e) => {
+                    tracing::warn!(conn = self.conn_id, error = %e, "could not re-read grants");
+                    Flow::Continue
+                }
+            },
+            Ok(None) => {
+                tracing::info!(conn = self.conn_id, user = %self.principal.user_id, token = %self.token_id, "token revoked or expired; closing");
+                let ids: Vec<DocumentId> = self.open.keys().copied().collect();
+                for id in ids {
+                    self.close_document(id).await;
+                }
+                self.pending.clear();
+                self.send_error("token revoked or expired").await;
+                self.close_with(1008, "token revoked or expired").await;
+                Flow::Close
+            }
+            Err(e) => {
+                tracing::warn!(conn = self.conn_id, error = %e, "could not re-check token");
+                Flow::Continue
+            }
+        }
     }
 
     async fn forward_ephemeral(&mut self, msg: Message) -> Flow {

@@ -36,8 +36,8 @@ use crate::partition::DocumentKind;
 pub use activiteit::{Activiteit, Session};
 pub use meta::{read_meta, Meta, SCHEMA_VERSION};
 pub use plan::{
-    Action, ActionWho, Consent, ContactDetails, ContactKind, ContactMoment, Goal, GoalStatus,
-    Handover, Household, Leefdomein, Plan, PlanStatus, PositiveHealth,
+    is_handed_over, Action, ActionWho, Consent, ContactDetails, ContactKind, ContactMoment, Goal,
+    GoalStatus, Handover, Household, Leefdomein, Plan, PlanStatus, PositiveHealth,
 };
 
 /// Why a document does not match its schema, or could not be written.

@@ -482,6 +482,20 @@ impl FromMap for Handover {
 
 hydrate_with_schema!(Handover, "handover", map);
 
+/// Is the plan marked for hand-over to the gemeente? Reads only `handover.requested`
+/// (cheap: the server asks after every commit); anything but a literal `true` is no.
+pub fn is_handed_over(doc: &automerge::Automerge) -> bool {
+    use automerge::{ScalarValue, Value};
+    let Ok(Some((Value::Object(_), handover))) = automerge::ReadDoc::get(doc, ROOT, "handover")
+    else {
+        return false;
+    };
+    matches!(
+        automerge::ReadDoc::get(doc, &handover, "requested"),
+        Ok(Some((Value::Scalar(v), _))) if matches!(v.as_ref(), ScalarValue::Boolean(true))
+    )
+}
+
 impl Reconcile for Handover {
     type Key<'k> = NoKey;
 
@@ -549,6 +563,19 @@ mod tests {
         let mut tx = doc.transaction();
         autosurgeon::reconcile(&mut tx, &plan)?;
         tx.commit();
+        Ok(())
+    }
+
+    /// The hand-over flag is read from `handover.requested` and nothing else.
+    #[test]
+    fn hand_over_flag() -> TestResult {
+        let mut plan = Plan::new(WijkId::new("noord")?, "HH");
+        let doc = new_document(&plan)?;
+        assert!(!is_handed_over(&doc));
+        plan.handover.requested = true;
+        let doc = new_document(&plan)?;
+        assert!(is_handed_over(&doc));
+        assert!(!is_handed_over(&automerge::Automerge::new()));
         Ok(())
     }
 
