@@ -21,6 +21,10 @@ use crate::store::Store;
     about = "Offline-first sync relay for buurtteam apps"
 )]
 pub struct Cli {
+    /// Key store file with the per-document keys (default: `<database path>.keys`).
+    /// Keep it out of database backups; back it up separately.
+    #[arg(long, global = true, env = "BUURTSYNC_KEYS")]
+    pub keys: Option<String>,
     /// Database URL (`sqlite://PATH`).
     #[arg(
         long,
@@ -62,6 +66,15 @@ pub enum Command {
     /// Inspect stored documents (catalog and heads only, never content).
     #[command(subcommand)]
     Doc(DocCmd),
+    /// Erase a document (AVG art. 17): every stored byte goes, its key is destroyed
+    /// (older backups cannot be decrypted), a tombstone keeps stale devices from
+    /// bringing it back, and connected devices are told to purge it.
+    Erase {
+        document: String,
+        /// Who asked for the erasure (recorded with the tombstone).
+        #[arg(long, env = "USER", default_value = "admin")]
+        by: String,
+    },
 }
 
 #[derive(Args, Debug, Clone)]
@@ -125,6 +138,8 @@ pub enum TokenCmd {
 pub enum DocCmd {
     /// Catalog row, chunk count and heads of a document.
     Info { id: String },
+    /// Who delivered each change of a document (user, device, time): provenance.
+    Authors { id: String },
     /// Catalog rows, optionally of one partition.
     List {
         #[arg(long)]
@@ -139,16 +154,16 @@ pub async fn run(cli: Cli) -> Result<(), Error> {
     let json_out = cli.json;
     match cli.command {
         Command::Serve(args) => {
-            let store = Store::open(&cli.database).await?;
+            let store = Store::open_with_keys(&cli.database, cli.keys.as_deref()).await?;
             serve(store, args).await
         }
         Command::Demo(args) => {
-            let store = Store::open(&cli.database).await?;
+            let store = Store::open_with_keys(&cli.database, cli.keys.as_deref()).await?;
             demo(&store, &args, json_out).await?;
             serve(store, args).await
         }
         Command::Wijk(cmd) => {
-            let store = Store::open(&cli.database).await?;
+            let store = Store::open_with_keys(&cli.database, cli.keys.as_deref()).await?;
             match cmd {
                 WijkCmd::Add { id, name } => {
                     let wijk = WijkId::new(id)?;
@@ -177,7 +192,7 @@ pub async fn run(cli: Cli) -> Result<(), Error> {
             Ok(())
         }
         Command::User(cmd) => {
-            let store = Store::open(&cli.database).await?;
+            let store = Store::open_with_keys(&cli.database, cli.keys.as_deref()).await?;
             match cmd {
                 UserCmd::Add { id, name } => {
                     let name = name.unwrap_or_else(|| id.clone());
@@ -209,7 +224,7 @@ pub async fn run(cli: Cli) -> Result<(), Error> {
             Ok(())
         }
         Command::Grant(args) => {
-            let store = Store::open(&cli.database).await?;
+            let store = Store::open_with_keys(&cli.database, cli.keys.as_deref()).await?;
             grant(&store, &args, true).await?;
             print(
                 json_out,
@@ -227,7 +242,7 @@ pub async fn run(cli: Cli) -> Result<(), Error> {
             Ok(())
         }
         Command::Ungrant(args) => {
-            let store = Store::open(&cli.database).await?;
+            let store = Store::open_with_keys(&cli.database, cli.keys.as_deref()).await?;
             let removed = grant(&store, &args, false).await?;
             print(
                 json_out,
@@ -241,7 +256,7 @@ pub async fn run(cli: Cli) -> Result<(), Error> {
             Ok(())
         }
         Command::Token(cmd) => {
-            let store = Store::open(&cli.database).await?;
+            let store = Store::open_with_keys(&cli.database, cli.keys.as_deref()).await?;
             match cmd {
                 TokenCmd::Issue { user, expires_in } => {
                     let secs = i64::try_from(expires_in.as_secs()).unwrap_or(i64::MAX);
@@ -301,8 +316,19 @@ pub async fn run(cli: Cli) -> Result<(), Error> {
             }
             Ok(())
         }
+        Command::Erase { document, by } => {
+            let store = Store::open_with_keys(&cli.database, cli.keys.as_deref()).await?;
+            let id: DocumentId = document.parse().map_err(sync_core::Error::from)?;
+            let tomb = store.erase(&id, &by).await?;
+            print(
+                json_out,
+                json!({"erased": id.to_string(), "partition": tomb.partition, "erased_at": tomb.erased_at, "erased_by": tomb.erased_by}),
+                &format!("erased {id} ({}); its key is destroyed", tomb.partition),
+            );
+            Ok(())
+        }
         Command::Doc(cmd) => {
-            let store = Store::open(&cli.database).await?;
+            let store = Store::open_with_keys(&cli.database, cli.keys.as_deref()).await?;
             match cmd {
                 DocCmd::Info { id } => {
                     let id: DocumentId = id.parse().map_err(sync_core::Error::from)?;
@@ -332,6 +358,20 @@ pub async fn run(cli: Cli) -> Result<(), Error> {
                         heads.join(",")
                     );
                     print(json_out, value, &text);
+                }
+                DocCmd::Authors { id } => {
+                    let id: DocumentId = id.parse().map_err(sync_core::Error::from)?;
+                    let rows = store.change_authors(&id).await?;
+                    let text = rows
+                        .iter()
+                        .map(|(h, u, d, at)| format!("{}\t{h}\t{u}\t{d}", rfc3339(*at)))
+                        .collect::<Vec<_>>()
+                        .join("\n");
+                    let value: Vec<_> = rows
+                        .iter()
+                        .map(|(h, u, d, at)| json!({"change": h, "user": u, "device": d, "at": at}))
+                        .collect();
+                    print(json_out, json!(value), &text);
                 }
                 DocCmd::List { wijk, kind } => {
                     let partition = match (wijk, kind) {
@@ -496,7 +536,9 @@ async fn seed_samples(
             created_at: crate::store::now(),
             created_by: "demo".into(),
         };
-        store.create_document(&entry, &doc.save()).await?;
+        store
+            .create_document(&entry, &doc.save(), &crate::store::crypto::DocKey::random())
+            .await?;
         out.push((kind.as_str(), id));
     }
     Ok(out)

@@ -21,6 +21,8 @@ pub enum Error {
     NotFound(String),
     #[error("{0}")]
     Conflict(String),
+    #[error("document {0} was erased")]
+    Erased(String),
     #[error("unauthorized")]
     Unauthorized,
     #[error(transparent)]
@@ -38,7 +40,7 @@ impl IntoResponse for Error {
                 StatusCode::UNAUTHORIZED,
                 "missing, invalid, expired or revoked token",
             ),
-            Error::NotFound(_) => (StatusCode::NOT_FOUND, "not found"),
+            Error::NotFound(_) | Error::Erased(_) => (StatusCode::NOT_FOUND, "not found"),
             Error::Invalid(_) | Error::Core(_) | Error::Wijk(_) => {
                 (StatusCode::BAD_REQUEST, "bad request")
             }

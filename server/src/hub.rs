@@ -19,6 +19,7 @@ use sync_core::schema::is_handed_over;
 use tokio::sync::{mpsc, Notify, OnceCell};
 
 use crate::error::Error;
+use crate::store::crypto::DocKey;
 use crate::store::{CatalogEntry, Store};
 
 /// Locks a std mutex, recovering from poisoning: the guarded maps stay consistent
@@ -70,6 +71,8 @@ pub struct DocState {
     pub doc: Automerge,
     /// Heads of what is committed to the store; only these are ever acknowledged.
     pub saved_heads: Vec<ChangeHash>,
+    /// The document's data key, for sealing the chunks this state commits.
+    key: DocKey,
     incremental_bytes: u64,
     snapshot_bytes: u64,
 }
@@ -149,6 +152,8 @@ pub struct Hub {
     store: Store,
     docs: Mutex<HashMap<DocumentId, Slot>>,
     next_conn: AtomicU64,
+    /// Serialises creations, so two peers creating one id cannot both write a key.
+    creating: tokio::sync::Mutex<()>,
 }
 
 impl Hub {
@@ -157,6 +162,7 @@ impl Hub {
             store,
             docs: Mutex::new(HashMap::new()),
             next_conn: AtomicU64::new(1),
+            creating: tokio::sync::Mutex::new(()),
         }
     }
 
@@ -212,6 +218,7 @@ impl Hub {
             DocState {
                 saved_heads: doc.get_heads(),
                 doc,
+                key: stored.key,
                 incremental_bytes: stored.incremental_bytes,
                 snapshot_bytes: stored.snapshot_bytes,
             },
@@ -224,15 +231,35 @@ impl Hub {
         &self,
         catalog: CatalogEntry,
         doc: Automerge,
+        author: (&str, &str),
     ) -> Result<Arc<DocEntry>, Error> {
         let snapshot = doc.save();
-        self.store.create_document(&catalog, &snapshot).await?;
+        let key = DocKey::random();
+        {
+            let _one_at_a_time = self.creating.lock().await;
+            self.store
+                .create_document(&catalog, &snapshot, &key)
+                .await?;
+        }
+        let hashes: Vec<String> = doc
+            .get_changes_meta(&[])
+            .iter()
+            .map(|c| c.hash.to_string())
+            .collect();
+        if let Err(e) = self
+            .store
+            .record_authors(&catalog.id, &hashes, author.0, author.1)
+            .await
+        {
+            tracing::warn!(id = %catalog.id, error = %e, "could not record change authors");
+        }
         let id = catalog.id;
         let entry = Arc::new(DocEntry::new(
             catalog,
             DocState {
                 saved_heads: doc.get_heads(),
                 doc,
+                key,
                 incremental_bytes: 0,
                 snapshot_bytes: snapshot.len() as u64,
             },
@@ -245,23 +272,45 @@ impl Hub {
     /// Commits what the in-memory document has beyond the saved heads: one
     /// incremental chunk, compacted into a snapshot once the chunks outgrow it.
     /// Returns whether anything was written. The caller holds the state lock.
-    pub async fn persist(&self, id: &DocumentId, state: &mut DocState) -> Result<bool, Error> {
+    /// `author` (user, device) is recorded against every new change hash.
+    pub async fn persist(
+        &self,
+        id: &DocumentId,
+        state: &mut DocState,
+        author: Option<(&str, &str)>,
+    ) -> Result<bool, Error> {
         let heads = state.doc.get_heads();
         if heads == state.saved_heads {
             return Ok(false);
         }
+        let new_changes: Vec<String> = state
+            .doc
+            .get_changes_meta(&state.saved_heads)
+            .iter()
+            .map(|c| c.hash.to_string())
+            .collect();
         let chunk = state.doc.save_after(&state.saved_heads);
         let incremental = state.incremental_bytes + chunk.len() as u64;
         if incremental > state.snapshot_bytes {
             let snapshot = state.doc.save();
-            self.store.compact(id, &snapshot).await?;
+            self.store.compact(id, &state.key, &snapshot).await?;
             state.snapshot_bytes = snapshot.len() as u64;
             state.incremental_bytes = 0;
         } else {
-            self.store.append_chunk(id, &chunk).await?;
+            self.store.append_chunk(id, &state.key, &chunk).await?;
             state.incremental_bytes = incremental;
         }
         state.saved_heads = heads;
+        if let Some((user, device)) = author {
+            // Provenance is best effort after the commit: the change itself is durable.
+            if let Err(e) = self
+                .store
+                .record_authors(id, &new_changes, user, device)
+                .await
+            {
+                tracing::warn!(%id, error = %e, "could not record change authors");
+            }
+        }
         Ok(true)
     }
 

@@ -4,6 +4,7 @@
 use automerge::transaction::Transactable;
 use automerge::{Automerge, ROOT};
 use buurtsync_server::hub::Hub;
+use buurtsync_server::store::crypto::DocKey;
 use buurtsync_server::store::{CatalogEntry, Store};
 use buurtsync_server::Error;
 use sync_core::partition::{DocumentKind, Partition, WijkId};
@@ -44,15 +45,21 @@ async fn chunks_compact_and_reload() {
     let id = DocumentId::random();
     let mut doc = Automerge::new();
     put(&mut doc, 0);
-    let entry_ = hub.create(entry(id), doc).await.expect("create");
+    let entry_ = hub
+        .create(entry(id), doc, ("u", "device"))
+        .await
+        .expect("create");
     let mut saw_incremental = false;
     let mut saw_compaction = false;
     for i in 1..60 {
         let mut state = entry_.state.lock().await;
         put(&mut state.doc, i);
-        assert!(hub.persist(&id, &mut state).await.expect("persist"));
+        assert!(hub
+            .persist(&id, &mut state, Some(("u", "device")))
+            .await
+            .expect("persist"));
         assert!(
-            !hub.persist(&id, &mut state).await.expect("persist"),
+            !hub.persist(&id, &mut state, None).await.expect("persist"),
             "nothing new, nothing written"
         );
         let stored = store
@@ -96,19 +103,25 @@ async fn chunks_compact_and_reload() {
 async fn ids_are_unique_and_chunks_idempotent() {
     let (_dir, store) = open().await;
     let id = DocumentId::random();
+    let key = DocKey::random();
     store
-        .create_document(&entry(id), b"x")
+        .create_document(&entry(id), b"x", &key)
         .await
         .expect("create");
     assert!(matches!(
-        store.create_document(&entry(id), b"y").await,
+        store
+            .create_document(&entry(id), b"y", &DocKey::random())
+            .await,
         Err(Error::Conflict(_))
     ));
     assert_eq!(store.catalog(&id).await.expect("catalog"), Some(entry(id)));
     // Chunk keys are content hashes: the same chunk twice is stored once.
-    store.append_chunk(&id, b"chunk").await.expect("append");
     store
-        .append_chunk(&id, b"chunk")
+        .append_chunk(&id, &key, b"chunk")
+        .await
+        .expect("append");
+    store
+        .append_chunk(&id, &key, b"chunk")
         .await
         .expect("append again");
     assert_eq!(
@@ -128,7 +141,7 @@ async fn sync_states_round_trip() {
     let (_dir, store) = open().await;
     let id = DocumentId::random();
     store
-        .create_document(&entry(id), b"x")
+        .create_document(&entry(id), b"x", &DocKey::random())
         .await
         .expect("create");
     assert_eq!(store.sync_state("peer", &id).await.expect("get"), None);
@@ -217,4 +230,62 @@ async fn tokens_and_grants() {
         .await
         .expect("insert");
     assert!(store.token_user(&hash).await.expect("lookup").is_none());
+}
+
+/// Erasure removes every row of the document, destroys its key, leaves a tombstone
+/// that refuses re-creation, and records provenance until then.
+#[tokio::test]
+async fn erasure_destroys_key_and_leaves_tombstone() {
+    let (_dir, store) = open().await;
+    let hub = Hub::new(store.clone());
+    let id = DocumentId::random();
+    let mut doc = Automerge::new();
+    put(&mut doc, 0);
+    let e = hub
+        .create(entry(id), doc, ("ann", "tok/phone"))
+        .await
+        .expect("create");
+    {
+        let mut state = e.state.lock().await;
+        put(&mut state.doc, 1);
+        hub.persist(&id, &mut state, Some(("bob", "tok2/tablet")))
+            .await
+            .expect("persist");
+    }
+    let authors = store.change_authors(&id).await.expect("authors");
+    assert_eq!(authors.len(), 2);
+    let mut who: Vec<(&str, &str)> = authors
+        .iter()
+        .map(|(_, user, device, _)| (user.as_str(), device.as_str()))
+        .collect();
+    who.sort();
+    assert_eq!(who, vec![("ann", "tok/phone"), ("bob", "tok2/tablet")]);
+    store
+        .put_sync_states("peer", &[(id, vec![1])])
+        .await
+        .expect("state");
+
+    let tomb = store.erase(&id, "privacy-officer").await.expect("erase");
+    assert_eq!(tomb.erased_by, "privacy-officer");
+    assert!(store.catalog(&id).await.expect("catalog").is_none());
+    assert!(store.load_document(&id).await.expect("load").is_none());
+    assert!(
+        store.doc_key(&id).await.expect("key").is_none(),
+        "key survived erasure"
+    );
+    assert_eq!(store.sync_state("peer", &id).await.expect("state"), None);
+    assert!(store.change_authors(&id).await.expect("authors").is_empty());
+    assert!(store.tombstone(&id).await.expect("tombstone").is_some());
+    assert!(matches!(
+        store
+            .create_document(&entry(id), b"again", &DocKey::random())
+            .await,
+        Err(Error::Erased(_))
+    ));
+    // Erasing again is harmless; erasing the unknown is NotFound.
+    store.erase(&id, "again").await.expect("idempotent");
+    assert!(matches!(
+        store.erase(&DocumentId::random(), "x").await,
+        Err(Error::NotFound(_))
+    ));
 }

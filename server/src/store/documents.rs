@@ -4,13 +4,16 @@
 //! Chunks are appended per commit (`incremental`) and replaced by one `snapshot` when
 //! their total outgrows it. Loading concatenates every chunk and hands the bytes to
 //! automerge once — one `load_incremental` per chunk is ~56× slower (PROTOCOL.md).
+//!
+//! Every chunk is sealed with the document's own key (`crypto`), kept in the separate
+//! key store. Erasure deletes the rows, leaves a tombstone, and destroys the key.
 
 use serde::Serialize;
-use sha2::{Digest, Sha256};
 use sqlx::Row;
 use sync_core::partition::{DocumentKind, Partition, WijkId};
 use sync_core::protocol::DocumentId;
 
+use super::crypto::DocKey;
 use super::{now, Store};
 use crate::error::Error;
 
@@ -32,14 +35,19 @@ fn ser_display<S: serde::Serializer>(v: &DocumentId, s: S) -> Result<S::Ok, S::E
 #[derive(Debug, Clone)]
 pub struct StoredDocument {
     pub entry: CatalogEntry,
+    pub key: DocKey,
     pub bytes: Vec<u8>,
     pub incremental_bytes: u64,
     pub snapshot_bytes: u64,
     pub chunks: u64,
 }
 
-fn chunk_hash(data: &[u8]) -> Vec<u8> {
-    Sha256::digest(data).to_vec()
+/// An erased document's tombstone.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Tombstone {
+    pub partition: Partition,
+    pub erased_at: i64,
+    pub erased_by: String,
 }
 
 fn entry_from_row(id: DocumentId, row: &sqlx::sqlite::SqliteRow) -> Result<CatalogEntry, Error> {
@@ -59,13 +67,28 @@ fn entry_from_row(id: DocumentId, row: &sqlx::sqlite::SqliteRow) -> Result<Catal
 }
 
 impl Store {
-    /// Creates the catalog row and the first chunk in one transaction. Fails with
-    /// `Conflict` if the id is taken.
+    /// Creates the document: its key in the key store, then the catalog row and the
+    /// first chunk in one transaction. `Conflict` if the id is taken, `Erased` if it
+    /// was erased. Callers serialise creations of one id (the hub does).
     pub async fn create_document(
         &self,
         entry: &CatalogEntry,
         first_chunk: &[u8],
+        key: &DocKey,
     ) -> Result<(), Error> {
+        if self.tombstone(&entry.id).await?.is_some() {
+            return Err(Error::Erased(entry.id.to_string()));
+        }
+        if self.catalog(&entry.id).await?.is_some() {
+            return Err(Error::Conflict(format!("document {} exists", entry.id)));
+        }
+        // A key left by a creation that crashed before its commit is replaced.
+        sqlx::query("INSERT OR REPLACE INTO doc_keys (doc_id, key, created_at) VALUES (?, ?, ?)")
+            .bind(entry.id.to_string())
+            .bind(&key.0[..])
+            .bind(now())
+            .execute(self.keys())
+            .await?;
         let mut tx = self.pool().begin().await?;
         let inserted = sqlx::query(
             "INSERT INTO documents (id, kind, wijk_id, created_at, created_by) VALUES (?, ?, ?, ?, ?)",
@@ -83,7 +106,7 @@ impl Store {
             }
         }
         inserted?;
-        insert_chunk(&mut tx, &entry.id, "snapshot", first_chunk).await?;
+        insert_chunk(&mut tx, &entry.id, key, "snapshot", first_chunk).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -123,17 +146,37 @@ impl Store {
             .collect()
     }
 
-    /// The catalog row and all chunks, concatenated in write order.
+    /// The document's key, if it was not destroyed.
+    pub async fn doc_key(&self, id: &DocumentId) -> Result<Option<DocKey>, Error> {
+        let key: Option<Vec<u8>> = sqlx::query_scalar("SELECT key FROM doc_keys WHERE doc_id = ?")
+            .bind(id.to_string())
+            .fetch_optional(self.keys())
+            .await?;
+        key.map(|k| {
+            <[u8; 32]>::try_from(k.as_slice())
+                .map(DocKey)
+                .map_err(|_| Error::Corrupt(format!("document {id}: key of wrong length")))
+        })
+        .transpose()
+    }
+
+    /// The catalog row and all chunks, decrypted and concatenated in write order.
     pub async fn load_document(&self, id: &DocumentId) -> Result<Option<StoredDocument>, Error> {
         let Some(entry) = self.catalog(id).await? else {
             return Ok(None);
         };
+        let key = self.doc_key(id).await?.ok_or_else(|| {
+            Error::Corrupt(format!(
+                "document {id}: its key is gone (erased, or the wrong key store)"
+            ))
+        })?;
         let rows = sqlx::query("SELECT kind, data FROM chunks WHERE doc_id = ? ORDER BY seq")
             .bind(id.to_string())
             .fetch_all(self.pool())
             .await?;
         let mut doc = StoredDocument {
             entry,
+            key: key.clone(),
             bytes: Vec::new(),
             incremental_bytes: 0,
             snapshot_bytes: 0,
@@ -141,7 +184,8 @@ impl Store {
         };
         for row in rows {
             let kind: String = row.get("kind");
-            let data: Vec<u8> = row.get("data");
+            let sealed: Vec<u8> = row.get("data");
+            let data = key.open(id, &sealed)?;
             let len = data.len() as u64;
             if kind == "snapshot" {
                 doc.snapshot_bytes += len;
@@ -155,23 +199,181 @@ impl Store {
     }
 
     /// Appends an incremental chunk (idempotent: its key is its content hash).
-    pub async fn append_chunk(&self, id: &DocumentId, data: &[u8]) -> Result<(), Error> {
+    pub async fn append_chunk(
+        &self,
+        id: &DocumentId,
+        key: &DocKey,
+        data: &[u8],
+    ) -> Result<(), Error> {
         let mut tx = self.pool().begin().await?;
-        insert_chunk(&mut tx, id, "incremental", data).await?;
+        insert_chunk(&mut tx, id, key, "incremental", data).await?;
         tx.commit().await?;
         Ok(())
     }
 
     /// Replaces every chunk of the document with one snapshot, atomically.
-    pub async fn compact(&self, id: &DocumentId, snapshot: &[u8]) -> Result<(), Error> {
+    pub async fn compact(
+        &self,
+        id: &DocumentId,
+        key: &DocKey,
+        snapshot: &[u8],
+    ) -> Result<(), Error> {
         let mut tx = self.pool().begin().await?;
         sqlx::query("DELETE FROM chunks WHERE doc_id = ?")
             .bind(id.to_string())
             .execute(&mut *tx)
             .await?;
-        insert_chunk(&mut tx, id, "snapshot", snapshot).await?;
+        insert_chunk(&mut tx, id, key, "snapshot", snapshot).await?;
         tx.commit().await?;
         Ok(())
+    }
+
+    /// The tombstone of an erased document.
+    pub async fn tombstone(&self, id: &DocumentId) -> Result<Option<Tombstone>, Error> {
+        let row = sqlx::query(
+            "SELECT kind, wijk_id, erased_at, erased_by FROM tombstones WHERE doc_id = ?",
+        )
+        .bind(id.to_string())
+        .fetch_optional(self.pool())
+        .await?;
+        row.map(|r| {
+            let kind: String = r.get("kind");
+            let wijk: String = r.get("wijk_id");
+            Ok(Tombstone {
+                partition: Partition {
+                    kind: kind
+                        .parse()
+                        .map_err(|e| Error::Corrupt(format!("tombstone {id}: {e}")))?,
+                    wijk: WijkId::new(wijk)
+                        .map_err(|e| Error::Corrupt(format!("tombstone {id}: {e}")))?,
+                },
+                erased_at: r.get("erased_at"),
+                erased_by: r.get("erased_by"),
+            })
+        })
+        .transpose()
+    }
+
+    /// Erases a document (AVG art. 17): chunks, sync states, authors and catalog row
+    /// go in one transaction that also writes the tombstone; then its key is destroyed,
+    /// so copies of the chunks in older backups cannot be decrypted either. Running
+    /// servers notice through `access_changes` and tell devices to purge.
+    /// Idempotent: erasing again finishes an erasure that stopped half-way.
+    pub async fn erase(&self, id: &DocumentId, by: &str) -> Result<Tombstone, Error> {
+        let doc = id.to_string();
+        let tombstone = match self.catalog(id).await? {
+            Some(entry) => {
+                let mut tx = self.pool().begin().await?;
+                for table in ["chunks", "sync_states", "change_authors"] {
+                    sqlx::query(&format!("DELETE FROM {table} WHERE doc_id = ?"))
+                        .bind(&doc)
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                sqlx::query("DELETE FROM documents WHERE id = ?")
+                    .bind(&doc)
+                    .execute(&mut *tx)
+                    .await?;
+                let erased_at = now();
+                sqlx::query(
+                    "INSERT INTO tombstones (doc_id, kind, wijk_id, erased_at, erased_by) VALUES (?, ?, ?, ?, ?)",
+                )
+                .bind(&doc)
+                .bind(entry.partition.kind.as_str())
+                .bind(entry.partition.wijk.as_str())
+                .bind(erased_at)
+                .bind(by)
+                .execute(&mut *tx)
+                .await?;
+                sqlx::query("INSERT INTO access_changes (at, what) VALUES (?, 'erase')")
+                    .bind(erased_at)
+                    .execute(&mut *tx)
+                    .await?;
+                tx.commit().await?;
+                Tombstone {
+                    partition: entry.partition,
+                    erased_at,
+                    erased_by: by.to_owned(),
+                }
+            }
+            None => self
+                .tombstone(id)
+                .await?
+                .ok_or_else(|| Error::NotFound(format!("document {id}")))?,
+        };
+        sqlx::query("DELETE FROM doc_keys WHERE doc_id = ?")
+            .bind(&doc)
+            .execute(self.keys())
+            .await?;
+        // Leave no readable remains of the key in the key store's free pages or WAL.
+        sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
+            .execute(self.keys())
+            .await?;
+        sqlx::query("VACUUM").execute(self.keys()).await?;
+        Ok(tombstone)
+    }
+
+    /// Which of these documents were erased.
+    pub async fn erased_among(&self, ids: &[DocumentId]) -> Result<Vec<DocumentId>, Error> {
+        let mut out = Vec::new();
+        for id in ids {
+            if self.tombstone(id).await?.is_some() {
+                out.push(*id);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Records who delivered which changes (author binding).
+    pub async fn record_authors(
+        &self,
+        id: &DocumentId,
+        hashes: &[String],
+        user: &str,
+        device: &str,
+    ) -> Result<(), Error> {
+        if hashes.is_empty() {
+            return Ok(());
+        }
+        let mut tx = self.pool().begin().await?;
+        for hash in hashes {
+            sqlx::query(
+                "INSERT OR IGNORE INTO change_authors (doc_id, change_hash, user_id, device, at) VALUES (?, ?, ?, ?, ?)",
+            )
+            .bind(id.to_string())
+            .bind(hash)
+            .bind(user)
+            .bind(device)
+            .bind(now())
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Who delivered each change of a document: (change hash, user, device, unix time).
+    pub async fn change_authors(
+        &self,
+        id: &DocumentId,
+    ) -> Result<Vec<(String, String, String, i64)>, Error> {
+        let rows = sqlx::query(
+            "SELECT change_hash, user_id, device, at FROM change_authors WHERE doc_id = ? ORDER BY at, change_hash",
+        )
+        .bind(id.to_string())
+        .fetch_all(self.pool())
+        .await?;
+        Ok(rows
+            .iter()
+            .map(|r| {
+                (
+                    r.get("change_hash"),
+                    r.get("user_id"),
+                    r.get("device"),
+                    r.get("at"),
+                )
+            })
+            .collect())
     }
 
     /// The persisted sync state of a peer store for a document.
@@ -219,17 +421,19 @@ impl Store {
 async fn insert_chunk(
     tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
     id: &DocumentId,
+    key: &DocKey,
     kind: &str,
     data: &[u8],
 ) -> Result<(), Error> {
+    let sealed = key.seal(id, data)?;
     sqlx::query(
         "INSERT INTO chunks (doc_id, kind, hash, data, created_at) VALUES (?, ?, ?, ?, ?)
          ON CONFLICT (doc_id, hash) DO NOTHING",
     )
     .bind(id.to_string())
     .bind(kind)
-    .bind(chunk_hash(data))
-    .bind(data)
+    .bind(key.chunk_hash(data))
+    .bind(sealed)
     .bind(now())
     .execute(&mut **tx)
     .await?;

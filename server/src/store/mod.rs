@@ -5,6 +5,7 @@
 //! Nothing above this module writes SQL.
 
 pub mod accounts;
+pub mod crypto;
 pub mod documents;
 
 use std::str::FromStr;
@@ -22,6 +23,9 @@ pub use documents::{CatalogEntry, StoredDocument};
 #[derive(Clone, Debug)]
 pub struct Store {
     pool: SqlitePool,
+    /// The key store: per-document keys in a database file of its own, so backups of
+    /// the main database never hold them (see `crypto`).
+    keys: SqlitePool,
 }
 
 /// Seconds since the Unix epoch, the unit of every time column.
@@ -37,6 +41,12 @@ impl Store {
     /// migrations. WAL mode with `synchronous=FULL`: a commit that returned is on disk,
     /// which is what lets us acknowledge changes after commit.
     pub async fn open(url: &str) -> Result<Store, Error> {
+        Store::open_with_keys(url, None).await
+    }
+
+    /// As [`open`](Self::open), with the key store at `keys_path` instead of the
+    /// default `<database path>.keys`.
+    pub async fn open_with_keys(url: &str, keys_path: Option<&str>) -> Result<Store, Error> {
         let path = url
             .strip_prefix("sqlite://")
             .or_else(|| url.strip_prefix("sqlite:"))
@@ -53,25 +63,22 @@ impl Store {
                 std::fs::create_dir_all(dir)?;
             }
         }
-        let options = SqliteConnectOptions::from_str(&format!("sqlite://{path}"))
-            .map_err(|e| Error::Config(format!("database URL {url:?}: {e}")))?
-            .create_if_missing(true)
-            .journal_mode(SqliteJournalMode::Wal)
-            .synchronous(SqliteSynchronous::Full)
-            .foreign_keys(true)
-            .busy_timeout(Duration::from_secs(10));
-        let pool = SqlitePoolOptions::new()
-            .max_connections(8)
-            .connect_with(options)
-            .await?;
+        let pool = sqlite_pool(path, url).await?;
         sqlx::migrate!("./migrations/sqlite").run(&pool).await?;
-        let store = Store { pool };
+        let keys_path = keys_path.map_or_else(|| format!("{path}.keys"), str::to_owned);
+        let keys = sqlite_pool(&keys_path, &keys_path).await?;
+        sqlx::migrate!("./migrations/keys").run(&keys).await?;
+        let store = Store { pool, keys };
         store.ensure_identity().await?;
         Ok(store)
     }
 
     pub(crate) fn pool(&self) -> &SqlitePool {
         &self.pool
+    }
+
+    pub(crate) fn keys(&self) -> &SqlitePool {
+        &self.keys
     }
 
     /// Creates the store's storageId on first open.
@@ -103,7 +110,24 @@ impl Store {
 
     pub async fn close(&self) {
         self.pool.close().await;
+        self.keys.close().await;
     }
+}
+
+/// A pool on one SQLite file: WAL, `synchronous=FULL` (a returned commit is on disk),
+/// foreign keys on.
+async fn sqlite_pool(path: &str, shown: &str) -> Result<SqlitePool, Error> {
+    let options = SqliteConnectOptions::from_str(&format!("sqlite://{path}"))
+        .map_err(|e| Error::Config(format!("database {shown:?}: {e}")))?
+        .create_if_missing(true)
+        .journal_mode(SqliteJournalMode::Wal)
+        .synchronous(SqliteSynchronous::Full)
+        .foreign_keys(true)
+        .busy_timeout(Duration::from_secs(10));
+    Ok(SqlitePoolOptions::new()
+        .max_connections(8)
+        .connect_with(options)
+        .await?)
 }
 
 /// A random id in UUID spelling, from the OS random source.

@@ -299,6 +299,12 @@ impl Connection {
         .await;
     }
 
+    /// How this device is named in provenance and audit records: the token it
+    /// authenticated with (trusted) and the peerId it announced (self-description).
+    fn device(&self) -> String {
+        format!("{}/{}", self.token_id, self.peer_id())
+    }
+
     fn peer_id(&self) -> String {
         self.peer.as_ref().map(|p| p.id.clone()).unwrap_or_default()
     }
@@ -412,7 +418,9 @@ impl Connection {
             });
         let outcome = match result {
             Ok(applied) if applied.changed() => {
-                match self.state.hub.persist(&id, &mut state).await {
+                let device = self.device();
+                let author = Some((self.principal.user_id.as_str(), device.as_str()));
+                match self.state.hub.persist(&id, &mut state, author).await {
                     Ok(_) => {
                         if entry.refresh_facts(&state) {
                             tracing::info!(conn = self.conn_id, user = %self.principal.user_id, %id, handed_over = entry.facts().handed_over, "hand-over changed");
@@ -496,12 +504,27 @@ impl Connection {
             created_at: now(),
             created_by: self.principal.user_id.clone(),
         };
-        match self.state.hub.create(catalog, doc).await {
+        let device = self.device();
+        match self
+            .state
+            .hub
+            .create(catalog, doc, (&self.principal.user_id, &device))
+            .await
+        {
             Ok(entry) => {
                 tracing::info!(conn = self.conn_id, user = %self.principal.user_id, %id, partition = %entry.catalog.partition, "document created");
                 entry.subscribe(&self.signal);
                 self.open.insert(id, entry.clone());
                 entry.announce();
+            }
+            Err(crate::error::Error::Erased(_)) => {
+                // A stale device pushing an erased document: refuse and tell it to purge.
+                tracing::info!(conn = self.conn_id, user = %self.principal.user_id, %id, "push of an erased document refused");
+                self.send_error(&format!(
+                    "document {id} was erased and cannot come back; delete it from this device"
+                ))
+                .await;
+                self.send_unavailable(id).await;
             }
             Err(crate::error::Error::Conflict(_)) => {
                 self.engine.forget(&id);
@@ -603,6 +626,17 @@ impl Connection {
         match store.live_token_user(&self.token_id).await {
             Ok(Some(user)) => match store.principal(&user).await {
                 Ok(principal) => {
+                    let open: Vec<DocumentId> = self.open.keys().copied().collect();
+                    match store.erased_among(&open).await {
+                        Ok(erased) => {
+                            for id in erased {
+                                self.close_document(id).await;
+                            }
+                        }
+                        Err(e) => {
+                            tracing::warn!(conn = self.conn_id, error = %e, "could not check for erasures");
+                        }
+                    }
                     if principal != self.principal {
                         tracing::info!(conn = self.conn_id, user = %principal.user_id, "grants changed; re-checking open documents");
                         self.principal = principal;
