@@ -4,6 +4,7 @@
 //! - [`cli`]: the `buurtsync` command line — `serve`, `demo` and the admin commands.
 //! - [`serve`]: binds, serves, shuts down gracefully.
 //! - [`app`]: router, shared state, authentication at the websocket upgrade.
+//! - [`api`]: the HTTP API (`/api/v1`): moving a plan to another wijk.
 //! - [`ws::connection`]: one websocket peer: decode, policy, apply, commit, answer.
 //! - [`hub`]: documents in memory and the fan-out of their changes.
 //! - [`store`]: SQLite through sqlx — accounts, catalog, chunks, sync states.
@@ -11,6 +12,7 @@
 //! - [`error`]: the crate's error and its HTTP translation.
 #![forbid(unsafe_code)]
 
+pub mod api;
 pub mod app;
 pub mod auth;
 pub mod cli;

@@ -115,6 +115,8 @@ pub enum Denied {
     NotHandedOver,
     #[error("the role has no access to document content")]
     NoContentAccess,
+    #[error("only a coordinator of the wijk may do this")]
+    NotCoordinator,
 }
 
 /// The decision. Allow if any of the principal's roles allows; otherwise the most
@@ -162,6 +164,25 @@ pub fn may_create(principal: &Principal, partition: &Partition) -> Result<(), De
         },
         Access::Write,
     )
+}
+
+/// May the principal move a household plan out of its wijk (verhuizing)? Only a
+/// coordinator of the plan's current wijk, and only plans.
+pub fn may_move(principal: &Principal, from: &Partition) -> Result<(), Denied> {
+    if from.kind != DocumentKind::Plan {
+        return Err(Denied::NoContentAccess);
+    }
+    let coordinator = principal
+        .grants
+        .iter()
+        .any(|g| g.wijk == from.wijk && g.role == WijkRole::Coordinator);
+    if coordinator {
+        Ok(())
+    } else if principal.grants.iter().any(|g| g.wijk == from.wijk) {
+        Err(Denied::NotCoordinator)
+    } else {
+        Err(Denied::NoGrantInWijk)
+    }
 }
 
 #[cfg(test)]
@@ -332,6 +353,36 @@ mod tests {
         assert_eq!(may_create(&vol, &plan_a), Err(Denied::VolunteerPlan));
         assert_eq!(may_create(&vol, &act_a), Ok(()));
         assert_eq!(may_create(&vol, &act_b), Err(Denied::NoGrantInWijk));
+    }
+
+    /// Only a coordinator of the plan's own wijk may move it; activiteiten do not move.
+    #[test]
+    fn moving_needs_a_coordinator_of_the_wijk() {
+        let plan = |w: &str| Partition {
+            wijk: wijk(w),
+            kind: DocumentKind::Plan,
+        };
+        let check = |who: &Principal, from: Partition, expected: Result<(), Denied>| {
+            assert_eq!(may_move(who, &from), expected, "{who:?} {from}");
+        };
+        let coord_a = user(&[("a", WijkRole::Coordinator)], &[]);
+        let prof_a = user(&[("a", WijkRole::Professional)], &[]);
+        check(&coord_a, plan("a"), Ok(()));
+        check(&coord_a, plan("b"), Err(Denied::NoGrantInWijk));
+        check(&prof_a, plan("a"), Err(Denied::NotCoordinator));
+        check(
+            &user(&[], &[GlobalRole::Admin]),
+            plan("a"),
+            Err(Denied::NoGrantInWijk),
+        );
+        check(
+            &coord_a,
+            Partition {
+                wijk: wijk("a"),
+                kind: DocumentKind::Activiteit,
+            },
+            Err(Denied::NoContentAccess),
+        );
     }
 
     /// Role names parse from their stored spelling and nothing else.

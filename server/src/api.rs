@@ -1,0 +1,102 @@
+//! The HTTP API beside the websocket: `/api/v1/...`, bearer-token authenticated.
+//!
+//! Denied and missing look the same here as on the websocket: 404.
+
+use std::sync::Arc;
+
+use axum::extract::{Path, State};
+use axum::http::HeaderMap;
+use axum::Json;
+use serde::Deserialize;
+use serde_json::{json, Value};
+use sync_core::partition::{Partition, WijkId};
+use sync_core::policy::{self, Principal};
+use sync_core::protocol::DocumentId;
+use sync_core::schema::{self, Plan};
+
+use crate::app::AppState;
+use crate::error::Error;
+use crate::store::{now, CatalogEntry};
+
+/// The principal of the request's bearer token (header only: no tokens in API URLs).
+async fn principal(state: &AppState, headers: &HeaderMap) -> Result<(Principal, String), Error> {
+    let token = headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .ok_or(Error::Unauthorized)?;
+    crate::auth::authenticate(&state.store, token.trim()).await
+}
+
+#[derive(Deserialize)]
+pub struct MoveRequest {
+    /// The target wijk.
+    pub wijk: String,
+}
+
+/// `POST /api/v1/documents/{id}/move {"wijk": "…"}`: a coordinator moves a household
+/// plan to another wijk (verhuizing). The plan's current state becomes a new document
+/// in the target wijk's partition, and the old document is erased — devices of the old
+/// wijk are told to purge it. Partitions never change in place.
+pub async fn move_document(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    Json(body): Json<MoveRequest>,
+) -> Result<Json<Value>, Error> {
+    let (principal, token_id) = principal(&state, &headers).await?;
+    let id: DocumentId = id.parse().map_err(|_| Error::NotFound("document".into()))?;
+    let target = WijkId::new(body.wijk)?;
+    let entry = state
+        .hub
+        .get(id)
+        .await?
+        .ok_or_else(|| Error::NotFound(format!("document {id}")))?;
+    if let Err(reason) = policy::may_move(&principal, &entry.catalog.partition) {
+        tracing::info!(user = %principal.user_id, %id, %reason, "move denied");
+        drop(entry);
+        state.hub.release(id);
+        return Err(Error::NotFound(format!("document {id}")));
+    }
+    if !state.store.wijk_exists(&target).await? {
+        return Err(Error::Invalid(format!("unknown wijk {target}")));
+    }
+    if target == entry.catalog.partition.wijk {
+        return Err(Error::Invalid("the plan is already in that wijk".into()));
+    }
+    // The current state, history included, with meta.wijk set to the target: a new
+    // document (new id, new partition), never an in-place partition change.
+    let copy = {
+        let doc_state = entry.state.lock().await;
+        let mut copy = doc_state.doc.fork();
+        schema::update::<Plan>(&mut copy, |plan| plan.meta.wijk = target.clone())
+            .map_err(sync_core::Error::from)?;
+        schema::validate(&copy).map_err(sync_core::Error::from)?;
+        copy
+    };
+    let new_id = DocumentId::random();
+    let catalog = CatalogEntry {
+        id: new_id,
+        partition: Partition {
+            wijk: target.clone(),
+            kind: entry.catalog.partition.kind,
+        },
+        created_at: now(),
+        created_by: principal.user_id.clone(),
+    };
+    drop(entry);
+    let device = format!("{token_id}/api");
+    state
+        .hub
+        .create(catalog, copy, (&principal.user_id, &device))
+        .await?;
+    state.store.erase(&id, &principal.user_id).await?;
+    state.hub.release(id);
+    tracing::info!(user = %principal.user_id, old = %id, new = %new_id, wijk = %target, "plan moved");
+    Ok(Json(json!({
+        "old": id.to_string(),
+        "new": new_id.to_string(),
+        "url": new_id.url(),
+        "wijk": target,
+    })))
+}
