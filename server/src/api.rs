@@ -15,6 +15,7 @@ use sync_core::protocol::DocumentId;
 use sync_core::schema::{self, Plan};
 
 use crate::app::AppState;
+use crate::audit::{AuditAction, AuditEvent};
 use crate::error::Error;
 use crate::store::{now, CatalogEntry};
 
@@ -52,8 +53,17 @@ pub async fn move_document(
         .get(id)
         .await?
         .ok_or_else(|| Error::NotFound(format!("document {id}")))?;
+    let device = format!("{token_id}/api");
     if let Err(reason) = policy::may_move(&principal, &entry.catalog.partition) {
         tracing::info!(user = %principal.user_id, %id, %reason, "move denied");
+        state
+            .store
+            .audit(
+                &AuditEvent::new(&principal.user_id, &device, AuditAction::Denied)
+                    .on(&id, Some(&entry.catalog.partition))
+                    .with_detail(format!("move: {reason}")),
+            )
+            .await?;
         drop(entry);
         state.hub.release(id);
         return Err(Error::NotFound(format!("document {id}")));
@@ -75,6 +85,7 @@ pub async fn move_document(
         copy
     };
     let new_id = DocumentId::random();
+    let old_partition = entry.catalog.partition.clone();
     let catalog = CatalogEntry {
         id: new_id,
         partition: Partition {
@@ -85,12 +96,26 @@ pub async fn move_document(
         created_by: principal.user_id.clone(),
     };
     drop(entry);
-    let device = format!("{token_id}/api");
+    let new_partition = catalog.partition.clone();
     state
         .hub
         .create(catalog, copy, (&principal.user_id, &device))
         .await?;
     state.store.erase(&id, &principal.user_id).await?;
+    state
+        .store
+        .audit_many(&[
+            AuditEvent::new(&principal.user_id, &device, AuditAction::Move)
+                .on(&id, Some(&old_partition))
+                .with_detail(format!("to={new_id} wijk={target}")),
+            AuditEvent::new(&principal.user_id, &device, AuditAction::Create)
+                .on(&new_id, Some(&new_partition))
+                .with_detail(format!("moved from {id}")),
+            AuditEvent::new(&principal.user_id, &device, AuditAction::Erase)
+                .on(&id, Some(&old_partition))
+                .with_detail("moved"),
+        ])
+        .await?;
     state.hub.release(id);
     tracing::info!(user = %principal.user_id, old = %id, new = %new_id, wijk = %target, "plan moved");
     Ok(Json(json!({

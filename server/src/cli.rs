@@ -11,6 +11,7 @@ use sync_core::policy::{GlobalRole, WijkRole};
 use sync_core::protocol::DocumentId;
 
 use crate::app::Limits;
+use crate::audit::{AuditAction, AuditAnchor, AuditEvent};
 use crate::error::Error;
 use crate::store::Store;
 
@@ -75,6 +76,10 @@ pub enum Command {
         #[arg(long, env = "USER", default_value = "admin")]
         by: String,
     },
+    /// The audit log: check its hash chain, or export one document's entries
+    /// ("who looked at my file").
+    #[command(subcommand)]
+    Audit(AuditCmd),
 }
 
 #[derive(Args, Debug, Clone)]
@@ -147,6 +152,35 @@ pub enum DocCmd {
         #[arg(long)]
         kind: Option<String>,
     },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum AuditCmd {
+    /// Check the whole hash chain; print the entry count and head hash (keep them
+    /// somewhere else: only they reveal removed newest entries later). Exits with 1
+    /// and lists the problems when entries were altered, removed or reordered.
+    Verify {
+        /// Entry count of a head kept earlier (with --expect-head).
+        #[arg(long, requires = "expect_head")]
+        expect_entries: Option<u64>,
+        /// Head hash (hex) of a head kept earlier (with --expect-entries).
+        #[arg(long, requires = "expect_entries")]
+        expect_head: Option<String>,
+    },
+    /// One document's entries: time, user, device, action, partition, detail.
+    Export {
+        #[arg(long)]
+        document: String,
+        /// Output format (default: json with --json, else csv).
+        #[arg(long, value_enum)]
+        format: Option<ExportFormat>,
+    },
+}
+
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExportFormat {
+    Csv,
+    Json,
 }
 
 /// Runs a parsed command line.
@@ -226,6 +260,9 @@ pub async fn run(cli: Cli) -> Result<(), Error> {
         Command::Grant(args) => {
             let store = Store::open_with_keys(&cli.database, cli.keys.as_deref()).await?;
             grant(&store, &args, true).await?;
+            store
+                .audit(&admin_event(AuditAction::GrantAdded).with_detail(grant_detail(&args)))
+                .await?;
             print(
                 json_out,
                 json!({"user": args.user, "role": args.role, "wijk": args.wijk, "granted": true}),
@@ -244,6 +281,11 @@ pub async fn run(cli: Cli) -> Result<(), Error> {
         Command::Ungrant(args) => {
             let store = Store::open_with_keys(&cli.database, cli.keys.as_deref()).await?;
             let removed = grant(&store, &args, false).await?;
+            if removed {
+                store
+                    .audit(&admin_event(AuditAction::GrantRemoved).with_detail(grant_detail(&args)))
+                    .await?;
+            }
             print(
                 json_out,
                 json!({"user": args.user, "role": args.role, "wijk": args.wijk, "removed": removed}),
@@ -261,6 +303,14 @@ pub async fn run(cli: Cli) -> Result<(), Error> {
                 TokenCmd::Issue { user, expires_in } => {
                     let secs = i64::try_from(expires_in.as_secs()).unwrap_or(i64::MAX);
                     let issued = crate::auth::issue(&store, &user, secs).await?;
+                    let detail = format!(
+                        "user={user} token={} expires={}",
+                        issued.id,
+                        rfc3339(issued.expires_at)
+                    );
+                    store
+                        .audit(&admin_event(AuditAction::TokenIssued).with_detail(detail))
+                        .await?;
                     print(
                         json_out,
                         json!({"token_id": issued.id, "token": issued.secret, "user": user, "expires_at": issued.expires_at}),
@@ -283,6 +333,12 @@ pub async fn run(cli: Cli) -> Result<(), Error> {
                     let Some(id) = revoked else {
                         return Err(Error::NotFound("no live token matches".into()));
                     };
+                    store
+                        .audit(
+                            &admin_event(AuditAction::TokenRevoked)
+                                .with_detail(format!("token={id}")),
+                        )
+                        .await?;
                     print(
                         json_out,
                         json!({"token_id": id, "revoked": true}),
@@ -320,12 +376,22 @@ pub async fn run(cli: Cli) -> Result<(), Error> {
             let store = Store::open_with_keys(&cli.database, cli.keys.as_deref()).await?;
             let id: DocumentId = document.parse().map_err(sync_core::Error::from)?;
             let tomb = store.erase(&id, &by).await?;
+            store
+                .audit(
+                    &AuditEvent::new(by.as_str(), "cli", AuditAction::Erase)
+                        .on(&id, Some(&tomb.partition)),
+                )
+                .await?;
             print(
                 json_out,
                 json!({"erased": id.to_string(), "partition": tomb.partition, "erased_at": tomb.erased_at, "erased_by": tomb.erased_by}),
                 &format!("erased {id} ({}); its key is destroyed", tomb.partition),
             );
             Ok(())
+        }
+        Command::Audit(cmd) => {
+            let store = Store::open_with_keys(&cli.database, cli.keys.as_deref()).await?;
+            audit(&store, cmd, json_out).await
         }
         Command::Doc(cmd) => {
             let store = Store::open_with_keys(&cli.database, cli.keys.as_deref()).await?;
@@ -431,6 +497,89 @@ async fn grant(store: &Store, args: &GrantArgs, add: bool) -> Result<bool, Error
             "unknown role {:?}: use professional, volunteer, coordinator (with --wijk) or consulent, central_office, admin",
             args.role
         )))
+    }
+}
+
+/// `grant`/`ungrant` as audit detail: `role=… wijk=… user=…`.
+fn grant_detail(args: &GrantArgs) -> String {
+    match &args.wijk {
+        Some(wijk) => format!("role={} wijk={wijk} user={}", args.role, args.user),
+        None => format!("role={} user={}", args.role, args.user),
+    }
+}
+
+/// An audit event by whoever runs the CLI: `$USER`, else `admin-cli`; device `cli`.
+fn admin_event(action: AuditAction) -> AuditEvent {
+    let user = std::env::var("USER")
+        .ok()
+        .filter(|u| !u.trim().is_empty())
+        .unwrap_or_else(|| "admin-cli".into());
+    AuditEvent::new(user, "cli", action)
+}
+
+async fn audit(store: &Store, cmd: AuditCmd, json_out: bool) -> Result<(), Error> {
+    match cmd {
+        AuditCmd::Verify {
+            expect_entries,
+            expect_head,
+        } => {
+            let anchor = match (expect_entries, expect_head) {
+                (Some(entries), Some(head)) => Some(AuditAnchor::new(entries, &head)?),
+                (None, None) => None,
+                _ => {
+                    return Err(Error::Invalid(
+                        "give both --expect-entries and --expect-head, or neither".into(),
+                    ))
+                }
+            };
+            let report = store.audit_verify_against(anchor.as_ref()).await?;
+            let ok = report.is_ok();
+            let mut value = json!(report);
+            value["ok"] = json!(ok);
+            let text = if ok {
+                format!(
+                    "audit log intact: {} entries, head {}",
+                    report.entries, report.head_hash
+                )
+            } else {
+                report
+                    .problems
+                    .iter()
+                    .map(ToString::to_string)
+                    .chain(
+                        (report.problems_omitted > 0)
+                            .then(|| format!("… and {} more", report.problems_omitted)),
+                    )
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            };
+            print(json_out, value, &text);
+            if ok {
+                Ok(())
+            } else {
+                let count = u64::try_from(report.problems.len())
+                    .unwrap_or(u64::MAX)
+                    .saturating_add(report.problems_omitted);
+                Err(Error::Corrupt(format!(
+                    "the audit log does not verify: {count} problem(s) in {} entries: entries were altered, removed or reordered",
+                    report.entries
+                )))
+            }
+        }
+        AuditCmd::Export { document, format } => {
+            let document = document.strip_prefix("automerge:").unwrap_or(&document);
+            let entries = store.audit_for_document(document).await?;
+            let format = format.unwrap_or(if json_out {
+                ExportFormat::Json
+            } else {
+                ExportFormat::Csv
+            });
+            match format {
+                ExportFormat::Csv => print!("{}", crate::audit::export_csv(&entries)),
+                ExportFormat::Json => println!("{}", crate::audit::export_json(&entries)),
+            }
+            Ok(())
+        }
     }
 }
 
@@ -553,7 +702,9 @@ fn print(json_out: bool, value: serde_json::Value, text: &str) {
 }
 
 fn rfc3339(secs: i64) -> String {
-    let t =
-        std::time::UNIX_EPOCH + std::time::Duration::from_secs(u64::try_from(secs).unwrap_or(0));
+    // humantime cannot format years past 9999; clamp rather than panic.
+    const MAX: u64 = 253_402_300_799;
+    let secs = u64::try_from(secs).unwrap_or(0).min(MAX);
+    let t = std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs);
     humantime::format_rfc3339_seconds(t).to_string()
 }

@@ -9,11 +9,13 @@
 //! - [`hub`]: documents in memory and the fan-out of their changes.
 //! - [`store`]: SQLite through sqlx — accounts, catalog, chunks, sync states.
 //! - [`auth`]: tokens, hashed at rest.
+//! - [`audit`]: the append-only, hash-chained audit log (NEN 7513) and its export.
 //! - [`error`]: the crate's error and its HTTP translation.
 #![forbid(unsafe_code)]
 
 pub mod api;
 pub mod app;
+pub mod audit;
 pub mod auth;
 pub mod cli;
 pub mod error;

@@ -1,10 +1,12 @@
 //! The server store: SQLite through sqlx, with migrations.
 //!
 //! `Store` is a cheap clone around a connection pool. Accounts (wijken, users, grants,
-//! tokens) live in `accounts`, documents (catalog, chunks, sync states) in `documents`.
+//! tokens) live in `accounts`, documents (catalog, chunks, sync states) in `documents`,
+//! the audit log's hash chain in `audit`.
 //! Nothing above this module writes SQL.
 
 pub mod accounts;
+pub mod audit;
 pub mod crypto;
 pub mod documents;
 

@@ -21,6 +21,7 @@ use sync_core::schema;
 use tokio::sync::mpsc;
 
 use crate::app::AppState;
+use crate::audit::{AuditAction, AuditEvent};
 use crate::hub::{ConnSignal, DocEntry};
 use crate::store::{now, CatalogEntry};
 
@@ -83,6 +84,7 @@ pub async fn run(state: Arc<AppState>, socket: WebSocket, principal: Principal, 
         signal,
         out: out_tx,
         bad_frames: 0,
+        audit: Vec::new(),
         last_timestamp: 0,
     };
     conn.serve(stream, eph_rx).await;
@@ -130,6 +132,8 @@ struct Connection {
     signal: Arc<ConnSignal>,
     out: mpsc::Sender<WsMessage>,
     bad_frames: u32,
+    /// Audit events of the current step, written together after it (one transaction).
+    audit: Vec<AuditEvent>,
     /// automerge-repo ignores a remote-heads timestamp that is not greater than the
     /// last one, so acknowledgements use a strictly increasing clock.
     last_timestamp: u64,
@@ -176,6 +180,7 @@ impl Connection {
                     Flow::Close
                 }
             };
+            self.write_audit().await;
             if let Flow::Close = flow {
                 break;
             }
@@ -299,6 +304,32 @@ impl Connection {
         .await;
     }
 
+    /// Notes an audit event about a document for this connection's user and device.
+    fn record(
+        &mut self,
+        action: AuditAction,
+        id: DocumentId,
+        partition: Option<&sync_core::partition::Partition>,
+        detail: &str,
+    ) {
+        let event = AuditEvent::new(self.principal.user_id.clone(), self.device(), action)
+            .on(&id, partition)
+            .with_detail(detail);
+        self.audit.push(event);
+    }
+
+    /// Writes the noted audit events. A failure is logged loudly; syncing goes on, as
+    /// the change itself is already committed.
+    async fn write_audit(&mut self) {
+        if self.audit.is_empty() {
+            return;
+        }
+        let events = std::mem::take(&mut self.audit);
+        if let Err(e) = self.state.store.audit_many(&events).await {
+            tracing::error!(conn = self.conn_id, error = %e, lost = events.len(), "could not write audit events");
+        }
+    }
+
     /// How this device is named in provenance and audit records: the token it
     /// authenticated with (trusted) and the peerId it announced (self-description).
     fn device(&self) -> String {
@@ -350,6 +381,13 @@ impl Connection {
                     }
                     Err(reason) => {
                         tracing::info!(conn = self.conn_id, user = %self.principal.user_id, %id, %reason, "read denied");
+                        let partition = entry.catalog.partition.clone();
+                        self.record(
+                            AuditAction::Denied,
+                            id,
+                            Some(&partition),
+                            &format!("read: {reason}"),
+                        );
                         // Loaded only to decide; do not keep it in memory for nobody.
                         drop(entry);
                         self.state.hub.release(id);
@@ -423,7 +461,21 @@ impl Connection {
                 match self.state.hub.persist(&id, &mut state, author).await {
                     Ok(_) => {
                         if entry.refresh_facts(&state) {
-                            tracing::info!(conn = self.conn_id, user = %self.principal.user_id, %id, handed_over = entry.facts().handed_over, "hand-over changed");
+                            let handed_over = entry.facts().handed_over;
+                            tracing::info!(conn = self.conn_id, user = %self.principal.user_id, %id, handed_over, "hand-over changed");
+                            let action = if handed_over {
+                                AuditAction::HandOver
+                            } else {
+                                AuditAction::HandOverWithdrawn
+                            };
+                            self.audit.push(
+                                AuditEvent::new(
+                                    self.principal.user_id.clone(),
+                                    self.device(),
+                                    action,
+                                )
+                                .on(&id, Some(&partition)),
+                            );
                         }
                         Ok(true)
                     }
@@ -448,12 +500,24 @@ impl Connection {
             Err(Rejected::Sync(e)) => Err(format!("document {id}: {e}")),
             Err(Rejected::Check(refusal)) => {
                 tracing::info!(conn = self.conn_id, user = %self.principal.user_id, %id, reason = refusal.kind(), "change rejected");
+                self.audit.push(
+                    AuditEvent::new(
+                        self.principal.user_id.clone(),
+                        self.device(),
+                        AuditAction::Denied,
+                    )
+                    .on(&id, Some(&partition))
+                    .with_detail(format!("write: {}", refusal.kind())),
+                );
                 Err(format!("document {id}: change rejected: {refusal}"))
             }
         };
         drop(state);
         match outcome {
-            Ok(true) => entry.announce(),
+            Ok(true) => {
+                self.record(AuditAction::Write, id, Some(&partition), "");
+                entry.announce();
+            }
             Ok(false) => self.signal.mark(id),
             Err(message) => self.send_error(&message).await,
         }
@@ -483,6 +547,12 @@ impl Connection {
             }
             Err(Rejected::Check(refusal)) => {
                 tracing::info!(conn = self.conn_id, user = %self.principal.user_id, %id, reason = refusal.kind(), "creation rejected");
+                self.record(
+                    AuditAction::Denied,
+                    id,
+                    None,
+                    &format!("create: {}", refusal.kind()),
+                );
                 self.send_error(&format!("document {id}: change rejected: {refusal}"))
                     .await;
                 return;
@@ -513,6 +583,8 @@ impl Connection {
         {
             Ok(entry) => {
                 tracing::info!(conn = self.conn_id, user = %self.principal.user_id, %id, partition = %entry.catalog.partition, "document created");
+                let partition = entry.catalog.partition.clone();
+                self.record(AuditAction::Create, id, Some(&partition), "");
                 entry.subscribe(&self.signal);
                 self.open.insert(id, entry.clone());
                 entry.announce();
@@ -520,6 +592,7 @@ impl Connection {
             Err(crate::error::Error::Erased(_)) => {
                 // A stale device pushing an erased document: refuse and tell it to purge.
                 tracing::info!(conn = self.conn_id, user = %self.principal.user_id, %id, "push of an erased document refused");
+                self.record(AuditAction::Denied, id, None, "push of an erased document");
                 self.send_error(&format!(
                     "document {id} was erased and cannot come back; delete it from this device"
                 ))
@@ -557,7 +630,9 @@ impl Connection {
                 self.close_document(id).await;
                 continue;
             }
+            let mut partition = None;
             let (payload, saved) = if let Some(entry) = self.open.get(&id) {
+                partition = Some(entry.catalog.partition.clone());
                 let state = entry.state.lock().await;
                 (
                     self.engine.generate(id, &state.doc),
@@ -569,6 +644,15 @@ impl Connection {
                 continue;
             };
             if let Some(data) = payload {
+                // A read, for the audit: the message hands document content to the device.
+                if let Some(partition) = &partition {
+                    let carries_changes = automerge::sync::Message::decode(&data)
+                        .map(|m| !m.changes.is_empty())
+                        .unwrap_or(false);
+                    if carries_changes {
+                        self.record(AuditAction::Read, id, Some(partition), "");
+                    }
+                }
                 self.send(Message::Sync {
                     sender_id: self.state.peer_id.clone(),
                     target_id: self.peer_id(),
@@ -616,6 +700,12 @@ impl Connection {
         }
         self.told_heads.remove(&id);
         tracing::info!(conn = self.conn_id, user = %self.principal.user_id, %id, "access to open document ended");
+        self.record(
+            AuditAction::Denied,
+            id,
+            None,
+            "access ended (grant, token, hand-over or erasure)",
+        );
         self.send_unavailable(id).await;
     }
 
