@@ -50,11 +50,17 @@ async fn removed_grant_takes_effect_on_live_connections() {
     );
 
     fx.admin(&["ungrant", "prof2-noord", "professional", "--wijk", "noord"]);
+    let revoked_at = std::time::Instant::now();
     assert!(
         colleague
             .pump_until(WAIT, |c| c.unavailable.contains(&id))
             .await,
         "revoked grant did not reach the live connection"
+    );
+    // Reported, not asserted (no timed tests): docs/performance.md records it.
+    eprintln!(
+        "revocation reached the device after {:?}",
+        revoked_at.elapsed()
     );
     assert!(
         colleague.is_online(),
