@@ -166,6 +166,21 @@ impl Client {
         id
     }
 
+    /// Creates a plan for household `pseudonym` in `wijk` and waits until the server
+    /// has committed it; panics (failing the test) if it does not.
+    pub async fn create_plan(&mut self, wijk: &str, pseudonym: &str) -> DocumentId {
+        let wijk = sync_core::partition::WijkId::new(wijk).expect("valid wijk");
+        let doc = sync_core::schema::new_document(&sync_core::schema::Plan::new(wijk, pseudonym))
+            .expect("new plan");
+        let id = self.add_document(doc).await;
+        assert!(
+            self.sync_acked(id).await,
+            "plan not acknowledged: {:?}",
+            self.notices
+        );
+        id
+    }
+
     /// Edits a document locally, then syncs it if online.
     pub async fn edit(&mut self, id: DocumentId, f: impl FnOnce(&mut Automerge)) {
         let doc = self.docs.get_mut(&id).expect("document held");

@@ -35,10 +35,7 @@ async fn removed_grant_takes_effect_on_live_connections() {
     let mut colleague = Client::connect("colleague", &server.url(), &t.prof2_noord)
         .await
         .expect("colleague");
-    let id = owner
-        .add_document(schema::new_document(&Plan::new(noord(), "HH-R1")).expect("plan"))
-        .await;
-    assert!(owner.sync_acked(id).await);
+    let id = owner.create_plan("noord", "HH-R1").await;
     assert!(colleague.fetch(id).await);
     // Positive control: presence flows while access lasts.
     owner.send_ephemeral(id, 1).await;
@@ -109,10 +106,7 @@ async fn revoked_token_closes_live_connections() {
     let mut colleague = Client::connect("colleague", &server.url(), &t.prof2_noord)
         .await
         .expect("colleague");
-    let id = owner
-        .add_document(schema::new_document(&Plan::new(noord(), "HH-R2")).expect("plan"))
-        .await;
-    assert!(owner.sync_acked(id).await);
+    let id = owner.create_plan("noord", "HH-R2").await;
     assert!(colleague.fetch(id).await);
 
     fx.admin(&["token", "revoke", &t.prof2_noord]);

@@ -7,13 +7,8 @@ use automerge::sync::SyncDoc;
 use buurtsync_e2e::client::{Client, RawPeer, Seen};
 use buurtsync_e2e::server::Fixture;
 use buurtsync_e2e::WAIT;
-use sync_core::partition::WijkId;
 use sync_core::protocol::{DocumentId, HeadsAtTime, Message, PeerMetadata};
 use sync_core::schema::{self, Plan};
-
-fn noord() -> WijkId {
-    WijkId::new("noord").expect("wijk")
-}
 
 fn empty_payload() -> Vec<u8> {
     let mut state = automerge::sync::State::new();
@@ -77,10 +72,7 @@ async fn hostile_peers_learn_nothing() {
     let mut b = Client::connect("device-b", &server.url(), &t.prof2_noord)
         .await
         .expect("b");
-    let plan = a
-        .add_document(schema::new_document(&Plan::new(noord(), "HH-X")).expect("plan"))
-        .await;
-    assert!(a.sync_acked(plan).await);
+    let plan = a.create_plan("noord", "HH-X").await;
     assert!(b.fetch(plan).await);
 
     // 1. Enumerating ids: every guess (and the real id, for the wrong users) answers

@@ -198,10 +198,7 @@ async fn rejected_changes_leave_the_stored_document_unchanged() {
     let mut watcher = Client::connect("w", &server.url(), &t.prof2_noord)
         .await
         .expect("w");
-    let id = a
-        .add_document(schema::new_document(&Plan::new(wijk("noord"), "HH-3")).expect("plan"))
-        .await;
-    assert!(a.sync_acked(id).await);
+    let id = a.create_plan("noord", "HH-3").await;
     assert!(watcher.fetch(id).await);
     let stored_before = fx.doc_info(&id.to_string());
 

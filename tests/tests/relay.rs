@@ -148,10 +148,7 @@ async fn live_changes_fan_out() {
     let mut b = Client::connect("b", &server.url(), &t.prof2_noord)
         .await
         .expect("b");
-    let id = a
-        .add_document(schema::new_document(&Plan::new(noord(), "HH-0002")).expect("plan"))
-        .await;
-    assert!(a.sync_acked(id).await);
+    let id = a.create_plan("noord", "HH-0002").await;
     assert!(b.fetch(id).await);
 
     for round in 0..3 {
