@@ -1,4 +1,6 @@
-//! The HTTP API beside the websocket: `/api/v1/...`, bearer-token authenticated.
+//! The HTTP API beside the websocket: `/api/v1/...`, bearer-token authenticated:
+//! listing the documents a user may read (discovery for apps that hold no ids yet) and
+//! moving a plan to another wijk.
 //!
 //! Denied and missing look the same here as on the websocket: 404.
 
@@ -27,6 +29,56 @@ async fn principal(state: &AppState, headers: &HeaderMap) -> Result<(Principal, 
         .and_then(|v| v.strip_prefix("Bearer "))
         .ok_or(Error::Unauthorized)?;
     crate::auth::authenticate(&state.store, token.trim()).await
+}
+
+#[derive(Deserialize)]
+pub struct ListQuery {
+    pub wijk: Option<String>,
+    pub kind: Option<String>,
+    /// Only documents created at or after this unix time (seconds): a cheap cursor for
+    /// "what is new since my last look".
+    pub since: Option<i64>,
+}
+
+/// `GET /api/v1/documents?wijk=…&kind=…&since=…`: the documents the caller may read,
+/// decided per document by the access policy (volunteers never see plan ids; a
+/// consulent sees only handed-over plans). Ids and partitions only, no content.
+pub async fn list_documents(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    axum::extract::Query(query): axum::extract::Query<ListQuery>,
+) -> Result<Json<Value>, Error> {
+    let (principal, _) = principal(&state, &headers).await?;
+    let wijk = query.wijk.map(WijkId::new).transpose()?;
+    let kind = query
+        .kind
+        .map(|k| k.parse::<sync_core::partition::DocumentKind>())
+        .transpose()
+        .map_err(sync_core::Error::from)?;
+    let rows = state
+        .store
+        .list_catalog(wijk.as_ref(), kind, query.since.unwrap_or(0))
+        .await?;
+    let documents: Vec<Value> = rows
+        .iter()
+        .filter(|(entry, handed_over)| {
+            let facts = policy::DocFacts {
+                partition: &entry.partition,
+                handed_over: *handed_over,
+            };
+            policy::decide(&principal, facts, policy::Access::Read).is_ok()
+        })
+        .map(|(entry, _)| {
+            json!({
+                "id": entry.id.to_string(),
+                "url": entry.id.url(),
+                "kind": entry.partition.kind,
+                "wijk": entry.partition.wijk,
+                "created_at": entry.created_at,
+            })
+        })
+        .collect();
+    Ok(Json(json!({ "documents": documents, "now": now() })))
 }
 
 #[derive(Deserialize)]

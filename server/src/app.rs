@@ -83,6 +83,7 @@ pub fn app(state: Arc<AppState>) -> Router {
     Router::new()
         .route("/sync", get(sync_upgrade))
         .route("/healthz", get(healthz))
+        .route("/api/v1/documents", get(crate::api::list_documents))
         .route(
             "/api/v1/documents/{id}/move",
             axum::routing::post(crate::api::move_document),

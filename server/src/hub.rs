@@ -241,6 +241,9 @@ impl Hub {
                 .create_document(&catalog, &snapshot, &key)
                 .await?;
         }
+        if is_handed_over(&doc) {
+            self.store.set_handed_over(&catalog.id, true).await?;
+        }
         let hashes: Vec<String> = doc
             .get_changes_meta(&[])
             .iter()

@@ -121,6 +121,48 @@ impl Store {
         row.map(|r| entry_from_row(*id, &r)).transpose()
     }
 
+    /// Records a plan's committed hand-over flag in the catalog (for listings).
+    pub async fn set_handed_over(&self, id: &DocumentId, handed_over: bool) -> Result<(), Error> {
+        sqlx::query("UPDATE documents SET handed_over = ? WHERE id = ?")
+            .bind(handed_over)
+            .bind(id.to_string())
+            .execute(self.pool())
+            .await?;
+        Ok(())
+    }
+
+    /// Catalog rows with their hand-over flag, optionally of one wijk and/or kind,
+    /// created at or after `since` (unix seconds), oldest first.
+    pub async fn list_catalog(
+        &self,
+        wijk: Option<&WijkId>,
+        kind: Option<DocumentKind>,
+        since: i64,
+    ) -> Result<Vec<(CatalogEntry, bool)>, Error> {
+        let rows = sqlx::query(
+            "SELECT id, kind, wijk_id, created_at, created_by, handed_over FROM documents
+             WHERE (? IS NULL OR wijk_id = ?) AND (? IS NULL OR kind = ?) AND created_at >= ?
+             ORDER BY created_at, id",
+        )
+        .bind(wijk.map(WijkId::as_str))
+        .bind(wijk.map(WijkId::as_str))
+        .bind(kind.map(DocumentKind::as_str))
+        .bind(kind.map(DocumentKind::as_str))
+        .bind(since)
+        .fetch_all(self.pool())
+        .await?;
+        rows.iter()
+            .map(|r| {
+                let id: String = r.get("id");
+                let id = id
+                    .parse()
+                    .map_err(|e| Error::Corrupt(format!("catalog id {id:?}: {e}")))?;
+                let handed_over: bool = r.get("handed_over");
+                Ok((entry_from_row(id, r)?, handed_over))
+            })
+            .collect()
+    }
+
     /// Catalog rows of a partition, oldest first.
     pub async fn list_documents(
         &self,

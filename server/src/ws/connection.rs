@@ -462,6 +462,10 @@ impl Connection {
                     Ok(_) => {
                         if entry.refresh_facts(&state) {
                             let handed_over = entry.facts().handed_over;
+                            if let Err(e) = self.state.store.set_handed_over(&id, handed_over).await
+                            {
+                                tracing::error!(conn = self.conn_id, %id, error = %e, "could not record hand-over in the catalog");
+                            }
                             tracing::info!(conn = self.conn_id, user = %self.principal.user_id, %id, handed_over, "hand-over changed");
                             let action = if handed_over {
                                 AuditAction::HandOver
