@@ -5,7 +5,7 @@ use sqlx::Row;
 use sync_core::partition::WijkId;
 use sync_core::policy::{GlobalRole, Grant, Principal, WijkRole};
 
-use super::{now, Store};
+use super::{conflict_if_duplicate, now, Store};
 use crate::error::Error;
 
 /// A token as listed (never the secret).
@@ -66,12 +66,7 @@ impl Store {
             .bind(now())
             .execute(self.pool())
             .await;
-        match result {
-            Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
-                Err(Error::Conflict(format!("wijk {id} already exists")))
-            }
-            other => other.map(|_| ()).map_err(Error::from),
-        }
+        conflict_if_duplicate(result, || format!("wijk {id} already exists")).map(|_| ())
     }
 
     pub async fn wijk_exists(&self, id: &WijkId) -> Result<bool, Error> {
@@ -101,12 +96,7 @@ impl Store {
             .bind(now())
             .execute(self.pool())
             .await;
-        match result {
-            Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
-                Err(Error::Conflict(format!("user {id} already exists")))
-            }
-            other => other.map(|_| ()).map_err(Error::from),
-        }
+        conflict_if_duplicate(result, || format!("user {id} already exists")).map(|_| ())
     }
 
     async fn require_user(&self, id: &str) -> Result<(), Error> {
@@ -122,11 +112,7 @@ impl Store {
     /// Grants a role in a wijk. Granting twice is harmless.
     pub async fn grant(&self, user: &str, wijk: &WijkId, role: WijkRole) -> Result<(), Error> {
         self.require_user(user).await?;
-        let wijk_found: Option<String> = sqlx::query_scalar("SELECT id FROM wijken WHERE id = ?")
-            .bind(wijk.as_str())
-            .fetch_optional(self.pool())
-            .await?;
-        if wijk_found.is_none() {
+        if !self.wijk_exists(wijk).await? {
             return Err(Error::NotFound(format!("wijk {wijk}")));
         }
         sqlx::query(

@@ -14,7 +14,7 @@ use sync_core::partition::{DocumentKind, Partition, WijkId};
 use sync_core::protocol::DocumentId;
 
 use super::crypto::DocKey;
-use super::{now, Store};
+use super::{conflict_if_duplicate, now, Store};
 use crate::error::Error;
 
 /// A document's catalog row.
@@ -100,12 +100,7 @@ impl Store {
         .bind(&entry.created_by)
         .execute(&mut *tx)
         .await;
-        if let Err(sqlx::Error::Database(e)) = &inserted {
-            if e.is_unique_violation() {
-                return Err(Error::Conflict(format!("document {} exists", entry.id)));
-            }
-        }
-        inserted?;
+        conflict_if_duplicate(inserted, || format!("document {} exists", entry.id))?;
         insert_chunk(&mut tx, &entry.id, key, "snapshot", first_chunk).await?;
         tx.commit().await?;
         Ok(())
@@ -163,29 +158,15 @@ impl Store {
             .collect()
     }
 
-    /// Catalog rows of a partition, oldest first.
+    /// Catalog rows of a partition (or all), oldest first.
     pub async fn list_documents(
         &self,
         partition: Option<&Partition>,
     ) -> Result<Vec<CatalogEntry>, Error> {
-        let rows = sqlx::query(
-            "SELECT id, kind, wijk_id, created_at, created_by FROM documents
-             WHERE (? IS NULL OR (wijk_id = ? AND kind = ?)) ORDER BY created_at, id",
-        )
-        .bind(partition.map(|p| p.wijk.as_str()))
-        .bind(partition.map(|p| p.wijk.as_str()))
-        .bind(partition.map(|p| p.kind.as_str()))
-        .fetch_all(self.pool())
-        .await?;
-        rows.iter()
-            .map(|r| {
-                let id: String = r.get("id");
-                let id = id
-                    .parse()
-                    .map_err(|e| Error::Corrupt(format!("catalog id {id:?}: {e}")))?;
-                entry_from_row(id, r)
-            })
-            .collect()
+        let rows = self
+            .list_catalog(partition.map(|p| &p.wijk), partition.map(|p| p.kind), 0)
+            .await?;
+        Ok(rows.into_iter().map(|(entry, _)| entry).collect())
     }
 
     /// The document's key, if it was not destroyed.
@@ -355,15 +336,24 @@ impl Store {
         Ok(tombstone)
     }
 
-    /// Which of these documents were erased.
+    /// Which of these documents were erased: one query however many ids (a
+    /// connection asks for all its open documents whenever access changes).
     pub async fn erased_among(&self, ids: &[DocumentId]) -> Result<Vec<DocumentId>, Error> {
-        let mut out = Vec::new();
-        for id in ids {
-            if self.tombstone(id).await?.is_some() {
-                out.push(*id);
-            }
+        if ids.is_empty() {
+            return Ok(Vec::new());
         }
-        Ok(out)
+        let list = serde_json::Value::from(ids.iter().map(ToString::to_string).collect::<Vec<_>>());
+        let erased: Vec<String> = sqlx::query_scalar(
+            "SELECT doc_id FROM tombstones WHERE doc_id IN (SELECT value FROM json_each(?))",
+        )
+        .bind(list.to_string())
+        .fetch_all(self.pool())
+        .await?;
+        Ok(ids
+            .iter()
+            .filter(|id| erased.contains(&id.to_string()))
+            .copied()
+            .collect())
     }
 
     /// Records who delivered which changes (author binding).

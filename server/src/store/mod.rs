@@ -116,6 +116,18 @@ impl Store {
     }
 }
 
+/// Turns a unique-key violation into `Conflict` (with `what` as its message) and any
+/// other database error into `Database`.
+pub(crate) fn conflict_if_duplicate<T>(
+    result: Result<T, sqlx::Error>,
+    what: impl FnOnce() -> String,
+) -> Result<T, Error> {
+    match result {
+        Err(sqlx::Error::Database(e)) if e.is_unique_violation() => Err(Error::Conflict(what())),
+        other => other.map_err(Error::from),
+    }
+}
+
 /// A pool on one SQLite file: WAL, `synchronous=FULL` (a returned commit is on disk),
 /// foreign keys on.
 async fn sqlite_pool(path: &str, shown: &str) -> Result<SqlitePool, Error> {
