@@ -13,6 +13,7 @@ use tokio::sync::{mpsc, watch};
 
 use crate::app::{app, AppState, Limits};
 use crate::error::Error;
+use crate::store::changes::{ChangeFeed, FeedEvent};
 use crate::store::Store;
 
 /// Serves on `listener` until `stop` resolves.
@@ -26,8 +27,17 @@ pub async fn serve_until(
     let (alive_tx, mut alive_rx) = mpsc::channel::<()>(1);
     let (access_tx, access_rx) = watch::channel(0u64);
     tokio::spawn(watch_access(store.clone(), access_tx, shutdown_rx.clone()));
-    let state: Arc<AppState> =
-        AppState::new(store.clone(), limits, shutdown_rx, alive_tx, access_rx).await?;
+    let state: Arc<AppState> = AppState::new(
+        store.clone(),
+        limits,
+        shutdown_rx.clone(),
+        alive_tx,
+        access_rx,
+    )
+    .await?;
+    if let Some(feed) = store.change_feed().await? {
+        tokio::spawn(follow_changes(feed, state.clone(), shutdown_rx));
+    }
     let addr = listener.local_addr()?;
     tracing::info!(%addr, storage_id = %state.storage_id, "buurtsync listening");
     let router = app(state.clone());
@@ -79,6 +89,60 @@ async fn watch_access(store: Store, tx: watch::Sender<u64>, mut shutdown: watch:
             seen = version;
             last_bump = tokio::time::Instant::now();
             tx.send_modify(|v| *v += 1);
+        }
+    }
+}
+
+/// How long to wait before listening again after the feed's connection failed.
+const FEED_RETRY: Duration = Duration::from_secs(1);
+
+/// Shared store: hears the other nodes' commits and lets the hub catch up, so a change
+/// made through any node reaches the peers connected here. Ends at shutdown (it holds
+/// the state, which shutdown waits for).
+async fn follow_changes(
+    mut feed: ChangeFeed,
+    state: Arc<AppState>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    tracing::info!("following other nodes' commits (LISTEN buurtsync_changes)");
+    loop {
+        let event = tokio::select! {
+            event = feed.next() => event,
+            _ = shutdown.changed() => return,
+        };
+        match event {
+            Ok(FeedEvent::Change(change)) => {
+                let state = state.clone();
+                tokio::spawn(async move {
+                    if let Err(e) = state.hub.catch_up(change.doc, &change.heads).await {
+                        tracing::warn!(id = %change.doc, error = %e, "could not catch up with another node's commit");
+                    }
+                });
+            }
+            Ok(FeedEvent::Lost) => {
+                tracing::warn!(
+                    "change notifications may have been lost; re-reading loaded documents"
+                );
+                state.hub.catch_up_all().await;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "change feed failed; listening again");
+                loop {
+                    tokio::select! {
+                        () = tokio::time::sleep(FEED_RETRY) => {}
+                        _ = shutdown.changed() => return,
+                    }
+                    match state.store.change_feed().await {
+                        Ok(Some(fresh)) => {
+                            feed = fresh;
+                            break;
+                        }
+                        Ok(None) => return,
+                        Err(e) => tracing::warn!(error = %e, "change feed: still cannot listen"),
+                    }
+                }
+                state.hub.catch_up_all().await;
+            }
         }
     }
 }
