@@ -1,4 +1,5 @@
-//! The server under test as a child process, plus admin commands on its database.
+//! The server under test as a child process, plus admin commands on its database
+//! (a SQLite file, or a PostgreSQL database shared by several server processes).
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
@@ -49,6 +50,36 @@ impl Fixture {
             dir.path().join("buurtsync.sqlite3").display()
         );
         Fixture { dir, db_url }
+    }
+
+    /// A fresh database of its own in the PostgreSQL cluster named by
+    /// `BUURTSYNC_TEST_POSTGRES_URL` (scripts/test.sh starts one and sets it), for
+    /// several server processes at once. Unset is a failure, never a skip.
+    pub fn postgres() -> Self {
+        let admin = postgres_admin_url();
+        let dir = tempfile::tempdir().expect("tempdir");
+        let name = format!(
+            "bs_e2e_{}",
+            sync_core::protocol::DocumentId::random()
+                .to_string()
+                .to_lowercase()
+        );
+        let out = Command::new("psql")
+            .arg(&admin)
+            .args(["-v", "ON_ERROR_STOP=1", "-q", "-c"])
+            .arg(format!("CREATE DATABASE {name}"))
+            .output()
+            .expect("run psql (Debian package postgresql-client)");
+        assert!(
+            out.status.success(),
+            "CREATE DATABASE failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let (base, _) = admin.rsplit_once('/').expect("URL with a database name");
+        Fixture {
+            dir,
+            db_url: format!("{base}/{name}"),
+        }
     }
 
     /// Runs an admin command with `--json`; panics with its stderr if it fails.
@@ -118,6 +149,17 @@ impl Fixture {
     pub fn doc_info(&self, id: &str) -> Value {
         self.admin(&["doc", "info", id])
     }
+}
+
+/// The PostgreSQL cluster for multi-node tests; panics with how to get one if unset.
+pub fn postgres_admin_url() -> String {
+    std::env::var("BUURTSYNC_TEST_POSTGRES_URL").unwrap_or_else(|_| {
+        panic!(
+            "BUURTSYNC_TEST_POSTGRES_URL is not set, so this PostgreSQL test cannot run. \
+             Run `bash scripts/test.sh`, or start a cluster with \
+             `bash scripts/ensure-postgres.sh start /tmp/bs-pg` and export the URL it prints."
+        )
+    })
 }
 
 /// Tokens of the seeded users.
