@@ -38,6 +38,9 @@ start)
   if [ -z "$bin" ]; then
     log "PostgreSQL not found: installing Debian's postgresql (apt-get)"
     export DEBIAN_FRONTEND=noninteractive
+    # No system cluster on port 5432: we only need the binaries.
+    mkdir -p /etc/postgresql-common/createcluster.d
+    echo 'create_main_cluster = false' >/etc/postgresql-common/createcluster.d/buurtsync-no-main.conf
     apt-get update -qq >&2
     apt-get install -y -qq --no-install-recommends postgresql >&2
     bin=$(find_bin)

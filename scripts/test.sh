@@ -18,6 +18,14 @@ cargo clippy --workspace --all-targets -- -D warnings
 step "build binaries used by the end-to-end tests"
 cargo build --workspace --bins
 
+step "PostgreSQL for the store and multi-node tests (Debian's postgresql, throwaway cluster)"
+# Installs postgresql with apt-get if initdb is missing (CI has none), starts a private
+# cluster on a free loopback port, and stops and removes it when this script exits.
+PG_DIR=$(mktemp -d "${TMPDIR:-/tmp}/buurtsync-pg.XXXXXX")
+trap 'bash scripts/ensure-postgres.sh stop "$PG_DIR"' EXIT
+BUURTSYNC_TEST_POSTGRES_URL=$(bash scripts/ensure-postgres.sh start "$PG_DIR")
+export BUURTSYNC_TEST_POSTGRES_URL
+
 if cargo nextest --version >/dev/null 2>&1; then
   # nextest skips doctests; run them first so the suite's summary closes the log.
   step "doctests"

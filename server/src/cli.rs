@@ -22,11 +22,14 @@ use crate::store::Store;
     about = "Offline-first sync relay for buurtteam apps"
 )]
 pub struct Cli {
-    /// Key store file with the per-document keys (default: `<database path>.keys`).
-    /// Keep it out of database backups; back it up separately.
+    /// Key store with the per-document keys. SQLite: a file (default
+    /// `<database path>.keys`). PostgreSQL: a `postgres://` URL of another database
+    /// (default: the schema `buurtsync_keys` of the same database). Keep it out of
+    /// database backups; back it up separately.
     #[arg(long, global = true, env = "BUURTSYNC_KEYS")]
     pub keys: Option<String>,
-    /// Database URL (`sqlite://PATH`).
+    /// Database URL: `sqlite://PATH` (one node), or `postgres://USER@HOST/DB` (several
+    /// nodes may serve one PostgreSQL database).
     #[arg(
         long,
         global = true,

@@ -84,11 +84,18 @@ async fn two_nodes_converge_and_fan_out_live() {
     // c never reconnects: node 1's change reaches it live through node 2.
     a.edit(id, |d| add_goal(d, "Live vanaf node 1")).await;
     assert!(a.sync_acked(id).await, "node 1 did not acknowledge");
+    let acked_at = std::time::Instant::now();
     assert!(
-        c.pump_until(WAIT, |c| has_goal(c, id, "Live vanaf node 1") && c.is_acked(id))
+        c.pump_until(WAIT, |c| has_goal(c, id, "Live vanaf node 1")
+            && c.is_acked(id))
             .await,
         "node 1's change (and its acknowledgement) did not reach c on node 2: {:?}",
         c.notices
+    );
+    // Reported, not asserted (no timed tests): docs/performance.md records it.
+    eprintln!(
+        "cross-node fan-out: node 2's device had the change {:?} after node 1's ack",
+        acked_at.elapsed()
     );
     assert_eq!(c.heads_hex(id), a.heads_hex(id));
     assert!(c.errors().is_empty(), "{:?}", c.errors());
@@ -124,7 +131,8 @@ async fn killed_node_loses_nothing_acknowledged() {
         acknowledged.push(text);
     }
     // Still syncing when the node dies: an edit in flight, unacknowledged.
-    a.edit(id, |d| add_goal(d, "Onderweg tijdens de crash")).await;
+    a.edit(id, |d| add_goal(d, "Onderweg tijdens de crash"))
+        .await;
     node1.kill();
 
     for client in [&mut a, &mut a2] {
