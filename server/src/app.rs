@@ -1,4 +1,6 @@
 //! The HTTP face: router, shared state, authentication at the websocket upgrade.
+//! The central office's routes (`/api/v1/central/...`, `/dashboard`) come from
+//! `crate::central::routes`.
 
 use std::sync::Arc;
 
@@ -22,6 +24,9 @@ pub struct Limits {
     pub max_frame_bytes: usize,
     /// Documents a connection may be creating at once (unknown ids it sent `sync` for).
     pub max_pending_creations: usize,
+    /// Central-office aggregates backed by fewer units (households, sessions,
+    /// activiteiten, volunteers) than this are suppressed.
+    pub central_min_count: u64,
 }
 
 impl Default for Limits {
@@ -29,6 +34,7 @@ impl Default for Limits {
         Limits {
             max_frame_bytes: 32 * 1024 * 1024,
             max_pending_creations: 256,
+            central_min_count: 5,
         }
     }
 }
@@ -50,6 +56,8 @@ pub struct AppState {
     /// Moves whenever grants or tokens change (polled from the store), and
     /// periodically; connections then re-check their principal and open documents.
     pub access: watch::Receiver<u64>,
+    /// The central office's facts cache, dashboard sessions and pseudonym secret.
+    pub central: crate::central::Central,
 }
 
 impl AppState {
@@ -74,6 +82,7 @@ impl AppState {
             shutdown,
             alive,
             access,
+            central: crate::central::Central::default(),
         }))
     }
 }
@@ -88,6 +97,7 @@ pub fn app(state: Arc<AppState>) -> Router {
             "/api/v1/documents/{id}/move",
             axum::routing::post(crate::api::move_document),
         )
+        .merge(crate::central::routes())
         .with_state(state)
 }
 

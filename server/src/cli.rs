@@ -90,6 +90,10 @@ pub struct ServeArgs {
     /// Largest websocket message accepted, in bytes.
     #[arg(long, env = "BUURTSYNC_MAX_FRAME_BYTES", default_value_t = Limits::default().max_frame_bytes)]
     pub max_frame_bytes: usize,
+    /// Central-office aggregates backed by fewer households (or sessions, activiteiten,
+    /// volunteers) than this are suppressed.
+    #[arg(long, env = "BUURTSYNC_CENTRAL_MIN_COUNT", default_value_t = Limits::default().central_min_count, value_parser = clap::value_parser!(u64).range(1..))]
+    pub central_min_count: u64,
 }
 
 #[derive(Subcommand, Debug)]
@@ -587,6 +591,7 @@ async fn serve(store: Store, args: ServeArgs) -> Result<(), Error> {
     let listener = tokio::net::TcpListener::bind(args.listen).await?;
     let limits = Limits {
         max_frame_bytes: args.max_frame_bytes,
+        central_min_count: args.central_min_count,
         ..Limits::default()
     };
     crate::serve::serve_until(listener, store, limits, crate::serve::shutdown_signal()).await

@@ -102,6 +102,7 @@ impl Store {
         .await;
         conflict_if_duplicate(inserted, || format!("document {} exists", entry.id))?;
         insert_chunk(&mut tx, &entry.id, key, "snapshot", first_chunk).await?;
+        mark_changed(&mut tx, &entry.id).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -230,6 +231,7 @@ impl Store {
     ) -> Result<(), Error> {
         let mut tx = self.pool().begin().await?;
         insert_chunk(&mut tx, id, key, "incremental", data).await?;
+        mark_changed(&mut tx, id).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -247,6 +249,7 @@ impl Store {
             .execute(&mut *tx)
             .await?;
         insert_chunk(&mut tx, id, key, "snapshot", snapshot).await?;
+        mark_changed(&mut tx, id).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -298,14 +301,16 @@ impl Store {
                     .execute(&mut *tx)
                     .await?;
                 let erased_at = now();
+                let seq = next_change_seq(&mut tx).await?;
                 sqlx::query(
-                    "INSERT INTO tombstones (doc_id, kind, wijk_id, erased_at, erased_by) VALUES (?, ?, ?, ?, ?)",
+                    "INSERT INTO tombstones (doc_id, kind, wijk_id, erased_at, erased_by, change_seq) VALUES (?, ?, ?, ?, ?, ?)",
                 )
                 .bind(&doc)
                 .bind(entry.partition.kind.as_str())
                 .bind(entry.partition.wijk.as_str())
                 .bind(erased_at)
                 .bind(by)
+                .bind(seq)
                 .execute(&mut *tx)
                 .await?;
                 sqlx::query("INSERT INTO access_changes (at, what) VALUES (?, 'erase')")
@@ -469,5 +474,33 @@ async fn insert_chunk(
     .bind(now())
     .execute(&mut **tx)
     .await?;
+    Ok(())
+}
+
+/// Takes the next number of the store-wide change counter (the central feed's cursor).
+/// Inside the write transaction, so numbers are handed out in commit order: SQLite
+/// has one writer at a time, and the counter row is written before the commit.
+pub(crate) async fn next_change_seq(
+    tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
+) -> Result<i64, Error> {
+    Ok(
+        sqlx::query_scalar("UPDATE change_counter SET seq = seq + 1 WHERE id = 1 RETURNING seq")
+            .fetch_one(&mut **tx)
+            .await?,
+    )
+}
+
+/// Gives the document the next change number and the current time as `updated_at`.
+async fn mark_changed(
+    tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
+    id: &DocumentId,
+) -> Result<(), Error> {
+    let seq = next_change_seq(tx).await?;
+    sqlx::query("UPDATE documents SET change_seq = ?, updated_at = ? WHERE id = ?")
+        .bind(seq)
+        .bind(now())
+        .bind(id.to_string())
+        .execute(&mut **tx)
+        .await?;
     Ok(())
 }

@@ -2,11 +2,13 @@
 //!
 //! `Store` is a cheap clone around a connection pool. Accounts (wijken, users, grants,
 //! tokens) live in `accounts`, documents (catalog, chunks, sync states) in `documents`,
-//! the audit log's hash chain in `audit`.
+//! the audit log's hash chain in `audit`, the central office's change feed and
+//! pseudonym secret in `central`.
 //! Nothing above this module writes SQL.
 
 pub mod accounts;
 pub mod audit;
+pub mod central;
 pub mod crypto;
 pub mod documents;
 
