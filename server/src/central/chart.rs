@@ -121,10 +121,10 @@ pub fn bars(id: &str, title: &str, periods: &[String], series: &[Series<'_>], mi
     svg
 }
 
-/// 1, 2 or 5 times a power of ten, at or above `v` (at least 5, so small series are
+/// 1, 2 or 5 times a power of ten, at or above `v` (at least 10, so small series are
 /// not drawn as full-height bars).
 fn nice_ceiling(v: f64) -> f64 {
-    let v = v.max(5.0);
+    let v = v.max(10.0);
     let mut step = 1.0;
     while step * 10.0 <= v {
         step *= 10.0;
