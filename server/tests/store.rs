@@ -289,3 +289,57 @@ async fn erasure_destroys_key_and_leaves_tombstone() {
         Err(Error::NotFound(_))
     ));
 }
+
+/// Every commit and erasure takes the next change number in order; `changes_after`
+/// returns each document once, with its last change, and erasures as erased rows; the
+/// pseudonym secret is created once and survives reopening the store.
+#[tokio::test]
+async fn change_numbers_feed_the_cursor() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let url = format!("sqlite://{}/db.sqlite3", dir.path().display());
+    let store = Store::open(&url).await.expect("open");
+    let hub = Hub::new(store.clone());
+    let (a, b) = (DocumentId::random(), DocumentId::random());
+    let mut entries = Vec::new();
+    for id in [a, b] {
+        let mut doc = Automerge::new();
+        put(&mut doc, 0);
+        entries.push(
+            hub.create(entry(id), doc, ("u", "d"))
+                .await
+                .expect("create"),
+        );
+    }
+    let all = store.changes_after(0, 100).await.expect("feed");
+    assert_eq!(
+        all.iter().map(|r| (r.id, r.seq)).collect::<Vec<_>>(),
+        [(a, 1), (b, 2)]
+    );
+    assert!(all.iter().all(|r| !r.erased && r.created_at == Some(1)));
+
+    {
+        let mut state = entries[0].state.lock().await;
+        put(&mut state.doc, 1);
+        hub.persist(&a, &mut state, None).await.expect("persist");
+    }
+    let after = store.changes_after(2, 100).await.expect("feed");
+    assert_eq!(
+        after.iter().map(|r| (r.id, r.seq)).collect::<Vec<_>>(),
+        [(a, 3)]
+    );
+    assert_eq!(store.changes_after(0, 1).await.expect("limit")[0].id, b);
+
+    drop(entries);
+    store.erase(&b, "admin").await.expect("erase");
+    let after = store.changes_after(3, 100).await.expect("feed");
+    assert_eq!(after.len(), 1);
+    assert!(after[0].erased && after[0].id == b && after[0].seq == 4);
+    assert_eq!(store.last_change_seq().await.expect("last"), 4);
+
+    let secret = store.pseudonym_secret().await.expect("secret");
+    assert_eq!(store.pseudonym_secret().await.expect("again"), secret);
+    store.close().await;
+    let reopened = Store::open(&url).await.expect("reopen");
+    assert_eq!(reopened.pseudonym_secret().await.expect("kept"), secret);
+    assert_ne!(secret, [0u8; 32]);
+}
