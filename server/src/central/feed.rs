@@ -12,6 +12,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use automerge::Automerge;
+use futures_util::StreamExt;
 use sync_core::protocol::DocumentId;
 
 use super::record::{Body, Facts};
@@ -21,6 +22,8 @@ use crate::store::Store;
 
 /// Feed rows read from the store per query while refreshing.
 const PAGE: i64 = 500;
+/// Documents loaded at once while refreshing.
+const PARALLEL: usize = 8;
 
 #[derive(Debug, Default, Clone)]
 struct Snapshot {
@@ -86,9 +89,18 @@ impl FactsCache {
                 break;
             }
             let snapshot = next.get_or_insert_with(|| (**guard).clone());
-            for row in rows {
+            // A few documents at a time: reading is mostly waiting for SQLite.
+            let loaded: Vec<Result<(FeedRow, Facts), Error>> = futures_util::stream::iter(rows)
+                .map(|row| async move {
+                    let facts = load_facts(store, &row).await?;
+                    Ok((row, facts))
+                })
+                .buffered(PARALLEL)
+                .collect()
+                .await;
+            for result in loaded {
+                let (row, facts) = result?;
                 snapshot.last_seq = snapshot.last_seq.max(row.seq);
-                let facts = load_facts(store, &row).await?;
                 snapshot.docs.insert(row.id, Arc::new(facts));
             }
         }
