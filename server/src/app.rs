@@ -1,11 +1,12 @@
 //! The HTTP face: router, shared state, authentication at the websocket upgrade.
 
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use axum::extract::ws::WebSocketUpgrade;
 use axum::extract::{Query, State};
 use axum::http::HeaderMap;
-use axum::response::{IntoResponse, Response};
+use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use serde::Deserialize;
@@ -50,6 +51,9 @@ pub struct AppState {
     /// Moves whenever grants or tokens change (polled from the store), and
     /// periodically; connections then re-check their principal and open documents.
     pub access: watch::Receiver<u64>,
+    /// The built volunteer web app (`mobile-examples/web-volunteer/dist`), served at
+    /// `/app/` from the same origin as `/sync` and `/api`, so it needs no CORS.
+    pub web_app_dir: Option<PathBuf>,
 }
 
 impl AppState {
@@ -59,6 +63,7 @@ impl AppState {
         shutdown: watch::Receiver<bool>,
         alive: mpsc::Sender<()>,
         access: watch::Receiver<u64>,
+        web_app_dir: Option<PathBuf>,
     ) -> Result<Arc<AppState>, Error> {
         let storage_id = store.storage_id().await?;
         let peer_id = format!(
@@ -74,21 +79,30 @@ impl AppState {
             shutdown,
             alive,
             access,
+            web_app_dir,
         }))
     }
 }
 
 /// The router; tests build it without `main`.
 pub fn app(state: Arc<AppState>) -> Router {
-    Router::new()
+    let mut router = Router::new()
         .route("/sync", get(sync_upgrade))
         .route("/healthz", get(healthz))
+        .route("/api/v1/me", get(crate::api::me))
         .route("/api/v1/documents", get(crate::api::list_documents))
         .route(
             "/api/v1/documents/{id}/move",
             axum::routing::post(crate::api::move_document),
-        )
-        .with_state(state)
+        );
+    if let Some(dir) = &state.web_app_dir {
+        // Static files only; the app's routes live in the URL fragment, so an unknown
+        // path is a plain 404. `/app` redirects so relative URLs resolve under `/app/`.
+        router = router
+            .route("/app", get(|| async { Redirect::permanent("/app/") }))
+            .nest_service("/app/", tower_http::services::ServeDir::new(dir));
+    }
+    router.with_state(state)
 }
 
 #[derive(Deserialize)]
