@@ -9,6 +9,10 @@ step() { printf '\n==> %s\n' "$*"; }
 step "JS interop client (automerge-repo 2.5 from the npm registry)"
 npm ci --prefix tests/js --no-audit --no-fund --loglevel=error
 
+step "volunteer web app: npm ci + vite build, Chromium for its browser test"
+bash scripts/build-web-app.sh
+bash scripts/ensure-chromium.sh >/dev/null
+
 step "cargo fmt --check"
 cargo fmt --all --check
 
