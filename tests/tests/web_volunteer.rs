@@ -317,3 +317,22 @@ async fn volunteer_web_app_online_offline_and_back() {
     assert!(offline.signals.is_empty());
     drop(browser);
 }
+
+/// A web app directory without a built app is refused at start with a clear message,
+/// instead of a server that answers 404 for the whole app.
+#[test]
+fn serve_refuses_a_web_app_dir_without_index_html() {
+    let fx = Fixture::new();
+    let empty = fx.dir.path().join("leeg");
+    std::fs::create_dir_all(&empty).expect("mkdir");
+    let out = Command::new(buurtsync_e2e::server::binary())
+        .arg("--database")
+        .arg(&fx.db_url)
+        .args(["serve", "--listen", "127.0.0.1:0", "--web-app-dir"])
+        .arg(&empty)
+        .output()
+        .expect("run buurtsync");
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("no index.html"), "{stderr}");
+}
