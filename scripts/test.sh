@@ -9,8 +9,9 @@ step() { printf '\n==> %s\n' "$*"; }
 step "JS interop client (automerge-repo 2.5 from the npm registry)"
 npm ci --prefix tests/js --no-audit --no-fund --loglevel=error
 
-step "volunteer web app: npm ci + vite build, Chromium for its browser test"
+step "volunteer web app: npm ci + vite build, its unit tests, Chromium for its browser test"
 bash scripts/build-web-app.sh
+npm test --silent --prefix mobile-examples/web-volunteer
 bash scripts/ensure-chromium.sh >/dev/null
 
 step "cargo fmt --check"
