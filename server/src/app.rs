@@ -2,12 +2,13 @@
 //! The central office's routes (`/api/v1/central/...`, `/dashboard`) come from
 //! `crate::central::routes`.
 
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use axum::extract::ws::WebSocketUpgrade;
 use axum::extract::{Query, State};
 use axum::http::HeaderMap;
-use axum::response::{IntoResponse, Response};
+use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use serde::Deserialize;
@@ -58,6 +59,9 @@ pub struct AppState {
     pub access: watch::Receiver<u64>,
     /// The central office's facts cache, dashboard sessions and pseudonym secret.
     pub central: crate::central::Central,
+    /// The built volunteer web app (`mobile-examples/web-volunteer/dist`), served at
+    /// `/app/` from the same origin as `/sync` and `/api`, so it needs no CORS.
+    pub web_app_dir: Option<PathBuf>,
 }
 
 impl AppState {
@@ -67,6 +71,7 @@ impl AppState {
         shutdown: watch::Receiver<bool>,
         alive: mpsc::Sender<()>,
         access: watch::Receiver<u64>,
+        web_app_dir: Option<PathBuf>,
     ) -> Result<Arc<AppState>, Error> {
         let storage_id = store.storage_id().await?;
         let peer_id = format!(
@@ -83,22 +88,30 @@ impl AppState {
             alive,
             access,
             central: crate::central::Central::default(),
+            web_app_dir,
         }))
     }
 }
 
 /// The router; tests build it without `main`.
 pub fn app(state: Arc<AppState>) -> Router {
-    Router::new()
+    let mut router = Router::new()
         .route("/sync", get(sync_upgrade))
         .route("/healthz", get(healthz))
+        .route("/api/v1/me", get(crate::api::me))
         .route("/api/v1/documents", get(crate::api::list_documents))
         .route(
             "/api/v1/documents/{id}/move",
             axum::routing::post(crate::api::move_document),
-        )
-        .merge(crate::central::routes())
-        .with_state(state)
+        );
+    if let Some(dir) = &state.web_app_dir {
+        // Static files only; the app's routes live in the URL fragment, so an unknown
+        // path is a plain 404. `/app` redirects so relative URLs resolve under `/app/`.
+        router = router
+            .route("/app", get(|| async { Redirect::permanent("/app/") }))
+            .nest_service("/app/", tower_http::services::ServeDir::new(dir));
+    }
+    router.merge(crate::central::routes()).with_state(state)
 }
 
 #[derive(Deserialize)]

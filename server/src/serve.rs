@@ -5,6 +5,7 @@
 //! dropped, every connection has persisted its state and the store can close.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -15,20 +16,31 @@ use crate::app::{app, AppState, Limits};
 use crate::error::Error;
 use crate::store::Store;
 
-/// Serves on `listener` until `stop` resolves.
+/// Serves on `listener` until `stop` resolves; `web_app_dir` is served at `/app/`.
 pub async fn serve_until(
     listener: TcpListener,
     store: Store,
     limits: Limits,
+    web_app_dir: Option<PathBuf>,
     stop: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), Error> {
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let (alive_tx, mut alive_rx) = mpsc::channel::<()>(1);
     let (access_tx, access_rx) = watch::channel(0u64);
     tokio::spawn(watch_access(store.clone(), access_tx, shutdown_rx.clone()));
-    let state: Arc<AppState> =
-        AppState::new(store.clone(), limits, shutdown_rx, alive_tx, access_rx).await?;
+    let state: Arc<AppState> = AppState::new(
+        store.clone(),
+        limits,
+        shutdown_rx,
+        alive_tx,
+        access_rx,
+        web_app_dir,
+    )
+    .await?;
     let addr = listener.local_addr()?;
+    if let Some(dir) = &state.web_app_dir {
+        tracing::info!(dir = %dir.display(), "serving the volunteer web app at /app/");
+    }
     tracing::info!(%addr, storage_id = %state.storage_id, "buurtsync listening");
     let router = app(state.clone());
     let signal = async move {
