@@ -9,6 +9,14 @@ step() { printf '\n==> %s\n' "$*"; }
 step "JS interop client (automerge-repo 2.5 from the npm registry)"
 npm ci --prefix tests/js --no-audit --no-fund --loglevel=error
 
+step "Browser tests: Debian's Chromium and playwright-core from the npm registry"
+bash scripts/ensure-chromium.sh >/dev/null
+npm ci --prefix tests/browser --no-audit --no-fund --loglevel=error
+
+step "volunteer web app: npm ci + vite build, its unit tests"
+bash scripts/build-web-app.sh
+npm test --silent --prefix mobile-examples/web-volunteer
+
 step "cargo fmt --check"
 cargo fmt --all --check
 

@@ -1,11 +1,14 @@
 //! The HTTP face: router, shared state, authentication at the websocket upgrade.
+//! The central office's routes (`/api/v1/central/...`, `/dashboard`) come from
+//! `crate::central::routes`.
 
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use axum::extract::ws::WebSocketUpgrade;
 use axum::extract::{Query, State};
 use axum::http::HeaderMap;
-use axum::response::{IntoResponse, Response};
+use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use serde::Deserialize;
@@ -22,6 +25,9 @@ pub struct Limits {
     pub max_frame_bytes: usize,
     /// Documents a connection may be creating at once (unknown ids it sent `sync` for).
     pub max_pending_creations: usize,
+    /// Central-office aggregates backed by fewer units (households, sessions,
+    /// activiteiten, volunteers) than this are suppressed.
+    pub central_min_count: u64,
 }
 
 impl Default for Limits {
@@ -29,6 +35,7 @@ impl Default for Limits {
         Limits {
             max_frame_bytes: 32 * 1024 * 1024,
             max_pending_creations: 256,
+            central_min_count: 5,
         }
     }
 }
@@ -50,6 +57,11 @@ pub struct AppState {
     /// Moves whenever grants or tokens change (polled from the store), and
     /// periodically; connections then re-check their principal and open documents.
     pub access: watch::Receiver<u64>,
+    /// The central office's facts cache, dashboard sessions and pseudonym secret.
+    pub central: crate::central::Central,
+    /// The built volunteer web app (`mobile-examples/web-volunteer/dist`), served at
+    /// `/app/` from the same origin as `/sync` and `/api`, so it needs no CORS.
+    pub web_app_dir: Option<PathBuf>,
 }
 
 impl AppState {
@@ -59,6 +71,7 @@ impl AppState {
         shutdown: watch::Receiver<bool>,
         alive: mpsc::Sender<()>,
         access: watch::Receiver<u64>,
+        web_app_dir: Option<PathBuf>,
     ) -> Result<Arc<AppState>, Error> {
         let storage_id = store.storage_id().await?;
         let peer_id = format!(
@@ -74,21 +87,31 @@ impl AppState {
             shutdown,
             alive,
             access,
+            central: crate::central::Central::default(),
+            web_app_dir,
         }))
     }
 }
 
 /// The router; tests build it without `main`.
 pub fn app(state: Arc<AppState>) -> Router {
-    Router::new()
+    let mut router = Router::new()
         .route("/sync", get(sync_upgrade))
         .route("/healthz", get(healthz))
+        .route("/api/v1/me", get(crate::api::me))
         .route("/api/v1/documents", get(crate::api::list_documents))
         .route(
             "/api/v1/documents/{id}/move",
             axum::routing::post(crate::api::move_document),
-        )
-        .with_state(state)
+        );
+    if let Some(dir) = &state.web_app_dir {
+        // Static files only; the app's routes live in the URL fragment, so an unknown
+        // path is a plain 404. `/app` redirects so relative URLs resolve under `/app/`.
+        router = router
+            .route("/app", get(|| async { Redirect::permanent("/app/") }))
+            .nest_service("/app/", tower_http::services::ServeDir::new(dir));
+    }
+    router.merge(crate::central::routes()).with_state(state)
 }
 
 #[derive(Deserialize)]

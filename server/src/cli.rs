@@ -3,6 +3,7 @@
 //! document with `--json`.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 use serde_json::json;
@@ -93,6 +94,34 @@ pub struct ServeArgs {
     /// Largest websocket message accepted, in bytes.
     #[arg(long, env = "BUURTSYNC_MAX_FRAME_BYTES", default_value_t = Limits::default().max_frame_bytes)]
     pub max_frame_bytes: usize,
+    /// Central-office aggregates backed by fewer households (or sessions, activiteiten,
+    /// volunteers) than this are suppressed.
+    #[arg(long, env = "BUURTSYNC_CENTRAL_MIN_COUNT", default_value_t = Limits::default().central_min_count, value_parser = clap::value_parser!(u64).range(1..))]
+    pub central_min_count: u64,
+    /// Directory of the built volunteer web app, served at `/app/` (default:
+    /// `mobile-examples/web-volunteer/dist` when it exists in the working directory).
+    #[arg(long, env = "BUURTSYNC_WEB_APP_DIR")]
+    pub web_app_dir: Option<PathBuf>,
+}
+
+/// Where `scripts/demo.sh` (and `npm run build`) put the built web app.
+const DEFAULT_WEB_APP_DIR: &str = "mobile-examples/web-volunteer/dist";
+
+impl ServeArgs {
+    /// The web app directory to serve: the flag, else the default build if present.
+    fn web_app_dir(&self) -> Result<Option<PathBuf>, Error> {
+        match &self.web_app_dir {
+            Some(dir) if dir.join("index.html").is_file() => Ok(Some(dir.clone())),
+            Some(dir) => Err(Error::Invalid(format!(
+                "--web-app-dir {}: no index.html there (build the app with `npm run build`)",
+                dir.display()
+            ))),
+            None => {
+                let default = PathBuf::from(DEFAULT_WEB_APP_DIR);
+                Ok(default.join("index.html").is_file().then_some(default))
+            }
+        }
+    }
 }
 
 #[derive(Subcommand, Debug)]
@@ -587,12 +616,21 @@ async fn audit(store: &Store, cmd: AuditCmd, json_out: bool) -> Result<(), Error
 }
 
 async fn serve(store: Store, args: ServeArgs) -> Result<(), Error> {
+    let web_app_dir = args.web_app_dir()?;
     let listener = tokio::net::TcpListener::bind(args.listen).await?;
     let limits = Limits {
         max_frame_bytes: args.max_frame_bytes,
+        central_min_count: args.central_min_count,
         ..Limits::default()
     };
-    crate::serve::serve_until(listener, store, limits, crate::serve::shutdown_signal()).await
+    crate::serve::serve_until(
+        listener,
+        store,
+        limits,
+        web_app_dir,
+        crate::serve::shutdown_signal(),
+    )
+    .await
 }
 
 /// Seeds the demo (idempotent: an existing demo is reused, fresh tokens are issued).
@@ -644,6 +682,14 @@ async fn demo(store: &Store, args: &ServeArgs, json_out: bool) -> Result<(), Err
                 joop.secret
             );
             println!("      -> unavailable: volunteers never receive plans");
+        }
+        if args.web_app_dir()?.is_some() {
+            println!(
+                "  volunteer web app: http://{}/app/  (log in with joop's token)",
+                args.listen
+            );
+        } else {
+            println!("  volunteer web app: not built (bash scripts/demo.sh builds it)");
         }
         println!("  health:  curl http://{}/healthz", args.listen);
     }

@@ -4,7 +4,8 @@
 //! - [`cli`]: the `buurtsync` command line — `serve`, `demo` and the admin commands.
 //! - [`serve`]: binds, serves, shuts down gracefully.
 //! - [`app`]: router, shared state, authentication at the websocket upgrade.
-//! - [`api`]: the HTTP API (`/api/v1`): moving a plan to another wijk.
+//! - [`api`]: the HTTP API (`/api/v1`): listing documents, moving a plan to another wijk.
+//! - [`central`]: the central office: pseudonymised feed, aggregates, dashboard.
 //! - [`ws::connection`]: one websocket peer: decode, policy, apply, commit, answer.
 //! - [`hub`]: documents in memory and the fan-out of their changes.
 //! - [`store`]: SQLite through sqlx — accounts, catalog, chunks, sync states.
@@ -17,6 +18,7 @@ pub mod api;
 pub mod app;
 pub mod audit;
 pub mod auth;
+pub mod central;
 pub mod cli;
 pub mod error;
 pub mod hub;

@@ -5,6 +5,7 @@
 //! dropped, every connection has persisted its state and the store can close.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -16,11 +17,12 @@ use crate::error::Error;
 use crate::store::changes::{ChangeFeed, FeedEvent};
 use crate::store::Store;
 
-/// Serves on `listener` until `stop` resolves.
+/// Serves on `listener` until `stop` resolves; `web_app_dir` is served at `/app/`.
 pub async fn serve_until(
     listener: TcpListener,
     store: Store,
     limits: Limits,
+    web_app_dir: Option<PathBuf>,
     stop: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), Error> {
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
@@ -33,12 +35,16 @@ pub async fn serve_until(
         shutdown_rx.clone(),
         alive_tx,
         access_rx,
+        web_app_dir,
     )
     .await?;
     if let Some(feed) = store.change_feed().await? {
         tokio::spawn(follow_changes(feed, state.clone(), shutdown_rx));
     }
     let addr = listener.local_addr()?;
+    if let Some(dir) = &state.web_app_dir {
+        tracing::info!(dir = %dir.display(), "serving the volunteer web app at /app/");
+    }
     tracing::info!(%addr, storage_id = %state.storage_id, "buurtsync listening");
     let router = app(state.clone());
     let signal = async move {

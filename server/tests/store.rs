@@ -28,6 +28,8 @@ on_both_backends!(
     stale_compaction_keeps_other_nodes_chunks,
     concurrent_compactions_lose_nothing,
     change_feed_reports_other_nodes_commits,
+    change_numbers_feed_the_cursor,
+    change_numbers_follow_commit_order,
 );
 
 async fn open(backend: Backend) -> (backends::Db, Store) {
@@ -539,4 +541,132 @@ async fn change_feed_reports_other_nodes_commits(backend: Backend) {
         }
         FeedEvent::Lost => panic!("lost the connection"),
     }
+}
+
+/// Every commit and erasure takes the next change number in order; `changes_after`
+/// returns each document once, with its last change, and erasures as erased rows; the
+/// pseudonym secret is created once and survives reopening the store.
+async fn change_numbers_feed_the_cursor(backend: Backend) {
+    let (db, store) = open(backend).await;
+    let hub = Hub::new(store.clone());
+    let (a, b) = (DocumentId::random(), DocumentId::random());
+    let mut entries = Vec::new();
+    for id in [a, b] {
+        let mut doc = Automerge::new();
+        put(&mut doc, 0);
+        entries.push(
+            hub.create(entry(id), doc, ("u", "d"))
+                .await
+                .expect("create"),
+        );
+    }
+    let all = store.changes_after(0, 100).await.expect("feed");
+    assert_eq!(
+        all.iter().map(|r| (r.id, r.seq)).collect::<Vec<_>>(),
+        [(a, 1), (b, 2)]
+    );
+    assert!(all.iter().all(|r| !r.erased && r.created_at == Some(1)));
+
+    {
+        let mut state = entries[0].state.lock().await;
+        put(&mut state.doc, 1);
+        hub.persist(&a, &mut state, None).await.expect("persist");
+    }
+    let after = store.changes_after(2, 100).await.expect("feed");
+    assert_eq!(
+        after.iter().map(|r| (r.id, r.seq)).collect::<Vec<_>>(),
+        [(a, 3)]
+    );
+    assert_eq!(store.changes_after(0, 1).await.expect("limit")[0].id, b);
+
+    drop(entries);
+    store.erase(&b, "admin").await.expect("erase");
+    let after = store.changes_after(3, 100).await.expect("feed");
+    assert_eq!(after.len(), 1);
+    assert!(after[0].erased && after[0].id == b && after[0].seq == 4);
+    assert_eq!(store.last_change_seq().await.expect("last"), 4);
+
+    let secret = store.pseudonym_secret().await.expect("secret");
+    assert_eq!(store.pseudonym_secret().await.expect("again"), secret);
+    store.close().await;
+    let reopened = Store::open(&db.url).await.expect("reopen");
+    assert_eq!(reopened.pseudonym_secret().await.expect("kept"), secret);
+    assert_ne!(secret, [0u8; 32]);
+}
+
+/// Two nodes commit to several documents at once while a reader follows the feed with
+/// its cursor: every number is handed out once, and the reader ends having seen every
+/// document's last commit — a number that became visible after the cursor passed it
+/// would be skipped for good.
+async fn change_numbers_follow_commit_order(backend: Backend) {
+    const DOCS: usize = 6;
+    const APPENDS: usize = 15;
+    let (db, a) = open(backend).await;
+    let b = Store::open(&db.url).await.expect("second node");
+    let mut docs = Vec::new();
+    for _ in 0..DOCS {
+        let id = DocumentId::random();
+        let key = a
+            .create_document(&entry(id), b"first", &DocKey::random())
+            .await
+            .expect("create");
+        docs.push((id, key));
+    }
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let reader = {
+        let (store, done) = (a.clone(), done.clone());
+        tokio::spawn(async move {
+            let mut cursor = 0;
+            let mut seen = std::collections::HashMap::new();
+            loop {
+                // Read the flag first: a poll after the writers finished sees all.
+                let last_round = done.load(std::sync::atomic::Ordering::SeqCst);
+                for row in store.changes_after(cursor, 1000).await.expect("feed") {
+                    assert!(row.seq > cursor, "the feed went backwards");
+                    cursor = row.seq;
+                    seen.insert(row.id, row.seq);
+                }
+                if last_round {
+                    return seen;
+                }
+                tokio::task::yield_now().await;
+            }
+        })
+    };
+    let mut writers = Vec::new();
+    for (n, (id, key)) in docs.iter().cloned().enumerate() {
+        let store = if n % 2 == 0 { a.clone() } else { b.clone() };
+        writers.push(tokio::spawn(async move {
+            for i in 0..APPENDS {
+                let chunk = format!("{id} {i}");
+                store
+                    .append_chunk(&id, &key, chunk.as_bytes(), &[])
+                    .await
+                    .expect("append")
+                    .expect("a new chunk");
+            }
+        }));
+    }
+    for writer in writers {
+        writer.await.expect("writer");
+    }
+    done.store(true, std::sync::atomic::Ordering::SeqCst);
+    let seen = reader.await.expect("reader");
+    let all = a.changes_after(0, 1000).await.expect("feed");
+    assert_eq!(all.len(), DOCS);
+    for row in &all {
+        assert_eq!(
+            seen.get(&row.id),
+            Some(&row.seq),
+            "last commit of {} skipped",
+            row.id
+        );
+    }
+    let total = i64::try_from(DOCS * (1 + APPENDS)).expect("small");
+    assert_eq!(a.last_change_seq().await.expect("last"), total);
+    assert_eq!(all.last().map(|r| r.seq), Some(total));
+    // A chunk stored already is no change: no number.
+    let (id, key) = &docs[0];
+    b.append_chunk(id, key, b"first", &[]).await.expect("again");
+    assert_eq!(a.last_change_seq().await.expect("last"), total);
 }

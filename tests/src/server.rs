@@ -142,7 +142,13 @@ impl Fixture {
 
     /// Starts `buurtsync serve` on a free loopback port.
     pub fn start(&self, extra: &[&str]) -> ServerProcess {
-        ServerProcess::start(&self.db_url, self.dir.path(), extra)
+        ServerProcess::start(&self.db_url, self.dir.path(), "127.0.0.1:0", extra)
+    }
+
+    /// Starts `buurtsync serve` on a given address: a server restarted where clients
+    /// that cannot be re-pointed (a browser page) expect it.
+    pub fn start_on(&self, addr: SocketAddr, extra: &[&str]) -> ServerProcess {
+        ServerProcess::start(&self.db_url, self.dir.path(), &addr.to_string(), extra)
     }
 
     /// `doc info` of a stored document: catalog row and heads, read from the database.
@@ -179,14 +185,14 @@ pub struct ServerProcess {
 }
 
 impl ServerProcess {
-    fn start(db_url: &str, _dir: &Path, extra: &[&str]) -> ServerProcess {
+    fn start(db_url: &str, _dir: &Path, listen: &str, extra: &[&str]) -> ServerProcess {
         let mut child = Command::new(binary())
             .arg("--database")
             .arg(db_url)
             .arg("--log-json")
             .arg("serve")
             .arg("--listen")
-            .arg("127.0.0.1:0")
+            .arg(listen)
             .args(extra)
             .env("BUURTSYNC_LOG", "info")
             .stdout(Stdio::null())

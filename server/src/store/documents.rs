@@ -109,6 +109,38 @@ fn lock_key(id: &DocumentId) -> i64 {
 const INSERT_CHUNK: &str =
     "INSERT INTO chunks (doc_id, kind, hash, data, created_at) VALUES ($1, $2, $3, $4, $5)
      ON CONFLICT (doc_id, hash) DO NOTHING RETURNING seq";
+/// Takes the next number of the store-wide change counter (the central feed's cursor)
+/// inside the write transaction `$tx`, after every contended lock it takes, so numbers
+/// are handed out in commit order and a feed cursor never skips a commit. SQLite has
+/// one writer at a time. PostgreSQL: the `UPDATE` holds the counter row's lock until
+/// the commit, so a concurrent transaction gets its number (the next one) only after
+/// this one is visible. Nothing else is locked after it (no deadlock), and the
+/// transactions that take it hold their document's advisory lock already.
+macro_rules! next_change_seq {
+    ($tx:ident) => {{
+        let seq: i64 = sqlx::query_scalar(
+            "UPDATE change_counter SET seq = seq + 1 WHERE id = 1 RETURNING seq",
+        )
+        .fetch_one(&mut *$tx)
+        .await?;
+        seq
+    }};
+}
+
+/// Gives document `$doc` the next change number and the current time as `updated_at`,
+/// inside the write transaction `$tx` (see [`next_change_seq!`]).
+macro_rules! mark_changed {
+    ($tx:ident, $doc:expr) => {{
+        let seq = next_change_seq!($tx);
+        sqlx::query("UPDATE documents SET change_seq = $1, updated_at = $2 WHERE id = $3")
+            .bind(seq)
+            .bind(now())
+            .bind($doc)
+            .execute(&mut *$tx)
+            .await?;
+    }};
+}
+
 const LOCK_SHARED: &str = "SELECT pg_advisory_xact_lock_shared($1)";
 const LOCK_EXCLUSIVE: &str = "SELECT pg_advisory_xact_lock($1)";
 
@@ -198,6 +230,7 @@ impl Store {
                 .bind(now())
                 .fetch_optional(&mut *tx)
                 .await?;
+            mark_changed!(tx, &doc);
             tx.commit().await?;
         });
         Ok(key)
@@ -335,21 +368,26 @@ impl Store {
         let (hash, data) = sealed(id, key, data)?;
         let shared = self.is_shared();
         let note = payload(&self.node, id, heads);
+        let doc = id.to_string();
         let seq = with_pool!(self.pool(), p => {
             let mut tx = p.begin().await?;
             if shared {
                 sqlx::query(LOCK_SHARED).bind(lock_key(id)).execute(&mut *tx).await?;
             }
             let seq: Option<i64> = sqlx::query_scalar(INSERT_CHUNK)
-                .bind(id.to_string())
+                .bind(&doc)
                 .bind("incremental")
                 .bind(&hash)
                 .bind(&data)
                 .bind(now())
                 .fetch_optional(&mut *tx)
                 .await?;
-            if shared {
-                sqlx::query(NOTIFY).bind(CHANNEL).bind(&note).execute(&mut *tx).await?;
+            // A chunk stored already changes nothing: no change number, no notice.
+            if seq.is_some() {
+                mark_changed!(tx, &doc);
+                if shared {
+                    sqlx::query(NOTIFY).bind(CHANNEL).bind(&note).execute(&mut *tx).await?;
+                }
             }
             tx.commit().await?;
             seq
@@ -402,6 +440,7 @@ impl Store {
                 .bind(now())
                 .fetch_optional(&mut *tx)
                 .await?;
+            mark_changed!(tx, &doc);
             if shared {
                 let note = payload(&self.node, id, &heads);
                 sqlx::query(NOTIFY).bind(CHANNEL).bind(&note).execute(&mut *tx).await?;
@@ -464,14 +503,17 @@ impl Store {
                         .bind(&doc)
                         .execute(&mut *tx)
                         .await?;
+                    let seq = next_change_seq!(tx);
                     sqlx::query(
-                        "INSERT INTO tombstones (doc_id, kind, wijk_id, erased_at, erased_by) VALUES ($1, $2, $3, $4, $5)",
+                        "INSERT INTO tombstones (doc_id, kind, wijk_id, erased_at, erased_by, change_seq)
+                         VALUES ($1, $2, $3, $4, $5, $6)",
                     )
                     .bind(&doc)
                     .bind(entry.partition.kind.as_str())
                     .bind(entry.partition.wijk.as_str())
                     .bind(erased_at)
                     .bind(by)
+                    .bind(seq)
                     .execute(&mut *tx)
                     .await?;
                     sqlx::query("INSERT INTO access_changes (at, what) VALUES ($1, 'erase')")

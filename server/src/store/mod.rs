@@ -4,7 +4,8 @@
 //! `Store` is a cheap clone around two connection pools: the main database and the key
 //! store (`crypto`). Accounts (wijken, users, grants, tokens) live in `accounts`,
 //! documents (catalog, chunks, sync states) in `documents`, the audit log's hash chain
-//! in `audit`, and the PostgreSQL change feed between nodes in `changes`.
+//! in `audit`, the PostgreSQL change feed between nodes in `changes`, and the central
+//! office's change-number feed and pseudonym secret in `central`.
 //! Nothing above this module writes SQL.
 //!
 //! Why an enum of backends and not `sqlx::Any` or a trait: each query is written once,
@@ -17,6 +18,7 @@
 
 pub mod accounts;
 pub mod audit;
+pub mod central;
 pub mod changes;
 pub mod crypto;
 pub mod documents;
