@@ -251,6 +251,32 @@ class ClientTest(unittest.TestCase):
         reopened = self.client("away.db", server.url, self.tokens["prof2-noord"], start_online=False)
         self.assertEqual(h.held(reopened), set())
 
+    def test_erasure_purges_live_and_stale_devices(self):
+        """An erased plan is purged from a live device and from one that comes back
+        later, and the stale device cannot bring it back."""
+        server = self.fx.start()
+        a = self.client("a.db", server.url, self.tokens["prof-noord"], discovery_ms=600_000)
+        events = h.Recorder()
+        a.set_listener(events)
+        plan = a.create_plan("noord", "HH-Vergeten")
+        keep = a.create_plan("noord", "HH-Blijft")
+        self.synced(a)
+        stale = self.client("stale.db", server.url, self.tokens["prof2-noord"])
+        self.synced(stale)
+        stale.go_offline()
+        stale.add_goal(plan, bc.Leefdomein.OVERIG, "offline edit of a plan about to be erased")
+
+        self.fx.admin("erase", plan, "--by", "functionaris-gegevensbescherming")
+        self.assertTrue(h.wait_until(lambda: plan in events.purged()), events.purged())
+        self.assertEqual(h.held(a), {keep})
+
+        stale_events = h.Recorder()
+        stale.set_listener(stale_events)
+        stale.go_online()
+        self.assertTrue(h.wait_until(lambda: plan in stale_events.purged()), stale_events.purged())
+        self.assertEqual(h.held(stale), {keep})
+        self.synced(stale)
+
     def test_reconnects_after_server_restart_and_acks_after_commit(self):
         """With the server stopped and restarted on the same port, the client reconnects
         by itself; pending changes reach zero only once the server committed them."""
