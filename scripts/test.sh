@@ -26,6 +26,22 @@ cargo clippy --workspace --all-targets -- -D warnings
 step "build binaries used by the end-to-end tests"
 cargo build --workspace --bins
 
+step "Python for the client library's tests and examples (Debian python3 if missing)"
+if ! command -v python3 >/dev/null 2>&1; then
+  apt-get update -qq && apt-get install -y -qq python3 >/dev/null
+fi
+python3 --version
+
+step "client library bindings (UniFFI: Python, Kotlin, Swift)"
+bash scripts/gen-bindings.sh
+
+step "Python client tests: generated bindings, real library, real server"
+python3 tests/python/run.py
+
+step "Python mobile examples, as mobile-examples/python/README.md runs them"
+PYTHONPATH=client-ffi/bindings/python python3 mobile-examples/python/huisbezoek.py
+PYTHONPATH=client-ffi/bindings/python python3 mobile-examples/python/activiteit.py
+
 step "PostgreSQL for the store and multi-node tests (Debian's postgresql, throwaway cluster)"
 # Installs postgresql with apt-get if initdb is missing (CI has none), starts a private
 # cluster on a free loopback port, and stops and removes it when this script exits.
