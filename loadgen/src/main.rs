@@ -51,7 +51,7 @@ struct Cli {
 #[derive(Subcommand, Debug)]
 enum Cmd {
     /// Run the workload against one server and print (and optionally save) the report.
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Seed our server's database with wijken, users and tokens; print the tokens file.
     Seed(SeedArgs),
     /// Compare reports of runs against buurtsync and the reference server.
@@ -227,7 +227,7 @@ async fn run(args: RunArgs) -> Result<(), Error> {
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let cli = Cli::parse();
     match cli.command {
-        Cmd::Run(args) => run(args).await?,
+        Cmd::Run(args) => run(*args).await?,
         Cmd::Seed(args) => {
             let tokens = seed::seed(&args.buurtsync, &args.database, args.wijken)?;
             let json = serde_json::to_string_pretty(&tokens)?;
