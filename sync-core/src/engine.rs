@@ -46,7 +46,7 @@ impl Applied {
 }
 
 /// Sync sessions with one remote peer, one per document.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct PeerSync {
     states: HashMap<DocumentId, sync::State>,
 }
