@@ -101,6 +101,25 @@ impl Device {
         self.docs.insert(id, Held { doc, is_plan });
     }
 
+    /// Adds a document while online and offers it to the server at once.
+    pub async fn add_and_push(
+        &mut self,
+        id: DocumentId,
+        doc: Automerge,
+        is_plan: bool,
+        probe: &Probe,
+    ) {
+        self.hold(id, doc, is_plan);
+        self.engine.open(id);
+        self.unsynced.insert(id);
+        self.push(id, probe, false).await;
+    }
+
+    /// Sends what `add_and_push` queued.
+    pub async fn send_queued(&mut self, probe: &Probe) {
+        self.flush(probe).await;
+    }
+
     pub fn is_online(&self) -> bool {
         self.ws.is_some()
     }

@@ -77,6 +77,9 @@ fn token(settings: &Settings, wijk: usize, role: Role) -> Result<Option<String>,
         })
 }
 
+/// Documents a seeding device creates before waiting for the server to take them.
+const CREATE_BATCH: usize = 100;
+
 /// Spreads `n` items over `parts` (the first parts get one more).
 fn share(n: usize, parts: usize, i: usize) -> usize {
     n / parts + usize::from(i < n % parts)
@@ -117,30 +120,44 @@ pub async fn run(settings: Settings) -> Result<Report, Error> {
             let wijk = workload::wijk_id(w);
             let mut docs = WijkDocs::default();
             let mut probe_docs = Vec::new();
-            for n in 0..plans + probe_plans {
-                let doc = workload::new_plan(&wijk, n, history, &mut dev.rng)
-                    .map_err(|e| Error::Setup(e.to_string()))?;
-                let id = DocumentId::random();
-                dev.hold(id, doc, true);
-                if n < plans {
-                    docs.plans.push(id);
+            // Build every document first (CPU only), then connect: a server that pings
+            // (automerge-repo drops peers silent for 5 s) must not see us go quiet.
+            let total = plans + probe_plans + acts;
+            let mut built = Vec::with_capacity(total);
+            for k in 0..total {
+                let is_plan = k < plans + probe_plans;
+                let doc = if is_plan {
+                    workload::new_plan(&wijk, k, history, &mut dev.rng)
                 } else {
-                    probe_docs.push(id);
+                    workload::new_activiteit(&wijk, k, history, &mut dev.rng)
                 }
-            }
-            for n in 0..acts {
-                let doc = workload::new_activiteit(&wijk, n, history, &mut dev.rng)
-                    .map_err(|e| Error::Setup(e.to_string()))?;
+                .map_err(|e| Error::Setup(e.to_string()))?;
                 let id = DocumentId::random();
-                dev.hold(id, doc, false);
-                docs.activiteiten.push(id);
+                if k < plans {
+                    docs.plans.push(id);
+                } else if is_plan {
+                    probe_docs.push(id);
+                } else {
+                    docs.activiteiten.push(id);
+                }
+                built.push((id, doc, is_plan));
             }
             dev.connect(&probe).await.map_err(Error::Setup)?;
-            if !dev.pump_until_synced(&probe, Instant::now() + limit).await {
-                return Err(Error::Setup(format!(
-                    "wijk {wijk}: created documents were not all taken by the server: {:?}",
-                    probe.error_samples()
-                )));
+            // In batches: a server may limit how many creations one connection has
+            // in flight (ours: 256).
+            let mut built = built.into_iter().peekable();
+            while built.peek().is_some() {
+                for (id, doc, is_plan) in built.by_ref().take(CREATE_BATCH) {
+                    dev.add_and_push(id, doc, is_plan, &probe).await;
+                }
+                dev.send_queued(&probe).await;
+                if !dev.pump_until_synced(&probe, Instant::now() + limit).await {
+                    return Err(Error::Setup(format!(
+                        "wijk {wijk}: created documents were not all taken by the server: {} {:?}",
+                        dev.why_unsynced(),
+                        probe.error_samples()
+                    )));
+                }
             }
             dev.disconnect().await;
             Ok::<_, Error>((docs, probe_docs))
