@@ -9,7 +9,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicIsize, Ordering};
 use std::time::{Duration, Instant};
 
-use automerge::{Automerge, ChangeHash};
+use automerge::{Automerge, ChangeHash, ReadDoc};
 use futures_util::{SinkExt, StreamExt};
 use sync_core::engine::{wrap, PeerSync};
 use sync_core::protocol::{self, DocumentId, Message, PeerMetadata};
@@ -291,6 +291,20 @@ impl Device {
             Message::Error { message, .. } => {
                 probe.error(format!("{}: server error: {message}", self.spec.name));
             }
+            Message::RemoteHeadsChanged {
+                document_id,
+                new_heads,
+                ..
+            } => {
+                // A server that acknowledges its store's heads (ours does) tells us it
+                // took a change even when no sync message follows: automerge stays
+                // silent when both sides already agree.
+                for at in new_heads.values() {
+                    if let Some(heads) = sync_core::protocol::decode_heads(&at.heads) {
+                        self.on_server_heads(document_id, &heads, probe);
+                    }
+                }
+            }
             _ => {}
         }
     }
@@ -346,6 +360,48 @@ impl Device {
             lock(&probe.commit_us).extend(committed);
         }
         self.push(id, probe, true).await;
+    }
+
+    /// The server reported holding `heads` of `id`: settle what they cover.
+    fn on_server_heads(&mut self, id: DocumentId, heads: &[ChangeHash], probe: &Probe) {
+        let Some(held) = self.docs.get(&id) else {
+            return;
+        };
+        if heads.is_empty()
+            || heads
+                .iter()
+                .any(|h| held.doc.get_change_by_hash(h).is_none())
+        {
+            return;
+        }
+        let mut ours = held.doc.get_heads();
+        let mut theirs = heads.to_vec();
+        ours.sort();
+        theirs.sort();
+        if ours == theirs {
+            self.unsynced.remove(&id);
+        }
+        if !self.outstanding.iter().any(|(d, _, _)| *d == id) {
+            return;
+        }
+        let beyond: std::collections::HashSet<ChangeHash> = held
+            .doc
+            .get_changes_meta(heads)
+            .iter()
+            .map(|c| c.hash)
+            .collect();
+        let now = Instant::now();
+        let mut committed = Vec::new();
+        self.outstanding.retain(|(d, hash, at)| {
+            if *d == id && !beyond.contains(hash) {
+                committed.push(now.duration_since(*at).as_micros() as u64);
+                false
+            } else {
+                true
+            }
+        });
+        Probe::add(&probe.changes_committed, committed.len() as u64);
+        lock(&probe.commit_us).extend(committed);
     }
 
     /// One edit of a random document this device edits; syncs it when online. With
