@@ -23,6 +23,8 @@ cargo fmt --all --check
 step "cargo clippy"
 cargo clippy --workspace --all-targets -- -D warnings
 
+# buurtsync and buurtsync-loadgen (tests/tests/loadgen_smoke.rs runs a few seconds of
+# the load generator against the real server: correctness only, never speed).
 step "build binaries used by the end-to-end tests"
 cargo build --workspace --bins
 
