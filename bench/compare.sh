@@ -6,6 +6,7 @@
 #   bash bench/compare.sh                       # defaults below
 #   ROUNDS=5 SCALE=0.1 bash bench/compare.sh     # bigger
 #   LOADGEN_ARGS="--live-secs 20" bash bench/compare.sh
+#   BUURTSYNC=/old/buurtsync LOADGEN=/old/buurtsync-loadgen bash bench/compare.sh
 #
 # Every server gets a fresh store in a temporary directory; reports (JSON) and server
 # logs go to $OUT. Release builds. Needs Node >= 20 and the npm registry (npm ci).
@@ -21,10 +22,14 @@ OUT=$(cd "$OUT" && pwd)
 
 step() { printf '\n==> %s\n' "$*" >&2; }
 
-step "build (release): buurtsync and buurtsync-loadgen"
-cargo build --release -p buurtsync-server -p buurtsync-loadgen --bins
-BUURTSYNC=$PWD/target/release/buurtsync
-LOADGEN=$PWD/target/release/buurtsync-loadgen
+# BUURTSYNC / LOADGEN: run given binaries instead of building (e.g. an older build,
+# for a before/after comparison).
+if [[ -z "${BUURTSYNC:-}" || -z "${LOADGEN:-}" ]]; then
+  step "build (release): buurtsync and buurtsync-loadgen"
+  cargo build --release -p buurtsync-server -p buurtsync-loadgen --bins
+fi
+BUURTSYNC=${BUURTSYNC:-$PWD/target/release/buurtsync}
+LOADGEN=${LOADGEN:-$PWD/target/release/buurtsync-loadgen}
 
 step "reference server: npm ci (automerge-repo 2.5)"
 npm ci --prefix bench/reference --no-audit --no-fund --loglevel=error

@@ -18,14 +18,26 @@ use sync_core::protocol::{DocumentId, Message};
 use sync_core::schema::is_handed_over;
 use tokio::sync::{mpsc, Notify, OnceCell};
 
+use crate::audit::AuditEvent;
 use crate::error::Error;
 use crate::store::crypto::DocKey;
-use crate::store::{CatalogEntry, Store};
+use crate::store::{CatalogEntry, Provenance, Store};
 
 /// Locks a std mutex, recovering from poisoning: the guarded maps stay consistent
 /// because no code path panics while holding them.
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Runs CPU-heavy work (automerge apply and validation) without stalling the reactor:
+/// on a multi-threaded runtime the worker thread hands its other tasks to another
+/// worker for the duration (`block_in_place`); on a current-thread runtime (some
+/// tests) it simply runs.
+pub fn off_reactor<R>(work: impl FnOnce() -> R) -> R {
+    match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
+        Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(work),
+        _ => work(),
+    }
 }
 
 /// How a connection is told about work: dirty documents and relayed ephemeral messages.
@@ -213,7 +225,7 @@ impl Hub {
         let Some(stored) = self.store.load_document(&id).await? else {
             return Ok(None);
         };
-        let doc = Automerge::load(&stored.bytes)
+        let doc = off_reactor(|| Automerge::load(&stored.bytes))
             .map_err(|e| Error::Corrupt(format!("document {id} does not load: {e}")))?;
         tracing::debug!(%id, bytes = stored.bytes.len(), chunks = stored.chunks, "document loaded");
         Ok(Some(Arc::new(DocEntry::new(
@@ -286,6 +298,19 @@ impl Hub {
         state: &mut DocState,
         author: Option<(&str, &str)>,
     ) -> Result<bool, Error> {
+        self.persist_with(id, state, author, &[]).await
+    }
+
+    /// As [`persist`](Self::persist), also appending `audit` to the audit log: chunk,
+    /// change authors, audit events and change number in one store transaction, so a
+    /// relayed change costs one commit (one fsync on SQLite).
+    pub async fn persist_with(
+        &self,
+        id: &DocumentId,
+        state: &mut DocState,
+        author: Option<(&str, &str)>,
+        audit: &[AuditEvent],
+    ) -> Result<bool, Error> {
         let heads = state.doc.get_heads();
         if heads == state.saved_heads {
             return Ok(false);
@@ -296,6 +321,11 @@ impl Hub {
             .iter()
             .map(|c| c.hash.to_string())
             .collect();
+        let prov = Provenance {
+            changes: &new_changes,
+            author,
+            audit,
+        };
         let chunk = state.doc.save_after(&state.saved_heads);
         let incremental = state.incremental_bytes + chunk.len() as u64;
         let heads = if incremental > state.snapshot_bytes {
@@ -304,12 +334,17 @@ impl Hub {
             let doc = &mut state.doc;
             let compacted = self
                 .store
-                .compact(id, &state.key, |stored| {
-                    doc.load_incremental(stored).map_err(|e| {
-                        Error::Corrupt(format!("document {id}: stored chunks do not load: {e}"))
-                    })?;
-                    Ok((doc.save(), doc.get_heads()))
-                })
+                .compact_with(
+                    id,
+                    &state.key,
+                    |stored| {
+                        doc.load_incremental(stored).map_err(|e| {
+                            Error::Corrupt(format!("document {id}: stored chunks do not load: {e}"))
+                        })?;
+                        Ok((doc.save(), doc.get_heads()))
+                    },
+                    &prov,
+                )
                 .await?;
             state.snapshot_bytes = compacted.snapshot_bytes;
             state.incremental_bytes = 0;
@@ -318,7 +353,7 @@ impl Hub {
         } else {
             if let Some(seq) = self
                 .store
-                .append_chunk(id, &state.key, &chunk, &heads)
+                .append_chunk_with(id, &state.key, &chunk, &heads, &prov)
                 .await?
             {
                 state.seen_seq = state.seen_seq.max(seq);
@@ -327,16 +362,6 @@ impl Hub {
             heads
         };
         state.saved_heads = heads;
-        if let Some((user, device)) = author {
-            // Provenance is best effort after the commit: the change itself is durable.
-            if let Err(e) = self
-                .store
-                .record_authors(id, &new_changes, user, device)
-                .await
-            {
-                tracing::warn!(%id, error = %e, "could not record change authors");
-            }
-        }
         Ok(true)
     }
 

@@ -5,6 +5,7 @@
 
 use automerge::transaction::Transactable;
 use automerge::{Automerge, ReadDoc, ROOT};
+use buurtsync_server::audit::{AuditAction, AuditEvent};
 use buurtsync_server::hub::Hub;
 use buurtsync_server::store::changes::FeedEvent;
 use buurtsync_server::store::crypto::DocKey;
@@ -30,6 +31,7 @@ on_both_backends!(
     change_feed_reports_other_nodes_commits,
     change_numbers_feed_the_cursor,
     change_numbers_follow_commit_order,
+    commit_records_authors_and_audit_together,
 );
 
 async fn open(backend: Backend) -> (backends::Db, Store) {
@@ -669,4 +671,63 @@ async fn change_numbers_follow_commit_order(backend: Backend) {
     let (id, key) = &docs[0];
     b.append_chunk(id, key, b"first", &[]).await.expect("again");
     assert_eq!(a.last_change_seq().await.expect("last"), total);
+}
+
+/// A relayed change is one commit: chunk, change authors, the write's audit entry and
+/// the change number land together, on both paths (incremental chunk and compaction),
+/// and the audit chain stays intact.
+async fn commit_records_authors_and_audit_together(backend: Backend) {
+    let (_db, store) = open(backend).await;
+    let hub = Hub::new(store.clone());
+    let id = DocumentId::random();
+    let mut doc = Automerge::new();
+    put(&mut doc, 0);
+    let entry_ = hub
+        .create(entry(id), doc, ("u", "device"))
+        .await
+        .expect("create");
+    let mut saw_compaction = false;
+    for i in 1..30 {
+        let mut state = entry_.state.lock().await;
+        put(&mut state.doc, i);
+        let hash = state.doc.get_heads()[0].to_string();
+        let event = AuditEvent::new("bob", "tok/phone", AuditAction::Write)
+            .on(&id, Some(&entry_.catalog.partition));
+        let seq_before = store.last_change_seq().await.expect("seq");
+        assert!(hub
+            .persist_with(
+                &id,
+                &mut state,
+                Some(("bob", "tok/phone")),
+                std::slice::from_ref(&event)
+            )
+            .await
+            .expect("persist"));
+        drop(state);
+        let stored = store.load_document(&id).await.expect("load").expect("doc");
+        saw_compaction |= stored.chunks == 1;
+        let authors = store.change_authors(&id).await.expect("authors");
+        assert!(
+            authors
+                .iter()
+                .any(|(h, user, device, _)| *h == hash && user == "bob" && device == "tok/phone"),
+            "commit {i}: author of {hash} recorded"
+        );
+        let writes = store
+            .audit_for_document(&id.to_string())
+            .await
+            .expect("audit")
+            .into_iter()
+            .filter(|e| e.action == AuditAction::Write)
+            .count();
+        assert_eq!(writes, i, "one write entry per commit");
+        assert!(
+            store.last_change_seq().await.expect("seq") > seq_before,
+            "commit {i} took a new change number"
+        );
+    }
+    assert!(saw_compaction, "the compaction path was exercised");
+    let report = store.audit_verify().await.expect("verify");
+    assert!(report.is_ok(), "audit chain intact: {report:?}");
+    assert_eq!(report.entries, 29);
 }

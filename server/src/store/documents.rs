@@ -21,9 +21,11 @@ use serde::Serialize;
 use sync_core::partition::{DocumentKind, Partition, WijkId};
 use sync_core::protocol::DocumentId;
 
+use super::audit::append_audit_in;
 use super::changes::{payload, CHANNEL, NOTIFY};
 use super::crypto::DocKey;
 use super::{conflict_if_duplicate, now, with_pool, Pool, Store};
+use crate::audit::AuditEvent;
 use crate::error::Error;
 
 /// A document's catalog row.
@@ -69,6 +71,17 @@ pub struct Chunks {
 pub struct Compacted {
     pub snapshot_bytes: u64,
     pub seq: i64,
+}
+
+/// What a commit records beside its chunk, in the same transaction: who delivered
+/// which changes (author binding) and the audit events of the write. Empty: nothing.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Provenance<'a> {
+    /// Hashes of the changes the commit adds.
+    pub changes: &'a [String],
+    /// (user, device) that delivered them; `None` records no authors.
+    pub author: Option<(&'a str, &'a str)>,
+    pub audit: &'a [AuditEvent],
 }
 
 /// An erased document's tombstone.
@@ -138,6 +151,34 @@ macro_rules! mark_changed {
             .bind($doc)
             .execute(&mut *$tx)
             .await?;
+    }};
+}
+
+/// Writes `$prov` ([`Provenance`]) inside the write transaction `$tx`: change authors,
+/// then the audit events (PostgreSQL: under the audit lock, so before the change
+/// counter — see [`next_change_seq!`]).
+macro_rules! write_provenance {
+    ($tx:ident, $shared:expr, $doc:expr, $prov:expr) => {{
+        let prov: &Provenance<'_> = $prov;
+        if let Some((user, device)) = prov.author {
+            let at = now();
+            for hash in prov.changes {
+                sqlx::query(
+                    "INSERT INTO change_authors (doc_id, change_hash, user_id, device, at) VALUES ($1, $2, $3, $4, $5)
+                     ON CONFLICT DO NOTHING",
+                )
+                .bind($doc)
+                .bind(hash)
+                .bind(user)
+                .bind(device)
+                .bind(at)
+                .execute(&mut *$tx)
+                .await?;
+            }
+        }
+        if !prov.audit.is_empty() {
+            let _ = append_audit_in!($tx, $shared, prov.audit);
+        }
     }};
 }
 
@@ -365,12 +406,28 @@ impl Store {
         data: &[u8],
         heads: &[ChangeHash],
     ) -> Result<Option<i64>, Error> {
+        self.append_chunk_with(id, key, data, heads, &Provenance::default())
+            .await
+    }
+
+    /// As [`append_chunk`](Self::append_chunk), recording `prov` (authors, audit) in
+    /// the same transaction: one commit per relayed change.
+    pub async fn append_chunk_with(
+        &self,
+        id: &DocumentId,
+        key: &DocKey,
+        data: &[u8],
+        heads: &[ChangeHash],
+        prov: &Provenance<'_>,
+    ) -> Result<Option<i64>, Error> {
         let (hash, data) = sealed(id, key, data)?;
         let shared = self.is_shared();
         let note = payload(&self.node, id, heads);
         let doc = id.to_string();
+        // SQLite: IMMEDIATE when it appends to the audit chain (see `audit`).
+        let immediate = !shared && !prov.audit.is_empty();
         let seq = with_pool!(self.pool(), p => {
-            let mut tx = p.begin().await?;
+            let mut tx = if immediate { p.begin_with("BEGIN IMMEDIATE").await? } else { p.begin().await? };
             if shared {
                 sqlx::query(LOCK_SHARED).bind(lock_key(id)).execute(&mut *tx).await?;
             }
@@ -382,6 +439,7 @@ impl Store {
                 .bind(now())
                 .fetch_optional(&mut *tx)
                 .await?;
+            write_provenance!(tx, shared, &doc, prov);
             // A chunk stored already changes nothing: no change number, no notice.
             if seq.is_some() {
                 mark_changed!(tx, &doc);
@@ -405,6 +463,21 @@ impl Store {
         id: &DocumentId,
         key: &DocKey,
         build: F,
+    ) -> Result<Compacted, Error>
+    where
+        F: FnOnce(&[u8]) -> Result<(Vec<u8>, Vec<ChangeHash>), Error> + Send,
+    {
+        self.compact_with(id, key, build, &Provenance::default())
+            .await
+    }
+
+    /// As [`compact`](Self::compact), recording `prov` in the same transaction.
+    pub async fn compact_with<F>(
+        &self,
+        id: &DocumentId,
+        key: &DocKey,
+        build: F,
+        prov: &Provenance<'_>,
     ) -> Result<Compacted, Error>
     where
         F: FnOnce(&[u8]) -> Result<(Vec<u8>, Vec<ChangeHash>), Error> + Send,
@@ -440,6 +513,7 @@ impl Store {
                 .bind(now())
                 .fetch_optional(&mut *tx)
                 .await?;
+            write_provenance!(tx, shared, &doc, prov);
             mark_changed!(tx, &doc);
             if shared {
                 let note = payload(&self.node, id, &heads);

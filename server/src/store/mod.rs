@@ -34,7 +34,7 @@ use crate::error::Error;
 
 pub use accounts::{TokenInfo, UserInfo};
 pub use changes::RemoteChange;
-pub use documents::{CatalogEntry, StoredDocument};
+pub use documents::{CatalogEntry, Provenance, StoredDocument};
 
 /// One database, on either engine.
 #[derive(Clone, Debug)]

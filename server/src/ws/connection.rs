@@ -438,9 +438,11 @@ impl Connection {
         let partition = entry.catalog.partition.clone();
         let may_write = policy::decide(&self.principal, entry.facts(), Access::Write).is_ok();
         let mut state = entry.state.lock().await;
-        let result = self
-            .engine
-            .receive_checked(id, &mut state.doc, data, |doc, _| {
+        // Applying and validating a large message is CPU work of milliseconds: keep
+        // it off the reactor, so other connections' frames are not held up.
+        let engine = &mut self.engine;
+        let result = crate::hub::off_reactor(|| {
+            engine.receive_checked(id, &mut state.doc, data, |doc, _| {
                 if !may_write {
                     return Err(Refusal::NoWrite);
                 }
@@ -453,13 +455,28 @@ impl Connection {
                 }
                 schema::validate(doc)?;
                 Ok(())
-            });
+            })
+        });
+        let mut wrote = false;
         let outcome = match result {
             Ok(applied) if applied.changed() => {
                 let device = self.device();
                 let author = Some((self.principal.user_id.as_str(), device.as_str()));
-                match self.state.hub.persist(&id, &mut state, author).await {
-                    Ok(_) => {
+                // The write's audit entry commits with the change (one transaction).
+                let event = AuditEvent::new(
+                    self.principal.user_id.clone(),
+                    device.clone(),
+                    AuditAction::Write,
+                )
+                .on(&id, Some(&partition));
+                match self
+                    .state
+                    .hub
+                    .persist_with(&id, &mut state, author, std::slice::from_ref(&event))
+                    .await
+                {
+                    Ok(written) => {
+                        wrote = written;
                         if entry.refresh_facts(&state) {
                             let handed_over = entry.facts().handed_over;
                             if let Err(e) = self.state.store.set_handed_over(&id, handed_over).await
@@ -519,7 +536,9 @@ impl Connection {
         drop(state);
         match outcome {
             Ok(true) => {
-                self.record(AuditAction::Write, id, Some(&partition), "");
+                if !wrote {
+                    self.record(AuditAction::Write, id, Some(&partition), "");
+                }
                 entry.announce();
             }
             Ok(false) => self.signal.mark(id),
