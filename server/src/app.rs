@@ -18,6 +18,9 @@ use crate::error::Error;
 use crate::hub::Hub;
 use crate::store::Store;
 
+/// The websocket read buffer per connection (issue 7: an idle device ≤ 64 KiB).
+const WS_READ_BUFFER: usize = 8 * 1024;
+
 /// Limits and settings the connections obey.
 #[derive(Debug, Clone)]
 pub struct Limits {
@@ -151,6 +154,9 @@ async fn sync_upgrade(
     Ok(ws
         .max_message_size(max)
         .max_frame_size(max)
+        // tungstenite preallocates its read buffer (128 KiB by default): an idle
+        // device would cost that much. Frames larger than this still read, in steps.
+        .read_buffer_size(WS_READ_BUFFER)
         .on_upgrade(move |socket| crate::ws::connection::run(state, socket, principal, token_id))
         .into_response())
 }
