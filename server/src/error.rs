@@ -25,6 +25,12 @@ pub enum Error {
     Erased(String),
     #[error("unauthorized")]
     Unauthorized,
+    #[error("too many connections for this user")]
+    TooManyConnections,
+    #[error("document would exceed {limit} bytes")]
+    TooLarge { limit: u64 },
+    #[error("tls: {0}")]
+    Tls(String),
     #[error(transparent)]
     Core(#[from] sync_core::Error),
     #[error(transparent)]
@@ -45,6 +51,10 @@ impl IntoResponse for Error {
                 (StatusCode::BAD_REQUEST, "bad request")
             }
             Error::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
+            Error::TooManyConnections => (
+                StatusCode::TOO_MANY_REQUESTS,
+                "too many connections for this user",
+            ),
             _ => {
                 tracing::error!(error = %self, "request failed");
                 (StatusCode::INTERNAL_SERVER_ERROR, "internal error")

@@ -2,10 +2,12 @@
 //!
 //! Layout:
 //! - [`cli`]: the `buurtsync` command line — `serve`, `demo` and the admin commands.
+//! - [`config`]: the TOML configuration file under flags and environment.
 //! - [`serve`]: binds, serves, shuts down gracefully.
 //! - [`app`]: router, shared state, authentication at the websocket upgrade.
 //! - [`api`]: the HTTP API (`/api/v1`): moving a plan to another wijk.
 //! - [`ws::connection`]: one websocket peer: decode, policy, apply, commit, answer.
+//! - [`metrics`]: Prometheus series names and the recorder behind `/metrics`.
 //! - [`hub`]: documents in memory and the fan-out of their changes.
 //! - [`store`]: SQLite through sqlx — accounts, catalog, chunks, sync states.
 //! - [`auth`]: tokens, hashed at rest.
@@ -18,8 +20,10 @@ pub mod app;
 pub mod audit;
 pub mod auth;
 pub mod cli;
+pub mod config;
 pub mod error;
 pub mod hub;
+pub mod metrics;
 pub mod serve;
 pub mod store;
 pub mod ws;

@@ -41,7 +41,7 @@ fn put(doc: &mut Automerge, i: usize) {
 #[tokio::test]
 async fn chunks_compact_and_reload() {
     let (_dir, store) = open().await;
-    let hub = Hub::new(store.clone());
+    let hub = Hub::new(store.clone(), 1, u64::MAX);
     let id = DocumentId::random();
     let mut doc = Automerge::new();
     put(&mut doc, 0);
@@ -85,7 +85,7 @@ async fn chunks_compact_and_reload() {
         "incremental={saw_incremental} compaction={saw_compaction}"
     );
     // A fresh hub loads it from the store.
-    let fresh = Hub::new(store.clone());
+    let fresh = Hub::new(store.clone(), 1, u64::MAX);
     let loaded = fresh.get(id).await.expect("get").expect("found");
     assert_eq!(
         loaded.state.lock().await.doc.get_heads(),
@@ -146,11 +146,23 @@ async fn sync_states_round_trip() {
         .expect("create");
     assert_eq!(store.sync_state("peer", &id).await.expect("get"), None);
     store
-        .put_sync_states("peer", &[(id, vec![1, 2])])
+        .put_sync_states(
+            "peer",
+            "u",
+            &[(id, vec![1, 2])],
+            16,
+            std::time::Duration::from_secs(3600),
+        )
         .await
         .expect("put");
     store
-        .put_sync_states("peer", &[(id, vec![3])])
+        .put_sync_states(
+            "peer",
+            "u",
+            &[(id, vec![3])],
+            16,
+            std::time::Duration::from_secs(3600),
+        )
         .await
         .expect("put");
     assert_eq!(
@@ -237,7 +249,7 @@ async fn tokens_and_grants() {
 #[tokio::test]
 async fn erasure_destroys_key_and_leaves_tombstone() {
     let (_dir, store) = open().await;
-    let hub = Hub::new(store.clone());
+    let hub = Hub::new(store.clone(), 1, u64::MAX);
     let id = DocumentId::random();
     let mut doc = Automerge::new();
     put(&mut doc, 0);
@@ -261,7 +273,13 @@ async fn erasure_destroys_key_and_leaves_tombstone() {
     who.sort();
     assert_eq!(who, vec![("ann", "tok/phone"), ("bob", "tok2/tablet")]);
     store
-        .put_sync_states("peer", &[(id, vec![1])])
+        .put_sync_states(
+            "peer",
+            "u",
+            &[(id, vec![1])],
+            16,
+            std::time::Duration::from_secs(3600),
+        )
         .await
         .expect("state");
 

@@ -2,11 +2,12 @@
 //!
 //! `Store` is a cheap clone around a connection pool. Accounts (wijken, users, grants,
 //! tokens) live in `accounts`, documents (catalog, chunks, sync states) in `documents`,
-//! the audit log's hash chain in `audit`.
+//! the audit log's hash chain in `audit`, online backup and restore in `backup`.
 //! Nothing above this module writes SQL.
 
 pub mod accounts;
 pub mod audit;
+pub mod backup;
 pub mod crypto;
 pub mod documents;
 
@@ -38,6 +39,27 @@ pub fn now() -> i64 {
         .unwrap_or(0)
 }
 
+/// The file path of a `sqlite://PATH` URL.
+pub fn sqlite_path(url: &str) -> Result<&str, Error> {
+    let path = url
+        .strip_prefix("sqlite://")
+        .or_else(|| url.strip_prefix("sqlite:"))
+        .ok_or_else(|| {
+            Error::Config(format!(
+                "unsupported database URL {url:?}: use sqlite://PATH"
+            ))
+        })?;
+    if path.is_empty() {
+        return Err(Error::Config("empty database path".into()));
+    }
+    Ok(path)
+}
+
+/// The key store path: `keys` if given, else `<database path>.keys`.
+pub fn keys_path(db_path: &str, keys: Option<&str>) -> String {
+    keys.map_or_else(|| format!("{db_path}.keys"), str::to_owned)
+}
+
 impl Store {
     /// Opens (creating if needed) the database at `url` (`sqlite://path`) and runs the
     /// migrations. WAL mode with `synchronous=FULL`: a commit that returned is on disk,
@@ -49,17 +71,7 @@ impl Store {
     /// As [`open`](Self::open), with the key store at `keys_path` instead of the
     /// default `<database path>.keys`.
     pub async fn open_with_keys(url: &str, keys_path: Option<&str>) -> Result<Store, Error> {
-        let path = url
-            .strip_prefix("sqlite://")
-            .or_else(|| url.strip_prefix("sqlite:"))
-            .ok_or_else(|| {
-                Error::Config(format!(
-                    "unsupported database URL {url:?}: use sqlite://PATH"
-                ))
-            })?;
-        if path.is_empty() {
-            return Err(Error::Config("empty database path".into()));
-        }
+        let path = sqlite_path(url)?;
         if let Some(dir) = std::path::Path::new(path).parent() {
             if !dir.as_os_str().is_empty() && path != ":memory:" {
                 std::fs::create_dir_all(dir)?;
@@ -67,7 +79,7 @@ impl Store {
         }
         let pool = sqlite_pool(path, url).await?;
         sqlx::migrate!("./migrations/sqlite").run(&pool).await?;
-        let keys_path = keys_path.map_or_else(|| format!("{path}.keys"), str::to_owned);
+        let keys_path = self::keys_path(path, keys_path);
         let keys = sqlite_pool(&keys_path, &keys_path).await?;
         sqlx::migrate!("./migrations/keys").run(&keys).await?;
         let store = Store { pool, keys };
