@@ -408,6 +408,18 @@ fn config_file_and_check() {
     assert!(!out.status.success(), "a typo must not pass");
     assert!(String::from_utf8_lossy(&out.stderr).contains("max_mesages_per_sec"));
 
+    // The documented example file parses; only its certificate is missing here.
+    let example = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../docs/buurtsync.example.toml"
+    );
+    let out = run(&["--config", example, "config", "check"], &[]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("fullchain.pem"),
+        "{err}"
+    );
+
     std::fs::write(dir.join("bad.pem"), "not a certificate").expect("write");
     let bad = dir.join("bad.pem");
     let bad = bad.to_str().expect("utf-8");
