@@ -172,6 +172,72 @@ async fn sync_states_round_trip() {
     assert_eq!(store.sync_state("other", &id).await.expect("get"), None);
 }
 
+/// A client announcing a new storageId on every run (samod does) cannot grow the sync
+/// states without bound: each user keeps the most recent `per_user` peer stores, and
+/// states older than the TTL go.
+#[tokio::test]
+async fn sync_states_are_capped_per_user_and_expire() {
+    let (_dir, store) = open().await;
+    let id = DocumentId::random();
+    store
+        .create_document(&entry(id), b"x", &DocKey::random())
+        .await
+        .expect("create");
+    let day = std::time::Duration::from_secs(24 * 3600);
+    for run in 0..40 {
+        store
+            .put_sync_states(
+                &format!("samod-run-{run}"),
+                "fatima",
+                &[(id, vec![1])],
+                16,
+                day,
+            )
+            .await
+            .expect("put");
+    }
+    store
+        .put_sync_states("joop-phone", "joop", &[(id, vec![2])], 16, day)
+        .await
+        .expect("put");
+    assert_eq!(
+        store
+            .sync_state_storages(Some("fatima"))
+            .await
+            .expect("count"),
+        16
+    );
+    assert_eq!(
+        store
+            .sync_state_storages(Some("joop"))
+            .await
+            .expect("count"),
+        1
+    );
+    assert_eq!(
+        store.sync_state("samod-run-39", &id).await.expect("get"),
+        Some(vec![1]),
+        "the newest run keeps its state"
+    );
+    // Expiry: after a second has passed, a zero TTL drops every older state.
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    store
+        .put_sync_states(
+            "fresh",
+            "other",
+            &[(id, vec![3])],
+            16,
+            std::time::Duration::ZERO,
+        )
+        .await
+        .expect("put");
+    assert_eq!(store.sync_state_storages(None).await.expect("count"), 1);
+    assert_eq!(
+        store.sync_state("fresh", &id).await.expect("get"),
+        Some(vec![3])
+    );
+}
+
 /// Tokens authenticate until revoked or expired; only hashes are stored; principals
 /// carry exactly the granted roles.
 #[tokio::test]
