@@ -14,17 +14,22 @@ fn main() {
     let seed_path = root.join("seed_plan.automerge");
     if std::fs::metadata(&seed_path).map(|m| m.len()).unwrap_or(0) == 0 {
         std::fs::write(&seed_path, buurtsync_fuzz::new_seed_plan().save()).expect("write seed");
-        println!("wrote {}; rebuild and run again for the corpus", seed_path.display());
+        println!(
+            "wrote {}; rebuild and run again for the corpus",
+            seed_path.display()
+        );
         return;
     }
     let server = buurtsync_fuzz::seed_document();
     let mut client = server.fork();
     schema::update::<Plan>(&mut client, |p| {
-        p.goals.push(Goal::new(Leefdomein::Financien, "Schulden in kaart"));
+        p.goals
+            .push(Goal::new(Leefdomein::Financien, "Schulden in kaart"));
     })
     .expect("edit");
     // A whole sync conversation; every message the client sends is a seed.
-    let (mut server_doc, mut s_state, mut c_state) = (server.fork(), sync::State::new(), sync::State::new());
+    let (mut server_doc, mut s_state, mut c_state) =
+        (server.fork(), sync::State::new(), sync::State::new());
     let mut payloads = Vec::new();
     for _ in 0..4 {
         if let Some(m) = client.generate_sync_message(&mut c_state) {
@@ -35,7 +40,9 @@ fn main() {
                 .expect("server applies");
         }
         if let Some(m) = server_doc.generate_sync_message(&mut s_state) {
-            client.receive_sync_message(&mut c_state, m).expect("client applies");
+            client
+                .receive_sync_message(&mut c_state, m)
+                .expect("client applies");
         }
     }
     let id = DocumentId::from_bytes([7; 16]);
@@ -116,7 +123,11 @@ fn main() {
     std::fs::create_dir_all(&apply).expect("mkdir");
     for (i, msg) in messages.iter().enumerate() {
         let bytes = protocol::encode(msg);
-        std::fs::write(codec.join(format!("seed-{i:02}-{}", msg.type_name())), &bytes).expect("write");
+        std::fs::write(
+            codec.join(format!("seed-{i:02}-{}", msg.type_name())),
+            &bytes,
+        )
+        .expect("write");
         if matches!(msg, Message::Sync { .. } | Message::Request { .. }) {
             let mut framed = vec![0u8];
             framed.extend_from_slice(&bytes);
@@ -128,5 +139,9 @@ fn main() {
         raw.extend_from_slice(data);
         std::fs::write(apply.join(format!("seed-payload-{i:02}")), raw).expect("write");
     }
-    println!("wrote {} codec and {} apply seeds", messages.len(), messages.len() + payloads.len());
+    println!(
+        "wrote {} codec and {} apply seeds",
+        messages.len(),
+        messages.len() + payloads.len()
+    );
 }
