@@ -245,7 +245,16 @@ async fn thousand_hostile_inputs_while_a_good_client_syncs() {
     let fx = Fixture::new();
     let t = fx.seed();
     let max_frame = MAX_FRAME.to_string();
-    let mut server = fx.start(&["--max-frame-bytes", &max_frame, "--handshake-timeout", "2s"]);
+    // The hostile sessions share one user and hold many sockets at once; the per-user
+    // cap has its own test below.
+    let mut server = fx.start(&[
+        "--max-frame-bytes",
+        &max_frame,
+        "--handshake-timeout",
+        "2s",
+        "--max-connections-per-user",
+        "1000",
+    ]);
     let url = server.url();
     let mut good = Client::connect("good", &url, &t.prof_noord)
         .await
