@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs what the tests need and runs the whole suite: formatting, lints, unit,
-# end-to-end and interop tests. CI runs exactly this (.ci/run).
+# end-to-end and interop tests, then bounded fuzzing. CI runs exactly this (.ci/run).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -8,6 +8,14 @@ step() { printf '\n==> %s\n' "$*"; }
 
 step "JS interop client (automerge-repo 2.5 from the npm registry)"
 npm ci --prefix tests/js --no-audit --no-fund --loglevel=error
+
+step "Browser tests: Debian's Chromium and playwright-core from the npm registry"
+bash scripts/ensure-chromium.sh >/dev/null
+npm ci --prefix tests/browser --no-audit --no-fund --loglevel=error
+
+step "volunteer web app: npm ci + vite build, its unit tests"
+bash scripts/build-web-app.sh
+npm test --silent --prefix mobile-examples/web-volunteer
 
 step "fuzzing tools (cargo-fuzz and a C++ compiler for libFuzzer; installed once)"
 if ! command -v c++ >/dev/null 2>&1; then
@@ -24,8 +32,34 @@ cargo fmt --manifest-path fuzz/Cargo.toml --check
 step "cargo clippy"
 cargo clippy --workspace --all-targets -- -D warnings
 
+# buurtsync and buurtsync-loadgen (tests/tests/loadgen_smoke.rs runs a few seconds of
+# the load generator against the real server: correctness only, never speed).
 step "build binaries used by the end-to-end tests"
 cargo build --workspace --bins
+
+step "Python for the client library's tests and examples (Debian python3 if missing)"
+if ! command -v python3 >/dev/null 2>&1; then
+  apt-get update -qq && apt-get install -y -qq python3 >/dev/null
+fi
+python3 --version
+
+step "client library bindings (UniFFI: Python, Kotlin, Swift)"
+bash scripts/gen-bindings.sh
+
+step "Python client tests: generated bindings, real library, real server"
+python3 tests/python/run.py
+
+step "Python mobile examples, as mobile-examples/python/README.md runs them"
+PYTHONPATH=client-ffi/bindings/python python3 mobile-examples/python/huisbezoek.py
+PYTHONPATH=client-ffi/bindings/python python3 mobile-examples/python/activiteit.py
+
+step "PostgreSQL for the store and multi-node tests (Debian's postgresql, throwaway cluster)"
+# Installs postgresql with apt-get if initdb is missing (CI has none), starts a private
+# cluster on a free loopback port, and stops and removes it when this script exits.
+PG_DIR=$(mktemp -d "${TMPDIR:-/tmp}/buurtsync-pg.XXXXXX")
+trap 'bash scripts/ensure-postgres.sh stop "$PG_DIR"' EXIT
+BUURTSYNC_TEST_POSTGRES_URL=$(bash scripts/ensure-postgres.sh start "$PG_DIR")
+export BUURTSYNC_TEST_POSTGRES_URL
 
 if cargo nextest --version >/dev/null 2>&1; then
   # nextest skips doctests; run them first so the suite's summary closes the log.

@@ -1,6 +1,7 @@
 //! The HTTP API beside the websocket: `/api/v1/...`, bearer-token authenticated:
-//! listing the documents a user may read (discovery for apps that hold no ids yet) and
-//! moving a plan to another wijk.
+//! who the caller is (`me`: wijken and roles, so an app knows what to list), listing
+//! the documents a user may read (discovery for apps that hold no ids yet) and moving
+//! a plan to another wijk.
 //!
 //! Denied and missing look the same here as on the websocket: 404.
 
@@ -29,6 +30,42 @@ async fn principal(state: &AppState, headers: &HeaderMap) -> Result<(Principal, 
         .and_then(|v| v.strip_prefix("Bearer "))
         .ok_or(Error::Unauthorized)?;
     crate::auth::authenticate(&state.store, token.trim()).await
+}
+
+/// `GET /api/v1/me`: the caller's user id, wijken (with name and roles) and global
+/// roles, and the server's storageId (the key of its `remote-heads-changed`
+/// acknowledgements). Apps use it to decide which wijken to list; it grants nothing.
+pub async fn me(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+) -> Result<Json<Value>, Error> {
+    let (principal, _) = principal(&state, &headers).await?;
+    let names: std::collections::HashMap<String, String> =
+        state.store.list_wijken().await?.into_iter().collect();
+    let mut wijken: std::collections::BTreeMap<&str, Vec<policy::WijkRole>> =
+        std::collections::BTreeMap::new();
+    for grant in &principal.grants {
+        wijken
+            .entry(grant.wijk.as_str())
+            .or_default()
+            .push(grant.role);
+    }
+    let wijken: Vec<Value> = wijken
+        .into_iter()
+        .map(|(wijk, roles)| {
+            json!({
+                "wijk": wijk,
+                "name": names.get(wijk).map_or(wijk, String::as_str),
+                "roles": roles,
+            })
+        })
+        .collect();
+    Ok(Json(json!({
+        "user": principal.user_id,
+        "wijken": wijken,
+        "global_roles": principal.global_roles,
+        "storage_id": state.storage_id,
+    })))
 }
 
 #[derive(Deserialize)]

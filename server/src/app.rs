@@ -1,13 +1,16 @@
 //! The HTTP face: router, shared state, authentication at the websocket upgrade.
+//! The central office's routes (`/api/v1/central/...`, `/dashboard`) come from
+//! `crate::central::routes`.
 
 use std::collections::HashMap;
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::extract::ws::WebSocketUpgrade;
 use axum::extract::{Query, State};
 use axum::http::HeaderMap;
-use axum::response::{IntoResponse, Response};
+use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use serde::Deserialize;
@@ -51,6 +54,9 @@ pub struct Limits {
     pub sync_states_per_user: usize,
     /// Persisted sync states unused for this long are deleted.
     pub sync_state_ttl: Duration,
+    /// Central-office aggregates backed by fewer units (households, sessions,
+    /// activiteiten, volunteers) than this are suppressed.
+    pub central_min_count: u64,
 }
 
 impl Default for Limits {
@@ -69,6 +75,7 @@ impl Default for Limits {
             max_busy_per_wijk: workers.saturating_sub(1).max(1),
             sync_states_per_user: 16,
             sync_state_ttl: Duration::from_secs(90 * 24 * 3600),
+            central_min_count: 5,
         }
     }
 }
@@ -94,6 +101,11 @@ pub struct AppState {
     user_connections: Mutex<HashMap<String, usize>>,
     /// Renders `/metrics`.
     metrics: metrics_exporter_prometheus::PrometheusHandle,
+    /// The central office's facts cache, dashboard sessions and pseudonym secret.
+    pub central: crate::central::Central,
+    /// The built volunteer web app (`mobile-examples/web-volunteer/dist`), served at
+    /// `/app/` from the same origin as `/sync` and `/api`, so it needs no CORS.
+    pub web_app_dir: Option<PathBuf>,
 }
 
 /// One user's slot among `max_connections_per_user`; given back on drop.
@@ -145,6 +157,7 @@ impl AppState {
         shutdown: watch::Receiver<bool>,
         alive: mpsc::Sender<()>,
         access: watch::Receiver<u64>,
+        web_app_dir: Option<PathBuf>,
     ) -> Result<Arc<AppState>, Error> {
         let storage_id = store.storage_id().await?;
         let peer_id = format!(
@@ -166,23 +179,33 @@ impl AppState {
             access,
             user_connections: Mutex::new(HashMap::new()),
             metrics: crate::metrics::install(),
+            central: crate::central::Central::default(),
+            web_app_dir,
         }))
     }
 }
 
 /// The router; tests build it without `main`.
 pub fn app(state: Arc<AppState>) -> Router {
-    Router::new()
+    let mut router = Router::new()
         .route("/sync", get(sync_upgrade))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
+        .route("/api/v1/me", get(crate::api::me))
         .route("/api/v1/documents", get(crate::api::list_documents))
         .route(
             "/api/v1/documents/{id}/move",
             axum::routing::post(crate::api::move_document),
-        )
-        .with_state(state)
+        );
+    if let Some(dir) = &state.web_app_dir {
+        // Static files only; the app's routes live in the URL fragment, so an unknown
+        // path is a plain 404. `/app` redirects so relative URLs resolve under `/app/`.
+        router = router
+            .route("/app", get(|| async { Redirect::permanent("/app/") }))
+            .nest_service("/app/", tower_http::services::ServeDir::new(dir));
+    }
+    router.merge(crate::central::routes()).with_state(state)
 }
 
 #[derive(Deserialize)]

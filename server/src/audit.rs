@@ -83,10 +83,13 @@ pub enum AuditAction {
     Erase,
     /// A plan moved to another wijk.
     Move,
+    /// The central office received a feed page, aggregates or the dashboard
+    /// (pseudonymised; the detail says which, never the content).
+    CentralExport,
 }
 
 impl AuditAction {
-    pub const ALL: [AuditAction; 12] = [
+    pub const ALL: [AuditAction; 13] = [
         AuditAction::Read,
         AuditAction::Write,
         AuditAction::Denied,
@@ -99,6 +102,7 @@ impl AuditAction {
         AuditAction::TokenRevoked,
         AuditAction::Erase,
         AuditAction::Move,
+        AuditAction::CentralExport,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -115,6 +119,7 @@ impl AuditAction {
             AuditAction::TokenRevoked => "token_revoked",
             AuditAction::Erase => "erase",
             AuditAction::Move => "move",
+            AuditAction::CentralExport => "central_export",
         }
     }
 }

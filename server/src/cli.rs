@@ -27,11 +27,14 @@ pub struct Cli {
     /// See docs/buurtsync.example.toml.
     #[arg(long, global = true, env = "BUURTSYNC_CONFIG")]
     pub config: Option<PathBuf>,
-    /// Key store file with the per-document keys (default: `<database path>.keys`).
-    /// Keep it out of database backups; back it up separately.
+    /// Key store with the per-document keys. SQLite: a file (default
+    /// `<database path>.keys`). PostgreSQL: a `postgres://` URL of another database
+    /// (default: the schema `buurtsync_keys` of the same database). Keep it out of
+    /// database backups; back it up separately.
     #[arg(long, global = true, env = "BUURTSYNC_KEYS")]
     pub keys: Option<String>,
-    /// Database URL (`sqlite://PATH`).
+    /// Database URL: `sqlite://PATH` (one node), or `postgres://USER@HOST/DB` (several
+    /// nodes may serve one PostgreSQL database).
     #[arg(
         long,
         global = true,
@@ -159,7 +162,18 @@ pub struct ServeArgs {
     /// Persisted sync states unused this long are deleted.
     #[arg(long, env = "BUURTSYNC_SYNC_STATE_TTL", default_value = "90days")]
     pub sync_state_ttl: humantime::Duration,
+    /// Central-office aggregates backed by fewer households (or sessions, activiteiten,
+    /// volunteers) than this are suppressed.
+    #[arg(long, env = "BUURTSYNC_CENTRAL_MIN_COUNT", default_value_t = Limits::default().central_min_count, value_parser = clap::value_parser!(u64).range(1..))]
+    pub central_min_count: u64,
+    /// Directory of the built volunteer web app, served at `/app/` (default:
+    /// `mobile-examples/web-volunteer/dist` when it exists in the working directory).
+    #[arg(long, env = "BUURTSYNC_WEB_APP_DIR")]
+    pub web_app_dir: Option<PathBuf>,
 }
+
+/// Where `scripts/demo.sh` (and `npm run build`) put the built web app.
+const DEFAULT_WEB_APP_DIR: &str = "mobile-examples/web-volunteer/dist";
 
 impl ServeArgs {
     /// The limits these settings ask for; refuses nonsense (zero timeouts, an idle
@@ -177,6 +191,7 @@ impl ServeArgs {
             max_busy_per_wijk: self.max_busy_per_wijk,
             sync_states_per_user: self.sync_states_per_user,
             sync_state_ttl: *self.sync_state_ttl,
+            central_min_count: self.central_min_count,
             ..Limits::default()
         };
         let zero = [
@@ -222,6 +237,21 @@ impl ServeArgs {
             (None, None, false) => Err(Error::Config(
                 "no TLS configured: give --tls-cert and --tls-key (PEM), or --insecure-plain-http to serve plain HTTP behind a TLS proxy".into(),
             )),
+        }
+    }
+
+    /// The web app directory to serve: the flag, else the default build if present.
+    fn web_app_dir(&self) -> Result<Option<PathBuf>, Error> {
+        match &self.web_app_dir {
+            Some(dir) if dir.join("index.html").is_file() => Ok(Some(dir.clone())),
+            Some(dir) => Err(Error::Invalid(format!(
+                "--web-app-dir {}: no index.html there (build the app with `npm run build`)",
+                dir.display()
+            ))),
+            None => {
+                let default = PathBuf::from(DEFAULT_WEB_APP_DIR);
+                Ok(default.join("index.html").is_file().then_some(default))
+            }
         }
     }
 }
@@ -531,6 +561,8 @@ pub async fn run(cli: Cli) -> Result<(), Error> {
             Ok(())
         }
         Command::Backup { file } => {
+            // PostgreSQL: refuse before connecting, pointing to pg_dump / PITR.
+            crate::store::sqlite_path(&cli.database)?;
             let store = Store::open_with_keys(&cli.database, cli.keys.as_deref()).await?;
             let report = store.backup(&file).await?;
             print(
@@ -778,12 +810,14 @@ async fn audit(store: &Store, cmd: AuditCmd, json_out: bool) -> Result<(), Error
 async fn serve(store: Store, args: ServeArgs) -> Result<(), Error> {
     let limits = args.limits()?;
     let tls = args.tls()?;
+    let web_app_dir = args.web_app_dir()?;
     let listener = tokio::net::TcpListener::bind(args.listen).await?;
     crate::serve::serve_until(
         listener,
         store,
         limits,
         tls,
+        web_app_dir,
         crate::serve::shutdown_signal(),
     )
     .await
@@ -797,17 +831,30 @@ async fn config_check(
     args: &ServeArgs,
     json_out: bool,
 ) -> Result<(), Error> {
-    let db = crate::store::sqlite_path(database)?;
+    // PostgreSQL URLs may carry a password: show the engine, not the URL.
+    let (db, keys) = if crate::store::is_postgres_url(database) {
+        let keys = match keys {
+            Some(_) => "another PostgreSQL database (--keys)".to_owned(),
+            None => format!("schema {}", crate::store::PG_KEYS_SCHEMA),
+        };
+        ("postgres".to_owned(), keys)
+    } else {
+        let db = crate::store::sqlite_path(database)?;
+        (db.to_owned(), crate::store::keys_path(db, keys))
+    };
     let limits = args.limits()?;
     let tls = args.tls()?;
     if let Some(files) = &tls {
         crate::serve::load_tls(files).await?;
     }
+    let web_app_dir = args.web_app_dir()?;
     let value = json!({
         "ok": true,
         "config_file": file.map(|f| f.display().to_string()),
         "database": db,
-        "keys": crate::store::keys_path(db, keys),
+        "keys": keys,
+        "web_app_dir": web_app_dir.map(|d| d.display().to_string()),
+        "central_min_count": limits.central_min_count,
         "listen": args.listen.to_string(),
         "tls": tls.as_ref().map(|t| json!({"cert": t.cert.display().to_string(), "key": t.key.display().to_string()})),
         "max_frame_bytes": limits.max_frame_bytes,
@@ -880,6 +927,14 @@ async fn demo(store: &Store, args: &ServeArgs, json_out: bool) -> Result<(), Err
                 joop.secret
             );
             println!("      -> unavailable: volunteers never receive plans");
+        }
+        if args.web_app_dir()?.is_some() {
+            println!(
+                "  volunteer web app: http://{}/app/  (log in with joop's token)",
+                args.listen
+            );
+        } else {
+            println!("  volunteer web app: not built (bash scripts/demo.sh builds it)");
         }
         println!("  health:  curl http://{}/healthz", args.listen);
     }

@@ -44,6 +44,8 @@ pub struct ServeSection {
     pub max_busy_per_wijk: Option<usize>,
     pub sync_states_per_user: Option<usize>,
     pub sync_state_ttl: Option<String>,
+    pub central_min_count: Option<u64>,
+    pub web_app_dir: Option<PathBuf>,
 }
 
 /// Reads and parses a configuration file; errors name the file and the bad key.
@@ -114,8 +116,12 @@ fn apply_serve(args: &mut ServeArgs, m: &ArgMatches, s: ServeSection) -> Result<
         max_messages_per_sec,
         max_connections_per_user,
         max_busy_per_wijk,
-        sync_states_per_user
+        sync_states_per_user,
+        central_min_count
     );
+    if let Some(v) = s.web_app_dir.filter(|_| defaulted(m, "web_app_dir")) {
+        args.web_app_dir = Some(v);
+    }
     if let Some(v) = s.tls_cert.filter(|_| defaulted(m, "tls_cert")) {
         args.tls_cert = Some(v);
     }

@@ -31,6 +31,10 @@ pub enum Error {
     TooLarge { limit: u64 },
     #[error("tls: {0}")]
     Tls(String),
+    /// Authenticated, but the role may not use this endpoint (role-gated endpoints
+    /// only; document access answers 404 so denied and missing look the same).
+    #[error("forbidden: {0}")]
+    Forbidden(String),
     #[error(transparent)]
     Core(#[from] sync_core::Error),
     #[error(transparent)]
@@ -46,6 +50,7 @@ impl IntoResponse for Error {
                 StatusCode::UNAUTHORIZED,
                 "missing, invalid, expired or revoked token",
             ),
+            Error::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden"),
             Error::NotFound(_) | Error::Erased(_) => (StatusCode::NOT_FOUND, "not found"),
             Error::Invalid(_) | Error::Core(_) | Error::Wijk(_) => {
                 (StatusCode::BAD_REQUEST, "bad request")

@@ -12,7 +12,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use automerge::{Automerge, ChangeHash};
+use automerge::{Automerge, ChangeHash, ReadDoc};
 use sync_core::partition::WijkId;
 use sync_core::policy::DocFacts;
 use sync_core::protocol::{DocumentId, Message};
@@ -76,6 +76,9 @@ pub struct DocState {
     key: DocKey,
     incremental_bytes: u64,
     snapshot_bytes: u64,
+    /// The highest chunk `seq` this copy has read or written: on a shared store,
+    /// catching up with other nodes reads only the chunks after it.
+    seen_seq: i64,
 }
 
 impl DocState {
@@ -273,6 +276,7 @@ impl Hub {
                 key: stored.key,
                 incremental_bytes: stored.incremental_bytes,
                 snapshot_bytes: stored.snapshot_bytes,
+                seen_seq: stored.last_seq,
             },
         ))))
     }
@@ -286,21 +290,22 @@ impl Hub {
         author: (&str, &str),
     ) -> Result<Arc<DocEntry>, Error> {
         let snapshot = doc.save();
-        let key = DocKey::random();
         if snapshot.len() as u64 > self.max_document_bytes {
             return Err(Error::TooLarge {
                 limit: self.max_document_bytes,
             });
         }
-        {
+        let key = {
             let _one_at_a_time = self.creating.lock().await;
             let started = std::time::Instant::now();
-            self.store
-                .create_document(&catalog, &snapshot, &key)
+            let key = self
+                .store
+                .create_document(&catalog, &snapshot, &DocKey::random())
                 .await?;
             metrics::histogram!(crate::metrics::STORE_LATENCY, "op" => "create")
                 .record(started.elapsed().as_secs_f64());
-        }
+            key
+        };
         self.cache_bytes
             .fetch_add(snapshot.len() as u64, Ordering::Relaxed);
         if is_handed_over(&doc) {
@@ -327,6 +332,7 @@ impl Hub {
                 key,
                 incremental_bytes: 0,
                 snapshot_bytes: snapshot.len() as u64,
+                seen_seq: 0,
             },
         ));
         let slot = Arc::new(OnceCell::new_with(Some(Some(entry.clone()))));
@@ -363,15 +369,34 @@ impl Hub {
             });
         }
         let started = std::time::Instant::now();
-        if incremental > state.snapshot_bytes {
-            let snapshot = state.doc.save();
-            self.store.compact(id, &state.key, &snapshot).await?;
-            state.snapshot_bytes = snapshot.len() as u64;
+        let heads = if incremental > state.snapshot_bytes {
+            // The store hands over every chunk it holds, other nodes' included; they
+            // are merged in, so the snapshot replaces nothing it does not contain.
+            let doc = &mut state.doc;
+            let compacted = self
+                .store
+                .compact(id, &state.key, |stored| {
+                    doc.load_incremental(stored).map_err(|e| {
+                        Error::Corrupt(format!("document {id}: stored chunks do not load: {e}"))
+                    })?;
+                    Ok((doc.save(), doc.get_heads()))
+                })
+                .await?;
+            state.snapshot_bytes = compacted.snapshot_bytes;
             state.incremental_bytes = 0;
+            state.seen_seq = state.seen_seq.max(compacted.seq);
+            state.doc.get_heads()
         } else {
-            self.store.append_chunk(id, &state.key, &chunk).await?;
+            if let Some(seq) = self
+                .store
+                .append_chunk(id, &state.key, &chunk, &heads)
+                .await?
+            {
+                state.seen_seq = state.seen_seq.max(seq);
+            }
             state.incremental_bytes = incremental;
-        }
+            heads
+        };
         metrics::histogram!(crate::metrics::STORE_LATENCY, "op" => "commit")
             .record(started.elapsed().as_secs_f64());
         let after = state.stored_bytes();
@@ -394,6 +419,83 @@ impl Hub {
             }
         }
         Ok(true)
+    }
+
+    /// Another node committed to `id` (shared store): if this node holds the document,
+    /// loads from the store what its copy lacks and announces it to the local
+    /// subscribers, whose connections then send it and acknowledge the new committed
+    /// heads. `heads` are the other node's heads after its commit (empty: unknown).
+    /// Returns whether the copy changed.
+    pub async fn catch_up(&self, id: DocumentId, heads: &[ChangeHash]) -> Result<bool, Error> {
+        let Some(entry) = self.loaded_entry(id) else {
+            return Ok(false);
+        };
+        let mut state = entry.state.lock().await;
+        let has_all = |doc: &Automerge| {
+            !heads.is_empty() && heads.iter().all(|h| doc.get_change_by_hash(h).is_some())
+        };
+        if has_all(&state.doc) {
+            return Ok(false);
+        }
+        let before = state.doc.get_heads();
+        // Without heads to check against, read everything: a chunk may have committed
+        // below `seen_seq` (sequence values are not handed out in commit order).
+        let after = if heads.is_empty() { 0 } else { state.seen_seq };
+        let newer = self.store.chunks_after(&id, &state.key, after).await?;
+        self.merge_stored(&id, &mut state, &newer.bytes)?;
+        state.seen_seq = state.seen_seq.max(newer.last_seq);
+        state.incremental_bytes += newer.incremental_bytes;
+        self.cache_bytes
+            .fetch_add(newer.incremental_bytes, Ordering::Relaxed);
+        if !heads.is_empty() && !has_all(&state.doc) {
+            // A chunk committed out of seq order (or compacted away): read everything.
+            let all = self.store.chunks_after(&id, &state.key, 0).await?;
+            self.merge_stored(&id, &mut state, &all.bytes)?;
+            state.seen_seq = state.seen_seq.max(all.last_seq);
+        }
+        // Everything in memory came from the store or was committed by us: all of it
+        // is committed, so it may be acknowledged.
+        state.saved_heads = state.doc.get_heads();
+        let changed = state.saved_heads != before;
+        entry.refresh_facts(&state);
+        drop(state);
+        if changed {
+            tracing::debug!(%id, "caught up with another node's commit");
+            entry.announce();
+        }
+        Ok(changed)
+    }
+
+    /// Catches up every loaded document (after change notifications may have been lost).
+    pub async fn catch_up_all(&self) {
+        let ids: Vec<DocumentId> = lock(&self.docs).keys().copied().collect();
+        for id in ids {
+            if let Err(e) = self.catch_up(id, &[]).await {
+                tracing::warn!(%id, error = %e, "could not catch up with the store");
+            }
+        }
+    }
+
+    fn merge_stored(
+        &self,
+        id: &DocumentId,
+        state: &mut DocState,
+        bytes: &[u8],
+    ) -> Result<(), Error> {
+        if bytes.is_empty() {
+            return Ok(());
+        }
+        state
+            .doc
+            .load_incremental(bytes)
+            .map(|_| ())
+            .map_err(|e| Error::Corrupt(format!("document {id}: stored chunks do not load: {e}")))
+    }
+
+    /// The loaded entry of `id`, without loading it.
+    fn loaded_entry(&self, id: DocumentId) -> Option<Arc<DocEntry>> {
+        let slot = lock(&self.docs).get(&id).cloned()?;
+        slot.get().cloned().flatten()
     }
 
     /// Drops a document from memory when nobody uses it any more.

@@ -5,7 +5,8 @@
 //! - [`config`]: the TOML configuration file under flags and environment.
 //! - [`serve`]: binds, serves, shuts down gracefully.
 //! - [`app`]: router, shared state, authentication at the websocket upgrade.
-//! - [`api`]: the HTTP API (`/api/v1`): moving a plan to another wijk.
+//! - [`api`]: the HTTP API (`/api/v1`): listing documents, moving a plan to another wijk.
+//! - [`central`]: the central office: pseudonymised feed, aggregates, dashboard.
 //! - [`ws::connection`]: one websocket peer: decode, policy, apply, commit, answer.
 //! - [`metrics`]: Prometheus series names and the recorder behind `/metrics`.
 //! - [`hub`]: documents in memory and the fan-out of their changes.
@@ -19,6 +20,7 @@ pub mod api;
 pub mod app;
 pub mod audit;
 pub mod auth;
+pub mod central;
 pub mod cli;
 pub mod config;
 pub mod error;

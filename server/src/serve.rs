@@ -15,6 +15,7 @@ use tokio::sync::{mpsc, watch};
 
 use crate::app::{app, AppState, Limits};
 use crate::error::Error;
+use crate::store::changes::{ChangeFeed, FeedEvent};
 use crate::store::Store;
 
 /// Certificate chain and private key (PEM files) to serve TLS with. Re-read on SIGHUP
@@ -48,12 +49,14 @@ fn install_crypto_provider() {
     let _ = rustls::crypto::ring::default_provider().install_default();
 }
 
-/// Serves on `listener` until `stop` resolves: TLS with `tls`, plain HTTP without.
+/// Serves on `listener` until `stop` resolves: TLS with `tls`, plain HTTP without;
+/// `web_app_dir` is served at `/app/`.
 pub async fn serve_until(
     listener: TcpListener,
     store: Store,
     limits: Limits,
     tls: Option<TlsFiles>,
+    web_app_dir: Option<PathBuf>,
     stop: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), Error> {
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
@@ -67,10 +70,17 @@ pub async fn serve_until(
         shutdown_rx.clone(),
         alive_tx,
         access_rx,
+        web_app_dir,
     )
     .await?;
     tokio::spawn(metrics_upkeep(shutdown_rx.clone()));
+    if let Some(feed) = store.change_feed().await? {
+        tokio::spawn(follow_changes(feed, state.clone(), shutdown_rx.clone()));
+    }
     let addr = listener.local_addr()?;
+    if let Some(dir) = &state.web_app_dir {
+        tracing::info!(dir = %dir.display(), "serving the volunteer web app at /app/");
+    }
     let router = app(state.clone()).into_make_service_with_connect_info::<SocketAddr>();
     let handle = axum_server::Handle::new();
     let signal_handle = handle.clone();
@@ -201,6 +211,60 @@ async fn watch_access(store: Store, tx: watch::Sender<u64>, mut shutdown: watch:
             seen = version;
             last_bump = tokio::time::Instant::now();
             tx.send_modify(|v| *v += 1);
+        }
+    }
+}
+
+/// How long to wait before listening again after the feed's connection failed.
+const FEED_RETRY: Duration = Duration::from_secs(1);
+
+/// Shared store: hears the other nodes' commits and lets the hub catch up, so a change
+/// made through any node reaches the peers connected here. Ends at shutdown (it holds
+/// the state, which shutdown waits for).
+async fn follow_changes(
+    mut feed: ChangeFeed,
+    state: Arc<AppState>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    tracing::info!("following other nodes' commits (LISTEN buurtsync_changes)");
+    loop {
+        let event = tokio::select! {
+            event = feed.next() => event,
+            _ = shutdown.changed() => return,
+        };
+        match event {
+            Ok(FeedEvent::Change(change)) => {
+                let state = state.clone();
+                tokio::spawn(async move {
+                    if let Err(e) = state.hub.catch_up(change.doc, &change.heads).await {
+                        tracing::warn!(id = %change.doc, error = %e, "could not catch up with another node's commit");
+                    }
+                });
+            }
+            Ok(FeedEvent::Lost) => {
+                tracing::warn!(
+                    "change notifications may have been lost; re-reading loaded documents"
+                );
+                state.hub.catch_up_all().await;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "change feed failed; listening again");
+                loop {
+                    tokio::select! {
+                        () = tokio::time::sleep(FEED_RETRY) => {}
+                        _ = shutdown.changed() => return,
+                    }
+                    match state.store.change_feed().await {
+                        Ok(Some(fresh)) => {
+                            feed = fresh;
+                            break;
+                        }
+                        Ok(None) => return,
+                        Err(e) => tracing::warn!(error = %e, "change feed: still cannot listen"),
+                    }
+                }
+                state.hub.catch_up_all().await;
+            }
         }
     }
 }

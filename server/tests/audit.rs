@@ -9,8 +9,18 @@ use buurtsync_server::store::Store;
 use buurtsync_server::Error;
 use sqlx::{Connection, SqliteConnection};
 
+mod backends;
+use backends::Backend;
+
+on_both_backends!(
+    chain_verifies_after_many_appends,
+    concurrent_appends_keep_the_chain,
+    entries_for_one_document,
+);
+
 struct Db {
-    _dir: tempfile::TempDir,
+    _dir: Option<tempfile::TempDir>,
+    _db: Option<backends::Db>,
     url: String,
     store: Store,
 }
@@ -20,8 +30,21 @@ async fn open() -> Db {
     let url = format!("sqlite://{}/audit.sqlite3", dir.path().display());
     let store = Store::open(&url).await.expect("open");
     Db {
-        _dir: dir,
+        _dir: Some(dir),
+        _db: None,
         url,
+        store,
+    }
+}
+
+/// A store on either engine (for the tests that need no raw SQL).
+async fn open_on(backend: Backend) -> Db {
+    let db = backends::database(backend).await;
+    let store = Store::open(&db.url).await.expect("open");
+    Db {
+        _dir: None,
+        url: db.url.clone(),
+        _db: Some(db),
         store,
     }
 }
@@ -79,9 +102,8 @@ fn kinds_at(report: &AuditReport, seq: i64) -> Vec<AuditProblemKind> {
 
 /// Many appends (more than one verification page) form a chain that verifies, with
 /// seqs 1..=n and the last entry's hash as the head.
-#[tokio::test]
-async fn chain_verifies_after_many_appends() {
-    let db = open().await;
+async fn chain_verifies_after_many_appends(backend: Backend) {
+    let db = open_on(backend).await;
     let empty = db.store.audit_verify().await.expect("verify");
     assert!(empty.is_ok());
     assert_eq!(
@@ -103,11 +125,10 @@ async fn chain_verifies_after_many_appends() {
     assert_eq!(report.head_hash, last.hash);
 }
 
-/// Appends from many tasks and from a second store on the same file (as the CLI and a
-/// running server do) serialise: no problems, seqs contiguous.
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn concurrent_appends_keep_the_chain() {
-    let db = open().await;
+/// Appends from many tasks and from a second store on the same database (as the CLI
+/// and a running server do, or two relay nodes) serialise: no problems, seqs contiguous.
+async fn concurrent_appends_keep_the_chain(backend: Backend) {
+    let db = open_on(backend).await;
     let other = Store::open(&db.url).await.expect("second store");
     let mut tasks = Vec::new();
     for t in 0..8 {
@@ -324,9 +345,8 @@ async fn unreadable_entry_is_reported() {
 }
 
 /// `audit_for_document` returns exactly that document's entries, in order.
-#[tokio::test]
-async fn entries_for_one_document() {
-    let db = open().await;
+async fn entries_for_one_document(backend: Backend) {
+    let db = open_on(backend).await;
     for i in 0..12 {
         let doc = if i % 3 == 0 { "doc-b" } else { "doc-a" };
         db.store.audit(&event(i, doc)).await.expect("audit");

@@ -1,9 +1,12 @@
-//! The SQLite store against a real file: documents, chunks and compaction, sync
-//! states, accounts and tokens.
+//! The store against a real database, on both engines (a SQLite file and a fresh
+//! PostgreSQL database): documents, chunks and compaction, sync states, accounts and
+//! tokens, erasure, and what several nodes on one store rely on (catching up with
+//! another node's commits, compaction races, the change feed).
 
 use automerge::transaction::Transactable;
-use automerge::{Automerge, ROOT};
+use automerge::{Automerge, ReadDoc, ROOT};
 use buurtsync_server::hub::Hub;
+use buurtsync_server::store::changes::FeedEvent;
 use buurtsync_server::store::crypto::DocKey;
 use buurtsync_server::store::{CatalogEntry, Store};
 use buurtsync_server::Error;
@@ -11,11 +14,29 @@ use sync_core::partition::{DocumentKind, Partition, WijkId};
 use sync_core::policy::{GlobalRole, WijkRole};
 use sync_core::protocol::DocumentId;
 
-async fn open() -> (tempfile::TempDir, Store) {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let url = format!("sqlite://{}/nested/db.sqlite3", dir.path().display());
-    let store = Store::open(&url).await.expect("open");
-    (dir, store)
+mod backends;
+use backends::Backend;
+
+on_both_backends!(
+    chunks_compact_and_reload,
+    ids_are_unique_and_chunks_idempotent,
+    sync_states_round_trip,
+    sync_states_are_capped_per_user_and_expire,
+    tokens_and_grants,
+    erasure_destroys_key_and_leaves_tombstone,
+    listing_and_hand_over_flag,
+    another_node_catches_up,
+    stale_compaction_keeps_other_nodes_chunks,
+    concurrent_compactions_lose_nothing,
+    change_feed_reports_other_nodes_commits,
+    change_numbers_feed_the_cursor,
+    change_numbers_follow_commit_order,
+);
+
+async fn open(backend: Backend) -> (backends::Db, Store) {
+    let db = backends::database(backend).await;
+    let store = Store::open(&db.url).await.expect("open");
+    (db, store)
 }
 
 fn entry(id: DocumentId) -> CatalogEntry {
@@ -38,9 +59,8 @@ fn put(doc: &mut Automerge, i: usize) {
 
 /// Commits append incremental chunks, compact into a snapshot once they outgrow it,
 /// and a reload (one concatenated load) gives back exactly the committed document.
-#[tokio::test]
-async fn chunks_compact_and_reload() {
-    let (_dir, store) = open().await;
+async fn chunks_compact_and_reload(backend: Backend) {
+    let (_db, store) = open(backend).await;
     let hub = Hub::new(store.clone(), 1, u64::MAX);
     let id = DocumentId::random();
     let mut doc = Automerge::new();
@@ -99,9 +119,8 @@ async fn chunks_compact_and_reload() {
 }
 
 /// An id is created once, and writing the same chunk twice stores it once.
-#[tokio::test]
-async fn ids_are_unique_and_chunks_idempotent() {
-    let (_dir, store) = open().await;
+async fn ids_are_unique_and_chunks_idempotent(backend: Backend) {
+    let (_db, store) = open(backend).await;
     let id = DocumentId::random();
     let key = DocKey::random();
     store
@@ -117,11 +136,11 @@ async fn ids_are_unique_and_chunks_idempotent() {
     assert_eq!(store.catalog(&id).await.expect("catalog"), Some(entry(id)));
     // Chunk keys are content hashes: the same chunk twice is stored once.
     store
-        .append_chunk(&id, &key, b"chunk")
+        .append_chunk(&id, &key, b"chunk", &[])
         .await
         .expect("append");
     store
-        .append_chunk(&id, &key, b"chunk")
+        .append_chunk(&id, &key, b"chunk", &[])
         .await
         .expect("append again");
     assert_eq!(
@@ -136,9 +155,8 @@ async fn ids_are_unique_and_chunks_idempotent() {
 }
 
 /// Sync states persist per (peer storage, document) and are overwritten in place.
-#[tokio::test]
-async fn sync_states_round_trip() {
-    let (_dir, store) = open().await;
+async fn sync_states_round_trip(backend: Backend) {
+    let (_db, store) = open(backend).await;
     let id = DocumentId::random();
     store
         .create_document(&entry(id), b"x", &DocKey::random())
@@ -175,9 +193,8 @@ async fn sync_states_round_trip() {
 /// A client announcing a new storageId on every run (samod does) cannot grow the sync
 /// states without bound: each user keeps the most recent `per_user` peer stores, and
 /// states older than the TTL go.
-#[tokio::test]
-async fn sync_states_are_capped_per_user_and_expire() {
-    let (_dir, store) = open().await;
+async fn sync_states_are_capped_per_user_and_expire(backend: Backend) {
+    let (_db, store) = open(backend).await;
     let id = DocumentId::random();
     store
         .create_document(&entry(id), b"x", &DocKey::random())
@@ -240,9 +257,8 @@ async fn sync_states_are_capped_per_user_and_expire() {
 
 /// Tokens authenticate until revoked or expired; only hashes are stored; principals
 /// carry exactly the granted roles.
-#[tokio::test]
-async fn tokens_and_grants() {
-    let (_dir, store) = open().await;
+async fn tokens_and_grants(backend: Backend) {
+    let (_db, store) = open(backend).await;
     let noord = WijkId::new("noord").expect("wijk");
     store.add_wijk(&noord, "Noord").await.expect("wijk");
     assert!(matches!(
@@ -312,9 +328,8 @@ async fn tokens_and_grants() {
 
 /// Erasure removes every row of the document, destroys its key, leaves a tombstone
 /// that refuses re-creation, and records provenance until then.
-#[tokio::test]
-async fn erasure_destroys_key_and_leaves_tombstone() {
-    let (_dir, store) = open().await;
+async fn erasure_destroys_key_and_leaves_tombstone(backend: Backend) {
+    let (_db, store) = open(backend).await;
     let hub = Hub::new(store.clone(), 1, u64::MAX);
     let id = DocumentId::random();
     let mut doc = Automerge::new();
@@ -372,4 +387,373 @@ async fn erasure_destroys_key_and_leaves_tombstone() {
         store.erase(&DocumentId::random(), "x").await,
         Err(Error::NotFound(_))
     ));
+}
+
+/// The catalog listing filters by wijk, kind and time on both engines, carries the
+/// hand-over flag, and `erased_among` finds exactly the erased ids.
+async fn listing_and_hand_over_flag(backend: Backend) {
+    let (_db, store) = open(backend).await;
+    let a = DocumentId::random();
+    let b = DocumentId::random();
+    store
+        .create_document(&entry(a), b"x", &DocKey::random())
+        .await
+        .expect("create");
+    let mut zuid = entry(b);
+    zuid.partition.wijk = WijkId::new("zuid").expect("wijk");
+    zuid.created_at = 5;
+    store
+        .create_document(&zuid, b"y", &DocKey::random())
+        .await
+        .expect("create");
+    store.set_handed_over(&a, true).await.expect("flag");
+    let all = store.list_catalog(None, None, 0).await.expect("list");
+    assert_eq!(
+        all.iter().map(|(e, h)| (e.id, *h)).collect::<Vec<_>>(),
+        vec![(a, true), (b, false)]
+    );
+    let noord = WijkId::new("noord").expect("wijk");
+    let only_noord = store
+        .list_catalog(Some(&noord), Some(DocumentKind::Plan), 0)
+        .await
+        .expect("list");
+    assert_eq!(only_noord.len(), 1);
+    assert_eq!(only_noord[0].0.id, a);
+    let since = store.list_catalog(None, None, 2).await.expect("list");
+    assert_eq!(since.len(), 1);
+    assert_eq!(since[0].0.id, b);
+    store.erase(&b, "officer").await.expect("erase");
+    assert_eq!(
+        store
+            .erased_among(&[a, b, DocumentId::random()])
+            .await
+            .expect("erased"),
+        vec![b]
+    );
+}
+
+/// Two nodes on one store: a commit through node 1 reaches node 2's loaded copy with
+/// `catch_up` (told the heads, or not), and becomes node 2's committed heads.
+async fn another_node_catches_up(backend: Backend) {
+    let (db, store1) = open(backend).await;
+    let store2 = Store::open(&db.url).await.expect("second node");
+    let (hub1, hub2) = (
+        Hub::new(store1.clone(), 1, u64::MAX),
+        Hub::new(store2.clone(), 1, u64::MAX),
+    );
+    let id = DocumentId::random();
+    let mut doc = Automerge::new();
+    put(&mut doc, 0);
+    let on1 = hub1
+        .create(entry(id), doc, ("u", "d"))
+        .await
+        .expect("create");
+    let on2 = hub2.get(id).await.expect("get").expect("found");
+
+    let heads = {
+        let mut state = on1.state.lock().await;
+        put(&mut state.doc, 1);
+        hub1.persist(&id, &mut state, None).await.expect("persist");
+        state.doc.get_heads()
+    };
+    assert!(hub2.catch_up(id, &heads).await.expect("catch up"));
+    assert_eq!(on2.state.lock().await.saved_heads, heads);
+    assert!(
+        !hub2.catch_up(id, &heads).await.expect("again"),
+        "nothing new the second time"
+    );
+
+    // Both nodes commit on their own copies, through appends and compactions; each
+    // catches up without being told the heads; both end with every change.
+    for i in 2..40 {
+        for (hub, on) in [(&hub1, &on1), (&hub2, &on2)] {
+            let mut state = on.state.lock().await;
+            put(
+                &mut state.doc,
+                i * 2 + usize::from(std::ptr::eq(hub, &hub2)),
+            );
+            hub.persist(&id, &mut state, None).await.expect("persist");
+        }
+    }
+    hub1.catch_up(id, &[]).await.expect("catch up");
+    hub2.catch_up(id, &[]).await.expect("catch up");
+    let h1 = on1.state.lock().await.doc.get_heads();
+    let h2 = on2.state.lock().await.doc.get_heads();
+    assert_eq!(h1, h2);
+    let stored = store1.load_document(&id).await.expect("load").expect("doc");
+    let reloaded = Automerge::load(&stored.bytes).expect("loads");
+    assert_eq!(reloaded.get_heads(), h1);
+    assert_eq!(
+        reloaded.length(ROOT),
+        2 + 2 * 38,
+        "every change of both nodes"
+    );
+}
+
+/// A copy of `base` with its own actor (another node's view).
+fn fork_of(base: &Automerge) -> Automerge {
+    base.fork()
+}
+
+/// Compaction with a copy that lacks another node's committed chunk keeps that chunk's
+/// changes: it folds in what is stored instead of overwriting it.
+async fn stale_compaction_keeps_other_nodes_chunks(backend: Backend) {
+    let (db, a) = open(backend).await;
+    let b = Store::open(&db.url).await.expect("second node");
+    let id = DocumentId::random();
+    let mut base = Automerge::new();
+    put(&mut base, 0);
+    let key = a
+        .create_document(&entry(id), &base.save(), &DocKey::random())
+        .await
+        .expect("create");
+    let mut on_a = fork_of(&base);
+    let mut on_b = fork_of(&base);
+    put(&mut on_a, 1);
+    put(&mut on_b, 2);
+    a.append_chunk(
+        &id,
+        &key,
+        &on_a.save_after(&base.get_heads()),
+        &on_a.get_heads(),
+    )
+    .await
+    .expect("append a");
+    b.append_chunk(
+        &id,
+        &key,
+        &on_b.save_after(&base.get_heads()),
+        &on_b.get_heads(),
+    )
+    .await
+    .expect("append b");
+    // Node a never heard of b's change, and compacts.
+    a.compact(&id, &key, |stored| merge_and_save(&mut on_a, stored))
+        .await
+        .expect("compact");
+    let stored = a.load_document(&id).await.expect("load").expect("doc");
+    assert_eq!(stored.chunks, 1, "one snapshot replaced the chunks");
+    let doc = Automerge::load(&stored.bytes).expect("loads");
+    for k in ["k0", "k1", "k2"] {
+        assert!(doc.get(ROOT, k).expect("get").is_some(), "{k} lost");
+    }
+}
+
+fn merge_and_save(
+    doc: &mut Automerge,
+    stored: &[u8],
+) -> Result<(Vec<u8>, Vec<automerge::ChangeHash>), Error> {
+    doc.load_incremental(stored)
+        .map_err(|e| Error::Corrupt(e.to_string()))?;
+    Ok((doc.save(), doc.get_heads()))
+}
+
+/// Two nodes compacting the same document at the same moment, round after round,
+/// each right after committing a change the other has not seen: nothing is lost.
+async fn concurrent_compactions_lose_nothing(backend: Backend) {
+    let (db, a) = open(backend).await;
+    let b = Store::open(&db.url).await.expect("second node");
+    let id = DocumentId::random();
+    let mut base = Automerge::new();
+    put(&mut base, 0);
+    let key = a
+        .create_document(&entry(id), &base.save(), &DocKey::random())
+        .await
+        .expect("create");
+    let mut on_a = fork_of(&base);
+    let mut on_b = fork_of(&base);
+    let mut expected = vec!["k0".to_string()];
+    for round in 1..=12 {
+        let (ka, kb) = (round * 2, round * 2 + 1);
+        for (store, doc, k) in [(&a, &mut on_a, ka), (&b, &mut on_b, kb)] {
+            let before = doc.get_heads();
+            put(doc, k);
+            store
+                .append_chunk(&id, &key, &doc.save_after(&before), &doc.get_heads())
+                .await
+                .expect("append");
+            expected.push(format!("k{k}"));
+        }
+        let (ra, rb) = tokio::join!(
+            a.compact(&id, &key, |stored| merge_and_save(&mut on_a, stored)),
+            b.compact(&id, &key, |stored| merge_and_save(&mut on_b, stored)),
+        );
+        ra.expect("compact a");
+        rb.expect("compact b");
+        let stored = b.load_document(&id).await.expect("load").expect("doc");
+        let doc = Automerge::load(&stored.bytes).expect("loads");
+        for k in &expected {
+            assert!(
+                doc.get(ROOT, k.as_str()).expect("get").is_some(),
+                "round {round}: {k} lost"
+            );
+        }
+    }
+}
+
+/// On PostgreSQL a commit through one node is announced to the others with its
+/// document and heads, and a node does not hear its own; SQLite has no feed.
+async fn change_feed_reports_other_nodes_commits(backend: Backend) {
+    let (db, a) = open(backend).await;
+    let b = Store::open(&db.url).await.expect("second node");
+    let feed = b.change_feed().await.expect("feed");
+    let Some(mut feed) = feed else {
+        assert_eq!(backend, Backend::Sqlite, "only SQLite has no feed");
+        return;
+    };
+    let id = DocumentId::random();
+    let mut doc = Automerge::new();
+    put(&mut doc, 0);
+    let key = a
+        .create_document(&entry(id), &doc.save(), &DocKey::random())
+        .await
+        .expect("create");
+    let before = doc.get_heads();
+    put(&mut doc, 1);
+    // b's own commit first: b must skip it and report a's.
+    b.append_chunk(&id, &key, b"own", &before)
+        .await
+        .expect("own append");
+    a.append_chunk(&id, &key, &doc.save_after(&before), &doc.get_heads())
+        .await
+        .expect("append");
+    let event = tokio::time::timeout(std::time::Duration::from_secs(20), feed.next())
+        .await
+        .expect("a notification within the wait")
+        .expect("feed");
+    match event {
+        FeedEvent::Change(change) => {
+            assert_eq!(change.doc, id);
+            assert_eq!(change.heads, doc.get_heads());
+        }
+        FeedEvent::Lost => panic!("lost the connection"),
+    }
+}
+
+/// Every commit and erasure takes the next change number in order; `changes_after`
+/// returns each document once, with its last change, and erasures as erased rows; the
+/// pseudonym secret is created once and survives reopening the store.
+async fn change_numbers_feed_the_cursor(backend: Backend) {
+    let (db, store) = open(backend).await;
+    let hub = Hub::new(store.clone(), 1, u64::MAX);
+    let (a, b) = (DocumentId::random(), DocumentId::random());
+    let mut entries = Vec::new();
+    for id in [a, b] {
+        let mut doc = Automerge::new();
+        put(&mut doc, 0);
+        entries.push(
+            hub.create(entry(id), doc, ("u", "d"))
+                .await
+                .expect("create"),
+        );
+    }
+    let all = store.changes_after(0, 100).await.expect("feed");
+    assert_eq!(
+        all.iter().map(|r| (r.id, r.seq)).collect::<Vec<_>>(),
+        [(a, 1), (b, 2)]
+    );
+    assert!(all.iter().all(|r| !r.erased && r.created_at == Some(1)));
+
+    {
+        let mut state = entries[0].state.lock().await;
+        put(&mut state.doc, 1);
+        hub.persist(&a, &mut state, None).await.expect("persist");
+    }
+    let after = store.changes_after(2, 100).await.expect("feed");
+    assert_eq!(
+        after.iter().map(|r| (r.id, r.seq)).collect::<Vec<_>>(),
+        [(a, 3)]
+    );
+    assert_eq!(store.changes_after(0, 1).await.expect("limit")[0].id, b);
+
+    drop(entries);
+    store.erase(&b, "admin").await.expect("erase");
+    let after = store.changes_after(3, 100).await.expect("feed");
+    assert_eq!(after.len(), 1);
+    assert!(after[0].erased && after[0].id == b && after[0].seq == 4);
+    assert_eq!(store.last_change_seq().await.expect("last"), 4);
+
+    let secret = store.pseudonym_secret().await.expect("secret");
+    assert_eq!(store.pseudonym_secret().await.expect("again"), secret);
+    store.close().await;
+    let reopened = Store::open(&db.url).await.expect("reopen");
+    assert_eq!(reopened.pseudonym_secret().await.expect("kept"), secret);
+    assert_ne!(secret, [0u8; 32]);
+}
+
+/// Two nodes commit to several documents at once while a reader follows the feed with
+/// its cursor: every number is handed out once, and the reader ends having seen every
+/// document's last commit — a number that became visible after the cursor passed it
+/// would be skipped for good.
+async fn change_numbers_follow_commit_order(backend: Backend) {
+    const DOCS: usize = 6;
+    const APPENDS: usize = 15;
+    let (db, a) = open(backend).await;
+    let b = Store::open(&db.url).await.expect("second node");
+    let mut docs = Vec::new();
+    for _ in 0..DOCS {
+        let id = DocumentId::random();
+        let key = a
+            .create_document(&entry(id), b"first", &DocKey::random())
+            .await
+            .expect("create");
+        docs.push((id, key));
+    }
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let reader = {
+        let (store, done) = (a.clone(), done.clone());
+        tokio::spawn(async move {
+            let mut cursor = 0;
+            let mut seen = std::collections::HashMap::new();
+            loop {
+                // Read the flag first: a poll after the writers finished sees all.
+                let last_round = done.load(std::sync::atomic::Ordering::SeqCst);
+                for row in store.changes_after(cursor, 1000).await.expect("feed") {
+                    assert!(row.seq > cursor, "the feed went backwards");
+                    cursor = row.seq;
+                    seen.insert(row.id, row.seq);
+                }
+                if last_round {
+                    return seen;
+                }
+                tokio::task::yield_now().await;
+            }
+        })
+    };
+    let mut writers = Vec::new();
+    for (n, (id, key)) in docs.iter().cloned().enumerate() {
+        let store = if n % 2 == 0 { a.clone() } else { b.clone() };
+        writers.push(tokio::spawn(async move {
+            for i in 0..APPENDS {
+                let chunk = format!("{id} {i}");
+                store
+                    .append_chunk(&id, &key, chunk.as_bytes(), &[])
+                    .await
+                    .expect("append")
+                    .expect("a new chunk");
+            }
+        }));
+    }
+    for writer in writers {
+        writer.await.expect("writer");
+    }
+    done.store(true, std::sync::atomic::Ordering::SeqCst);
+    let seen = reader.await.expect("reader");
+    let all = a.changes_after(0, 1000).await.expect("feed");
+    assert_eq!(all.len(), DOCS);
+    for row in &all {
+        assert_eq!(
+            seen.get(&row.id),
+            Some(&row.seq),
+            "last commit of {} skipped",
+            row.id
+        );
+    }
+    let total = i64::try_from(DOCS * (1 + APPENDS)).expect("small");
+    assert_eq!(a.last_change_seq().await.expect("last"), total);
+    assert_eq!(all.last().map(|r| r.seq), Some(total));
+    // A chunk stored already is no change: no number.
+    let (id, key) = &docs[0];
+    b.append_chunk(id, key, b"first", &[]).await.expect("again");
+    assert_eq!(a.last_change_seq().await.expect("last"), total);
 }

@@ -11,7 +11,7 @@
 use std::collections::HashMap;
 
 use automerge::sync::{self, SyncDoc};
-use automerge::{Automerge, ChangeHash};
+use automerge::{Automerge, ChangeHash, ReadDoc};
 
 use crate::protocol::{DocumentId, Message};
 
@@ -46,7 +46,7 @@ impl Applied {
 }
 
 /// Sync sessions with one remote peer, one per document.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct PeerSync {
     states: HashMap<DocumentId, sync::State>,
 }
@@ -138,6 +138,35 @@ impl PeerSync {
         Ok(applied)
     }
 
+    /// Did the remote peer, in its last message, report exactly our heads? Then neither
+    /// side missed anything the other held at that moment (a device has caught up).
+    pub fn in_sync(&self, id: &DocumentId, doc: &Automerge) -> bool {
+        let Some(theirs) = self.states.get(id).and_then(|s| s.their_heads.as_ref()) else {
+            return false;
+        };
+        let mut ours = doc.get_heads();
+        let mut theirs = theirs.clone();
+        ours.sort();
+        theirs.sort();
+        ours == theirs
+    }
+
+    /// Does the remote peer hold the change `hash`, as far as its last message told us?
+    /// True when every head it reported is known here and `hash` is among their
+    /// ancestors: how a writer learns that the other side has taken its change.
+    pub fn peer_has(&self, id: &DocumentId, doc: &Automerge, hash: &ChangeHash) -> bool {
+        let Some(theirs) = self.states.get(id).and_then(|s| s.their_heads.as_ref()) else {
+            return false;
+        };
+        if theirs.contains(hash) {
+            return true;
+        }
+        if theirs.is_empty() || theirs.iter().any(|h| doc.get_change_by_hash(h).is_none()) {
+            return false;
+        }
+        !doc.get_changes_meta(theirs).iter().any(|c| &c.hash == hash)
+    }
+
     /// The next payload to send for this document, if there is anything to say.
     pub fn generate(&mut self, id: DocumentId, doc: &Automerge) -> Option<Vec<u8>> {
         let state = self.states.entry(id).or_default();
@@ -220,7 +249,7 @@ pub fn wrap(
 mod tests {
     use super::*;
     use automerge::transaction::Transactable;
-    use automerge::{ReadDoc, ROOT};
+    use automerge::ROOT;
 
     fn doc_with(key: &str, value: &str) -> Automerge {
         let mut doc = Automerge::new();
@@ -380,6 +409,34 @@ mod tests {
             "resumed sync resent the history"
         );
         assert!(b2.has(&id));
+    }
+
+    /// `in_sync` and `peer_has` follow what the other side reported: false before it
+    /// spoke, true once it acknowledged our change, also when a later change of its own
+    /// built on ours.
+    #[test]
+    fn in_sync_and_peer_has_follow_the_peer() {
+        let id = DocumentId::random();
+        let mut doc_a = doc_with("a", "1");
+        let mut doc_b = doc_a.fork();
+        let (mut a, mut b) = (PeerSync::new(), PeerSync::new());
+        assert!(!a.in_sync(&id, &doc_a));
+        converge(&mut a, &mut doc_a, &mut b, &mut doc_b, id);
+        assert!(a.in_sync(&id, &doc_a) && b.in_sync(&id, &doc_b));
+
+        put(&mut doc_a, "x", "new");
+        let ours = doc_a.get_heads()[0];
+        assert!(!a.in_sync(&id, &doc_a));
+        assert!(!a.peer_has(&id, &doc_a, &ours));
+        converge(&mut a, &mut doc_a, &mut b, &mut doc_b, id);
+        assert!(a.peer_has(&id, &doc_a, &ours));
+
+        // b builds on our change; its heads no longer name it, but it still has it.
+        put(&mut doc_b, "y", "later");
+        converge(&mut a, &mut doc_a, &mut b, &mut doc_b, id);
+        assert!(!doc_a.get_heads().contains(&ours));
+        assert!(a.peer_has(&id, &doc_a, &ours));
+        assert!(a.in_sync(&id, &doc_a));
     }
 
     /// `request` is used while we hold nothing, `sync` once we have the document.

@@ -117,6 +117,8 @@ pub enum Denied {
     NoContentAccess,
     #[error("only a coordinator of the wijk may do this")]
     NotCoordinator,
+    #[error("only the central office receives feeds and aggregates")]
+    NotCentralOffice,
 }
 
 /// The decision. Allow if any of the principal's roles allows; otherwise the most
@@ -164,6 +166,17 @@ pub fn may_create(principal: &Principal, partition: &Partition) -> Result<(), De
         },
         Access::Write,
     )
+}
+
+/// May the principal receive the central office's pseudonymised feed, exports and
+/// aggregates? Only the `central_office` role; a wijk grant or another global role
+/// adds nothing (professionals have the documents themselves, admins see no content).
+pub fn may_receive_central(principal: &Principal) -> Result<(), Denied> {
+    if principal.global_roles.contains(&GlobalRole::CentralOffice) {
+        Ok(())
+    } else {
+        Err(Denied::NotCentralOffice)
+    }
 }
 
 /// May the principal move a household plan out of its wijk (verhuizing)? Only a
@@ -383,6 +396,26 @@ mod tests {
             },
             Err(Denied::NoContentAccess),
         );
+    }
+
+    /// Only the central office role receives the central feed, whatever else one holds.
+    #[test]
+    fn central_feed_is_for_the_central_office_only() {
+        let check = |who: Principal, expected: Result<(), Denied>| {
+            assert_eq!(may_receive_central(&who), expected, "{who:?}");
+        };
+        let no = Err(Denied::NotCentralOffice);
+        check(user(&[], &[GlobalRole::CentralOffice]), Ok(()));
+        check(
+            user(&[("a", WijkRole::Volunteer)], &[GlobalRole::CentralOffice]),
+            Ok(()),
+        );
+        check(user(&[("a", WijkRole::Professional)], &[]), no);
+        check(user(&[("a", WijkRole::Coordinator)], &[]), no);
+        check(user(&[("a", WijkRole::Volunteer)], &[]), no);
+        check(user(&[], &[GlobalRole::Admin]), no);
+        check(user(&[], &[GlobalRole::Consulent]), no);
+        check(user(&[], &[]), no);
     }
 
     /// Role names parse from their stored spelling and nothing else.

@@ -1,4 +1,5 @@
-//! The server under test as a child process, plus admin commands on its database.
+//! The server under test as a child process, plus admin commands on its database
+//! (a SQLite file, or a PostgreSQL database shared by several server processes).
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
@@ -49,6 +50,36 @@ impl Fixture {
             dir.path().join("buurtsync.sqlite3").display()
         );
         Fixture { dir, db_url }
+    }
+
+    /// A fresh database of its own in the PostgreSQL cluster named by
+    /// `BUURTSYNC_TEST_POSTGRES_URL` (scripts/test.sh starts one and sets it), for
+    /// several server processes at once. Unset is a failure, never a skip.
+    pub fn postgres() -> Self {
+        let admin = postgres_admin_url();
+        let dir = tempfile::tempdir().expect("tempdir");
+        let name = format!(
+            "bs_e2e_{}",
+            sync_core::protocol::DocumentId::random()
+                .to_string()
+                .to_lowercase()
+        );
+        let out = Command::new("psql")
+            .arg(&admin)
+            .args(["-v", "ON_ERROR_STOP=1", "-q", "-c"])
+            .arg(format!("CREATE DATABASE {name}"))
+            .output()
+            .expect("run psql (Debian package postgresql-client)");
+        assert!(
+            out.status.success(),
+            "CREATE DATABASE failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let (base, _) = admin.rsplit_once('/').expect("URL with a database name");
+        Fixture {
+            dir,
+            db_url: format!("{base}/{name}"),
+        }
     }
 
     /// Runs an admin command with `--json`; panics with its stderr if it fails.
@@ -111,13 +142,30 @@ impl Fixture {
 
     /// Starts `buurtsync serve` on a free loopback port.
     pub fn start(&self, extra: &[&str]) -> ServerProcess {
-        ServerProcess::start(&self.db_url, self.dir.path(), extra)
+        ServerProcess::start(&self.db_url, self.dir.path(), "127.0.0.1:0", extra)
+    }
+
+    /// Starts `buurtsync serve` on a given address: a server restarted where clients
+    /// that cannot be re-pointed (a browser page) expect it.
+    pub fn start_on(&self, addr: SocketAddr, extra: &[&str]) -> ServerProcess {
+        ServerProcess::start(&self.db_url, self.dir.path(), &addr.to_string(), extra)
     }
 
     /// `doc info` of a stored document: catalog row and heads, read from the database.
     pub fn doc_info(&self, id: &str) -> Value {
         self.admin(&["doc", "info", id])
     }
+}
+
+/// The PostgreSQL cluster for multi-node tests; panics with how to get one if unset.
+pub fn postgres_admin_url() -> String {
+    std::env::var("BUURTSYNC_TEST_POSTGRES_URL").unwrap_or_else(|_| {
+        panic!(
+            "BUURTSYNC_TEST_POSTGRES_URL is not set, so this PostgreSQL test cannot run. \
+             Run `bash scripts/test.sh`, or start a cluster with \
+             `bash scripts/ensure-postgres.sh start /tmp/bs-pg` and export the URL it prints."
+        )
+    })
 }
 
 /// Tokens of the seeded users.
@@ -137,7 +185,7 @@ pub struct ServerProcess {
 }
 
 impl ServerProcess {
-    fn start(db_url: &str, _dir: &Path, extra: &[&str]) -> ServerProcess {
+    fn start(db_url: &str, _dir: &Path, listen: &str, extra: &[&str]) -> ServerProcess {
         // Tests speak plain ws:// on loopback unless they bring TLS files.
         let plain: &[&str] = if extra.contains(&"--tls-cert") {
             &[]
@@ -150,7 +198,7 @@ impl ServerProcess {
             .arg("--log-json")
             .arg("serve")
             .arg("--listen")
-            .arg("127.0.0.1:0")
+            .arg(listen)
             .args(plain)
             .args(extra)
             .env("BUURTSYNC_LOG", "info")

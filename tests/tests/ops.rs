@@ -176,6 +176,29 @@ fn plain_http_must_be_asked_for() {
     assert!(err.contains("--insecure-plain-http"), "{err}");
 }
 
+/// `backup` and `restore` are for SQLite files: on a PostgreSQL store (a real, reachable
+/// one) they refuse with an error that points to pg_dump/PITR and write nothing.
+#[test]
+fn backup_and_restore_on_postgres_point_to_pg_dump() {
+    let fx = Fixture::postgres();
+    fx.admin(&["wijk", "add", "noord"]);
+    let target = fx.dir.path().join("pg-backup.sqlite3");
+    let target = target.to_str().expect("utf-8 path");
+    for args in [vec!["backup", target], vec!["restore", target, "--force"]] {
+        let out = fx.admin_raw(&args);
+        assert_eq!(out.status.code(), Some(1), "{args:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains("pg_dump") && err.contains("docs/operations.md"),
+            "{args:?}: {err}"
+        );
+    }
+    assert!(!std::path::Path::new(target).exists(), "nothing written");
+    // The store is untouched and still serves admin commands.
+    let wijken = fx.admin(&["wijk", "list"]);
+    assert!(wijken.to_string().contains("noord"), "{wijken}");
+}
+
 /// Reads one series' value (sum over its label sets matching `labels`) from a scrape.
 fn series(scrape: &str, name: &str, labels: &str) -> f64 {
     scrape

@@ -1,11 +1,10 @@
 //! Accounts: wijken, users, grants and tokens.
 
 use serde::Serialize;
-use sqlx::Row;
 use sync_core::partition::WijkId;
 use sync_core::policy::{GlobalRole, Grant, Principal, WijkRole};
 
-use super::{conflict_if_duplicate, now, Store};
+use super::{conflict_if_duplicate, now, with_pool, Store};
 use crate::error::Error;
 
 /// A token as listed (never the secret).
@@ -28,60 +27,68 @@ pub struct UserInfo {
 }
 
 impl Store {
-    /// Records that access changed, so running servers re-check live connections.
+    /// Records that access changed, so running servers (every node of a shared
+    /// store) re-check live connections.
     async fn access_changed(&self, what: &str) -> Result<(), Error> {
-        sqlx::query("INSERT INTO access_changes (at, what) VALUES (?, ?)")
+        with_pool!(self.pool(), p => sqlx::query("INSERT INTO access_changes (at, what) VALUES ($1, $2)")
             .bind(now())
             .bind(what)
-            .execute(self.pool())
-            .await?;
+            .execute(p)
+            .await
+            .map(|_| ()))?;
         Ok(())
     }
 
     /// A number that grows whenever a grant or token changes.
     pub async fn access_version(&self) -> Result<i64, Error> {
-        Ok(
-            sqlx::query_scalar("SELECT COALESCE(MAX(id), 0) FROM access_changes")
-                .fetch_one(self.pool())
-                .await?,
+        Ok(with_pool!(self.pool(), p => sqlx::query_scalar(
+            "SELECT COALESCE(MAX(id), 0) FROM access_changes"
         )
+        .fetch_one(p)
+        .await)?)
     }
 
     /// The user of a token that is still live, by token id (for re-checking a live
     /// connection).
     pub async fn live_token_user(&self, token_id: &str) -> Result<Option<String>, Error> {
-        Ok(sqlx::query_scalar(
-            "SELECT user_id FROM tokens WHERE id = ? AND revoked_at IS NULL AND expires_at > ?",
+        Ok(with_pool!(self.pool(), p => sqlx::query_scalar(
+            "SELECT user_id FROM tokens WHERE id = $1 AND revoked_at IS NULL AND expires_at > $2",
         )
         .bind(token_id)
         .bind(now())
-        .fetch_optional(self.pool())
-        .await?)
+        .fetch_optional(p)
+        .await)?)
     }
 
     pub async fn add_wijk(&self, id: &WijkId, name: &str) -> Result<(), Error> {
-        let result = sqlx::query("INSERT INTO wijken (id, name, created_at) VALUES (?, ?, ?)")
-            .bind(id.as_str())
-            .bind(name)
-            .bind(now())
-            .execute(self.pool())
-            .await;
-        conflict_if_duplicate(result, || format!("wijk {id} already exists")).map(|_| ())
+        let result = with_pool!(self.pool(), p => sqlx::query(
+            "INSERT INTO wijken (id, name, created_at) VALUES ($1, $2, $3)"
+        )
+        .bind(id.as_str())
+        .bind(name)
+        .bind(now())
+        .execute(p)
+        .await
+        .map(|_| ()));
+        conflict_if_duplicate(result, || format!("wijk {id} already exists"))
     }
 
     pub async fn wijk_exists(&self, id: &WijkId) -> Result<bool, Error> {
-        let found: Option<String> = sqlx::query_scalar("SELECT id FROM wijken WHERE id = ?")
-            .bind(id.as_str())
-            .fetch_optional(self.pool())
-            .await?;
+        let found: Option<String> = with_pool!(self.pool(), p => sqlx::query_scalar(
+            "SELECT id FROM wijken WHERE id = $1"
+        )
+        .bind(id.as_str())
+        .fetch_optional(p)
+        .await)?;
         Ok(found.is_some())
     }
 
     pub async fn list_wijken(&self) -> Result<Vec<(String, String)>, Error> {
-        let rows = sqlx::query("SELECT id, name FROM wijken ORDER BY id")
-            .fetch_all(self.pool())
-            .await?;
-        Ok(rows.iter().map(|r| (r.get("id"), r.get("name"))).collect())
+        Ok(with_pool!(self.pool(), p => sqlx::query_as(
+            "SELECT id, name FROM wijken ORDER BY id"
+        )
+        .fetch_all(p)
+        .await)?)
     }
 
     pub async fn add_user(&self, id: &str, name: &str) -> Result<(), Error> {
@@ -90,20 +97,25 @@ impl Store {
                 "invalid user id {id:?}: 1-128 characters, no spaces"
             )));
         }
-        let result = sqlx::query("INSERT INTO users (id, name, created_at) VALUES (?, ?, ?)")
-            .bind(id)
-            .bind(name)
-            .bind(now())
-            .execute(self.pool())
-            .await;
-        conflict_if_duplicate(result, || format!("user {id} already exists")).map(|_| ())
+        let result = with_pool!(self.pool(), p => sqlx::query(
+            "INSERT INTO users (id, name, created_at) VALUES ($1, $2, $3)"
+        )
+        .bind(id)
+        .bind(name)
+        .bind(now())
+        .execute(p)
+        .await
+        .map(|_| ()));
+        conflict_if_duplicate(result, || format!("user {id} already exists"))
     }
 
     async fn require_user(&self, id: &str) -> Result<(), Error> {
-        let found: Option<String> = sqlx::query_scalar("SELECT id FROM users WHERE id = ?")
-            .bind(id)
-            .fetch_optional(self.pool())
-            .await?;
+        let found: Option<String> = with_pool!(self.pool(), p => sqlx::query_scalar(
+            "SELECT id FROM users WHERE id = $1"
+        )
+        .bind(id)
+        .fetch_optional(p)
+        .await)?;
         found
             .map(|_| ())
             .ok_or_else(|| Error::NotFound(format!("user {id}")))
@@ -115,15 +127,17 @@ impl Store {
         if !self.wijk_exists(wijk).await? {
             return Err(Error::NotFound(format!("wijk {wijk}")));
         }
-        sqlx::query(
-            "INSERT OR IGNORE INTO grants (user_id, wijk_id, role, created_at) VALUES (?, ?, ?, ?)",
+        with_pool!(self.pool(), p => sqlx::query(
+            "INSERT INTO grants (user_id, wijk_id, role, created_at) VALUES ($1, $2, $3, $4)
+             ON CONFLICT DO NOTHING",
         )
         .bind(user)
         .bind(wijk.as_str())
         .bind(role.as_str())
         .bind(now())
-        .execute(self.pool())
-        .await?;
+        .execute(p)
+        .await
+        .map(|_| ()))?;
         self.access_changed("grant").await?;
         Ok(())
     }
@@ -131,14 +145,16 @@ impl Store {
     /// Grants a role that is not tied to a wijk.
     pub async fn grant_global(&self, user: &str, role: GlobalRole) -> Result<(), Error> {
         self.require_user(user).await?;
-        sqlx::query(
-            "INSERT OR IGNORE INTO global_grants (user_id, role, created_at) VALUES (?, ?, ?)",
+        with_pool!(self.pool(), p => sqlx::query(
+            "INSERT INTO global_grants (user_id, role, created_at) VALUES ($1, $2, $3)
+             ON CONFLICT DO NOTHING",
         )
         .bind(user)
         .bind(role.as_str())
         .bind(now())
-        .execute(self.pool())
-        .await?;
+        .execute(p)
+        .await
+        .map(|_| ()))?;
         self.access_changed("grant").await?;
         Ok(())
     }
@@ -150,38 +166,40 @@ impl Store {
         wijk: &WijkId,
         role: WijkRole,
     ) -> Result<bool, Error> {
-        let done = sqlx::query("DELETE FROM grants WHERE user_id = ? AND wijk_id = ? AND role = ?")
-            .bind(user)
-            .bind(wijk.as_str())
-            .bind(role.as_str())
-            .execute(self.pool())
-            .await?;
+        let removed = with_pool!(self.pool(), p => sqlx::query(
+            "DELETE FROM grants WHERE user_id = $1 AND wijk_id = $2 AND role = $3"
+        )
+        .bind(user)
+        .bind(wijk.as_str())
+        .bind(role.as_str())
+        .execute(p)
+        .await
+        .map(|done| done.rows_affected()))?;
         self.access_changed("ungrant").await?;
-        Ok(done.rows_affected() > 0)
+        Ok(removed > 0)
     }
 
     /// The user's grants as the policy sees them.
     pub async fn principal(&self, user: &str) -> Result<Principal, Error> {
-        let rows = sqlx::query(
-            "SELECT wijk_id, role FROM grants WHERE user_id = ? ORDER BY wijk_id, role",
+        let rows: Vec<(String, String)> = with_pool!(self.pool(), p => sqlx::query_as(
+            "SELECT wijk_id, role FROM grants WHERE user_id = $1 ORDER BY wijk_id, role",
         )
         .bind(user)
-        .fetch_all(self.pool())
-        .await?;
+        .fetch_all(p)
+        .await)?;
         let mut grants = Vec::new();
-        for row in rows {
-            let wijk: String = row.get("wijk_id");
-            let role: String = row.get("role");
+        for (wijk, role) in rows {
             // Rows were validated on insert; a row we cannot read grants nothing.
             if let (Ok(wijk), Ok(role)) = (WijkId::new(wijk), role.parse::<WijkRole>()) {
                 grants.push(Grant { wijk, role });
             }
         }
-        let roles: Vec<String> =
-            sqlx::query_scalar("SELECT role FROM global_grants WHERE user_id = ? ORDER BY role")
-                .bind(user)
-                .fetch_all(self.pool())
-                .await?;
+        let roles: Vec<String> = with_pool!(self.pool(), p => sqlx::query_scalar(
+            "SELECT role FROM global_grants WHERE user_id = $1 ORDER BY role"
+        )
+        .bind(user)
+        .fetch_all(p)
+        .await)?;
         Ok(Principal {
             user_id: user.to_owned(),
             grants,
@@ -190,16 +208,17 @@ impl Store {
     }
 
     pub async fn list_users(&self) -> Result<Vec<UserInfo>, Error> {
-        let rows = sqlx::query("SELECT id, name FROM users ORDER BY id")
-            .fetch_all(self.pool())
-            .await?;
+        let rows: Vec<(String, String)> = with_pool!(self.pool(), p => sqlx::query_as(
+            "SELECT id, name FROM users ORDER BY id"
+        )
+        .fetch_all(p)
+        .await)?;
         let mut out = Vec::new();
-        for row in rows {
-            let id: String = row.get("id");
+        for (id, name) in rows {
             let principal = self.principal(&id).await?;
             out.push(UserInfo {
                 id,
-                name: row.get("name"),
+                name,
                 grants: principal.grants,
                 global_roles: principal.global_roles,
             });
@@ -215,29 +234,29 @@ impl Store {
         expires_at: i64,
     ) -> Result<(), Error> {
         self.require_user(user).await?;
-        sqlx::query(
-            "INSERT INTO tokens (id, user_id, secret_hash, created_at, expires_at) VALUES (?, ?, ?, ?, ?)",
+        with_pool!(self.pool(), p => sqlx::query(
+            "INSERT INTO tokens (id, user_id, secret_hash, created_at, expires_at) VALUES ($1, $2, $3, $4, $5)",
         )
         .bind(id)
         .bind(user)
         .bind(secret_hash)
         .bind(now())
         .bind(expires_at)
-        .execute(self.pool())
-        .await?;
+        .execute(p)
+        .await
+        .map(|_| ()))?;
         Ok(())
     }
 
     /// The user a live (unrevoked, unexpired) token belongs to.
     pub async fn token_user(&self, secret_hash: &[u8]) -> Result<Option<(String, String)>, Error> {
-        let row = sqlx::query(
-            "SELECT id, user_id FROM tokens WHERE secret_hash = ? AND revoked_at IS NULL AND expires_at > ?",
+        Ok(with_pool!(self.pool(), p => sqlx::query_as(
+            "SELECT id, user_id FROM tokens WHERE secret_hash = $1 AND revoked_at IS NULL AND expires_at > $2",
         )
         .bind(secret_hash)
         .bind(now())
-        .fetch_optional(self.pool())
-        .await?;
-        Ok(row.map(|r| (r.get("id"), r.get("user_id"))))
+        .fetch_optional(p)
+        .await)?)
     }
 
     /// Revokes by token id or by secret hash; returns the revoked token's id.
@@ -246,35 +265,37 @@ impl Store {
         id: Option<&str>,
         secret_hash: Option<&[u8]>,
     ) -> Result<Option<String>, Error> {
-        let row = sqlx::query(
-            "UPDATE tokens SET revoked_at = ? WHERE (id = ? OR secret_hash = ?) AND revoked_at IS NULL RETURNING id",
+        let revoked: Option<String> = with_pool!(self.pool(), p => sqlx::query_scalar(
+            "UPDATE tokens SET revoked_at = $1 WHERE (id = $2 OR secret_hash = $3) AND revoked_at IS NULL RETURNING id",
         )
         .bind(now())
         .bind(id.unwrap_or(""))
         .bind(secret_hash.unwrap_or(&[]))
-        .fetch_optional(self.pool())
-        .await?;
+        .fetch_optional(p)
+        .await)?;
         self.access_changed("token revoked").await?;
-        Ok(row.map(|r| r.get("id")))
+        Ok(revoked)
     }
 
     pub async fn list_tokens(&self, user: Option<&str>) -> Result<Vec<TokenInfo>, Error> {
-        let rows = sqlx::query(
-            "SELECT id, user_id, created_at, expires_at, revoked_at FROM tokens WHERE (? IS NULL OR user_id = ?) ORDER BY created_at, id",
+        let rows: Vec<(String, String, i64, i64, Option<i64>)> = with_pool!(self.pool(), p => sqlx::query_as(
+            "SELECT id, user_id, created_at, expires_at, revoked_at FROM tokens
+             WHERE ($1 IS NULL OR user_id = $1) ORDER BY created_at, id",
         )
         .bind(user)
-        .bind(user)
-        .fetch_all(self.pool())
-        .await?;
+        .fetch_all(p)
+        .await)?;
         Ok(rows
-            .iter()
-            .map(|r| TokenInfo {
-                id: r.get("id"),
-                user_id: r.get("user_id"),
-                created_at: r.get("created_at"),
-                expires_at: r.get("expires_at"),
-                revoked_at: r.get("revoked_at"),
-            })
+            .into_iter()
+            .map(
+                |(id, user_id, created_at, expires_at, revoked_at)| TokenInfo {
+                    id,
+                    user_id,
+                    created_at,
+                    expires_at,
+                    revoked_at,
+                },
+            )
             .collect())
     }
 }

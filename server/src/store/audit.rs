@@ -1,15 +1,16 @@
 //! The audit log's SQL: appending to the hash chain, walking it, and one document's
 //! entries. What the chain is and what it proves is in `crate::audit`.
 //!
-//! Appends are serialised by SQLite itself, across processes too (the CLI appends grant
-//! and token events to the file a running server appends reads and writes to): each
-//! append runs in a `BEGIN IMMEDIATE` transaction, which takes the write lock before
-//! the last hash is read, so no two appends can chain from the same entry.
+//! Appends are serialised by the database itself, across processes too (the CLI appends
+//! grant and token events to the database a running server appends reads and writes
+//! to, and on PostgreSQL several nodes append): SQLite runs each append in a
+//! `BEGIN IMMEDIATE` transaction, which takes the write lock before the last hash is
+//! read; PostgreSQL takes a transaction-scoped advisory lock first. Either way no two
+//! appends can chain from the same entry.
 
-use sqlx::sqlite::SqliteRow;
-use sqlx::Row;
+use sqlx::{ColumnIndex, Decode, Row, Type};
 
-use super::Store;
+use super::{with_pool, Store};
 use crate::audit::{
     entry_hash, AuditAction, AuditAnchor, AuditEntry, AuditEvent, AuditReport, ChainCheck,
     HashedFields, StoredRow, GENESIS,
@@ -19,6 +20,9 @@ use crate::error::Error;
 /// Rows per page when walking the chain: verification of millions of entries holds
 /// one page at a time.
 const PAGE: i64 = 1000;
+
+/// The PostgreSQL advisory lock that serialises appends across nodes ("buurtsyn").
+const AUDIT_LOCK: i64 = 0x6275_7572_7473_796e;
 
 const COLUMNS: &str =
     "seq, at_ms, user_id, device, document, partition, action, detail, prev_hash, hash";
@@ -49,82 +53,107 @@ impl Store {
         if events.is_empty() {
             return Ok(Vec::new());
         }
-        // IMMEDIATE: take the write lock now, not at the INSERT. A deferred transaction
-        // would read the head under a shared lock, and two of them could chain from the
-        // same entry (or fail with SQLITE_BUSY when upgrading). Waiting for the lock is
-        // bounded by the pool's busy_timeout. Dropping `tx` before the commit (an error,
-        // a cancelled future) rolls back.
-        let mut tx = self.pool().begin_with("BEGIN IMMEDIATE").await?;
-        // CASTs: a row tampered into other types must not stop new entries being
-        // written; verification reports it.
-        let last: Option<(i64, Option<Vec<u8>>)> = sqlx::query_as(
-            "SELECT seq, CAST(hash AS BLOB) FROM audit_log ORDER BY seq DESC LIMIT 1",
-        )
-        .fetch_optional(&mut *tx)
-        .await?;
-        // The highest seq ever handed out, even if its row is gone: the first append
-        // after a truncation then leaves a gap that verification sees.
-        let issued: Option<Option<i64>> = sqlx::query_scalar(
-            "SELECT CAST(seq AS INTEGER) FROM sqlite_sequence WHERE name = 'audit_log'",
-        )
-        .fetch_optional(&mut *tx)
-        .await?;
-        let (last_seq, mut prev_hash) = match last {
-            Some((seq, hash)) => (seq, hash.unwrap_or_default()),
-            None => (0, GENESIS.to_vec()),
+        let shared = self.is_shared();
+        // SQLite: IMMEDIATE takes the write lock now, not at the INSERT. A deferred
+        // transaction would read the head under a shared lock, and two of them could
+        // chain from the same entry (or fail with SQLITE_BUSY when upgrading). Waiting
+        // is bounded by the pool's busy_timeout. PostgreSQL: the advisory lock does the
+        // same across nodes. Dropping `tx` before the commit rolls back.
+        // CASTs (SQLite): a row tampered into other types must not stop new entries
+        // being written; verification reports it.
+        let (last_sql, issued_sql) = if shared {
+            (
+                "SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1",
+                "SELECT issued FROM audit_issued WHERE id = 1",
+            )
+        } else {
+            (
+                "SELECT seq, CAST(hash AS BLOB) FROM audit_log ORDER BY seq DESC LIMIT 1",
+                "SELECT CAST(seq AS INTEGER) FROM sqlite_sequence WHERE name = 'audit_log'",
+            )
         };
-        let mut seq = last_seq.max(issued.flatten().unwrap_or(0));
-        let mut out = Vec::with_capacity(events.len());
-        for event in events {
-            seq = seq
-                .checked_add(1)
-                .ok_or_else(|| Error::Corrupt("audit log seq overflow".into()))?;
-            let at_ms = now_ms();
-            let action = event.action.as_str();
-            let hash = entry_hash(
-                &prev_hash,
-                &HashedFields {
+        let out = with_pool!(self.pool(), p => {
+            let mut tx = if shared {
+                p.begin().await?
+            } else {
+                p.begin_with("BEGIN IMMEDIATE").await?
+            };
+            if shared {
+                sqlx::query("SELECT pg_advisory_xact_lock($1)")
+                    .bind(AUDIT_LOCK)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            let last: Option<(i64, Option<Vec<u8>>)> =
+                sqlx::query_as(last_sql).fetch_optional(&mut *tx).await?;
+            // The highest seq ever handed out, even if its row is gone: the first
+            // append after a truncation then leaves a gap that verification sees.
+            let issued: Option<Option<i64>> =
+                sqlx::query_scalar(issued_sql).fetch_optional(&mut *tx).await?;
+            let (last_seq, mut prev_hash) = match last {
+                Some((seq, hash)) => (seq, hash.unwrap_or_default()),
+                None => (0, GENESIS.to_vec()),
+            };
+            let mut seq = last_seq.max(issued.flatten().unwrap_or(0));
+            let mut out = Vec::with_capacity(events.len());
+            for event in events {
+                seq = seq
+                    .checked_add(1)
+                    .ok_or_else(|| Error::Corrupt("audit log seq overflow".into()))?;
+                let at_ms = now_ms();
+                let action = event.action.as_str();
+                let hash = entry_hash(
+                    &prev_hash,
+                    &HashedFields {
+                        seq,
+                        at_ms,
+                        user_id: &event.user_id,
+                        device: &event.device,
+                        document: event.document.as_deref(),
+                        partition: event.partition.as_deref(),
+                        action,
+                        detail: &event.detail,
+                    },
+                );
+                sqlx::query(
+                    "INSERT INTO audit_log (seq, at_ms, user_id, device, document, partition, action, detail, prev_hash, hash) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+                )
+                .bind(seq)
+                .bind(at_ms)
+                .bind(&event.user_id)
+                .bind(&event.device)
+                .bind(event.document.as_deref())
+                .bind(event.partition.as_deref())
+                .bind(action)
+                .bind(&event.detail)
+                .bind(&prev_hash[..])
+                .bind(&hash[..])
+                .execute(&mut *tx)
+                .await?;
+                out.push(AuditEntry {
                     seq,
                     at_ms,
-                    user_id: &event.user_id,
-                    device: &event.device,
-                    document: event.document.as_deref(),
-                    partition: event.partition.as_deref(),
-                    action,
-                    detail: &event.detail,
-                },
-            );
-            sqlx::query(
-                "INSERT INTO audit_log (seq, at_ms, user_id, device, document, partition, action, detail, prev_hash, hash) \
-                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            )
-            .bind(seq)
-            .bind(at_ms)
-            .bind(&event.user_id)
-            .bind(&event.device)
-            .bind(event.document.as_deref())
-            .bind(event.partition.as_deref())
-            .bind(action)
-            .bind(&event.detail)
-            .bind(&prev_hash[..])
-            .bind(&hash[..])
-            .execute(&mut *tx)
-            .await?;
-            out.push(AuditEntry {
-                seq,
-                at_ms,
-                user_id: event.user_id.clone(),
-                device: event.device.clone(),
-                document: event.document.clone(),
-                partition: event.partition.clone(),
-                action: event.action,
-                detail: event.detail.clone(),
-                prev_hash: hex::encode(&prev_hash),
-                hash: hex::encode(hash),
-            });
-            prev_hash = hash.to_vec();
-        }
-        tx.commit().await?;
+                    user_id: event.user_id.clone(),
+                    device: event.device.clone(),
+                    document: event.document.clone(),
+                    partition: event.partition.clone(),
+                    action: event.action,
+                    detail: event.detail.clone(),
+                    prev_hash: hex::encode(&prev_hash),
+                    hash: hex::encode(hash),
+                });
+                prev_hash = hash.to_vec();
+            }
+            if shared {
+                sqlx::query("UPDATE audit_issued SET issued = $1 WHERE id = 1")
+                    .bind(seq)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            tx.commit().await?;
+            out
+        });
         Ok(out)
     }
 
@@ -142,48 +171,62 @@ impl Store {
         anchor: Option<&AuditAnchor>,
     ) -> Result<AuditReport, Error> {
         let mut check = ChainCheck::new(anchor.cloned());
-        // One read transaction: every page comes from the same snapshot (WAL readers
-        // do not block the appenders).
-        let mut tx = self.pool().begin().await?;
-        let sql = format!("SELECT {COLUMNS} FROM audit_log WHERE seq > ? ORDER BY seq LIMIT ?");
-        let mut after = i64::MIN;
-        loop {
-            let rows = sqlx::query(&sql)
-                .bind(after)
-                .bind(PAGE)
-                .fetch_all(&mut *tx)
-                .await?;
-            for row in &rows {
-                // seq is the rowid: always an integer.
-                let seq: i64 = row.try_get("seq")?;
-                check.push(seq, stored_row(row));
-                after = seq;
+        // One read transaction: every page comes from the same snapshot (readers do
+        // not block the appenders).
+        let shared = self.is_shared();
+        let sql = format!("SELECT {COLUMNS} FROM audit_log WHERE seq > $1 ORDER BY seq LIMIT $2");
+        with_pool!(self.pool(), p => {
+            let mut tx = if shared {
+                p.begin_with("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY").await?
+            } else {
+                p.begin().await?
+            };
+            let mut after = i64::MIN;
+            loop {
+                let rows = sqlx::query(&sql)
+                    .bind(after)
+                    .bind(PAGE)
+                    .fetch_all(&mut *tx)
+                    .await?;
+                for row in &rows {
+                    // seq is the key: always an integer.
+                    let seq: i64 = row.try_get("seq")?;
+                    check.push(seq, stored_row(row));
+                    after = seq;
+                }
+                if rows.len() < usize::try_from(PAGE).unwrap_or(usize::MAX) {
+                    break;
+                }
             }
-            if rows.len() < usize::try_from(PAGE).unwrap_or(usize::MAX) {
-                break;
-            }
-        }
-        tx.commit().await?;
+            tx.commit().await?;
+        });
         Ok(check.finish())
     }
 
     /// One document's entries in `seq` order: "who looked at my file".
     pub async fn audit_for_document(&self, doc: &str) -> Result<Vec<AuditEntry>, Error> {
-        let rows = sqlx::query(&format!(
-            "SELECT {COLUMNS} FROM audit_log WHERE document = ? ORDER BY seq"
-        ))
-        .bind(doc)
-        .fetch_all(self.pool())
-        .await?;
-        rows.iter().map(entry).collect()
+        let sql = format!("SELECT {COLUMNS} FROM audit_log WHERE document = $1 ORDER BY seq");
+        with_pool!(self.pool(), p => {
+            let rows = sqlx::query(&sql).bind(doc).fetch_all(p).await?;
+            rows.iter().map(entry).collect()
+        })
     }
 }
 
 /// A row for verification: every column read as its declared type, or the reason not.
-fn stored_row(row: &SqliteRow) -> Result<StoredRow, String> {
-    fn col<'r, T>(row: &'r SqliteRow, name: &str) -> Result<T, String>
+fn stored_row<R>(row: &R) -> Result<StoredRow, String>
+where
+    R: Row,
+    for<'a> &'a str: ColumnIndex<R>,
+    for<'r> i64: Decode<'r, R::Database> + Type<R::Database>,
+    for<'r> String: Decode<'r, R::Database> + Type<R::Database>,
+    for<'r> Vec<u8>: Decode<'r, R::Database> + Type<R::Database>,
+{
+    fn col<'r, R, T>(row: &'r R, name: &str) -> Result<T, String>
     where
-        T: sqlx::Decode<'r, sqlx::Sqlite> + sqlx::Type<sqlx::Sqlite>,
+        R: Row,
+        for<'a> &'a str: ColumnIndex<R>,
+        T: Decode<'r, R::Database> + Type<R::Database>,
     {
         row.try_get(name).map_err(|_| format!("column {name}"))
     }
@@ -201,7 +244,14 @@ fn stored_row(row: &SqliteRow) -> Result<StoredRow, String> {
 }
 
 /// A row as an entry; a row that does not read back is corrupt.
-fn entry(row: &SqliteRow) -> Result<AuditEntry, Error> {
+fn entry<R>(row: &R) -> Result<AuditEntry, Error>
+where
+    R: Row,
+    for<'a> &'a str: ColumnIndex<R>,
+    for<'r> i64: Decode<'r, R::Database> + Type<R::Database>,
+    for<'r> String: Decode<'r, R::Database> + Type<R::Database>,
+    for<'r> Vec<u8>: Decode<'r, R::Database> + Type<R::Database>,
+{
     let seq: i64 = row.try_get("seq")?;
     let stored = stored_row(row)
         .map_err(|what| Error::Corrupt(format!("audit entry {seq}: unreadable {what}")))?;

@@ -1,4 +1,5 @@
-//! Online backup and restore of the SQLite store: the main database and the key store,
+//! Online backup and restore of a SQLite store (a PostgreSQL store is backed up with
+//! pg_dump or point-in-time recovery: docs/operations.md): the main database and the key store,
 //! both needed to read any document.
 //!
 //! `VACUUM INTO` copies a database inside one read transaction, so the copy is a
@@ -12,7 +13,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
-use super::Store;
+use super::{Pool, Store};
 use crate::error::Error;
 
 /// What a backup or restore wrote.
@@ -41,6 +42,13 @@ impl Store {
     /// Writes a consistent copy of the database to `dest` and of the key store to
     /// `dest.keys`, while the server may be serving. Refuses to overwrite.
     pub async fn backup(&self, dest: &Path) -> Result<BackupReport, Error> {
+        let (Pool::Sqlite(main), Pool::Sqlite(keys)) = (self.pool(), self.keys()) else {
+            return Err(Error::Config(
+                "this is a PostgreSQL database: back it up with pg_dump or point-in-time \
+                 recovery (see docs/operations.md, \"Backup and restore\")"
+                    .into(),
+            ));
+        };
         let keys_dest = keys_file_of(dest);
         for path in [dest, keys_dest.as_path()] {
             if path.exists() {
@@ -55,8 +63,8 @@ impl Store {
         }
         let (tmp_main, tmp_keys) = (temp_beside(dest), temp_beside(&keys_dest));
         let result = async {
-            vacuum_into(self.pool(), &tmp_main).await?;
-            vacuum_into(self.keys(), &tmp_keys).await?;
+            vacuum_into(main, &tmp_main).await?;
+            vacuum_into(keys, &tmp_keys).await?;
             std::fs::rename(&tmp_main, dest)?;
             std::fs::rename(&tmp_keys, &keys_dest)?;
             Ok::<(), Error>(())
@@ -68,7 +76,7 @@ impl Store {
             return Err(e);
         }
         let documents: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM documents")
-            .fetch_one(self.pool())
+            .fetch_one(main)
             .await?;
         Ok(BackupReport {
             database: dest.to_owned(),

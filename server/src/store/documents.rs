@@ -5,16 +5,25 @@
 //! their total outgrows it. Loading concatenates every chunk and hands the bytes to
 //! automerge once — one `load_incremental` per chunk is ~56× slower (PROTOCOL.md).
 //!
+//! Several writers (the relay nodes of a PostgreSQL store) may append to one document
+//! at once. Chunk keys are content hashes, so a chunk written twice is stored once.
+//! Compaction never deletes a chunk it has not folded into its snapshot: it reads every
+//! chunk under an exclusive lock (SQLite: `BEGIN IMMEDIATE`; PostgreSQL:
+//! `pg_advisory_xact_lock` on the document, which appends take in shared mode), lets
+//! the caller merge them into the snapshot, and deletes exactly those. So two nodes
+//! compacting at once, or a node compacting with a stale copy, lose nothing.
+//!
 //! Every chunk is sealed with the document's own key (`crypto`), kept in the separate
 //! key store. Erasure deletes the rows, leaves a tombstone, and destroys the key.
 
+use automerge::ChangeHash;
 use serde::Serialize;
-use sqlx::Row;
 use sync_core::partition::{DocumentKind, Partition, WijkId};
 use sync_core::protocol::DocumentId;
 
+use super::changes::{payload, CHANNEL, NOTIFY};
 use super::crypto::DocKey;
-use super::{conflict_if_duplicate, now, Store};
+use super::{conflict_if_duplicate, now, with_pool, Pool, Store};
 use crate::error::Error;
 
 /// A document's catalog row.
@@ -40,6 +49,26 @@ pub struct StoredDocument {
     pub incremental_bytes: u64,
     pub snapshot_bytes: u64,
     pub chunks: u64,
+    /// The highest chunk `seq` read: later reads ask only for what came after.
+    pub last_seq: i64,
+}
+
+/// Chunks read from the store, decrypted and concatenated in write order.
+#[derive(Debug, Clone, Default)]
+pub struct Chunks {
+    pub bytes: Vec<u8>,
+    pub incremental_bytes: u64,
+    pub snapshot_bytes: u64,
+    pub count: u64,
+    /// The highest `seq` among them (or the `after` asked for, if none).
+    pub last_seq: i64,
+}
+
+/// What a compaction wrote.
+#[derive(Debug, Clone, Copy)]
+pub struct Compacted {
+    pub snapshot_bytes: u64,
+    pub seq: i64,
 }
 
 /// An erased document's tombstone.
@@ -50,9 +79,10 @@ pub struct Tombstone {
     pub erased_by: String,
 }
 
-fn entry_from_row(id: DocumentId, row: &sqlx::sqlite::SqliteRow) -> Result<CatalogEntry, Error> {
-    let kind: String = row.get("kind");
-    let wijk: String = row.get("wijk_id");
+type CatalogRow = (String, String, i64, String);
+
+fn entry_from_row(id: DocumentId, row: CatalogRow) -> Result<CatalogEntry, Error> {
+    let (kind, wijk, created_at, created_by) = row;
     Ok(CatalogEntry {
         id,
         partition: Partition {
@@ -61,68 +91,170 @@ fn entry_from_row(id: DocumentId, row: &sqlx::sqlite::SqliteRow) -> Result<Catal
                 .map_err(|e| Error::Corrupt(format!("document {id}: {e}")))?,
             wijk: WijkId::new(wijk).map_err(|e| Error::Corrupt(format!("document {id}: {e}")))?,
         },
-        created_at: row.get("created_at"),
-        created_by: row.get("created_by"),
+        created_at,
+        created_by,
     })
+}
+
+/// The PostgreSQL advisory lock key of a document's chunks (its id folded to 64 bits).
+fn lock_key(id: &DocumentId) -> i64 {
+    let b = id.as_bytes();
+    let mut lo = [0u8; 8];
+    let mut hi = [0u8; 8];
+    lo.copy_from_slice(&b[..8]);
+    hi.copy_from_slice(&b[8..]);
+    i64::from_le_bytes(lo) ^ i64::from_le_bytes(hi)
+}
+
+const INSERT_CHUNK: &str =
+    "INSERT INTO chunks (doc_id, kind, hash, data, created_at) VALUES ($1, $2, $3, $4, $5)
+     ON CONFLICT (doc_id, hash) DO NOTHING RETURNING seq";
+/// Takes the next number of the store-wide change counter (the central feed's cursor)
+/// inside the write transaction `$tx`, after every contended lock it takes, so numbers
+/// are handed out in commit order and a feed cursor never skips a commit. SQLite has
+/// one writer at a time. PostgreSQL: the `UPDATE` holds the counter row's lock until
+/// the commit, so a concurrent transaction gets its number (the next one) only after
+/// this one is visible. Nothing else is locked after it (no deadlock), and the
+/// transactions that take it hold their document's advisory lock already.
+macro_rules! next_change_seq {
+    ($tx:ident) => {{
+        let seq: i64 = sqlx::query_scalar(
+            "UPDATE change_counter SET seq = seq + 1 WHERE id = 1 RETURNING seq",
+        )
+        .fetch_one(&mut *$tx)
+        .await?;
+        seq
+    }};
+}
+
+/// Gives document `$doc` the next change number and the current time as `updated_at`,
+/// inside the write transaction `$tx` (see [`next_change_seq!`]).
+macro_rules! mark_changed {
+    ($tx:ident, $doc:expr) => {{
+        let seq = next_change_seq!($tx);
+        sqlx::query("UPDATE documents SET change_seq = $1, updated_at = $2 WHERE id = $3")
+            .bind(seq)
+            .bind(now())
+            .bind($doc)
+            .execute(&mut *$tx)
+            .await?;
+    }};
+}
+
+const LOCK_SHARED: &str = "SELECT pg_advisory_xact_lock_shared($1)";
+const LOCK_EXCLUSIVE: &str = "SELECT pg_advisory_xact_lock($1)";
+
+/// A chunk ready for `INSERT_CHUNK`: (content hash, sealed bytes).
+fn sealed(id: &DocumentId, key: &DocKey, data: &[u8]) -> Result<(Vec<u8>, Vec<u8>), Error> {
+    Ok((key.chunk_hash(data), key.seal(id, data)?))
+}
+
+/// Decrypts and concatenates chunk rows `(seq, kind, sealed data)`.
+fn open_chunks(
+    id: &DocumentId,
+    key: &DocKey,
+    after: i64,
+    rows: Vec<(i64, String, Vec<u8>)>,
+) -> Result<Chunks, Error> {
+    let mut out = Chunks {
+        last_seq: after,
+        ..Chunks::default()
+    };
+    for (seq, kind, sealed) in rows {
+        let data = key.open(id, &sealed)?;
+        let len = data.len() as u64;
+        if kind == "snapshot" {
+            out.snapshot_bytes += len;
+        } else {
+            out.incremental_bytes += len;
+        }
+        out.count += 1;
+        out.last_seq = out.last_seq.max(seq);
+        out.bytes.extend_from_slice(&data);
+    }
+    Ok(out)
 }
 
 impl Store {
     /// Creates the document: its key in the key store, then the catalog row and the
-    /// first chunk in one transaction. `Conflict` if the id is taken, `Erased` if it
-    /// was erased. Callers serialise creations of one id (the hub does).
+    /// first chunk in one transaction. Returns the key the chunks are sealed with (a
+    /// key left by a creation that stopped before its commit is reused, so two nodes
+    /// creating one id at once agree on it). `Conflict` if the id is taken, `Erased`
+    /// if it was erased.
     pub async fn create_document(
         &self,
         entry: &CatalogEntry,
         first_chunk: &[u8],
         key: &DocKey,
-    ) -> Result<(), Error> {
+    ) -> Result<DocKey, Error> {
         if self.tombstone(&entry.id).await?.is_some() {
             return Err(Error::Erased(entry.id.to_string()));
         }
         if self.catalog(&entry.id).await?.is_some() {
             return Err(Error::Conflict(format!("document {} exists", entry.id)));
         }
-        // A key left by a creation that crashed before its commit is replaced.
-        sqlx::query("INSERT OR REPLACE INTO doc_keys (doc_id, key, created_at) VALUES (?, ?, ?)")
-            .bind(entry.id.to_string())
-            .bind(&key.0[..])
-            .bind(now())
-            .execute(self.keys())
-            .await?;
-        let mut tx = self.pool().begin().await?;
-        let inserted = sqlx::query(
-            "INSERT INTO documents (id, kind, wijk_id, created_at, created_by) VALUES (?, ?, ?, ?, ?)",
+        let doc = entry.id.to_string();
+        with_pool!(self.keys(), p => sqlx::query(
+            "INSERT INTO doc_keys (doc_id, key, created_at) VALUES ($1, $2, $3)
+             ON CONFLICT (doc_id) DO NOTHING",
         )
-        .bind(entry.id.to_string())
-        .bind(entry.partition.kind.as_str())
-        .bind(entry.partition.wijk.as_str())
-        .bind(entry.created_at)
-        .bind(&entry.created_by)
-        .execute(&mut *tx)
-        .await;
-        conflict_if_duplicate(inserted, || format!("document {} exists", entry.id))?;
-        insert_chunk(&mut tx, &entry.id, key, "snapshot", first_chunk).await?;
-        tx.commit().await?;
-        Ok(())
+        .bind(&doc)
+        .bind(&key.0[..])
+        .bind(now())
+        .execute(p)
+        .await
+        .map(|_| ()))?;
+        let key = self.doc_key(&entry.id).await?.ok_or_else(|| {
+            Error::Conflict(format!("document {} was erased while created", entry.id))
+        })?;
+        let (hash, data) = sealed(&entry.id, &key, first_chunk)?;
+        with_pool!(self.pool(), p => {
+            let mut tx = p.begin().await?;
+            let inserted = sqlx::query(
+                "INSERT INTO documents (id, kind, wijk_id, created_at, created_by) VALUES ($1, $2, $3, $4, $5)",
+            )
+            .bind(&doc)
+            .bind(entry.partition.kind.as_str())
+            .bind(entry.partition.wijk.as_str())
+            .bind(entry.created_at)
+            .bind(&entry.created_by)
+            .execute(&mut *tx)
+            .await
+            .map(|_| ());
+            conflict_if_duplicate(inserted, || format!("document {} exists", entry.id))?;
+            let _: Option<i64> = sqlx::query_scalar(INSERT_CHUNK)
+                .bind(&doc)
+                .bind("snapshot")
+                .bind(&hash)
+                .bind(&data)
+                .bind(now())
+                .fetch_optional(&mut *tx)
+                .await?;
+            mark_changed!(tx, &doc);
+            tx.commit().await?;
+        });
+        Ok(key)
     }
 
     /// The catalog row of a document, if it exists.
     pub async fn catalog(&self, id: &DocumentId) -> Result<Option<CatalogEntry>, Error> {
-        let row =
-            sqlx::query("SELECT kind, wijk_id, created_at, created_by FROM documents WHERE id = ?")
-                .bind(id.to_string())
-                .fetch_optional(self.pool())
-                .await?;
-        row.map(|r| entry_from_row(*id, &r)).transpose()
+        let row: Option<CatalogRow> = with_pool!(self.pool(), p => sqlx::query_as(
+            "SELECT kind, wijk_id, created_at, created_by FROM documents WHERE id = $1"
+        )
+        .bind(id.to_string())
+        .fetch_optional(p)
+        .await)?;
+        row.map(|r| entry_from_row(*id, r)).transpose()
     }
 
     /// Records a plan's committed hand-over flag in the catalog (for listings).
     pub async fn set_handed_over(&self, id: &DocumentId, handed_over: bool) -> Result<(), Error> {
-        sqlx::query("UPDATE documents SET handed_over = ? WHERE id = ?")
+        with_pool!(self.pool(), p => sqlx::query("UPDATE documents SET handed_over = $1 WHERE id = $2")
             .bind(handed_over)
             .bind(id.to_string())
-            .execute(self.pool())
-            .await?;
+            .execute(p)
+            .await
+            .map(|_| ()))?;
         Ok(())
     }
 
@@ -134,26 +266,23 @@ impl Store {
         kind: Option<DocumentKind>,
         since: i64,
     ) -> Result<Vec<(CatalogEntry, bool)>, Error> {
-        let rows = sqlx::query(
+        let rows: Vec<(String, String, String, i64, String, bool)> = with_pool!(self.pool(), p => sqlx::query_as(
             "SELECT id, kind, wijk_id, created_at, created_by, handed_over FROM documents
-             WHERE (? IS NULL OR wijk_id = ?) AND (? IS NULL OR kind = ?) AND created_at >= ?
+             WHERE ($1 IS NULL OR wijk_id = $1) AND ($2 IS NULL OR kind = $2) AND created_at >= $3
              ORDER BY created_at, id",
         )
         .bind(wijk.map(WijkId::as_str))
-        .bind(wijk.map(WijkId::as_str))
-        .bind(kind.map(DocumentKind::as_str))
         .bind(kind.map(DocumentKind::as_str))
         .bind(since)
-        .fetch_all(self.pool())
-        .await?;
-        rows.iter()
-            .map(|r| {
-                let id: String = r.get("id");
+        .fetch_all(p)
+        .await)?;
+        rows.into_iter()
+            .map(|(id, kind, wijk, created_at, created_by, handed_over)| {
                 let id = id
                     .parse()
                     .map_err(|e| Error::Corrupt(format!("catalog id {id:?}: {e}")))?;
-                let handed_over: bool = r.get("handed_over");
-                Ok((entry_from_row(id, r)?, handed_over))
+                let entry = entry_from_row(id, (kind, wijk, created_at, created_by))?;
+                Ok((entry, handed_over))
             })
             .collect()
     }
@@ -171,10 +300,12 @@ impl Store {
 
     /// The document's key, if it was not destroyed.
     pub async fn doc_key(&self, id: &DocumentId) -> Result<Option<DocKey>, Error> {
-        let key: Option<Vec<u8>> = sqlx::query_scalar("SELECT key FROM doc_keys WHERE doc_id = ?")
-            .bind(id.to_string())
-            .fetch_optional(self.keys())
-            .await?;
+        let key: Option<Vec<u8>> = with_pool!(self.keys(), p => sqlx::query_scalar(
+            "SELECT key FROM doc_keys WHERE doc_id = $1"
+        )
+        .bind(id.to_string())
+        .fetch_optional(p)
+        .await)?;
         key.map(|k| {
             <[u8; 32]>::try_from(k.as_slice())
                 .map(DocKey)
@@ -193,75 +324,142 @@ impl Store {
                 "document {id}: its key is gone (erased, or the wrong key store)"
             ))
         })?;
-        let rows = sqlx::query("SELECT kind, data FROM chunks WHERE doc_id = ? ORDER BY seq")
-            .bind(id.to_string())
-            .fetch_all(self.pool())
-            .await?;
-        let mut doc = StoredDocument {
+        let chunks = self.chunks_after(id, &key, 0).await?;
+        Ok(Some(StoredDocument {
             entry,
-            key: key.clone(),
-            bytes: Vec::new(),
-            incremental_bytes: 0,
-            snapshot_bytes: 0,
-            chunks: 0,
-        };
-        for row in rows {
-            let kind: String = row.get("kind");
-            let sealed: Vec<u8> = row.get("data");
-            let data = key.open(id, &sealed)?;
-            let len = data.len() as u64;
-            if kind == "snapshot" {
-                doc.snapshot_bytes += len;
-            } else {
-                doc.incremental_bytes += len;
-            }
-            doc.chunks += 1;
-            doc.bytes.extend_from_slice(&data);
-        }
-        Ok(Some(doc))
+            key,
+            bytes: chunks.bytes,
+            incremental_bytes: chunks.incremental_bytes,
+            snapshot_bytes: chunks.snapshot_bytes,
+            chunks: chunks.count,
+            last_seq: chunks.last_seq,
+        }))
     }
 
-    /// Appends an incremental chunk (idempotent: its key is its content hash).
+    /// The chunks written after `seq` (0: all), decrypted and concatenated in write
+    /// order: how a node catches up with what other nodes committed.
+    pub async fn chunks_after(
+        &self,
+        id: &DocumentId,
+        key: &DocKey,
+        after: i64,
+    ) -> Result<Chunks, Error> {
+        let rows: Vec<(i64, String, Vec<u8>)> = with_pool!(self.pool(), p => sqlx::query_as(
+            "SELECT seq, kind, data FROM chunks WHERE doc_id = $1 AND seq > $2 ORDER BY seq"
+        )
+        .bind(id.to_string())
+        .bind(after)
+        .fetch_all(p)
+        .await)?;
+        open_chunks(id, key, after, rows)
+    }
+
+    /// Appends an incremental chunk (idempotent: its key is its content hash) and, on
+    /// a shared store, tells the other nodes the document's new `heads` in the same
+    /// transaction (PostgreSQL delivers the notification only if the commit happens).
+    /// Returns the chunk's `seq`, or `None` if it was stored already.
     pub async fn append_chunk(
         &self,
         id: &DocumentId,
         key: &DocKey,
         data: &[u8],
-    ) -> Result<(), Error> {
-        let mut tx = self.pool().begin().await?;
-        insert_chunk(&mut tx, id, key, "incremental", data).await?;
-        tx.commit().await?;
-        Ok(())
+        heads: &[ChangeHash],
+    ) -> Result<Option<i64>, Error> {
+        let (hash, data) = sealed(id, key, data)?;
+        let shared = self.is_shared();
+        let note = payload(&self.node, id, heads);
+        let doc = id.to_string();
+        let seq = with_pool!(self.pool(), p => {
+            let mut tx = p.begin().await?;
+            if shared {
+                sqlx::query(LOCK_SHARED).bind(lock_key(id)).execute(&mut *tx).await?;
+            }
+            let seq: Option<i64> = sqlx::query_scalar(INSERT_CHUNK)
+                .bind(&doc)
+                .bind("incremental")
+                .bind(&hash)
+                .bind(&data)
+                .bind(now())
+                .fetch_optional(&mut *tx)
+                .await?;
+            // A chunk stored already changes nothing: no change number, no notice.
+            if seq.is_some() {
+                mark_changed!(tx, &doc);
+                if shared {
+                    sqlx::query(NOTIFY).bind(CHANNEL).bind(&note).execute(&mut *tx).await?;
+                }
+            }
+            tx.commit().await?;
+            seq
+        });
+        Ok(seq)
     }
 
-    /// Replaces every chunk of the document with one snapshot, atomically.
-    pub async fn compact(
+    /// Replaces the document's chunks with one snapshot, atomically, without losing a
+    /// chunk written by someone else: under the document's exclusive lock it reads
+    /// every stored chunk, hands their bytes to `build` (which merges them into the
+    /// caller's document and returns its snapshot and new heads), then deletes exactly
+    /// the chunks it read and inserts the snapshot. Other nodes are notified of the heads.
+    pub async fn compact<F>(
         &self,
         id: &DocumentId,
         key: &DocKey,
-        snapshot: &[u8],
-    ) -> Result<(), Error> {
-        let mut tx = self.pool().begin().await?;
-        sqlx::query("DELETE FROM chunks WHERE doc_id = ?")
-            .bind(id.to_string())
-            .execute(&mut *tx)
+        build: F,
+    ) -> Result<Compacted, Error>
+    where
+        F: FnOnce(&[u8]) -> Result<(Vec<u8>, Vec<ChangeHash>), Error> + Send,
+    {
+        let shared = self.is_shared();
+        let doc = id.to_string();
+        let compacted = with_pool!(self.pool(), p => {
+            // SQLite: IMMEDIATE takes the write lock before the read, so nothing is
+            // appended between reading the chunks and deleting them.
+            let mut tx = if shared { p.begin().await? } else { p.begin_with("BEGIN IMMEDIATE").await? };
+            if shared {
+                sqlx::query(LOCK_EXCLUSIVE).bind(lock_key(id)).execute(&mut *tx).await?;
+            }
+            let rows: Vec<(i64, String, Vec<u8>)> = sqlx::query_as(
+                "SELECT seq, kind, data FROM chunks WHERE doc_id = $1 ORDER BY seq"
+            )
+            .bind(&doc)
+            .fetch_all(&mut *tx)
             .await?;
-        insert_chunk(&mut tx, id, key, "snapshot", snapshot).await?;
-        tx.commit().await?;
-        Ok(())
+            let stored = open_chunks(id, key, 0, rows)?;
+            let (snapshot, heads) = build(&stored.bytes)?;
+            let (hash, data) = sealed(id, key, &snapshot)?;
+            sqlx::query("DELETE FROM chunks WHERE doc_id = $1 AND seq <= $2")
+                .bind(&doc)
+                .bind(stored.last_seq)
+                .execute(&mut *tx)
+                .await?;
+            let seq: Option<i64> = sqlx::query_scalar(INSERT_CHUNK)
+                .bind(&doc)
+                .bind("snapshot")
+                .bind(&hash)
+                .bind(&data)
+                .bind(now())
+                .fetch_optional(&mut *tx)
+                .await?;
+            mark_changed!(tx, &doc);
+            if shared {
+                let note = payload(&self.node, id, &heads);
+                sqlx::query(NOTIFY).bind(CHANNEL).bind(&note).execute(&mut *tx).await?;
+            }
+            tx.commit().await?;
+            Compacted { snapshot_bytes: snapshot.len() as u64, seq: seq.unwrap_or(stored.last_seq) }
+        });
+        Ok(compacted)
     }
 
     /// The tombstone of an erased document.
     pub async fn tombstone(&self, id: &DocumentId) -> Result<Option<Tombstone>, Error> {
-        let row = sqlx::query(
-            "SELECT kind, wijk_id, erased_at, erased_by FROM tombstones WHERE doc_id = ?",
+        let row: Option<(String, String, i64, String)> = with_pool!(self.pool(), p => sqlx::query_as(
+            "SELECT kind, wijk_id, erased_at, erased_by FROM tombstones WHERE doc_id = $1",
         )
         .bind(id.to_string())
-        .fetch_optional(self.pool())
-        .await?;
-        row.map(|r| {
-            let kind: String = r.get("kind");
-            let wijk: String = r.get("wijk_id");
+        .fetch_optional(p)
+        .await)?;
+        row.map(|(kind, wijk, erased_at, erased_by)| {
             Ok(Tombstone {
                 partition: Partition {
                     kind: kind
@@ -270,8 +468,8 @@ impl Store {
                     wijk: WijkId::new(wijk)
                         .map_err(|e| Error::Corrupt(format!("tombstone {id}: {e}")))?,
                 },
-                erased_at: r.get("erased_at"),
-                erased_by: r.get("erased_by"),
+                erased_at,
+                erased_by,
             })
         })
         .transpose()
@@ -284,35 +482,46 @@ impl Store {
     /// Idempotent: erasing again finishes an erasure that stopped half-way.
     pub async fn erase(&self, id: &DocumentId, by: &str) -> Result<Tombstone, Error> {
         let doc = id.to_string();
+        let shared = self.is_shared();
         let tombstone = match self.catalog(id).await? {
             Some(entry) => {
-                let mut tx = self.pool().begin().await?;
-                for table in ["chunks", "sync_states", "change_authors"] {
-                    sqlx::query(&format!("DELETE FROM {table} WHERE doc_id = ?"))
+                let erased_at = now();
+                with_pool!(self.pool(), p => {
+                    let mut tx = p.begin().await?;
+                    if shared {
+                        // No node may append while the rows go (the chunk's foreign
+                        // key would stop the catalog row's delete).
+                        sqlx::query(LOCK_EXCLUSIVE).bind(lock_key(id)).execute(&mut *tx).await?;
+                    }
+                    for table in ["chunks", "sync_states", "change_authors"] {
+                        sqlx::query(&format!("DELETE FROM {table} WHERE doc_id = $1"))
+                            .bind(&doc)
+                            .execute(&mut *tx)
+                            .await?;
+                    }
+                    sqlx::query("DELETE FROM documents WHERE id = $1")
                         .bind(&doc)
                         .execute(&mut *tx)
                         .await?;
-                }
-                sqlx::query("DELETE FROM documents WHERE id = ?")
+                    let seq = next_change_seq!(tx);
+                    sqlx::query(
+                        "INSERT INTO tombstones (doc_id, kind, wijk_id, erased_at, erased_by, change_seq)
+                         VALUES ($1, $2, $3, $4, $5, $6)",
+                    )
                     .bind(&doc)
-                    .execute(&mut *tx)
-                    .await?;
-                let erased_at = now();
-                sqlx::query(
-                    "INSERT INTO tombstones (doc_id, kind, wijk_id, erased_at, erased_by) VALUES (?, ?, ?, ?, ?)",
-                )
-                .bind(&doc)
-                .bind(entry.partition.kind.as_str())
-                .bind(entry.partition.wijk.as_str())
-                .bind(erased_at)
-                .bind(by)
-                .execute(&mut *tx)
-                .await?;
-                sqlx::query("INSERT INTO access_changes (at, what) VALUES (?, 'erase')")
+                    .bind(entry.partition.kind.as_str())
+                    .bind(entry.partition.wijk.as_str())
                     .bind(erased_at)
+                    .bind(by)
+                    .bind(seq)
                     .execute(&mut *tx)
                     .await?;
-                tx.commit().await?;
+                    sqlx::query("INSERT INTO access_changes (at, what) VALUES ($1, 'erase')")
+                        .bind(erased_at)
+                        .execute(&mut *tx)
+                        .await?;
+                    tx.commit().await?;
+                });
                 Tombstone {
                     partition: entry.partition,
                     erased_at,
@@ -324,15 +533,25 @@ impl Store {
                 .await?
                 .ok_or_else(|| Error::NotFound(format!("document {id}")))?,
         };
-        sqlx::query("DELETE FROM doc_keys WHERE doc_id = ?")
+        with_pool!(self.keys(), p => sqlx::query("DELETE FROM doc_keys WHERE doc_id = $1")
             .bind(&doc)
-            .execute(self.keys())
-            .await?;
-        // Leave no readable remains of the key in the key store's free pages or WAL.
-        sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
-            .execute(self.keys())
-            .await?;
-        sqlx::query("VACUUM").execute(self.keys()).await?;
+            .execute(p)
+            .await
+            .map(|_| ()))?;
+        // Leave no readable remains of the key in the key store's free pages.
+        match self.keys() {
+            Pool::Sqlite(p) => {
+                sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
+                    .execute(p)
+                    .await?;
+                sqlx::query("VACUUM").execute(p).await?;
+            }
+            Pool::Postgres(p) => {
+                // Rewrites the table without the dead row (docs/operations.md: its WAL
+                // archive is the one remaining copy, so keep that short).
+                sqlx::query("VACUUM FULL doc_keys").execute(p).await?;
+            }
+        }
         Ok(tombstone)
     }
 
@@ -342,13 +561,21 @@ impl Store {
         if ids.is_empty() {
             return Ok(Vec::new());
         }
-        let list = serde_json::Value::from(ids.iter().map(ToString::to_string).collect::<Vec<_>>());
-        let erased: Vec<String> = sqlx::query_scalar(
-            "SELECT doc_id FROM tombstones WHERE doc_id IN (SELECT value FROM json_each(?))",
-        )
-        .bind(list.to_string())
-        .fetch_all(self.pool())
-        .await?;
+        let list: Vec<String> = ids.iter().map(ToString::to_string).collect();
+        let erased: Vec<String> = match self.pool() {
+            Pool::Sqlite(p) => sqlx::query_scalar(
+                "SELECT doc_id FROM tombstones WHERE doc_id IN (SELECT value FROM json_each($1))",
+            )
+            .bind(serde_json::Value::from(list).to_string())
+            .fetch_all(p)
+            .await?,
+            Pool::Postgres(p) => {
+                sqlx::query_scalar("SELECT doc_id FROM tombstones WHERE doc_id = ANY($1)")
+                    .bind(list)
+                    .fetch_all(p)
+                    .await?
+            }
+        };
         Ok(ids
             .iter()
             .filter(|id| erased.contains(&id.to_string()))
@@ -367,20 +594,23 @@ impl Store {
         if hashes.is_empty() {
             return Ok(());
         }
-        let mut tx = self.pool().begin().await?;
-        for hash in hashes {
-            sqlx::query(
-                "INSERT OR IGNORE INTO change_authors (doc_id, change_hash, user_id, device, at) VALUES (?, ?, ?, ?, ?)",
-            )
-            .bind(id.to_string())
-            .bind(hash)
-            .bind(user)
-            .bind(device)
-            .bind(now())
-            .execute(&mut *tx)
-            .await?;
-        }
-        tx.commit().await?;
+        with_pool!(self.pool(), p => {
+            let mut tx = p.begin().await?;
+            for hash in hashes {
+                sqlx::query(
+                    "INSERT INTO change_authors (doc_id, change_hash, user_id, device, at) VALUES ($1, $2, $3, $4, $5)
+                     ON CONFLICT DO NOTHING",
+                )
+                .bind(id.to_string())
+                .bind(hash)
+                .bind(user)
+                .bind(device)
+                .bind(now())
+                .execute(&mut *tx)
+                .await?;
+            }
+            tx.commit().await?;
+        });
         Ok(())
     }
 
@@ -389,23 +619,12 @@ impl Store {
         &self,
         id: &DocumentId,
     ) -> Result<Vec<(String, String, String, i64)>, Error> {
-        let rows = sqlx::query(
-            "SELECT change_hash, user_id, device, at FROM change_authors WHERE doc_id = ? ORDER BY at, change_hash",
+        Ok(with_pool!(self.pool(), p => sqlx::query_as(
+            "SELECT change_hash, user_id, device, at FROM change_authors WHERE doc_id = $1 ORDER BY at, change_hash",
         )
         .bind(id.to_string())
-        .fetch_all(self.pool())
-        .await?;
-        Ok(rows
-            .iter()
-            .map(|r| {
-                (
-                    r.get("change_hash"),
-                    r.get("user_id"),
-                    r.get("device"),
-                    r.get("at"),
-                )
-            })
-            .collect())
+        .fetch_all(p)
+        .await)?)
     }
 
     /// The persisted sync state of a peer store for a document.
@@ -414,13 +633,13 @@ impl Store {
         storage_id: &str,
         id: &DocumentId,
     ) -> Result<Option<Vec<u8>>, Error> {
-        Ok(
-            sqlx::query_scalar("SELECT state FROM sync_states WHERE storage_id = ? AND doc_id = ?")
-                .bind(storage_id)
-                .bind(id.to_string())
-                .fetch_optional(self.pool())
-                .await?,
+        Ok(with_pool!(self.pool(), p => sqlx::query_scalar(
+            "SELECT state FROM sync_states WHERE storage_id = $1 AND doc_id = $2"
         )
+        .bind(storage_id)
+        .bind(id.to_string())
+        .fetch_optional(p)
+        .await)?)
     }
 
     /// Persists sync states of one peer store saved by `user`'s connection, in one
@@ -438,71 +657,55 @@ impl Store {
             return Ok(());
         }
         let at = now();
-        let mut tx = self.pool().begin().await?;
-        for (id, state) in states {
+        let per_user = i64::try_from(per_user.max(1)).unwrap_or(i64::MAX);
+        let oldest = at.saturating_sub(i64::try_from(ttl.as_secs()).unwrap_or(i64::MAX));
+        with_pool!(self.pool(), p => {
+            let mut tx = p.begin().await?;
+            for (id, state) in states {
+                sqlx::query(
+                    "INSERT INTO sync_states (storage_id, doc_id, state, updated_at, user_id)
+                     VALUES ($1, $2, $3, $4, $5)
+                     ON CONFLICT (storage_id, doc_id) DO UPDATE SET state = excluded.state,
+                       updated_at = excluded.updated_at, user_id = excluded.user_id",
+                )
+                .bind(storage_id)
+                .bind(id.to_string())
+                .bind(state)
+                .bind(at)
+                .bind(user)
+                .execute(&mut *tx)
+                .await?;
+            }
+            // Keep the user's `per_user` most recently used peer stores (the one saving
+            // now always among them), and drop every state older than the TTL.
             sqlx::query(
-                "INSERT INTO sync_states (storage_id, doc_id, state, updated_at, user_id) VALUES (?, ?, ?, ?, ?)
-                 ON CONFLICT (storage_id, doc_id) DO UPDATE SET state = excluded.state,
-                   updated_at = excluded.updated_at, user_id = excluded.user_id",
+                "DELETE FROM sync_states WHERE user_id = $1 AND storage_id NOT IN (
+                     SELECT storage_id FROM sync_states WHERE user_id = $1
+                     GROUP BY storage_id ORDER BY MAX(updated_at) DESC, storage_id = $2 DESC
+                     LIMIT $3)",
             )
-            .bind(storage_id)
-            .bind(id.to_string())
-            .bind(state)
-            .bind(at)
             .bind(user)
+            .bind(storage_id)
+            .bind(per_user)
             .execute(&mut *tx)
             .await?;
-        }
-        sqlx::query(
-            "DELETE FROM sync_states WHERE user_id = ?1 AND storage_id NOT IN (
-                 SELECT storage_id FROM sync_states WHERE user_id = ?1
-                 GROUP BY storage_id ORDER BY MAX(updated_at) DESC, storage_id = ?2 DESC
-                 LIMIT ?3)",
-        )
-        .bind(user)
-        .bind(storage_id)
-        .bind(i64::try_from(per_user.max(1)).unwrap_or(i64::MAX))
-        .execute(&mut *tx)
-        .await?;
-        let ttl = i64::try_from(ttl.as_secs()).unwrap_or(i64::MAX);
-        sqlx::query("DELETE FROM sync_states WHERE updated_at < ?")
-            .bind(at.saturating_sub(ttl))
-            .execute(&mut *tx)
-            .await?;
-        tx.commit().await?;
+            sqlx::query("DELETE FROM sync_states WHERE updated_at < $1")
+                .bind(oldest)
+                .execute(&mut *tx)
+                .await?;
+            tx.commit().await?;
+        });
         Ok(())
     }
 
     /// Distinct peer stores with persisted sync states, of one user or of everyone.
     pub async fn sync_state_storages(&self, user: Option<&str>) -> Result<u64, Error> {
-        let n: i64 = sqlx::query_scalar(
-            "SELECT COUNT(DISTINCT storage_id) FROM sync_states WHERE ?1 IS NULL OR user_id = ?1",
+        let n: i64 = with_pool!(self.pool(), p => sqlx::query_scalar(
+            "SELECT COUNT(DISTINCT storage_id) FROM sync_states WHERE $1 IS NULL OR user_id = $1",
         )
         .bind(user)
-        .fetch_one(self.pool())
-        .await?;
+        .fetch_one(p)
+        .await)?;
         Ok(u64::try_from(n).unwrap_or(0))
     }
-}
-
-async fn insert_chunk(
-    tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
-    id: &DocumentId,
-    key: &DocKey,
-    kind: &str,
-    data: &[u8],
-) -> Result<(), Error> {
-    let sealed = key.seal(id, data)?;
-    sqlx::query(
-        "INSERT INTO chunks (doc_id, kind, hash, data, created_at) VALUES (?, ?, ?, ?, ?)
-         ON CONFLICT (doc_id, hash) DO NOTHING",
-    )
-    .bind(id.to_string())
-    .bind(kind)
-    .bind(key.chunk_hash(data))
-    .bind(sealed)
-    .bind(now())
-    .execute(&mut **tx)
-    .await?;
-    Ok(())
 }

@@ -1,34 +1,73 @@
-//! The server store: SQLite through sqlx, with migrations.
+//! The server store: sqlx on SQLite (one file, the embedded default) or PostgreSQL
+//! (several relay nodes sharing one database), chosen by the database URL.
 //!
-//! `Store` is a cheap clone around a connection pool. Accounts (wijken, users, grants,
-//! tokens) live in `accounts`, documents (catalog, chunks, sync states) in `documents`,
-//! the audit log's hash chain in `audit`, online backup and restore in `backup`.
+//! `Store` is a cheap clone around two connection pools: the main database and the key
+//! store (`crypto`). Accounts (wijken, users, grants, tokens) live in `accounts`,
+//! documents (catalog, chunks, sync states) in `documents`, the audit log's hash chain
+//! in `audit`, the PostgreSQL change feed between nodes in `changes`, the central
+//! office's change-number feed and pseudonym secret in `central`, and online backup and
+//! restore of a SQLite store in `backup` (PostgreSQL: pg_dump/PITR, docs/operations.md).
 //! Nothing above this module writes SQL.
+//!
+//! Why an enum of backends and not `sqlx::Any` or a trait: each query is written once,
+//! with `$N` parameters that both drivers accept, and [`with_pool!`] expands it for each
+//! native pool, so it is type-checked against both drivers and decodes native types
+//! (SQLite's integer booleans, PostgreSQL's `BOOLEAN`/`BYTEA`). The few places where the
+//! engines really differ (audit serialisation, advisory locks, `LISTEN/NOTIFY`, the
+//! key store's shredding) are a visible `match` on [`Pool`], not hidden in a trait.
+//! `sqlx::Any` would hide both: it has no `PgListener`, and it converts every value.
 
 pub mod accounts;
 pub mod audit;
 pub mod backup;
+pub mod central;
+pub mod changes;
 pub mod crypto;
 pub mod documents;
 
 use std::str::FromStr;
 use std::time::Duration;
 
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::SqlitePool;
 
 use crate::error::Error;
 
 pub use accounts::{TokenInfo, UserInfo};
+pub use changes::RemoteChange;
 pub use documents::{CatalogEntry, StoredDocument};
+
+/// One database, on either engine.
+#[derive(Clone, Debug)]
+pub(crate) enum Pool {
+    Sqlite(SqlitePool),
+    Postgres(PgPool),
+}
+
+/// Runs the same code on whichever engine `$pool` is: `with_pool!(pool, p => expr)`
+/// expands `expr` once per engine with `p` bound to the native pool, so one SQL text
+/// (with `$1`, `$2`, … parameters, which both drivers accept) serves both.
+macro_rules! with_pool {
+    ($pool:expr, $p:ident => $body:expr) => {
+        match $pool {
+            $crate::store::Pool::Sqlite($p) => $body,
+            $crate::store::Pool::Postgres($p) => $body,
+        }
+    };
+}
+pub(crate) use with_pool;
 
 /// Handle to the database; clone freely.
 #[derive(Clone, Debug)]
 pub struct Store {
-    pool: SqlitePool,
-    /// The key store: per-document keys in a database file of its own, so backups of
-    /// the main database never hold them (see `crypto`).
-    keys: SqlitePool,
+    pool: Pool,
+    /// The key store: per-document keys kept apart from the main database, so backups
+    /// of it never hold them (see `crypto`). SQLite: a file of its own. PostgreSQL:
+    /// the schema `buurtsync_keys`, or a database of its own given by `--keys`.
+    keys: Pool,
+    /// This process's id in change notifications, so a node skips its own.
+    node: String,
 }
 
 /// Seconds since the Unix epoch, the unit of every time column.
@@ -39,14 +78,23 @@ pub fn now() -> i64 {
         .unwrap_or(0)
 }
 
-/// The file path of a `sqlite://PATH` URL.
+/// The file path of a `sqlite://PATH` URL. A PostgreSQL URL gets a clear error: file
+/// operations (backup, restore, `config check`'s key path) apply to SQLite only.
 pub fn sqlite_path(url: &str) -> Result<&str, Error> {
+    if is_postgres_url(url) {
+        return Err(Error::Config(
+            "this is a PostgreSQL database: back it up with pg_dump or point-in-time \
+             recovery (see docs/operations.md, \"Backup and restore\"); \
+             buurtsync backup/restore handle SQLite files only"
+                .into(),
+        ));
+    }
     let path = url
         .strip_prefix("sqlite://")
         .or_else(|| url.strip_prefix("sqlite:"))
         .ok_or_else(|| {
             Error::Config(format!(
-                "unsupported database URL {url:?}: use sqlite://PATH"
+                "unsupported database URL {url:?}: use sqlite://PATH or postgres://…"
             ))
         })?;
     if path.is_empty() {
@@ -55,77 +103,169 @@ pub fn sqlite_path(url: &str) -> Result<&str, Error> {
     Ok(path)
 }
 
-/// The key store path: `keys` if given, else `<database path>.keys`.
+/// The SQLite key store path: `keys` if given, else `<database path>.keys`.
 pub fn keys_path(db_path: &str, keys: Option<&str>) -> String {
     keys.map_or_else(|| format!("{db_path}.keys"), str::to_owned)
 }
 
+/// Connections per node to PostgreSQL (see docs/operations.md for sizing).
+pub const PG_POOL_SIZE: u32 = 16;
+/// The PostgreSQL schema of the key store when `--keys` names no database of its own.
+pub const PG_KEYS_SCHEMA: &str = "buurtsync_keys";
+
 impl Store {
-    /// Opens (creating if needed) the database at `url` (`sqlite://path`) and runs the
-    /// migrations. WAL mode with `synchronous=FULL`: a commit that returned is on disk,
-    /// which is what lets us acknowledge changes after commit.
+    /// Opens (creating if needed) the database at `url` and runs the migrations:
+    /// `sqlite://PATH` or `postgres://…` (`postgresql://…`).
+    ///
+    /// SQLite runs in WAL mode with `synchronous=FULL`; PostgreSQL commits are durable
+    /// with its defaults (`fsync`, `synchronous_commit=on`). Either way a commit that
+    /// returned is on disk, which is what lets us acknowledge changes after commit.
     pub async fn open(url: &str) -> Result<Store, Error> {
         Store::open_with_keys(url, None).await
     }
 
-    /// As [`open`](Self::open), with the key store at `keys_path` instead of the
-    /// default `<database path>.keys`.
-    pub async fn open_with_keys(url: &str, keys_path: Option<&str>) -> Result<Store, Error> {
-        let path = sqlite_path(url)?;
-        if let Some(dir) = std::path::Path::new(path).parent() {
-            if !dir.as_os_str().is_empty() && path != ":memory:" {
-                std::fs::create_dir_all(dir)?;
-            }
-        }
-        let pool = sqlite_pool(path, url).await?;
-        sqlx::migrate!("./migrations/sqlite").run(&pool).await?;
-        let keys_path = self::keys_path(path, keys_path);
-        let keys = sqlite_pool(&keys_path, &keys_path).await?;
-        sqlx::migrate!("./migrations/keys").run(&keys).await?;
-        let store = Store { pool, keys };
+    /// As [`open`](Self::open), with the key store at `keys` instead of the default:
+    /// SQLite `<database path>.keys` (`keys` is a path), PostgreSQL the schema
+    /// `buurtsync_keys` of the same database (`keys` is a `postgres://` URL of another
+    /// database).
+    pub async fn open_with_keys(url: &str, keys: Option<&str>) -> Result<Store, Error> {
+        let (pool, keys) = if is_postgres_url(url) {
+            open_postgres(url, keys).await?
+        } else {
+            open_sqlite(url, keys).await?
+        };
+        let store = Store {
+            pool,
+            keys,
+            node: uuid_like(),
+        };
         store.ensure_identity().await?;
         Ok(store)
     }
 
-    pub(crate) fn pool(&self) -> &SqlitePool {
+    pub(crate) fn pool(&self) -> &Pool {
         &self.pool
     }
 
-    pub(crate) fn keys(&self) -> &SqlitePool {
+    pub(crate) fn keys(&self) -> &Pool {
         &self.keys
     }
 
-    /// Creates the store's storageId on first open.
+    /// Is this store shared by several nodes (PostgreSQL)?
+    pub fn is_shared(&self) -> bool {
+        matches!(self.pool, Pool::Postgres(_))
+    }
+
+    /// The engine's name, for logs and `/healthz`.
+    pub fn engine(&self) -> &'static str {
+        match self.pool {
+            Pool::Sqlite(_) => "sqlite",
+            Pool::Postgres(_) => "postgres",
+        }
+    }
+
+    /// Creates the store's storageId on first open (nodes starting together agree:
+    /// the first insert wins).
     async fn ensure_identity(&self) -> Result<(), Error> {
         let storage_id = uuid_like();
-        sqlx::query(
-            "INSERT OR IGNORE INTO server_info (id, storage_id, created_at) VALUES (1, ?, ?)",
+        with_pool!(self.pool(), p => sqlx::query(
+            "INSERT INTO server_info (id, storage_id, created_at) VALUES (1, $1, $2)
+             ON CONFLICT (id) DO NOTHING",
         )
         .bind(storage_id)
         .bind(now())
-        .execute(&self.pool)
-        .await?;
+        .execute(p)
+        .await
+        .map(|_| ()))?;
         Ok(())
     }
 
-    /// This store's automerge-repo storageId; stable for the life of the database.
+    /// This store's automerge-repo storageId; stable for the life of the database and
+    /// the same on every node.
     pub async fn storage_id(&self) -> Result<String, Error> {
-        let id: String = sqlx::query_scalar("SELECT storage_id FROM server_info WHERE id = 1")
-            .fetch_one(&self.pool)
-            .await?;
+        let id: String = with_pool!(self.pool(), p => sqlx::query_scalar("SELECT storage_id FROM server_info WHERE id = 1")
+            .fetch_one(p)
+            .await)?;
         Ok(id)
     }
 
     /// Is the database reachable? For `/healthz`.
     pub async fn ping(&self) -> Result<(), Error> {
-        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        with_pool!(self.pool(), p => sqlx::query("SELECT 1").execute(p).await.map(|_| ()))?;
         Ok(())
     }
 
     pub async fn close(&self) {
-        self.pool.close().await;
-        self.keys.close().await;
+        with_pool!(&self.pool, p => p.close().await);
+        with_pool!(&self.keys, p => p.close().await);
     }
+}
+
+pub fn is_postgres_url(url: &str) -> bool {
+    url.starts_with("postgres://") || url.starts_with("postgresql://")
+}
+
+async fn open_sqlite(url: &str, keys: Option<&str>) -> Result<(Pool, Pool), Error> {
+    let path = sqlite_path(url)?;
+    if let Some(dir) = std::path::Path::new(path).parent() {
+        if !dir.as_os_str().is_empty() && path != ":memory:" {
+            std::fs::create_dir_all(dir)?;
+        }
+    }
+    let pool = sqlite_pool(path, url).await?;
+    sqlx::migrate!("./migrations/sqlite").run(&pool).await?;
+    let keys_path = keys_path(path, keys);
+    if is_postgres_url(&keys_path) {
+        return Err(Error::Config(
+            "a SQLite database keeps its keys in a SQLite file: give --keys a path".into(),
+        ));
+    }
+    let keys = sqlite_pool(&keys_path, &keys_path).await?;
+    sqlx::migrate!("./migrations/keys").run(&keys).await?;
+    Ok((Pool::Sqlite(pool), Pool::Sqlite(keys)))
+}
+
+async fn open_postgres(url: &str, keys: Option<&str>) -> Result<(Pool, Pool), Error> {
+    let options =
+        PgConnectOptions::from_str(url).map_err(|e| Error::Config(format!("database URL: {e}")))?;
+    let pool = pg_pool(options.clone()).await?;
+    sqlx::migrate!("./migrations/postgres").run(&pool).await?;
+    let keys_options = match keys {
+        Some(keys) if is_postgres_url(keys) => PgConnectOptions::from_str(keys)
+            .map_err(|e| Error::Config(format!("key store URL: {e}")))?,
+        Some(other) => {
+            return Err(Error::Config(format!(
+                "a PostgreSQL database keeps its keys in PostgreSQL: give --keys a postgres:// URL, not {other:?}"
+            )))
+        }
+        None => {
+            // Nodes starting together may race to create it; the loser's unique
+            // violation means it exists.
+            let created = sqlx::query(&format!("CREATE SCHEMA IF NOT EXISTS {PG_KEYS_SCHEMA}"))
+                .execute(&pool)
+                .await;
+            match created {
+                Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {}
+                other => {
+                    other?;
+                }
+            }
+            options.options([("search_path", PG_KEYS_SCHEMA)])
+        }
+    };
+    let keys = pg_pool(keys_options).await?;
+    sqlx::migrate!("./migrations/postgres_keys")
+        .run(&keys)
+        .await?;
+    Ok((Pool::Postgres(pool), Pool::Postgres(keys)))
+}
+
+async fn pg_pool(options: PgConnectOptions) -> Result<PgPool, Error> {
+    Ok(PgPoolOptions::new()
+        .max_connections(PG_POOL_SIZE)
+        .acquire_timeout(Duration::from_secs(10))
+        .connect_with(options)
+        .await?)
 }
 
 /// Turns a unique-key violation into `Conflict` (with `what` as its message) and any

@@ -1,0 +1,346 @@
+//! The typed domain operations of [`BuurtClient`]: create a plan or activiteit, and
+//! edit their parts (goals, actions, contact moments, consents, sessions).
+//!
+//! Each operation hydrates the document into sync-core's schema types, changes them,
+//! reconciles the difference as one automerge change, validates the whole document,
+//! and writes it to the local store before returning. A refused edit or a failed write
+//! leaves the document as it was.
+
+use std::sync::Arc;
+
+use autosurgeon::{Hydrate, Reconcile, Text};
+use sync_core::partition::{DocumentKind as CoreKind, Partition, WijkId};
+use sync_core::protocol::DocumentId;
+use sync_core::schema::{
+    self, Action, Activiteit, Consent, ContactMoment, Date, Goal, Plan, Session,
+};
+
+use crate::client::{parse_id, BuurtClient};
+use crate::error::{ClientError, Result};
+use crate::model::{
+    ActionWho, ChangeKind, ContactKind, GoalStatus, Leefdomein, PlanStatus, SessionInput,
+};
+use crate::replica::{rollback, Replica};
+use crate::state::Shared;
+
+#[uniffi::export]
+impl BuurtClient {
+    /// Creates a household plan (status `aanmelding`) in `wijk`; returns its id.
+    pub fn create_plan(&self, wijk: String, pseudonym: String) -> Result<String> {
+        let wijk = parse_wijk(wijk)?;
+        if pseudonym.trim().is_empty() {
+            return Err(ClientError::invalid("the household pseudonym is empty"));
+        }
+        let doc = schema::new_document(&Plan::new(wijk.clone(), pseudonym))?;
+        self.insert(CoreKind::Plan, wijk, doc)
+    }
+
+    /// Creates an activiteit with a title (and optionally its type and location).
+    pub fn create_activiteit(
+        &self,
+        wijk: String,
+        title: String,
+        activity_type: Option<String>,
+        location: Option<String>,
+    ) -> Result<String> {
+        let wijk = parse_wijk(wijk)?;
+        if title.trim().is_empty() {
+            return Err(ClientError::invalid("the title is empty"));
+        }
+        let mut act = Activiteit::new(wijk.clone(), title);
+        act.activity_type = activity_type;
+        act.location = location;
+        let doc = schema::new_document(&act)?;
+        self.insert(CoreKind::Activiteit, wijk, doc)
+    }
+
+    /// Moves the plan to another stage of its lifecycle.
+    pub fn set_plan_status(&self, doc_id: String, status: PlanStatus) -> Result<()> {
+        self.edit_plan(doc_id, move |plan| {
+            plan.status = status.into();
+            Ok(())
+        })
+    }
+
+    /// Makes `user_id` the plan's one contact person (regiehouder).
+    pub fn set_regiehouder(&self, doc_id: String, user_id: String) -> Result<()> {
+        self.edit_plan(doc_id, move |plan| {
+            plan.regiehouder = Some(user_id);
+            Ok(())
+        })
+    }
+
+    /// Adds an open goal in a leefdomein; returns the goal's id.
+    pub fn add_goal(
+        &self,
+        doc_id: String,
+        leefdomein: Leefdomein,
+        description: String,
+    ) -> Result<String> {
+        self.edit_plan(doc_id, move |plan| {
+            let goal = Goal::new(leefdomein.into(), description);
+            let id = goal.id.clone();
+            plan.goals.push(goal);
+            Ok(id)
+        })
+    }
+
+    /// Changes a goal's status and/or description (a text edit that merges with
+    /// concurrent edits of the same description).
+    pub fn update_goal(
+        &self,
+        doc_id: String,
+        goal_id: String,
+        status: Option<GoalStatus>,
+        description: Option<String>,
+    ) -> Result<()> {
+        self.edit_plan(doc_id, move |plan| {
+            let goal = plan
+                .goals
+                .iter_mut()
+                .find(|g| g.id == goal_id)
+                .ok_or_else(|| wrong(format!("the plan has no goal {goal_id}")))?;
+            if let Some(status) = status {
+                goal.status = status.into();
+            }
+            if let Some(description) = description {
+                goal.description.update(description);
+            }
+            Ok(())
+        })
+    }
+
+    /// Adds an action (optionally towards a goal, with a due date `YYYY-MM-DD`).
+    pub fn add_action(
+        &self,
+        doc_id: String,
+        who: ActionWho,
+        what: String,
+        goal_id: Option<String>,
+        due: Option<String>,
+    ) -> Result<String> {
+        let due = due.map(|d| parse_date(&d)).transpose()?;
+        self.edit_plan(doc_id, move |plan| {
+            if let Some(goal_id) = &goal_id {
+                if !plan.goals.iter().any(|g| &g.id == goal_id) {
+                    return Err(wrong(format!("the plan has no goal {goal_id}")));
+                }
+            }
+            let mut action = Action::new(who.into(), what);
+            action.goal_id = goal_id;
+            action.due = due;
+            let id = action.id.clone();
+            plan.actions.push(action);
+            Ok(id)
+        })
+    }
+
+    /// Marks an action done (or not done).
+    pub fn set_action_done(&self, doc_id: String, action_id: String, done: bool) -> Result<()> {
+        self.edit_plan(doc_id, move |plan| {
+            let action = plan
+                .actions
+                .iter_mut()
+                .find(|a| a.id == action_id)
+                .ok_or_else(|| wrong(format!("the plan has no action {action_id}")))?;
+            action.done = done;
+            Ok(())
+        })
+    }
+
+    /// Logs a contact moment (huisbezoek, wijkcentrum, school, telefoon, digitaal).
+    pub fn add_contact_moment(
+        &self,
+        doc_id: String,
+        date: String,
+        kind: ContactKind,
+        summary: String,
+        by: Option<String>,
+    ) -> Result<String> {
+        let date = parse_date(&date)?;
+        self.edit_plan(doc_id, move |plan| {
+            let mut contact = ContactMoment::new(date, kind.into(), summary);
+            contact.by = by;
+            let id = contact.id.clone();
+            plan.contacts.push(contact);
+            Ok(id)
+        })
+    }
+
+    /// Records a consent (toestemming) the household gave.
+    pub fn add_consent(
+        &self,
+        doc_id: String,
+        purpose: String,
+        given_at: String,
+        given_by: Option<String>,
+    ) -> Result<String> {
+        let given_at = parse_date(&given_at)?;
+        if purpose.trim().is_empty() {
+            return Err(ClientError::invalid("the consent's purpose is empty"));
+        }
+        self.edit_plan(doc_id, move |plan| {
+            let mut consent = Consent::new(purpose, given_at);
+            consent.given_by = given_by;
+            let id = consent.id.clone();
+            plan.consents.push(consent);
+            Ok(id)
+        })
+    }
+
+    /// Records that a consent was withdrawn on `withdrawn_at`.
+    pub fn withdraw_consent(
+        &self,
+        doc_id: String,
+        consent_id: String,
+        withdrawn_at: String,
+    ) -> Result<()> {
+        let withdrawn_at = parse_date(&withdrawn_at)?;
+        self.edit_plan(doc_id, move |plan| {
+            let consent = plan
+                .consents
+                .iter_mut()
+                .find(|c| c.id == consent_id)
+                .ok_or_else(|| wrong(format!("the plan has no consent {consent_id}")))?;
+            consent.withdrawn_at = Some(withdrawn_at);
+            Ok(())
+        })
+    }
+
+    /// Logs a session of an activiteit; returns the session's id.
+    pub fn add_session(&self, doc_id: String, session: SessionInput) -> Result<String> {
+        let date = parse_date(&session.date)?;
+        if !session.volunteer_hours.is_finite() || session.volunteer_hours < 0.0 {
+            return Err(ClientError::invalid(format!(
+                "volunteer hours must be a number of zero or more, not {}",
+                session.volunteer_hours
+            )));
+        }
+        self.edit::<Activiteit, _>(doc_id, CoreKind::Activiteit, move |act| {
+            let mut s = Session::new(date, session.attendance, session.volunteer_hours);
+            s.notes = session.notes.map(Text::with_value);
+            s.signals = session.signals.into_iter().map(Text::with_value).collect();
+            s.participants = session.participants;
+            let id = s.id.clone();
+            act.sessions.push(s);
+            Ok(id)
+        })
+    }
+}
+
+impl BuurtClient {
+    fn edit_plan<R: Send + 'static>(
+        &self,
+        doc_id: String,
+        f: impl FnOnce(&mut Plan) -> Result<R> + Send + 'static,
+    ) -> Result<R> {
+        self.edit::<Plan, _>(doc_id, CoreKind::Plan, f)
+    }
+
+    /// Hydrate, edit, reconcile as one change, validate, persist; or change nothing.
+    fn edit<T, R>(
+        &self,
+        doc_id: String,
+        kind: CoreKind,
+        f: impl FnOnce(&mut T) -> Result<R> + Send + 'static,
+    ) -> Result<R>
+    where
+        T: Hydrate + Reconcile,
+        R: Send + 'static,
+    {
+        let id = parse_id(&doc_id)?;
+        self.block_on(move |shared| async move {
+            let mut docs = shared.docs.lock().await;
+            let replica = docs
+                .map
+                .get_mut(&id)
+                .ok_or(ClientError::NotFound { doc_id })?;
+            if replica.partition.kind != kind {
+                return Err(wrong(format!(
+                    "document {id} is a {}, not a {}",
+                    replica.partition.kind.as_str(),
+                    kind.as_str()
+                )));
+            }
+            let before = replica.doc.get_heads();
+            let result = apply(&mut replica.doc, f);
+            let result = match result {
+                Ok(r) => r,
+                Err(e) => {
+                    rollback(&mut replica.doc, &before);
+                    return Err(e);
+                }
+            };
+            if replica.doc.get_heads() == before {
+                return Ok(result); // nothing changed, nothing to store
+            }
+            if let Err(e) = shared
+                .store
+                .put(id, &replica.partition, &replica.doc, &replica.acked)
+                .await
+            {
+                rollback(&mut replica.doc, &before);
+                return Err(e);
+            }
+            replica.refresh();
+            replica.dirty = true;
+            let pending = docs.pending();
+            drop(docs);
+            announce_local(&shared, id, pending);
+            Ok(result)
+        })
+    }
+
+    /// Stores a new document and hands it to the sync loop.
+    fn insert(&self, kind: CoreKind, wijk: WijkId, doc: automerge::Automerge) -> Result<String> {
+        let id = DocumentId::random();
+        self.block_on(move |shared| async move {
+            let partition = Partition { wijk, kind };
+            let mut docs = shared.docs.lock().await;
+            shared.store.put(id, &partition, &doc, &[]).await?;
+            let mut replica = Replica::new(partition, doc, Vec::new());
+            replica.dirty = true;
+            docs.map.insert(id, replica);
+            let pending = docs.pending();
+            drop(docs);
+            announce_local(&shared, id, pending);
+            Ok(id.to_string())
+        })
+    }
+}
+
+/// The edit itself, on the document in memory (rolled back by the caller on error).
+fn apply<T, R>(doc: &mut automerge::Automerge, f: impl FnOnce(&mut T) -> Result<R>) -> Result<R>
+where
+    T: Hydrate + Reconcile,
+{
+    let mut value: T = autosurgeon::hydrate(&*doc).map_err(|e| ClientError::Corrupt {
+        message: format!("the document does not read as its kind: {e}"),
+    })?;
+    let result = f(&mut value)?;
+    let mut tx = doc.transaction();
+    autosurgeon::reconcile(&mut tx, &value).map_err(|e| ClientError::Schema {
+        message: e.to_string(),
+    })?;
+    tx.commit();
+    schema::validate(doc)?;
+    Ok(result)
+}
+
+fn announce_local(shared: &Arc<Shared>, id: DocumentId, pending: u64) {
+    shared.update_status(|s| s.pending = pending);
+    shared.changed(id, ChangeKind::Local);
+    shared.wake.notify_one();
+}
+
+fn parse_wijk(wijk: String) -> Result<WijkId> {
+    WijkId::new(wijk).map_err(|e| ClientError::invalid(e.to_string()))
+}
+
+fn parse_date(date: &str) -> Result<Date> {
+    Date::parse(date).map_err(|e| ClientError::invalid(e.to_string()))
+}
+
+fn wrong(message: String) -> ClientError {
+    ClientError::WrongDocument { message }
+}

@@ -1,0 +1,242 @@
+//! The local store: one SQLite file (sqlx, WAL, `synchronous=FULL`) holding this
+//! device's documents sealed under the app's key, the heads the server acknowledged, and
+//! per-server sync states. Every write is one transaction that has committed before the
+//! call returns, so an operation that returned survives a killed process.
+//!
+//! Only ids, partitions (wijk, kind) and change hashes are stored in the clear.
+
+use std::path::Path;
+use std::str::FromStr;
+
+use automerge::{Automerge, ChangeHash};
+use sqlx::sqlite::SqliteSynchronous;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions};
+use sqlx::Row;
+use sync_core::partition::{DocumentKind, Partition, WijkId};
+use sync_core::protocol::DocumentId;
+
+use crate::crypto::AtRestKey;
+use crate::error::{ClientError, Result};
+
+/// One stored document, decrypted and loaded.
+pub struct StoredDoc {
+    pub id: DocumentId,
+    pub partition: Partition,
+    pub doc: Automerge,
+    pub acked: Vec<ChangeHash>,
+}
+
+/// The device's SQLite store.
+pub struct LocalStore {
+    pool: SqlitePool,
+    key: AtRestKey,
+    storage_id: String,
+}
+
+impl LocalStore {
+    /// Opens (or creates) the store at `path`. A store made with another key is
+    /// `WrongKey`; a fresh store records a key check and a new storageId.
+    pub async fn open(path: &Path, key: AtRestKey) -> Result<LocalStore> {
+        let options = SqliteConnectOptions::new()
+            .filename(path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Full)
+            .busy_timeout(std::time::Duration::from_secs(5));
+        // One connection: writes are serialised by the caller anyway, and a single
+        // connection keeps the WAL simple for a phone.
+        let pool = SqlitePoolOptions::new()
+            .max_connections(1)
+            .connect_with(options)
+            .await
+            .map_err(|e| ClientError::Store {
+                message: format!("cannot open {}: {e}", path.display()),
+            })?;
+        sqlx::migrate!("./migrations").run(&pool).await?;
+
+        let check: Option<Vec<u8>> =
+            sqlx::query_scalar("SELECT value FROM settings WHERE key = 'key_check'")
+                .fetch_optional(&pool)
+                .await?;
+        match check {
+            Some(check) => key.verify(&check)?,
+            None => {
+                sqlx::query("INSERT INTO settings (key, value) VALUES ('key_check', ?)")
+                    .bind(key.key_check()?)
+                    .execute(&pool)
+                    .await?;
+            }
+        }
+        let storage_id: Option<Vec<u8>> =
+            sqlx::query_scalar("SELECT value FROM settings WHERE key = 'storage_id'")
+                .fetch_optional(&pool)
+                .await?;
+        let storage_id = match storage_id {
+            Some(bytes) => String::from_utf8_lossy(&bytes).into_owned(),
+            None => {
+                let id = format!("device-{}", DocumentId::random());
+                sqlx::query("INSERT INTO settings (key, value) VALUES ('storage_id', ?)")
+                    .bind(id.as_bytes())
+                    .execute(&pool)
+                    .await?;
+                id
+            }
+        };
+        Ok(LocalStore {
+            pool,
+            key,
+            storage_id,
+        })
+    }
+
+    /// This store's automerge-repo storageId.
+    pub fn storage_id(&self) -> &str {
+        &self.storage_id
+    }
+
+    /// Loads and decrypts every document.
+    pub async fn load_all(&self) -> Result<Vec<StoredDoc>> {
+        let rows = sqlx::query("SELECT id, kind, wijk, sealed, acked_heads FROM documents")
+            .fetch_all(&self.pool)
+            .await?;
+        let mut docs = Vec::with_capacity(rows.len());
+        for row in rows {
+            let id_text: String = row.try_get("id")?;
+            let corrupt = |what: &str| ClientError::Corrupt {
+                message: format!("document {id_text}: {what}"),
+            };
+            let id = DocumentId::from_str(&id_text).map_err(|_| corrupt("bad id"))?;
+            let kind: String = row.try_get("kind")?;
+            let wijk: String = row.try_get("wijk")?;
+            let partition = Partition {
+                kind: DocumentKind::from_str(&kind).map_err(|_| corrupt("bad kind"))?,
+                wijk: WijkId::new(wijk).map_err(|_| corrupt("bad wijk"))?,
+            };
+            let sealed: Vec<u8> = row.try_get("sealed")?;
+            let bytes = self
+                .key
+                .open(id.as_bytes(), &sealed)
+                .ok_or_else(|| corrupt("does not decrypt"))?;
+            let doc = Automerge::load(&bytes).map_err(|e| corrupt(&e.to_string()))?;
+            let acked: String = row.try_get("acked_heads")?;
+            docs.push(StoredDoc {
+                id,
+                partition,
+                doc,
+                acked: parse_heads(&acked),
+            });
+        }
+        Ok(docs)
+    }
+
+    /// Writes the whole document (sealed) and its acknowledged heads in one transaction.
+    pub async fn put(
+        &self,
+        id: DocumentId,
+        partition: &Partition,
+        doc: &Automerge,
+        acked: &[ChangeHash],
+    ) -> Result<()> {
+        let sealed = self.key.seal(id.as_bytes(), &doc.save())?;
+        sqlx::query(
+            "INSERT INTO documents (id, kind, wijk, sealed, acked_heads, updated_at)
+             VALUES (?, ?, ?, ?, ?, strftime('%s','now'))
+             ON CONFLICT (id) DO UPDATE SET sealed = excluded.sealed,
+                 acked_heads = excluded.acked_heads, updated_at = excluded.updated_at",
+        )
+        .bind(id.to_string())
+        .bind(partition.kind.as_str())
+        .bind(partition.wijk.as_str())
+        .bind(sealed)
+        .bind(format_heads(acked))
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Records only the heads the server acknowledged.
+    pub async fn put_acked(&self, id: DocumentId, acked: &[ChangeHash]) -> Result<()> {
+        sqlx::query("UPDATE documents SET acked_heads = ? WHERE id = ?")
+            .bind(format_heads(acked))
+            .bind(id.to_string())
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Removes every byte of a document and its sync states (purge).
+    pub async fn delete(&self, id: DocumentId) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("DELETE FROM documents WHERE id = ?")
+            .bind(id.to_string())
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("DELETE FROM sync_states WHERE doc_id = ?")
+            .bind(id.to_string())
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// The saved sync states with one server, per document.
+    pub async fn sync_states(&self, server: &str) -> Result<Vec<(DocumentId, Vec<u8>)>> {
+        let rows = sqlx::query("SELECT doc_id, state FROM sync_states WHERE server_storage_id = ?")
+            .bind(server)
+            .fetch_all(&self.pool)
+            .await?;
+        let mut out = Vec::with_capacity(rows.len());
+        for row in rows {
+            let id: String = row.try_get("doc_id")?;
+            if let Ok(id) = DocumentId::from_str(&id) {
+                out.push((id, row.try_get("state")?));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Saves sync states with one server (one transaction for all).
+    pub async fn put_sync_states(
+        &self,
+        server: &str,
+        states: &[(DocumentId, Vec<u8>)],
+    ) -> Result<()> {
+        if states.is_empty() {
+            return Ok(());
+        }
+        let mut tx = self.pool.begin().await?;
+        for (id, state) in states {
+            sqlx::query(
+                "INSERT INTO sync_states (doc_id, server_storage_id, state) VALUES (?, ?, ?)
+                 ON CONFLICT (doc_id, server_storage_id) DO UPDATE SET state = excluded.state",
+            )
+            .bind(id.to_string())
+            .bind(server)
+            .bind(state.as_slice())
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Closes the pool (checkpointing the WAL).
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+}
+
+fn format_heads(heads: &[ChangeHash]) -> String {
+    heads
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+fn parse_heads(s: &str) -> Vec<ChangeHash> {
+    s.split(',')
+        .filter(|h| !h.is_empty())
+        .filter_map(|h| ChangeHash::from_str(h).ok())
+        .collect()
+}

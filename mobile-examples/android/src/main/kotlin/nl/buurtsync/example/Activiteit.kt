@@ -1,0 +1,32 @@
+// The activiteit flow on Android: a volunteer logs a session of a group activity.
+// Uses the GENERATED Kotlin bindings; see ../README.md.
+package nl.buurtsync.example
+
+import kotlinx.coroutines.Dispatchers
+import kotlinx.coroutines.withContext
+import uniffi.buurtsync_client.BuurtClient
+import uniffi.buurtsync_client.DocumentKind
+import uniffi.buurtsync_client.SessionInput
+
+/** Logs a session on the first activiteit the volunteer's phone holds. */
+suspend fun logSession(client: BuurtClient, show: (String) -> Unit): String? = withContext(Dispatchers.IO) {
+    // Discovery fills the store: a volunteer's phone holds the activiteiten of their
+    // wijk and never a plan.
+    client.waitForSync(30_000uL)
+    val act = client.listDocuments(DocumentKind.ACTIVITEIT, null).firstOrNull() ?: return@withContext null
+    client.addSession(
+        act.id,
+        SessionInput(
+            date = "2026-03-10",
+            attendance = 14uL,
+            volunteerHours = 2.5,
+            notes = "Gezellige ochtend",
+            signals = listOf("Meneer K. oogt eenzaam en vroeg naar hulp bij formulieren"),
+            participants = emptyList(),
+        ),
+    )
+    show("pending: ${client.status().pendingChanges}")
+    client.waitForSync(30_000uL)
+    show(client.getJson(act.id))
+    act.id
+}

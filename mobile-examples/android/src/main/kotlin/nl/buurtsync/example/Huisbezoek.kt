@@ -1,0 +1,64 @@
+// The huisbezoek flow on Android: a professional edits a household plan offline at the
+// kitchen table and syncs back at the wijkcentrum. Uses the GENERATED Kotlin bindings
+// (package uniffi.buurtsync_client, from scripts/gen-bindings.sh); see ../README.md.
+package nl.buurtsync.example
+
+import kotlinx.coroutines.Dispatchers
+import kotlinx.coroutines.withContext
+import uniffi.buurtsync_client.ActionWho
+import uniffi.buurtsync_client.BuurtClient
+import uniffi.buurtsync_client.ChangeKind
+import uniffi.buurtsync_client.ClientException
+import uniffi.buurtsync_client.ClientListener
+import uniffi.buurtsync_client.ContactKind
+import uniffi.buurtsync_client.DocChange
+import uniffi.buurtsync_client.Leefdomein
+import uniffi.buurtsync_client.PlanStatus
+import uniffi.buurtsync_client.SyncStatus
+
+/** Posts library events to the UI (here: a log function). Called on a library thread. */
+class UiListener(private val show: (String) -> Unit) : ClientListener {
+    override fun onStatus(status: SyncStatus) =
+        show("online=${status.online} pending=${status.pendingChanges} last sync=${status.lastSyncAtMs}")
+
+    override fun onChanges(changes: List<DocChange>) = changes.forEach { c ->
+        when (val change = c.change) {
+            is ChangeKind.Local -> show("saved ${c.docId}")
+            is ChangeKind.Remote -> show("updated from the server: ${c.docId}")
+            is ChangeKind.Purged -> show("removed from this phone (${change.reason}): ${c.docId}")
+        }
+    }
+}
+
+/**
+ * Opens the client. `key` comes from the Android Keystore (32 bytes, e.g. a wrapped AES
+ * key unwrapped at start-up); `dbPath` is in the app's private files dir.
+ */
+suspend fun openClient(dbPath: String, key: ByteArray, serverUrl: String, token: String): BuurtClient =
+    withContext(Dispatchers.IO) {
+        try {
+            BuurtClient.open(dbPath, key, serverUrl, token)
+        } catch (e: ClientException.WrongKey) {
+            // The keystore lost or changed the key: the local copy cannot be read.
+            throw IllegalStateException("Lokale gegevens onleesbaar: ${e.message}", e)
+        }
+    }
+
+/** The kitchen-table flow. Every call persists before it returns, online or not. */
+suspend fun huisbezoek(client: BuurtClient, show: (String) -> Unit): String = withContext(Dispatchers.IO) {
+    client.setListener(UiListener(show))
+    val plan = client.createPlan("centrum", "HH-Bakker")
+    client.setPlanStatus(plan, PlanStatus.INTAKE)
+
+    client.goOffline() // no network at the kitchen table; nothing else changes
+    val goal = client.addGoal(plan, Leefdomein.WONEN, "Huurachterstand binnen drie maanden oplossen")
+    client.addAction(plan, ActionWho.INWONER, "Afspraak maken met de woningcorporatie", goal, "2026-04-01")
+    client.addContactMoment(plan, "2026-03-02", ContactKind.HUISBEZOEK, "Keukentafelgesprek", "fatima")
+    client.addConsent(plan, "gegevens delen met de woningcorporatie", "2026-03-02", "mevrouw Bakker")
+    show("pending before sync: ${client.status().pendingChanges}")
+
+    client.goOnline() // back at the wijkcentrum: the sync loop reconnects by itself
+    client.waitForSync(30_000uL)
+    show(client.getJson(plan))
+    plan
+}

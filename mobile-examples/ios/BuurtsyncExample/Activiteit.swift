@@ -1,0 +1,22 @@
+// The activiteit flow on iOS: a volunteer logs a session of a group activity.
+// Uses the GENERATED Swift bindings; see ../README.md.
+import Foundation
+
+/// Logs a session on the first activiteit the volunteer's device holds.
+func logSession(client: BuurtClient, show: @escaping @Sendable (String) -> Void) throws -> String? {
+    // Discovery fills the store: a volunteer holds the activiteiten of their wijk only.
+    _ = try client.waitForSync(timeoutMs: 30_000)
+    guard let act = try client.listDocuments(kind: .activiteit, wijk: nil).first else { return nil }
+    _ = try client.addSession(docId: act.id, session: SessionInput(
+        date: "2026-03-10",
+        attendance: 14,
+        volunteerHours: 2.5,
+        notes: "Gezellige ochtend",
+        signals: ["Meneer K. oogt eenzaam en vroeg naar hulp bij formulieren"],
+        participants: []
+    ))
+    show("pending: \(try client.status().pendingChanges)")
+    _ = try client.waitForSync(timeoutMs: 30_000)
+    show(try client.getJson(docId: act.id))
+    return act.id
+}

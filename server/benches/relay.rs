@@ -1,0 +1,292 @@
+//! Criterion micro-benchmarks of the relay's hot paths, each beside the floor it cannot
+//! beat, so the relay's overhead reads as a ratio:
+//!
+//! - `codec`: protocol v1 encode and decode of a one-change `sync` message.
+//! - `floor`: automerge's own `receive_sync_message` + `generate_sync_message` for one
+//!   change, on a plan with 150 changes of history (the "assen" lifetime).
+//! - `receive_and_store`: the same change through `PeerSync::receive_checked` with the
+//!   server's check (partition, schema) and `Hub::persist` into a real SQLite file.
+//! - `fan_out`: after one change, generating the sync message for N subscribed peers.
+//! - `load`: a document loaded from the store (catalog, key, chunks, decrypt, load).
+//!
+//! Run with `cargo bench -p buurtsync-server --bench relay`; figures go to
+//! docs/performance.md.
+
+use std::hint::black_box;
+
+use automerge::sync::{self, SyncDoc};
+use automerge::transaction::Transactable;
+use automerge::{Automerge, ROOT};
+use buurtsync_server::hub::Hub;
+use buurtsync_server::store::{now, CatalogEntry, Store};
+use criterion::{criterion_group, criterion_main, BatchSize, BenchmarkId, Criterion};
+use sync_core::engine::PeerSync;
+use sync_core::partition::{DocumentKind, Partition, WijkId};
+use sync_core::protocol::{self, DocumentId, Message};
+use sync_core::schema::{self, ContactKind, ContactMoment, Date, Plan};
+
+const HISTORY: usize = 150;
+
+fn wijk() -> WijkId {
+    WijkId::new("assen-noord").expect("wijk")
+}
+
+/// A plan with `HISTORY` changes: one contact moment per change, as home visits add.
+fn plan() -> Automerge {
+    let mut doc = schema::new_document(&Plan::new(wijk(), "huishouden-00001")).expect("plan");
+    for i in 0..HISTORY {
+        add_contact(&mut doc, i);
+    }
+    doc
+}
+
+fn add_contact(doc: &mut Automerge, i: usize) {
+    let date = Date::from_ymd(2028, (i % 12) as u8 + 1, (i % 28) as u8 + 1).expect("date");
+    schema::update::<Plan>(doc, |p| {
+        p.contacts.push(ContactMoment::new(
+            date,
+            ContactKind::Huisbezoek,
+            "Huisbezoek",
+        ))
+    })
+    .expect("edit");
+}
+
+/// A writer and the relay's copy in a steady state, and the writer's next one-change
+/// sync message as bytes.
+struct Pair {
+    relay: Automerge,
+    relay_state: sync::State,
+    message: Vec<u8>,
+}
+
+fn steady_pair() -> Pair {
+    let mut writer = plan();
+    let mut relay = writer.fork();
+    let (mut ws, mut rs) = (sync::State::new(), sync::State::new());
+    settle(&mut writer, &mut ws, &mut relay, &mut rs);
+    add_contact(&mut writer, 7);
+    let message = writer
+        .generate_sync_message(&mut ws)
+        .expect("a message")
+        .encode();
+    Pair {
+        relay,
+        relay_state: rs,
+        message,
+    }
+}
+
+fn settle(a: &mut Automerge, sa: &mut sync::State, b: &mut Automerge, sb: &mut sync::State) {
+    for _ in 0..20 {
+        let (ma, mb) = (a.generate_sync_message(sa), b.generate_sync_message(sb));
+        if ma.is_none() && mb.is_none() {
+            return;
+        }
+        if let Some(m) = ma {
+            b.receive_sync_message(sb, m).expect("receive");
+        }
+        if let Some(m) = mb {
+            a.receive_sync_message(sa, m).expect("receive");
+        }
+    }
+}
+
+fn codec(c: &mut Criterion) {
+    let pair = steady_pair();
+    let msg = Message::Sync {
+        sender_id: "prof-1-1".into(),
+        target_id: "buurtsync-0123456789ab".into(),
+        document_id: DocumentId::random(),
+        data: pair.message.clone(),
+    };
+    let bytes = protocol::encode(&msg);
+    let mut g = c.benchmark_group("codec");
+    g.bench_function("encode_sync", |b| {
+        b.iter(|| protocol::encode(black_box(&msg)))
+    });
+    g.bench_function("decode_sync", |b| {
+        b.iter(|| protocol::decode(black_box(&bytes)).expect("decode"))
+    });
+    g.finish();
+}
+
+fn floor(c: &mut Criterion) {
+    let pair = steady_pair();
+    c.bench_function("floor/receive_and_generate", |b| {
+        b.iter_batched(
+            || (pair.relay.clone(), pair.relay_state.clone()),
+            |(mut doc, mut state)| {
+                let m = sync::Message::decode(&pair.message).expect("decode");
+                doc.receive_sync_message(&mut state, m).expect("receive");
+                doc.generate_sync_message(&mut state)
+            },
+            BatchSize::SmallInput,
+        )
+    });
+}
+
+/// The store and a hub holding one plan, the relay's copy in a steady state with the
+/// writer.
+struct Served {
+    rt: tokio::runtime::Runtime,
+    _dir: tempfile::TempDir,
+    store: Store,
+    hub: Hub,
+    id: DocumentId,
+}
+
+fn served() -> (Served, Pair) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let url = format!("sqlite://{}", dir.path().join("bench.sqlite3").display());
+    let pair = steady_pair();
+    let id = DocumentId::random();
+    let (store, hub) = rt.block_on(async {
+        let store = Store::open(&url).await.expect("store");
+        store.add_wijk(&wijk(), "Noord").await.expect("wijk");
+        let hub = Hub::new(store.clone(), 1, u64::MAX);
+        let catalog = CatalogEntry {
+            id,
+            partition: Partition {
+                kind: DocumentKind::Plan,
+                wijk: wijk(),
+            },
+            created_at: now(),
+            created_by: "bench".into(),
+        };
+        hub.create(catalog, pair.relay.clone(), ("bench", "bench"))
+            .await
+            .expect("create");
+        (store, hub)
+    });
+    (
+        Served {
+            rt,
+            _dir: dir,
+            store,
+            hub,
+            id,
+        },
+        pair,
+    )
+}
+
+fn receive_and_store(c: &mut Criterion) {
+    let (s, pair) = served();
+    let entry =
+        s.rt.block_on(s.hub.get(s.id))
+            .expect("get")
+            .expect("present");
+    let resumed = pair.relay_state.encode();
+    c.bench_function("receive_and_store/one_change", |b| {
+        b.iter_batched(
+            || {
+                // Each iteration applies the same change to the committed copy: roll
+                // the in-memory document back so the change is new again.
+                let mut engine = PeerSync::new();
+                engine.resume(s.id, &resumed);
+                engine
+            },
+            |mut engine| {
+                s.rt.block_on(async {
+                    let mut state = entry.state.lock().await;
+                    let before = state.doc.get_heads();
+                    let applied = engine
+                        .receive_checked(s.id, &mut state.doc, &pair.message, |doc, _| {
+                            schema::validate(doc).map(|_| ())
+                        })
+                        .expect("applied");
+                    assert!(applied.changed());
+                    s.hub
+                        .persist(&s.id, &mut state, None)
+                        .await
+                        .expect("persist");
+                    // Undo in memory only, so the next iteration stores the change again.
+                    state.doc = state.doc.fork_at(&before).expect("fork");
+                    state.saved_heads = before;
+                })
+            },
+            BatchSize::SmallInput,
+        )
+    });
+    drop(entry);
+    drop(s.store);
+}
+
+fn fan_out(c: &mut Criterion) {
+    let mut g = c.benchmark_group("fan_out");
+    for n in [1usize, 10, 100] {
+        let mut relay = plan();
+        let id = DocumentId::random();
+        // n peers in a steady state with the relay.
+        let mut sessions = Vec::with_capacity(n);
+        for _ in 0..n {
+            let mut peer = relay.fork();
+            let mut engine = PeerSync::new();
+            let mut ps = sync::State::new();
+            for _ in 0..10 {
+                let from_relay = engine.generate(id, &relay);
+                let from_peer = peer.generate_sync_message(&mut ps);
+                if from_relay.is_none() && from_peer.is_none() {
+                    break;
+                }
+                if let Some(m) = from_relay {
+                    peer.receive_sync_message(&mut ps, sync::Message::decode(&m).expect("m"))
+                        .expect("peer receive");
+                }
+                if let Some(m) = from_peer {
+                    engine
+                        .receive(id, &mut relay, &m.encode())
+                        .expect("relay receive");
+                }
+            }
+            sessions.push(engine);
+        }
+        let mut changed = relay.clone();
+        let mut tx = changed.transaction();
+        tx.put(ROOT, "status", "intake").expect("put");
+        tx.commit();
+        g.bench_with_input(BenchmarkId::from_parameter(n), &n, |b, _| {
+            b.iter_batched(
+                || sessions.clone(),
+                |mut sessions| {
+                    let mut sent = 0usize;
+                    for engine in &mut sessions {
+                        sent += engine.generate(id, &changed).map_or(0, |m| m.len());
+                    }
+                    sent
+                },
+                BatchSize::SmallInput,
+            )
+        });
+    }
+    g.finish();
+}
+
+fn load(c: &mut Criterion) {
+    let (s, _pair) = served();
+    c.bench_function("load/plan_150_changes", |b| {
+        b.iter(|| {
+            s.rt.block_on(async {
+                let stored = s
+                    .store
+                    .load_document(&s.id)
+                    .await
+                    .expect("load")
+                    .expect("there");
+                Automerge::load(&stored.bytes).expect("automerge load")
+            })
+        })
+    });
+}
+
+criterion_group!(
+    name = benches;
+    config = Criterion::default().sample_size(30);
+    targets = codec, floor, receive_and_store, fan_out, load
+);
+criterion_main!(benches);

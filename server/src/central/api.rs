@@ -1,0 +1,272 @@
+//! `GET /api/v1/central/feed` and `GET /api/v1/central/aggregates`, bearer token of a
+//! central-office user.
+//!
+//! The feed is incremental: `?cursor=N` returns the records of documents changed (or
+//! erased) after change number N, oldest change first, at most `limit` (default and
+//! maximum 10 000). The response header `Buurtsync-Next-Cursor` is the number to pass
+//! next time (every record also carries its `seq`); `Buurtsync-More: true` says the
+//! limit cut the page short. NDJSON (default) streams one record per line; `format=csv`
+//! gives one row per record with lists flattened to counts.
+
+use std::sync::Arc;
+
+use axum::body::{Body, Bytes};
+use axum::extract::{Query, State};
+use axum::http::{header, HeaderMap, HeaderValue};
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+
+use super::aggregate::{self, Aggregates, Period};
+use super::pseudonym::Pseudonymiser;
+use super::record::{self, Facts};
+use super::spreadsheet::{self, Separator};
+use super::{audit_export, authorize_bearer};
+use crate::app::AppState;
+use crate::error::Error;
+
+/// Records per streamed body chunk.
+const CHUNK: usize = 200;
+/// Records per feed page, unless `limit` asks for fewer.
+pub const MAX_LIMIT: usize = 10_000;
+
+#[derive(Deserialize)]
+pub struct FeedQuery {
+    /// The `Buurtsync-Next-Cursor` of the previous call; 0 (everything) if absent.
+    pub cursor: Option<i64>,
+    pub limit: Option<usize>,
+    /// `ndjson` (default) or `csv`.
+    pub format: Option<String>,
+    /// For CSV: `comma` (default) or `semicolon`.
+    pub sep: Option<String>,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Format {
+    Ndjson,
+    Csv,
+    Json,
+}
+
+fn format(s: Option<&str>, default: Format) -> Result<Format, Error> {
+    match s {
+        None => Ok(default),
+        Some("ndjson") if default == Format::Ndjson => Ok(Format::Ndjson),
+        Some("json") if default == Format::Json => Ok(Format::Json),
+        Some("csv") => Ok(Format::Csv),
+        Some(other) => Err(Error::Invalid(format!("unknown format {other:?}"))),
+    }
+}
+
+/// `GET /api/v1/central/feed?cursor=&limit=&format=ndjson|csv&sep=`.
+pub async fn feed(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Query(query): Query<FeedQuery>,
+) -> Result<Response, Error> {
+    let (principal, token_id) = authorize_bearer(&state, &headers).await?;
+    let format = format(query.format.as_deref(), Format::Ndjson)?;
+    let sep = Separator::parse(query.sep.as_deref())?;
+    let cursor = query.cursor.unwrap_or(0);
+    if cursor < 0 {
+        return Err(Error::Invalid("cursor must not be negative".into()));
+    }
+    let limit = query.limit.unwrap_or(MAX_LIMIT).clamp(1, MAX_LIMIT);
+    let view = state.central.facts.refresh(&state.store).await?;
+    let page = view.after(cursor, limit + 1);
+    let more = page.len() > limit;
+    let page: Vec<Arc<Facts>> = page.into_iter().take(limit).collect();
+    let next = page.last().map_or(cursor.max(0), |f| f.seq);
+    let pseudonyms = state
+        .central
+        .pseudonymiser(&state.store, &principal.user_id)
+        .await?;
+    audit_export(
+        &state,
+        &principal,
+        &token_id,
+        format!(
+            "feed format={} cursor={cursor} records={} next={next}",
+            if format == Format::Csv {
+                "csv"
+            } else {
+                "ndjson"
+            },
+            page.len()
+        ),
+    )
+    .await?;
+    tracing::info!(user = %principal.user_id, cursor, records = page.len(), next, "central feed");
+
+    let body = match format {
+        Format::Csv => {
+            let head = spreadsheet::header(sep, record::CSV_COLUMNS)?;
+            let chunks = page
+                .chunks(CHUNK)
+                .map(<[Arc<Facts>]>::to_vec)
+                .collect::<Vec<_>>();
+            let rows = futures_util::stream::iter(chunks).map(move |chunk| {
+                spreadsheet::rows(sep, chunk.iter().map(|f| record::csv_row(f, &pseudonyms)))
+                    .map(Bytes::from)
+            });
+            Body::from_stream(
+                futures_util::stream::once(async move { Ok::<_, Error>(Bytes::from(head)) })
+                    .chain(rows),
+            )
+        }
+        Format::Ndjson | Format::Json => Body::from_stream(ndjson(page, pseudonyms)),
+    };
+    let mut response = body.into_response();
+    let h = response.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static(match format {
+            Format::Csv => "text/csv; charset=utf-8",
+            _ => "application/x-ndjson; charset=utf-8",
+        }),
+    );
+    if format == Format::Csv {
+        h.insert(
+            header::CONTENT_DISPOSITION,
+            HeaderValue::from_str(&format!(
+                "attachment; filename=\"buurtsync-feed-{cursor}-{next}.csv\""
+            ))
+            .map_err(|e| Error::Invalid(e.to_string()))?,
+        );
+    }
+    h.insert("buurtsync-next-cursor", HeaderValue::from(next));
+    h.insert(
+        "buurtsync-more",
+        HeaderValue::from_static(if more { "true" } else { "false" }),
+    );
+    no_store(h);
+    Ok(response)
+}
+
+use futures_util::StreamExt;
+
+/// One JSON line per record, built as the body is sent, in chunks.
+fn ndjson(
+    page: Vec<Arc<Facts>>,
+    pseudonyms: Pseudonymiser,
+) -> impl futures_util::Stream<Item = Result<Bytes, Error>> {
+    let chunks = page
+        .chunks(CHUNK)
+        .map(<[Arc<Facts>]>::to_vec)
+        .collect::<Vec<_>>();
+    futures_util::stream::iter(chunks).map(move |chunk| {
+        let mut out = Vec::new();
+        for f in chunk {
+            serde_json::to_writer(&mut out, &record::record(&f, &pseudonyms))
+                .map_err(|e| Error::Invalid(e.to_string()))?;
+            out.push(b'\n');
+        }
+        Ok(Bytes::from(out))
+    })
+}
+
+/// Nothing the central office receives is kept in shared caches.
+pub fn no_store(h: &mut HeaderMap) {
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+}
+
+#[derive(Deserialize)]
+pub struct AggregateQuery {
+    /// `month` (default), `quarter` or `year`.
+    pub period: Option<String>,
+    /// `json` (default) or `csv`.
+    pub format: Option<String>,
+    pub sep: Option<String>,
+    /// Raise (never lower) the server's suppression threshold for this export.
+    pub min_count: Option<u64>,
+}
+
+impl AggregateQuery {
+    pub fn period(&self) -> Result<Period, Error> {
+        self.period
+            .as_deref()
+            .unwrap_or("month")
+            .parse()
+            .map_err(Error::Invalid)
+    }
+}
+
+/// Computes the aggregates from the current facts.
+pub async fn compute(
+    state: &AppState,
+    period: Period,
+    min_count: Option<u64>,
+) -> Result<Aggregates, Error> {
+    let threshold = state
+        .limits
+        .central_min_count
+        .max(min_count.unwrap_or(0))
+        .max(1);
+    let view = state.central.facts.refresh(&state.store).await?;
+    Ok(aggregate::aggregate(view.current(), period, threshold))
+}
+
+/// The aggregates as a CSV body (BOM, header row).
+pub fn aggregates_csv(aggregates: &Aggregates, sep: Separator) -> Result<Vec<u8>, Error> {
+    let mut out = spreadsheet::header(sep, aggregate::CSV_COLUMNS)?;
+    out.extend(spreadsheet::rows(
+        sep,
+        aggregates.cells.iter().map(aggregate::csv_row),
+    )?);
+    Ok(out)
+}
+
+/// `GET /api/v1/central/aggregates?period=&format=json|csv&min_count=&sep=`.
+pub async fn aggregates(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Query(query): Query<AggregateQuery>,
+) -> Result<Response, Error> {
+    let (principal, token_id) = authorize_bearer(&state, &headers).await?;
+    let format = format(query.format.as_deref(), Format::Json)?;
+    let sep = Separator::parse(query.sep.as_deref())?;
+    let period = query.period()?;
+    let result = compute(&state, period, query.min_count).await?;
+    audit_export(
+        &state,
+        &principal,
+        &token_id,
+        format!(
+            "aggregates period={} min_count={} cells={}",
+            period.as_str(),
+            result.min_count,
+            result.cells.len()
+        ),
+    )
+    .await?;
+    let mut response = if format == Format::Csv {
+        csv_response(
+            aggregates_csv(&result, sep)?,
+            &format!("buurtsync-aggregaten-{}.csv", period.as_str()),
+        )?
+    } else {
+        axum::Json(&result).into_response()
+    };
+    no_store(response.headers_mut());
+    Ok(response)
+}
+
+/// A CSV download.
+pub fn csv_response(body: Vec<u8>, filename: &str) -> Result<Response, Error> {
+    let mut response = body.into_response();
+    let h = response.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/csv; charset=utf-8"),
+    );
+    h.insert(
+        header::CONTENT_DISPOSITION,
+        HeaderValue::from_str(&format!("attachment; filename=\"{filename}\""))
+            .map_err(|e| Error::Invalid(e.to_string()))?,
+    );
+    no_store(h);
+    Ok(response)
+}

@@ -1,0 +1,384 @@
+//! `/dashboard`: the central office's web page, rendered on the server. Per wijk, bar
+//! charts over time (server-side SVG, see `chart`) of the aggregates, and a button that
+//! downloads them as CSV. No scripts at all: the Content-Security-Policy forbids them.
+//!
+//! Login: a form posts the token once; the answer sets a session cookie (see
+//! `session` for why this beats keeping the token in the browser). A bearer header
+//! works too (scripts). Any role but the central office gets 403.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt::Write;
+use std::sync::Arc;
+
+use axum::extract::{Query, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{Html, IntoResponse, Response};
+use axum::Form;
+use serde::Deserialize;
+use sync_core::policy::Principal;
+
+use super::aggregate::{Aggregates, Cell, Period};
+use super::api::{aggregates_csv, compute, csv_response, AggregateQuery};
+use super::chart::{bars, Series};
+use super::session::{self, COOKIE};
+use super::spreadsheet::Separator;
+use super::{audit_export, bearer, check_role};
+use crate::app::AppState;
+use crate::error::Error;
+
+/// Escapes text for HTML and SVG (element content and quoted attributes).
+pub fn escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// Who is looking: a bearer token, or a session cookie whose token is still live.
+/// `Ok(None)`: nobody logged in. 403 for a logged-in user of another role.
+async fn viewer(
+    state: &AppState,
+    headers: &HeaderMap,
+) -> Result<Option<(Principal, String)>, Error> {
+    if let Some(token) = bearer(headers) {
+        let (principal, token_id) = crate::auth::authenticate(&state.store, &token).await?;
+        return check_role(state, principal, token_id).await.map(Some);
+    }
+    let Some(cookie) = session::from_headers(headers) else {
+        return Ok(None);
+    };
+    let Some(s) = state.central.sessions.get(&cookie) else {
+        return Ok(None);
+    };
+    // The token may have been revoked or expired since the login.
+    if state.store.live_token_user(&s.token_id).await?.as_deref() != Some(s.user_id.as_str()) {
+        state.central.sessions.end(&cookie);
+        return Ok(None);
+    }
+    let principal = state.store.principal(&s.user_id).await?;
+    check_role(state, principal, s.token_id).await.map(Some)
+}
+
+fn secure_headers(h: &mut HeaderMap) {
+    h.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(
+            "default-src 'none'; style-src 'unsafe-inline'; img-src 'self' data:; \
+             form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
+        ),
+    );
+    h.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
+    h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    super::api::no_store(h);
+}
+
+fn html(status: StatusCode, body: String) -> Response {
+    let mut response = (status, Html(body)).into_response();
+    secure_headers(response.headers_mut());
+    response
+}
+
+const STYLE: &str = "body{font-family:system-ui,sans-serif;margin:2rem;color:#222;max-width:1400px}\
+h1{font-size:1.5rem}h2{font-size:1.2rem;margin-top:2rem;border-bottom:1px solid #ccc}\
+.wijk{margin-bottom:1.5rem}.charts{display:flex;flex-wrap:wrap;gap:1rem}\
+figure{margin:0}figcaption{font-size:.9rem;color:#444}\
+.button{display:inline-block;padding:.5rem 1rem;background:#0b5394;color:#fff;border-radius:4px;text-decoration:none;border:0;font-size:1rem;cursor:pointer}\
+nav a{margin-right:1rem}.note{color:#555;font-size:.9rem}.error{color:#a00}";
+
+fn shell(title: &str, body: &str) -> String {
+    format!(
+        "<!doctype html><html lang=\"nl\"><head><meta charset=\"utf-8\"><title>{}</title>\
+         <meta name=\"viewport\" content=\"width=device-width\"><style>{STYLE}</style></head>\
+         <body>{body}</body></html>",
+        escape(title)
+    )
+}
+
+fn login_page(status: StatusCode, message: Option<&str>) -> Response {
+    let message = message
+        .map(|m| format!("<p class=\"error\" id=\"login-error\">{}</p>", escape(m)))
+        .unwrap_or_default();
+    html(
+        status,
+        shell(
+            "buurtsync — centraal bureau",
+            &format!(
+                "<h1>buurtsync — dashboard centraal bureau</h1>{message}\
+                 <form method=\"post\" action=\"/dashboard/login\" id=\"login\">\
+                 <label>Token <input type=\"password\" name=\"token\" id=\"token\" autocomplete=\"off\" required size=\"70\"></label> \
+                 <button class=\"button\" type=\"submit\">Inloggen</button></form>\
+                 <p class=\"note\">Alleen voor het centraal bureau: geaggregeerde, gepseudonimiseerde gegevens. \
+                 Kleine aantallen (minder dan de drempel) worden niet getoond.</p>"
+            ),
+        ),
+    )
+}
+
+#[derive(Deserialize)]
+pub struct LoginForm {
+    pub token: String,
+}
+
+/// `POST /dashboard/login` (form field `token`): a session cookie and a redirect to the
+/// dashboard; 401 with the form again for a bad token, 403 for another role.
+pub async fn login(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Form(form): Form<LoginForm>,
+) -> Result<Response, Error> {
+    let (principal, token_id) =
+        match crate::auth::authenticate(&state.store, form.token.trim()).await {
+            Ok(found) => found,
+            Err(Error::Unauthorized) => {
+                return Ok(login_page(
+                    StatusCode::UNAUTHORIZED,
+                    Some("Onbekende, verlopen of ingetrokken token."),
+                ))
+            }
+            Err(e) => return Err(e),
+        };
+    let (principal, token_id) = match check_role(&state, principal, token_id).await {
+        Ok(ok) => ok,
+        Err(Error::Forbidden(_)) => {
+            return Ok(login_page(
+                StatusCode::FORBIDDEN,
+                Some("Deze token hoort niet bij het centraal bureau."),
+            ))
+        }
+        Err(e) => return Err(e),
+    };
+    let cookie = state.central.sessions.start(&principal.user_id, &token_id);
+    // Behind a TLS-terminating proxy the cookie must also be Secure.
+    let secure = headers
+        .get("x-forwarded-proto")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.eq_ignore_ascii_case("https"));
+    let set_cookie = format!(
+        "{COOKIE}={cookie}; HttpOnly; SameSite=Strict; Path=/dashboard; Max-Age={}{}",
+        session::LIFETIME.as_secs(),
+        if secure { "; Secure" } else { "" }
+    );
+    tracing::info!(user = %principal.user_id, token = %token_id, "dashboard login");
+    let mut response = (StatusCode::SEE_OTHER, [(header::LOCATION, "/dashboard")]).into_response();
+    response.headers_mut().insert(
+        header::SET_COOKIE,
+        HeaderValue::from_str(&set_cookie).map_err(|e| Error::Invalid(e.to_string()))?,
+    );
+    secure_headers(response.headers_mut());
+    Ok(response)
+}
+
+/// `POST /dashboard/logout`: ends the session and clears the cookie.
+pub async fn logout(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Response {
+    if let Some(cookie) = session::from_headers(&headers) {
+        state.central.sessions.end(&cookie);
+    }
+    let mut response = (StatusCode::SEE_OTHER, [(header::LOCATION, "/dashboard")]).into_response();
+    response.headers_mut().insert(
+        header::SET_COOKIE,
+        HeaderValue::from_static(
+            "buurtsync_dashboard=; HttpOnly; SameSite=Strict; Path=/dashboard; Max-Age=0",
+        ),
+    );
+    response
+}
+
+/// `GET /dashboard/aggregates.csv?period=&sep=`: the download button.
+pub async fn download(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Query(query): Query<AggregateQuery>,
+) -> Result<Response, Error> {
+    let Some((principal, token_id)) = viewer(&state, &headers).await? else {
+        return Err(Error::Unauthorized);
+    };
+    let period = query.period()?;
+    let sep = Separator::parse(query.sep.as_deref())?;
+    let result = compute(&state, period, query.min_count).await?;
+    audit_export(
+        &state,
+        &principal,
+        &token_id,
+        format!(
+            "dashboard csv period={} min_count={} cells={}",
+            period.as_str(),
+            result.min_count,
+            result.cells.len()
+        ),
+    )
+    .await?;
+    csv_response(
+        aggregates_csv(&result, sep)?,
+        &format!("buurtsync-aggregaten-{}.csv", period.as_str()),
+    )
+}
+
+/// How many periods the charts show, most recent last.
+fn shown(period: Period) -> usize {
+    match period {
+        Period::Month => 12,
+        Period::Quarter => 8,
+        Period::Year => 6,
+    }
+}
+
+/// One bar series of a chart: metric, label, colour.
+type Bar = (&'static str, &'static str, &'static str);
+
+/// The charts of one wijk: (id suffix, title, bars).
+const CHARTS: &[(&str, &str, &[Bar])] = &[
+    (
+        "plannen",
+        "Plannen: nieuw, afgesloten en overdrachten aan de gemeente",
+        &[
+            ("plans_new", "nieuw", "#1f77b4"),
+            ("plans_closed", "afgesloten", "#2ca02c"),
+            ("handovers", "overdracht", "#d62728"),
+        ],
+    ),
+    (
+        "contacten",
+        "Contactmomenten per soort",
+        &[
+            ("contacts.huisbezoek", "huisbezoek", "#1f77b4"),
+            ("contacts.wijkcentrum", "wijkcentrum", "#ff7f0e"),
+            ("contacts.school", "school", "#2ca02c"),
+            ("contacts.telefoon", "telefoon", "#9467bd"),
+            ("contacts.digitaal", "digitaal", "#8c564b"),
+        ],
+    ),
+    (
+        "activiteiten",
+        "Activiteiten: bijeenkomsten, deelnemers, vrijwilligers en uren",
+        &[
+            ("sessions", "bijeenkomsten", "#1f77b4"),
+            ("participants", "deelnemers", "#ff7f0e"),
+            ("unique_volunteers", "vrijwilligers", "#2ca02c"),
+            ("volunteer_hours", "vrijwilligersuren", "#9467bd"),
+        ],
+    ),
+    (
+        "doelen",
+        "Doelen per leefdomein (stand bij laatste wijziging)",
+        &[
+            ("goals_leefdomein.financien", "financiën", "#1f77b4"),
+            ("goals_leefdomein.wonen", "wonen", "#ff7f0e"),
+            ("goals_leefdomein.opvoeding", "opvoeding", "#2ca02c"),
+            ("goals_leefdomein.gezondheid", "gezondheid", "#d62728"),
+            (
+                "goals_leefdomein.sociaal_netwerk",
+                "sociaal netwerk",
+                "#9467bd",
+            ),
+            (
+                "goals_leefdomein.werk_en_inkomen",
+                "werk en inkomen",
+                "#8c564b",
+            ),
+        ],
+    ),
+];
+
+/// `GET /dashboard?period=month|quarter|year`: the login form, or the charts.
+pub async fn page(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Query(query): Query<AggregateQuery>,
+) -> Result<Response, Error> {
+    let Some((principal, token_id)) = viewer(&state, &headers).await? else {
+        return Ok(login_page(StatusCode::OK, None));
+    };
+    let period = query.period()?;
+    let result = compute(&state, period, query.min_count).await?;
+    audit_export(
+        &state,
+        &principal,
+        &token_id,
+        format!(
+            "dashboard view period={} min_count={}",
+            period.as_str(),
+            result.min_count
+        ),
+    )
+    .await?;
+    let wijken = state.store.list_wijken().await?;
+    Ok(html(StatusCode::OK, render(&result, &wijken)))
+}
+
+fn render(result: &Aggregates, wijken: &[(String, String)]) -> String {
+    let periods: BTreeSet<&str> = result.cells.iter().map(|c| c.period.as_str()).collect();
+    let skip = periods.len().saturating_sub(shown(result.period));
+    let periods: Vec<String> = periods.into_iter().skip(skip).map(str::to_owned).collect();
+    let mut by_wijk: BTreeMap<&str, BTreeMap<(&str, &str), &Cell>> = BTreeMap::new();
+    for c in &result.cells {
+        by_wijk
+            .entry(c.wijk.as_str())
+            .or_default()
+            .insert((c.period.as_str(), c.metric.as_str()), c);
+    }
+    let p = result.period.as_str();
+    let mut body = String::new();
+    let _ = write!(
+        body,
+        "<h1>buurtsync — dashboard centraal bureau</h1>\
+         <nav>Periode: <a href=\"/dashboard?period=month\">maand</a>\
+         <a href=\"/dashboard?period=quarter\">kwartaal</a>\
+         <a href=\"/dashboard?period=year\">jaar</a>\
+         <a class=\"button\" id=\"download-csv\" href=\"/dashboard/aggregates.csv?period={p}\" download>CSV downloaden</a>\
+         <form method=\"post\" action=\"/dashboard/logout\" style=\"display:inline\"><button type=\"submit\">Uitloggen</button></form></nav>\
+         <p class=\"note\">Per {}. Aantallen gebaseerd op minder dan {} huishoudens (of bijeenkomsten, \
+         activiteiten, vrijwilligers) worden niet getoond: grijs streepje.</p>",
+        match result.period {
+            Period::Month => "maand",
+            Period::Quarter => "kwartaal",
+            Period::Year => "jaar",
+        },
+        result.min_count
+    );
+    let empty = BTreeMap::new();
+    for (id, name) in wijken {
+        let cells = by_wijk.get(id.as_str()).unwrap_or(&empty);
+        let _ = write!(
+            body,
+            "<section class=\"wijk\" data-wijk=\"{id}\"><h2>{name} <small>({id})</small></h2><div class=\"charts\">",
+            id = escape(id),
+            name = escape(name)
+        );
+        for (suffix, title, metrics) in CHARTS {
+            let series: Vec<Series<'_>> = metrics
+                .iter()
+                .map(|(metric, label, color)| Series {
+                    label,
+                    color,
+                    values: periods
+                        .iter()
+                        .map(|period| match cells.get(&(period.as_str(), *metric)) {
+                            Some(cell) => cell.value,
+                            None => Some(0.0),
+                        })
+                        .collect(),
+                })
+                .collect();
+            let chart_id = format!("chart-{id}-{suffix}");
+            let _ = write!(
+                body,
+                "<figure>{}<figcaption>{}</figcaption></figure>",
+                bars(&chart_id, title, &periods, &series, result.min_count),
+                escape(title)
+            );
+        }
+        body.push_str("</div></section>");
+    }
+    shell("buurtsync — dashboard centraal bureau", &body)
+}

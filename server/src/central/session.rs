@@ -1,0 +1,130 @@
+//! Dashboard logins. The central-office user posts their token once to
+//! `/dashboard/login`; the server checks it and answers with a session cookie
+//! (`HttpOnly; SameSite=Strict; Path=/dashboard`). Safer than keeping the token in
+//! the page's sessionStorage: no script can read the cookie (an injected script
+//! cannot steal it), the browser never sends it from another site's request (no
+//! CSRF), and the token itself is never stored in the browser.
+//!
+//! Sessions live in memory only (a restart logs everyone out) and hold the token id,
+//! not the secret: every request re-checks that the token is still live and that its
+//! user still has the central-office role, so revoking the token ends the session.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use sha2::{Digest, Sha256};
+
+/// The cookie's name.
+pub const COOKIE: &str = "buurtsync_dashboard";
+
+/// How long a login lasts without being renewed.
+pub const LIFETIME: Duration = Duration::from_secs(8 * 3600);
+
+/// Upper bound on live sessions: logins beyond it push out the oldest.
+const MAX_SESSIONS: usize = 10_000;
+
+#[derive(Debug, Clone)]
+pub struct Session {
+    pub user_id: String,
+    pub token_id: String,
+    expires: Instant,
+}
+
+/// Live sessions, keyed by the SHA-256 of the cookie value (a memory dump holds no
+/// usable cookie).
+#[derive(Debug, Default)]
+pub struct Sessions {
+    map: Mutex<HashMap<[u8; 32], Session>>,
+}
+
+fn key(cookie: &str) -> [u8; 32] {
+    Sha256::digest(cookie.as_bytes()).into()
+}
+
+impl Sessions {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<[u8; 32], Session>> {
+        self.map
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Starts a session and returns the cookie value (32 random bytes, hex).
+    pub fn start(&self, user_id: &str, token_id: &str) -> String {
+        let cookie = hex::encode(crate::auth::random_bytes::<32>());
+        let now = Instant::now();
+        let mut map = self.lock();
+        map.retain(|_, s| s.expires > now);
+        if map.len() >= MAX_SESSIONS {
+            if let Some(oldest) = map.iter().min_by_key(|(_, s)| s.expires).map(|(k, _)| *k) {
+                map.remove(&oldest);
+            }
+        }
+        map.insert(
+            key(&cookie),
+            Session {
+                user_id: user_id.to_owned(),
+                token_id: token_id.to_owned(),
+                expires: now + LIFETIME,
+            },
+        );
+        cookie
+    }
+
+    /// The session of a cookie value, if it is live.
+    pub fn get(&self, cookie: &str) -> Option<Session> {
+        let mut map = self.lock();
+        let k = key(cookie);
+        match map.get(&k) {
+            Some(s) if s.expires > Instant::now() => Some(s.clone()),
+            Some(_) => {
+                map.remove(&k);
+                None
+            }
+            None => None,
+        }
+    }
+
+    /// Ends a session.
+    pub fn end(&self, cookie: &str) {
+        self.lock().remove(&key(cookie));
+    }
+}
+
+/// The value of our cookie in a `Cookie` header.
+pub fn from_headers(headers: &axum::http::HeaderMap) -> Option<String> {
+    headers
+        .get_all(axum::http::header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(name, _)| *name == COOKIE)
+        .map(|(_, value)| value.to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A started session is found by its cookie and gone after `end`; a made-up cookie
+    /// finds nothing.
+    #[test]
+    fn start_get_end() {
+        let sessions = Sessions::default();
+        let cookie = sessions.start("office", "tok_1");
+        assert_eq!(
+            sessions.get(&cookie).map(|s| s.user_id),
+            Some("office".into())
+        );
+        assert!(sessions.get("00").is_none());
+        sessions.end(&cookie);
+        assert!(sessions.get(&cookie).is_none());
+        let mut headers = axum::http::HeaderMap::new();
+        headers.insert(
+            axum::http::header::COOKIE,
+            axum::http::HeaderValue::from_static("a=1; buurtsync_dashboard=abc; b=2"),
+        );
+        assert_eq!(from_headers(&headers).as_deref(), Some("abc"));
+    }
+}

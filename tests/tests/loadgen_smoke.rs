@@ -1,0 +1,116 @@
+//! The load generator's smoke configuration against the real server: a few seconds of
+//! the "assen" workload (seeding through the admin CLI, creation, initial sync, offline
+//! edits, reconnect storm, live edits, catch-up probe). Asserts correctness only —
+//! everything converged, no errors — never speed.
+
+use std::process::Command;
+
+use buurtsync_e2e::server::{binary, Fixture};
+use serde_json::Value;
+
+/// The smoke workload converges on our server without a single error, and every
+/// phase did real work (changes committed and fanned out, devices caught up).
+#[test]
+fn loadgen_smoke_converges_without_errors() {
+    let fx = Fixture::new();
+    let loadgen = binary().with_file_name("buurtsync-loadgen");
+    assert!(
+        loadgen.exists(),
+        "{} not found: run `cargo build --bins` first",
+        loadgen.display()
+    );
+    let tokens = fx.dir.path().join("tokens.json");
+    let seeded = Command::new(&loadgen)
+        .args([
+            "seed",
+            "--wijken",
+            "2",
+            "--database",
+            &fx.db_url,
+            "--buurtsync",
+        ])
+        .arg(binary())
+        .arg("--out")
+        .arg(&tokens)
+        .output()
+        .expect("run loadgen seed");
+    assert!(
+        seeded.status.success(),
+        "seed failed: {}",
+        String::from_utf8_lossy(&seeded.stderr)
+    );
+
+    // The seed shares one token per role per wijk among many devices: lift the
+    // per-user connection cap, as bench/compare.sh does.
+    let server = fx.start(&["--max-connections-per-user", "100000"]);
+    let report_path = fx.dir.path().join("report.json");
+    let run = Command::new(&loadgen)
+        .args(["run", "--url", &server.url(), "--label", "smoke"])
+        .arg("--tokens")
+        .arg(&tokens)
+        .args(["--wijken", "2", "--professionals", "4", "--volunteers", "2"])
+        .args(["--plans", "6", "--activiteiten", "2", "--history", "3"])
+        .args([
+            "--visits",
+            "1",
+            "--edits-per-visit",
+            "3",
+            "--volunteer-edits",
+            "2",
+        ])
+        .args([
+            "--storm-secs",
+            "0.5",
+            "--live-secs",
+            "1.5",
+            "--think-ms",
+            "20",
+        ])
+        .args([
+            "--catchup-held",
+            "12",
+            "--catchup-changed",
+            "3",
+            "--catchup-rounds",
+            "1",
+        ])
+        .args([
+            "--floor-rounds",
+            "5",
+            "--phase-limit-secs",
+            "60",
+            "--check",
+            "--pid",
+        ])
+        .arg(server.pid().to_string())
+        .arg("--out")
+        .arg(&report_path)
+        .output()
+        .expect("run loadgen");
+    let stdout = String::from_utf8_lossy(&run.stdout);
+    assert!(
+        run.status.success(),
+        "loadgen failed: {stdout}\n{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let report: Value =
+        serde_json::from_slice(&std::fs::read(&report_path).expect("report written"))
+            .expect("report is JSON");
+    assert_eq!(report["converged"], true, "{stdout}");
+    assert_eq!(report["errors"], 0, "{stdout}");
+    let phase = |name: &str| {
+        report["phases"]
+            .as_array()
+            .and_then(|ps| ps.iter().find(|p| p["name"] == name))
+            .cloned()
+            .unwrap_or_else(|| panic!("no {name} phase: {stdout}"))
+    };
+    let live = phase("live");
+    assert!(live["changes_committed"].as_u64() > Some(0), "{stdout}");
+    assert!(live["deliveries"].as_u64() > Some(0), "{stdout}");
+    assert_eq!(live["undelivered"], 0, "{stdout}");
+    assert_eq!(live["diverged_documents"], 0, "{stdout}");
+    // Every device (4 professionals, 2 volunteers) caught up after the storm.
+    assert_eq!(phase("storm")["catchup_ms"]["count"], 6, "{stdout}");
+    assert!(report["catchup"]["all_ms"].as_f64() > Some(0.0), "{stdout}");
+}
