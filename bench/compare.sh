@@ -69,6 +69,7 @@ run_ours() {
   local db="sqlite://$dir/buurtsync.sqlite3"
   "$LOADGEN" seed --buurtsync "$BUURTSYNC" --database "$db" --out "$dir/tokens.json" >/dev/null
   BUURTSYNC_LOG="warn,buurtsync_server::serve=info" "$BUURTSYNC" --database "$db" --log-json serve --listen 127.0.0.1:0 \
+    --insecure-plain-http --max-connections-per-user 100000 \
     2>"$OUT/buurtsync-$round.log" &
   SERVER_PID=$!
   # The listening line is logged at info; ask for it explicitly.

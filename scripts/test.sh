@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs what the tests need and runs the whole suite: formatting, lints, unit,
-# end-to-end and interop tests. CI runs exactly this (.ci/run).
+# end-to-end and interop tests, then bounded fuzzing. CI runs exactly this (.ci/run).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -17,8 +17,17 @@ step "volunteer web app: npm ci + vite build, its unit tests"
 bash scripts/build-web-app.sh
 npm test --silent --prefix mobile-examples/web-volunteer
 
+step "fuzzing tools (cargo-fuzz and a C++ compiler for libFuzzer; installed once)"
+if ! command -v c++ >/dev/null 2>&1; then
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq g++ >/dev/null
+fi
+if ! cargo fuzz --version >/dev/null 2>&1; then
+  cargo install cargo-fuzz --locked
+fi
+
 step "cargo fmt --check"
 cargo fmt --all --check
+cargo fmt --manifest-path fuzz/Cargo.toml --check
 
 step "cargo clippy"
 cargo clippy --workspace --all-targets -- -D warnings
@@ -62,3 +71,14 @@ else
   step "tests"
   cargo test --workspace --no-fail-fast
 fi
+
+# Each fuzz target runs for a bounded time (FUZZ_SECONDS, default 60) from the corpus and
+# the saved findings in the repo; new inputs go to a scratch directory, not the repo.
+# A crash fails the suite and leaves its input in fuzz/artifacts/<target>/.
+step "fuzz targets (${FUZZ_SECONDS:-60}s each)"
+for target in codec apply; do
+  scratch="$(mktemp -d)"
+  (cd fuzz && RUSTC_BOOTSTRAP=1 cargo fuzz run "$target" "$scratch" "corpus/$target" "regressions/$target" \
+      -- -max_total_time="${FUZZ_SECONDS:-60}" -rss_limit_mb=2048 -print_final_stats=1 2>&1 | tail -n 25)
+  rm -rf "$scratch"
+done

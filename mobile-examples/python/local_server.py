@@ -31,7 +31,9 @@ class LocalServer:
             self.admin("grant", user, role, "--wijk", wijk)
             self.tokens[user] = self.admin("token", "issue", user)["token"]
         self.proc = subprocess.Popen(
-            [BINARY, "--database", self.db, "--log-json", "serve", "--listen", "127.0.0.1:0"],
+            # Plain ws:// on loopback only; a real server serves TLS (--tls-cert/--tls-key).
+            [BINARY, "--database", self.db, "--log-json", "serve", "--listen", "127.0.0.1:0",
+             "--insecure-plain-http"],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
         )

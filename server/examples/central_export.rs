@@ -20,7 +20,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let n: usize = std::env::args().nth(1).map_or(Ok(5000), |a| a.parse())?;
     let dir = tempfile::tempdir()?;
     let store = Store::open(&format!("sqlite://{}/db.sqlite3", dir.path().display())).await?;
-    let hub = Hub::new(store.clone());
+    let hub = Hub::new(store.clone(), 1, u64::MAX);
     let wijken: Vec<WijkId> = (0..8)
         .map(|i| WijkId::new(format!("wijk-{i}")))
         .collect::<Result<_, _>>()?;

@@ -76,7 +76,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 /// Stores `n` small schema-valid plans spread over 8 wijken.
 async fn seed(url: &str, n: usize) -> Result<(), Box<dyn std::error::Error>> {
     let store = Store::open(url).await?;
-    let hub = Hub::new(store.clone());
+    let hub = Hub::new(store.clone(), 1, u64::MAX);
     let wijken: Vec<WijkId> = (0..8)
         .map(|i| WijkId::new(format!("wijk-{i}")))
         .collect::<Result<_, _>>()?;

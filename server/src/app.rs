@@ -2,8 +2,10 @@
 //! The central office's routes (`/api/v1/central/...`, `/dashboard`) come from
 //! `crate::central::routes`.
 
+use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use axum::extract::ws::WebSocketUpgrade;
 use axum::extract::{Query, State};
@@ -21,13 +23,40 @@ use crate::store::Store;
 /// The websocket read buffer per connection (issue 7: an idle device ≤ 64 KiB).
 const WS_READ_BUFFER: usize = 8 * 1024;
 
-/// Limits and settings the connections obey.
+/// Limits and settings the connections obey. Every field can be set by operators
+/// (flags, environment, config file: see `cli::ServeArgs`).
 #[derive(Debug, Clone)]
 pub struct Limits {
     /// Largest websocket message accepted; larger ones close the socket (1009).
     pub max_frame_bytes: usize,
     /// Documents a connection may be creating at once (unknown ids it sent `sync` for).
     pub max_pending_creations: usize,
+    /// Largest stored size of one document; a change that would grow it beyond is
+    /// refused (and not stored), so one document cannot eat the disk or the cache.
+    pub max_document_bytes: u64,
+    /// Messages per second a connection may send on average; faster peers are slowed
+    /// down (their frames are read later, so TCP pushes back), never buffered.
+    pub max_messages_per_sec: u32,
+    /// Websocket connections one user may hold at once; more get HTTP 429.
+    pub max_connections_per_user: usize,
+    /// How often the server pings an idle peer.
+    pub ping_interval: Duration,
+    /// A peer that sends nothing (not even a pong) for this long is half-open: closed.
+    pub idle_timeout: Duration,
+    /// Time a new TCP connection has to complete its HTTP request (and TLS handshake),
+    /// and an upgraded socket to send `join`: bounds slowloris peers.
+    pub handshake_timeout: Duration,
+    /// How long the server waits for a slow consumer to take its next message before
+    /// it drops the connection (its outbox is bounded: backpressure first).
+    pub send_timeout: Duration,
+    /// Connections of one wijk that may do automerge work at the same time: a busy
+    /// wijk queues for its own permits and leaves runtime threads to the others.
+    pub max_busy_per_wijk: usize,
+    /// Peer storageIds whose sync states are kept per user; the least recently used
+    /// beyond this are dropped (clients such as samod announce a new one every run).
+    pub sync_states_per_user: usize,
+    /// Persisted sync states unused for this long are deleted.
+    pub sync_state_ttl: Duration,
     /// Central-office aggregates backed by fewer units (households, sessions,
     /// activiteiten, volunteers) than this are suppressed.
     pub central_min_count: u64,
@@ -35,9 +64,20 @@ pub struct Limits {
 
 impl Default for Limits {
     fn default() -> Self {
+        let workers = std::thread::available_parallelism().map_or(2, std::num::NonZero::get);
         Limits {
             max_frame_bytes: 32 * 1024 * 1024,
             max_pending_creations: 256,
+            max_document_bytes: 64 * 1024 * 1024,
+            max_messages_per_sec: 500,
+            max_connections_per_user: 32,
+            ping_interval: Duration::from_secs(15),
+            idle_timeout: Duration::from_secs(45),
+            handshake_timeout: Duration::from_secs(10),
+            send_timeout: Duration::from_secs(30),
+            max_busy_per_wijk: workers.saturating_sub(1).max(1),
+            sync_states_per_user: 16,
+            sync_state_ttl: Duration::from_secs(90 * 24 * 3600),
             central_min_count: 5,
         }
     }
@@ -60,11 +100,57 @@ pub struct AppState {
     /// Moves whenever grants or tokens change (polled from the store), and
     /// periodically; connections then re-check their principal and open documents.
     pub access: watch::Receiver<u64>,
+    /// Open connections per user, for `max_connections_per_user`.
+    user_connections: Mutex<HashMap<String, usize>>,
+    /// Renders `/metrics`.
+    metrics: metrics_exporter_prometheus::PrometheusHandle,
     /// The central office's facts cache, dashboard sessions and pseudonym secret.
     pub central: crate::central::Central,
     /// The built volunteer web app (`mobile-examples/web-volunteer/dist`), served at
     /// `/app/` from the same origin as `/sync` and `/api`, so it needs no CORS.
     pub web_app_dir: Option<PathBuf>,
+}
+
+/// One user's slot among `max_connections_per_user`; given back on drop.
+#[derive(Debug)]
+pub struct UserSlot {
+    state: Arc<AppState>,
+    user: String,
+}
+
+impl Drop for UserSlot {
+    fn drop(&mut self) {
+        let mut map = self
+            .state
+            .user_connections
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(n) = map.get_mut(&self.user) {
+            *n -= 1;
+            if *n == 0 {
+                map.remove(&self.user);
+            }
+        }
+    }
+}
+
+impl AppState {
+    /// Takes one of the user's connection slots, or `None` when all are in use.
+    pub fn take_user_slot(self: &Arc<Self>, user: &str) -> Option<UserSlot> {
+        let mut map = self
+            .user_connections
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let n = map.entry(user.to_owned()).or_default();
+        if *n >= self.limits.max_connections_per_user {
+            return None;
+        }
+        *n += 1;
+        Some(UserSlot {
+            state: self.clone(),
+            user: user.to_owned(),
+        })
+    }
 }
 
 impl AppState {
@@ -82,7 +168,11 @@ impl AppState {
             hex::encode(crate::auth::random_bytes::<6>())
         );
         Ok(Arc::new(AppState {
-            hub: Hub::new(store.clone()),
+            hub: Hub::new(
+                store.clone(),
+                limits.max_busy_per_wijk,
+                limits.max_document_bytes,
+            ),
             store,
             limits,
             storage_id,
@@ -90,6 +180,8 @@ impl AppState {
             shutdown,
             alive,
             access,
+            user_connections: Mutex::new(HashMap::new()),
+            metrics: crate::metrics::install(),
             central: crate::central::Central::default(),
             web_app_dir,
         }))
@@ -101,6 +193,8 @@ pub fn app(state: Arc<AppState>) -> Router {
     let mut router = Router::new()
         .route("/sync", get(sync_upgrade))
         .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
         .route("/api/v1/me", get(crate::api::me))
         .route("/api/v1/documents", get(crate::api::list_documents))
         .route(
@@ -150,6 +244,11 @@ async fn sync_upgrade(
         }
         Err(e) => return Err(e),
     };
+    let Some(slot) = state.take_user_slot(&principal.user_id) else {
+        tracing::info!(user = %principal.user_id, "websocket upgrade refused: too many connections");
+        crate::metrics::rejected("too-many-connections");
+        return Err(Error::TooManyConnections);
+    };
     let max = state.limits.max_frame_bytes;
     Ok(ws
         .max_message_size(max)
@@ -157,7 +256,9 @@ async fn sync_upgrade(
         // tungstenite preallocates its read buffer (128 KiB by default): an idle
         // device would cost that much. Frames larger than this still read, in steps.
         .read_buffer_size(WS_READ_BUFFER)
-        .on_upgrade(move |socket| crate::ws::connection::run(state, socket, principal, token_id))
+        .on_upgrade(move |socket| {
+            crate::ws::connection::run(state, socket, principal, token_id, slot)
+        })
         .into_response())
 }
 
@@ -178,4 +279,34 @@ async fn healthz(State(state): State<Arc<AppState>>) -> Response {
                 .into_response()
         }
     }
+}
+
+/// Ready to serve: the store answers. Load balancers route by this one; `/healthz`
+/// is for humans and says more.
+async fn readyz(State(state): State<Arc<AppState>>) -> Response {
+    match state.store.ping().await {
+        Ok(()) => (axum::http::StatusCode::OK, "ready\n").into_response(),
+        Err(e) => {
+            tracing::error!(error = %e, "readiness: store unreachable");
+            (
+                axum::http::StatusCode::SERVICE_UNAVAILABLE,
+                "store unreachable\n",
+            )
+                .into_response()
+        }
+    }
+}
+
+/// Prometheus text exposition of every series in `crate::metrics`.
+async fn metrics(State(state): State<Arc<AppState>>) -> Response {
+    metrics::gauge!(crate::metrics::DOCUMENTS_LOADED).set(state.hub.loaded() as f64);
+    metrics::gauge!(crate::metrics::CACHE_BYTES).set(state.hub.cache_bytes() as f64);
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        state.metrics.render(),
+    )
+        .into_response()
 }

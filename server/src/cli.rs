@@ -23,6 +23,10 @@ use crate::store::Store;
     about = "Offline-first sync relay for buurtteam apps"
 )]
 pub struct Cli {
+    /// Configuration file (TOML); flags and environment variables override it.
+    /// See docs/buurtsync.example.toml.
+    #[arg(long, global = true, env = "BUURTSYNC_CONFIG")]
+    pub config: Option<PathBuf>,
     /// Key store with the per-document keys. SQLite: a file (default
     /// `<database path>.keys`). PostgreSQL: a `postgres://` URL of another database
     /// (default: the schema `buurtsync_keys` of the same database). Keep it out of
@@ -84,6 +88,30 @@ pub enum Command {
     /// ("who looked at my file").
     #[command(subcommand)]
     Audit(AuditCmd),
+    /// Online backup while serving: the database to FILE and the key store to
+    /// FILE.keys (both are needed to restore).
+    Backup { file: PathBuf },
+    /// Restore a backup (FILE and FILE.keys) as the database and key store. Stop the
+    /// server first.
+    Restore {
+        file: PathBuf,
+        /// Replace an existing database and key store.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Configuration: check a file (with flags and environment) before using it.
+    #[command(subcommand)]
+    Config(ConfigCmd),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ConfigCmd {
+    /// Parse the configuration (--config, environment, flags), check the TLS files and
+    /// the settings, and print the effective serve settings.
+    Check {
+        #[command(flatten)]
+        serve: ServeArgs,
+    },
 }
 
 #[derive(Args, Debug, Clone)]
@@ -91,9 +119,49 @@ pub struct ServeArgs {
     /// Address to listen on.
     #[arg(long, env = "BUURTSYNC_LISTEN", default_value = "127.0.0.1:8080")]
     pub listen: SocketAddr,
+    /// TLS certificate chain (PEM). Reloaded on SIGHUP and when the file changes.
+    #[arg(long, env = "BUURTSYNC_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// TLS private key (PEM).
+    #[arg(long, env = "BUURTSYNC_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// Serve plain HTTP/ws:// without TLS: only behind a TLS-terminating proxy or on
+    /// loopback. Without TLS files the server refuses to start unless this is given.
+    #[arg(long, env = "BUURTSYNC_INSECURE_PLAIN_HTTP")]
+    pub insecure_plain_http: bool,
     /// Largest websocket message accepted, in bytes.
     #[arg(long, env = "BUURTSYNC_MAX_FRAME_BYTES", default_value_t = Limits::default().max_frame_bytes)]
     pub max_frame_bytes: usize,
+    /// Largest stored size of one document, in bytes.
+    #[arg(long, env = "BUURTSYNC_MAX_DOCUMENT_BYTES", default_value_t = Limits::default().max_document_bytes)]
+    pub max_document_bytes: u64,
+    /// Messages per second per connection (bursts of twice that); faster peers are slowed.
+    #[arg(long, env = "BUURTSYNC_MAX_MESSAGES_PER_SEC", default_value_t = Limits::default().max_messages_per_sec)]
+    pub max_messages_per_sec: u32,
+    /// Websocket connections one user may hold at once.
+    #[arg(long, env = "BUURTSYNC_MAX_CONNECTIONS_PER_USER", default_value_t = Limits::default().max_connections_per_user)]
+    pub max_connections_per_user: usize,
+    /// How often idle peers are pinged.
+    #[arg(long, env = "BUURTSYNC_PING_INTERVAL", default_value = "15s")]
+    pub ping_interval: humantime::Duration,
+    /// A peer silent (no pong either) for this long is closed as half-open.
+    #[arg(long, env = "BUURTSYNC_IDLE_TIMEOUT", default_value = "45s")]
+    pub idle_timeout: humantime::Duration,
+    /// Time for a new connection's TLS handshake, HTTP upgrade request and `join`.
+    #[arg(long, env = "BUURTSYNC_HANDSHAKE_TIMEOUT", default_value = "10s")]
+    pub handshake_timeout: humantime::Duration,
+    /// A peer that does not take its messages for this long is dropped.
+    #[arg(long, env = "BUURTSYNC_SEND_TIMEOUT", default_value = "30s")]
+    pub send_timeout: humantime::Duration,
+    /// Connections of one wijk doing automerge work at once (fairness between wijken).
+    #[arg(long, env = "BUURTSYNC_MAX_BUSY_PER_WIJK", default_value_t = Limits::default().max_busy_per_wijk)]
+    pub max_busy_per_wijk: usize,
+    /// Peer stores (storageIds) per user whose sync states are kept.
+    #[arg(long, env = "BUURTSYNC_SYNC_STATES_PER_USER", default_value_t = Limits::default().sync_states_per_user)]
+    pub sync_states_per_user: usize,
+    /// Persisted sync states unused this long are deleted.
+    #[arg(long, env = "BUURTSYNC_SYNC_STATE_TTL", default_value = "90days")]
+    pub sync_state_ttl: humantime::Duration,
     /// Central-office aggregates backed by fewer households (or sessions, activiteiten,
     /// volunteers) than this are suppressed.
     #[arg(long, env = "BUURTSYNC_CENTRAL_MIN_COUNT", default_value_t = Limits::default().central_min_count, value_parser = clap::value_parser!(u64).range(1..))]
@@ -108,6 +176,70 @@ pub struct ServeArgs {
 const DEFAULT_WEB_APP_DIR: &str = "mobile-examples/web-volunteer/dist";
 
 impl ServeArgs {
+    /// The limits these settings ask for; refuses nonsense (zero timeouts, an idle
+    /// timeout shorter than the ping interval).
+    pub fn limits(&self) -> Result<Limits, Error> {
+        let limits = Limits {
+            max_frame_bytes: self.max_frame_bytes,
+            max_document_bytes: self.max_document_bytes,
+            max_messages_per_sec: self.max_messages_per_sec,
+            max_connections_per_user: self.max_connections_per_user,
+            ping_interval: *self.ping_interval,
+            idle_timeout: *self.idle_timeout,
+            handshake_timeout: *self.handshake_timeout,
+            send_timeout: *self.send_timeout,
+            max_busy_per_wijk: self.max_busy_per_wijk,
+            sync_states_per_user: self.sync_states_per_user,
+            sync_state_ttl: *self.sync_state_ttl,
+            central_min_count: self.central_min_count,
+            ..Limits::default()
+        };
+        let zero = [
+            ("max_frame_bytes", limits.max_frame_bytes == 0),
+            ("max_document_bytes", limits.max_document_bytes == 0),
+            ("max_messages_per_sec", limits.max_messages_per_sec == 0),
+            (
+                "max_connections_per_user",
+                limits.max_connections_per_user == 0,
+            ),
+            ("ping_interval", limits.ping_interval.is_zero()),
+            ("handshake_timeout", limits.handshake_timeout.is_zero()),
+            ("send_timeout", limits.send_timeout.is_zero()),
+            ("max_busy_per_wijk", limits.max_busy_per_wijk == 0),
+            ("sync_states_per_user", limits.sync_states_per_user == 0),
+        ];
+        if let Some((name, _)) = zero.iter().find(|(_, z)| *z) {
+            return Err(Error::Config(format!("{name} must be greater than zero")));
+        }
+        if limits.idle_timeout <= limits.ping_interval {
+            return Err(Error::Config(
+                "idle_timeout must be longer than ping_interval (a peer needs a ping to answer)"
+                    .into(),
+            ));
+        }
+        Ok(limits)
+    }
+
+    /// TLS files, or `None` for plain HTTP when that was asked for explicitly.
+    pub fn tls(&self) -> Result<Option<crate::serve::TlsFiles>, Error> {
+        match (&self.tls_cert, &self.tls_key, self.insecure_plain_http) {
+            (Some(cert), Some(key), false) => Ok(Some(crate::serve::TlsFiles {
+                cert: cert.clone(),
+                key: key.clone(),
+            })),
+            (None, None, true) => Ok(None),
+            (Some(_), Some(_), true) => Err(Error::Config(
+                "both TLS files and --insecure-plain-http given: choose one".into(),
+            )),
+            (Some(_), None, _) | (None, Some(_), _) => Err(Error::Config(
+                "give both --tls-cert and --tls-key".into(),
+            )),
+            (None, None, false) => Err(Error::Config(
+                "no TLS configured: give --tls-cert and --tls-key (PEM), or --insecure-plain-http to serve plain HTTP behind a TLS proxy".into(),
+            )),
+        }
+    }
+
     /// The web app directory to serve: the flag, else the default build if present.
     fn web_app_dir(&self) -> Result<Option<PathBuf>, Error> {
         match &self.web_app_dir {
@@ -220,10 +352,17 @@ pub async fn run(cli: Cli) -> Result<(), Error> {
     let json_out = cli.json;
     match cli.command {
         Command::Serve(args) => {
+            // Refuse bad settings before touching the database.
+            args.limits()?;
+            args.tls()?;
             let store = Store::open_with_keys(&cli.database, cli.keys.as_deref()).await?;
             serve(store, args).await
         }
-        Command::Demo(args) => {
+        Command::Demo(mut args) => {
+            // The demo runs on loopback for one person; plain unless TLS files are given.
+            if args.tls_cert.is_none() {
+                args.insecure_plain_http = true;
+            }
             let store = Store::open_with_keys(&cli.database, cli.keys.as_deref()).await?;
             demo(&store, &args, json_out).await?;
             serve(store, args).await
@@ -421,6 +560,59 @@ pub async fn run(cli: Cli) -> Result<(), Error> {
             );
             Ok(())
         }
+        Command::Backup { file } => {
+            // PostgreSQL: refuse before connecting, pointing to pg_dump / PITR.
+            crate::store::sqlite_path(&cli.database)?;
+            let store = Store::open_with_keys(&cli.database, cli.keys.as_deref()).await?;
+            let report = store.backup(&file).await?;
+            print(
+                json_out,
+                json!(report),
+                &format!(
+                    "backup written: {} ({} documents, {} bytes) and key store {}; keep both",
+                    report.database.display(),
+                    report.documents,
+                    report.bytes,
+                    report.keys.display()
+                ),
+            );
+            Ok(())
+        }
+        Command::Restore { file, force } => {
+            let db = crate::store::sqlite_path(&cli.database)?;
+            let keys = crate::store::keys_path(db, cli.keys.as_deref());
+            let report = crate::store::backup::restore(
+                &file,
+                std::path::Path::new(db),
+                std::path::Path::new(&keys),
+                force,
+            )
+            .await?;
+            // Opening runs any newer migrations, so an old backup serves on a new binary.
+            let store = Store::open_with_keys(&cli.database, cli.keys.as_deref()).await?;
+            store.close().await;
+            print(
+                json_out,
+                json!(report),
+                &format!(
+                    "restored {} documents into {} (keys {})",
+                    report.documents,
+                    report.database.display(),
+                    report.keys.display()
+                ),
+            );
+            Ok(())
+        }
+        Command::Config(ConfigCmd::Check { serve }) => {
+            config_check(
+                &cli.database,
+                cli.keys.as_deref(),
+                cli.config.as_deref(),
+                &serve,
+                json_out,
+            )
+            .await
+        }
         Command::Audit(cmd) => {
             let store = Store::open_with_keys(&cli.database, cli.keys.as_deref()).await?;
             audit(&store, cmd, json_out).await
@@ -616,21 +808,74 @@ async fn audit(store: &Store, cmd: AuditCmd, json_out: bool) -> Result<(), Error
 }
 
 async fn serve(store: Store, args: ServeArgs) -> Result<(), Error> {
+    let limits = args.limits()?;
+    let tls = args.tls()?;
     let web_app_dir = args.web_app_dir()?;
     let listener = tokio::net::TcpListener::bind(args.listen).await?;
-    let limits = Limits {
-        max_frame_bytes: args.max_frame_bytes,
-        central_min_count: args.central_min_count,
-        ..Limits::default()
-    };
     crate::serve::serve_until(
         listener,
         store,
         limits,
+        tls,
         web_app_dir,
         crate::serve::shutdown_signal(),
     )
     .await
+}
+
+/// `config check`: every setting parsed and checked, TLS files loaded, nothing served.
+async fn config_check(
+    database: &str,
+    keys: Option<&str>,
+    file: Option<&std::path::Path>,
+    args: &ServeArgs,
+    json_out: bool,
+) -> Result<(), Error> {
+    // PostgreSQL URLs may carry a password: show the engine, not the URL.
+    let (db, keys) = if crate::store::is_postgres_url(database) {
+        let keys = match keys {
+            Some(_) => "another PostgreSQL database (--keys)".to_owned(),
+            None => format!("schema {}", crate::store::PG_KEYS_SCHEMA),
+        };
+        ("postgres".to_owned(), keys)
+    } else {
+        let db = crate::store::sqlite_path(database)?;
+        (db.to_owned(), crate::store::keys_path(db, keys))
+    };
+    let limits = args.limits()?;
+    let tls = args.tls()?;
+    if let Some(files) = &tls {
+        crate::serve::load_tls(files).await?;
+    }
+    let web_app_dir = args.web_app_dir()?;
+    let value = json!({
+        "ok": true,
+        "config_file": file.map(|f| f.display().to_string()),
+        "database": db,
+        "keys": keys,
+        "web_app_dir": web_app_dir.map(|d| d.display().to_string()),
+        "central_min_count": limits.central_min_count,
+        "listen": args.listen.to_string(),
+        "tls": tls.as_ref().map(|t| json!({"cert": t.cert.display().to_string(), "key": t.key.display().to_string()})),
+        "max_frame_bytes": limits.max_frame_bytes,
+        "max_document_bytes": limits.max_document_bytes,
+        "max_messages_per_sec": limits.max_messages_per_sec,
+        "max_connections_per_user": limits.max_connections_per_user,
+        "ping_interval": humantime::format_duration(limits.ping_interval).to_string(),
+        "idle_timeout": humantime::format_duration(limits.idle_timeout).to_string(),
+        "handshake_timeout": humantime::format_duration(limits.handshake_timeout).to_string(),
+        "send_timeout": humantime::format_duration(limits.send_timeout).to_string(),
+        "max_busy_per_wijk": limits.max_busy_per_wijk,
+        "sync_states_per_user": limits.sync_states_per_user,
+        "sync_state_ttl": humantime::format_duration(limits.sync_state_ttl).to_string(),
+    });
+    let text = format!(
+        "configuration ok: listen {} ({}), database {db}",
+        args.listen,
+        if tls.is_some() { "TLS" } else { "plain HTTP" }
+    );
+    print(json_out, value, &text);
+    Ok(())
 }
 
 /// Seeds the demo (idempotent: an existing demo is reused, fresh tokens are issued).

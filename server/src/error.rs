@@ -25,6 +25,12 @@ pub enum Error {
     Erased(String),
     #[error("unauthorized")]
     Unauthorized,
+    #[error("too many connections for this user")]
+    TooManyConnections,
+    #[error("document would exceed {limit} bytes")]
+    TooLarge { limit: u64 },
+    #[error("tls: {0}")]
+    Tls(String),
     /// Authenticated, but the role may not use this endpoint (role-gated endpoints
     /// only; document access answers 404 so denied and missing look the same).
     #[error("forbidden: {0}")]
@@ -50,6 +56,10 @@ impl IntoResponse for Error {
                 (StatusCode::BAD_REQUEST, "bad request")
             }
             Error::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
+            Error::TooManyConnections => (
+                StatusCode::TOO_MANY_REQUESTS,
+                "too many connections for this user",
+            ),
             _ => {
                 tracing::error!(error = %self, "request failed");
                 (StatusCode::INTERNAL_SERVER_ERROR, "internal error")

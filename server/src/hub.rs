@@ -13,10 +13,11 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use automerge::{Automerge, ChangeHash, ReadDoc};
+use sync_core::partition::WijkId;
 use sync_core::policy::DocFacts;
 use sync_core::protocol::{DocumentId, Message};
 use sync_core::schema::is_handed_over;
-use tokio::sync::{mpsc, Notify, OnceCell};
+use tokio::sync::{mpsc, Notify, OnceCell, OwnedSemaphorePermit, Semaphore};
 
 use crate::audit::AuditEvent;
 use crate::error::Error;
@@ -90,6 +91,13 @@ pub struct DocState {
     /// The highest chunk `seq` this copy has read or written: on a shared store,
     /// catching up with other nodes reads only the chunks after it.
     seen_seq: i64,
+}
+
+impl DocState {
+    /// Bytes this document occupies in the store (snapshot plus incremental chunks).
+    pub fn stored_bytes(&self) -> u64 {
+        self.snapshot_bytes + self.incremental_bytes
+    }
 }
 
 /// A loaded document.
@@ -169,16 +177,52 @@ pub struct Hub {
     next_conn: AtomicU64,
     /// Serialises creations, so two peers creating one id cannot both write a key.
     creating: tokio::sync::Mutex<()>,
+    /// Per-wijk work quota (fairness): automerge work on a wijk's documents takes one
+    /// of that wijk's permits, so a flood in one wijk queues behind its own permits
+    /// and cannot occupy every runtime thread.
+    wijk_permits: Mutex<HashMap<WijkId, Arc<Semaphore>>>,
+    per_wijk: usize,
+    /// Largest stored size of a document (`Limits::max_document_bytes`).
+    max_document_bytes: u64,
+    /// Sum of `stored_bytes` of the loaded documents, for the cache-bytes metric.
+    cache_bytes: AtomicU64,
 }
 
 impl Hub {
-    pub fn new(store: Store) -> Self {
+    /// `per_wijk`: concurrent automerge work per wijk; `max_document_bytes`: the
+    /// largest stored size a commit may grow a document to.
+    pub fn new(store: Store, per_wijk: usize, max_document_bytes: u64) -> Self {
         Hub {
             store,
             docs: Mutex::new(HashMap::new()),
             next_conn: AtomicU64::new(1),
             creating: tokio::sync::Mutex::new(()),
+            wijk_permits: Mutex::new(HashMap::new()),
+            per_wijk: per_wijk.max(1),
+            max_document_bytes,
+            cache_bytes: AtomicU64::new(0),
         }
+    }
+
+    /// Waits for one of `wijk`'s work permits (see `wijk_permits`).
+    pub async fn work_permit(&self, wijk: &WijkId) -> OwnedSemaphorePermit {
+        let semaphore = lock(&self.wijk_permits)
+            .entry(wijk.clone())
+            .or_insert_with(|| Arc::new(Semaphore::new(self.per_wijk)))
+            .clone();
+        let started = std::time::Instant::now();
+        let permit = semaphore
+            .acquire_owned()
+            .await
+            .unwrap_or_else(|_| unreachable!("wijk semaphores are never closed"));
+        metrics::histogram!(crate::metrics::WIJK_QUEUE_WAIT, "wijk" => wijk.to_string())
+            .record(started.elapsed().as_secs_f64());
+        permit
+    }
+
+    /// Stored bytes of the documents held in memory.
+    pub fn cache_bytes(&self) -> u64 {
+        self.cache_bytes.load(Ordering::Relaxed)
     }
 
     pub fn next_conn_id(&self) -> u64 {
@@ -222,12 +266,20 @@ impl Hub {
     }
 
     async fn load(&self, id: DocumentId) -> Result<Option<Arc<DocEntry>>, Error> {
-        let Some(stored) = self.store.load_document(&id).await? else {
+        let started = std::time::Instant::now();
+        let stored = self.store.load_document(&id).await?;
+        metrics::histogram!(crate::metrics::STORE_LATENCY, "op" => "load")
+            .record(started.elapsed().as_secs_f64());
+        let Some(stored) = stored else {
             return Ok(None);
         };
         let doc = off_reactor(|| Automerge::load(&stored.bytes))
             .map_err(|e| Error::Corrupt(format!("document {id} does not load: {e}")))?;
         tracing::debug!(%id, bytes = stored.bytes.len(), chunks = stored.chunks, "document loaded");
+        self.cache_bytes.fetch_add(
+            stored.snapshot_bytes + stored.incremental_bytes,
+            Ordering::Relaxed,
+        );
         Ok(Some(Arc::new(DocEntry::new(
             stored.entry,
             DocState {
@@ -250,12 +302,24 @@ impl Hub {
         author: (&str, &str),
     ) -> Result<Arc<DocEntry>, Error> {
         let snapshot = doc.save();
+        if snapshot.len() as u64 > self.max_document_bytes {
+            return Err(Error::TooLarge {
+                limit: self.max_document_bytes,
+            });
+        }
         let key = {
             let _one_at_a_time = self.creating.lock().await;
-            self.store
+            let started = std::time::Instant::now();
+            let key = self
+                .store
                 .create_document(&catalog, &snapshot, &DocKey::random())
-                .await?
+                .await?;
+            metrics::histogram!(crate::metrics::STORE_LATENCY, "op" => "create")
+                .record(started.elapsed().as_secs_f64());
+            key
         };
+        self.cache_bytes
+            .fetch_add(snapshot.len() as u64, Ordering::Relaxed);
         if is_handed_over(&doc) {
             self.store.set_handed_over(&catalog.id, true).await?;
         }
@@ -328,6 +392,13 @@ impl Hub {
         };
         let chunk = state.doc.save_after(&state.saved_heads);
         let incremental = state.incremental_bytes + chunk.len() as u64;
+        let before = state.stored_bytes();
+        if state.snapshot_bytes + incremental > self.max_document_bytes {
+            return Err(Error::TooLarge {
+                limit: self.max_document_bytes,
+            });
+        }
+        let started = std::time::Instant::now();
         let heads = if incremental > state.snapshot_bytes {
             // The store hands over every chunk it holds, other nodes' included; they
             // are merged in, so the snapshot replaces nothing it does not contain.
@@ -361,6 +432,16 @@ impl Hub {
             state.incremental_bytes = incremental;
             heads
         };
+        metrics::histogram!(crate::metrics::STORE_LATENCY, "op" => "commit")
+            .record(started.elapsed().as_secs_f64());
+        let after = state.stored_bytes();
+        if after >= before {
+            self.cache_bytes
+                .fetch_add(after - before, Ordering::Relaxed);
+        } else {
+            self.cache_bytes
+                .fetch_sub(before - after, Ordering::Relaxed);
+        }
         state.saved_heads = heads;
         Ok(true)
     }
@@ -389,6 +470,8 @@ impl Hub {
         self.merge_stored(&id, &mut state, &newer.bytes)?;
         state.seen_seq = state.seen_seq.max(newer.last_seq);
         state.incremental_bytes += newer.incremental_bytes;
+        self.cache_bytes
+            .fetch_add(newer.incremental_bytes, Ordering::Relaxed);
         if !heads.is_empty() && !has_all(&state.doc) {
             // A chunk committed out of seq order (or compacted away): read everything.
             let all = self.store.chunks_after(&id, &state.key, 0).await?;
@@ -453,7 +536,18 @@ impl Hub {
                 }
         });
         if unused {
-            docs.remove(&id);
+            if let Some(slot) = docs.remove(&id) {
+                if let Some(Some(entry)) = slot.get() {
+                    if let Ok(state) = entry.state.try_lock() {
+                        let bytes = state.stored_bytes();
+                        let _ = self.cache_bytes.fetch_update(
+                            Ordering::Relaxed,
+                            Ordering::Relaxed,
+                            |v| Some(v.saturating_sub(bytes)),
+                        );
+                    }
+                }
+            }
         }
     }
 }

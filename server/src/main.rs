@@ -1,11 +1,17 @@
 //! The `buurtsync` binary: parse the command line, set up logging, run.
 
-use clap::Parser;
+use clap::{CommandFactory, FromArgMatches};
 use tracing_subscriber::EnvFilter;
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let cli = buurtsync_server::cli::Cli::parse();
+    let matches = buurtsync_server::cli::Cli::command().get_matches();
+    let mut cli =
+        buurtsync_server::cli::Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+    if let Err(e) = buurtsync_server::config::apply(&mut cli, &matches) {
+        eprintln!("buurtsync: {e}");
+        std::process::exit(1);
+    }
     let filter =
         EnvFilter::try_from_env("BUURTSYNC_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()

@@ -9,6 +9,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum_server::tls_rustls::RustlsConfig;
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 
@@ -17,11 +18,44 @@ use crate::error::Error;
 use crate::store::changes::{ChangeFeed, FeedEvent};
 use crate::store::Store;
 
-/// Serves on `listener` until `stop` resolves; `web_app_dir` is served at `/app/`.
+/// Certificate chain and private key (PEM files) to serve TLS with. Re-read on SIGHUP
+/// and whenever either file changes, so certificates rotate without a restart.
+#[derive(Debug, Clone)]
+pub struct TlsFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+/// How often the TLS files are checked for changes (besides SIGHUP).
+pub const TLS_WATCH: Duration = Duration::from_secs(5);
+
+/// Reads and checks a certificate chain and key: the same check `serve` and
+/// `config check` make, with errors that name the file.
+pub async fn load_tls(files: &TlsFiles) -> Result<RustlsConfig, Error> {
+    install_crypto_provider();
+    RustlsConfig::from_pem_file(&files.cert, &files.key)
+        .await
+        .map_err(|e| {
+            Error::Tls(format!(
+                "certificate {} / key {}: {e}",
+                files.cert.display(),
+                files.key.display()
+            ))
+        })
+}
+
+/// rustls is built with the `ring` provider only; make it the process default.
+fn install_crypto_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
+/// Serves on `listener` until `stop` resolves: TLS with `tls`, plain HTTP without;
+/// `web_app_dir` is served at `/app/`.
 pub async fn serve_until(
     listener: TcpListener,
     store: Store,
     limits: Limits,
+    tls: Option<TlsFiles>,
     web_app_dir: Option<PathBuf>,
     stop: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), Error> {
@@ -29,6 +63,7 @@ pub async fn serve_until(
     let (alive_tx, mut alive_rx) = mpsc::channel::<()>(1);
     let (access_tx, access_rx) = watch::channel(0u64);
     tokio::spawn(watch_access(store.clone(), access_tx, shutdown_rx.clone()));
+    let handshake_timeout = limits.handshake_timeout;
     let state: Arc<AppState> = AppState::new(
         store.clone(),
         limits,
@@ -38,32 +73,113 @@ pub async fn serve_until(
         web_app_dir,
     )
     .await?;
+    tokio::spawn(metrics_upkeep(shutdown_rx.clone()));
     if let Some(feed) = store.change_feed().await? {
-        tokio::spawn(follow_changes(feed, state.clone(), shutdown_rx));
+        tokio::spawn(follow_changes(feed, state.clone(), shutdown_rx.clone()));
     }
     let addr = listener.local_addr()?;
     if let Some(dir) = &state.web_app_dir {
         tracing::info!(dir = %dir.display(), "serving the volunteer web app at /app/");
     }
-    tracing::info!(%addr, storage_id = %state.storage_id, "buurtsync listening");
-    let router = app(state.clone());
-    let signal = async move {
+    let router = app(state.clone()).into_make_service_with_connect_info::<SocketAddr>();
+    let handle = axum_server::Handle::new();
+    let signal_handle = handle.clone();
+    tokio::spawn(async move {
         stop.await;
         tracing::info!("shutting down: draining connections");
         let _ = shutdown_tx.send(true);
-    };
-    axum::serve(
-        listener,
-        router.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(signal)
-    .await?;
+        signal_handle.graceful_shutdown(Some(Duration::from_secs(10)));
+    });
+    let mut server = axum_server::from_tcp(listener.into_std()?)?
+        .handle(handle)
+        // Slowloris: the first request (the upgrade) must arrive complete in time.
+        .first_request_timeout(handshake_timeout);
+    server
+        .http_builder()
+        .http1()
+        .header_read_timeout(Some(handshake_timeout));
+    match tls {
+        Some(files) => {
+            let config = load_tls(&files).await?;
+            tokio::spawn(watch_tls(files, config.clone(), shutdown_rx));
+            tracing::info!(%addr, storage_id = %state.storage_id, tls = true, "buurtsync listening");
+            let acceptor = axum_server::tls_rustls::RustlsAcceptor::new(config)
+                .handshake_timeout(handshake_timeout);
+            server.acceptor(acceptor).serve(router).await?;
+        }
+        None => {
+            tracing::warn!("serving plain HTTP (--insecure-plain-http): put a TLS proxy in front");
+            tracing::info!(%addr, storage_id = %state.storage_id, tls = false, "buurtsync listening");
+            server.serve(router).await?;
+        }
+    }
     drop(state);
     // Wait (bounded) for every connection to persist and drop its guard.
     let _ = tokio::time::timeout(Duration::from_secs(10), alive_rx.recv()).await;
     store.close().await;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Drains the metrics recorder's histogram buffers now and then, so memory stays
+/// flat between scrapes.
+async fn metrics_upkeep(mut shutdown: watch::Receiver<bool>) {
+    let handle = crate::metrics::install();
+    let mut tick = tokio::time::interval(Duration::from_secs(5));
+    loop {
+        tokio::select! {
+            _ = tick.tick() => handle.run_upkeep(),
+            _ = shutdown.changed() => return,
+        }
+    }
+}
+
+/// Reloads the certificate on SIGHUP and when the files change. A bad new pair is
+/// logged and the old one kept: a botched rotation never takes the server down.
+async fn watch_tls(files: TlsFiles, config: RustlsConfig, mut shutdown: watch::Receiver<bool>) {
+    let stamp = |files: &TlsFiles| {
+        [&files.cert, &files.key].map(|p| std::fs::metadata(p).and_then(|m| m.modified()).ok())
+    };
+    let mut seen = stamp(&files);
+    let mut tick = tokio::time::interval(TLS_WATCH);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    #[cfg(unix)]
+    let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
+    loop {
+        #[cfg(unix)]
+        let hangup = async {
+            match hup.as_mut() {
+                Some(s) => {
+                    s.recv().await;
+                }
+                None => std::future::pending::<()>().await,
+            }
+        };
+        #[cfg(not(unix))]
+        let hangup = std::future::pending::<()>();
+        let why = tokio::select! {
+            () = hangup => "SIGHUP",
+            _ = tick.tick() => {
+                let now = stamp(&files);
+                if now == seen {
+                    continue;
+                }
+                seen = now;
+                "files changed"
+            }
+            _ = shutdown.changed() => return,
+        };
+        match config.reload_from_pem_file(&files.cert, &files.key).await {
+            Ok(()) => {
+                tracing::info!(why, cert = %files.cert.display(), "TLS certificate reloaded");
+                metrics::counter!(crate::metrics::TLS_RELOADS, "result" => "ok").increment(1);
+            }
+            Err(e) => {
+                tracing::error!(why, error = %e, "TLS certificate reload failed; keeping the old one");
+                metrics::counter!(crate::metrics::TLS_RELOADS, "result" => "error").increment(1);
+            }
+        }
+    }
 }
 
 /// How often the store is asked whether grants or tokens changed: revocations made

@@ -22,6 +22,7 @@ on_both_backends!(
     chunks_compact_and_reload,
     ids_are_unique_and_chunks_idempotent,
     sync_states_round_trip,
+    sync_states_are_capped_per_user_and_expire,
     tokens_and_grants,
     erasure_destroys_key_and_leaves_tombstone,
     listing_and_hand_over_flag,
@@ -62,7 +63,7 @@ fn put(doc: &mut Automerge, i: usize) {
 /// and a reload (one concatenated load) gives back exactly the committed document.
 async fn chunks_compact_and_reload(backend: Backend) {
     let (_db, store) = open(backend).await;
-    let hub = Hub::new(store.clone());
+    let hub = Hub::new(store.clone(), 1, u64::MAX);
     let id = DocumentId::random();
     let mut doc = Automerge::new();
     put(&mut doc, 0);
@@ -106,7 +107,7 @@ async fn chunks_compact_and_reload(backend: Backend) {
         "incremental={saw_incremental} compaction={saw_compaction}"
     );
     // A fresh hub loads it from the store.
-    let fresh = Hub::new(store.clone());
+    let fresh = Hub::new(store.clone(), 1, u64::MAX);
     let loaded = fresh.get(id).await.expect("get").expect("found");
     assert_eq!(
         loaded.state.lock().await.doc.get_heads(),
@@ -165,11 +166,23 @@ async fn sync_states_round_trip(backend: Backend) {
         .expect("create");
     assert_eq!(store.sync_state("peer", &id).await.expect("get"), None);
     store
-        .put_sync_states("peer", &[(id, vec![1, 2])])
+        .put_sync_states(
+            "peer",
+            "u",
+            &[(id, vec![1, 2])],
+            16,
+            std::time::Duration::from_secs(3600),
+        )
         .await
         .expect("put");
     store
-        .put_sync_states("peer", &[(id, vec![3])])
+        .put_sync_states(
+            "peer",
+            "u",
+            &[(id, vec![3])],
+            16,
+            std::time::Duration::from_secs(3600),
+        )
         .await
         .expect("put");
     assert_eq!(
@@ -177,6 +190,71 @@ async fn sync_states_round_trip(backend: Backend) {
         Some(vec![3])
     );
     assert_eq!(store.sync_state("other", &id).await.expect("get"), None);
+}
+
+/// A client announcing a new storageId on every run (samod does) cannot grow the sync
+/// states without bound: each user keeps the most recent `per_user` peer stores, and
+/// states older than the TTL go.
+async fn sync_states_are_capped_per_user_and_expire(backend: Backend) {
+    let (_db, store) = open(backend).await;
+    let id = DocumentId::random();
+    store
+        .create_document(&entry(id), b"x", &DocKey::random())
+        .await
+        .expect("create");
+    let day = std::time::Duration::from_secs(24 * 3600);
+    for run in 0..40 {
+        store
+            .put_sync_states(
+                &format!("samod-run-{run}"),
+                "fatima",
+                &[(id, vec![1])],
+                16,
+                day,
+            )
+            .await
+            .expect("put");
+    }
+    store
+        .put_sync_states("joop-phone", "joop", &[(id, vec![2])], 16, day)
+        .await
+        .expect("put");
+    assert_eq!(
+        store
+            .sync_state_storages(Some("fatima"))
+            .await
+            .expect("count"),
+        16
+    );
+    assert_eq!(
+        store
+            .sync_state_storages(Some("joop"))
+            .await
+            .expect("count"),
+        1
+    );
+    assert_eq!(
+        store.sync_state("samod-run-39", &id).await.expect("get"),
+        Some(vec![1]),
+        "the newest run keeps its state"
+    );
+    // Expiry: after a second has passed, a zero TTL drops every older state.
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    store
+        .put_sync_states(
+            "fresh",
+            "other",
+            &[(id, vec![3])],
+            16,
+            std::time::Duration::ZERO,
+        )
+        .await
+        .expect("put");
+    assert_eq!(store.sync_state_storages(None).await.expect("count"), 1);
+    assert_eq!(
+        store.sync_state("fresh", &id).await.expect("get"),
+        Some(vec![3])
+    );
 }
 
 /// Tokens authenticate until revoked or expired; only hashes are stored; principals
@@ -254,7 +332,7 @@ async fn tokens_and_grants(backend: Backend) {
 /// that refuses re-creation, and records provenance until then.
 async fn erasure_destroys_key_and_leaves_tombstone(backend: Backend) {
     let (_db, store) = open(backend).await;
-    let hub = Hub::new(store.clone());
+    let hub = Hub::new(store.clone(), 1, u64::MAX);
     let id = DocumentId::random();
     let mut doc = Automerge::new();
     put(&mut doc, 0);
@@ -278,7 +356,13 @@ async fn erasure_destroys_key_and_leaves_tombstone(backend: Backend) {
     who.sort();
     assert_eq!(who, vec![("ann", "tok/phone"), ("bob", "tok2/tablet")]);
     store
-        .put_sync_states("peer", &[(id, vec![1])])
+        .put_sync_states(
+            "peer",
+            "u",
+            &[(id, vec![1])],
+            16,
+            std::time::Duration::from_secs(3600),
+        )
         .await
         .expect("state");
 
@@ -355,7 +439,10 @@ async fn listing_and_hand_over_flag(backend: Backend) {
 async fn another_node_catches_up(backend: Backend) {
     let (db, store1) = open(backend).await;
     let store2 = Store::open(&db.url).await.expect("second node");
-    let (hub1, hub2) = (Hub::new(store1.clone()), Hub::new(store2.clone()));
+    let (hub1, hub2) = (
+        Hub::new(store1.clone(), 1, u64::MAX),
+        Hub::new(store2.clone(), 1, u64::MAX),
+    );
     let id = DocumentId::random();
     let mut doc = Automerge::new();
     put(&mut doc, 0);
@@ -550,7 +637,7 @@ async fn change_feed_reports_other_nodes_commits(backend: Backend) {
 /// pseudonym secret is created once and survives reopening the store.
 async fn change_numbers_feed_the_cursor(backend: Backend) {
     let (db, store) = open(backend).await;
-    let hub = Hub::new(store.clone());
+    let hub = Hub::new(store.clone(), 1, u64::MAX);
     let (a, b) = (DocumentId::random(), DocumentId::random());
     let mut entries = Vec::new();
     for id in [a, b] {
@@ -678,7 +765,7 @@ async fn change_numbers_follow_commit_order(backend: Backend) {
 /// and the audit chain stays intact.
 async fn commit_records_authors_and_audit_together(backend: Backend) {
     let (_db, store) = open(backend).await;
-    let hub = Hub::new(store.clone());
+    let hub = Hub::new(store.clone(), 1, u64::MAX);
     let id = DocumentId::random();
     let mut doc = Automerge::new();
     put(&mut doc, 0);

@@ -114,6 +114,7 @@ impl PeerSync {
     ) -> Result<Applied, Rejected<E>> {
         let message = sync::Message::decode(data)
             .map_err(|e| Rejected::Sync(SyncError::InvalidMessage(e.to_string())))?;
+        check_bloom_filters(&message).map_err(Rejected::Sync)?;
         let state = self.states.entry(id).or_default();
         let saved_state = state.clone();
         let heads_before = doc.get_heads();
@@ -171,6 +172,34 @@ impl PeerSync {
         let state = self.states.entry(id).or_default();
         doc.generate_sync_message(state).map(sync::Message::encode)
     }
+}
+
+/// Refuses bloom filters automerge 0.12 would panic on. Its decoder accepts a filter
+/// that claims entries but has zero bits per entry; probing it then divides by zero
+/// (`sync/bloom.rs`). Found by the `apply` fuzz target
+/// (`fuzz/regressions/apply/bloom-zero-bits`).
+fn check_bloom_filters(message: &sync::Message) -> Result<(), SyncError> {
+    for have in &message.have {
+        let bytes = have.bloom.to_bytes();
+        if bytes.is_empty() {
+            continue; // the empty filter: no entries, never probed
+        }
+        // num_entries, num_bits_per_entry, num_probes (LEB128), then the bits.
+        let mut rest = bytes.as_slice();
+        for _ in 0..3 {
+            let end = rest
+                .iter()
+                .position(|b| b & 0x80 == 0)
+                .ok_or_else(|| SyncError::InvalidMessage("truncated bloom filter header".into()))?;
+            rest = &rest[end + 1..];
+        }
+        if rest.is_empty() {
+            return Err(SyncError::InvalidMessage(
+                "bloom filter claims entries but has no bits".into(),
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Restores a document to the given heads (the rare path of a refused message).

@@ -103,7 +103,10 @@ class Server:
 
     def __init__(self, db_url, listen):
         self.proc = subprocess.Popen(
-            [binary(), "--database", db_url, "--log-json", "serve", "--listen", listen],
+            # Plain ws:// on loopback must be asked for explicitly (the server
+            # refuses to start without TLS otherwise).
+            [binary(), "--database", db_url, "--log-json", "serve", "--listen", listen,
+             "--insecure-plain-http"],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
             env={**os.environ, "BUURTSYNC_LOG": "info"},

@@ -458,6 +458,11 @@ impl RawPeer {
         let _ = self.ws.send(WsMessage::Binary(bytes.into())).await;
     }
 
+    /// Sends a text frame (not part of the protocol).
+    pub async fn send_text(&mut self, text: &str) {
+        let _ = self.ws.send(WsMessage::Text(text.into())).await;
+    }
+
     /// The next protocol message or close, waiting at most [`crate::WAIT`].
     pub async fn next(&mut self) -> Seen {
         self.next_within(crate::WAIT).await

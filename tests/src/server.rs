@@ -186,6 +186,12 @@ pub struct ServerProcess {
 
 impl ServerProcess {
     fn start(db_url: &str, _dir: &Path, listen: &str, extra: &[&str]) -> ServerProcess {
+        // Tests speak plain ws:// on loopback unless they bring TLS files.
+        let plain: &[&str] = if extra.contains(&"--tls-cert") {
+            &[]
+        } else {
+            &["--insecure-plain-http"]
+        };
         let mut child = Command::new(binary())
             .arg("--database")
             .arg(db_url)
@@ -193,6 +199,7 @@ impl ServerProcess {
             .arg("serve")
             .arg("--listen")
             .arg(listen)
+            .args(plain)
             .args(extra)
             .env("BUURTSYNC_LOG", "info")
             .stdout(Stdio::null())

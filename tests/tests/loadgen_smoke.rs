@@ -40,7 +40,9 @@ fn loadgen_smoke_converges_without_errors() {
         String::from_utf8_lossy(&seeded.stderr)
     );
 
-    let server = fx.start(&[]);
+    // The seed shares one token per role per wijk among many devices: lift the
+    // per-user connection cap, as bench/compare.sh does.
+    let server = fx.start(&["--max-connections-per-user", "100000"]);
     let report_path = fx.dir.path().join("report.json");
     let run = Command::new(&loadgen)
         .args(["run", "--url", &server.url(), "--label", "smoke"])

@@ -328,7 +328,13 @@ fn serve_refuses_a_web_app_dir_without_index_html() {
     let out = Command::new(buurtsync_e2e::server::binary())
         .arg("--database")
         .arg(&fx.db_url)
-        .args(["serve", "--listen", "127.0.0.1:0", "--web-app-dir"])
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--insecure-plain-http",
+            "--web-app-dir",
+        ])
         .arg(&empty)
         .output()
         .expect("run buurtsync");

@@ -4,8 +4,9 @@
 //! `Store` is a cheap clone around two connection pools: the main database and the key
 //! store (`crypto`). Accounts (wijken, users, grants, tokens) live in `accounts`,
 //! documents (catalog, chunks, sync states) in `documents`, the audit log's hash chain
-//! in `audit`, the PostgreSQL change feed between nodes in `changes`, and the central
-//! office's change-number feed and pseudonym secret in `central`.
+//! in `audit`, the PostgreSQL change feed between nodes in `changes`, the central
+//! office's change-number feed and pseudonym secret in `central`, and online backup and
+//! restore of a SQLite store in `backup` (PostgreSQL: pg_dump/PITR, docs/operations.md).
 //! Nothing above this module writes SQL.
 //!
 //! Why an enum of backends and not `sqlx::Any` or a trait: each query is written once,
@@ -18,6 +19,7 @@
 
 pub mod accounts;
 pub mod audit;
+pub mod backup;
 pub mod central;
 pub mod changes;
 pub mod crypto;
@@ -74,6 +76,36 @@ pub fn now() -> i64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
         .unwrap_or(0)
+}
+
+/// The file path of a `sqlite://PATH` URL. A PostgreSQL URL gets a clear error: file
+/// operations (backup, restore, `config check`'s key path) apply to SQLite only.
+pub fn sqlite_path(url: &str) -> Result<&str, Error> {
+    if is_postgres_url(url) {
+        return Err(Error::Config(
+            "this is a PostgreSQL database: back it up with pg_dump or point-in-time \
+             recovery (see docs/operations.md, \"Backup and restore\"); \
+             buurtsync backup/restore handle SQLite files only"
+                .into(),
+        ));
+    }
+    let path = url
+        .strip_prefix("sqlite://")
+        .or_else(|| url.strip_prefix("sqlite:"))
+        .ok_or_else(|| {
+            Error::Config(format!(
+                "unsupported database URL {url:?}: use sqlite://PATH or postgres://…"
+            ))
+        })?;
+    if path.is_empty() {
+        return Err(Error::Config("empty database path".into()));
+    }
+    Ok(path)
+}
+
+/// The SQLite key store path: `keys` if given, else `<database path>.keys`.
+pub fn keys_path(db_path: &str, keys: Option<&str>) -> String {
+    keys.map_or_else(|| format!("{db_path}.keys"), str::to_owned)
 }
 
 /// Connections per node to PostgreSQL (see docs/operations.md for sizing).
@@ -169,22 +201,12 @@ impl Store {
     }
 }
 
-fn is_postgres_url(url: &str) -> bool {
+pub fn is_postgres_url(url: &str) -> bool {
     url.starts_with("postgres://") || url.starts_with("postgresql://")
 }
 
 async fn open_sqlite(url: &str, keys: Option<&str>) -> Result<(Pool, Pool), Error> {
-    let path = url
-        .strip_prefix("sqlite://")
-        .or_else(|| url.strip_prefix("sqlite:"))
-        .ok_or_else(|| {
-            Error::Config(format!(
-                "unsupported database URL {url:?}: use sqlite://PATH or postgres://…"
-            ))
-        })?;
-    if path.is_empty() {
-        return Err(Error::Config("empty database path".into()));
-    }
+    let path = sqlite_path(url)?;
     if let Some(dir) = std::path::Path::new(path).parent() {
         if !dir.as_os_str().is_empty() && path != ":memory:" {
             std::fs::create_dir_all(dir)?;
@@ -192,7 +214,7 @@ async fn open_sqlite(url: &str, keys: Option<&str>) -> Result<(Pool, Pool), Erro
     }
     let pool = sqlite_pool(path, url).await?;
     sqlx::migrate!("./migrations/sqlite").run(&pool).await?;
-    let keys_path = keys.map_or_else(|| format!("{path}.keys"), str::to_owned);
+    let keys_path = keys_path(path, keys);
     if is_postgres_url(&keys_path) {
         return Err(Error::Config(
             "a SQLite database keeps its keys in a SQLite file: give --keys a path".into(),

@@ -8,8 +8,9 @@
 //! everyone else's.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use automerge::{Automerge, ChangeHash};
 use axum::extract::ws::{CloseFrame, Message as WsMessage, WebSocket};
@@ -20,9 +21,10 @@ use sync_core::protocol::{self, encode_heads, DocumentId, HeadsAtTime, Message, 
 use sync_core::schema;
 use tokio::sync::mpsc;
 
-use crate::app::AppState;
+use crate::app::{AppState, UserSlot};
 use crate::audit::{AuditAction, AuditEvent};
 use crate::hub::{ConnSignal, DocEntry};
+use crate::metrics as m;
 use crate::store::{now, CatalogEntry};
 
 /// Frames buffered towards a slow peer before the reader waits (backpressure).
@@ -61,12 +63,21 @@ impl Refusal {
 }
 
 /// Runs a connection until the peer leaves, breaks protocol, or the server stops.
-pub async fn run(state: Arc<AppState>, socket: WebSocket, principal: Principal, token_id: String) {
+/// `slot` is the user's connection slot, given back when the connection ends.
+pub async fn run(
+    state: Arc<AppState>,
+    socket: WebSocket,
+    principal: Principal,
+    token_id: String,
+    slot: UserSlot,
+) {
     let alive = state.alive.clone();
     let conn_id = state.hub.next_conn_id();
+    metrics::gauge!(m::CONNECTIONS).increment(1.0);
+    metrics::counter!(m::CONNECTIONS_TOTAL).increment(1);
     let (sink, stream) = socket.split();
     let (out_tx, out_rx) = mpsc::channel::<WsMessage>(OUTBOX);
-    let writer = tokio::spawn(write_loop(sink, out_rx));
+    let writer = tokio::spawn(write_loop(sink, out_rx, state.limits.send_timeout));
     let (eph_tx, eph_rx) = mpsc::channel(EPHEMERAL_BUFFER);
     let signal = Arc::new(ConnSignal::new(conn_id, eph_tx));
     tracing::info!(conn = conn_id, user = %principal.user_id, token = %token_id, "peer connected");
@@ -86,26 +97,69 @@ pub async fn run(state: Arc<AppState>, socket: WebSocket, principal: Principal, 
         bad_frames: 0,
         audit: Vec::new(),
         last_timestamp: 0,
+        rate: RateLimit::new(state.limits.max_messages_per_sec),
+        last_seen: Instant::now(),
+        stalled: AtomicBool::new(false),
     };
     conn.serve(stream, eph_rx).await;
     conn.close().await;
     drop(conn);
     // The writer ends once every sender is gone and the queue is flushed.
     let _ = tokio::time::timeout(Duration::from_secs(5), writer).await;
+    metrics::gauge!(m::CONNECTIONS).decrement(1.0);
+    drop(slot);
     drop(alive);
 }
 
+/// Sends queued frames. A socket that does not take a frame within `send_timeout`
+/// (a peer that stopped reading, or a dead link) ends the writer, and so the
+/// connection: a slow consumer is dropped rather than buffered.
 async fn write_loop(
     mut sink: futures_util::stream::SplitSink<WebSocket, WsMessage>,
     mut rx: mpsc::Receiver<WsMessage>,
+    send_timeout: Duration,
 ) {
     while let Some(msg) = rx.recv().await {
         let closing = matches!(msg, WsMessage::Close(_));
-        if sink.send(msg).await.is_err() || closing {
-            break;
+        match tokio::time::timeout(send_timeout, sink.send(msg)).await {
+            Ok(Ok(())) if !closing => {}
+            Ok(_) => break,
+            Err(_) => {
+                tracing::info!("peer does not read; dropping the slow consumer");
+                m::rejected("slow-consumer");
+                return;
+            }
         }
     }
-    let _ = sink.close().await;
+    let _ = tokio::time::timeout(send_timeout, sink.close()).await;
+}
+
+/// A token bucket: `per_sec` messages a second on average, bursts up to twice that.
+struct RateLimit {
+    per_sec: f64,
+    tokens: f64,
+    at: Instant,
+}
+
+impl RateLimit {
+    fn new(per_sec: u32) -> Self {
+        let per_sec = f64::from(per_sec.max(1));
+        RateLimit {
+            per_sec,
+            tokens: per_sec * 2.0,
+            at: Instant::now(),
+        }
+    }
+
+    /// Takes a token; returns how long to wait first when the bucket is empty.
+    fn take(&mut self) -> Option<Duration> {
+        let now = Instant::now();
+        let elapsed = now.duration_since(self.at).as_secs_f64();
+        self.at = now;
+        self.tokens = (self.tokens + elapsed * self.per_sec).min(self.per_sec * 2.0);
+        self.tokens -= 1.0;
+        (self.tokens < 0.0).then(|| Duration::from_secs_f64(-self.tokens / self.per_sec))
+    }
 }
 
 struct Peer {
@@ -137,6 +191,12 @@ struct Connection {
     /// automerge-repo ignores a remote-heads timestamp that is not greater than the
     /// last one, so acknowledgements use a strictly increasing clock.
     last_timestamp: u64,
+    /// Messages per second (`Limits::max_messages_per_sec`).
+    rate: RateLimit,
+    /// When the peer last sent anything (a pong included): half-open detection.
+    last_seen: Instant,
+    /// Set when the outbox stayed full for `send_timeout`: the peer is not reading.
+    stalled: AtomicBool,
 }
 
 /// What the read loop should do next.
@@ -154,24 +214,64 @@ impl Connection {
         let mut shutdown = self.state.shutdown.clone();
         let mut access = self.state.access.clone();
         let signal = self.signal.clone();
+        let limits = self.state.limits.clone();
+        let join_deadline = tokio::time::sleep(limits.handshake_timeout);
+        tokio::pin!(join_deadline);
+        let mut ping = tokio::time::interval(limits.ping_interval);
+        ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        ping.reset();
         loop {
             let flow = tokio::select! {
-                frame = stream.next() => match frame {
-                    Some(Ok(WsMessage::Binary(bytes))) => self.on_frame(&bytes).await,
-                    Some(Ok(WsMessage::Text(_))) => {
-                        self.send_error("text frames are not part of the protocol; send CBOR in binary frames").await;
-                        self.on_bad_frame().await
-                    }
-                    Some(Ok(WsMessage::Ping(_) | WsMessage::Pong(_))) => Flow::Continue,
-                    Some(Ok(WsMessage::Close(_))) | None => Flow::Close,
-                    Some(Err(e)) => {
-                        tracing::info!(conn = self.conn_id, error = %e, "websocket read failed");
-                        if is_too_big(&e) {
-                            self.close_with(1009, "message too big").await;
+                frame = stream.next() => {
+                    self.last_seen = Instant::now();
+                    match frame {
+                        Some(Ok(WsMessage::Binary(bytes))) => {
+                            if let Some(wait) = self.rate.take() {
+                                // Too fast: read its next frame later (TCP pushes back).
+                                m::rejected("rate-limited");
+                                tokio::time::sleep(wait).await;
+                            }
+                            metrics::counter!(m::BYTES_IN).increment(bytes.len() as u64);
+                            self.on_frame(&bytes).await
                         }
-                        Flow::Close
+                        Some(Ok(WsMessage::Text(_))) => {
+                            m::rejected("text-frame");
+                            self.send_error("text frames are not part of the protocol; send CBOR in binary frames").await;
+                            self.on_bad_frame().await
+                        }
+                        Some(Ok(WsMessage::Ping(_) | WsMessage::Pong(_))) => Flow::Continue,
+                        Some(Ok(WsMessage::Close(_))) | None => Flow::Close,
+                        Some(Err(e)) => {
+                            tracing::info!(conn = self.conn_id, error = %e, "websocket read failed");
+                            if is_too_big(&e) {
+                                m::rejected("frame-too-big");
+                                self.close_with(1009, "message too big").await;
+                            }
+                            Flow::Close
+                        }
                     }
                 },
+                () = &mut join_deadline, if self.peer.is_none() => {
+                    tracing::info!(conn = self.conn_id, "no join in time; closing");
+                    m::rejected("join-timeout");
+                    self.close_with(1008, "send join first").await;
+                    Flow::Close
+                }
+                _ = ping.tick() => {
+                    if self.last_seen.elapsed() >= limits.idle_timeout {
+                        // Half-open (or silent) peer: nothing, not even a pong, arrived.
+                        tracing::info!(conn = self.conn_id, user = %self.principal.user_id, "peer unresponsive; closing");
+                        m::rejected("idle-timeout");
+                        let _ = self.out.try_send(WsMessage::Close(Some(CloseFrame {
+                            code: 1001,
+                            reason: "no answer to pings".into(),
+                        })));
+                        Flow::Close
+                    } else {
+                        let _ = self.out.try_send(WsMessage::Ping(Vec::new().into()));
+                        Flow::Continue
+                    }
+                }
                 () = signal.notified() => self.flush().await,
                 Ok(()) = access.changed() => self.refresh_access().await,
                 Some(msg) = ephemeral.recv() => self.forward_ephemeral(msg).await,
@@ -181,6 +281,11 @@ impl Connection {
                 }
             };
             self.write_audit().await;
+            if self.stalled.load(Ordering::Relaxed) {
+                tracing::info!(conn = self.conn_id, user = %self.principal.user_id, "peer does not read its messages; dropping the slow consumer");
+                m::rejected("slow-consumer");
+                break;
+            }
             if let Flow::Close = flow {
                 break;
             }
@@ -192,10 +297,12 @@ impl Connection {
             Ok(msg) => msg,
             Err(e) => {
                 tracing::info!(conn = self.conn_id, error = %e, "undecodable frame");
+                m::rejected("malformed");
                 self.send_error(&format!("malformed message: {e}")).await;
                 return self.on_bad_frame().await;
             }
         };
+        metrics::counter!(m::MESSAGES_IN, "type" => msg.type_name()).increment(1);
         self.bad_frames = 0;
         if self.peer.is_none() {
             return self.on_join(msg).await;
@@ -251,6 +358,7 @@ impl Connection {
     async fn on_bad_frame(&mut self) -> Flow {
         self.bad_frames += 1;
         if self.bad_frames >= MAX_BAD_FRAMES {
+            m::rejected("too-many-bad-frames");
             self.close_with(1008, "too many malformed messages").await;
             Flow::Close
         } else {
@@ -351,6 +459,13 @@ impl Connection {
 
     /// A `request` or `sync` payload for `id`.
     async fn on_sync(&mut self, id: DocumentId, data: &[u8], is_request: bool) -> Flow {
+        let started = Instant::now();
+        let flow = self.on_sync_inner(id, data, is_request).await;
+        metrics::histogram!(m::SYNC_LATENCY).record(started.elapsed().as_secs_f64());
+        flow
+    }
+
+    async fn on_sync_inner(&mut self, id: DocumentId, data: &[u8], is_request: bool) -> Flow {
         if let Some(entry) = self.open.get(&id).cloned() {
             if policy::decide(&self.principal, entry.facts(), Access::Read).is_ok() {
                 self.apply(entry, data).await;
@@ -400,6 +515,7 @@ impl Connection {
                 return Flow::Continue;
             }
             if self.pending.len() >= self.state.limits.max_pending_creations {
+                m::rejected("too-many-creations");
                 self.send_error("too many documents being created at once on this connection")
                     .await;
                 return Flow::Continue;
@@ -437,6 +553,8 @@ impl Connection {
         let id = entry.id();
         let partition = entry.catalog.partition.clone();
         let may_write = policy::decide(&self.principal, entry.facts(), Access::Write).is_ok();
+        // Fairness: this wijk's work waits for this wijk's permits only.
+        let _permit = self.state.hub.work_permit(&partition.wijk).await;
         let mut state = entry.state.lock().await;
         // Applying and validating a large message is CPU work of milliseconds: keep
         // it off the reactor, so other connections' frames are not held up.
@@ -502,7 +620,13 @@ impl Connection {
                     }
                     Err(e) => {
                         // Not durable, so not kept: memory stays equal to the store.
-                        tracing::error!(conn = self.conn_id, %id, error = %e, "commit failed");
+                        let too_large = matches!(e, crate::error::Error::TooLarge { .. });
+                        if too_large {
+                            tracing::info!(conn = self.conn_id, user = %self.principal.user_id, %id, "change rejected: document too large");
+                            m::rejected("document-too-large");
+                        } else {
+                            tracing::error!(conn = self.conn_id, %id, error = %e, "commit failed");
+                        }
                         match state.doc.fork_at(&state.saved_heads) {
                             Ok(restored) => state.doc = restored,
                             Err(e) => {
@@ -511,16 +635,24 @@ impl Connection {
                         }
                         self.engine.forget(&id);
                         self.engine.open(id);
-                        Err(format!(
-                            "document {id}: the change could not be stored; it will be retried"
-                        ))
+                        if too_large {
+                            Err(format!("document {id}: change rejected: {e}"))
+                        } else {
+                            Err(format!(
+                                "document {id}: the change could not be stored; it will be retried"
+                            ))
+                        }
                     }
                 }
             }
             Ok(_) => Ok(false),
-            Err(Rejected::Sync(e)) => Err(format!("document {id}: {e}")),
+            Err(Rejected::Sync(e)) => {
+                m::rejected("invalid-sync");
+                Err(format!("document {id}: {e}"))
+            }
             Err(Rejected::Check(refusal)) => {
                 tracing::info!(conn = self.conn_id, user = %self.principal.user_id, %id, reason = refusal.kind(), "change rejected");
+                m::rejected(refusal.kind());
                 self.audit.push(
                     AuditEvent::new(
                         self.principal.user_id.clone(),
@@ -536,6 +668,8 @@ impl Connection {
         drop(state);
         match outcome {
             Ok(true) => {
+                metrics::counter!(m::WIJK_COMMITS, "wijk" => partition.wijk.to_string(), "kind" => partition.kind.as_str())
+                    .increment(1);
                 if !wrote {
                     self.record(AuditAction::Write, id, Some(&partition), "");
                 }
@@ -565,11 +699,13 @@ impl Connection {
                 return;
             }
             Err(Rejected::Sync(e)) => {
+                m::rejected("invalid-sync");
                 self.send_error(&format!("document {id}: {e}")).await;
                 return;
             }
             Err(Rejected::Check(refusal)) => {
                 tracing::info!(conn = self.conn_id, user = %self.principal.user_id, %id, reason = refusal.kind(), "creation rejected");
+                m::rejected(refusal.kind());
                 self.record(
                     AuditAction::Denied,
                     id,
@@ -607,6 +743,8 @@ impl Connection {
             Ok(entry) => {
                 tracing::info!(conn = self.conn_id, user = %self.principal.user_id, %id, partition = %entry.catalog.partition, "document created");
                 let partition = entry.catalog.partition.clone();
+                metrics::counter!(m::WIJK_CREATED, "wijk" => partition.wijk.to_string(), "kind" => partition.kind.as_str())
+                    .increment(1);
                 self.record(AuditAction::Create, id, Some(&partition), "");
                 entry.subscribe(&self.signal);
                 self.open.insert(id, entry.clone());
@@ -621,6 +759,12 @@ impl Connection {
                 ))
                 .await;
                 self.send_unavailable(id).await;
+            }
+            Err(e @ crate::error::Error::TooLarge { .. }) => {
+                m::rejected("document-too-large");
+                self.engine.forget(&id);
+                self.send_error(&format!("document {id}: change rejected: {e}"))
+                    .await;
             }
             Err(crate::error::Error::Conflict(_)) => {
                 self.engine.forget(&id);
@@ -654,8 +798,13 @@ impl Connection {
                 continue;
             }
             let mut partition = None;
-            let (payload, saved) = if let Some(entry) = self.open.get(&id) {
+            let (payload, saved) = if let Some(entry) = self.open.get(&id).cloned() {
                 partition = Some(entry.catalog.partition.clone());
+                let _permit = self
+                    .state
+                    .hub
+                    .work_permit(&entry.catalog.partition.wijk)
+                    .await;
                 let state = entry.state.lock().await;
                 (
                     self.engine.generate(id, &state.doc),
@@ -827,11 +976,24 @@ impl Connection {
     }
 
     async fn send(&self, msg: Message) {
-        // A failed send means the writer is gone; the read loop notices the close.
-        let _ = self
+        if self.stalled.load(Ordering::Relaxed) {
+            return;
+        }
+        let bytes = protocol::encode(&msg);
+        metrics::counter!(m::MESSAGES_OUT, "type" => msg.type_name()).increment(1);
+        metrics::counter!(m::BYTES_OUT).increment(bytes.len() as u64);
+        // A failed send means the writer is gone; the read loop notices the close. A
+        // full outbox for `send_timeout` means the peer stopped reading: drop it.
+        if let Err(mpsc::error::SendTimeoutError::Timeout(_)) = self
             .out
-            .send(WsMessage::Binary(protocol::encode(&msg).into()))
-            .await;
+            .send_timeout(
+                WsMessage::Binary(bytes.into()),
+                self.state.limits.send_timeout,
+            )
+            .await
+        {
+            self.stalled.store(true, Ordering::Relaxed);
+        }
     }
 
     async fn close_with(&self, code: u16, reason: &'static str) {
@@ -852,7 +1014,19 @@ impl Connection {
                 .keys()
                 .filter_map(|id| self.engine.persistable_state(id).map(|s| (*id, s)))
                 .collect();
-            if let Err(e) = self.state.store.put_sync_states(&storage, &states).await {
+            let limits = &self.state.limits;
+            if let Err(e) = self
+                .state
+                .store
+                .put_sync_states(
+                    &storage,
+                    &self.principal.user_id,
+                    &states,
+                    limits.sync_states_per_user,
+                    limits.sync_state_ttl,
+                )
+                .await
+            {
                 tracing::warn!(conn = self.conn_id, error = %e, "could not persist sync states");
             }
         }

@@ -1,0 +1,82 @@
+//! What the fuzz targets exercise, as plain functions so `seed-corpus` and the
+//! regression test in `sync-core/tests/fuzz_regressions.rs` run the very same steps.
+//!
+//! - [`codec`]: decode any bytes; whatever decodes re-encodes to bytes that decode to
+//!   the same message.
+//! - [`apply`]: the server's handling of a decoded message against a document:
+//!   sync-core's engine applies the payload under the server's check (partition
+//!   unchanged, schema valid) and generates the answer. No I/O, as on the server.
+
+use automerge::Automerge;
+use sync_core::engine::{PeerSync, Rejected};
+use sync_core::partition::{Partition, WijkId};
+use sync_core::protocol::{self, DocumentId, Message};
+use sync_core::schema::{self, Plan};
+
+/// Decodes `data`; a decoded message must survive an encode/decode round trip.
+pub fn codec(data: &[u8]) {
+    if let Ok(msg) = protocol::decode(data) {
+        let bytes = protocol::encode(&msg);
+        let again = protocol::decode(&bytes).expect("our own encoding must decode");
+        assert_eq!(again, msg, "encode/decode round trip changed the message");
+    }
+}
+
+/// The stored plan the fuzzed peer syncs against: fixed bytes (written by
+/// `seed-corpus`), so the corpus's changes build on the very same history.
+pub const SEED_PLAN: &[u8] = include_bytes!("../seed_plan.automerge");
+
+/// A fresh plan in wijk `noord`, as `seed-corpus` writes it to `seed_plan.automerge`.
+pub fn new_seed_plan() -> Automerge {
+    let wijk = WijkId::new("noord").expect("wijk");
+    schema::new_document(&Plan::new(wijk, "HH-FUZZ")).expect("plan")
+}
+
+/// The stored plan, loaded.
+pub fn seed_document() -> Automerge {
+    Automerge::load(SEED_PLAN).expect("fuzz/seed_plan.automerge loads")
+}
+
+/// The server's path for one incoming frame: the first byte chooses whether the rest
+/// is a whole protocol frame (decoded first) or a bare automerge sync payload.
+pub fn apply(data: &[u8]) {
+    let Some((&mode, rest)) = data.split_first() else {
+        return;
+    };
+    let payload: Vec<u8> = if mode & 1 == 0 {
+        match protocol::decode(rest) {
+            Ok(Message::Sync { data, .. } | Message::Request { data, .. }) => data,
+            _ => return,
+        }
+    } else {
+        rest.to_vec()
+    };
+    let mut doc = seed_document();
+    let partition = Partition {
+        wijk: WijkId::new("noord").expect("wijk"),
+        kind: sync_core::partition::DocumentKind::Plan,
+    };
+    let id = DocumentId::from_bytes([7; 16]);
+    let mut engine = PeerSync::new();
+    let before = doc.get_heads();
+    let result = engine.receive_checked(id, &mut doc, &payload, |doc, _| {
+        let meta = schema::meta::read_meta(doc).map_err(|e| e.to_string())?;
+        if meta.partition() != partition {
+            return Err("meta changed".to_string());
+        }
+        schema::validate(doc).map_err(|e| e.to_string())?;
+        Ok(())
+    });
+    match result {
+        // A refused or broken payload leaves the document exactly as it was.
+        Err(Rejected::Check(_) | Rejected::Sync(_)) => {
+            assert_eq!(doc.get_heads(), before, "a refused payload left a trace");
+        }
+        Ok(_) => {
+            // What was accepted is valid and can be answered, saved and loaded.
+            schema::validate(&doc).expect("accepted document validates");
+            let _ = engine.generate(id, &doc);
+            Automerge::load(&doc.save()).expect("accepted document reloads");
+        }
+    }
+}

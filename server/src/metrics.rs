@@ -1,0 +1,102 @@
+//! Prometheus metrics: the names of every series, and the one recorder behind them.
+//!
+//! The `metrics` facade is global, so the recorder is installed once per process
+//! ([`install`]); `/metrics` renders it. Labels never carry personal data: a wijk id,
+//! a document kind, a message type or a refusal reason, never a user, token or
+//! document id.
+
+use std::sync::OnceLock;
+
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+
+/// Open websocket connections (gauge).
+pub const CONNECTIONS: &str = "buurtsync_connections";
+/// Websocket connections accepted since start (counter).
+pub const CONNECTIONS_TOTAL: &str = "buurtsync_connections_total";
+/// Documents held in memory (gauge).
+pub const DOCUMENTS_LOADED: &str = "buurtsync_documents_loaded";
+/// Stored bytes of the documents held in memory (gauge): the document cache's size.
+pub const CACHE_BYTES: &str = "buurtsync_cache_bytes";
+/// Protocol messages received, by `type` (counter).
+pub const MESSAGES_IN: &str = "buurtsync_messages_in_total";
+/// Protocol messages sent, by `type` (counter).
+pub const MESSAGES_OUT: &str = "buurtsync_messages_out_total";
+/// Websocket payload bytes received (counter).
+pub const BYTES_IN: &str = "buurtsync_bytes_in_total";
+/// Websocket payload bytes sent (counter).
+pub const BYTES_OUT: &str = "buurtsync_bytes_out_total";
+/// From receiving a sync payload to its commit (or refusal), seconds (histogram).
+pub const SYNC_LATENCY: &str = "buurtsync_sync_latency_seconds";
+/// Store operations, by `op` (`load`, `commit`, `create`), seconds (histogram).
+pub const STORE_LATENCY: &str = "buurtsync_store_latency_seconds";
+/// Messages or connections refused, by `reason` (counter).
+pub const REJECTED: &str = "buurtsync_rejected_total";
+/// Committed changes per partition, by `wijk` and `kind` (counter).
+pub const WIJK_COMMITS: &str = "buurtsync_wijk_commits_total";
+/// Documents created per partition, by `wijk` and `kind` (counter).
+pub const WIJK_CREATED: &str = "buurtsync_wijk_documents_created_total";
+/// Time spent waiting for a wijk's work permit, by `wijk`, seconds (histogram): how
+/// much the fairness quota held a busy wijk back.
+pub const WIJK_QUEUE_WAIT: &str = "buurtsync_wijk_queue_wait_seconds";
+/// TLS certificate reloads, by `result` (`ok`, `error`) (counter).
+pub const TLS_RELOADS: &str = "buurtsync_tls_reloads_total";
+
+static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+
+/// Installs the Prometheus recorder (once per process) and returns its handle.
+pub fn install() -> PrometheusHandle {
+    HANDLE
+        .get_or_init(|| {
+            let buckets = [
+                0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+                10.0,
+            ];
+            let builder = PrometheusBuilder::new()
+                .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), &buckets)
+                .unwrap_or_else(|_| PrometheusBuilder::new());
+            let recorder = builder.build_recorder();
+            let handle = recorder.handle();
+            if metrics::set_global_recorder(recorder).is_err() {
+                tracing::warn!("a metrics recorder was already installed; /metrics may be empty");
+            }
+            describe();
+            handle
+        })
+        .clone()
+}
+
+fn describe() {
+    use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
+    describe_gauge!(CONNECTIONS, "Open websocket connections");
+    describe_counter!(CONNECTIONS_TOTAL, "Websocket connections accepted");
+    describe_gauge!(DOCUMENTS_LOADED, "Documents held in memory");
+    describe_gauge!(
+        CACHE_BYTES,
+        Unit::Bytes,
+        "Stored size of the documents in memory"
+    );
+    describe_counter!(MESSAGES_IN, "Protocol messages received, by type");
+    describe_counter!(MESSAGES_OUT, "Protocol messages sent, by type");
+    describe_counter!(BYTES_IN, Unit::Bytes, "Websocket payload bytes received");
+    describe_counter!(BYTES_OUT, Unit::Bytes, "Websocket payload bytes sent");
+    describe_histogram!(
+        SYNC_LATENCY,
+        Unit::Seconds,
+        "Sync payload received to committed"
+    );
+    describe_histogram!(STORE_LATENCY, Unit::Seconds, "Store operations, by op");
+    describe_counter!(REJECTED, "Refused messages and connections, by reason");
+    describe_counter!(WIJK_COMMITS, "Committed changes per partition (wijk, kind)");
+    describe_counter!(WIJK_CREATED, "Documents created per partition (wijk, kind)");
+    describe_histogram!(
+        WIJK_QUEUE_WAIT,
+        Unit::Seconds,
+        "Waiting for the wijk's work quota"
+    );
+    describe_counter!(TLS_RELOADS, "TLS certificate reloads, by result");
+}
+
+/// Counts one refusal.
+pub fn rejected(reason: &'static str) {
+    metrics::counter!(REJECTED, "reason" => reason).increment(1);
+}
