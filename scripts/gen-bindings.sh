@@ -8,7 +8,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 out=client-ffi/bindings
-cargo build -p buurtsync-client --lib --bin uniffi-bindgen
+# The whole workspace, as scripts/test.sh builds it: building one package alone would
+# resolve other features for shared dependencies and rebuild them.
+cargo build --workspace
 target_dir=$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')
 case "$(uname -s)" in
   Darwin) lib="$target_dir/debug/libbuurtsync_client.dylib" ;;

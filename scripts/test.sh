@@ -35,7 +35,7 @@ cargo clippy --workspace --all-targets -- -D warnings
 # buurtsync and buurtsync-loadgen (tests/tests/loadgen_smoke.rs runs a few seconds of
 # the load generator against the real server: correctness only, never speed).
 step "build binaries used by the end-to-end tests"
-cargo build --workspace --bins
+cargo build --workspace
 
 step "Python for the client library's tests and examples (Debian python3 if missing)"
 if ! command -v python3 >/dev/null 2>&1; then
