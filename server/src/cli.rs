@@ -207,6 +207,8 @@ impl ServeArgs {
             ("send_timeout", limits.send_timeout.is_zero()),
             ("max_busy_per_wijk", limits.max_busy_per_wijk == 0),
             ("sync_states_per_user", limits.sync_states_per_user == 0),
+            // 0 would publish every cell: no suppression at all (the flag refuses it too).
+            ("central_min_count", limits.central_min_count == 0),
         ];
         if let Some((name, _)) = zero.iter().find(|(_, z)| *z) {
             return Err(Error::Config(format!("{name} must be greater than zero")));

@@ -431,6 +431,12 @@ fn config_file_and_check() {
     assert!(!out.status.success(), "a typo must not pass");
     assert!(String::from_utf8_lossy(&out.stderr).contains("max_mesages_per_sec"));
 
+    // A file cannot switch off small-count suppression (the flag refuses 0 as well).
+    std::fs::write(&file, "[serve]\ncentral_min_count = 0\n").expect("write");
+    let out = run(&["--config", file_s, "config", "check"], &[]);
+    assert!(!out.status.success(), "central_min_count = 0 must not pass");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("central_min_count"));
+
     // The documented example file parses; only its certificate is missing here.
     let example = concat!(
         env!("CARGO_MANIFEST_DIR"),
