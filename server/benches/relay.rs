@@ -126,6 +126,41 @@ fn floor(c: &mut Criterion) {
     });
 }
 
+/// The server's acceptance check on its own: receive through `PeerSync::receive_checked`
+/// with the check the relay runs (meta, partition, schema), no store; and `validate`
+/// alone. Against `floor`, this is what checking a change costs beyond automerge.
+fn check(c: &mut Criterion) {
+    let pair = steady_pair();
+    let id = DocumentId::random();
+    let resumed = pair.relay_state.encode();
+    let mut g = c.benchmark_group("check");
+    g.bench_function("receive_checked", |b| {
+        b.iter_batched(
+            || {
+                let mut engine = PeerSync::new();
+                engine.resume(id, &resumed);
+                (engine, pair.relay.clone())
+            },
+            |(mut engine, mut doc)| {
+                let applied = engine
+                    .receive_checked(id, &mut doc, &pair.message, |doc, _| {
+                        let meta = schema::meta::read_meta(doc)?;
+                        black_box(meta.partition());
+                        schema::validate(doc).map(|_| ())
+                    })
+                    .expect("applied");
+                assert!(applied.changed());
+                engine.generate(id, &doc)
+            },
+            BatchSize::SmallInput,
+        )
+    });
+    g.bench_function("validate", |b| {
+        b.iter(|| schema::validate(black_box(&pair.relay)).expect("valid"))
+    });
+    g.finish();
+}
+
 /// The store and a hub holding one plan, the relay's copy in a steady state with the
 /// writer.
 struct Served {
@@ -287,6 +322,6 @@ fn load(c: &mut Criterion) {
 criterion_group!(
     name = benches;
     config = Criterion::default().sample_size(30);
-    targets = codec, floor, receive_and_store, fan_out, load
+    targets = codec, floor, check, receive_and_store, fan_out, load
 );
 criterion_main!(benches);

@@ -166,7 +166,7 @@ pub async fn move_document(
     // The current state, history included, with meta.wijk set to the target: a new
     // document (new id, new partition), never an in-place partition change.
     let copy = {
-        let doc_state = entry.state.lock().await;
+        let doc_state = state.hub.lock(&entry).await?;
         let mut copy = doc_state.doc.fork();
         schema::update::<Plan>(&mut copy, |plan| plan.meta.wijk = target.clone())
             .map_err(sync_core::Error::from)?;

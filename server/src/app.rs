@@ -34,6 +34,9 @@ pub struct Limits {
     /// Largest stored size of one document; a change that would grow it beyond is
     /// refused (and not stored), so one document cannot eat the disk or the cache.
     pub max_document_bytes: u64,
+    /// Memory budget of the document cache, in MiB of estimated resident memory:
+    /// beyond it the least recently used documents are evicted (`Hub::enforce_budget`).
+    pub cache_budget_mib: u64,
     /// Messages per second a connection may send on average; faster peers are slowed
     /// down (their frames are read later, so TCP pushes back), never buffered.
     pub max_messages_per_sec: u32,
@@ -69,6 +72,7 @@ impl Default for Limits {
             max_frame_bytes: 32 * 1024 * 1024,
             max_pending_creations: 256,
             max_document_bytes: 64 * 1024 * 1024,
+            cache_budget_mib: 512,
             max_messages_per_sec: 500,
             max_connections_per_user: 32,
             ping_interval: Duration::from_secs(15),
@@ -172,7 +176,8 @@ impl AppState {
                 store.clone(),
                 limits.max_busy_per_wijk,
                 limits.max_document_bytes,
-            ),
+            )
+            .with_cache_budget(limits.cache_budget_mib.saturating_mul(1024 * 1024)),
             store,
             limits,
             storage_id,

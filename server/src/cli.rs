@@ -135,6 +135,11 @@ pub struct ServeArgs {
     /// Largest stored size of one document, in bytes.
     #[arg(long, env = "BUURTSYNC_MAX_DOCUMENT_BYTES", default_value_t = Limits::default().max_document_bytes)]
     pub max_document_bytes: u64,
+    /// Memory budget of the document cache in MiB (estimated resident memory of the
+    /// documents held in memory); the least recently used are evicted beyond it. 0 keeps
+    /// only documents being worked on at this moment.
+    #[arg(long, env = "BUURTSYNC_CACHE_BUDGET_MIB", default_value_t = Limits::default().cache_budget_mib)]
+    pub cache_budget_mib: u64,
     /// Messages per second per connection (bursts of twice that); faster peers are slowed.
     #[arg(long, env = "BUURTSYNC_MAX_MESSAGES_PER_SEC", default_value_t = Limits::default().max_messages_per_sec)]
     pub max_messages_per_sec: u32,
@@ -182,6 +187,7 @@ impl ServeArgs {
         let limits = Limits {
             max_frame_bytes: self.max_frame_bytes,
             max_document_bytes: self.max_document_bytes,
+            cache_budget_mib: self.cache_budget_mib,
             max_messages_per_sec: self.max_messages_per_sec,
             max_connections_per_user: self.max_connections_per_user,
             ping_interval: *self.ping_interval,
@@ -861,6 +867,7 @@ async fn config_check(
         "tls": tls.as_ref().map(|t| json!({"cert": t.cert.display().to_string(), "key": t.key.display().to_string()})),
         "max_frame_bytes": limits.max_frame_bytes,
         "max_document_bytes": limits.max_document_bytes,
+        "cache_budget_mib": limits.cache_budget_mib,
         "max_messages_per_sec": limits.max_messages_per_sec,
         "max_connections_per_user": limits.max_connections_per_user,
         "ping_interval": humantime::format_duration(limits.ping_interval).to_string(),

@@ -91,12 +91,31 @@ pub struct DocState {
     /// The highest chunk `seq` this copy has read or written: on a shared store,
     /// catching up with other nodes reads only the chunks after it.
     seen_seq: i64,
+    /// False when the automerge document was evicted to keep the cache within its
+    /// budget: `doc` is then empty and [`Hub::lock`] reloads it from the store before
+    /// anyone reads it. Everything else here stays valid while evicted.
+    resident: bool,
 }
 
 impl DocState {
     /// Bytes this document occupies in the store (snapshot plus incremental chunks).
     pub fn stored_bytes(&self) -> u64 {
         self.snapshot_bytes + self.incremental_bytes
+    }
+
+    /// Is the automerge document in memory (not evicted)?
+    pub fn is_resident(&self) -> bool {
+        self.resident
+    }
+
+    /// What this document counts against the cache budget: its stored size while
+    /// resident, nothing while evicted.
+    fn resident_bytes(&self) -> u64 {
+        if self.resident {
+            self.stored_bytes()
+        } else {
+            0
+        }
     }
 }
 
@@ -109,6 +128,9 @@ pub struct DocEntry {
     /// The committed `handover.requested` of a plan, readable without the document
     /// lock: the policy needs it for every read decision.
     handed_over: AtomicBool,
+    /// When this document was last locked through [`Hub::lock`] (the hub's use clock):
+    /// the least recently used resident documents are evicted first.
+    last_used: AtomicU64,
 }
 
 impl DocEntry {
@@ -119,6 +141,7 @@ impl DocEntry {
             state: tokio::sync::Mutex::new(state),
             subscribers: Mutex::new(HashMap::new()),
             handed_over,
+            last_used: AtomicU64::new(0),
         }
     }
 
@@ -184,9 +207,23 @@ pub struct Hub {
     per_wijk: usize,
     /// Largest stored size of a document (`Limits::max_document_bytes`).
     max_document_bytes: u64,
-    /// Sum of `stored_bytes` of the loaded documents, for the cache-bytes metric.
+    /// Sum of `stored_bytes` of the resident documents (evicted ones count nothing):
+    /// the cache-bytes metric, and what the budget is checked against.
     cache_bytes: AtomicU64,
+    /// The document cache's memory budget in bytes of estimated resident memory
+    /// (`cache_bytes × MEMORY_PER_STORED_BYTE`); `u64::MAX`: unbounded.
+    cache_budget: u64,
+    /// Ticks on every [`Hub::lock`]: the recency order for eviction.
+    use_clock: AtomicU64,
+    /// Documents evicted so far (for the metric and the tests).
+    evictions: AtomicU64,
 }
+
+/// Resident memory of a loaded automerge document per byte it occupies in the store
+/// (compressed columnar chunks): measured for "assen"-shaped plans with
+/// `cargo run --release -p buurtsync-server --example doc_memory` (docs/performance.md),
+/// rounded up, so the budget errs on the side of evicting early.
+pub const MEMORY_PER_STORED_BYTE: u64 = 20;
 
 impl Hub {
     /// `per_wijk`: concurrent automerge work per wijk; `max_document_bytes`: the
@@ -201,6 +238,114 @@ impl Hub {
             per_wijk: per_wijk.max(1),
             max_document_bytes,
             cache_bytes: AtomicU64::new(0),
+            cache_budget: u64::MAX,
+            use_clock: AtomicU64::new(0),
+            evictions: AtomicU64::new(0),
+        }
+    }
+
+    /// Bounds the document cache to `bytes` of estimated resident memory: when the
+    /// resident documents exceed it, the least recently used ones that nobody is
+    /// working on are evicted (their automerge state is dropped; subscriptions, sync
+    /// sessions and acknowledgements stay) and reloaded from the store on next use.
+    #[must_use]
+    pub fn with_cache_budget(mut self, bytes: u64) -> Self {
+        self.cache_budget = bytes;
+        self
+    }
+
+    /// Estimated resident memory of the documents held in memory.
+    pub fn cache_memory(&self) -> u64 {
+        self.cache_bytes().saturating_mul(MEMORY_PER_STORED_BYTE)
+    }
+
+    /// Documents evicted to keep within the budget since start.
+    pub fn evictions(&self) -> u64 {
+        self.evictions.load(Ordering::Relaxed)
+    }
+
+    /// Locks a document's state for reading or writing, first reloading it from the
+    /// store if it was evicted. Every use of a document's automerge state goes through
+    /// here, so an evicted document is never read empty.
+    pub async fn lock<'a>(
+        &self,
+        entry: &'a DocEntry,
+    ) -> Result<tokio::sync::MutexGuard<'a, DocState>, Error> {
+        let mut state = entry.state.lock().await;
+        entry.last_used.store(self.tick(), Ordering::Relaxed);
+        if !state.resident {
+            self.reload(entry.id(), &mut state).await?;
+            // Another node may have changed the hand-over while it was evicted.
+            entry.refresh_facts(&state);
+            self.enforce_budget();
+        }
+        Ok(state)
+    }
+
+    /// The next value of the use clock.
+    fn tick(&self) -> u64 {
+        self.use_clock.fetch_add(1, Ordering::Relaxed) + 1
+    }
+
+    /// Brings an evicted document back: everything the store holds, which is at least
+    /// what was committed when it was evicted (and, on a shared store, what other nodes
+    /// committed since).
+    async fn reload(&self, id: DocumentId, state: &mut DocState) -> Result<(), Error> {
+        let stored = self
+            .store
+            .load_document(&id)
+            .await?
+            .ok_or_else(|| Error::Corrupt(format!("document {id} vanished from the store")))?;
+        let doc = off_reactor(|| Automerge::load(&stored.bytes))
+            .map_err(|e| Error::Corrupt(format!("document {id} does not load: {e}")))?;
+        state.saved_heads = doc.get_heads();
+        state.doc = doc;
+        state.snapshot_bytes = stored.snapshot_bytes;
+        state.incremental_bytes = stored.incremental_bytes;
+        state.seen_seq = state.seen_seq.max(stored.last_seq);
+        state.resident = true;
+        self.cache_bytes
+            .fetch_add(state.stored_bytes(), Ordering::Relaxed);
+        metrics::counter!(crate::metrics::CACHE_RELOADS).increment(1);
+        tracing::debug!(%id, "evicted document reloaded");
+        Ok(())
+    }
+
+    /// Evicts least recently used resident documents until the cache is back under
+    /// 90 % of its budget (the slack keeps one load from evicting one document each
+    /// time). Documents being worked on (locked) or holding uncommitted changes are
+    /// skipped. Cheap when under budget: one atomic read.
+    pub fn enforce_budget(&self) {
+        if self.cache_memory() <= self.cache_budget {
+            return;
+        }
+        let target = self.cache_budget / 10 * 9;
+        let mut candidates: Vec<(u64, Arc<DocEntry>)> = lock(&self.docs)
+            .values()
+            .filter_map(|slot| slot.get().cloned().flatten())
+            .map(|entry| (entry.last_used.load(Ordering::Relaxed), entry))
+            .collect();
+        candidates.sort_unstable_by_key(|(used, _)| *used);
+        for (_, entry) in candidates {
+            if self.cache_memory() <= target {
+                break;
+            }
+            let Ok(mut state) = entry.state.try_lock() else {
+                continue;
+            };
+            if !state.resident || state.doc.get_heads() != state.saved_heads {
+                continue;
+            }
+            let bytes = state.stored_bytes();
+            state.doc = Automerge::new();
+            state.resident = false;
+            let _ = self
+                .cache_bytes
+                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |v| {
+                    Some(v.saturating_sub(bytes))
+                });
+            self.evictions.fetch_add(1, Ordering::Relaxed);
+            metrics::counter!(crate::metrics::CACHE_EVICTIONS).increment(1);
         }
     }
 
@@ -280,7 +425,7 @@ impl Hub {
             stored.snapshot_bytes + stored.incremental_bytes,
             Ordering::Relaxed,
         );
-        Ok(Some(Arc::new(DocEntry::new(
+        let entry = Arc::new(DocEntry::new(
             stored.entry,
             DocState {
                 saved_heads: doc.get_heads(),
@@ -289,8 +434,12 @@ impl Hub {
                 incremental_bytes: stored.incremental_bytes,
                 snapshot_bytes: stored.snapshot_bytes,
                 seen_seq: stored.last_seq,
+                resident: true,
             },
-        ))))
+        ));
+        entry.last_used.store(self.tick(), Ordering::Relaxed);
+        self.enforce_budget();
+        Ok(Some(entry))
     }
 
     /// Creates a document: catalog row and first snapshot in one transaction, then
@@ -345,10 +494,13 @@ impl Hub {
                 incremental_bytes: 0,
                 snapshot_bytes: snapshot.len() as u64,
                 seen_seq: 0,
+                resident: true,
             },
         ));
+        entry.last_used.store(self.tick(), Ordering::Relaxed);
         let slot = Arc::new(OnceCell::new_with(Some(Some(entry.clone()))));
         lock(&self.docs).insert(id, slot);
+        self.enforce_budget();
         Ok(entry)
     }
 
@@ -375,6 +527,10 @@ impl Hub {
         author: Option<(&str, &str)>,
         audit: &[AuditEvent],
     ) -> Result<bool, Error> {
+        if !state.resident {
+            // Evicted documents hold nothing uncommitted (only those are evicted).
+            return Ok(false);
+        }
         let heads = state.doc.get_heads();
         if heads == state.saved_heads {
             return Ok(false);
@@ -443,6 +599,7 @@ impl Hub {
                 .fetch_sub(before - after, Ordering::Relaxed);
         }
         state.saved_heads = heads;
+        self.enforce_budget();
         Ok(true)
     }
 
@@ -456,6 +613,13 @@ impl Hub {
             return Ok(false);
         };
         let mut state = entry.state.lock().await;
+        if !state.resident {
+            // Nothing in memory to bring up to date: whoever uses it next reloads it
+            // from the store, other nodes' chunks included. Tell the subscribers.
+            drop(state);
+            entry.announce();
+            return Ok(true);
+        }
         let has_all = |doc: &Automerge| {
             !heads.is_empty() && heads.iter().all(|h| doc.get_change_by_hash(h).is_some())
         };
@@ -539,7 +703,7 @@ impl Hub {
             if let Some(slot) = docs.remove(&id) {
                 if let Some(Some(entry)) = slot.get() {
                     if let Ok(state) = entry.state.try_lock() {
-                        let bytes = state.stored_bytes();
+                        let bytes = state.resident_bytes();
                         let _ = self.cache_bytes.fetch_update(
                             Ordering::Relaxed,
                             Ordering::Relaxed,

@@ -17,6 +17,10 @@ pub const CONNECTIONS_TOTAL: &str = "buurtsync_connections_total";
 pub const DOCUMENTS_LOADED: &str = "buurtsync_documents_loaded";
 /// Stored bytes of the documents held in memory (gauge): the document cache's size.
 pub const CACHE_BYTES: &str = "buurtsync_cache_bytes";
+/// Documents evicted from memory to keep the cache within its budget.
+pub const CACHE_EVICTIONS: &str = "buurtsync_cache_evictions_total";
+/// Evicted documents loaded again because someone used them.
+pub const CACHE_RELOADS: &str = "buurtsync_cache_reloads_total";
 /// Protocol messages received, by `type` (counter).
 pub const MESSAGES_IN: &str = "buurtsync_messages_in_total";
 /// Protocol messages sent, by `type` (counter).
@@ -75,6 +79,11 @@ fn describe() {
         Unit::Bytes,
         "Stored size of the documents in memory"
     );
+    describe_counter!(
+        CACHE_EVICTIONS,
+        "Documents evicted from memory to keep the cache within its budget"
+    );
+    describe_counter!(CACHE_RELOADS, "Evicted documents loaded again on use");
     describe_counter!(MESSAGES_IN, "Protocol messages received, by type");
     describe_counter!(MESSAGES_OUT, "Protocol messages sent, by type");
     describe_counter!(BYTES_IN, Unit::Bytes, "Websocket payload bytes received");

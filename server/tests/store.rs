@@ -33,6 +33,7 @@ on_both_backends!(
     change_numbers_feed_the_cursor,
     change_numbers_follow_commit_order,
     commit_records_authors_and_audit_together,
+    cache_budget_evicts_and_reloads,
 );
 
 async fn open(backend: Backend) -> (backends::Db, Store) {
@@ -817,4 +818,77 @@ async fn commit_records_authors_and_audit_together(backend: Backend) {
     let report = store.audit_verify().await.expect("verify");
     assert!(report.is_ok(), "audit chain intact: {report:?}");
     assert_eq!(report.entries, 29);
+}
+
+/// With a cache budget the hub evicts documents nobody is working on and reloads them
+/// on next use with exactly what was committed; edits after a reload commit as usual; a
+/// document being worked on is never evicted; evicted documents count nothing.
+async fn cache_budget_evicts_and_reloads(backend: Backend) {
+    let (_db, store) = open(backend).await;
+    // A budget of one byte: everything not locked goes as soon as the hub checks.
+    let hub = Hub::new(store.clone(), 1, u64::MAX).with_cache_budget(1);
+    let mut entries = Vec::new();
+    let mut committed = Vec::new();
+    for _ in 0..5 {
+        let mut doc = Automerge::new();
+        for i in 0..3 {
+            put(&mut doc, i);
+        }
+        committed.push(doc.get_heads());
+        entries.push(
+            hub.create(entry(DocumentId::random()), doc, ("u", "device"))
+                .await
+                .expect("create"),
+        );
+    }
+    assert!(hub.evictions() >= 5, "evictions: {}", hub.evictions());
+    assert_eq!(hub.cache_bytes(), 0, "evicted documents count nothing");
+    for (e, heads) in entries.iter().zip(&committed) {
+        let state = e.state.lock().await;
+        assert!(!state.is_resident());
+        assert_eq!(
+            &state.saved_heads, heads,
+            "acknowledged heads survive eviction"
+        );
+    }
+    for (e, heads) in entries.iter().zip(&committed) {
+        let id = e.id();
+        let mut state = hub.lock(e).await.expect("reload");
+        assert!(state.is_resident());
+        assert_eq!(&state.doc.get_heads(), heads, "reloaded = committed");
+        assert!(hub.cache_bytes() > 0, "a reloaded document counts again");
+        put(&mut state.doc, 10);
+        assert!(hub
+            .persist(&id, &mut state, Some(("u", "device")))
+            .await
+            .expect("persist after reload"));
+        let now = state.doc.get_heads();
+        drop(state);
+        let stored = store
+            .load_document(&id)
+            .await
+            .expect("load")
+            .expect("there");
+        assert_eq!(
+            Automerge::load(&stored.bytes).expect("loads").get_heads(),
+            now
+        );
+    }
+    // Work in progress is never evicted.
+    let guard = hub.lock(&entries[0]).await.expect("lock");
+    hub.enforce_budget();
+    assert!(guard.is_resident(), "a locked document stays");
+    drop(guard);
+    hub.enforce_budget();
+    assert_eq!(hub.cache_bytes(), 0);
+    // Without a budget nothing is evicted.
+    let unbounded = Hub::new(store.clone(), 1, u64::MAX);
+    let e = unbounded
+        .get(entries[1].id())
+        .await
+        .expect("get")
+        .expect("there");
+    unbounded.enforce_budget();
+    assert!(e.state.lock().await.is_resident());
+    assert_eq!(unbounded.evictions(), 0);
 }

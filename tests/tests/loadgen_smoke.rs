@@ -5,7 +5,7 @@
 
 use std::process::Command;
 
-use buurtsync_e2e::server::{binary, Fixture};
+use buurtsync_e2e::server::{binary, Fixture, ServerProcess};
 use serde_json::Value;
 
 /// The smoke workload converges on our server without a single error, and every
@@ -13,6 +13,43 @@ use serde_json::Value;
 #[test]
 fn loadgen_smoke_converges_without_errors() {
     let fx = Fixture::new();
+    smoke(&fx, &[]);
+}
+
+/// The same workload with a zero cache budget: every document nobody is working on is
+/// evicted at once and reloaded from the store on its next use. Everything still
+/// converges without an error, and the server really did evict and reload.
+#[test]
+fn loadgen_smoke_converges_with_a_zero_cache_budget() {
+    let fx = Fixture::new();
+    let server = smoke(&fx, &["--cache-budget-mib", "0"]);
+    let addr = server
+        .url()
+        .trim_start_matches("ws://")
+        .trim_end_matches("/sync")
+        .parse()
+        .expect("server address");
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let metrics = rt.block_on(buurtsync_e2e::http::get(addr, "/metrics", None));
+    let text = String::from_utf8_lossy(&metrics.body).into_owned();
+    let counter = |name: &str| -> f64 {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name)?.trim().parse().ok())
+            .unwrap_or(0.0)
+    };
+    assert!(
+        counter("buurtsync_cache_evictions_total") > 0.0,
+        "no evictions: {text}"
+    );
+    assert!(
+        counter("buurtsync_cache_reloads_total") > 0.0,
+        "no reloads: {text}"
+    );
+}
+
+/// Seeds, starts the server with `extra` flags, runs the smoke workload against it and
+/// asserts correctness; returns the (still running) server.
+fn smoke(fx: &Fixture, extra: &[&str]) -> ServerProcess {
     let loadgen = binary().with_file_name("buurtsync-loadgen");
     assert!(
         loadgen.exists(),
@@ -42,7 +79,9 @@ fn loadgen_smoke_converges_without_errors() {
 
     // The seed shares one token per role per wijk among many devices: lift the
     // per-user connection cap, as bench/compare.sh does.
-    let server = fx.start(&["--max-connections-per-user", "100000"]);
+    let mut args = vec!["--max-connections-per-user", "100000"];
+    args.extend_from_slice(extra);
+    let server = fx.start(&args);
     let report_path = fx.dir.path().join("report.json");
     let run = Command::new(&loadgen)
         .args(["run", "--url", &server.url(), "--label", "smoke"])
@@ -113,4 +152,5 @@ fn loadgen_smoke_converges_without_errors() {
     // Every device (4 professionals, 2 volunteers) caught up after the storm.
     assert_eq!(phase("storm")["catchup_ms"]["count"], 6, "{stdout}");
     assert!(report["catchup"]["all_ms"].as_f64() > Some(0.0), "{stdout}");
+    server
 }

@@ -555,7 +555,17 @@ impl Connection {
         let may_write = policy::decide(&self.principal, entry.facts(), Access::Write).is_ok();
         // Fairness: this wijk's work waits for this wijk's permits only.
         let _permit = self.state.hub.work_permit(&partition.wijk).await;
-        let mut state = entry.state.lock().await;
+        let mut state = match self.state.hub.lock(&entry).await {
+            Ok(state) => state,
+            Err(e) => {
+                tracing::error!(conn = self.conn_id, %id, error = %e, "reloading document failed");
+                self.send_error(&format!(
+                    "document {id} cannot be served right now; try again later"
+                ))
+                .await;
+                return;
+            }
+        };
         // Applying and validating a large message is CPU work of milliseconds: keep
         // it off the reactor, so other connections' frames are not held up.
         let engine = &mut self.engine;
@@ -805,7 +815,13 @@ impl Connection {
                     .hub
                     .work_permit(&entry.catalog.partition.wijk)
                     .await;
-                let state = entry.state.lock().await;
+                let state = match self.state.hub.lock(&entry).await {
+                    Ok(state) => state,
+                    Err(e) => {
+                        tracing::error!(conn = self.conn_id, %id, error = %e, "reloading document failed");
+                        continue;
+                    }
+                };
                 (
                     self.engine.generate(id, &state.doc),
                     Some(state.saved_heads.clone()),
