@@ -59,12 +59,14 @@ pub fn apply(data: &[u8]) {
     let id = DocumentId::from_bytes([7; 16]);
     let mut engine = PeerSync::new();
     let before = doc.get_heads();
-    let result = engine.receive_checked(id, &mut doc, &payload, |doc, _| {
+    let result = engine.receive_checked(id, &mut doc, &payload, |doc, applied| {
         let meta = schema::meta::read_meta(doc).map_err(|e| e.to_string())?;
         if meta.partition() != partition {
             return Err("meta changed".to_string());
         }
-        schema::validate(doc).map_err(|e| e.to_string())?;
+        // The relay's check: only what the changes touched. The whole-document
+        // `validate` below is the oracle it must never be more lenient than.
+        schema::validate_changes(doc, &applied.heads_before).map_err(|e| e.to_string())?;
         Ok(())
     });
     match result {

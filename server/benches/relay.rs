@@ -6,6 +6,8 @@
 //!   change, on a plan with 150 changes of history (the "assen" lifetime).
 //! - `receive_and_store`: the same change through `PeerSync::receive_checked` with the
 //!   server's check (partition, schema) and `Hub::persist` into a real SQLite file.
+//! - `check`: the relay's acceptance check without the store (`validate_changes`),
+//!   and the whole-document `validate` it replaced.
 //! - `fan_out`: after one change, generating the sync message for N subscribed peers.
 //! - `load`: a document loaded from the store (catalog, key, chunks, decrypt, load).
 //!
@@ -127,8 +129,8 @@ fn floor(c: &mut Criterion) {
 }
 
 /// The server's acceptance check on its own: receive through `PeerSync::receive_checked`
-/// with the check the relay runs (meta, partition, schema), no store; and `validate`
-/// alone. Against `floor`, this is what checking a change costs beyond automerge.
+/// with the check the relay runs (meta, partition, `validate_changes`), no store; and
+/// the whole-document `validate` alone, which the relay ran per change before. Against `floor`, this is what checking a change costs beyond automerge.
 fn check(c: &mut Criterion) {
     let pair = steady_pair();
     let id = DocumentId::random();
@@ -143,10 +145,10 @@ fn check(c: &mut Criterion) {
             },
             |(mut engine, mut doc)| {
                 let applied = engine
-                    .receive_checked(id, &mut doc, &pair.message, |doc, _| {
+                    .receive_checked(id, &mut doc, &pair.message, |doc, applied| {
                         let meta = schema::meta::read_meta(doc)?;
                         black_box(meta.partition());
-                        schema::validate(doc).map(|_| ())
+                        schema::validate_changes(doc, &applied.heads_before).map(|_| ())
                     })
                     .expect("applied");
                 assert!(applied.changed());
@@ -231,8 +233,8 @@ fn receive_and_store(c: &mut Criterion) {
                     let mut state = entry.state.lock().await;
                     let before = state.doc.get_heads();
                     let applied = engine
-                        .receive_checked(s.id, &mut state.doc, &pair.message, |doc, _| {
-                            schema::validate(doc).map(|_| ())
+                        .receive_checked(s.id, &mut state.doc, &pair.message, |doc, applied| {
+                            schema::validate_changes(doc, &applied.heads_before).map(|_| ())
                         })
                         .expect("applied");
                     assert!(applied.changed());

@@ -570,7 +570,7 @@ impl Connection {
         // it off the reactor, so other connections' frames are not held up.
         let engine = &mut self.engine;
         let result = crate::hub::off_reactor(|| {
-            engine.receive_checked(id, &mut state.doc, data, |doc, _| {
+            engine.receive_checked(id, &mut state.doc, data, |doc, applied| {
                 if !may_write {
                     return Err(Refusal::NoWrite);
                 }
@@ -581,7 +581,9 @@ impl Connection {
                         now: meta.partition().to_string(),
                     });
                 }
-                schema::validate(doc)?;
+                // The committed document was valid: only what the new changes
+                // touched is read again (a whole plan costs milliseconds).
+                schema::validate_changes(doc, &applied.heads_before)?;
                 Ok(())
             })
         });

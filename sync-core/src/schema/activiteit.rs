@@ -52,6 +52,34 @@ impl Activiteit {
     }
 }
 
+impl Activiteit {
+    /// Checks one top-level field as [`FromMap::from_map`] reads it (of a list field only
+    /// `items`, or all with `None`), for [`super::validate_changes`]. Returns whether
+    /// the field is part of the schema; other keys are ignored, as `from_map` does.
+    /// Keep in step with `from_map` (a test checks every field an activiteit has is known).
+    pub(crate) fn check_field<D: ReadDoc>(
+        map: &MapReader<'_, D>,
+        key: &str,
+        items: Option<&std::collections::BTreeSet<usize>>,
+    ) -> Result<bool, SchemaError> {
+        match key {
+            "meta" => {
+                let meta: Meta = map.with_path(Path::default()).req("meta")?;
+                meta.expect_kind(DocumentKind::Activiteit)?;
+            }
+            "title" => drop(map.non_empty("title")?),
+            "type" => drop(map.opt::<String>("type")?),
+            "location" => drop(map.opt::<String>("location")?),
+            "organisers" => map.check_items::<String>("organisers", items)?,
+            "volunteers" => map.check_items::<String>("volunteers", items)?,
+            "schedule" => drop(map.opt::<String>("schedule")?),
+            "sessions" => map.check_items::<Session>("sessions", items)?,
+            _ => return Ok(false),
+        }
+        Ok(true)
+    }
+}
+
 impl FromMap for Activiteit {
     fn from_map<D: ReadDoc>(map: &MapReader<'_, D>) -> Result<Self, SchemaError> {
         let meta: Meta = map.with_path(Path::default()).req("meta")?;

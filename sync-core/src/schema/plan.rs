@@ -135,6 +135,35 @@ impl Plan {
     }
 }
 
+impl Plan {
+    /// Checks one top-level field as [`FromMap::from_map`] reads it (of a list field only
+    /// `items`, or all with `None`), for [`super::validate_changes`]. Returns whether
+    /// the field is part of the schema; other keys are ignored, as `from_map` does.
+    /// Keep in step with `from_map` (a test checks every field a plan has is known).
+    pub(crate) fn check_field<D: ReadDoc>(
+        map: &MapReader<'_, D>,
+        key: &str,
+        items: Option<&std::collections::BTreeSet<usize>>,
+    ) -> Result<bool, SchemaError> {
+        match key {
+            "meta" => {
+                let meta: Meta = map.with_path(Path::default()).req("meta")?;
+                meta.expect_kind(DocumentKind::Plan)?;
+            }
+            "household" => drop(map.req::<Household>("household")?),
+            "regiehouder" => drop(map.opt::<String>("regiehouder")?),
+            "status" => drop(map.opt::<PlanStatus>("status")?),
+            "goals" => map.check_items::<Goal>("goals", items)?,
+            "actions" => map.check_items::<Action>("actions", items)?,
+            "contacts" => map.check_items::<ContactMoment>("contacts", items)?,
+            "consents" => map.check_items::<Consent>("consents", items)?,
+            "handover" => drop(map.opt::<Handover>("handover")?),
+            _ => return Ok(false),
+        }
+        Ok(true)
+    }
+}
+
 impl FromMap for Plan {
     fn from_map<D: ReadDoc>(map: &MapReader<'_, D>) -> Result<Self, SchemaError> {
         let meta: Meta = map.with_path(Path::default()).req("meta")?;

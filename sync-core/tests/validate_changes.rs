@@ -1,0 +1,230 @@
+//! `schema::validate_changes` (what the relay checks per change) against
+//! `schema::validate` (the whole document): every change `validate` refuses is refused,
+//! valid changes pass, every schema field is known to it, and it really reads only
+//! what changed.
+
+use automerge::transaction::Transactable;
+use automerge::{Automerge, ObjType, ReadDoc, ScalarValue, ROOT};
+use sync_core::partition::WijkId;
+use sync_core::schema::{
+    self, Activiteit, ContactKind, ContactMoment, Date, Goal, Leefdomein, Plan, Session,
+};
+
+fn wijk() -> WijkId {
+    WijkId::new("assen-noord").expect("wijk")
+}
+
+fn date(d: u8) -> Date {
+    Date::from_ymd(2028, 3, d).expect("date")
+}
+
+/// A plan with goals and contact moments, as a professional's device holds it.
+fn plan() -> Automerge {
+    let mut doc = schema::new_document(&Plan::new(wijk(), "huishouden-1")).expect("plan");
+    for i in 0..6u8 {
+        schema::update::<Plan>(&mut doc, |p| {
+            p.goals
+                .push(Goal::new(Leefdomein::Financien, format!("doel {i}")));
+            p.contacts.push(ContactMoment::new(
+                date(i + 1),
+                ContactKind::Huisbezoek,
+                "huisbezoek",
+            ));
+        })
+        .expect("edit");
+    }
+    doc
+}
+
+fn activiteit() -> Automerge {
+    let mut doc =
+        schema::new_document(&Activiteit::new(wijk(), "Koffieochtend")).expect("activiteit");
+    schema::update::<Activiteit>(&mut doc, |a| {
+        a.activity_type = Some("ontmoeting".into());
+        a.location = Some("wijkcentrum De Pit".into());
+        a.schedule = Some("wekelijks dinsdag 10:00".into());
+        a.organisers.push("prof-1".into());
+    })
+    .expect("edit");
+    for i in 0..4u8 {
+        schema::update::<Activiteit>(&mut doc, |a| {
+            a.sessions.push(Session::new(date(i + 1), 12, 2.5));
+            a.volunteers.push(format!("vrijwilliger-{i}"));
+        })
+        .expect("edit");
+    }
+    doc
+}
+
+/// The `list` field's object and the `i`th item's map.
+fn item(doc: &Automerge, list: &str, i: usize) -> (automerge::ObjId, automerge::ObjId) {
+    let Some((_, list_id)) = doc.get(ROOT, list).expect("get") else {
+        panic!("no {list}");
+    };
+    let Some((_, item_id)) = doc.get(&list_id, i).expect("get") else {
+        panic!("no {list}[{i}]");
+    };
+    (list_id, item_id)
+}
+
+type Edit = fn(&mut Automerge);
+
+fn raw(doc: &mut Automerge, f: impl FnOnce(&mut automerge::transaction::Transaction<'_>)) {
+    let mut tx = doc.transaction();
+    f(&mut tx);
+    tx.commit();
+}
+
+#[test]
+fn every_change_validate_refuses_is_refused() {
+    let cases: Vec<(&str, fn() -> Automerge, Edit)> = vec![
+        ("bad date in one contact", plan, |d| {
+            let (_, c) = item(d, "contacts", 3);
+            raw(d, |tx| {
+                tx.put(&c, "date", "2028-02-31").map(drop).expect("put")
+            });
+        }),
+        ("unknown leefdomein in one goal", plan, |d| {
+            let (_, g) = item(d, "goals", 0);
+            raw(d, |tx| {
+                tx.put(&g, "leefdomein", "geluk").map(drop).expect("put")
+            });
+        }),
+        ("household deleted", plan, |d| {
+            raw(d, |tx| tx.delete(ROOT, "household").expect("delete"));
+        }),
+        ("status a number", plan, |d| {
+            raw(d, |tx| tx.put(ROOT, "status", 7).expect("put"));
+        }),
+        ("a scalar inserted into contacts", plan, |d| {
+            let (list, _) = item(d, "contacts", 0);
+            raw(d, |tx| tx.insert(&list, 2, "hallo").expect("insert"));
+        }),
+        ("a new contact without its fields", plan, |d| {
+            let (list, _) = item(d, "contacts", 0);
+            raw(d, |tx| {
+                let m = tx.insert_object(&list, 6, ObjType::Map).expect("insert");
+                tx.put(&m, "id", "c-new").expect("put");
+            });
+        }),
+        ("a contact summary replaced by a number", plan, |d| {
+            let (_, c) = item(d, "contacts", 2);
+            raw(d, |tx| tx.put(&c, "summary", 3).expect("put"));
+        }),
+        ("contacts replaced by a map", plan, |d| {
+            raw(d, |tx| {
+                tx.put_object(ROOT, "contacts", ObjType::Map)
+                    .map(drop)
+                    .expect("put")
+            });
+        }),
+        ("meta kind changed", plan, |d| {
+            let Some((_, meta)) = d.get(ROOT, "meta").expect("get") else {
+                panic!("meta")
+            };
+            raw(d, |tx| tx.put(&meta, "kind", "activiteit").expect("put"));
+        }),
+        ("negative volunteer hours in one session", activiteit, |d| {
+            let (_, s) = item(d, "sessions", 1);
+            raw(d, |tx| tx.put(&s, "volunteer_hours", -1.0).expect("put"));
+        }),
+        ("empty title", activiteit, |d| {
+            raw(d, |tx| tx.put(ROOT, "title", " ").expect("put"));
+        }),
+        ("a volunteer that is a number", activiteit, |d| {
+            let (list, _) = item(d, "volunteers", 0);
+            raw(d, |tx| tx.put(&list, 1, ScalarValue::Int(5)).expect("put"));
+        }),
+    ];
+    for (name, make, edit) in cases {
+        let mut doc = make();
+        let before = doc.get_heads();
+        edit(&mut doc);
+        assert!(
+            schema::validate(&doc).is_err(),
+            "{name}: validate accepts it"
+        );
+        assert!(
+            schema::validate_changes(&doc, &before).is_err(),
+            "{name}: validate_changes accepts what validate refuses"
+        );
+    }
+}
+
+#[test]
+fn valid_changes_pass() {
+    let mut doc = plan();
+    let before = doc.get_heads();
+    schema::update::<Plan>(&mut doc, |p| {
+        p.contacts.push(ContactMoment::new(
+            date(20),
+            ContactKind::Telefoon,
+            "gebeld",
+        ));
+        p.goals[2].description = "anders geformuleerd".into();
+        p.contacts.remove(0);
+        p.regiehouder = Some("prof-1".into());
+    })
+    .expect("edit");
+    schema::validate(&doc).expect("valid");
+    schema::validate_changes(&doc, &before).expect("valid changes pass");
+
+    let mut doc = activiteit();
+    let before = doc.get_heads();
+    schema::update::<Activiteit>(&mut doc, |a| {
+        a.sessions[1].attendance = 30;
+        a.sessions.push(Session::new(date(9), 8, 1.0));
+    })
+    .expect("edit");
+    schema::validate_changes(&doc, &before).expect("valid changes pass");
+}
+
+/// The relay relies on it: what no change touched is not read again. A document that
+/// was already broken before stays unnoticed by an unrelated valid change, while the
+/// whole-document check sees it.
+#[test]
+fn it_reads_only_what_changed() {
+    let mut doc = plan();
+    let (_, c) = item(&doc, "contacts", 4);
+    raw(&mut doc, |tx| tx.put(&c, "kind", "duif").expect("put"));
+    let before = doc.get_heads();
+    raw(&mut doc, |tx| {
+        tx.put(ROOT, "regiehouder", "prof-2").expect("put")
+    });
+    assert!(schema::validate(&doc).is_err());
+    schema::validate_changes(&doc, &before).expect("only regiehouder was read");
+    // A change inside the broken item reads it, and refuses.
+    let before = doc.get_heads();
+    raw(&mut doc, |tx| {
+        tx.put(&c, "summary", "nog een keer")
+            .map(drop)
+            .expect("put")
+    });
+    assert!(schema::validate_changes(&doc, &before).is_err());
+}
+
+/// Every field a full plan and activiteit hold is one `validate_changes` knows, so a
+/// field added to the schema cannot be skipped by it unnoticed.
+#[test]
+fn every_schema_field_is_known() {
+    for doc in [plan(), activiteit()] {
+        let keys: Vec<String> = doc.keys(ROOT).collect();
+        assert!(keys.len() >= 8, "{keys:?}");
+        for key in keys {
+            let mut broken = doc.clone();
+            let before = broken.get_heads();
+            // A list put where the field wants something else (or an invalid list item):
+            // every known field refuses it; an unknown field would be ignored.
+            raw(&mut broken, |tx| {
+                let l = tx
+                    .put_object(ROOT, key.as_str(), ObjType::List)
+                    .expect("put");
+                tx.insert(&l, 0, 99).expect("insert");
+            });
+            assert!(
+                schema::validate_changes(&broken, &before).is_err(),
+                "field {key} is not checked by validate_changes"
+            );
+        }
+    }
+}
