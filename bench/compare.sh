@@ -15,6 +15,9 @@ cd "$(dirname "$0")/.."
 
 ROUNDS=${ROUNDS:-3}
 SCALE=${SCALE:-0.05}
+# Our server's document cache budget (its --cache-budget-mib; 512 is the default); the
+# memory target is RSS ≤ this + 100 MiB.
+CACHE_BUDGET_MIB=${CACHE_BUDGET_MIB:-512}
 LOADGEN_ARGS=${LOADGEN_ARGS:-}
 OUT=${OUT:-bench/results/$(date +%Y%m%d-%H%M%S)}
 mkdir -p "$OUT"
@@ -69,7 +72,7 @@ run_ours() {
   local db="sqlite://$dir/buurtsync.sqlite3"
   "$LOADGEN" seed --buurtsync "$BUURTSYNC" --database "$db" --out "$dir/tokens.json" >/dev/null
   BUURTSYNC_LOG="warn,buurtsync_server::serve=info" "$BUURTSYNC" --database "$db" --log-json serve --listen 127.0.0.1:0 \
-    --insecure-plain-http --max-connections-per-user 100000 \
+    --insecure-plain-http --max-connections-per-user 100000 --cache-budget-mib "$CACHE_BUDGET_MIB" \
     2>"$OUT/buurtsync-$round.log" &
   SERVER_PID=$!
   # The listening line is logged at info; ask for it explicitly.
@@ -112,4 +115,4 @@ for round in $(seq "$ROUNDS"); do
   ours+=("$OUT/buurtsync-$round.json"); refs+=("$OUT/reference-$round.json")
 done
 "$LOADGEN" compare --ours "${ours[@]}" --reference "${refs[@]}" \
-  ${CACHE_BUDGET_MIB:+--cache-budget-mib "$CACHE_BUDGET_MIB"} | tee "$OUT/comparison.txt"
+  --cache-budget-mib "$CACHE_BUDGET_MIB" | tee "$OUT/comparison.txt"
