@@ -153,6 +153,7 @@ impl Device {
             peer_metadata: Some(PeerMetadata {
                 storage_id: Some(format!("loadgen-{}", self.spec.name)),
                 is_ephemeral: Some(false),
+                capabilities: None,
             }),
             supported_protocol_versions: vec![protocol::PROTOCOL_VERSION.into()],
         };

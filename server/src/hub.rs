@@ -78,6 +78,61 @@ impl ConnSignal {
     }
 }
 
+/// Connections that hold a document in sync without having it open (the connect-time
+/// summary answered "in sync" without loading it). A change to such a document marks
+/// its watchers like subscribers; their connections then open it (load, resume the
+/// persisted sync state, generate). Shared by the hub and every [`DocEntry`], so a
+/// commit on a loaded document and another node's commit on one that is not loaded
+/// reach them alike. A watch costs a map entry, not a loaded document.
+#[derive(Debug, Default)]
+pub struct Watchers(Mutex<HashMap<DocumentId, HashMap<u64, Arc<ConnSignal>>>>);
+
+impl Watchers {
+    fn watch(&self, id: DocumentId, conn: &Arc<ConnSignal>) {
+        lock(&self.0)
+            .entry(id)
+            .or_default()
+            .insert(conn.id, conn.clone());
+    }
+
+    fn unwatch(&self, id: DocumentId, conn: u64) {
+        let mut map = lock(&self.0);
+        if let Some(conns) = map.get_mut(&id) {
+            conns.remove(&conn);
+            if conns.is_empty() {
+                map.remove(&id);
+            }
+        }
+    }
+
+    /// Marks `id` dirty for every connection watching it.
+    fn announce(&self, id: DocumentId) {
+        if let Some(conns) = lock(&self.0).get(&id) {
+            for conn in conns.values() {
+                conn.mark(id);
+            }
+        }
+    }
+
+    /// Marks every watched document for its watchers (change notices were lost).
+    fn announce_all(&self) {
+        for (id, conns) in lock(&self.0).iter() {
+            for conn in conns.values() {
+                conn.mark(*id);
+            }
+        }
+    }
+
+    /// Number of (document, connection) watches.
+    pub fn len(&self) -> usize {
+        lock(&self.0).values().map(HashMap::len).sum()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        lock(&self.0).is_empty()
+    }
+}
+
 /// A document's in-memory state.
 #[derive(Debug)]
 pub struct DocState {
@@ -109,16 +164,19 @@ pub struct DocEntry {
     /// The committed `handover.requested` of a plan, readable without the document
     /// lock: the policy needs it for every read decision.
     handed_over: AtomicBool,
+    /// The hub's watchers, told of every change like the subscribers.
+    watchers: Arc<Watchers>,
 }
 
 impl DocEntry {
-    fn new(catalog: CatalogEntry, state: DocState) -> DocEntry {
+    fn new(catalog: CatalogEntry, state: DocState, watchers: Arc<Watchers>) -> DocEntry {
         let handed_over = AtomicBool::new(is_handed_over(&state.doc));
         DocEntry {
             catalog,
             state: tokio::sync::Mutex::new(state),
             subscribers: Mutex::new(HashMap::new()),
             handed_over,
+            watchers,
         }
     }
 
@@ -149,12 +207,13 @@ impl DocEntry {
     }
 
     /// Marks the document dirty for every subscriber (including the writer, whose
-    /// connection then answers and acknowledges).
+    /// connection then answers and acknowledges) and every watcher.
     pub fn announce(&self) {
         let id = self.id();
         for conn in lock(&self.subscribers).values() {
             conn.mark(id);
         }
+        self.watchers.announce(id);
     }
 
     /// Relays an ephemeral message to every other subscriber; dropped where full.
@@ -186,6 +245,8 @@ pub struct Hub {
     max_document_bytes: u64,
     /// Sum of `stored_bytes` of the loaded documents, for the cache-bytes metric.
     cache_bytes: AtomicU64,
+    /// Connections watching documents they hold in sync (see [`Watchers`]).
+    watchers: Arc<Watchers>,
 }
 
 impl Hub {
@@ -201,7 +262,22 @@ impl Hub {
             per_wijk: per_wijk.max(1),
             max_document_bytes,
             cache_bytes: AtomicU64::new(0),
+            watchers: Arc::new(Watchers::default()),
         }
+    }
+
+    /// Tells `conn` of every later change to `id` without loading it.
+    pub fn watch(&self, id: DocumentId, conn: &Arc<ConnSignal>) {
+        self.watchers.watch(id, conn);
+    }
+
+    pub fn unwatch(&self, id: DocumentId, conn: u64) {
+        self.watchers.unwatch(id, conn);
+    }
+
+    /// The watchers registry (for its size in metrics and tests).
+    pub fn watchers(&self) -> &Watchers {
+        &self.watchers
     }
 
     /// Waits for one of `wijk`'s work permits (see `wijk_permits`).
@@ -290,6 +366,7 @@ impl Hub {
                 snapshot_bytes: stored.snapshot_bytes,
                 seen_seq: stored.last_seq,
             },
+            self.watchers.clone(),
         ))))
     }
 
@@ -312,7 +389,12 @@ impl Hub {
             let started = std::time::Instant::now();
             let key = self
                 .store
-                .create_document(&catalog, &snapshot, &DocKey::random())
+                .create_document_with_heads(
+                    &catalog,
+                    &snapshot,
+                    Some(&doc.get_heads()),
+                    &DocKey::random(),
+                )
                 .await?;
             metrics::histogram!(crate::metrics::STORE_LATENCY, "op" => "create")
                 .record(started.elapsed().as_secs_f64());
@@ -346,6 +428,7 @@ impl Hub {
                 snapshot_bytes: snapshot.len() as u64,
                 seen_seq: 0,
             },
+            self.watchers.clone(),
         ));
         let slot = Arc::new(OnceCell::new_with(Some(Some(entry.clone()))));
         lock(&self.docs).insert(id, slot);
@@ -424,7 +507,14 @@ impl Hub {
         } else {
             if let Some(seq) = self
                 .store
-                .append_chunk_with(id, &state.key, &chunk, &heads, &prov)
+                .append_chunk_with(
+                    id,
+                    &state.key,
+                    &chunk,
+                    Some(&state.saved_heads),
+                    &heads,
+                    &prov,
+                )
                 .await?
             {
                 state.seen_seq = state.seen_seq.max(seq);
@@ -453,6 +543,8 @@ impl Hub {
     /// Returns whether the copy changed.
     pub async fn catch_up(&self, id: DocumentId, heads: &[ChangeHash]) -> Result<bool, Error> {
         let Some(entry) = self.loaded_entry(id) else {
+            // Not held here; connections watching it open it and sync from the store.
+            self.watchers.announce(id);
             return Ok(false);
         };
         let mut state = entry.state.lock().await;
@@ -491,8 +583,10 @@ impl Hub {
         Ok(changed)
     }
 
-    /// Catches up every loaded document (after change notifications may have been lost).
+    /// Catches up every loaded document (after change notifications may have been
+    /// lost), and marks every watched one for its watchers: any of them may have changed.
     pub async fn catch_up_all(&self) {
+        self.watchers.announce_all();
         let ids: Vec<DocumentId> = lock(&self.docs).keys().copied().collect();
         for id in ids {
             if let Err(e) = self.catch_up(id, &[]).await {
@@ -518,7 +612,7 @@ impl Hub {
     }
 
     /// The loaded entry of `id`, without loading it.
-    fn loaded_entry(&self, id: DocumentId) -> Option<Arc<DocEntry>> {
+    pub fn loaded_entry(&self, id: DocumentId) -> Option<Arc<DocEntry>> {
         let slot = lock(&self.docs).get(&id).cloned()?;
         slot.get().cloned().flatten()
     }
