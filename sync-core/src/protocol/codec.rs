@@ -933,6 +933,110 @@ mod tests {
         assert_eq!(doc_id, Some(text(doc().to_string())));
     }
 
+    /// The `buurtsync` metadata key: decoded into capabilities (unknown ones kept, so
+    /// the server can answer what it speaks), absent when not sent, never written for
+    /// metadata without it (automerge-repo clients see the plain `peer`), and a
+    /// malformed value is an error naming it.
+    #[test]
+    fn capabilities_in_peer_metadata() {
+        let join = |meta: Value| {
+            cbor(map(vec![
+                ("type", text("join")),
+                ("senderId", text("a")),
+                ("peerMetadata", meta),
+            ]))
+        };
+        let meta = |msg: Result<Message, DecodeError>| match msg {
+            Ok(Message::Join { peer_metadata, .. }) => Ok(peer_metadata.expect("metadata")),
+            Ok(other) => panic!("not a join: {other:?}"),
+            Err(e) => Err(e),
+        };
+        let with = meta(decode(&join(map(vec![
+            ("storageId", text("st")),
+            (
+                "buurtsync",
+                map(vec![
+                    ("summary", Value::Integer(1.into())),
+                    ("teleport", Value::Float(3.0)),
+                ]),
+            ),
+            ("someoneElses", text("ignored")),
+        ]))))
+        .expect("decodes");
+        assert!(with.supports("summary", 1));
+        assert!(!with.supports("summary", 2));
+        assert_eq!(
+            with.capabilities.as_ref().and_then(|c| c.get("teleport")),
+            Some(&3)
+        );
+        let without = meta(decode(&join(map(vec![("storageId", text("st"))])))).expect("decodes");
+        assert_eq!(without.capabilities, None);
+        assert!(!without.supports("summary", 1));
+        let bad = meta(decode(&join(map(vec![("buurtsync", text("summary"))]))));
+        assert!(
+            matches!(
+                bad,
+                Err(DecodeError::WrongType {
+                    field: "peerMetadata.buurtsync",
+                    ..
+                })
+            ),
+            "{bad:?}"
+        );
+        // Encoding metadata without capabilities writes only the automerge-repo keys.
+        let plain = encode_metadata(&PeerMetadata {
+            storage_id: Some("st".into()),
+            is_ephemeral: Some(false),
+            capabilities: None,
+        });
+        assert_eq!(
+            plain,
+            map(vec![
+                ("storageId", text("st")),
+                ("isEphemeral", Value::Bool(false))
+            ])
+        );
+    }
+
+    /// A device's summary is split into frames of at most `MAX_SUMMARY_DOCUMENTS`,
+    /// each of which decodes again; more than that in one frame is refused.
+    #[test]
+    fn summary_frames_split_and_round_trip() {
+        use crate::protocol::{summary_frames, MAX_SUMMARY_DOCUMENTS};
+        let docs: Vec<(DocumentId, Vec<ChangeHash>)> = (0..2 * MAX_SUMMARY_DOCUMENTS + 5)
+            .map(|i| {
+                let mut id = [0u8; 16];
+                id[..8].copy_from_slice(&(i as u64).to_le_bytes());
+                (DocumentId::from_bytes(id), vec![ChangeHash([i as u8; 32])])
+            })
+            .collect();
+        let frames = summary_frames("dev", "server", docs.clone());
+        assert_eq!(frames.len(), 3);
+        let mut seen = 0;
+        for frame in &frames {
+            let Message::Summary { documents, .. } = decode(&encode(frame)).expect("decodes")
+            else {
+                panic!("not a summary")
+            };
+            assert!(documents.len() <= MAX_SUMMARY_DOCUMENTS);
+            seen += documents.len();
+        }
+        assert_eq!(seen, docs.len());
+        assert!(summary_frames("dev", "server", Vec::new()).is_empty());
+        let too_big = Message::Summary {
+            sender_id: "dev".into(),
+            target_id: "server".into(),
+            documents: docs.into_iter().collect(),
+        };
+        assert!(matches!(
+            decode(&encode(&too_big)),
+            Err(DecodeError::TooMany {
+                field: "documents",
+                ..
+            })
+        ));
+    }
+
     /// Millisecond timestamps go out as float64 like cbor-x writes them (a 64-bit CBOR
     /// integer would reach JS as a BigInt); small numbers stay integers.
     #[test]
