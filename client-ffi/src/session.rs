@@ -3,9 +3,8 @@
 //!
 //! A session: fetch the discovery listing (purge what is no longer listed), open the
 //! websocket with the bearer token, `join` / `peer`, resume the saved sync states for
-//! the server's storageId, push every held document (or, when the server answered the
-//! summary capability, send one `buurtsync-summary` of their heads and let the server
-//! sync only those that differ) and `request` every listed one not held yet. Then, until the connection ends or the app goes offline: apply what the
+//! the server's storageId, push every held document and `request` every listed one not
+//! held yet. Then, until the connection ends or the app goes offline: apply what the
 //! server sends (persisting before anything else), push local edits as they happen,
 //! count `remote-heads-changed` with the server's storageId as the acknowledgement that
 //! a change is committed, and purge documents the server says are unavailable.
@@ -18,10 +17,7 @@ use automerge::Automerge;
 use futures_util::{SinkExt, StreamExt};
 use sync_core::engine::{wrap, PeerSync};
 use sync_core::partition::Partition;
-use sync_core::protocol::{
-    self, decode_heads, summary_frames, DocumentId, Message, PeerMetadata, SUMMARY_CAPABILITY,
-    SUMMARY_VERSION,
-};
+use sync_core::protocol::{self, decode_heads, DocumentId, Message, PeerMetadata};
 use sync_core::schema::read_meta;
 use tokio::net::TcpStream;
 use tokio::sync::watch;
@@ -132,11 +128,10 @@ async fn session(
         Ok(ws) => ws,
         Err(e) => return lost(e),
     };
-    let (server_peer, server_storage, summary) =
-        match handshake(&mut ws, shared.store.storage_id()).await {
-            Ok(ids) => ids,
-            Err(e) => return lost(e),
-        };
+    let (server_peer, server_storage) = match handshake(&mut ws, shared.store.storage_id()).await {
+        Ok(ids) => ids,
+        Err(e) => return lost(e),
+    };
     tracing::info!(server = %server_peer, "sync connected");
     shared.update_status(|s| s.online = true);
 
@@ -149,8 +144,6 @@ async fn session(
         server_storage,
         wanted: HashMap::new(),
         listed: false,
-        summary,
-        summarised: HashMap::new(),
     };
     let result = conn.run(listing, acked_before, &url, http, control).await;
     conn.save_sync_states().await;
@@ -184,19 +177,15 @@ async fn open_socket(url: &str, token: &str) -> Result<Ws, String> {
     }
 }
 
-/// `join` → `peer`; returns the server's peer id and storageId, and whether it
-/// answered the summary capability.
-async fn handshake(ws: &mut Ws, storage_id: &str) -> Result<(String, String, bool), String> {
+/// `join` → `peer`; returns the server's peer id and storageId.
+async fn handshake(ws: &mut Ws, storage_id: &str) -> Result<(String, String), String> {
     let join = Message::Join {
         sender_id: format!("{storage_id}-{}", std::process::id()),
-        peer_metadata: Some(
-            PeerMetadata {
-                storage_id: Some(storage_id.to_owned()),
-                is_ephemeral: Some(false),
-                capabilities: None,
-            }
-            .with_summary(),
-        ),
+        peer_metadata: Some(PeerMetadata {
+            storage_id: Some(storage_id.to_owned()),
+            is_ephemeral: Some(false),
+            capabilities: None,
+        }),
         supported_protocol_versions: vec![protocol::PROTOCOL_VERSION.into()],
     };
     ws.send(WsMessage::Binary(protocol::encode(&join).into()))
@@ -214,13 +203,10 @@ async fn handshake(ws: &mut Ws, storage_id: &str) -> Result<(String, String, boo
             peer_metadata,
             ..
         }) => {
-            let summary = peer_metadata
-                .as_ref()
-                .is_some_and(|m| m.supports(SUMMARY_CAPABILITY, SUMMARY_VERSION));
             let storage = peer_metadata
                 .and_then(|m| m.storage_id)
                 .ok_or("handshake: the server sent no storageId")?;
-            Ok((sender_id, storage, summary))
+            Ok((sender_id, storage))
         }
         Ok(Message::Error { message, .. }) => Err(format!("handshake refused: {message}")),
         Ok(other) => Err(format!("handshake: unexpected {}", other.type_name())),
@@ -250,11 +236,6 @@ struct Conn {
     wanted: HashMap<DocumentId, (Partition, Automerge)>,
     /// A listing was applied in this session (needed for "last successful sync").
     listed: bool,
-    /// The server answered the summary capability: start with one summary.
-    summary: bool,
-    /// Heads sent in the summary, per document, until the answer: those it calls in
-    /// sync are committed on the server at exactly these heads (an acknowledgement).
-    summarised: HashMap<DocumentId, Vec<automerge::ChangeHash>>,
 }
 
 impl Conn {
@@ -345,24 +326,8 @@ impl Conn {
         Ok(())
     }
 
-    /// Pushes every held document (start of a session), or sends their heads in one
-    /// summary when the server speaks it: it then syncs only those that differ.
+    /// Pushes every held document (start of a session).
     async fn push_all(&mut self) -> Result<(), String> {
-        if self.summary {
-            let heads: Vec<(DocumentId, Vec<automerge::ChangeHash>)> = {
-                let mut docs = self.shared.docs.lock().await;
-                docs.map.values_mut().for_each(|r| r.dirty = false);
-                docs.map
-                    .iter()
-                    .map(|(id, r)| (*id, r.doc.get_heads()))
-                    .collect()
-            };
-            for frame in summary_frames(&self.me, &self.server_peer, heads.iter().cloned()) {
-                self.send(&frame).await?;
-            }
-            self.summarised = heads.into_iter().collect();
-            return Ok(());
-        }
         let ids: Vec<DocumentId> = {
             let mut docs = self.shared.docs.lock().await;
             docs.map.values_mut().for_each(|r| r.dirty = false);
@@ -462,14 +427,6 @@ impl Conn {
                 if let Some(at) = new_heads.get(&self.server_storage) {
                     if let Some(heads) = decode_heads(&at.heads) {
                         self.on_ack(document_id, heads).await?;
-                    }
-                }
-                Ok(())
-            }
-            Message::SummaryAnswer { in_sync, .. } => {
-                for id in in_sync {
-                    if let Some(heads) = self.summarised.remove(&id) {
-                        self.on_ack(id, heads).await?;
                     }
                 }
                 Ok(())
