@@ -184,6 +184,7 @@ async fn handshake(ws: &mut Ws, storage_id: &str) -> Result<(String, String), St
         peer_metadata: Some(PeerMetadata {
             storage_id: Some(storage_id.to_owned()),
             is_ephemeral: Some(false),
+            capabilities: None,
         }),
         supported_protocol_versions: vec![protocol::PROTOCOL_VERSION.into()],
     };

@@ -12,7 +12,9 @@ use std::time::{Duration, Instant};
 use automerge::{Automerge, ChangeHash, ReadDoc};
 use futures_util::{SinkExt, StreamExt};
 use sync_core::engine::{wrap, PeerSync};
-use sync_core::protocol::{self, DocumentId, Message, PeerMetadata};
+use sync_core::protocol::{
+    self, summary_frames, DocumentId, Message, PeerMetadata, SUMMARY_CAPABILITY, SUMMARY_VERSION,
+};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::HeaderValue;
@@ -66,6 +68,12 @@ pub struct Device {
     last_frame: Instant,
     /// Connections opened so far; part of the peerId.
     connections: u32,
+    /// Announce the summary capability and, where the server answers it, send one
+    /// summary at connect instead of a sync message per document (`--no-summary`: off).
+    pub use_summary: bool,
+    /// Heads the server confirmed holding (summary answer or acknowledgement), sorted:
+    /// a document whose heads are still these needs no sync session to be in sync.
+    confirmed: HashMap<DocumentId, Vec<ChangeHash>>,
 }
 
 impl Device {
@@ -86,6 +94,8 @@ impl Device {
             written: HashMap::new(),
             last_frame: Instant::now(),
             connections: 0,
+            use_summary: true,
+            confirmed: HashMap::new(),
         }
     }
 
@@ -148,11 +158,17 @@ impl Device {
         // (automerge-repo would otherwise stay silent about unchanged documents).
         self.connections += 1;
         let peer_id = format!("{}-{}", self.spec.name, self.connections);
+        let metadata = PeerMetadata {
+            storage_id: Some(format!("loadgen-{}", self.spec.name)),
+            is_ephemeral: Some(false),
+            capabilities: None,
+        };
         let join = Message::Join {
             sender_id: peer_id.clone(),
-            peer_metadata: Some(PeerMetadata {
-                storage_id: Some(format!("loadgen-{}", self.spec.name)),
-                is_ephemeral: Some(false),
+            peer_metadata: Some(if self.use_summary {
+                metadata.with_summary()
+            } else {
+                metadata
             }),
             supported_protocol_versions: vec![protocol::PROTOCOL_VERSION.into()],
         };
@@ -162,6 +178,7 @@ impl Device {
             .await
             .map_err(|e| format!("send join: {e}"))?;
         let deadline = Instant::now() + CONNECT_WAIT;
+        let summary;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             match tokio::time::timeout(left, ws.next()).await {
@@ -169,8 +186,18 @@ impl Device {
                 Ok(Some(Ok(WsMessage::Binary(b)))) => {
                     Probe::add(&probe.bytes_received, b.len() as u64);
                     match protocol::decode(&b) {
-                        Ok(Message::Peer { sender_id, .. }) => {
+                        Ok(Message::Peer {
+                            sender_id,
+                            peer_metadata,
+                            ..
+                        }) => {
                             self.server_peer = sender_id;
+                            // Only a server that answered the capability gets summaries
+                            // (the reference server ignores it and syncs the old way).
+                            summary = self.use_summary
+                                && peer_metadata.is_some_and(|m| {
+                                    m.supports(SUMMARY_CAPABILITY, SUMMARY_VERSION)
+                                });
                             break;
                         }
                         Ok(Message::Error { message, .. }) => {
@@ -192,12 +219,49 @@ impl Device {
             }
         }
         self.unsynced = ids.iter().copied().collect();
-        for id in ids {
-            self.push(id, probe, false).await;
+        if summary {
+            self.send_summary(probe).await;
+        } else {
+            for id in ids {
+                self.push(id, probe, false).await;
+            }
         }
         self.flush(probe).await;
         self.last_frame = Instant::now();
         Ok(())
+    }
+
+    /// Queues the summary frames of every held document (id → heads).
+    async fn send_summary(&mut self, probe: &Probe) {
+        let me = format!("{}-{}", self.spec.name, self.connections);
+        let heads: Vec<_> = self
+            .docs
+            .iter()
+            .map(|(id, held)| (*id, held.doc.get_heads()))
+            .collect();
+        let Some(ws) = self.ws.as_mut() else {
+            return;
+        };
+        for frame in summary_frames(&me, &self.server_peer, heads) {
+            let bytes = protocol::encode(&frame);
+            Probe::add(&probe.bytes_sent, bytes.len() as u64);
+            Probe::add(&probe.frames_sent, 1);
+            if let Err(e) = ws.feed(WsMessage::Binary(bytes.into())).await {
+                probe.error(format!("{}: send failed: {e}", self.spec.name));
+                self.ws = None;
+                return;
+            }
+        }
+    }
+
+    /// Whether the server confirmed holding exactly our current heads of `id`.
+    fn confirmed_current(&self, id: &DocumentId) -> bool {
+        let (Some(held), Some(confirmed)) = (self.docs.get(id), self.confirmed.get(id)) else {
+            return false;
+        };
+        let mut ours = held.doc.get_heads();
+        ours.sort();
+        !ours.is_empty() && &ours == confirmed
     }
 
     /// Goes offline; documents and sync sessions stay.
@@ -291,6 +355,18 @@ impl Device {
             Message::Error { message, .. } => {
                 probe.error(format!("{}: server error: {message}", self.spec.name));
             }
+            Message::SummaryAnswer { in_sync, .. } => {
+                for id in in_sync {
+                    if let Some(held) = self.docs.get(&id) {
+                        let mut heads = held.doc.get_heads();
+                        heads.sort();
+                        self.confirmed.insert(id, heads);
+                        if self.confirmed_current(&id) {
+                            self.unsynced.remove(&id);
+                        }
+                    }
+                }
+            }
             Message::RemoteHeadsChanged {
                 document_id,
                 new_heads,
@@ -380,6 +456,7 @@ impl Device {
         theirs.sort();
         if ours == theirs {
             self.unsynced.remove(&id);
+            self.confirmed.insert(id, ours);
         }
         if !self.outstanding.iter().any(|(d, _, _)| *d == id) {
             return;
@@ -580,7 +657,7 @@ impl Device {
         // Re-derive which documents are out of sync after the last edits.
         let ids: Vec<DocumentId> = self.docs.keys().copied().collect();
         for id in ids {
-            if !self.engine.in_sync(&id, &self.docs[&id].doc) {
+            if !self.engine.in_sync(&id, &self.docs[&id].doc) && !self.confirmed_current(&id) {
                 self.unsynced.insert(id);
             }
         }

@@ -51,6 +51,7 @@ async fn open(url: &str, token: Option<&str>, i: usize) -> Result<impl Sized, St
         peer_metadata: Some(PeerMetadata {
             storage_id: None,
             is_ephemeral: Some(true),
+            capabilities: None,
         }),
         supported_protocol_versions: vec![protocol::PROTOCOL_VERSION.into()],
     };

@@ -136,6 +136,10 @@ struct RunArgs {
     /// Exit with an error unless everything converged without errors (for tests).
     #[arg(long)]
     check: bool,
+    /// Devices do not announce the connect-time summary: every reconnect offers every
+    /// document (the path third-party clients take; measures the difference).
+    #[arg(long)]
+    no_summary: bool,
 }
 
 #[derive(Args, Debug)]
@@ -209,6 +213,7 @@ async fn run(args: RunArgs) -> Result<(), Error> {
         seed: args.seed,
         floor_rounds: args.floor_rounds,
         phase_limit: Duration::from_secs(args.phase_limit_secs),
+        summary: !args.no_summary,
     };
     let report = run::run(settings).await?;
     print!("{}", report.summary());

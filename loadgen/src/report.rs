@@ -135,6 +135,7 @@ impl Report {
                 "catchup_changed": s.catchup_changed,
                 "seed": s.seed,
                 "authenticated": s.tokens.is_some(),
+                "summary": s.summary,
             }),
             phases,
             catchup,

@@ -57,6 +57,8 @@ pub struct Settings {
     pub floor_rounds: usize,
     /// Upper bound for any one phase's waiting, so a broken server cannot hang a run.
     pub phase_limit: Duration,
+    /// Devices announce the connect-time summary (used where the server answers it).
+    pub summary: bool,
 }
 
 fn token(settings: &Settings, wijk: usize, role: Role) -> Result<Option<String>, Error> {
@@ -111,6 +113,7 @@ pub async fn run(settings: Settings) -> Result<Report, Error> {
             token(&settings, w, Role::Professional)?,
             seed ^ (w as u64 + 1) << 32,
         );
+        dev.use_summary = settings.summary;
         let plans = share(sizes.plans, sizes.wijken, w);
         let acts = share(sizes.activiteiten, sizes.wijken, w);
         let probe_plans = if w == 0 { settings.catchup_held } else { 0 };
@@ -195,6 +198,7 @@ pub async fn run(settings: Settings) -> Result<Report, Error> {
         let plans: std::collections::HashSet<DocumentId> =
             wijk_docs[spec.wijk].plans.iter().copied().collect();
         let mut dev = Device::new(idx, spec, &settings.url, tok, seed.wrapping_add(idx as u64));
+        dev.use_summary = settings.summary;
         for id in held {
             dev.hold(id, Automerge::new(), plans.contains(&id));
         }
@@ -474,6 +478,9 @@ async fn catchup_probe(settings: &Settings, docs: &[DocumentId]) -> Result<Catch
     let mut all = Device::new(200_000, spec("probe-all"), &settings.url, tok.clone(), 11);
     let mut few = Device::new(200_001, spec("probe-few"), &settings.url, tok.clone(), 12);
     let mut helper = Device::new(200_002, spec("probe-helper"), &settings.url, tok, 13);
+    for dev in [&mut all, &mut few, &mut helper] {
+        dev.use_summary = settings.summary;
+    }
     for id in docs {
         all.hold(*id, Automerge::new(), true);
     }

@@ -638,6 +638,12 @@ pub async fn run(cli: Cli) -> Result<(), Error> {
                         .map_err(|e| Error::Corrupt(format!("document {id} does not load: {e}")))?;
                     let heads: Vec<String> =
                         doc.get_heads().iter().map(ToString::to_string).collect();
+                    // The heads the catalog holds for connect-time summaries.
+                    let catalog_heads = store
+                        .summary_facts(&[id])
+                        .await?
+                        .remove(&id)
+                        .and_then(|f| f.heads);
                     let value = json!({
                         "id": id.to_string(),
                         "kind": stored.entry.partition.kind,
@@ -647,6 +653,7 @@ pub async fn run(cli: Cli) -> Result<(), Error> {
                         "chunks": stored.chunks,
                         "bytes": stored.bytes.len(),
                         "heads": heads,
+                        "catalog_heads": catalog_heads,
                     });
                     let text = format!(
                         "{id}\t{}\t{} chunks, {} bytes\theads {}",
@@ -989,7 +996,12 @@ async fn seed_samples(
             created_by: "demo".into(),
         };
         store
-            .create_document(&entry, &doc.save(), &crate::store::crypto::DocKey::random())
+            .create_document_with_heads(
+                &entry,
+                &doc.save(),
+                Some(&doc.get_heads()),
+                &crate::store::crypto::DocKey::random(),
+            )
             .await?;
         out.push((kind.as_str(), id));
     }

@@ -78,6 +78,61 @@ impl ConnSignal {
     }
 }
 
+/// Connections that hold a document in sync without having it open (the connect-time
+/// summary answered "in sync" without loading it). A change to such a document marks
+/// its watchers like subscribers; their connections then open it (load, resume the
+/// persisted sync state, generate). Shared by the hub and every [`DocEntry`], so a
+/// commit on a loaded document and another node's commit on one that is not loaded
+/// reach them alike. A watch costs a map entry, not a loaded document.
+#[derive(Debug, Default)]
+pub struct Watchers(Mutex<HashMap<DocumentId, HashMap<u64, Arc<ConnSignal>>>>);
+
+impl Watchers {
+    fn watch(&self, id: DocumentId, conn: &Arc<ConnSignal>) {
+        lock(&self.0)
+            .entry(id)
+            .or_default()
+            .insert(conn.id, conn.clone());
+    }
+
+    fn unwatch(&self, id: DocumentId, conn: u64) {
+        let mut map = lock(&self.0);
+        if let Some(conns) = map.get_mut(&id) {
+            conns.remove(&conn);
+            if conns.is_empty() {
+                map.remove(&id);
+            }
+        }
+    }
+
+    /// Marks `id` dirty for every connection watching it.
+    fn announce(&self, id: DocumentId) {
+        if let Some(conns) = lock(&self.0).get(&id) {
+            for conn in conns.values() {
+                conn.mark(id);
+            }
+        }
+    }
+
+    /// Marks every watched document for its watchers (change notices were lost).
+    fn announce_all(&self) {
+        for (id, conns) in lock(&self.0).iter() {
+            for conn in conns.values() {
+                conn.mark(*id);
+            }
+        }
+    }
+
+    /// Number of (document, connection) watches.
+    pub fn len(&self) -> usize {
+        lock(&self.0).values().map(HashMap::len).sum()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        lock(&self.0).is_empty()
+    }
+}
+
 /// A document's in-memory state.
 #[derive(Debug)]
 pub struct DocState {
@@ -131,10 +186,12 @@ pub struct DocEntry {
     /// When this document was last locked through [`Hub::lock`] (the hub's use clock):
     /// the least recently used resident documents are evicted first.
     last_used: AtomicU64,
+    /// The hub's watchers, told of every change like the subscribers.
+    watchers: Arc<Watchers>,
 }
 
 impl DocEntry {
-    fn new(catalog: CatalogEntry, state: DocState) -> DocEntry {
+    fn new(catalog: CatalogEntry, state: DocState, watchers: Arc<Watchers>) -> DocEntry {
         let handed_over = AtomicBool::new(is_handed_over(&state.doc));
         DocEntry {
             catalog,
@@ -142,6 +199,7 @@ impl DocEntry {
             subscribers: Mutex::new(HashMap::new()),
             handed_over,
             last_used: AtomicU64::new(0),
+            watchers,
         }
     }
 
@@ -172,12 +230,13 @@ impl DocEntry {
     }
 
     /// Marks the document dirty for every subscriber (including the writer, whose
-    /// connection then answers and acknowledges).
+    /// connection then answers and acknowledges) and every watcher.
     pub fn announce(&self) {
         let id = self.id();
         for conn in lock(&self.subscribers).values() {
             conn.mark(id);
         }
+        self.watchers.announce(id);
     }
 
     /// Relays an ephemeral message to every other subscriber; dropped where full.
@@ -217,6 +276,8 @@ pub struct Hub {
     use_clock: AtomicU64,
     /// Documents evicted so far (for the metric and the tests).
     evictions: AtomicU64,
+    /// Connections watching documents they hold in sync (see [`Watchers`]).
+    watchers: Arc<Watchers>,
 }
 
 /// Resident memory of a loaded automerge document per byte it occupies in the store
@@ -241,6 +302,7 @@ impl Hub {
             cache_budget: u64::MAX,
             use_clock: AtomicU64::new(0),
             evictions: AtomicU64::new(0),
+            watchers: Arc::new(Watchers::default()),
         }
     }
 
@@ -349,6 +411,20 @@ impl Hub {
         }
     }
 
+    /// Tells `conn` of every later change to `id` without loading it.
+    pub fn watch(&self, id: DocumentId, conn: &Arc<ConnSignal>) {
+        self.watchers.watch(id, conn);
+    }
+
+    pub fn unwatch(&self, id: DocumentId, conn: u64) {
+        self.watchers.unwatch(id, conn);
+    }
+
+    /// The watchers registry (for its size in metrics and tests).
+    pub fn watchers(&self) -> &Watchers {
+        &self.watchers
+    }
+
     /// Waits for one of `wijk`'s work permits (see `wijk_permits`).
     pub async fn work_permit(&self, wijk: &WijkId) -> OwnedSemaphorePermit {
         let semaphore = lock(&self.wijk_permits)
@@ -436,6 +512,7 @@ impl Hub {
                 seen_seq: stored.last_seq,
                 resident: true,
             },
+            self.watchers.clone(),
         ));
         entry.last_used.store(self.tick(), Ordering::Relaxed);
         self.enforce_budget();
@@ -461,7 +538,12 @@ impl Hub {
             let started = std::time::Instant::now();
             let key = self
                 .store
-                .create_document(&catalog, &snapshot, &DocKey::random())
+                .create_document_with_heads(
+                    &catalog,
+                    &snapshot,
+                    Some(&doc.get_heads()),
+                    &DocKey::random(),
+                )
                 .await?;
             metrics::histogram!(crate::metrics::STORE_LATENCY, "op" => "create")
                 .record(started.elapsed().as_secs_f64());
@@ -496,6 +578,7 @@ impl Hub {
                 seen_seq: 0,
                 resident: true,
             },
+            self.watchers.clone(),
         ));
         entry.last_used.store(self.tick(), Ordering::Relaxed);
         let slot = Arc::new(OnceCell::new_with(Some(Some(entry.clone()))));
@@ -580,7 +663,14 @@ impl Hub {
         } else {
             if let Some(seq) = self
                 .store
-                .append_chunk_with(id, &state.key, &chunk, &heads, &prov)
+                .append_chunk_with(
+                    id,
+                    &state.key,
+                    &chunk,
+                    Some(&state.saved_heads),
+                    &heads,
+                    &prov,
+                )
                 .await?
             {
                 state.seen_seq = state.seen_seq.max(seq);
@@ -610,6 +700,8 @@ impl Hub {
     /// Returns whether the copy changed.
     pub async fn catch_up(&self, id: DocumentId, heads: &[ChangeHash]) -> Result<bool, Error> {
         let Some(entry) = self.loaded_entry(id) else {
+            // Not held here; connections watching it open it and sync from the store.
+            self.watchers.announce(id);
             return Ok(false);
         };
         let mut state = entry.state.lock().await;
@@ -655,8 +747,10 @@ impl Hub {
         Ok(changed)
     }
 
-    /// Catches up every loaded document (after change notifications may have been lost).
+    /// Catches up every loaded document (after change notifications may have been
+    /// lost), and marks every watched one for its watchers: any of them may have changed.
     pub async fn catch_up_all(&self) {
+        self.watchers.announce_all();
         let ids: Vec<DocumentId> = lock(&self.docs).keys().copied().collect();
         for id in ids {
             if let Err(e) = self.catch_up(id, &[]).await {
@@ -682,7 +776,7 @@ impl Hub {
     }
 
     /// The loaded entry of `id`, without loading it.
-    fn loaded_entry(&self, id: DocumentId) -> Option<Arc<DocEntry>> {
+    pub fn loaded_entry(&self, id: DocumentId) -> Option<Arc<DocEntry>> {
         let slot = lock(&self.docs).get(&id).cloned()?;
         slot.get().cloned().flatten()
     }

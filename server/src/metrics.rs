@@ -42,6 +42,9 @@ pub const WIJK_CREATED: &str = "buurtsync_wijk_documents_created_total";
 /// Time spent waiting for a wijk's work permit, by `wijk`, seconds (histogram): how
 /// much the fairness quota held a busy wijk back.
 pub const WIJK_QUEUE_WAIT: &str = "buurtsync_wijk_queue_wait_seconds";
+/// Documents named in connect-time summaries, by `answer` (`in-sync`: watched without
+/// loading; `changed`: opened and synced) (counter).
+pub const SUMMARY_DOCUMENTS: &str = "buurtsync_summary_documents_total";
 /// TLS certificate reloads, by `result` (`ok`, `error`) (counter).
 pub const TLS_RELOADS: &str = "buurtsync_tls_reloads_total";
 
@@ -101,6 +104,10 @@ fn describe() {
         WIJK_QUEUE_WAIT,
         Unit::Seconds,
         "Waiting for the wijk's work quota"
+    );
+    describe_counter!(
+        SUMMARY_DOCUMENTS,
+        "Documents in connect-time summaries, by answer (in-sync, changed)"
     );
     describe_counter!(TLS_RELOADS, "TLS certificate reloads, by result");
 }

@@ -9,7 +9,7 @@ use buurtsync_server::audit::{AuditAction, AuditEvent};
 use buurtsync_server::hub::Hub;
 use buurtsync_server::store::changes::FeedEvent;
 use buurtsync_server::store::crypto::DocKey;
-use buurtsync_server::store::{CatalogEntry, Store};
+use buurtsync_server::store::{heads_text, CatalogEntry, Provenance, Store};
 use buurtsync_server::Error;
 use sync_core::partition::{DocumentKind, Partition, WijkId};
 use sync_core::policy::{GlobalRole, WijkRole};
@@ -34,6 +34,7 @@ on_both_backends!(
     change_numbers_follow_commit_order,
     commit_records_authors_and_audit_together,
     cache_budget_evicts_and_reloads,
+    catalog_heads_follow_commits,
 );
 
 async fn open(backend: Backend) -> (backends::Db, Store) {
@@ -891,4 +892,97 @@ async fn cache_budget_evicts_and_reloads(backend: Backend) {
     unbounded.enforce_budget();
     assert!(e.state.lock().await.is_resident());
     assert_eq!(unbounded.evictions(), 0);
+}
+
+/// The catalog's committed heads (what a connect-time summary compares against) are
+/// written by creation, by an append from the heads it started at, and by compaction;
+/// an append whose starting heads are not the catalog's (another node appended
+/// meanwhile) makes them unknown rather than wrong; one summary query reads many.
+async fn catalog_heads_follow_commits(backend: Backend) {
+    let (_db, store) = open(backend).await;
+    let heads_of = |facts: &std::collections::HashMap<DocumentId, _>, id: &DocumentId| {
+        facts
+            .get(id)
+            .map(|f: &buurtsync_server::store::SummaryFacts| f.heads.clone())
+    };
+    let id = DocumentId::random();
+    let mut doc = Automerge::new();
+    put(&mut doc, 0);
+    let key = store
+        .create_document_with_heads(
+            &entry(id),
+            &doc.save(),
+            Some(&doc.get_heads()),
+            &DocKey::random(),
+        )
+        .await
+        .expect("create");
+    let unknown = DocumentId::random();
+    let facts = store.summary_facts(&[id, unknown]).await.expect("facts");
+    assert_eq!(
+        heads_of(&facts, &id),
+        Some(Some(heads_text(&doc.get_heads())))
+    );
+    assert!(!facts.contains_key(&unknown), "unknown ids are absent");
+    assert_eq!(facts[&id].partition, entry(id).partition);
+
+    // An append from the catalog's heads moves them.
+    let base = doc.get_heads();
+    put(&mut doc, 1);
+    store
+        .append_chunk_with(
+            &id,
+            &key,
+            &doc.save_after(&base),
+            Some(&base),
+            &doc.get_heads(),
+            &Provenance::default(),
+        )
+        .await
+        .expect("append");
+    let facts = store.summary_facts(&[id]).await.expect("facts");
+    assert_eq!(
+        heads_of(&facts, &id),
+        Some(Some(heads_text(&doc.get_heads())))
+    );
+
+    // A writer whose copy started elsewhere cannot prove the stored heads: unknown.
+    let mut other = doc.fork();
+    put(&mut other, 2);
+    store
+        .append_chunk_with(
+            &id,
+            &key,
+            &other.save_after(&base),
+            Some(&base),
+            &other.get_heads(),
+            &Provenance::default(),
+        )
+        .await
+        .expect("stale append");
+    let facts = store.summary_facts(&[id]).await.expect("facts");
+    assert_eq!(
+        heads_of(&facts, &id),
+        Some(None),
+        "a stale base leaves heads unknown"
+    );
+
+    // Compaction reads every chunk under the lock: its heads are the stored ones.
+    let merged = store
+        .compact(&id, &key, |stored| {
+            let mut all = Automerge::load(stored).map_err(|e| Error::Corrupt(e.to_string()))?;
+            all.merge(&mut other)
+                .map_err(|e| Error::Corrupt(e.to_string()))?;
+            Ok((all.save(), all.get_heads()))
+        })
+        .await
+        .expect("compact");
+    assert!(merged.snapshot_bytes > 0);
+    let stored = store.load_document(&id).await.expect("load").expect("doc");
+    let all = Automerge::load(&stored.bytes).expect("loads");
+    let facts = store.summary_facts(&[id]).await.expect("facts");
+    assert_eq!(
+        heads_of(&facts, &id),
+        Some(Some(heads_text(&all.get_heads())))
+    );
 }

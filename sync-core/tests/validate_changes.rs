@@ -68,6 +68,8 @@ fn item(doc: &Automerge, list: &str, i: usize) -> (automerge::ObjId, automerge::
 }
 
 type Edit = fn(&mut Automerge);
+/// A named case: how the document is made, and the edit `validate` refuses.
+type Case = (&'static str, fn() -> Automerge, Edit);
 
 fn raw(doc: &mut Automerge, f: impl FnOnce(&mut automerge::transaction::Transaction<'_>)) {
     let mut tx = doc.transaction();
@@ -77,7 +79,7 @@ fn raw(doc: &mut Automerge, f: impl FnOnce(&mut automerge::transaction::Transact
 
 #[test]
 fn every_change_validate_refuses_is_refused() {
-    let cases: Vec<(&str, fn() -> Automerge, Edit)> = vec![
+    let cases: Vec<Case> = vec![
         ("bad date in one contact", plan, |d| {
             let (_, c) = item(d, "contacts", 3);
             raw(d, |tx| {

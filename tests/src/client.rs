@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use automerge::Automerge;
 use futures_util::{SinkExt, StreamExt};
 use sync_core::engine::{wrap, PeerSync};
-use sync_core::protocol::{self, encode_heads, DocumentId, Message, PeerMetadata};
+use sync_core::protocol::{self, encode_heads, summary_frames, DocumentId, Message, PeerMetadata};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::HeaderValue;
@@ -53,11 +53,42 @@ pub struct Client {
     pub unavailable: HashSet<DocumentId>,
     /// Ephemeral messages received, per document.
     pub ephemeral: HashMap<DocumentId, usize>,
+    /// Announce the summary capability at join and send a summary instead of a sync
+    /// message per document on (re)connect.
+    pub use_summary: bool,
+    /// The `peerMetadata` of the server's last `peer` message.
+    pub server_metadata: Option<PeerMetadata>,
+    /// Documents the server's summary answers called in sync (since the last connect).
+    pub in_sync: HashSet<DocumentId>,
+    /// `buurtsync-summary-answer` frames received (since the last connect).
+    pub summary_answers: usize,
+    /// Sync messages received per document (since the last connect).
+    pub sync_received: HashMap<DocumentId, usize>,
+    /// Types of every message received (since the last connect).
+    pub seen_types: Vec<&'static str>,
 }
 
 impl Client {
     /// Connects and completes the join/peer handshake.
     pub async fn connect(name: &str, url: &str, token: &str) -> Result<Client, ConnectError> {
+        Self::connect_as(name, url, token, false).await
+    }
+
+    /// Connects announcing the summary capability (our own clients do).
+    pub async fn connect_with_summary(
+        name: &str,
+        url: &str,
+        token: &str,
+    ) -> Result<Client, ConnectError> {
+        Self::connect_as(name, url, token, true).await
+    }
+
+    async fn connect_as(
+        name: &str,
+        url: &str,
+        token: &str,
+        use_summary: bool,
+    ) -> Result<Client, ConnectError> {
         let mut client = Client {
             name: name.to_owned(),
             docs: HashMap::new(),
@@ -72,6 +103,12 @@ impl Client {
             notices: Vec::new(),
             unavailable: HashSet::new(),
             ephemeral: HashMap::new(),
+            use_summary,
+            server_metadata: None,
+            in_sync: HashSet::new(),
+            summary_answers: 0,
+            sync_received: HashMap::new(),
+            seen_types: Vec::new(),
         };
         client.reconnect().await?;
         Ok(client)
@@ -100,11 +137,17 @@ impl Client {
     /// Goes back online: new socket, new sync sessions, then syncs every document.
     pub async fn reconnect(&mut self) -> Result<(), ConnectError> {
         let mut ws = Self::open_socket(&self.url, &self.token).await?;
+        let metadata = PeerMetadata {
+            storage_id: self.storage_id.clone(),
+            is_ephemeral: Some(false),
+            capabilities: None,
+        };
         let join = Message::Join {
             sender_id: self.name.clone(),
-            peer_metadata: Some(PeerMetadata {
-                storage_id: self.storage_id.clone(),
-                is_ephemeral: Some(false),
+            peer_metadata: Some(if self.use_summary {
+                metadata.with_summary()
+            } else {
+                metadata
             }),
             supported_protocol_versions: vec!["1".into()],
         };
@@ -122,7 +165,8 @@ impl Client {
                     ..
                 }) => {
                     self.server_peer = sender_id;
-                    self.server_storage = peer_metadata.and_then(|m| m.storage_id);
+                    self.server_storage = peer_metadata.as_ref().and_then(|m| m.storage_id.clone());
+                    self.server_metadata = peer_metadata;
                 }
                 other => return Err(ConnectError::Handshake(format!("{other:?}"))),
             },
@@ -130,11 +174,34 @@ impl Client {
         }
         self.ws = Some(ws);
         self.engine = PeerSync::new();
+        self.in_sync.clear();
+        self.summary_answers = 0;
+        self.sync_received.clear();
+        self.seen_types.clear();
+        if self.use_summary {
+            // One summary (split into frames) instead of a message per document; the
+            // server answers which are in sync and syncs the others.
+            let heads: Vec<_> = self
+                .docs
+                .iter()
+                .map(|(id, doc)| (*id, doc.get_heads()))
+                .collect();
+            for frame in summary_frames(&self.name, &self.server_peer, heads) {
+                self.send(&frame).await;
+            }
+            return Ok(());
+        }
         let ids: Vec<_> = self.docs.keys().copied().collect();
         for id in ids {
             self.push(id).await;
         }
         Ok(())
+    }
+
+    /// Documents whose state has been settled since the last connect: listed in sync
+    /// by a summary answer, or our heads acknowledged by the server.
+    pub fn settled(&self, id: DocumentId) -> bool {
+        self.in_sync.contains(&id) || self.is_acked(id)
     }
 
     /// Points the device at another server address (a restarted server's new port).
@@ -281,6 +348,7 @@ impl Client {
                 return;
             }
         };
+        self.seen_types.push(msg.type_name());
         match msg {
             Message::Sync {
                 document_id, data, ..
@@ -288,6 +356,7 @@ impl Client {
             | Message::Request {
                 document_id, data, ..
             } => {
+                *self.sync_received.entry(document_id).or_default() += 1;
                 let doc = self.docs.entry(document_id).or_default();
                 if let Err(e) = self.engine.receive(document_id, doc, &data) {
                     self.notices
@@ -321,6 +390,10 @@ impl Client {
             Message::Error { message, .. } => self.notices.push(Notice::Error(message)),
             Message::Ephemeral { document_id, .. } => {
                 *self.ephemeral.entry(document_id).or_default() += 1;
+            }
+            Message::SummaryAnswer { in_sync, .. } => {
+                self.summary_answers += 1;
+                self.in_sync.extend(in_sync);
             }
             _ => {}
         }

@@ -108,6 +108,7 @@ async fn hostile_peers_learn_nothing() {
             peer_metadata: Some(PeerMetadata {
                 storage_id: Some("storage-device-a".into()),
                 is_ephemeral: Some(false),
+                capabilities: None,
             }),
             supported_protocol_versions: vec!["1".into()],
         })

@@ -60,6 +60,7 @@ fn main() {
             peer_metadata: Some(PeerMetadata {
                 storage_id: Some("storage-1".into()),
                 is_ephemeral: Some(false),
+                capabilities: None,
             }),
             supported_protocol_versions: vec!["1".into()],
         },

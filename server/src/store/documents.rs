@@ -185,6 +185,14 @@ macro_rules! write_provenance {
 const LOCK_SHARED: &str = "SELECT pg_advisory_xact_lock_shared($1)";
 const LOCK_EXCLUSIVE: &str = "SELECT pg_advisory_xact_lock($1)";
 
+/// Heads as the catalog's `heads` column holds them: sorted hex, joined by `,`, so
+/// equal sets compare equal as text.
+pub fn heads_text(heads: &[ChangeHash]) -> String {
+    let mut hex: Vec<String> = heads.iter().map(ToString::to_string).collect();
+    hex.sort();
+    hex.join(",")
+}
+
 /// A chunk ready for `INSERT_CHUNK`: (content hash, sealed bytes).
 fn sealed(id: &DocumentId, key: &DocKey, data: &[u8]) -> Result<(Vec<u8>, Vec<u8>), Error> {
     Ok((key.chunk_hash(data), key.seal(id, data)?))
@@ -228,6 +236,19 @@ impl Store {
         first_chunk: &[u8],
         key: &DocKey,
     ) -> Result<DocKey, Error> {
+        self.create_document_with_heads(entry, first_chunk, None, key)
+            .await
+    }
+
+    /// As [`create_document`](Self::create_document), recording the first chunk's
+    /// `heads` as the committed heads in the catalog (`None`: unknown).
+    pub async fn create_document_with_heads(
+        &self,
+        entry: &CatalogEntry,
+        first_chunk: &[u8],
+        heads: Option<&[ChangeHash]>,
+        key: &DocKey,
+    ) -> Result<DocKey, Error> {
         if self.tombstone(&entry.id).await?.is_some() {
             return Err(Error::Erased(entry.id.to_string()));
         }
@@ -252,13 +273,14 @@ impl Store {
         with_pool!(self.pool(), p => {
             let mut tx = p.begin().await?;
             let inserted = sqlx::query(
-                "INSERT INTO documents (id, kind, wijk_id, created_at, created_by) VALUES ($1, $2, $3, $4, $5)",
+                "INSERT INTO documents (id, kind, wijk_id, created_at, created_by, heads) VALUES ($1, $2, $3, $4, $5, $6)",
             )
             .bind(&doc)
             .bind(entry.partition.kind.as_str())
             .bind(entry.partition.wijk.as_str())
             .bind(entry.created_at)
             .bind(&entry.created_by)
+            .bind(heads.map(heads_text))
             .execute(&mut *tx)
             .await
             .map(|_| ());
@@ -406,17 +428,21 @@ impl Store {
         data: &[u8],
         heads: &[ChangeHash],
     ) -> Result<Option<i64>, Error> {
-        self.append_chunk_with(id, key, data, heads, &Provenance::default())
+        self.append_chunk_with(id, key, data, None, heads, &Provenance::default())
             .await
     }
 
     /// As [`append_chunk`](Self::append_chunk), recording `prov` (authors, audit) in
-    /// the same transaction: one commit per relayed change.
+    /// the same transaction: one commit per relayed change. `base`: the committed
+    /// heads the writer's copy had before this chunk; the catalog's heads become
+    /// `heads` only if they were `base` (else another node appended concurrently, and
+    /// they become unknown until the next compaction).
     pub async fn append_chunk_with(
         &self,
         id: &DocumentId,
         key: &DocKey,
         data: &[u8],
+        base: Option<&[ChangeHash]>,
         heads: &[ChangeHash],
         prov: &Provenance<'_>,
     ) -> Result<Option<i64>, Error> {
@@ -443,6 +469,14 @@ impl Store {
             // A chunk stored already changes nothing: no change number, no notice.
             if seq.is_some() {
                 mark_changed!(tx, &doc);
+                sqlx::query(
+                    "UPDATE documents SET heads = CASE WHEN heads = $1 THEN $2 ELSE NULL END WHERE id = $3",
+                )
+                .bind(base.map(heads_text))
+                .bind(heads_text(heads))
+                .bind(&doc)
+                .execute(&mut *tx)
+                .await?;
                 if shared {
                     sqlx::query(NOTIFY).bind(CHANNEL).bind(&note).execute(&mut *tx).await?;
                 }
@@ -515,6 +549,12 @@ impl Store {
                 .await?;
             write_provenance!(tx, shared, &doc, prov);
             mark_changed!(tx, &doc);
+            // Under the exclusive lock the snapshot holds every stored change.
+            sqlx::query("UPDATE documents SET heads = $1 WHERE id = $2")
+                .bind(heads_text(&heads))
+                .bind(&doc)
+                .execute(&mut *tx)
+                .await?;
             if shared {
                 let note = payload(&self.node, id, &heads);
                 sqlx::query(NOTIFY).bind(CHANNEL).bind(&note).execute(&mut *tx).await?;

@@ -5,7 +5,8 @@
 //! store (`crypto`). Accounts (wijken, users, grants, tokens) live in `accounts`,
 //! documents (catalog, chunks, sync states) in `documents`, the audit log's hash chain
 //! in `audit`, the PostgreSQL change feed between nodes in `changes`, the central
-//! office's change-number feed and pseudonym secret in `central`, and online backup and
+//! office's change-number feed and pseudonym secret in `central`, the batched catalog
+//! facts of a connect-time summary in `summary`, and online backup and
 //! restore of a SQLite store in `backup` (PostgreSQL: pg_dump/PITR, docs/operations.md).
 //! Nothing above this module writes SQL.
 //!
@@ -24,6 +25,7 @@ pub mod central;
 pub mod changes;
 pub mod crypto;
 pub mod documents;
+pub mod summary;
 
 use std::str::FromStr;
 use std::time::Duration;
@@ -36,7 +38,8 @@ use crate::error::Error;
 
 pub use accounts::{TokenInfo, UserInfo};
 pub use changes::RemoteChange;
-pub use documents::{CatalogEntry, Provenance, StoredDocument};
+pub use documents::{heads_text, CatalogEntry, Provenance, StoredDocument};
+pub use summary::SummaryFacts;
 
 /// One database, on either engine.
 #[derive(Clone, Debug)]

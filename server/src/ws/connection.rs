@@ -7,7 +7,7 @@
 //! whenever the hub marks a document dirty — for this peer's own writes as for
 //! everyone else's.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -17,7 +17,10 @@ use axum::extract::ws::{CloseFrame, Message as WsMessage, WebSocket};
 use futures_util::{SinkExt, StreamExt};
 use sync_core::engine::{PeerSync, Rejected};
 use sync_core::policy::{self, Access, Principal};
-use sync_core::protocol::{self, encode_heads, DocumentId, HeadsAtTime, Message, PeerMetadata};
+use sync_core::protocol::{
+    self, encode_heads, DocumentId, HeadsAtTime, Message, PeerMetadata, SUMMARY_CAPABILITY,
+    SUMMARY_VERSION,
+};
 use sync_core::schema;
 use tokio::sync::mpsc;
 
@@ -25,7 +28,7 @@ use crate::app::{AppState, UserSlot};
 use crate::audit::{AuditAction, AuditEvent};
 use crate::hub::{ConnSignal, DocEntry};
 use crate::metrics as m;
-use crate::store::{now, CatalogEntry};
+use crate::store::{heads_text, now, CatalogEntry};
 
 /// Frames buffered towards a slow peer before the reader waits (backpressure).
 const OUTBOX: usize = 64;
@@ -90,6 +93,7 @@ pub async fn run(
         peer: None,
         engine: PeerSync::new(),
         open: HashMap::new(),
+        watched: HashSet::new(),
         pending: HashMap::new(),
         told_heads: HashMap::new(),
         signal,
@@ -179,6 +183,9 @@ struct Connection {
     engine: PeerSync,
     /// Documents this peer syncs and may read; we are subscribed to each.
     open: HashMap<DocumentId, Arc<DocEntry>>,
+    /// Documents the peer holds in sync per its summary, not loaded: registered with
+    /// the hub's watchers, opened on their first change (see `open_watched`).
+    watched: HashSet<DocumentId>,
     /// Documents the peer is creating: unknown ids it sent `sync` for, not yet valid.
     pending: HashMap<DocumentId, Automerge>,
     /// Committed heads we last acknowledged to this peer, per document.
@@ -323,6 +330,10 @@ impl Connection {
                 document_id, data, ..
             } => self.on_sync(document_id, &data, false).await,
             Message::Ephemeral { document_id, .. } => {
+                // A watched document is opened first (that re-checks read access).
+                if self.watched.contains(&document_id) {
+                    self.open_watched(document_id).await;
+                }
                 // Only relayed within a document the sender may read (it is open).
                 if let Some(entry) = self.open.get(&document_id) {
                     entry.relay_ephemeral(self.conn_id, &msg);
@@ -350,6 +361,25 @@ impl Connection {
             Message::Peer { .. } => {
                 self.send_error("`peer` is the server's answer; clients send `join`")
                     .await;
+                Flow::Continue
+            }
+            Message::Summary { documents, .. } => {
+                if self.summary_negotiated() {
+                    self.on_summary(documents).await
+                } else {
+                    m::rejected("summary-not-negotiated");
+                    self.send_error(&format!(
+                        "`buurtsync-summary` needs the capability announced in join: peerMetadata.buurtsync = {{\"{SUMMARY_CAPABILITY}\": {SUMMARY_VERSION}}}"
+                    ))
+                    .await;
+                    Flow::Continue
+                }
+            }
+            Message::SummaryAnswer { .. } => {
+                self.send_error(
+                    "`buurtsync-summary-answer` is the server's answer; clients send `buurtsync-summary`",
+                )
+                .await;
                 Flow::Continue
             }
         }
@@ -406,10 +436,31 @@ impl Connection {
             peer_metadata: Some(PeerMetadata {
                 storage_id: Some(self.state.storage_id.clone()),
                 is_ephemeral: Some(false),
+                // Extensions only to a peer that announced its own (our clients):
+                // everyone else sees exactly automerge-repo's `peer`.
+                capabilities: self.peer_capabilities(),
             }),
             selected_protocol_version: protocol::PROTOCOL_VERSION.into(),
         })
         .await;
+    }
+
+    /// The capabilities we answer with: `None` unless the join carried the
+    /// `buurtsync` key; then those of the peer's we speak (possibly none).
+    fn peer_capabilities(&self) -> Option<BTreeMap<String, u64>> {
+        let asked = self.peer.as_ref()?.metadata.capabilities.as_ref()?;
+        let mut ours = BTreeMap::new();
+        if asked.get(SUMMARY_CAPABILITY) == Some(&SUMMARY_VERSION) {
+            ours.insert(SUMMARY_CAPABILITY.to_owned(), SUMMARY_VERSION);
+        }
+        Some(ours)
+    }
+
+    /// Whether the peer asked for the summary extension (and so got it).
+    fn summary_negotiated(&self) -> bool {
+        self.peer
+            .as_ref()
+            .is_some_and(|p| p.metadata.supports(SUMMARY_CAPABILITY, SUMMARY_VERSION))
     }
 
     /// Notes an audit event about a document for this connection's user and device.
@@ -529,6 +580,9 @@ impl Connection {
     async fn open_entry(&mut self, entry: Arc<DocEntry>) {
         let id = entry.id();
         entry.subscribe(&self.signal);
+        if self.watched.remove(&id) {
+            self.state.hub.unwatch(id, self.conn_id);
+        }
         if !self.engine.has(&id) {
             let persisted = match self.persistent_storage() {
                 Some(storage) => self
@@ -797,10 +851,203 @@ impl Connection {
         }
     }
 
+    /// A `buurtsync-summary` frame: the heads of documents the peer holds. Answered
+    /// from the catalog in one query, without loading documents: those whose committed
+    /// heads equal the peer's are listed in the answer and watched; the others are
+    /// opened and get a sync message (flush), exactly as if the peer had sent `sync`;
+    /// unknown and unreadable ones get `doc-unavailable` (and the same audit) as a
+    /// `request` would.
+    async fn on_summary(&mut self, documents: BTreeMap<DocumentId, Vec<ChangeHash>>) -> Flow {
+        let started = Instant::now();
+        let mut in_sync = Vec::new();
+        let mut to_open = Vec::new();
+        // Documents in an active session (or being created) just carry on.
+        let asked: Vec<DocumentId> = documents
+            .keys()
+            .filter(|id| !self.open.contains_key(id) && !self.pending.contains_key(id))
+            .copied()
+            .collect();
+        for id in documents.keys().filter(|id| self.open.contains_key(id)) {
+            self.signal.mark(*id);
+        }
+        // Watch before reading the catalog: a commit after the read then still
+        // reaches us (its announce comes after its commit).
+        for id in &asked {
+            self.state.hub.watch(*id, &self.signal);
+        }
+        let facts = match self.state.store.summary_facts(&asked).await {
+            Ok(facts) => facts,
+            Err(e) => {
+                tracing::error!(conn = self.conn_id, error = %e, "reading the catalog for a summary failed");
+                for id in &asked {
+                    if !self.watched.contains(id) {
+                        self.state.hub.unwatch(*id, self.conn_id);
+                    }
+                }
+                self.send_error("the summary cannot be answered right now; try again later")
+                    .await;
+                return Flow::Continue;
+            }
+        };
+        for id in asked {
+            let Some(f) = facts.get(&id) else {
+                // Unknown (or erased): exactly what a `request` for it gets.
+                self.unwatch(id);
+                self.send_unavailable(id).await;
+                continue;
+            };
+            // A loaded copy knows the freshest committed hand-over flag.
+            let loaded = self.state.hub.loaded_entry(id);
+            let doc_facts = match &loaded {
+                Some(entry) => entry.facts(),
+                None => policy::DocFacts {
+                    partition: &f.partition,
+                    handed_over: f.handed_over,
+                },
+            };
+            if let Err(reason) = policy::decide(&self.principal, doc_facts, Access::Read) {
+                tracing::info!(conn = self.conn_id, user = %self.principal.user_id, %id, %reason, "read denied");
+                self.record(
+                    AuditAction::Denied,
+                    id,
+                    Some(&f.partition),
+                    &format!("read: {reason}"),
+                );
+                self.unwatch(id);
+                self.send_unavailable(id).await;
+                continue;
+            }
+            let theirs = &documents[&id];
+            if f.heads.as_deref() == Some(heads_text(theirs).as_str()) && !theirs.is_empty() {
+                self.watched.insert(id);
+                in_sync.push(id);
+            } else {
+                self.unwatch(id);
+                to_open.push(id);
+            }
+        }
+        metrics::counter!(m::SUMMARY_DOCUMENTS, "answer" => "in-sync")
+            .increment(in_sync.len() as u64);
+        metrics::counter!(m::SUMMARY_DOCUMENTS, "answer" => "changed")
+            .increment(to_open.len() as u64);
+        self.send(Message::SummaryAnswer {
+            sender_id: self.state.peer_id.clone(),
+            target_id: self.peer_id(),
+            in_sync,
+        })
+        .await;
+        for id in to_open {
+            self.open_for_sync(id).await;
+        }
+        tracing::debug!(conn = self.conn_id, elapsed = ?started.elapsed(), "summary answered");
+        Flow::Continue
+    }
+
+    /// Stops watching `id` (hub and our set).
+    fn unwatch(&mut self, id: DocumentId) {
+        self.watched.remove(&id);
+        self.state.hub.unwatch(id, self.conn_id);
+    }
+
+    /// Opens a document the peer holds but not at our heads, and marks it so `flush`
+    /// sends our sync message (from the resumed sync state).
+    async fn open_for_sync(&mut self, id: DocumentId) {
+        match self.state.hub.get(id).await {
+            Ok(Some(entry)) => match policy::decide(&self.principal, entry.facts(), Access::Read) {
+                Ok(()) => {
+                    self.open_entry(entry).await;
+                    self.signal.mark(id);
+                }
+                Err(reason) => {
+                    tracing::info!(conn = self.conn_id, user = %self.principal.user_id, %id, %reason, "read denied");
+                    let partition = entry.catalog.partition.clone();
+                    self.record(
+                        AuditAction::Denied,
+                        id,
+                        Some(&partition),
+                        &format!("read: {reason}"),
+                    );
+                    drop(entry);
+                    self.state.hub.release(id);
+                    self.send_unavailable(id).await;
+                }
+            },
+            Ok(None) => self.send_unavailable(id).await,
+            Err(e) => {
+                tracing::error!(conn = self.conn_id, %id, error = %e, "loading document failed");
+                self.send_error(&format!(
+                    "document {id} cannot be served right now; try again later"
+                ))
+                .await;
+            }
+        }
+    }
+
+    /// A watched document changed (or the peer addressed it): open it, re-checking
+    /// read access. Access that ended closes it like an open document's. A load
+    /// error leaves it watched, so a later change tries again.
+    async fn open_watched(&mut self, id: DocumentId) {
+        match self.state.hub.get(id).await {
+            Ok(Some(entry)) => {
+                if policy::decide(&self.principal, entry.facts(), Access::Read).is_ok() {
+                    self.open_entry(entry).await;
+                } else {
+                    drop(entry);
+                    self.state.hub.release(id);
+                    self.close_document(id).await;
+                }
+            }
+            Ok(None) => self.close_document(id).await,
+            Err(e) => {
+                tracing::error!(conn = self.conn_id, %id, error = %e, "loading a watched document failed");
+            }
+        }
+    }
+
+    /// Grants changed: re-decide read access for every watched document from the
+    /// catalog (one query), closing those no longer readable.
+    async fn recheck_watched(&mut self) {
+        if self.watched.is_empty() {
+            return;
+        }
+        let ids: Vec<DocumentId> = self.watched.iter().copied().collect();
+        let facts = match self.state.store.summary_facts(&ids).await {
+            Ok(facts) => facts,
+            Err(e) => {
+                // Cannot tell: open them all, so flush re-checks each one.
+                tracing::warn!(conn = self.conn_id, error = %e, "could not re-check watched documents");
+                for id in ids {
+                    self.signal.mark(id);
+                }
+                return;
+            }
+        };
+        for id in ids {
+            let readable = facts.get(&id).is_some_and(|f| {
+                let loaded = self.state.hub.loaded_entry(id);
+                let doc_facts = match &loaded {
+                    Some(entry) => entry.facts(),
+                    None => policy::DocFacts {
+                        partition: &f.partition,
+                        handed_over: f.handed_over,
+                    },
+                };
+                policy::decide(&self.principal, doc_facts, Access::Read).is_ok()
+            });
+            if !readable {
+                self.close_document(id).await;
+            }
+        }
+    }
+
     /// Sends what each dirty document needs: a sync message, and the committed heads
     /// (`remote-heads-changed` with our storageId) when they moved.
     async fn flush(&mut self) -> Flow {
         for id in self.signal.take() {
+            if self.watched.contains(&id) && !self.open.contains_key(&id) {
+                // A change to a document the peer holds in sync: open it now.
+                self.open_watched(id).await;
+            }
             let still_readable = self
                 .open
                 .get(&id)
@@ -888,6 +1135,9 @@ impl Connection {
             drop(entry);
             self.state.hub.release(id);
         }
+        if self.watched.remove(&id) {
+            self.state.hub.unwatch(id, self.conn_id);
+        }
         self.told_heads.remove(&id);
         tracing::info!(conn = self.conn_id, user = %self.principal.user_id, %id, "access to open document ended");
         self.record(
@@ -906,7 +1156,8 @@ impl Connection {
         match store.live_token_user(&self.token_id).await {
             Ok(Some(user)) => match store.principal(&user).await {
                 Ok(principal) => {
-                    let open: Vec<DocumentId> = self.open.keys().copied().collect();
+                    let mut open: Vec<DocumentId> = self.open.keys().copied().collect();
+                    open.extend(self.watched.iter().copied());
                     match store.erased_among(&open).await {
                         Ok(erased) => {
                             for id in erased {
@@ -923,6 +1174,7 @@ impl Connection {
                         for id in self.open.keys() {
                             self.signal.mark(*id);
                         }
+                        self.recheck_watched().await;
                     }
                     Flow::Continue
                 }
@@ -933,7 +1185,8 @@ impl Connection {
             },
             Ok(None) => {
                 tracing::info!(conn = self.conn_id, user = %self.principal.user_id, token = %self.token_id, "token revoked or expired; closing");
-                let ids: Vec<DocumentId> = self.open.keys().copied().collect();
+                let mut ids: Vec<DocumentId> = self.open.keys().copied().collect();
+                ids.extend(self.watched.iter().copied());
                 for id in ids {
                     self.close_document(id).await;
                 }
@@ -1052,6 +1305,9 @@ impl Connection {
             entry.unsubscribe(self.conn_id);
             drop(entry);
             self.state.hub.release(id);
+        }
+        for id in self.watched.drain() {
+            self.state.hub.unwatch(id, self.conn_id);
         }
         tracing::info!(conn = self.conn_id, user = %self.principal.user_id, "peer disconnected");
     }

@@ -9,8 +9,13 @@ use std::collections::BTreeMap;
 
 use ciborium::Value;
 
-use super::ids::DocumentId;
-use super::message::{HeadsAtTime, Message, PeerMetadata, PROTOCOL_VERSION};
+use automerge::ChangeHash;
+
+use super::ids::{decode_heads, encode_heads, DocumentId};
+use super::message::{
+    HeadsAtTime, Message, PeerMetadata, CAPABILITIES_KEY, MAX_SUMMARY_DOCUMENTS, MAX_SUMMARY_HEADS,
+    PROTOCOL_VERSION,
+};
 
 /// No real message nests deeper than 5 levels; 16 leaves room and bounds recursion.
 pub const MAX_NESTING: usize = 16;
@@ -35,6 +40,8 @@ pub enum DecodeError {
     UnknownType(String),
     #[error("field `documentId`: {0}")]
     DocumentId(String),
+    #[error("field `{field}` holds more than {max} entries")]
+    TooMany { field: &'static str, max: usize },
 }
 
 /// Decodes one frame into a message.
@@ -126,6 +133,23 @@ pub fn decode(bytes: &[u8]) -> Result<Message, DecodeError> {
                     .get("newHeads")
                     .ok_or(DecodeError::MissingField("newHeads"))?,
             )?,
+        },
+        "buurtsync-summary" => Message::Summary {
+            sender_id: fields.text("senderId")?,
+            target_id: fields.text("targetId")?,
+            documents: summary_documents(
+                fields
+                    .get("documents")
+                    .ok_or(DecodeError::MissingField("documents"))?,
+            )?,
+        },
+        "buurtsync-summary-answer" => Message::SummaryAnswer {
+            sender_id: fields.text("senderId")?,
+            target_id: fields.text("targetId")?,
+            in_sync: match fields.get("inSync") {
+                None => Vec::new(),
+                Some(v) => id_list(v, "inSync")?,
+            },
         },
         other => return Err(DecodeError::UnknownType(truncate(other))),
     };
@@ -256,6 +280,36 @@ pub fn encode(msg: &Message) -> Vec<u8> {
                 })
                 .collect();
             put("newHeads", Value::Map(heads));
+        }
+        Message::Summary {
+            sender_id,
+            target_id,
+            documents,
+        } => {
+            put("senderId", text(sender_id));
+            put("targetId", text(target_id));
+            let docs = documents
+                .iter()
+                .map(|(id, heads)| {
+                    (
+                        text(id.to_string()),
+                        Value::Array(encode_heads(heads).iter().map(text).collect()),
+                    )
+                })
+                .collect();
+            put("documents", Value::Map(docs));
+        }
+        Message::SummaryAnswer {
+            sender_id,
+            target_id,
+            in_sync,
+        } => {
+            put("senderId", text(sender_id));
+            put("targetId", text(target_id));
+            put(
+                "inSync",
+                Value::Array(in_sync.iter().map(|id| text(id.to_string())).collect()),
+            );
         }
     }
     let mut out = Vec::new();
@@ -408,6 +462,7 @@ fn peer_metadata(v: &Value) -> Result<PeerMetadata, DecodeError> {
     };
     let fields = Fields(entries.clone());
     Ok(PeerMetadata {
+        capabilities: fields.get(CAPABILITIES_KEY).map(capabilities).transpose()?,
         storage_id: fields.opt_text("storageId")?,
         is_ephemeral: match fields.get("isEphemeral") {
             None => None,
@@ -430,7 +485,87 @@ fn encode_metadata(meta: &PeerMetadata) -> Value {
     if let Some(e) = meta.is_ephemeral {
         m.push((text("isEphemeral"), Value::Bool(e)));
     }
+    if let Some(caps) = &meta.capabilities {
+        let caps = caps
+            .iter()
+            .map(|(name, version)| (text(name), js_number(*version)))
+            .collect();
+        m.push((text(CAPABILITIES_KEY), Value::Map(caps)));
+    }
     Value::Map(m)
+}
+
+/// `peerMetadata.buurtsync`: a map of capability name to version number.
+fn capabilities(v: &Value) -> Result<BTreeMap<String, u64>, DecodeError> {
+    const FIELD: &str = "peerMetadata.buurtsync";
+    let wrong = DecodeError::WrongType {
+        field: FIELD,
+        expected: "a map of capability name to version number",
+    };
+    let Value::Map(entries) = v else {
+        return Err(wrong);
+    };
+    if entries.len() > 64 {
+        return Err(DecodeError::TooMany {
+            field: FIELD,
+            max: 64,
+        });
+    }
+    entries
+        .iter()
+        .map(|(k, v)| match k {
+            Value::Text(name) => Ok((truncate(name), as_uint(v, FIELD)?)),
+            _ => Err(wrong.clone()),
+        })
+        .collect()
+}
+
+/// `documents` of a summary: a map of documentId to an array of bs58check heads.
+fn summary_documents(v: &Value) -> Result<BTreeMap<DocumentId, Vec<ChangeHash>>, DecodeError> {
+    const FIELD: &str = "documents";
+    let wrong = DecodeError::WrongType {
+        field: FIELD,
+        expected: "a map of documentId to an array of bs58check change hashes",
+    };
+    let Value::Map(entries) = v else {
+        return Err(wrong);
+    };
+    if entries.len() > MAX_SUMMARY_DOCUMENTS {
+        return Err(DecodeError::TooMany {
+            field: FIELD,
+            max: MAX_SUMMARY_DOCUMENTS,
+        });
+    }
+    let mut out = BTreeMap::new();
+    for (k, v) in entries {
+        let Value::Text(id) = k else {
+            return Err(wrong);
+        };
+        let id: DocumentId = id
+            .parse()
+            .map_err(|e: super::InvalidDocumentId| DecodeError::DocumentId(e.0))?;
+        let heads = text_list(v, FIELD)?;
+        if heads.len() > MAX_SUMMARY_HEADS {
+            return Err(DecodeError::TooMany {
+                field: "documents (heads of one document)",
+                max: MAX_SUMMARY_HEADS,
+            });
+        }
+        let heads = decode_heads(&heads).ok_or_else(|| wrong.clone())?;
+        out.insert(id, heads);
+    }
+    Ok(out)
+}
+
+/// An array of documentId strings.
+fn id_list(v: &Value, field: &'static str) -> Result<Vec<DocumentId>, DecodeError> {
+    text_list(v, field)?
+        .iter()
+        .map(|s| {
+            s.parse()
+                .map_err(|e: super::InvalidDocumentId| DecodeError::DocumentId(e.0))
+        })
+        .collect()
 }
 
 fn new_heads(v: &Value) -> Result<BTreeMap<String, HeadsAtTime>, DecodeError> {
@@ -502,6 +637,7 @@ mod tests {
                 peer_metadata: Some(PeerMetadata {
                     storage_id: Some("st".into()),
                     is_ephemeral: Some(false),
+                    capabilities: None,
                 }),
                 supported_protocol_versions: vec!["1".into()],
             },
@@ -553,6 +689,26 @@ mod tests {
                 target_id: s(),
                 document_id: doc(),
                 new_heads: heads,
+            },
+            Message::Summary {
+                sender_id: s(),
+                target_id: t(),
+                documents: [
+                    (doc(), vec![ChangeHash([1; 32]), ChangeHash([2; 32])]),
+                    (DocumentId::from_bytes([3; 16]), vec![]),
+                ]
+                .into_iter()
+                .collect(),
+            },
+            Message::SummaryAnswer {
+                sender_id: t(),
+                target_id: s(),
+                in_sync: vec![doc()],
+            },
+            Message::Join {
+                sender_id: s(),
+                peer_metadata: Some(PeerMetadata::default().with_summary()),
+                supported_protocol_versions: vec!["1".into()],
             },
         ]
     }
@@ -637,6 +793,7 @@ mod tests {
                 peer_metadata: Some(PeerMetadata {
                     storage_id: Some("st".into()),
                     is_ephemeral: None,
+                    capabilities: None,
                 }),
                 supported_protocol_versions: vec!["1".into()],
             },
@@ -774,6 +931,110 @@ mod tests {
             .find(|(k, _)| *k == text("documentId"))
             .map(|(_, v)| v.clone());
         assert_eq!(doc_id, Some(text(doc().to_string())));
+    }
+
+    /// The `buurtsync` metadata key: decoded into capabilities (unknown ones kept, so
+    /// the server can answer what it speaks), absent when not sent, never written for
+    /// metadata without it (automerge-repo clients see the plain `peer`), and a
+    /// malformed value is an error naming it.
+    #[test]
+    fn capabilities_in_peer_metadata() {
+        let join = |meta: Value| {
+            cbor(map(vec![
+                ("type", text("join")),
+                ("senderId", text("a")),
+                ("peerMetadata", meta),
+            ]))
+        };
+        let meta = |msg: Result<Message, DecodeError>| match msg {
+            Ok(Message::Join { peer_metadata, .. }) => Ok(peer_metadata.expect("metadata")),
+            Ok(other) => panic!("not a join: {other:?}"),
+            Err(e) => Err(e),
+        };
+        let with = meta(decode(&join(map(vec![
+            ("storageId", text("st")),
+            (
+                "buurtsync",
+                map(vec![
+                    ("summary", Value::Integer(1.into())),
+                    ("teleport", Value::Float(3.0)),
+                ]),
+            ),
+            ("someoneElses", text("ignored")),
+        ]))))
+        .expect("decodes");
+        assert!(with.supports("summary", 1));
+        assert!(!with.supports("summary", 2));
+        assert_eq!(
+            with.capabilities.as_ref().and_then(|c| c.get("teleport")),
+            Some(&3)
+        );
+        let without = meta(decode(&join(map(vec![("storageId", text("st"))])))).expect("decodes");
+        assert_eq!(without.capabilities, None);
+        assert!(!without.supports("summary", 1));
+        let bad = meta(decode(&join(map(vec![("buurtsync", text("summary"))]))));
+        assert!(
+            matches!(
+                bad,
+                Err(DecodeError::WrongType {
+                    field: "peerMetadata.buurtsync",
+                    ..
+                })
+            ),
+            "{bad:?}"
+        );
+        // Encoding metadata without capabilities writes only the automerge-repo keys.
+        let plain = encode_metadata(&PeerMetadata {
+            storage_id: Some("st".into()),
+            is_ephemeral: Some(false),
+            capabilities: None,
+        });
+        assert_eq!(
+            plain,
+            map(vec![
+                ("storageId", text("st")),
+                ("isEphemeral", Value::Bool(false))
+            ])
+        );
+    }
+
+    /// A device's summary is split into frames of at most `MAX_SUMMARY_DOCUMENTS`,
+    /// each of which decodes again; more than that in one frame is refused.
+    #[test]
+    fn summary_frames_split_and_round_trip() {
+        use crate::protocol::{summary_frames, MAX_SUMMARY_DOCUMENTS};
+        let docs: Vec<(DocumentId, Vec<ChangeHash>)> = (0..2 * MAX_SUMMARY_DOCUMENTS + 5)
+            .map(|i| {
+                let mut id = [0u8; 16];
+                id[..8].copy_from_slice(&(i as u64).to_le_bytes());
+                (DocumentId::from_bytes(id), vec![ChangeHash([i as u8; 32])])
+            })
+            .collect();
+        let frames = summary_frames("dev", "server", docs.clone());
+        assert_eq!(frames.len(), 3);
+        let mut seen = 0;
+        for frame in &frames {
+            let Message::Summary { documents, .. } = decode(&encode(frame)).expect("decodes")
+            else {
+                panic!("not a summary")
+            };
+            assert!(documents.len() <= MAX_SUMMARY_DOCUMENTS);
+            seen += documents.len();
+        }
+        assert_eq!(seen, docs.len());
+        assert!(summary_frames("dev", "server", Vec::new()).is_empty());
+        let too_big = Message::Summary {
+            sender_id: "dev".into(),
+            target_id: "server".into(),
+            documents: docs.into_iter().collect(),
+        };
+        assert!(matches!(
+            decode(&encode(&too_big)),
+            Err(DecodeError::TooMany {
+                field: "documents",
+                ..
+            })
+        ));
     }
 
     /// Millisecond timestamps go out as float64 like cbor-x writes them (a 64-bit CBOR

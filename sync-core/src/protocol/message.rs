@@ -5,10 +5,26 @@
 
 use std::collections::BTreeMap;
 
+use automerge::ChangeHash;
+
 use super::ids::DocumentId;
 
 /// The only protocol version there is; a join that offers no version means this one.
 pub const PROTOCOL_VERSION: &str = "1";
+
+/// The `peerMetadata` key under which buurtsync peers announce their extensions of the
+/// protocol (capability name → version). automerge-repo ignores unknown metadata keys,
+/// and the server answers with this key only to a join that carried it.
+pub const CAPABILITIES_KEY: &str = "buurtsync";
+/// The connect-time summary extension (`buurtsync-summary` / `buurtsync-summary-answer`).
+pub const SUMMARY_CAPABILITY: &str = "summary";
+/// The version of the summary extension this codec speaks.
+pub const SUMMARY_VERSION: u64 = 1;
+/// Documents in one `buurtsync-summary` frame; a device holding more sends several.
+/// Bounds the work one frame can ask of the server.
+pub const MAX_SUMMARY_DOCUMENTS: usize = 1000;
+/// Heads of one document in a summary; real documents have a handful.
+pub const MAX_SUMMARY_HEADS: usize = 256;
 
 /// What a peer tells about itself in `join` / `peer`.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -17,6 +33,28 @@ pub struct PeerMetadata {
     pub storage_id: Option<String>,
     /// An ephemeral peer keeps nothing; there is no point persisting sync state for it.
     pub is_ephemeral: Option<bool>,
+    /// buurtsync extensions the peer speaks (wire key [`CAPABILITIES_KEY`]):
+    /// capability name → version. `None`: the peer did not say (every third-party
+    /// client), and then it is never sent an extension message.
+    pub capabilities: Option<BTreeMap<String, u64>>,
+}
+
+impl PeerMetadata {
+    /// Whether the peer announced `capability` at exactly `version`.
+    pub fn supports(&self, capability: &str, version: u64) -> bool {
+        self.capabilities
+            .as_ref()
+            .and_then(|c| c.get(capability))
+            .is_some_and(|v| *v == version)
+    }
+
+    /// Metadata announcing the summary extension, for our own clients' `join`.
+    pub fn with_summary(mut self) -> Self {
+        self.capabilities
+            .get_or_insert_with(BTreeMap::new)
+            .insert(SUMMARY_CAPABILITY.to_owned(), SUMMARY_VERSION);
+        self
+    }
 }
 
 /// The heads a storage holds of one document, with the sender's clock in ms.
@@ -89,6 +127,23 @@ pub enum Message {
         document_id: DocumentId,
         new_heads: BTreeMap<String, HeadsAtTime>,
     },
+    /// buurtsync extension (only after both sides announced [`SUMMARY_CAPABILITY`]):
+    /// the heads of documents the device holds, so the server syncs only those that
+    /// differ. Wire type `buurtsync-summary`.
+    Summary {
+        sender_id: String,
+        target_id: String,
+        documents: BTreeMap<DocumentId, Vec<ChangeHash>>,
+    },
+    /// buurtsync extension: the server's answer to one `Summary` frame: the documents
+    /// whose committed heads equal the device's (in sync, and watched for live
+    /// changes). The others get a `sync` message or `doc-unavailable`, as a request
+    /// would. Wire type `buurtsync-summary-answer`.
+    SummaryAnswer {
+        sender_id: String,
+        target_id: String,
+        in_sync: Vec<DocumentId>,
+    },
 }
 
 impl Message {
@@ -105,6 +160,8 @@ impl Message {
             Message::Ephemeral { .. } => "ephemeral",
             Message::RemoteSubscriptionChange { .. } => "remote-subscription-change",
             Message::RemoteHeadsChanged { .. } => "remote-heads-changed",
+            Message::Summary { .. } => "buurtsync-summary",
+            Message::SummaryAnswer { .. } => "buurtsync-summary-answer",
         }
     }
 
@@ -119,4 +176,34 @@ impl Message {
             _ => None,
         }
     }
+}
+
+/// The `buurtsync-summary` frames for `documents` (id → heads), at most
+/// [`MAX_SUMMARY_DOCUMENTS`] to a frame. Empty input gives no frame.
+pub fn summary_frames(
+    sender_id: &str,
+    target_id: &str,
+    documents: impl IntoIterator<Item = (DocumentId, Vec<ChangeHash>)>,
+) -> Vec<Message> {
+    let mut frames = Vec::new();
+    let mut current = BTreeMap::new();
+    for (id, mut heads) in documents {
+        heads.sort();
+        heads.truncate(MAX_SUMMARY_HEADS);
+        current.insert(id, heads);
+        if current.len() == MAX_SUMMARY_DOCUMENTS {
+            frames.push(std::mem::take(&mut current));
+        }
+    }
+    if !current.is_empty() {
+        frames.push(current);
+    }
+    frames
+        .into_iter()
+        .map(|documents| Message::Summary {
+            sender_id: sender_id.to_owned(),
+            target_id: target_id.to_owned(),
+            documents,
+        })
+        .collect()
 }

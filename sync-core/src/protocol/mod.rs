@@ -9,4 +9,7 @@ pub mod message;
 
 pub use codec::{decode, encode, DecodeError, MAX_NESTING};
 pub use ids::{decode_heads, encode_heads, DocumentId, InvalidDocumentId};
-pub use message::{HeadsAtTime, Message, PeerMetadata, PROTOCOL_VERSION};
+pub use message::{
+    summary_frames, HeadsAtTime, Message, PeerMetadata, CAPABILITIES_KEY, MAX_SUMMARY_DOCUMENTS,
+    MAX_SUMMARY_HEADS, PROTOCOL_VERSION, SUMMARY_CAPABILITY, SUMMARY_VERSION,
+};
