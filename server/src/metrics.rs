@@ -57,7 +57,9 @@ pub fn install() -> PrometheusHandle {
             let batch = [1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0];
             let builder = PrometheusBuilder::new()
                 .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), &buckets)
-                .and_then(|b| b.set_buckets_for_metric(Matcher::Full(STORE_BATCH_JOBS.into()), &batch))
+                .and_then(|b| {
+                    b.set_buckets_for_metric(Matcher::Full(STORE_BATCH_JOBS.into()), &batch)
+                })
                 .unwrap_or_else(|_| PrometheusBuilder::new());
             let recorder = builder.build_recorder();
             let handle = recorder.handle();

@@ -180,7 +180,11 @@ async fn concurrent_writes_land_each_with_its_own_outcome(backend: Backend) {
     // Each caller got its own seq: all distinct; the racing pairs stored their chunk once.
     let distinct: std::collections::HashSet<i64> = seqs.iter().copied().collect();
     assert_eq!(distinct.len(), seqs.len(), "every append got its own seq");
-    assert_eq!(seqs.len(), appends + DOCS, "each racing pair: one Some, one None");
+    assert_eq!(
+        seqs.len(),
+        appends + DOCS,
+        "each racing pair: one Some, one None"
+    );
     for (id, _) in &docs {
         let stored = store.load_document(id).await.expect("load").expect("doc");
         assert_eq!(
