@@ -122,26 +122,32 @@ pub async fn run(settings: Settings) -> Result<Report, Error> {
             let mut probe_docs = Vec::new();
             // Build every document first (CPU only), then connect: a server that pings
             // (automerge-repo drops peers silent for 5 s) must not see us go quiet.
+            // Seconds of CPU per wijk: off the async workers (`block_in_place`), or a
+            // wijk that is already connecting waits behind them for its handshake and
+            // the server closes it ("Handshake not finished") on a loaded machine.
             let total = plans + probe_plans + acts;
-            let mut built = Vec::with_capacity(total);
-            for k in 0..total {
-                let is_plan = k < plans + probe_plans;
-                let doc = if is_plan {
-                    workload::new_plan(&wijk, k, history, &mut dev.rng)
-                } else {
-                    workload::new_activiteit(&wijk, k, history, &mut dev.rng)
+            let built = tokio::task::block_in_place(|| {
+                let mut built = Vec::with_capacity(total);
+                for k in 0..total {
+                    let is_plan = k < plans + probe_plans;
+                    let doc = if is_plan {
+                        workload::new_plan(&wijk, k, history, &mut dev.rng)
+                    } else {
+                        workload::new_activiteit(&wijk, k, history, &mut dev.rng)
+                    }
+                    .map_err(|e| Error::Setup(e.to_string()))?;
+                    let id = DocumentId::random();
+                    if k < plans {
+                        docs.plans.push(id);
+                    } else if is_plan {
+                        probe_docs.push(id);
+                    } else {
+                        docs.activiteiten.push(id);
+                    }
+                    built.push((id, doc, is_plan));
                 }
-                .map_err(|e| Error::Setup(e.to_string()))?;
-                let id = DocumentId::random();
-                if k < plans {
-                    docs.plans.push(id);
-                } else if is_plan {
-                    probe_docs.push(id);
-                } else {
-                    docs.activiteiten.push(id);
-                }
-                built.push((id, doc, is_plan));
-            }
+                Ok::<_, Error>(built)
+            })?;
             dev.connect(&probe).await.map_err(Error::Setup)?;
             // In batches: a server may limit how many creations one connection has
             // in flight (ours: 256).
