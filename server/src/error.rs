@@ -41,6 +41,9 @@ pub enum Error {
     Wijk(#[from] sync_core::partition::InvalidWijkId),
     #[error("i/o: {0}")]
     Io(#[from] std::io::Error),
+    /// The SQLite group writer (`store::group`) is gone: the runtime is shutting down.
+    #[error("the store's writer has stopped")]
+    WriterStopped,
 }
 
 impl IntoResponse for Error {

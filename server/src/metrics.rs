@@ -33,6 +33,9 @@ pub const BYTES_OUT: &str = "buurtsync_bytes_out_total";
 pub const SYNC_LATENCY: &str = "buurtsync_sync_latency_seconds";
 /// Store operations, by `op` (`load`, `commit`, `create`), seconds (histogram).
 pub const STORE_LATENCY: &str = "buurtsync_store_latency_seconds";
+/// Jobs (chunk appends, audit appends) per SQLite group commit (histogram): above 1
+/// when the writer batches concurrent writes into one transaction and one fsync.
+pub const STORE_BATCH_JOBS: &str = "buurtsync_store_batch_jobs";
 /// Messages or connections refused, by `reason` (counter).
 pub const REJECTED: &str = "buurtsync_rejected_total";
 /// Committed changes per partition, by `wijk` and `kind` (counter).
@@ -58,8 +61,12 @@ pub fn install() -> PrometheusHandle {
                 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
                 10.0,
             ];
+            let batch = [1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0];
             let builder = PrometheusBuilder::new()
                 .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), &buckets)
+                .and_then(|b| {
+                    b.set_buckets_for_metric(Matcher::Full(STORE_BATCH_JOBS.into()), &batch)
+                })
                 .unwrap_or_else(|_| PrometheusBuilder::new());
             let recorder = builder.build_recorder();
             let handle = recorder.handle();
@@ -97,6 +104,11 @@ fn describe() {
         "Sync payload received to committed"
     );
     describe_histogram!(STORE_LATENCY, Unit::Seconds, "Store operations, by op");
+    describe_histogram!(
+        STORE_BATCH_JOBS,
+        Unit::Count,
+        "Jobs per SQLite group commit (one transaction, one fsync)"
+    );
     describe_counter!(REJECTED, "Refused messages and connections, by reason");
     describe_counter!(WIJK_COMMITS, "Committed changes per partition (wijk, kind)");
     describe_counter!(WIJK_CREATED, "Documents created per partition (wijk, kind)");

@@ -6,7 +6,9 @@
 //! to, and on PostgreSQL several nodes append): SQLite runs each append in a
 //! `BEGIN IMMEDIATE` transaction, which takes the write lock before the last hash is
 //! read; PostgreSQL takes a transaction-scoped advisory lock first. Either way no two
-//! appends can chain from the same entry.
+//! appends can chain from the same entry. Within one server process, SQLite appends
+//! go through the group writer (`store::group`), which chains a batch's entries in one
+//! transaction in queue order.
 
 use sqlx::{ColumnIndex, Decode, Row, Type};
 
@@ -133,6 +135,15 @@ macro_rules! append_audit_in {
 }
 pub(crate) use append_audit_in;
 
+/// Appends `events` inside the SQLite write transaction (or savepoint) on `tx`: the
+/// group writer's audit-only job. The writer's transaction began `IMMEDIATE`.
+pub(crate) async fn append_in(
+    tx: &mut sqlx::SqliteConnection,
+    events: &[AuditEvent],
+) -> Result<Vec<AuditEntry>, Error> {
+    Ok(append_audit_in!(tx, false, events))
+}
+
 impl Store {
     /// Appends one event to the audit log and returns it as recorded.
     pub async fn audit(&self, event: &AuditEvent) -> Result<AuditEntry, Error> {
@@ -150,6 +161,11 @@ impl Store {
     async fn append_audit(&self, events: &[AuditEvent]) -> Result<Vec<AuditEntry>, Error> {
         if events.is_empty() {
             return Ok(Vec::new());
+        }
+        if let Some(writer) = self.writer() {
+            // SQLite: the group writer commits them with whatever else is queued, in
+            // its `BEGIN IMMEDIATE` transaction (one fsync for the batch).
+            return writer.audit(events.to_vec()).await;
         }
         let shared = self.is_shared();
         // SQLite: IMMEDIATE takes the write lock now, not at the INSERT. A deferred

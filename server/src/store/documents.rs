@@ -84,6 +84,54 @@ pub struct Provenance<'a> {
     pub audit: &'a [AuditEvent],
 }
 
+/// [`Provenance`] owned: what a chunk append waiting in the group writer's queue
+/// (`store::group`) records beside its chunk.
+#[derive(Debug, Clone, Default)]
+pub struct OwnedProvenance {
+    pub changes: Vec<String>,
+    pub author: Option<(String, String)>,
+    pub audit: Vec<AuditEvent>,
+}
+
+impl OwnedProvenance {
+    pub fn borrowed(&self) -> Provenance<'_> {
+        Provenance {
+            changes: &self.changes,
+            author: self
+                .author
+                .as_ref()
+                .map(|(user, device)| (user.as_str(), device.as_str())),
+            audit: &self.audit,
+        }
+    }
+}
+
+impl From<&Provenance<'_>> for OwnedProvenance {
+    fn from(prov: &Provenance<'_>) -> Self {
+        OwnedProvenance {
+            changes: prov.changes.to_vec(),
+            author: prov
+                .author
+                .map(|(user, device)| (user.to_owned(), device.to_owned())),
+            audit: prov.audit.to_vec(),
+        }
+    }
+}
+
+/// One sealed chunk to append with its provenance: a job for the SQLite group writer.
+#[derive(Debug)]
+pub(crate) struct ChunkAppend {
+    pub doc: String,
+    /// Content hash (keyed) and sealed bytes, as [`sealed`] made them.
+    pub hash: Vec<u8>,
+    pub data: Vec<u8>,
+    /// The catalog's committed heads become `heads` only if they were `base` (see
+    /// `Store::append_chunk_with`), as text (`heads_text`).
+    pub base: Option<String>,
+    pub heads: String,
+    pub prov: OwnedProvenance,
+}
+
 /// An erased document's tombstone.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Tombstone {
@@ -222,6 +270,41 @@ fn open_chunks(
         out.bytes.extend_from_slice(&data);
     }
     Ok(out)
+}
+
+/// Appends `job` inside the SQLite write transaction (or savepoint) on `tx`: chunk,
+/// provenance, and — when the chunk is new — the document's next change number. The
+/// group writer calls this once per job, in queue order, so change numbers and audit
+/// entries follow commit order as they did with one transaction per append.
+/// After an append: the catalog's committed heads become the new heads if they were the
+/// heads the writer started from, else unknown (another node appended meanwhile).
+const SET_HEADS: &str =
+    "UPDATE documents SET heads = CASE WHEN heads = $1 THEN $2 ELSE NULL END WHERE id = $3";
+
+pub(crate) async fn append_in(
+    tx: &mut sqlx::SqliteConnection,
+    job: &ChunkAppend,
+) -> Result<Option<i64>, Error> {
+    let seq: Option<i64> = sqlx::query_scalar(INSERT_CHUNK)
+        .bind(&job.doc)
+        .bind("incremental")
+        .bind(&job.hash)
+        .bind(&job.data)
+        .bind(now())
+        .fetch_optional(&mut *tx)
+        .await?;
+    write_provenance!(tx, false, &job.doc, &job.prov.borrowed());
+    // A chunk stored already changes nothing: no change number, no new heads.
+    if seq.is_some() {
+        mark_changed!(tx, &job.doc);
+        sqlx::query(SET_HEADS)
+            .bind(&job.base)
+            .bind(&job.heads)
+            .bind(&job.doc)
+            .execute(&mut *tx)
+            .await?;
+    }
+    Ok(seq)
 }
 
 impl Store {
@@ -436,7 +519,10 @@ impl Store {
     /// the same transaction: one commit per relayed change. `base`: the committed
     /// heads the writer's copy had before this chunk; the catalog's heads become
     /// `heads` only if they were `base` (else another node appended concurrently, and
-    /// they become unknown until the next compaction).
+    /// they become unknown until the next compaction). On SQLite the group writer
+    /// (`store::group`) runs it in a transaction shared with the other queued writes
+    /// (one fsync for all of them) and answers after that commit; a failure of this
+    /// append fails only this append.
     pub async fn append_chunk_with(
         &self,
         id: &DocumentId,
@@ -447,13 +533,28 @@ impl Store {
         prov: &Provenance<'_>,
     ) -> Result<Option<i64>, Error> {
         let (hash, data) = sealed(id, key, data)?;
+        let doc = id.to_string();
+        if let Some(writer) = self.writer() {
+            // SQLite: the group writer commits it with whatever else is queued.
+            return writer
+                .append(ChunkAppend {
+                    doc,
+                    hash,
+                    data,
+                    base: base.map(heads_text),
+                    heads: heads_text(heads),
+                    prov: prov.into(),
+                })
+                .await;
+        }
+        // PostgreSQL: a transaction of its own (the server merges concurrent WAL
+        // flushes itself; see `store::group` for why we leave it so).
         let shared = self.is_shared();
         let note = payload(&self.node, id, heads);
-        let doc = id.to_string();
-        // SQLite: IMMEDIATE when it appends to the audit chain (see `audit`).
-        let immediate = !shared && !prov.audit.is_empty();
         let seq = with_pool!(self.pool(), p => {
-            let mut tx = if immediate { p.begin_with("BEGIN IMMEDIATE").await? } else { p.begin().await? };
+            // (SQLite without a writer, which `Store::open` never makes: IMMEDIATE, as
+            // the audit chain needs; see `audit`.)
+            let mut tx = if shared { p.begin().await? } else { p.begin_with("BEGIN IMMEDIATE").await? };
             if shared {
                 sqlx::query(LOCK_SHARED).bind(lock_key(id)).execute(&mut *tx).await?;
             }
@@ -469,9 +570,7 @@ impl Store {
             // A chunk stored already changes nothing: no change number, no notice.
             if seq.is_some() {
                 mark_changed!(tx, &doc);
-                sqlx::query(
-                    "UPDATE documents SET heads = CASE WHEN heads = $1 THEN $2 ELSE NULL END WHERE id = $3",
-                )
+                sqlx::query(SET_HEADS)
                 .bind(base.map(heads_text))
                 .bind(heads_text(heads))
                 .bind(&doc)

@@ -6,8 +6,9 @@
 //! documents (catalog, chunks, sync states) in `documents`, the audit log's hash chain
 //! in `audit`, the PostgreSQL change feed between nodes in `changes`, the central
 //! office's change-number feed and pseudonym secret in `central`, the batched catalog
-//! facts of a connect-time summary in `summary`, and online backup and
-//! restore of a SQLite store in `backup` (PostgreSQL: pg_dump/PITR, docs/operations.md).
+//! facts of a connect-time summary in `summary`, online backup and restore of a
+//! SQLite store in `backup` (PostgreSQL: pg_dump/PITR, docs/operations.md), and
+//! SQLite's group commit of chunk and audit appends in `group`.
 //! Nothing above this module writes SQL.
 //!
 //! Why an enum of backends and not `sqlx::Any` or a trait: each query is written once,
@@ -25,9 +26,11 @@ pub mod central;
 pub mod changes;
 pub mod crypto;
 pub mod documents;
+pub mod group;
 pub mod summary;
 
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
@@ -38,7 +41,8 @@ use crate::error::Error;
 
 pub use accounts::{TokenInfo, UserInfo};
 pub use changes::RemoteChange;
-pub use documents::{heads_text, CatalogEntry, Provenance, StoredDocument};
+pub use documents::{heads_text, CatalogEntry, OwnedProvenance, Provenance, StoredDocument};
+pub use group::GroupStats;
 pub use summary::SummaryFacts;
 
 /// One database, on either engine.
@@ -71,6 +75,9 @@ pub struct Store {
     keys: Pool,
     /// This process's id in change notifications, so a node skips its own.
     node: String,
+    /// SQLite: the group writer every chunk append and audit append goes through (one
+    /// transaction and one fsync for whatever is queued). PostgreSQL: none.
+    writer: Option<Arc<group::GroupWriter>>,
 }
 
 /// Seconds since the Unix epoch, the unit of every time column.
@@ -137,10 +144,15 @@ impl Store {
         } else {
             open_sqlite(url, keys).await?
         };
+        let writer = match &pool {
+            Pool::Sqlite(p) => Some(Arc::new(group::GroupWriter::spawn(p.clone()))),
+            Pool::Postgres(_) => None,
+        };
         let store = Store {
             pool,
             keys,
             node: uuid_like(),
+            writer,
         };
         store.ensure_identity().await?;
         Ok(store)
@@ -152,6 +164,16 @@ impl Store {
 
     pub(crate) fn keys(&self) -> &Pool {
         &self.keys
+    }
+
+    pub(crate) fn writer(&self) -> Option<&group::GroupWriter> {
+        self.writer.as_deref()
+    }
+
+    /// How the group writer has batched this store's writes so far (SQLite; `None` on
+    /// PostgreSQL, which commits each write in its own transaction).
+    pub fn group_stats(&self) -> Option<GroupStats> {
+        self.writer.as_ref().map(|w| w.stats())
     }
 
     /// Is this store shared by several nodes (PostgreSQL)?

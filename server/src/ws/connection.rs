@@ -608,7 +608,7 @@ impl Connection {
         let partition = entry.catalog.partition.clone();
         let may_write = policy::decide(&self.principal, entry.facts(), Access::Write).is_ok();
         // Fairness: this wijk's work waits for this wijk's permits only.
-        let _permit = self.state.hub.work_permit(&partition.wijk).await;
+        let permit = self.state.hub.work_permit(&partition.wijk).await;
         let mut state = match self.state.hub.lock(&entry).await {
             Ok(state) => state,
             Err(e) => {
@@ -641,6 +641,10 @@ impl Connection {
                 Ok(())
             })
         });
+        // The permit bounds CPU work; the commit below is a wait for the group writer
+        // (the document lock still keeps others from reading the uncommitted change).
+        // Holding it there would cap a wijk at one commit per fsync.
+        drop(permit);
         let mut wrote = false;
         let outcome = match result {
             Ok(applied) if applied.changed() => {
