@@ -545,19 +545,7 @@ impl Connection {
                         self.apply(entry, data).await;
                         return Flow::Continue;
                     }
-                    Err(reason) => {
-                        tracing::info!(conn = self.conn_id, user = %self.principal.user_id, %id, %reason, "read denied");
-                        let partition = entry.catalog.partition.clone();
-                        self.record(
-                            AuditAction::Denied,
-                            id,
-                            Some(&partition),
-                            &format!("read: {reason}"),
-                        );
-                        // Loaded only to decide; do not keep it in memory for nobody.
-                        drop(entry);
-                        self.state.hub.release(id);
-                    }
+                    Err(reason) => self.deny_read(entry, &reason),
                 }
             }
             // Missing, or denied: from here on both look exactly the same.
@@ -955,6 +943,22 @@ impl Connection {
 
     /// Opens a document the peer holds but not at our heads, and marks it so `flush`
     /// sends our sync message (from the resumed sync state).
+    /// A loaded document this peer may not read: logged, audited as a denied read, and
+    /// released (it was loaded only to decide). The caller answers as for a missing id.
+    fn deny_read(&mut self, entry: Arc<DocEntry>, reason: &policy::Denied) {
+        let id = entry.id();
+        tracing::info!(conn = self.conn_id, user = %self.principal.user_id, %id, %reason, "read denied");
+        let partition = entry.catalog.partition.clone();
+        self.record(
+            AuditAction::Denied,
+            id,
+            Some(&partition),
+            &format!("read: {reason}"),
+        );
+        drop(entry);
+        self.state.hub.release(id);
+    }
+
     async fn open_for_sync(&mut self, id: DocumentId) {
         match self.state.hub.get(id).await {
             Ok(Some(entry)) => match policy::decide(&self.principal, entry.facts(), Access::Read) {
@@ -963,16 +967,7 @@ impl Connection {
                     self.signal.mark(id);
                 }
                 Err(reason) => {
-                    tracing::info!(conn = self.conn_id, user = %self.principal.user_id, %id, %reason, "read denied");
-                    let partition = entry.catalog.partition.clone();
-                    self.record(
-                        AuditAction::Denied,
-                        id,
-                        Some(&partition),
-                        &format!("read: {reason}"),
-                    );
-                    drop(entry);
-                    self.state.hub.release(id);
+                    self.deny_read(entry, &reason);
                     self.send_unavailable(id).await;
                 }
             },
