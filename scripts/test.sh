@@ -61,16 +61,16 @@ trap 'bash scripts/ensure-postgres.sh stop "$PG_DIR"' EXIT
 BUURTSYNC_TEST_POSTGRES_URL=$(bash scripts/ensure-postgres.sh start "$PG_DIR")
 export BUURTSYNC_TEST_POSTGRES_URL
 
-if cargo nextest --version >/dev/null 2>&1; then
-  # nextest skips doctests; run them first so the suite's summary closes the log.
-  step "doctests"
-  cargo test --workspace --doc
-  step "tests"
-  cargo nextest run --workspace --no-fail-fast
-else
-  step "tests"
-  cargo test --workspace --no-fail-fast
+# The suite runs the same way everywhere: nextest, installed once when missing.
+if ! cargo nextest --version >/dev/null 2>&1; then
+  step "cargo-nextest (installed once)"
+  cargo install cargo-nextest --locked
 fi
+# nextest skips doctests; run them first so the suite's summary closes the log.
+step "doctests"
+cargo test --workspace --doc
+step "tests"
+cargo nextest run --workspace --no-fail-fast
 
 # Each fuzz target runs for a bounded time (FUZZ_SECONDS, default 30) from the corpus and
 # the saved findings in the repo; new inputs go to a scratch directory, not the repo.
