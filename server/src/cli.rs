@@ -67,7 +67,8 @@ pub enum Command {
     /// Give a user a role: in a wijk (professional, volunteer, coordinator) or global
     /// (consulent, central_office, admin).
     Grant(GrantArgs),
-    /// Take a role in a wijk away.
+    /// Take a role away: in a wijk (with --wijk) or global. Open connections lose
+    /// what it gave at once.
     Ungrant(GrantArgs),
     /// Manage tokens.
     #[command(subcommand)]
@@ -89,12 +90,28 @@ pub enum Command {
     #[command(subcommand)]
     Audit(AuditCmd),
     /// Online backup while serving: the database to FILE and the key store to
-    /// FILE.keys (both are needed to restore).
-    Backup { file: PathBuf },
-    /// Restore a backup (FILE and FILE.keys) as the database and key store. Stop the
-    /// server first.
+    /// --keys-to (both are needed to restore; keep them apart, see
+    /// docs/operations.md). Files are owner-only (0600).
+    Backup {
+        file: PathBuf,
+        /// Where the key store copy goes: not beside the database backups, with a
+        /// short retention. Required unless --no-keys.
+        #[arg(long, required_unless_present = "no_keys", conflicts_with = "no_keys")]
+        keys_to: Option<PathBuf>,
+        /// Back up the database only (the key store is backed up another way).
+        #[arg(long)]
+        no_keys: bool,
+    },
+    /// Restore a backup (FILE and its key store copy) as the database and key store,
+    /// then re-apply every erasure in the erasure journal. Stop the server first.
     Restore {
         file: PathBuf,
+        /// The key store copy (default: FILE.keys).
+        #[arg(long)]
+        keys_from: Option<PathBuf>,
+        /// The erasure journal to re-apply (default: <database path>.erasures).
+        #[arg(long)]
+        erasures: Option<PathBuf>,
         /// Replace an existing database and key store.
         #[arg(long)]
         force: bool,
@@ -171,6 +188,11 @@ pub struct ServeArgs {
     /// volunteers) than this are suppressed.
     #[arg(long, env = "BUURTSYNC_CENTRAL_MIN_COUNT", default_value_t = Limits::default().central_min_count, value_parser = clap::value_parser!(u64).range(1..))]
     pub central_min_count: u64,
+    /// Address of the metrics listener (`/metrics`, Prometheus), apart from the public
+    /// one (default 127.0.0.1:9464; when that port is taken the server starts without
+    /// metrics and logs a warning). Use a loopback or monitoring-network address.
+    #[arg(long, env = "BUURTSYNC_METRICS_LISTEN")]
+    pub metrics_listen: Option<SocketAddr>,
     /// Directory of the built volunteer web app, served at `/app/` (default:
     /// `mobile-examples/web-volunteer/dist` when it exists in the working directory).
     #[arg(long, env = "BUURTSYNC_WEB_APP_DIR")]
@@ -568,48 +590,43 @@ pub async fn run(cli: Cli) -> Result<(), Error> {
             );
             Ok(())
         }
-        Command::Backup { file } => {
+        Command::Backup {
+            file,
+            keys_to,
+            no_keys: _,
+        } => {
             // PostgreSQL: refuse before connecting, pointing to pg_dump / PITR.
             crate::store::sqlite_path(&cli.database)?;
             let store = Store::open_with_keys(&cli.database, cli.keys.as_deref()).await?;
-            let report = store.backup(&file).await?;
+            let report = store.backup(&file, keys_to.as_deref()).await?;
+            let keys = report.keys.as_ref().map_or_else(
+                || "no key store copy (--no-keys)".to_owned(),
+                |k| format!("key store {}; keep them apart", k.display()),
+            );
             print(
                 json_out,
                 json!(report),
                 &format!(
-                    "backup written: {} ({} documents, {} bytes) and key store {}; keep both",
+                    "backup written: {} ({} documents, {} bytes), {keys}",
                     report.database.display(),
                     report.documents,
                     report.bytes,
-                    report.keys.display()
                 ),
             );
             Ok(())
         }
-        Command::Restore { file, force } => {
-            let db = crate::store::sqlite_path(&cli.database)?;
-            let keys = crate::store::keys_path(db, cli.keys.as_deref());
-            let report = crate::store::backup::restore(
-                &file,
-                std::path::Path::new(db),
-                std::path::Path::new(&keys),
-                force,
-            )
-            .await?;
-            // Opening runs any newer migrations, so an old backup serves on a new binary.
-            let store = Store::open_with_keys(&cli.database, cli.keys.as_deref()).await?;
-            store.close().await;
-            print(
-                json_out,
-                json!(report),
-                &format!(
-                    "restored {} documents into {} (keys {})",
-                    report.documents,
-                    report.database.display(),
-                    report.keys.display()
-                ),
-            );
-            Ok(())
+        Command::Restore {
+            file,
+            keys_from,
+            erasures,
+            force,
+        } => {
+            let files = RestoreFiles {
+                backup: &file,
+                keys_from: keys_from.as_deref(),
+                erasures: erasures.as_deref(),
+            };
+            restore(&cli.database, cli.keys.as_deref(), files, force, json_out).await
         }
         Command::Config(ConfigCmd::Check { serve }) => {
             config_check(
@@ -705,6 +722,66 @@ pub async fn run(cli: Cli) -> Result<(), Error> {
     }
 }
 
+/// The files a restore reads.
+struct RestoreFiles<'a> {
+    backup: &'a std::path::Path,
+    keys_from: Option<&'a std::path::Path>,
+    erasures: Option<&'a std::path::Path>,
+}
+
+/// `restore`: copy the backup into place, open it (running newer migrations, so an
+/// old backup serves on a new binary), and re-apply the erasure journal, so nothing
+/// erased since the backup comes back (issue 16, item 4).
+async fn restore(
+    database: &str,
+    keys_store: Option<&str>,
+    files: RestoreFiles<'_>,
+    force: bool,
+    json_out: bool,
+) -> Result<(), Error> {
+    let db = crate::store::sqlite_path(database)?;
+    let keys = crate::store::keys_path(db, keys_store);
+    let journal = files.erasures.map_or_else(
+        || crate::store::erasures::journal_path(std::path::Path::new(db)),
+        std::path::Path::to_owned,
+    );
+    let report = crate::store::backup::restore(
+        files.backup,
+        files.keys_from,
+        std::path::Path::new(db),
+        std::path::Path::new(&keys),
+        force,
+    )
+    .await?;
+    let store = Store::open_with_keys(database, keys_store).await?;
+    let reapplied = store.reapply_erasures(&journal).await?;
+    store.close().await;
+    let mut value = json!(report);
+    value["erasures"] = json!(reapplied);
+    value["erasure_journal"] = json!(journal.display().to_string());
+    print(
+        json_out,
+        value,
+        &format!(
+            "restored {} documents into {} (keys {}); re-applied {} erasures from {} \
+             ({} erased again, {} tombstoned{})",
+            report.documents,
+            report.database.display(),
+            keys,
+            reapplied.journaled,
+            journal.display(),
+            reapplied.erased,
+            reapplied.tombstoned,
+            if reapplied.unreadable > 0 {
+                format!(", {} unreadable lines skipped", reapplied.unreadable)
+            } else {
+                String::new()
+            }
+        ),
+    );
+    Ok(())
+}
+
 async fn grant(store: &Store, args: &GrantArgs, add: bool) -> Result<bool, Error> {
     if let Ok(role) = args.role.parse::<WijkRole>() {
         let wijk = args
@@ -725,9 +802,7 @@ async fn grant(store: &Store, args: &GrantArgs, add: bool) -> Result<bool, Error
             )));
         }
         if !add {
-            return Err(Error::Invalid(
-                "removing global roles is not supported yet".into(),
-            ));
+            return store.revoke_global(&args.user, role).await;
         }
         store.grant_global(&args.user, role).await?;
         Ok(true)
@@ -827,12 +902,14 @@ async fn serve(store: Store, args: ServeArgs) -> Result<(), Error> {
     let tls = args.tls()?;
     let web_app_dir = args.web_app_dir()?;
     let listener = tokio::net::TcpListener::bind(args.listen).await?;
+    let metrics = crate::serve::bind_metrics(args.metrics_listen).await?;
     crate::serve::serve_until(
         listener,
         store,
         limits,
         tls,
         web_app_dir,
+        metrics,
         crate::serve::shutdown_signal(),
     )
     .await
