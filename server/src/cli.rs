@@ -653,6 +653,13 @@ pub async fn run(cli: Cli) -> Result<(), Error> {
                         .ok_or_else(|| Error::NotFound(format!("document {id}")))?;
                     let doc = automerge::Automerge::load(&stored.bytes)
                         .map_err(|e| Error::Corrupt(format!("document {id} does not load: {e}")))?;
+                    store
+                        .audit(
+                            &admin_event(AuditAction::Inspect)
+                                .on(&id, Some(&stored.entry.partition))
+                                .with_detail("doc info"),
+                        )
+                        .await?;
                     let heads: Vec<String> =
                         doc.get_heads().iter().map(ToString::to_string).collect();
                     // The heads the catalog holds for connect-time summaries.
@@ -684,6 +691,14 @@ pub async fn run(cli: Cli) -> Result<(), Error> {
                 DocCmd::Authors { id } => {
                     let id: DocumentId = id.parse().map_err(sync_core::Error::from)?;
                     let rows = store.change_authors(&id).await?;
+                    let partition = store.catalog(&id).await?.map(|e| e.partition);
+                    store
+                        .audit(
+                            &admin_event(AuditAction::Inspect)
+                                .on(&id, partition.as_ref())
+                                .with_detail("doc authors"),
+                        )
+                        .await?;
                     let text = rows
                         .iter()
                         .map(|(h, u, d, at)| format!("{}\t{h}\t{u}\t{d}", rfc3339(*at)))
@@ -709,6 +724,14 @@ pub async fn run(cli: Cli) -> Result<(), Error> {
                         }
                     };
                     let docs = store.list_documents(partition.as_ref()).await?;
+                    let filter =
+                        partition.map_or_else(|| "all".to_owned(), |p| format!("partition={p}"));
+                    store
+                        .audit(&admin_event(AuditAction::List).with_detail(format!(
+                            "doc list {filter} count={}",
+                            docs.len()
+                        )))
+                        .await?;
                     let text = docs
                         .iter()
                         .map(|d| format!("{}\t{}\t{}", d.id, d.partition, rfc3339(d.created_at)))
@@ -882,6 +905,11 @@ async fn audit(store: &Store, cmd: AuditCmd, json_out: bool) -> Result<(), Error
         }
         AuditCmd::Export { document, format } => {
             let document = document.strip_prefix("automerge:").unwrap_or(&document);
+            // Recorded before anything leaves: who exported whose trail (fails closed).
+            let mut event =
+                admin_event(AuditAction::AuditExport).with_detail("audit export".to_owned());
+            event.document = Some(document.chars().take(64).collect());
+            store.audit(&event).await?;
             let entries = store.audit_for_document(document).await?;
             let format = format.unwrap_or(if json_out {
                 ExportFormat::Json

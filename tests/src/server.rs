@@ -194,12 +194,7 @@ impl ServerProcess {
         } else {
             &["--insecure-plain-http"]
         };
-        // Metrics on a free loopback port of their own (the default port is one per host).
-        let metrics: &[&str] = if extra.contains(&"--metrics-listen") {
-            &[]
-        } else {
-            &["--metrics-listen", "127.0.0.1:0"]
-        };
+
         let mut child = Command::new(binary())
             .arg("--database")
             .arg(db_url)
@@ -208,9 +203,11 @@ impl ServerProcess {
             .arg("--listen")
             .arg(listen)
             .args(plain)
-            .args(metrics)
             .args(extra)
             .env("BUURTSYNC_LOG", "info")
+            // Metrics on a free loopback port of their own (the default port is one per
+            // host); a `--metrics-listen` in `extra` wins over the environment.
+            .env("BUURTSYNC_METRICS_LISTEN", "127.0.0.1:0")
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
