@@ -727,10 +727,10 @@ pub async fn run(cli: Cli) -> Result<(), Error> {
                     let filter =
                         partition.map_or_else(|| "all".to_owned(), |p| format!("partition={p}"));
                     store
-                        .audit(&admin_event(AuditAction::List).with_detail(format!(
-                            "doc list {filter} count={}",
-                            docs.len()
-                        )))
+                        .audit(
+                            &admin_event(AuditAction::List)
+                                .with_detail(format!("doc list {filter} count={}", docs.len())),
+                        )
                         .await?;
                     let text = docs
                         .iter()

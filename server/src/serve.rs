@@ -139,9 +139,10 @@ pub const DEFAULT_METRICS_LISTEN: &str = "127.0.0.1:9464";
 /// costs the metrics, with a warning.
 pub async fn bind_metrics(addr: Option<SocketAddr>) -> Result<Option<TcpListener>, Error> {
     match addr {
-        Some(addr) => TcpListener::bind(addr).await.map(Some).map_err(|e| {
-            Error::Config(format!("--metrics-listen {addr}: {e}"))
-        }),
+        Some(addr) => TcpListener::bind(addr)
+            .await
+            .map(Some)
+            .map_err(|e| Error::Config(format!("--metrics-listen {addr}: {e}"))),
         None => match TcpListener::bind(DEFAULT_METRICS_LISTEN).await {
             Ok(listener) => Ok(Some(listener)),
             Err(e) => {

@@ -150,12 +150,21 @@ mod tests {
         check(&[("sec-fetch-site", "none")], false);
         check(&[("sec-fetch-site", "cross-site")], true);
         check(&[("sec-fetch-site", "same-site")], true);
-        check(&[("origin", "https://a.example"), ("host", "a.example")], false);
         check(
-            &[("origin", "http://127.0.0.1:8080"), ("host", "127.0.0.1:8080")],
+            &[("origin", "https://a.example"), ("host", "a.example")],
             false,
         );
-        check(&[("origin", "https://evil.example"), ("host", "a.example")], true);
+        check(
+            &[
+                ("origin", "http://127.0.0.1:8080"),
+                ("host", "127.0.0.1:8080"),
+            ],
+            false,
+        );
+        check(
+            &[("origin", "https://evil.example"), ("host", "a.example")],
+            true,
+        );
         check(&[("origin", "null"), ("host", "a.example")], true);
     }
 }

@@ -70,7 +70,12 @@ async fn erased_key_and_change_hashes_leave_no_remains_in_the_files() {
     }
     let hashes: Vec<automerge::ChangeHash> = {
         let state = e.state.lock().await;
-        state.doc.get_changes(&[]).iter().map(|c| c.hash()).collect()
+        state
+            .doc
+            .get_changes(&[])
+            .iter()
+            .map(|c| c.hash())
+            .collect()
     };
     drop(e);
     let key = store.doc_key(&id).await.expect("key").expect("a key").0;

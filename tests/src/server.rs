@@ -262,7 +262,8 @@ impl ServerProcess {
 
     /// The metrics listener's address; panics if the server started none.
     pub fn metrics(&self) -> SocketAddr {
-        self.metrics_addr.expect("the server logged no metrics listener")
+        self.metrics_addr
+            .expect("the server logged no metrics listener")
     }
 
     /// `ws://addr/sync`.

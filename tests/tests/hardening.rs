@@ -95,12 +95,19 @@ async fn metrics_and_health_tell_the_public_nothing() {
     let health = http::get(server.addr, "/healthz", None).await;
     assert_eq!(health.status, 200);
     let body: serde_json::Value = serde_json::from_slice(&health.body).expect("json");
-    assert_eq!(body, serde_json::json!({"status": "ok"}), "healthz says more");
+    assert_eq!(
+        body,
+        serde_json::json!({"status": "ok"}),
+        "healthz says more"
+    );
 
     let metrics = http::get(server.metrics(), "/metrics", None).await;
     assert_eq!(metrics.status, 200);
     let text = metrics.text();
-    assert!(text.contains("buurtsync_documents_created_total{kind=\"plan\"} 1"), "{text}");
+    assert!(
+        text.contains("buurtsync_documents_created_total{kind=\"plan\"} 1"),
+        "{text}"
+    );
     assert!(
         !text.contains("wijk=") && !text.contains("noord"),
         "per-wijk activity in /metrics: {text}"
@@ -127,7 +134,10 @@ async fn dashboard_login_refuses_cross_site_posts() {
     for (what, headers) in [
         (
             "Sec-Fetch-Site: cross-site",
-            vec![("Sec-Fetch-Site", "cross-site"), ("Origin", "https://evil.example")],
+            vec![
+                ("Sec-Fetch-Site", "cross-site"),
+                ("Origin", "https://evil.example"),
+            ],
         ),
         ("a foreign Origin", vec![("Origin", "https://evil.example")]),
         ("Origin: null", vec![("Origin", "null")]),
@@ -239,7 +249,10 @@ async fn dashboard_cookie_is_secure_and_host_prefixed_under_tls() {
     );
     let attributes: Vec<&str> = set_cookie.split(';').map(str::trim).collect();
     for wanted in ["Secure", "HttpOnly", "SameSite=Strict", "Path=/"] {
-        assert!(attributes.contains(&wanted), "{wanted} missing: {set_cookie}");
+        assert!(
+            attributes.contains(&wanted),
+            "{wanted} missing: {set_cookie}"
+        );
     }
     let pair = attributes[0];
     let page = https(
@@ -315,7 +328,10 @@ async fn ungrant_removes_a_global_role_live_and_audited() {
     // The removal is audited (verify counts it, and the chain still holds).
     let after = fx.admin(&["audit", "verify"]);
     assert!(after["entries"].as_u64().expect("entries") > entries_before);
-    assert_eq!(fx.admin(&["ungrant", "consulent-1", "consulent"])["removed"], false);
+    assert_eq!(
+        fx.admin(&["ungrant", "consulent-1", "consulent"])["removed"],
+        false
+    );
 }
 
 /// Item 16: `/app/` answers 404 for dotfiles however spelled, and `/app/`, the API
@@ -330,7 +346,12 @@ async fn app_refuses_dotfiles_and_every_face_sends_security_headers() {
     std::fs::write(web.join(".env"), "SECRET_TOKEN=bst_leaked").expect("env");
     std::fs::write(web.join(".git").join("config"), "[core]").expect("git");
     let server = fx.start(&["--web-app-dir", web.to_str().expect("utf-8")]);
-    for path in ["/app/.env", "/app/%2eenv", "/app/%2Eenv", "/app/.git/config"] {
+    for path in [
+        "/app/.env",
+        "/app/%2eenv",
+        "/app/%2Eenv",
+        "/app/.git/config",
+    ] {
         let r = http::get(server.addr, path, None).await;
         assert_eq!(r.status, 404, "{path} answered {}", r.status);
         assert!(!r.text().contains("bst_leaked"), "{path} leaked");
@@ -338,13 +359,21 @@ async fn app_refuses_dotfiles_and_every_face_sends_security_headers() {
     let app = http::get(server.addr, "/app/", None).await;
     assert_eq!(app.status, 200);
     let csp = app.header("content-security-policy").unwrap_or_default();
-    for wanted in ["frame-ancestors 'none'", "script-src 'self'", "object-src 'none'"] {
+    for wanted in [
+        "frame-ancestors 'none'",
+        "script-src 'self'",
+        "object-src 'none'",
+    ] {
         assert!(csp.contains(wanted), "/app/ CSP lacks {wanted}: {csp:?}");
     }
     let api = http::get(server.addr, "/api/v1/me", Some(&t.prof_noord)).await;
     assert_eq!(api.status, 200);
     let dashboard = http::get(server.addr, "/dashboard", None).await;
-    for (face, r) in [("/app/", &app), ("/api/v1/me", &api), ("/dashboard", &dashboard)] {
+    for (face, r) in [
+        ("/app/", &app),
+        ("/api/v1/me", &api),
+        ("/dashboard", &dashboard),
+    ] {
         for (name, value) in [
             ("x-content-type-options", "nosniff"),
             ("x-frame-options", "DENY"),
@@ -364,7 +393,11 @@ async fn app_refuses_dotfiles_and_every_face_sends_security_headers() {
 #[cfg(unix)]
 fn mode(path: &std::path::Path) -> u32 {
     use std::os::unix::fs::PermissionsExt;
-    std::fs::metadata(path).expect("metadata").permissions().mode() & 0o777
+    std::fs::metadata(path)
+        .expect("metadata")
+        .permissions()
+        .mode()
+        & 0o777
 }
 
 /// Item 4: backup → erase → restore no longer brings the erased plan back (nor one
@@ -387,7 +420,10 @@ async fn restore_reapplies_erasures_and_backups_are_private() {
     let db_s = db_backup.to_str().expect("utf-8");
     let keys_s = keys.to_str().expect("utf-8");
     let refused = fx.admin_raw(&["backup", db_s]);
-    assert!(!refused.status.success(), "backup without a key store choice");
+    assert!(
+        !refused.status.success(),
+        "backup without a key store choice"
+    );
     assert!(!db_backup.exists(), "a refused backup wrote nothing");
     fx.admin(&["backup", db_s, "--keys-to", keys_s]);
     assert!(
@@ -405,8 +441,7 @@ async fn restore_reapplies_erasures_and_backups_are_private() {
     prof.disconnect().await;
     for id in [before, after] {
         prof.edit(id, |d| {
-            schema::update::<Plan>(d, |p| p.household.pseudonym = "HH-STALE".into())
-                .expect("edit");
+            schema::update::<Plan>(d, |p| p.household.pseudonym = "HH-STALE".into()).expect("edit");
         })
         .await;
     }
@@ -422,7 +457,10 @@ async fn restore_reapplies_erasures_and_backups_are_private() {
     let mut colleague = Client::connect("colleague", &server.url(), &t.prof2_noord)
         .await
         .expect("colleague");
-    assert!(colleague.fetch(kept).await, "positive control: kept plan restored");
+    assert!(
+        colleague.fetch(kept).await,
+        "positive control: kept plan restored"
+    );
     assert!(
         !colleague.fetch(before).await,
         "the erased plan is served again after restore"
@@ -439,7 +477,10 @@ async fn restore_reapplies_erasures_and_backups_are_private() {
         );
     }
     let info = fx.admin_raw(&["doc", "info", &before.to_string()]);
-    assert!(!info.status.success(), "the restored database holds the erased plan");
+    assert!(
+        !info.status.success(),
+        "the restored database holds the erased plan"
+    );
 }
 
 /// Suspected item: a listing over the API, `doc info` and `audit export` are each an
@@ -469,7 +510,12 @@ async fn listings_inspections_and_audit_exports_are_audited() {
         }
         entries = now;
     }
-    let listing = http::get(server.addr, "/api/v1/documents?wijk=noord", Some(&t.prof_noord)).await;
+    let listing = http::get(
+        server.addr,
+        "/api/v1/documents?wijk=noord",
+        Some(&t.prof_noord),
+    )
+    .await;
     assert_eq!(listing.status, 200);
     assert!(listing.text().contains(&id.to_string()));
     assert_eq!(count(), entries + 1, "the listing left no audit entry");
@@ -489,7 +535,10 @@ async fn listings_inspections_and_audit_exports_are_audited() {
         .iter()
         .filter_map(|e| e["action"].as_str())
         .collect();
-    assert!(actions.contains(&"inspect"), "doc info not audited: {actions:?}");
+    assert!(
+        actions.contains(&"inspect"),
+        "doc info not audited: {actions:?}"
+    );
     assert!(
         actions.contains(&"audit_export"),
         "audit export not audited: {actions:?}"
@@ -504,9 +553,11 @@ trait DbFile {
 
 impl DbFile for Fixture {
     fn db_file_contains(&self, needle: &[u8]) -> bool {
-        ["buurtsync.sqlite3", "buurtsync.sqlite3-wal"].iter().any(|f| {
-            std::fs::read(self.dir.path().join(f))
-                .is_ok_and(|b| b.windows(needle.len()).any(|w| w == needle))
-        })
+        ["buurtsync.sqlite3", "buurtsync.sqlite3-wal"]
+            .iter()
+            .any(|f| {
+                std::fs::read(self.dir.path().join(f))
+                    .is_ok_and(|b| b.windows(needle.len()).any(|w| w == needle))
+            })
     }
 }

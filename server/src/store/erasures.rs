@@ -131,9 +131,8 @@ impl Store {
         let Pool::Sqlite(p) = self.pool() else {
             return Ok(None);
         };
-        let rows: Vec<(i64, String, String)> = sqlx::query_as("PRAGMA database_list")
-            .fetch_all(p)
-            .await?;
+        let rows: Vec<(i64, String, String)> =
+            sqlx::query_as("PRAGMA database_list").fetch_all(p).await?;
         Ok(rows
             .into_iter()
             .find(|(_, name, file)| name == "main" && !file.is_empty())
