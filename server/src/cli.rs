@@ -976,6 +976,9 @@ async fn config_check(
         "web_app_dir": web_app_dir.map(|d| d.display().to_string()),
         "central_min_count": limits.central_min_count,
         "listen": args.listen.to_string(),
+        "metrics_listen": args
+            .metrics_listen
+            .map_or_else(|| crate::serve::DEFAULT_METRICS_LISTEN.to_owned(), |a| a.to_string()),
         "tls": tls.as_ref().map(|t| json!({"cert": t.cert.display().to_string(), "key": t.key.display().to_string()})),
         "max_frame_bytes": limits.max_frame_bytes,
         "max_document_bytes": limits.max_document_bytes,
