@@ -73,7 +73,7 @@ async fn oversized_sender_id_is_refused_and_never_audited() {
         );
     }
     assert!(
-        !fx.db_file_contains(huge[..4096].as_bytes()),
+        !fx.db_file_contains(&huge.as_bytes()[..4096]),
         "the oversized id reached the database"
     );
 }
