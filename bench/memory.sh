@@ -25,12 +25,12 @@ db="sqlite://$dir/buurtsync.sqlite3"
 "$LOADGEN" seed --buurtsync "$BUURTSYNC" --database "$db" --out "$dir/tokens.json" >/dev/null
 BUURTSYNC_LOG="warn,buurtsync_server::serve=info" "$BUURTSYNC" --database "$db" --log-json serve \
   --listen 127.0.0.1:0 --insecure-plain-http --max-connections-per-user 100000 \
-  --cache-budget-mib "$CACHE_BUDGET_MIB" 2>"$OUT/buurtsync.log" &
+  --cache-budget-mib "$CACHE_BUDGET_MIB" --metrics-listen 127.0.0.1:0 2>"$OUT/buurtsync.log" &
 pid=$!
 trap 'kill -TERM $pid 2>/dev/null || true; wait $pid 2>/dev/null || true; rm -rf "$dir"' EXIT
 addr=
 for _ in $(seq 300); do
-  addr=$(grep -oE '127\.0\.0\.1:[0-9]+' "$OUT/buurtsync.log" | head -1 || true)
+  addr=$(grep 'buurtsync listening' "$OUT/buurtsync.log" | grep -oE '127\.0\.0\.1:[0-9]+' | head -1 || true)
   [[ -n "$addr" ]] && break
   sleep 0.1
 done
@@ -38,7 +38,8 @@ done
 # shellcheck disable=SC2086
 "$LOADGEN" run --url "ws://$addr/sync" --tokens "$dir/tokens.json" --label buurtsync \
   --scale "$SCALE" --pid "$pid" --out "$OUT/report.json" --check $LOADGEN_ARGS >"$OUT/run.txt"
-metrics=$(curl -s "http://$addr/metrics" || true)
+metrics_addr=$(grep 'metrics listening' "$OUT/buurtsync.log" | grep -oE '127\.0\.0\.1:[0-9]+' | head -1 || true)
+metrics=$(curl -s "http://$metrics_addr/metrics" || true)
 python3 - "$OUT/report.json" "$CACHE_BUDGET_MIB" "$metrics" <<'PY'
 import json, sys
 report = json.load(open(sys.argv[1]))

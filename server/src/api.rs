@@ -85,7 +85,8 @@ pub async fn list_documents(
     headers: HeaderMap,
     axum::extract::Query(query): axum::extract::Query<ListQuery>,
 ) -> Result<Json<Value>, Error> {
-    let (principal, _) = principal(&state, &headers).await?;
+    let (principal, token_id) = principal(&state, &headers).await?;
+    let filter = list_filter(&query);
     let wijk = query.wijk.map(WijkId::new).transpose()?;
     let kind = query
         .kind
@@ -115,7 +116,40 @@ pub async fn list_documents(
             })
         })
         .collect();
+    // Who learnt which ids exist (issue 16: listings are audited), before they leave.
+    state
+        .store
+        .audit(
+            &AuditEvent::new(
+                &principal.user_id,
+                format!("{token_id}/api"),
+                AuditAction::List,
+            )
+            .with_detail(format!("{filter} count={}", documents.len())),
+        )
+        .await?;
     Ok(Json(json!({ "documents": documents, "now": now() })))
+}
+
+/// A listing's filter as audit detail: `wijk=… kind=… since=…` (given parts only,
+/// each cut to 64 characters: it is the caller's text).
+fn list_filter(query: &ListQuery) -> String {
+    let cut = |s: &str| s.chars().take(64).collect::<String>();
+    let mut parts = Vec::new();
+    if let Some(w) = &query.wijk {
+        parts.push(format!("wijk={}", cut(w)));
+    }
+    if let Some(k) = &query.kind {
+        parts.push(format!("kind={}", cut(k)));
+    }
+    if let Some(since) = query.since {
+        parts.push(format!("since={since}"));
+    }
+    if parts.is_empty() {
+        "all".to_owned()
+    } else {
+        parts.join(" ")
+    }
 }
 
 #[derive(Deserialize)]

@@ -199,7 +199,6 @@ pub fn app(state: Arc<AppState>) -> Router {
         .route("/sync", get(sync_upgrade))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics))
         .route("/api/v1/me", get(crate::api::me))
         .route("/api/v1/documents", get(crate::api::list_documents))
         .route(
@@ -213,7 +212,18 @@ pub fn app(state: Arc<AppState>) -> Router {
             .route("/app", get(|| async { Redirect::permanent("/app/") }))
             .nest_service("/app/", tower_http::services::ServeDir::new(dir));
     }
-    router.merge(crate::central::routes()).with_state(state)
+    router
+        .merge(crate::central::routes())
+        .with_state(state)
+        .layer(axum::middleware::from_fn(crate::web_security::harden))
+}
+
+/// The router of the metrics listener (`--metrics-listen`): `/metrics` only.
+pub fn metrics_app(state: Arc<AppState>) -> Router {
+    Router::new()
+        .route("/metrics", get(metrics))
+        .with_state(state)
+        .layer(axum::middleware::from_fn(crate::web_security::harden))
 }
 
 #[derive(Deserialize)]
@@ -269,12 +279,9 @@ async fn sync_upgrade(
 
 async fn healthz(State(state): State<Arc<AppState>>) -> Response {
     match state.store.ping().await {
-        Ok(()) => Json(serde_json::json!({
-            "status": "ok",
-            "storage_id": state.storage_id,
-            "documents_loaded": state.hub.loaded(),
-        }))
-        .into_response(),
+        // Public: the status only. The storage id and the cache's contents tell an
+        // outsider about activity; operators read them from /metrics (issue 16, item 7).
+        Ok(()) => Json(serde_json::json!({"status": "ok"})).into_response(),
         Err(e) => {
             tracing::error!(error = %e, "health check: store unreachable");
             (

@@ -86,10 +86,18 @@ pub enum AuditAction {
     /// The central office received a feed page, aggregates or the dashboard
     /// (pseudonymised; the detail says which, never the content).
     CentralExport,
+    /// Document ids were listed (`GET /api/v1/documents`, `doc list`): the detail
+    /// holds the filter and how many ids were shown.
+    List,
+    /// An operator looked at a document's catalog row or provenance (`doc info`,
+    /// `doc authors`).
+    Inspect,
+    /// A document's audit entries were exported (`audit export`).
+    AuditExport,
 }
 
 impl AuditAction {
-    pub const ALL: [AuditAction; 13] = [
+    pub const ALL: [AuditAction; 16] = [
         AuditAction::Read,
         AuditAction::Write,
         AuditAction::Denied,
@@ -103,6 +111,9 @@ impl AuditAction {
         AuditAction::Erase,
         AuditAction::Move,
         AuditAction::CentralExport,
+        AuditAction::List,
+        AuditAction::Inspect,
+        AuditAction::AuditExport,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -120,6 +131,9 @@ impl AuditAction {
             AuditAction::Erase => "erase",
             AuditAction::Move => "move",
             AuditAction::CentralExport => "central_export",
+            AuditAction::List => "list",
+            AuditAction::Inspect => "inspect",
+            AuditAction::AuditExport => "audit_export",
         }
     }
 }

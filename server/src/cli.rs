@@ -67,7 +67,8 @@ pub enum Command {
     /// Give a user a role: in a wijk (professional, volunteer, coordinator) or global
     /// (consulent, central_office, admin).
     Grant(GrantArgs),
-    /// Take a role in a wijk away.
+    /// Take a role away: in a wijk (with --wijk) or global. Open connections lose
+    /// what it gave at once.
     Ungrant(GrantArgs),
     /// Manage tokens.
     #[command(subcommand)]
@@ -89,12 +90,28 @@ pub enum Command {
     #[command(subcommand)]
     Audit(AuditCmd),
     /// Online backup while serving: the database to FILE and the key store to
-    /// FILE.keys (both are needed to restore).
-    Backup { file: PathBuf },
-    /// Restore a backup (FILE and FILE.keys) as the database and key store. Stop the
-    /// server first.
+    /// --keys-to (both are needed to restore; keep them apart, see
+    /// docs/operations.md). Files are owner-only (0600).
+    Backup {
+        file: PathBuf,
+        /// Where the key store copy goes: not beside the database backups, with a
+        /// short retention. Required unless --no-keys.
+        #[arg(long, required_unless_present = "no_keys", conflicts_with = "no_keys")]
+        keys_to: Option<PathBuf>,
+        /// Back up the database only (the key store is backed up another way).
+        #[arg(long)]
+        no_keys: bool,
+    },
+    /// Restore a backup (FILE and its key store copy) as the database and key store,
+    /// then re-apply every erasure in the erasure journal. Stop the server first.
     Restore {
         file: PathBuf,
+        /// The key store copy (default: FILE.keys).
+        #[arg(long)]
+        keys_from: Option<PathBuf>,
+        /// The erasure journal to re-apply (default: <database path>.erasures).
+        #[arg(long)]
+        erasures: Option<PathBuf>,
         /// Replace an existing database and key store.
         #[arg(long)]
         force: bool,
@@ -171,6 +188,11 @@ pub struct ServeArgs {
     /// volunteers) than this are suppressed.
     #[arg(long, env = "BUURTSYNC_CENTRAL_MIN_COUNT", default_value_t = Limits::default().central_min_count, value_parser = clap::value_parser!(u64).range(1..))]
     pub central_min_count: u64,
+    /// Address of the metrics listener (`/metrics`, Prometheus), apart from the public
+    /// one (default 127.0.0.1:9464; when that port is taken the server starts without
+    /// metrics and logs a warning). Use a loopback or monitoring-network address.
+    #[arg(long, env = "BUURTSYNC_METRICS_LISTEN")]
+    pub metrics_listen: Option<SocketAddr>,
     /// Directory of the built volunteer web app, served at `/app/` (default:
     /// `mobile-examples/web-volunteer/dist` when it exists in the working directory).
     #[arg(long, env = "BUURTSYNC_WEB_APP_DIR")]
@@ -568,48 +590,43 @@ pub async fn run(cli: Cli) -> Result<(), Error> {
             );
             Ok(())
         }
-        Command::Backup { file } => {
+        Command::Backup {
+            file,
+            keys_to,
+            no_keys: _,
+        } => {
             // PostgreSQL: refuse before connecting, pointing to pg_dump / PITR.
             crate::store::sqlite_path(&cli.database)?;
             let store = Store::open_with_keys(&cli.database, cli.keys.as_deref()).await?;
-            let report = store.backup(&file).await?;
+            let report = store.backup(&file, keys_to.as_deref()).await?;
+            let keys = report.keys.as_ref().map_or_else(
+                || "no key store copy (--no-keys)".to_owned(),
+                |k| format!("key store {}; keep them apart", k.display()),
+            );
             print(
                 json_out,
                 json!(report),
                 &format!(
-                    "backup written: {} ({} documents, {} bytes) and key store {}; keep both",
+                    "backup written: {} ({} documents, {} bytes), {keys}",
                     report.database.display(),
                     report.documents,
                     report.bytes,
-                    report.keys.display()
                 ),
             );
             Ok(())
         }
-        Command::Restore { file, force } => {
-            let db = crate::store::sqlite_path(&cli.database)?;
-            let keys = crate::store::keys_path(db, cli.keys.as_deref());
-            let report = crate::store::backup::restore(
-                &file,
-                std::path::Path::new(db),
-                std::path::Path::new(&keys),
-                force,
-            )
-            .await?;
-            // Opening runs any newer migrations, so an old backup serves on a new binary.
-            let store = Store::open_with_keys(&cli.database, cli.keys.as_deref()).await?;
-            store.close().await;
-            print(
-                json_out,
-                json!(report),
-                &format!(
-                    "restored {} documents into {} (keys {})",
-                    report.documents,
-                    report.database.display(),
-                    report.keys.display()
-                ),
-            );
-            Ok(())
+        Command::Restore {
+            file,
+            keys_from,
+            erasures,
+            force,
+        } => {
+            let files = RestoreFiles {
+                backup: &file,
+                keys_from: keys_from.as_deref(),
+                erasures: erasures.as_deref(),
+            };
+            restore(&cli.database, cli.keys.as_deref(), files, force, json_out).await
         }
         Command::Config(ConfigCmd::Check { serve }) => {
             config_check(
@@ -636,6 +653,13 @@ pub async fn run(cli: Cli) -> Result<(), Error> {
                         .ok_or_else(|| Error::NotFound(format!("document {id}")))?;
                     let doc = automerge::Automerge::load(&stored.bytes)
                         .map_err(|e| Error::Corrupt(format!("document {id} does not load: {e}")))?;
+                    store
+                        .audit(
+                            &admin_event(AuditAction::Inspect)
+                                .on(&id, Some(&stored.entry.partition))
+                                .with_detail("doc info"),
+                        )
+                        .await?;
                     let heads: Vec<String> =
                         doc.get_heads().iter().map(ToString::to_string).collect();
                     // The heads the catalog holds for connect-time summaries.
@@ -667,6 +691,14 @@ pub async fn run(cli: Cli) -> Result<(), Error> {
                 DocCmd::Authors { id } => {
                     let id: DocumentId = id.parse().map_err(sync_core::Error::from)?;
                     let rows = store.change_authors(&id).await?;
+                    let partition = store.catalog(&id).await?.map(|e| e.partition);
+                    store
+                        .audit(
+                            &admin_event(AuditAction::Inspect)
+                                .on(&id, partition.as_ref())
+                                .with_detail("doc authors"),
+                        )
+                        .await?;
                     let text = rows
                         .iter()
                         .map(|(h, u, d, at)| format!("{}\t{h}\t{u}\t{d}", rfc3339(*at)))
@@ -692,6 +724,14 @@ pub async fn run(cli: Cli) -> Result<(), Error> {
                         }
                     };
                     let docs = store.list_documents(partition.as_ref()).await?;
+                    let filter =
+                        partition.map_or_else(|| "all".to_owned(), |p| format!("partition={p}"));
+                    store
+                        .audit(
+                            &admin_event(AuditAction::List)
+                                .with_detail(format!("doc list {filter} count={}", docs.len())),
+                        )
+                        .await?;
                     let text = docs
                         .iter()
                         .map(|d| format!("{}\t{}\t{}", d.id, d.partition, rfc3339(d.created_at)))
@@ -703,6 +743,66 @@ pub async fn run(cli: Cli) -> Result<(), Error> {
             Ok(())
         }
     }
+}
+
+/// The files a restore reads.
+struct RestoreFiles<'a> {
+    backup: &'a std::path::Path,
+    keys_from: Option<&'a std::path::Path>,
+    erasures: Option<&'a std::path::Path>,
+}
+
+/// `restore`: copy the backup into place, open it (running newer migrations, so an
+/// old backup serves on a new binary), and re-apply the erasure journal, so nothing
+/// erased since the backup comes back (issue 16, item 4).
+async fn restore(
+    database: &str,
+    keys_store: Option<&str>,
+    files: RestoreFiles<'_>,
+    force: bool,
+    json_out: bool,
+) -> Result<(), Error> {
+    let db = crate::store::sqlite_path(database)?;
+    let keys = crate::store::keys_path(db, keys_store);
+    let journal = files.erasures.map_or_else(
+        || crate::store::erasures::journal_path(std::path::Path::new(db)),
+        std::path::Path::to_owned,
+    );
+    let report = crate::store::backup::restore(
+        files.backup,
+        files.keys_from,
+        std::path::Path::new(db),
+        std::path::Path::new(&keys),
+        force,
+    )
+    .await?;
+    let store = Store::open_with_keys(database, keys_store).await?;
+    let reapplied = store.reapply_erasures(&journal).await?;
+    store.close().await;
+    let mut value = json!(report);
+    value["erasures"] = json!(reapplied);
+    value["erasure_journal"] = json!(journal.display().to_string());
+    print(
+        json_out,
+        value,
+        &format!(
+            "restored {} documents into {} (keys {}); re-applied {} erasures from {} \
+             ({} erased again, {} tombstoned{})",
+            report.documents,
+            report.database.display(),
+            keys,
+            reapplied.journaled,
+            journal.display(),
+            reapplied.erased,
+            reapplied.tombstoned,
+            if reapplied.unreadable > 0 {
+                format!(", {} unreadable lines skipped", reapplied.unreadable)
+            } else {
+                String::new()
+            }
+        ),
+    );
+    Ok(())
 }
 
 async fn grant(store: &Store, args: &GrantArgs, add: bool) -> Result<bool, Error> {
@@ -725,9 +825,7 @@ async fn grant(store: &Store, args: &GrantArgs, add: bool) -> Result<bool, Error
             )));
         }
         if !add {
-            return Err(Error::Invalid(
-                "removing global roles is not supported yet".into(),
-            ));
+            return store.revoke_global(&args.user, role).await;
         }
         store.grant_global(&args.user, role).await?;
         Ok(true)
@@ -807,6 +905,11 @@ async fn audit(store: &Store, cmd: AuditCmd, json_out: bool) -> Result<(), Error
         }
         AuditCmd::Export { document, format } => {
             let document = document.strip_prefix("automerge:").unwrap_or(&document);
+            // Recorded before anything leaves: who exported whose trail (fails closed).
+            let mut event =
+                admin_event(AuditAction::AuditExport).with_detail("audit export".to_owned());
+            event.document = Some(document.chars().take(64).collect());
+            store.audit(&event).await?;
             let entries = store.audit_for_document(document).await?;
             let format = format.unwrap_or(if json_out {
                 ExportFormat::Json
@@ -827,12 +930,14 @@ async fn serve(store: Store, args: ServeArgs) -> Result<(), Error> {
     let tls = args.tls()?;
     let web_app_dir = args.web_app_dir()?;
     let listener = tokio::net::TcpListener::bind(args.listen).await?;
+    let metrics = crate::serve::bind_metrics(args.metrics_listen).await?;
     crate::serve::serve_until(
         listener,
         store,
         limits,
         tls,
         web_app_dir,
+        metrics,
         crate::serve::shutdown_signal(),
     )
     .await
@@ -871,6 +976,9 @@ async fn config_check(
         "web_app_dir": web_app_dir.map(|d| d.display().to_string()),
         "central_min_count": limits.central_min_count,
         "listen": args.listen.to_string(),
+        "metrics_listen": args
+            .metrics_listen
+            .map_or_else(|| crate::serve::DEFAULT_METRICS_LISTEN.to_owned(), |a| a.to_string()),
         "tls": tls.as_ref().map(|t| json!({"cert": t.cert.display().to_string(), "key": t.key.display().to_string()})),
         "max_frame_bytes": limits.max_frame_bytes,
         "max_document_bytes": limits.max_document_bytes,

@@ -47,6 +47,7 @@ pub struct ServeSection {
     pub sync_state_ttl: Option<String>,
     pub central_min_count: Option<u64>,
     pub web_app_dir: Option<PathBuf>,
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 /// Reads and parses a configuration file; errors name the file and the bad key.
@@ -121,6 +122,9 @@ fn apply_serve(args: &mut ServeArgs, m: &ArgMatches, s: ServeSection) -> Result<
         sync_states_per_user,
         central_min_count
     );
+    if let Some(v) = s.metrics_listen.filter(|_| defaulted(m, "metrics_listen")) {
+        args.metrics_listen = Some(v);
+    }
     if let Some(v) = s.web_app_dir.filter(|_| defaulted(m, "web_app_dir")) {
         args.web_app_dir = Some(v);
     }

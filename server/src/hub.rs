@@ -436,7 +436,7 @@ impl Hub {
             .acquire_owned()
             .await
             .unwrap_or_else(|_| unreachable!("wijk semaphores are never closed"));
-        metrics::histogram!(crate::metrics::WIJK_QUEUE_WAIT, "wijk" => wijk.to_string())
+        metrics::histogram!(crate::metrics::WIJK_QUEUE_WAIT)
             .record(started.elapsed().as_secs_f64());
         permit
     }

@@ -14,6 +14,7 @@
 //! - [`auth`]: tokens, hashed at rest.
 //! - [`audit`]: the append-only, hash-chained audit log (NEN 7513) and its export.
 //! - [`error`]: the crate's error and its HTTP translation.
+//! - [`web_security`]: security headers, dotfiles, cross-site posts, TLS transport.
 #![forbid(unsafe_code)]
 
 pub mod api;
@@ -28,6 +29,7 @@ pub mod hub;
 pub mod metrics;
 pub mod serve;
 pub mod store;
+pub mod web_security;
 pub mod ws;
 
 pub use error::Error;

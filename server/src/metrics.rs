@@ -1,9 +1,11 @@
 //! Prometheus metrics: the names of every series, and the one recorder behind them.
 //!
 //! The `metrics` facade is global, so the recorder is installed once per process
-//! ([`install`]); `/metrics` renders it. Labels never carry personal data: a wijk id,
-//! a document kind, a message type or a refusal reason, never a user, token or
-//! document id.
+//! ([`install`]); `/metrics` renders it, on its own listener (`--metrics-listen`,
+//! loopback by default). Labels never carry personal data: a document kind, a message
+//! type or a refusal reason, never a user, token or document id, and never a wijk: a
+//! per-wijk count of commits or creations counts people's activity below the central
+//! office's suppression threshold (issue 16, item 7).
 
 use std::sync::OnceLock;
 
@@ -38,12 +40,12 @@ pub const STORE_LATENCY: &str = "buurtsync_store_latency_seconds";
 pub const STORE_BATCH_JOBS: &str = "buurtsync_store_batch_jobs";
 /// Messages or connections refused, by `reason` (counter).
 pub const REJECTED: &str = "buurtsync_rejected_total";
-/// Committed changes per partition, by `wijk` and `kind` (counter).
-pub const WIJK_COMMITS: &str = "buurtsync_wijk_commits_total";
-/// Documents created per partition, by `wijk` and `kind` (counter).
-pub const WIJK_CREATED: &str = "buurtsync_wijk_documents_created_total";
-/// Time spent waiting for a wijk's work permit, by `wijk`, seconds (histogram): how
-/// much the fairness quota held a busy wijk back.
+/// Committed changes, by `kind` (counter).
+pub const COMMITS: &str = "buurtsync_commits_total";
+/// Documents created, by `kind` (counter).
+pub const CREATED: &str = "buurtsync_documents_created_total";
+/// Time spent waiting for a wijk's work permit, seconds (histogram, no wijk label):
+/// how much the fairness quota held busy wijken back.
 pub const WIJK_QUEUE_WAIT: &str = "buurtsync_wijk_queue_wait_seconds";
 /// Documents named in connect-time summaries, by `answer` (`in-sync`: watched without
 /// loading; `changed`: opened and synced) (counter).
@@ -110,8 +112,8 @@ fn describe() {
         "Jobs per SQLite group commit (one transaction, one fsync)"
     );
     describe_counter!(REJECTED, "Refused messages and connections, by reason");
-    describe_counter!(WIJK_COMMITS, "Committed changes per partition (wijk, kind)");
-    describe_counter!(WIJK_CREATED, "Documents created per partition (wijk, kind)");
+    describe_counter!(COMMITS, "Committed changes, by document kind");
+    describe_counter!(CREATED, "Documents created, by document kind");
     describe_histogram!(
         WIJK_QUEUE_WAIT,
         Unit::Seconds,

@@ -50,13 +50,15 @@ fn install_crypto_provider() {
 }
 
 /// Serves on `listener` until `stop` resolves: TLS with `tls`, plain HTTP without;
-/// `web_app_dir` is served at `/app/`.
+/// `web_app_dir` is served at `/app/`, `/metrics` only on `metrics` (its own listener,
+/// loopback by default: issue 16, item 7).
 pub async fn serve_until(
     listener: TcpListener,
     store: Store,
     limits: Limits,
     tls: Option<TlsFiles>,
     web_app_dir: Option<PathBuf>,
+    metrics: Option<TcpListener>,
     stop: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), Error> {
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
@@ -81,7 +83,15 @@ pub async fn serve_until(
     if let Some(dir) = &state.web_app_dir {
         tracing::info!(dir = %dir.display(), "serving the volunteer web app at /app/");
     }
-    let router = app(state.clone()).into_make_service_with_connect_info::<SocketAddr>();
+    if let Some(listener) = metrics {
+        serve_metrics(listener, state.clone(), shutdown_rx.clone())?;
+    }
+    let mut router = app(state.clone());
+    if tls.is_some() {
+        // Lets handlers know the browser reached us over TLS (Secure cookies).
+        router = router.layer(axum::Extension(crate::web_security::Transport::Tls));
+    }
+    let router = router.into_make_service_with_connect_info::<SocketAddr>();
     let handle = axum_server::Handle::new();
     let signal_handle = handle.clone();
     tokio::spawn(async move {
@@ -118,6 +128,53 @@ pub async fn serve_until(
     let _ = tokio::time::timeout(Duration::from_secs(10), alive_rx.recv()).await;
     store.close().await;
     tracing::info!("stopped");
+    Ok(())
+}
+
+/// The metrics listener's default address: loopback only.
+pub const DEFAULT_METRICS_LISTEN: &str = "127.0.0.1:9464";
+
+/// Binds the metrics listener: `addr` when given (failing to bind is an error), else
+/// [`DEFAULT_METRICS_LISTEN`], where a taken port (a second server on the host) only
+/// costs the metrics, with a warning.
+pub async fn bind_metrics(addr: Option<SocketAddr>) -> Result<Option<TcpListener>, Error> {
+    match addr {
+        Some(addr) => TcpListener::bind(addr)
+            .await
+            .map(Some)
+            .map_err(|e| Error::Config(format!("--metrics-listen {addr}: {e}"))),
+        None => match TcpListener::bind(DEFAULT_METRICS_LISTEN).await {
+            Ok(listener) => Ok(Some(listener)),
+            Err(e) => {
+                tracing::warn!(addr = DEFAULT_METRICS_LISTEN, error = %e,
+                    "metrics listener not started: give --metrics-listen another address");
+                Ok(None)
+            }
+        },
+    }
+}
+
+/// Serves `/metrics` on its own listener until shutdown. Kept off the public listener:
+/// its counters describe activity (issue 16, item 7).
+fn serve_metrics(
+    listener: TcpListener,
+    state: Arc<AppState>,
+    mut shutdown: watch::Receiver<bool>,
+) -> Result<(), Error> {
+    let addr = listener.local_addr()?;
+    tracing::info!(%addr, "metrics listening");
+    let router = crate::app::metrics_app(state);
+    tokio::spawn(async move {
+        let stop = async move {
+            let _ = shutdown.changed().await;
+        };
+        if let Err(e) = axum::serve(listener, router)
+            .with_graceful_shutdown(stop)
+            .await
+        {
+            tracing::error!(error = %e, "metrics listener failed");
+        }
+    });
     Ok(())
 }
 

@@ -180,6 +180,8 @@ pub struct Seeded {
 pub struct ServerProcess {
     child: Child,
     pub addr: SocketAddr,
+    /// The metrics listener (`/metrics`), on a port of its own.
+    pub metrics_addr: Option<SocketAddr>,
     log: mpsc::Receiver<String>,
     log_lines: Vec<String>,
 }
@@ -192,6 +194,7 @@ impl ServerProcess {
         } else {
             &["--insecure-plain-http"]
         };
+
         let mut child = Command::new(binary())
             .arg("--database")
             .arg(db_url)
@@ -202,6 +205,9 @@ impl ServerProcess {
             .args(plain)
             .args(extra)
             .env("BUURTSYNC_LOG", "info")
+            // Metrics on a free loopback port of their own (the default port is one per
+            // host); a `--metrics-listen` in `extra` wins over the environment.
+            .env("BUURTSYNC_METRICS_LISTEN", "127.0.0.1:0")
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
@@ -217,19 +223,25 @@ impl ServerProcess {
         });
         let deadline = Instant::now() + crate::WAIT;
         let mut lines = Vec::new();
+        let mut metrics_addr = None;
         while Instant::now() < deadline {
             match rx.recv_timeout(Duration::from_millis(200)) {
                 Ok(line) => {
-                    let addr = serde_json::from_str::<Value>(&line).ok().and_then(|v| {
-                        (v["fields"]["message"] == "buurtsync listening")
-                            .then(|| v["fields"]["addr"].as_str().and_then(|a| a.parse().ok()))
-                            .flatten()
-                    });
+                    let logged = |message: &str| {
+                        serde_json::from_str::<Value>(&line).ok().and_then(|v| {
+                            (v["fields"]["message"] == message)
+                                .then(|| v["fields"]["addr"].as_str().and_then(|a| a.parse().ok()))
+                                .flatten()
+                        })
+                    };
+                    let addr: Option<SocketAddr> = logged("buurtsync listening");
+                    metrics_addr = logged("metrics listening").or(metrics_addr);
                     lines.push(line);
                     if let Some(addr) = addr {
                         return ServerProcess {
                             child,
                             addr,
+                            metrics_addr,
                             log: rx,
                             log_lines: lines,
                         };
@@ -246,6 +258,12 @@ impl ServerProcess {
         let _ = child.kill();
         let _ = child.wait();
         panic!("server did not start listening: {lines:#?}");
+    }
+
+    /// The metrics listener's address; panics if the server started none.
+    pub fn metrics(&self) -> SocketAddr {
+        self.metrics_addr
+            .expect("the server logged no metrics listener")
     }
 
     /// `ws://addr/sync`.

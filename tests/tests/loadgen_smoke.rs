@@ -23,12 +23,7 @@ fn loadgen_smoke_converges_without_errors() {
 fn loadgen_smoke_converges_with_a_zero_cache_budget() {
     let fx = Fixture::new();
     let server = smoke(&fx, &["--cache-budget-mib", "0"]);
-    let addr = server
-        .url()
-        .trim_start_matches("ws://")
-        .trim_end_matches("/sync")
-        .parse()
-        .expect("server address");
+    let addr = server.metrics();
     let rt = tokio::runtime::Runtime::new().expect("runtime");
     let metrics = rt.block_on(buurtsync_e2e::http::get(addr, "/metrics", None));
     let text = String::from_utf8_lossy(&metrics.body).into_owned();

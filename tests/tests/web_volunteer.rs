@@ -315,6 +315,13 @@ async fn volunteer_web_app_online_offline_and_back() {
         .expect("offline session");
     assert_eq!((offline.attendance, offline.volunteer_hours), (7, 3.0));
     assert!(offline.signals.is_empty());
+    // The app runs whole under the server's Content-Security-Policy (issue 16, item
+    // 16): Chromium reports every refused script, wasm, style or connection.
+    let log = browser.log();
+    assert!(
+        !log.contains("Content Security Policy"),
+        "the app broke the CSP: {log}"
+    );
     drop(browser);
 }
 

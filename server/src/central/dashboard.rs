@@ -20,11 +20,12 @@ use sync_core::policy::Principal;
 use super::aggregate::{Aggregates, Cell, Period};
 use super::api::{aggregates_csv, compute, csv_response, AggregateQuery};
 use super::chart::{bars, Series};
-use super::session::{self, COOKIE};
+use super::session;
 use super::spreadsheet::Separator;
 use super::{audit_export, bearer, check_role};
 use crate::app::AppState;
 use crate::error::Error;
+use crate::web_security::{is_cross_site, Transport};
 
 /// Escapes text for HTML and SVG (element content and quoted attributes).
 pub fn escape(s: &str) -> String {
@@ -47,12 +48,13 @@ pub fn escape(s: &str) -> String {
 async fn viewer(
     state: &AppState,
     headers: &HeaderMap,
+    transport: Transport,
 ) -> Result<Option<(Principal, String)>, Error> {
     if let Some(token) = bearer(headers) {
         let (principal, token_id) = crate::auth::authenticate(&state.store, &token).await?;
         return check_role(state, principal, token_id).await.map(Some);
     }
-    let Some(cookie) = session::from_headers(headers) else {
+    let Some(cookie) = session::from_headers(headers, transport) else {
         return Ok(None);
     };
     let Some(s) = state.central.sessions.get(&cookie) else {
@@ -134,9 +136,17 @@ pub struct LoginForm {
 /// dashboard; 401 with the form again for a bad token, 403 for another role.
 pub async fn login(
     State(state): State<Arc<AppState>>,
+    transport: Transport,
     headers: HeaderMap,
     Form(form): Form<LoginForm>,
 ) -> Result<Response, Error> {
+    if is_cross_site(&headers) {
+        tracing::info!("dashboard login refused: cross-site post");
+        return Ok(login_page(
+            StatusCode::FORBIDDEN,
+            Some("Inloggen kan alleen vanaf deze pagina."),
+        ));
+    }
     let (principal, token_id) =
         match crate::auth::authenticate(&state.store, form.token.trim()).await {
             Ok(found) => found,
@@ -159,16 +169,9 @@ pub async fn login(
         Err(e) => return Err(e),
     };
     let cookie = state.central.sessions.start(&principal.user_id, &token_id);
-    // Behind a TLS-terminating proxy the cookie must also be Secure.
-    let secure = headers
-        .get("x-forwarded-proto")
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.eq_ignore_ascii_case("https"));
-    let set_cookie = format!(
-        "{COOKIE}={cookie}; HttpOnly; SameSite=Strict; Path=/dashboard; Max-Age={}{}",
-        session::LIFETIME.as_secs(),
-        if secure { "; Secure" } else { "" }
-    );
+    // Secure (and `__Host-`) when the server serves TLS itself or sits behind a TLS
+    // proxy that says so (`Transport`).
+    let set_cookie = session::set_cookie(&cookie, transport, session::LIFETIME.as_secs());
     tracing::info!(user = %principal.user_id, token = %token_id, "dashboard login");
     let mut response = (StatusCode::SEE_OTHER, [(header::LOCATION, "/dashboard")]).into_response();
     response.headers_mut().insert(
@@ -180,27 +183,32 @@ pub async fn login(
 }
 
 /// `POST /dashboard/logout`: ends the session and clears the cookie.
-pub async fn logout(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Response {
-    if let Some(cookie) = session::from_headers(&headers) {
+pub async fn logout(
+    State(state): State<Arc<AppState>>,
+    transport: Transport,
+    headers: HeaderMap,
+) -> Response {
+    if is_cross_site(&headers) {
+        return login_page(StatusCode::FORBIDDEN, None);
+    }
+    if let Some(cookie) = session::from_headers(&headers, transport) {
         state.central.sessions.end(&cookie);
     }
     let mut response = (StatusCode::SEE_OTHER, [(header::LOCATION, "/dashboard")]).into_response();
-    response.headers_mut().insert(
-        header::SET_COOKIE,
-        HeaderValue::from_static(
-            "buurtsync_dashboard=; HttpOnly; SameSite=Strict; Path=/dashboard; Max-Age=0",
-        ),
-    );
+    if let Ok(clear) = HeaderValue::from_str(&session::set_cookie("", transport, 0)) {
+        response.headers_mut().insert(header::SET_COOKIE, clear);
+    }
     response
 }
 
 /// `GET /dashboard/aggregates.csv?period=&sep=`: the download button.
 pub async fn download(
     State(state): State<Arc<AppState>>,
+    transport: Transport,
     headers: HeaderMap,
     Query(query): Query<AggregateQuery>,
 ) -> Result<Response, Error> {
-    let Some((principal, token_id)) = viewer(&state, &headers).await? else {
+    let Some((principal, token_id)) = viewer(&state, &headers, transport).await? else {
         return Err(Error::Unauthorized);
     };
     let period = query.period()?;
@@ -293,10 +301,11 @@ const CHARTS: &[(&str, &str, &[Bar])] = &[
 /// `GET /dashboard?period=month|quarter|year`: the login form, or the charts.
 pub async fn page(
     State(state): State<Arc<AppState>>,
+    transport: Transport,
     headers: HeaderMap,
     Query(query): Query<AggregateQuery>,
 ) -> Result<Response, Error> {
-    let Some((principal, token_id)) = viewer(&state, &headers).await? else {
+    let Some((principal, token_id)) = viewer(&state, &headers, transport).await? else {
         return Ok(login_page(StatusCode::OK, None));
     };
     let period = query.period()?;

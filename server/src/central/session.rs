@@ -1,6 +1,7 @@
 //! Dashboard logins. The central-office user posts their token once to
 //! `/dashboard/login`; the server checks it and answers with a session cookie
-//! (`HttpOnly; SameSite=Strict; Path=/dashboard`). Safer than keeping the token in
+//! (`HttpOnly; SameSite=Strict; Path=/dashboard`; under TLS `__Host-…; Secure; Path=/`,
+//! so neither a plain-HTTP page nor a sibling subdomain can set or read it). Safer than keeping the token in
 //! the page's sessionStorage: no script can read the cookie (an injected script
 //! cannot steal it), the browser never sends it from another site's request (no
 //! CSRF), and the token itself is never stored in the browser.
@@ -15,8 +16,35 @@ use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
 
-/// The cookie's name.
+use crate::web_security::Transport;
+
+/// The cookie's name over plain HTTP (loopback, the demo).
 pub const COOKIE: &str = "buurtsync_dashboard";
+
+/// The cookie's name under TLS: browsers accept a `__Host-` cookie only with `Secure`,
+/// `Path=/` and no `Domain`, so no other origin can plant one (issue 16, item 13).
+pub const SECURE_COOKIE: &str = "__Host-buurtsync_dashboard";
+
+/// The cookie's name for this transport.
+pub fn cookie_name(transport: Transport) -> &'static str {
+    if transport.is_tls() {
+        SECURE_COOKIE
+    } else {
+        COOKIE
+    }
+}
+
+/// The `Set-Cookie` value that sets (or, with `max_age` 0 and an empty value, clears)
+/// the session cookie for this transport.
+pub fn set_cookie(value: &str, transport: Transport, max_age: u64) -> String {
+    if transport.is_tls() {
+        format!(
+            "{SECURE_COOKIE}={value}; HttpOnly; SameSite=Strict; Secure; Path=/; Max-Age={max_age}"
+        )
+    } else {
+        format!("{COOKIE}={value}; HttpOnly; SameSite=Strict; Path=/dashboard; Max-Age={max_age}")
+    }
+}
 
 /// How long a login lasts without being renewed.
 pub const LIFETIME: Duration = Duration::from_secs(8 * 3600);
@@ -91,15 +119,16 @@ impl Sessions {
     }
 }
 
-/// The value of our cookie in a `Cookie` header.
-pub fn from_headers(headers: &axum::http::HeaderMap) -> Option<String> {
+/// The value of our cookie (the name this transport uses) in a `Cookie` header.
+pub fn from_headers(headers: &axum::http::HeaderMap, transport: Transport) -> Option<String> {
+    let name = cookie_name(transport);
     headers
         .get_all(axum::http::header::COOKIE)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(';'))
         .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(name, _)| *name == COOKIE)
+        .find(|(n, _)| *n == name)
         .map(|(_, value)| value.to_owned())
 }
 
@@ -125,6 +154,11 @@ mod tests {
             axum::http::header::COOKIE,
             axum::http::HeaderValue::from_static("a=1; buurtsync_dashboard=abc; b=2"),
         );
-        assert_eq!(from_headers(&headers).as_deref(), Some("abc"));
+        assert_eq!(
+            from_headers(&headers, Transport::Plain).as_deref(),
+            Some("abc")
+        );
+        // Under TLS only the `__Host-` cookie counts.
+        assert_eq!(from_headers(&headers, Transport::Tls), None);
     }
 }

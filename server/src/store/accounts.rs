@@ -179,6 +179,22 @@ impl Store {
         Ok(removed > 0)
     }
 
+    /// Removes a global role (consulent, central office, admin); returns whether there
+    /// was one. Like every grant change, live connections and dashboard sessions
+    /// re-read the principal through `access_changes` (issue 16, item 14).
+    pub async fn revoke_global(&self, user: &str, role: GlobalRole) -> Result<bool, Error> {
+        let removed = with_pool!(self.pool(), p => sqlx::query(
+            "DELETE FROM global_grants WHERE user_id = $1 AND role = $2"
+        )
+        .bind(user)
+        .bind(role.as_str())
+        .execute(p)
+        .await
+        .map(|done| done.rows_affected()))?;
+        self.access_changed("ungrant").await?;
+        Ok(removed > 0)
+    }
+
     /// The user's grants as the policy sees them.
     pub async fn principal(&self, user: &str) -> Result<Principal, Error> {
         let rows: Vec<(String, String)> = with_pool!(self.pool(), p => sqlx::query_as(

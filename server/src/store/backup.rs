@@ -8,6 +8,13 @@
 //! written before their document's catalog row, so every document in the copy has its
 //! key in the key copy. (A document erased in between has lost its key in the copy
 //! too, which is what erasure means.)
+//!
+//! The key store copy goes where the operator says (`--keys-to`), never beside the
+//! database copy by default: a database backup kept next to its keys is readable by
+//! whoever gets the backup directory, and key copies need a shorter retention so that
+//! erasures take hold (docs/operations.md). Every file is written owner-only (0600).
+//! Restore re-applies the erasure journal (`store::erasures`), so a backup taken
+//! before an erasure does not bring the document back.
 
 use std::path::{Path, PathBuf};
 
@@ -20,12 +27,14 @@ use crate::error::Error;
 #[derive(Debug, Clone, Serialize)]
 pub struct BackupReport {
     pub database: PathBuf,
-    pub keys: PathBuf,
+    /// The key store copy (`None`: the backup holds the database only).
+    pub keys: Option<PathBuf>,
     pub documents: u64,
     pub bytes: u64,
 }
 
-/// The key store file that belongs with a database backup file: `<file>.keys`.
+/// Where earlier versions put the key store copy of a database backup: `<file>.keys`
+/// (`restore` still looks there when no `--keys-from` is given).
 pub fn keys_file_of(backup: &Path) -> PathBuf {
     let mut name = backup.as_os_str().to_owned();
     name.push(".keys");
@@ -38,10 +47,28 @@ fn temp_beside(path: &Path) -> PathBuf {
     PathBuf::from(name)
 }
 
+/// Creates an empty file readable by its owner only, for `VACUUM INTO` to fill.
+fn create_private(path: &Path) -> Result<(), Error> {
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    options.open(path)?;
+    Ok(())
+}
+
 impl Store {
-    /// Writes a consistent copy of the database to `dest` and of the key store to
-    /// `dest.keys`, while the server may be serving. Refuses to overwrite.
-    pub async fn backup(&self, dest: &Path) -> Result<BackupReport, Error> {
+    /// Writes a consistent copy of the database to `dest` and, when `keys_dest` is
+    /// given, of the key store there, while the server may be serving. Refuses to
+    /// overwrite; the files are owner-only (0600).
+    pub async fn backup(
+        &self,
+        dest: &Path,
+        keys_dest: Option<&Path>,
+    ) -> Result<BackupReport, Error> {
         let (Pool::Sqlite(main), Pool::Sqlite(keys)) = (self.pool(), self.keys()) else {
             return Err(Error::Config(
                 "this is a PostgreSQL database: back it up with pg_dump or point-in-time \
@@ -49,30 +76,41 @@ impl Store {
                     .into(),
             ));
         };
-        let keys_dest = keys_file_of(dest);
-        for path in [dest, keys_dest.as_path()] {
+        if keys_dest == Some(dest) {
+            return Err(Error::Invalid(
+                "the key store copy needs a file of its own".into(),
+            ));
+        }
+        for path in std::iter::once(dest).chain(keys_dest) {
             if path.exists() {
                 return Err(Error::Conflict(format!(
                     "{} exists; choose a new backup file",
                     path.display()
                 )));
             }
+            if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+                std::fs::create_dir_all(dir)?;
+            }
         }
-        if let Some(dir) = dest.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir)?;
-        }
-        let (tmp_main, tmp_keys) = (temp_beside(dest), temp_beside(&keys_dest));
+        let tmp_main = temp_beside(dest);
+        let tmp_keys = keys_dest.map(temp_beside);
         let result = async {
+            create_private(&tmp_main)?;
             vacuum_into(main, &tmp_main).await?;
-            vacuum_into(keys, &tmp_keys).await?;
+            if let (Some(tmp), Some(to)) = (&tmp_keys, keys_dest) {
+                create_private(tmp)?;
+                vacuum_into(keys, tmp).await?;
+                std::fs::rename(tmp, to)?;
+            }
             std::fs::rename(&tmp_main, dest)?;
-            std::fs::rename(&tmp_keys, &keys_dest)?;
             Ok::<(), Error>(())
         }
         .await;
         if let Err(e) = result {
             let _ = std::fs::remove_file(&tmp_main);
-            let _ = std::fs::remove_file(&tmp_keys);
+            if let Some(tmp) = &tmp_keys {
+                let _ = std::fs::remove_file(tmp);
+            }
             return Err(e);
         }
         let documents: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM documents")
@@ -80,7 +118,7 @@ impl Store {
             .await?;
         Ok(BackupReport {
             database: dest.to_owned(),
-            keys: keys_dest,
+            keys: keys_dest.map(Path::to_owned),
             documents: u64::try_from(documents).unwrap_or(0),
             bytes: std::fs::metadata(dest)?.len(),
         })
@@ -100,19 +138,22 @@ async fn vacuum_into(pool: &sqlx::SqlitePool, dest: &Path) -> Result<(), Error> 
 
 /// Checks a backup (both files present, both pass `PRAGMA integrity_check`, the
 /// database has a storage identity) and copies it into place as the database at
-/// `db_path` with its key store at `keys_path`. The server must be stopped. Existing
-/// files are replaced only with `force`.
+/// `db_path` with its key store at `keys_path`. The key store copy is `keys_backup`,
+/// else `<backup>.keys`. The server must be stopped. Existing files are replaced only
+/// with `force`. The caller then re-applies the erasure journal
+/// (`Store::reapply_erasures`).
 pub async fn restore(
     backup: &Path,
+    keys_backup: Option<&Path>,
     db_path: &Path,
     keys_path: &Path,
     force: bool,
 ) -> Result<BackupReport, Error> {
-    let keys_backup = keys_file_of(backup);
+    let keys_backup = keys_backup.map_or_else(|| keys_file_of(backup), Path::to_owned);
     for path in [backup, keys_backup.as_path()] {
         if !path.is_file() {
             return Err(Error::NotFound(format!(
-                "{} (a backup is the database file plus <file>.keys)",
+                "{} (a backup is the database file plus its key store copy: --keys-from)",
                 path.display()
             )));
         }
@@ -146,7 +187,7 @@ pub async fn restore(
     }
     Ok(BackupReport {
         database: db_path.to_owned(),
-        keys: keys_path.to_owned(),
+        keys: Some(keys_path.to_owned()),
         documents,
         bytes: std::fs::metadata(db_path)?.len(),
     })

@@ -693,12 +693,28 @@ impl Store {
     /// so copies of the chunks in older backups cannot be decrypted either. Running
     /// servers notice through `access_changes` and tell devices to purge.
     /// Idempotent: erasing again finishes an erasure that stopped half-way.
+    /// On SQLite the erasure is first written to the journal `<database>.erasures`,
+    /// so a restored backup forgets the document again (`store::erasures`).
     pub async fn erase(&self, id: &DocumentId, by: &str) -> Result<Tombstone, Error> {
+        self.erase_with(id, by, true).await
+    }
+
+    /// [`erase`](Self::erase), journaled or not (re-applying the journal itself).
+    pub(crate) async fn erase_with(
+        &self,
+        id: &DocumentId,
+        by: &str,
+        journal: bool,
+    ) -> Result<Tombstone, Error> {
         let doc = id.to_string();
         let shared = self.is_shared();
         let tombstone = match self.catalog(id).await? {
             Some(entry) => {
                 let erased_at = now();
+                if journal {
+                    self.journal_erasure(id, &entry.partition, erased_at, by)
+                        .await?;
+                }
                 with_pool!(self.pool(), p => {
                     let mut tx = p.begin().await?;
                     if shared {
@@ -751,20 +767,8 @@ impl Store {
             .execute(p)
             .await
             .map(|_| ()))?;
-        // Leave no readable remains of the key in the key store's free pages.
-        match self.keys() {
-            Pool::Sqlite(p) => {
-                sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
-                    .execute(p)
-                    .await?;
-                sqlx::query("VACUUM").execute(p).await?;
-            }
-            Pool::Postgres(p) => {
-                // Rewrites the table without the dead row (docs/operations.md: its WAL
-                // archive is the one remaining copy, so keep that short).
-                sqlx::query("VACUUM FULL doc_keys").execute(p).await?;
-            }
-        }
+        // Leave no readable remains of the key or the rows in free pages or logs.
+        self.shred_remains().await?;
         Ok(tombstone)
     }
 

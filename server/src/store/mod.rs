@@ -7,7 +7,8 @@
 //! in `audit`, the PostgreSQL change feed between nodes in `changes`, the central
 //! office's change-number feed and pseudonym secret in `central`, the batched catalog
 //! facts of a connect-time summary in `summary`, online backup and restore of a
-//! SQLite store in `backup` (PostgreSQL: pg_dump/PITR, docs/operations.md), and
+//! SQLite store in `backup` (PostgreSQL: pg_dump/PITR, docs/operations.md), the
+//! erasure journal and the shredding of an erasure's remains in `erasures`, and
 //! SQLite's group commit of chunk and audit appends in `group`.
 //! Nothing above this module writes SQL.
 //!
@@ -26,6 +27,7 @@ pub mod central;
 pub mod changes;
 pub mod crypto;
 pub mod documents;
+pub mod erasures;
 pub mod group;
 pub mod summary;
 
@@ -306,7 +308,8 @@ pub(crate) fn conflict_if_duplicate<T>(
 }
 
 /// A pool on one SQLite file: WAL, `synchronous=FULL` (a returned commit is on disk),
-/// foreign keys on.
+/// foreign keys on, `secure_delete` (deleted rows and freed pages are zeroed, so an
+/// erased document's hashes and a destroyed key leave no remains: `erasures`).
 async fn sqlite_pool(path: &str, shown: &str) -> Result<SqlitePool, Error> {
     let options = SqliteConnectOptions::from_str(&format!("sqlite://{path}"))
         .map_err(|e| Error::Config(format!("database {shown:?}: {e}")))?
@@ -314,6 +317,7 @@ async fn sqlite_pool(path: &str, shown: &str) -> Result<SqlitePool, Error> {
         .journal_mode(SqliteJournalMode::Wal)
         .synchronous(SqliteSynchronous::Full)
         .foreign_keys(true)
+        .pragma("secure_delete", "ON")
         .busy_timeout(Duration::from_secs(10));
     Ok(SqlitePoolOptions::new()
         .max_connections(8)

@@ -726,8 +726,7 @@ impl Connection {
         drop(state);
         match outcome {
             Ok(true) => {
-                metrics::counter!(m::WIJK_COMMITS, "wijk" => partition.wijk.to_string(), "kind" => partition.kind.as_str())
-                    .increment(1);
+                metrics::counter!(m::COMMITS, "kind" => partition.kind.as_str()).increment(1);
                 if !wrote {
                     self.record(AuditAction::Write, id, Some(&partition), "");
                 }
@@ -801,8 +800,7 @@ impl Connection {
             Ok(entry) => {
                 tracing::info!(conn = self.conn_id, user = %self.principal.user_id, %id, partition = %entry.catalog.partition, "document created");
                 let partition = entry.catalog.partition.clone();
-                metrics::counter!(m::WIJK_CREATED, "wijk" => partition.wijk.to_string(), "kind" => partition.kind.as_str())
-                    .increment(1);
+                metrics::counter!(m::CREATED, "kind" => partition.kind.as_str()).increment(1);
                 self.record(AuditAction::Create, id, Some(&partition), "");
                 entry.subscribe(&self.signal);
                 self.open.insert(id, entry.clone());

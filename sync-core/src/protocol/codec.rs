@@ -42,6 +42,35 @@ pub enum DecodeError {
     DocumentId(String),
     #[error("field `{field}` holds more than {max} entries")]
     TooMany { field: &'static str, max: usize },
+    #[error("field `{field}` is not a peer or storage id: {reason}")]
+    PeerId {
+        field: &'static str,
+        reason: &'static str,
+    },
+}
+
+/// Longest `senderId`, `targetId` or `storageId` accepted. Real ones are short
+/// (automerge-repo: `peer-` and 8 characters, or a UUID; ours: 22); a cap keeps a
+/// hostile id out of everything that stores it (audit log, provenance, sync states).
+pub const MAX_PEER_ID_LEN: usize = 128;
+
+/// Checks a peer or storage id: 1 to [`MAX_PEER_ID_LEN`] bytes of ASCII letters,
+/// digits and `-_.:@+/=~`. Refusing (not truncating) keeps two long ids from meeting
+/// in one stored form.
+pub fn check_peer_id(field: &'static str, id: &str) -> Result<(), DecodeError> {
+    let reason = if id.is_empty() {
+        "empty"
+    } else if id.len() > MAX_PEER_ID_LEN {
+        "longer than 128 bytes"
+    } else if !id
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b"-_.:@+/=~".contains(&b))
+    {
+        "only ASCII letters, digits and -_.:@+/=~ are allowed"
+    } else {
+        return Ok(());
+    };
+    Err(DecodeError::PeerId { field, reason })
 }
 
 /// Decodes one frame into a message.
@@ -59,7 +88,7 @@ pub fn decode(bytes: &[u8]) -> Result<Message, DecodeError> {
     let kind = fields.text("type")?;
     let msg = match kind.as_str() {
         "join" => Message::Join {
-            sender_id: fields.text("senderId")?,
+            sender_id: fields.peer_id("senderId")?,
             peer_metadata: match fields.get("peerMetadata") {
                 Some(v) => Some(peer_metadata(v)?),
                 None => fields.get("metadata").map(peer_metadata).transpose()?,
@@ -70,49 +99,49 @@ pub fn decode(bytes: &[u8]) -> Result<Message, DecodeError> {
             },
         },
         "peer" => Message::Peer {
-            sender_id: fields.text("senderId")?,
-            target_id: fields.text("targetId")?,
+            sender_id: fields.peer_id("senderId")?,
+            target_id: fields.peer_id("targetId")?,
             peer_metadata: fields.get("peerMetadata").map(peer_metadata).transpose()?,
             selected_protocol_version: fields
                 .opt_text("selectedProtocolVersion")?
                 .unwrap_or_else(|| PROTOCOL_VERSION.to_string()),
         },
         "leave" => Message::Leave {
-            sender_id: fields.text("senderId")?,
+            sender_id: fields.peer_id("senderId")?,
         },
         "error" => Message::Error {
-            sender_id: fields.opt_text("senderId")?,
-            target_id: fields.opt_text("targetId")?,
+            sender_id: fields.opt_peer_id("senderId")?,
+            target_id: fields.opt_peer_id("targetId")?,
             message: fields.opt_text("message")?.unwrap_or_default(),
         },
         "request" => Message::Request {
-            sender_id: fields.text("senderId")?,
-            target_id: fields.text("targetId")?,
+            sender_id: fields.peer_id("senderId")?,
+            target_id: fields.peer_id("targetId")?,
             document_id: fields.document_id()?,
             data: fields.bytes("data")?,
         },
         "sync" => Message::Sync {
-            sender_id: fields.text("senderId")?,
-            target_id: fields.text("targetId")?,
+            sender_id: fields.peer_id("senderId")?,
+            target_id: fields.peer_id("targetId")?,
             document_id: fields.document_id()?,
             data: fields.bytes("data")?,
         },
         "doc-unavailable" => Message::DocUnavailable {
-            sender_id: fields.text("senderId")?,
-            target_id: fields.text("targetId")?,
+            sender_id: fields.peer_id("senderId")?,
+            target_id: fields.peer_id("targetId")?,
             document_id: fields.document_id()?,
         },
         "ephemeral" => Message::Ephemeral {
-            sender_id: fields.text("senderId")?,
-            target_id: fields.text("targetId")?,
+            sender_id: fields.peer_id("senderId")?,
+            target_id: fields.peer_id("targetId")?,
             count: fields.uint("count")?,
             session_id: fields.text("sessionId")?,
             document_id: fields.document_id()?,
             data: fields.bytes("data")?,
         },
         "remote-subscription-change" => Message::RemoteSubscriptionChange {
-            sender_id: fields.text("senderId")?,
-            target_id: fields.text("targetId")?,
+            sender_id: fields.peer_id("senderId")?,
+            target_id: fields.peer_id("targetId")?,
             add: fields
                 .get("add")
                 .map(|v| text_list(v, "add"))
@@ -125,8 +154,8 @@ pub fn decode(bytes: &[u8]) -> Result<Message, DecodeError> {
                 .unwrap_or_default(),
         },
         "remote-heads-changed" => Message::RemoteHeadsChanged {
-            sender_id: fields.text("senderId")?,
-            target_id: fields.text("targetId")?,
+            sender_id: fields.peer_id("senderId")?,
+            target_id: fields.peer_id("targetId")?,
             document_id: fields.document_id()?,
             new_heads: new_heads(
                 fields
@@ -135,8 +164,8 @@ pub fn decode(bytes: &[u8]) -> Result<Message, DecodeError> {
             )?,
         },
         "buurtsync-summary" => Message::Summary {
-            sender_id: fields.text("senderId")?,
-            target_id: fields.text("targetId")?,
+            sender_id: fields.peer_id("senderId")?,
+            target_id: fields.peer_id("targetId")?,
             documents: summary_documents(
                 fields
                     .get("documents")
@@ -144,8 +173,8 @@ pub fn decode(bytes: &[u8]) -> Result<Message, DecodeError> {
             )?,
         },
         "buurtsync-summary-answer" => Message::SummaryAnswer {
-            sender_id: fields.text("senderId")?,
-            target_id: fields.text("targetId")?,
+            sender_id: fields.peer_id("senderId")?,
+            target_id: fields.peer_id("targetId")?,
             in_sync: match fields.get("inSync") {
                 None => Vec::new(),
                 Some(v) => id_list(v, "inSync")?,
@@ -367,6 +396,19 @@ impl Fields {
         self.opt_text(key)?.ok_or(DecodeError::MissingField(key))
     }
 
+    /// A present peer or storage id, checked by [`check_peer_id`].
+    fn peer_id(&self, key: &'static str) -> Result<String, DecodeError> {
+        self.opt_peer_id(key)?.ok_or(DecodeError::MissingField(key))
+    }
+
+    fn opt_peer_id(&self, key: &'static str) -> Result<Option<String>, DecodeError> {
+        let id = self.opt_text(key)?;
+        if let Some(id) = &id {
+            check_peer_id(key, id)?;
+        }
+        Ok(id)
+    }
+
     fn opt_text(&self, key: &'static str) -> Result<Option<String>, DecodeError> {
         match self.get(key) {
             None => Ok(None),
@@ -463,7 +505,7 @@ fn peer_metadata(v: &Value) -> Result<PeerMetadata, DecodeError> {
     let fields = Fields(entries.clone());
     Ok(PeerMetadata {
         capabilities: fields.get(CAPABILITIES_KEY).map(capabilities).transpose()?,
-        storage_id: fields.opt_text("storageId")?,
+        storage_id: fields.opt_peer_id("storageId")?,
         is_ephemeral: match fields.get("isEphemeral") {
             None => None,
             Some(Value::Bool(b)) => Some(*b),
@@ -581,6 +623,7 @@ fn new_heads(v: &Value) -> Result<BTreeMap<String, HeadsAtTime>, DecodeError> {
         let Value::Text(storage) = k else {
             return Err(wrong("a map keyed by storageId strings"));
         };
+        check_peer_id("newHeads", storage)?;
         let Value::Map(inner) = v else {
             return Err(wrong("a map of storageId to {heads, timestamp}"));
         };
@@ -906,6 +949,74 @@ mod tests {
         check(vec![0x5b, 0x40, 0, 0, 0, 0, 0, 0, 0], |e| {
             matches!(e, DecodeError::Cbor(_))
         });
+    }
+
+    /// Peer and storage ids (issue 16, item 6): real spellings pass; an oversized,
+    /// empty or control-character id is refused at decode, in every field that holds one.
+    #[test]
+    fn peer_ids_are_bounded() {
+        let join = |sender: &str, storage: &str| {
+            cbor(map(vec![
+                ("type", text("join")),
+                ("senderId", text(sender)),
+                ("peerMetadata", map(vec![("storageId", text(storage))])),
+            ]))
+        };
+        let sync = |sender: &str, target: &str| {
+            cbor(map(vec![
+                ("type", text("sync")),
+                ("senderId", text(sender)),
+                ("targetId", text(target)),
+                ("documentId", text(doc().to_string())),
+                ("data", Value::Bytes(vec![1])),
+            ]))
+        };
+        let heads = |storage: &str| {
+            cbor(map(vec![
+                ("type", text("remote-heads-changed")),
+                ("senderId", text("a")),
+                ("targetId", text("b")),
+                ("documentId", text(doc().to_string())),
+                (
+                    "newHeads",
+                    map(vec![(
+                        storage,
+                        map(vec![
+                            ("heads", Value::Array(vec![])),
+                            ("timestamp", Value::Integer(1.into())),
+                        ]),
+                    )]),
+                ),
+            ]))
+        };
+        let long = "p".repeat(MAX_PEER_ID_LEN + 1);
+        let longest = "p".repeat(MAX_PEER_ID_LEN);
+        let huge = "x".repeat(1 << 20);
+        let check = |frame: Vec<u8>, expected: Option<&'static str>| {
+            let got = decode(&frame);
+            match expected {
+                None => assert!(got.is_ok(), "refused: {got:?}"),
+                Some(field) => assert!(
+                    matches!(&got, Err(DecodeError::PeerId { field: f, .. }) if *f == field),
+                    "{field}: {got:?}"
+                ),
+            }
+        };
+        let uuid = "6c3c1a3e-0d4b-4c51-9a0e-1f2d3c4b5a69";
+        check(join("peer-k3j2h1g0", uuid), None);
+        check(join("buurtsync-0a1b2c3d4e5f", "st"), None);
+        check(join(&longest, &longest), None);
+        check(join(&long, uuid), Some("senderId"));
+        check(join(&huge, uuid), Some("senderId"));
+        check(join("", uuid), Some("senderId"));
+        check(join("a\nb", uuid), Some("senderId"));
+        check(join("naïve", uuid), Some("senderId"));
+        check(join("a b", uuid), Some("senderId"));
+        check(join("ok", &huge), Some("storageId"));
+        check(sync("a", &long), Some("targetId"));
+        check(sync(&huge, "b"), Some("senderId"));
+        check(heads(uuid), None);
+        check(heads(&huge), Some("newHeads"));
     }
 
     /// Encoded frames use plain byte strings and integer counts, as cbor-x readers expect.
