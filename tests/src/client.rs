@@ -419,8 +419,7 @@ impl Client {
         })
     }
 
-    /// Requests a document and waits until it arrives (or is unavailable). Retries
-    /// while it is not there, for documents another client is still uploading.
+    /// Requests a document and waits until it arrives (or is unavailable).
     pub async fn fetch(&mut self, id: DocumentId) -> bool {
         self.request(id).await;
         self.pump_until(crate::WAIT, |c| {
