@@ -28,7 +28,9 @@ fn date(day: u8) -> Date {
 /// The edits of a home visit: goals, contacts, a goal's status and text, the plan status.
 fn edit(doc: &mut Automerge, who: &str, n: usize) -> Result<(), schema::SchemaError> {
     schema::update::<Plan>(doc, |plan| match n % 5 {
-        0 => plan.goals.push(Goal::new(Leefdomein::Wonen, format!("{who} doel {n}"))),
+        0 => plan
+            .goals
+            .push(Goal::new(Leefdomein::Wonen, format!("{who} doel {n}"))),
         1 => plan.contacts.push(ContactMoment::new(
             date(1 + (n % 28) as u8),
             ContactKind::Huisbezoek,
@@ -63,7 +65,8 @@ fn edit(doc: &mut Automerge, who: &str, n: usize) -> Result<(), schema::SchemaEr
 fn typed_edits_after_concurrent_edits_never_fail() {
     let wijk = WijkId::new("assen-noord").expect("wijk");
     let mut plan = Plan::new(wijk, "huishouden-1");
-    plan.goals.push(Goal::new(Leefdomein::Financien, "Grip op de post"));
+    plan.goals
+        .push(Goal::new(Leefdomein::Financien, "Grip op de post"));
     plan.contacts.push(ContactMoment::new(
         date(1),
         ContactKind::Telefoon,
@@ -81,7 +84,10 @@ fn typed_edits_after_concurrent_edits_never_fail() {
     sync(&mut a, &b);
     sync(&mut b, &a);
     assert_eq!(a.get_heads(), b.get_heads());
-    assert!(a.get_heads().len() > 1, "the replicas hold concurrent heads");
+    assert!(
+        a.get_heads().len() > 1,
+        "the replicas hold concurrent heads"
+    );
 
     // Back online: each edit reaches the other before its next one.
     for n in 5..25 {

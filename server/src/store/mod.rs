@@ -8,7 +8,8 @@
 //! office's change-number feed and pseudonym secret in `central`, the batched catalog
 //! facts of a connect-time summary in `summary`, online backup and restore of a
 //! SQLite store in `backup` (PostgreSQL: pg_dump/PITR, docs/operations.md), and
-//! SQLite's group commit of chunk and audit appends in `group`.
+//! SQLite's group commit of chunk and audit appends in `group`, the document listing's
+//! index-served catalog queries in `listing`.
 //! Nothing above this module writes SQL.
 //!
 //! Why an enum of backends and not `sqlx::Any` or a trait: each query is written once,
@@ -27,6 +28,7 @@ pub mod changes;
 pub mod crypto;
 pub mod documents;
 pub mod group;
+pub mod listing;
 pub mod summary;
 
 use std::str::FromStr;
