@@ -500,7 +500,10 @@ async fn listing_by_read_scope(backend: Backend) {
     assert!(list(&consulent, 0).await.is_empty());
     let created_at = list(&professional, 0).await[0].changed_at;
     store.set_handed_over(&zuid_plan, true).await.expect("flag");
-    store.set_handed_over(&noord_plan, true).await.expect("flag");
+    store
+        .set_handed_over(&noord_plan, true)
+        .await
+        .expect("flag");
     assert_eq!(
         ids(list(&consulent, 0).await),
         sorted(vec![noord_plan, zuid_plan])
