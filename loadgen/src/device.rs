@@ -508,17 +508,8 @@ impl Device {
         };
         let before = held.doc.get_heads();
         if let Err(e) = workload::edit(&mut held.doc, held.is_plan, &mut self.rng) {
-            // autosurgeon refuses some documents holding concurrent heads as "stale"
-            // between hydrate and reconcile (seen after merges through the server); a
-            // plain field write is still a valid edit, and is counted.
-            if let Err(e2) = workload::edit_plain(&mut held.doc, held.is_plan, &mut self.rng) {
-                probe.error(format!(
-                    "{}: workload edit failed: {e}; then {e2}",
-                    self.spec.name
-                ));
-                return;
-            }
-            Probe::add(&probe.stale_retries, 1);
+            probe.error(format!("{}: workload edit failed: {e}", self.spec.name));
+            return;
         }
         if held.doc.get_heads() == before {
             return;

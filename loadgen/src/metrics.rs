@@ -35,8 +35,6 @@ pub struct Probe {
     pub frames_sent: AtomicU64,
     pub frames_received: AtomicU64,
     pub errors: AtomicU64,
-    /// Edits that needed a save/load round trip first (autosurgeon "stale heads").
-    pub stale_retries: AtomicU64,
     /// Documents re-synced after their sync went quiet with work outstanding.
     pub resyncs: AtomicU64,
     error_samples: Mutex<Vec<String>>,

@@ -28,8 +28,6 @@ pub struct PhaseReport {
     pub frames_received: u64,
     pub errors: u64,
     pub error_samples: Vec<String>,
-    /// Edits that needed a save/load round trip (autosurgeon "stale heads").
-    pub stale_retries: u64,
     /// Documents re-synced after their sync stalled with work outstanding.
     pub resyncs: u64,
     /// Tracked changes that did not reach a device holding their document.
@@ -61,7 +59,6 @@ impl PhaseReport {
             frames_received: Probe::get(&probe.frames_received),
             errors: Probe::get(&probe.errors),
             error_samples: probe.error_samples(),
-            stale_retries: Probe::get(&probe.stale_retries),
             resyncs: Probe::get(&probe.resyncs),
             undelivered: 0,
             diverged_documents: 0,

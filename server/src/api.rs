@@ -72,14 +72,21 @@ pub async fn me(
 pub struct ListQuery {
     pub wijk: Option<String>,
     pub kind: Option<String>,
-    /// Only documents created at or after this unix time (seconds): a cheap cursor for
-    /// "what is new since my last look".
+    /// The `cursor` of an earlier listing (unix seconds): only documents created, or
+    /// whose hand-over flag changed, at or after it.
     pub since: Option<i64>,
 }
 
+/// How far a listing's `cursor` lies before the listing itself: a creation or
+/// hand-over stamped just before a listing but committed just after it is still at or
+/// after the cursor, so the next listing returns it (at the price of repeating a few).
+const CURSOR_SLACK_SECS: i64 = 5;
+
 /// `GET /api/v1/documents?wijk=…&kind=…&since=…`: the documents the caller may read,
 /// decided per document by the access policy (volunteers never see plan ids; a
-/// consulent sees only handed-over plans). Ids and partitions only, no content.
+/// consulent sees only handed-over plans). Ids and partitions only, no content. The
+/// store is asked only for the partitions the caller may read (`policy::read_scope`);
+/// `since` makes it incremental, and `cursor` in the answer is the next `since`.
 pub async fn list_documents(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
@@ -93,26 +100,30 @@ pub async fn list_documents(
         .map(|k| k.parse::<sync_core::partition::DocumentKind>())
         .transpose()
         .map_err(sync_core::Error::from)?;
+    let started = now();
+    let scope = policy::read_scope(&principal);
     let rows = state
         .store
-        .list_catalog(wijk.as_ref(), kind, query.since.unwrap_or(0))
+        .list_readable(&scope, wijk.as_ref(), kind, query.since.unwrap_or(0))
         .await?;
     let documents: Vec<Value> = rows
         .iter()
-        .filter(|(entry, handed_over)| {
+        .filter(|listed| {
             let facts = policy::DocFacts {
-                partition: &entry.partition,
-                handed_over: *handed_over,
+                partition: &listed.entry.partition,
+                handed_over: listed.handed_over,
             };
             policy::decide(&principal, facts, policy::Access::Read).is_ok()
         })
-        .map(|(entry, _)| {
+        .map(|listed| {
+            let entry = &listed.entry;
             json!({
                 "id": entry.id.to_string(),
                 "url": entry.id.url(),
                 "kind": entry.partition.kind,
                 "wijk": entry.partition.wijk,
                 "created_at": entry.created_at,
+                "changed_at": listed.changed_at,
             })
         })
         .collect();
@@ -128,7 +139,11 @@ pub async fn list_documents(
             .with_detail(format!("{filter} count={}", documents.len())),
         )
         .await?;
-    Ok(Json(json!({ "documents": documents, "now": now() })))
+    Ok(Json(json!({
+        "documents": documents,
+        "now": now(),
+        "cursor": started - CURSOR_SLACK_SECS,
+    })))
 }
 
 /// A listing's filter as audit detail: `wijk=… kind=… since=…` (given parts only,

@@ -72,7 +72,10 @@ impl IntoResponse for Error {
         if status == StatusCode::UNAUTHORIZED {
             response.headers_mut().insert(
                 axum::http::header::WWW_AUTHENTICATE,
-                axum::http::HeaderValue::from_static("Bearer realm=\"buurtsync\""),
+                // RFC 6750: `invalid_token` tells a client to get a fresh token.
+                axum::http::HeaderValue::from_static(
+                    "Bearer realm=\"buurtsync\", error=\"invalid_token\"",
+                ),
             );
         }
         response

@@ -369,6 +369,7 @@ impl Hub {
         self.cache_bytes
             .fetch_add(state.stored_bytes(), Ordering::Relaxed);
         metrics::counter!(crate::metrics::CACHE_RELOADS).increment(1);
+        metrics::counter!(crate::metrics::DOCUMENT_LOADS).increment(1);
         tracing::debug!(%id, "evicted document reloaded");
         Ok(())
     }
@@ -497,6 +498,7 @@ impl Hub {
         let doc = off_reactor(|| Automerge::load(&stored.bytes))
             .map_err(|e| Error::Corrupt(format!("document {id} does not load: {e}")))?;
         tracing::debug!(%id, bytes = stored.bytes.len(), chunks = stored.chunks, "document loaded");
+        metrics::counter!(crate::metrics::DOCUMENT_LOADS).increment(1);
         self.cache_bytes.fetch_add(
             stored.snapshot_bytes + stored.incremental_bytes,
             Ordering::Relaxed,

@@ -23,6 +23,9 @@ pub const CACHE_BYTES: &str = "buurtsync_cache_bytes";
 pub const CACHE_EVICTIONS: &str = "buurtsync_cache_evictions_total";
 /// Evicted documents loaded again because someone used them.
 pub const CACHE_RELOADS: &str = "buurtsync_cache_reloads_total";
+/// automerge documents loaded from the store into the hub: first loads and reloads
+/// after eviction (counter). What a reconnect costs the server in document work.
+pub const DOCUMENT_LOADS: &str = "buurtsync_document_loads_total";
 /// Protocol messages received, by `type` (counter).
 pub const MESSAGES_IN: &str = "buurtsync_messages_in_total";
 /// Protocol messages sent, by `type` (counter).

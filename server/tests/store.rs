@@ -26,6 +26,7 @@ on_both_backends!(
     tokens_and_grants,
     erasure_destroys_key_and_leaves_tombstone,
     listing_and_hand_over_flag,
+    listing_by_read_scope,
     another_node_catches_up,
     stale_compaction_keeps_other_nodes_chunks,
     concurrent_compactions_lose_nothing,
@@ -434,6 +435,98 @@ async fn listing_and_hand_over_flag(backend: Backend) {
             .expect("erased"),
         vec![b]
     );
+}
+
+/// `list_readable` returns exactly the scope's partitions (and handed-over plans for a
+/// consulent's scope), each once; `since` keeps only creations and hand-over flips at
+/// or after it, and a flip moves `changed_at`.
+async fn listing_by_read_scope(backend: Backend) {
+    use sync_core::policy::ReadScope;
+    let (_db, store) = open(backend).await;
+    let part = |wijk: &str, kind| Partition {
+        wijk: WijkId::new(wijk).expect("wijk"),
+        kind,
+    };
+    let mut made = Vec::new();
+    for partition in [
+        part("noord", DocumentKind::Plan),
+        part("noord", DocumentKind::Activiteit),
+        part("zuid", DocumentKind::Plan),
+    ] {
+        let mut e = entry(DocumentId::random());
+        e.partition = partition;
+        store
+            .create_document(&e, b"x", &DocKey::random())
+            .await
+            .expect("create");
+        made.push(e.id);
+    }
+    let [noord_plan, noord_act, zuid_plan] = made[..] else {
+        unreachable!()
+    };
+    let ids = |listed: Vec<buurtsync_server::store::listing::Listed>| {
+        let mut ids: Vec<DocumentId> = listed.iter().map(|l| l.entry.id).collect();
+        ids.sort();
+        ids
+    };
+    let sorted = |mut v: Vec<DocumentId>| {
+        v.sort();
+        v
+    };
+    let professional = ReadScope {
+        partitions: vec![
+            part("noord", DocumentKind::Plan),
+            part("noord", DocumentKind::Activiteit),
+        ],
+        handed_over_plans: false,
+    };
+    let list = |scope: &ReadScope, since| {
+        let (store, scope) = (store.clone(), scope.clone());
+        async move {
+            store
+                .list_readable(&scope, None, None, since)
+                .await
+                .expect("list")
+        }
+    };
+    assert_eq!(
+        ids(list(&professional, 0).await),
+        sorted(vec![noord_plan, noord_act])
+    );
+    let consulent = ReadScope {
+        partitions: Vec::new(),
+        handed_over_plans: true,
+    };
+    assert!(list(&consulent, 0).await.is_empty());
+    let created_at = list(&professional, 0).await[0].changed_at;
+    store.set_handed_over(&zuid_plan, true).await.expect("flag");
+    store
+        .set_handed_over(&noord_plan, true)
+        .await
+        .expect("flag");
+    assert_eq!(
+        ids(list(&consulent, 0).await),
+        sorted(vec![noord_plan, zuid_plan])
+    );
+    // Both a partition and a hand-over: listed once.
+    let both = ReadScope {
+        partitions: professional.partitions.clone(),
+        handed_over_plans: true,
+    };
+    assert_eq!(
+        ids(list(&both, 0).await),
+        sorted(vec![noord_plan, noord_act, zuid_plan])
+    );
+    let flipped = list(&consulent, 0).await;
+    assert!(flipped.iter().all(|l| l.changed_at >= created_at));
+    let later = flipped.iter().map(|l| l.changed_at).max().expect("two") + 1;
+    assert!(list(&both, later).await.is_empty());
+    let noord = WijkId::new("noord").expect("wijk");
+    let filtered = store
+        .list_readable(&both, Some(&noord), Some(DocumentKind::Plan), 0)
+        .await
+        .expect("list");
+    assert_eq!(ids(filtered), vec![noord_plan]);
 }
 
 /// Two nodes on one store: a commit through node 1 reaches node 2's loaded copy with

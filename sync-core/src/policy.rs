@@ -198,6 +198,42 @@ pub fn may_move(principal: &Principal, from: &Partition) -> Result<(), Denied> {
     }
 }
 
+/// Where the documents a principal may read can be, so that a listing asks the store
+/// for exactly those instead of scanning the catalog: whole partitions from wijk
+/// grants, and for a consulent every handed-over plan. Derived from [`decide`], and a
+/// listing still asks [`decide`] per document: this narrows the search, never allows.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ReadScope {
+    /// Partitions readable whole (whatever the hand-over flag), without duplicates.
+    pub partitions: Vec<Partition>,
+    /// Handed-over plans of any wijk are readable too.
+    pub handed_over_plans: bool,
+}
+
+/// The [`ReadScope`] of a principal.
+pub fn read_scope(principal: &Principal) -> ReadScope {
+    let mut partitions: Vec<Partition> = Vec::new();
+    for grant in &principal.grants {
+        for kind in [DocumentKind::Plan, DocumentKind::Activiteit] {
+            let partition = Partition {
+                wijk: grant.wijk.clone(),
+                kind,
+            };
+            let facts = DocFacts {
+                partition: &partition,
+                handed_over: false,
+            };
+            if decide(principal, facts, Access::Read).is_ok() && !partitions.contains(&partition) {
+                partitions.push(partition);
+            }
+        }
+    }
+    ReadScope {
+        partitions,
+        handed_over_plans: principal.global_roles.contains(&GlobalRole::Consulent),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -436,5 +472,67 @@ mod tests {
             assert_eq!(role.as_str().parse::<GlobalRole>(), Ok(role));
         }
         assert!("Professional".parse::<WijkRole>().is_err());
+    }
+
+    /// The read scope lists exactly the partitions and hand-overs `decide` allows reading.
+    #[test]
+    fn read_scope_follows_decide() {
+        let part = |w: &str, kind| Partition {
+            wijk: wijk(w),
+            kind,
+        };
+        let check = |principal: Principal, partitions: Vec<Partition>, handed_over_plans| {
+            assert_eq!(
+                read_scope(&principal),
+                ReadScope {
+                    partitions,
+                    handed_over_plans
+                },
+                "{principal:?}"
+            );
+        };
+        check(
+            user(&[("noord", WijkRole::Professional)], &[]),
+            vec![
+                part("noord", DocumentKind::Plan),
+                part("noord", DocumentKind::Activiteit),
+            ],
+            false,
+        );
+        check(
+            user(
+                &[
+                    ("noord", WijkRole::Volunteer),
+                    ("zuid", WijkRole::Coordinator),
+                ],
+                &[],
+            ),
+            vec![
+                part("noord", DocumentKind::Activiteit),
+                part("zuid", DocumentKind::Plan),
+                part("zuid", DocumentKind::Activiteit),
+            ],
+            false,
+        );
+        check(
+            user(
+                &[
+                    ("noord", WijkRole::Volunteer),
+                    ("noord", WijkRole::Professional),
+                ],
+                &[],
+            ),
+            vec![
+                part("noord", DocumentKind::Plan),
+                part("noord", DocumentKind::Activiteit),
+            ],
+            false,
+        );
+        check(user(&[], &[GlobalRole::Consulent]), vec![], true);
+        check(
+            user(&[], &[GlobalRole::Admin, GlobalRole::CentralOffice]),
+            vec![],
+            false,
+        );
     }
 }

@@ -66,6 +66,8 @@ pub struct Client {
     pub sync_received: HashMap<DocumentId, usize>,
     /// Types of every message received (since the last connect).
     pub seen_types: Vec<&'static str>,
+    /// Code and reason of the server's close frame, once the socket closed with one.
+    pub closed_with: Option<(u16, String)>,
 }
 
 impl Client {
@@ -109,6 +111,7 @@ impl Client {
             summary_answers: 0,
             sync_received: HashMap::new(),
             seen_types: Vec::new(),
+            closed_with: None,
         };
         client.reconnect().await?;
         Ok(client)
@@ -178,6 +181,7 @@ impl Client {
         self.summary_answers = 0;
         self.sync_received.clear();
         self.seen_types.clear();
+        self.closed_with = None;
         if self.use_summary {
             // One summary (split into frames) instead of a message per document; the
             // server answers which are in sync and syncs the others.
@@ -325,7 +329,11 @@ impl Client {
             }
             match tokio::time::timeout(deadline - now, ws.next()).await {
                 Err(_) => return done(self),
-                Ok(None | Some(Err(_))) | Ok(Some(Ok(WsMessage::Close(_)))) => {
+                Ok(Some(Ok(WsMessage::Close(frame)))) => {
+                    self.closed_with = frame.map(|f| (u16::from(f.code), f.reason.to_string()));
+                    self.ws = None;
+                }
+                Ok(None | Some(Err(_))) => {
                     self.ws = None;
                 }
                 Ok(Some(Ok(WsMessage::Binary(b)))) => self.handle(&b).await,
@@ -419,8 +427,7 @@ impl Client {
         })
     }
 
-    /// Requests a document and waits until it arrives (or is unavailable). Retries
-    /// while it is not there, for documents another client is still uploading.
+    /// Requests a document and waits until it arrives (or is unavailable).
     pub async fn fetch(&mut self, id: DocumentId) -> bool {
         self.request(id).await;
         self.pump_until(crate::WAIT, |c| {

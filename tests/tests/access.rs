@@ -1,4 +1,5 @@
-//! Access that changes while devices are connected: grants removed, tokens revoked,
+//! Access that changes while devices are connected: grants removed, tokens revoked or
+//! expired (close 4401, no `doc-unavailable`),
 //! plans handed over to (and withdrawn from) the gemeente.
 
 use std::time::Duration;
@@ -94,33 +95,6 @@ async fn removed_grant_takes_effect_on_live_connections() {
     );
 }
 
-/// Revoking a token closes the connections opened with it.
-#[tokio::test]
-async fn revoked_token_closes_live_connections() {
-    let fx = Fixture::new();
-    let t = fx.seed();
-    let server = fx.start(&[]);
-    let mut owner = Client::connect("owner", &server.url(), &t.prof_noord)
-        .await
-        .expect("owner");
-    let mut colleague = Client::connect("colleague", &server.url(), &t.prof2_noord)
-        .await
-        .expect("colleague");
-    let id = owner.create_plan("noord", "HH-R2").await;
-    assert!(colleague.fetch(id).await);
-
-    fx.admin(&["token", "revoke", &t.prof2_noord]);
-    assert!(
-        colleague.pump_until(WAIT, |c| !c.is_online()).await,
-        "connection with a revoked token stayed open"
-    );
-    assert!(colleague.unavailable.contains(&id));
-    assert!(colleague.errors().iter().any(|e| e.contains("revoked")));
-    // The owner's connection is untouched.
-    owner.edit(id, |d| add_goal(d, "nog steeds")).await;
-    assert!(owner.sync_acked(id).await);
-}
-
 /// A consulent reads exactly the plans handed over to the gemeente, read-only, and
 /// loses them again (live) when the hand-over is withdrawn.
 #[tokio::test]
@@ -195,4 +169,131 @@ async fn hand_over_grants_the_consulent_read_only_access() {
             .await,
         "withdrawn hand-over did not reach the consulent"
     );
+}
+
+/// Waits until the device's connection closed (bounded), and returns the close code.
+async fn close_code(device: &mut Client) -> Option<u16> {
+    let closed = device.pump_until(WAIT, |c| !c.is_online()).await;
+    assert!(closed, "the connection stayed open");
+    device.closed_with.as_ref().map(|(code, _)| *code)
+}
+
+/// A live connection whose token expires is closed with 4401 "token expired" at the
+/// expiry, with no `doc-unavailable`: the token ended, not the access to the documents.
+#[tokio::test]
+async fn expired_token_closes_with_4401_and_withdraws_no_document() {
+    let fx = Fixture::new();
+    let t = fx.seed();
+    let short = fx.admin(&["token", "issue", "prof2-noord", "--expires-in", "6s"])["token"]
+        .as_str()
+        .expect("token")
+        .to_owned();
+    let server = fx.start(&[]);
+    let mut owner = Client::connect("owner", &server.url(), &t.prof_noord)
+        .await
+        .expect("owner");
+    let id = owner.create_plan("noord", "HH-T1").await;
+    let mut colleague = Client::connect("colleague", &server.url(), &short)
+        .await
+        .expect("colleague connects while the token lives");
+    assert!(colleague.fetch(id).await);
+
+    // Bounded: the token lives 6 s; WAIT is longer than that.
+    let code = close_code(&mut colleague).await;
+    assert_eq!(code, Some(4401), "{:?}", colleague.closed_with);
+    assert_eq!(
+        colleague.closed_with.as_ref().map(|(_, r)| r.as_str()),
+        Some("token expired")
+    );
+    assert!(
+        colleague.errors().contains(&"token expired"),
+        "{:?}",
+        colleague.notices
+    );
+    assert!(
+        colleague.unavailable.is_empty(),
+        "an expired token withdrew documents: {:?}",
+        colleague.unavailable
+    );
+    // The expired token is refused at the upgrade; a fresh one gets the plan again.
+    assert!(Client::connect("again", &server.url(), &short)
+        .await
+        .is_err());
+    let mut fresh = Client::connect("fresh", &server.url(), &fx.token("prof2-noord"))
+        .await
+        .expect("fresh token");
+    assert!(fresh.fetch(id).await);
+}
+
+/// Revoking a live connection's token closes it with 4401 "token revoked" and no
+/// `doc-unavailable`; the audit trail still records that access ended.
+#[tokio::test]
+async fn revoked_token_closes_with_4401_and_withdraws_no_document() {
+    let fx = Fixture::new();
+    let t = fx.seed();
+    let server = fx.start(&[]);
+    let mut owner = Client::connect("owner", &server.url(), &t.prof_noord)
+        .await
+        .expect("owner");
+    let mut colleague = Client::connect("colleague", &server.url(), &t.prof2_noord)
+        .await
+        .expect("colleague");
+    let id = owner.create_plan("noord", "HH-T2").await;
+    assert!(colleague.fetch(id).await);
+
+    fx.admin(&["token", "revoke", &t.prof2_noord]);
+    assert_eq!(close_code(&mut colleague).await, Some(4401));
+    assert_eq!(
+        colleague.closed_with.as_ref().map(|(_, r)| r.as_str()),
+        Some("token revoked")
+    );
+    assert!(colleague.errors().contains(&"token revoked"));
+    assert!(
+        colleague.unavailable.is_empty(),
+        "a revoked token withdrew documents: {:?}",
+        colleague.unavailable
+    );
+    // The owner's connection is untouched.
+    owner.edit(id, |d| add_goal(d, "nog steeds")).await;
+    assert!(owner.sync_acked(id).await);
+}
+
+/// An invalid, expired or revoked token at the upgrade or the HTTP API gets 401 with
+/// `WWW-Authenticate: Bearer realm="buurtsync", error="invalid_token"`.
+#[tokio::test]
+async fn dead_tokens_get_401_invalid_token() {
+    let fx = Fixture::new();
+    let t = fx.seed();
+    fx.admin(&["token", "revoke", &t.prof2_noord]);
+    let server = fx.start(&[]);
+    let expected = "Bearer realm=\"buurtsync\", error=\"invalid_token\"";
+    for token in [t.prof2_noord.as_str(), "garbage"] {
+        let response =
+            buurtsync_e2e::http::get(server.addr, "/api/v1/documents", Some(token)).await;
+        assert_eq!(response.status, 401);
+        assert_eq!(response.header("www-authenticate"), Some(expected));
+
+        let mut request =
+            tokio_tungstenite::tungstenite::client::IntoClientRequest::into_client_request(
+                server.url().as_str(),
+            )
+            .expect("request");
+        request.headers_mut().insert(
+            "Authorization",
+            format!("Bearer {token}").parse().expect("header"),
+        );
+        match tokio_tungstenite::connect_async(request).await {
+            Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+                assert_eq!(response.status().as_u16(), 401);
+                assert_eq!(
+                    response
+                        .headers()
+                        .get("www-authenticate")
+                        .and_then(|v| v.to_str().ok()),
+                    Some(expected)
+                );
+            }
+            other => panic!("upgrade with a dead token: {other:?}"),
+        }
+    }
 }

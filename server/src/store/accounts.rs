@@ -60,6 +60,21 @@ impl Store {
         .await)?)
     }
 
+    /// A token's expiry (unix seconds) and revocation time, by token id: a live
+    /// connection arms a timer at the expiry and, when the token stops working, tells
+    /// the peer which of the two ended it. `None` for an unknown id.
+    pub async fn token_lifetime(
+        &self,
+        token_id: &str,
+    ) -> Result<Option<(i64, Option<i64>)>, Error> {
+        Ok(with_pool!(self.pool(), p => sqlx::query_as(
+            "SELECT expires_at, revoked_at FROM tokens WHERE id = $1",
+        )
+        .bind(token_id)
+        .fetch_optional(p)
+        .await)?)
+    }
+
     pub async fn add_wijk(&self, id: &WijkId, name: &str) -> Result<(), Error> {
         let result = with_pool!(self.pool(), p => sqlx::query(
             "INSERT INTO wijken (id, name, created_at) VALUES ($1, $2, $3)"

@@ -140,9 +140,9 @@ pub struct Tombstone {
     pub erased_by: String,
 }
 
-type CatalogRow = (String, String, i64, String);
+pub(super) type CatalogRow = (String, String, i64, String);
 
-fn entry_from_row(id: DocumentId, row: CatalogRow) -> Result<CatalogEntry, Error> {
+pub(super) fn entry_from_row(id: DocumentId, row: CatalogRow) -> Result<CatalogEntry, Error> {
     let (kind, wijk, created_at, created_by) = row;
     Ok(CatalogEntry {
         id,
@@ -356,7 +356,7 @@ impl Store {
         with_pool!(self.pool(), p => {
             let mut tx = p.begin().await?;
             let inserted = sqlx::query(
-                "INSERT INTO documents (id, kind, wijk_id, created_at, created_by, heads) VALUES ($1, $2, $3, $4, $5, $6)",
+                "INSERT INTO documents (id, kind, wijk_id, created_at, created_by, heads, access_changed_at) VALUES ($1, $2, $3, $4, $5, $6, $7)",
             )
             .bind(&doc)
             .bind(entry.partition.kind.as_str())
@@ -364,6 +364,7 @@ impl Store {
             .bind(entry.created_at)
             .bind(&entry.created_by)
             .bind(heads.map(heads_text))
+            .bind(now())
             .execute(&mut *tx)
             .await
             .map(|_| ());
@@ -393,11 +394,15 @@ impl Store {
         row.map(|r| entry_from_row(*id, r)).transpose()
     }
 
-    /// Records a plan's committed hand-over flag in the catalog (for listings).
+    /// Records a plan's committed hand-over flag in the catalog (for listings); a flip
+    /// moves `access_changed_at`, so incremental listings report it.
     pub async fn set_handed_over(&self, id: &DocumentId, handed_over: bool) -> Result<(), Error> {
-        with_pool!(self.pool(), p => sqlx::query("UPDATE documents SET handed_over = $1 WHERE id = $2")
+        with_pool!(self.pool(), p => sqlx::query(
+            "UPDATE documents SET handed_over = $1, access_changed_at = $3 WHERE id = $2 AND handed_over <> $1",
+        )
             .bind(handed_over)
             .bind(id.to_string())
+            .bind(now())
             .execute(p)
             .await
             .map(|_| ()))?;

@@ -8,8 +8,9 @@
 //! office's change-number feed and pseudonym secret in `central`, the batched catalog
 //! facts of a connect-time summary in `summary`, online backup and restore of a
 //! SQLite store in `backup` (PostgreSQL: pg_dump/PITR, docs/operations.md), the
-//! erasure journal and the shredding of an erasure's remains in `erasures`, and
-//! SQLite's group commit of chunk and audit appends in `group`.
+//! erasure journal and the shredding of an erasure's remains in `erasures`,
+//! SQLite's group commit of chunk and audit appends in `group`, and the document
+//! listing's index-served catalog queries in `listing`.
 //! Nothing above this module writes SQL.
 //!
 //! Why an enum of backends and not `sqlx::Any` or a trait: each query is written once,
@@ -29,6 +30,7 @@ pub mod crypto;
 pub mod documents;
 pub mod erasures;
 pub mod group;
+pub mod listing;
 pub mod summary;
 
 use std::str::FromStr;

@@ -227,6 +227,10 @@ impl Connection {
         let mut ping = tokio::time::interval(limits.ping_interval);
         ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         ping.reset();
+        // The token ends at its expiry, noticed then rather than at the next access poll.
+        let token_deadline = self.token_deadline().await;
+        let token_expiry = tokio::time::sleep_until(token_deadline.unwrap_or_else(far_future));
+        tokio::pin!(token_expiry);
         loop {
             let flow = tokio::select! {
                 frame = stream.next() => {
@@ -281,6 +285,12 @@ impl Connection {
                 }
                 () = signal.notified() => self.flush().await,
                 Ok(()) = access.changed() => self.refresh_access().await,
+                () = &mut token_expiry, if token_deadline.is_some() => {
+                    // Re-armed in case the store's clock says the token still lives.
+                    let deadline = self.token_deadline().await.unwrap_or_else(far_future);
+                    token_expiry.as_mut().reset(deadline.max(tokio::time::Instant::now() + Duration::from_secs(1)));
+                    self.check_token().await
+                }
                 Some(msg) = ephemeral.recv() => self.forward_ephemeral(msg).await,
                 _ = shutdown.changed() => {
                     self.close_with(1001, "server shutting down").await;
@@ -1180,18 +1190,7 @@ impl Connection {
                     Flow::Continue
                 }
             },
-            Ok(None) => {
-                tracing::info!(conn = self.conn_id, user = %self.principal.user_id, token = %self.token_id, "token revoked or expired; closing");
-                let mut ids: Vec<DocumentId> = self.open.keys().copied().collect();
-                ids.extend(self.watched.iter().copied());
-                for id in ids {
-                    self.close_document(id).await;
-                }
-                self.pending.clear();
-                self.send_error("token revoked or expired").await;
-                self.close_with(1008, "token revoked or expired").await;
-                Flow::Close
-            }
+            Ok(None) => self.token_ended().await,
             Err(e) => {
                 tracing::warn!(conn = self.conn_id, error = %e, "could not re-check token");
                 Flow::Continue
@@ -1320,4 +1319,116 @@ fn now_ms() -> u64 {
         .duration_since(UNIX_EPOCH)
         .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
         .unwrap_or(0)
+}
+
+/// The websocket close code for "your token ended" (expired or revoked): the HTTP 401
+/// of a live connection. The peer keeps its documents and reconnects with a fresh token;
+/// `doc-unavailable` stays reserved for access to a document ending.
+pub const CLOSE_TOKEN_ENDED: u16 = 4401;
+
+/// Why a token stopped working, as the peer is told in the `error` message and the
+/// close reason.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum TokenEnd {
+    Expired,
+    Revoked,
+}
+
+impl TokenEnd {
+    /// From the token's expiry and revocation time; `None` while it is live at `now`.
+    fn at(expires_at: i64, revoked_at: Option<i64>, now: i64) -> Option<TokenEnd> {
+        if revoked_at.is_some() {
+            Some(TokenEnd::Revoked)
+        } else if expires_at <= now {
+            Some(TokenEnd::Expired)
+        } else {
+            None
+        }
+    }
+
+    fn reason(self) -> &'static str {
+        match self {
+            TokenEnd::Expired => "token expired",
+            TokenEnd::Revoked => "token revoked",
+        }
+    }
+}
+
+/// A deadline no connection reaches, for a timer that is not armed.
+fn far_future() -> tokio::time::Instant {
+    tokio::time::Instant::now() + Duration::from_secs(86_400 * 365)
+}
+
+/// Token lifetime of a live connection: noticing its end and ending the connection.
+impl Connection {
+    /// When the connection's token expires, on the runtime's clock; `None` if the store
+    /// cannot say (the access poll still ends the connection then).
+    async fn token_deadline(&self) -> Option<tokio::time::Instant> {
+        let (expires_at, _) = match self.state.store.token_lifetime(&self.token_id).await {
+            Ok(found) => found?,
+            Err(e) => {
+                tracing::warn!(conn = self.conn_id, error = %e, "could not read the token's expiry");
+                return None;
+            }
+        };
+        let expires = UNIX_EPOCH + Duration::from_secs(u64::try_from(expires_at).unwrap_or(0));
+        let left = expires
+            .duration_since(SystemTime::now())
+            .unwrap_or(Duration::ZERO);
+        Some(tokio::time::Instant::now() + left)
+    }
+
+    /// At the token's expiry: ends the connection if the token no longer works.
+    async fn check_token(&mut self) -> Flow {
+        match self.state.store.live_token_user(&self.token_id).await {
+            Ok(Some(_)) => Flow::Continue,
+            Ok(None) => self.token_ended().await,
+            Err(e) => {
+                tracing::warn!(conn = self.conn_id, error = %e, "could not re-check token");
+                Flow::Continue
+            }
+        }
+    }
+
+    /// The token expired or was revoked: say which in an `error`, close with
+    /// [`CLOSE_TOKEN_ENDED`]. No `doc-unavailable`: the peer's access to its documents
+    /// did not end, only this credential did, and a peer that purged on it would lose
+    /// edits not yet on the server. Each open document is audited as denied from now on.
+    async fn token_ended(&mut self) -> Flow {
+        let end = match self.state.store.token_lifetime(&self.token_id).await {
+            Ok(Some((expires_at, revoked_at))) => {
+                TokenEnd::at(expires_at, revoked_at, now()).unwrap_or(TokenEnd::Revoked)
+            }
+            // Gone from the store, or unreadable: it does not work, and was not expired.
+            Ok(None) | Err(_) => TokenEnd::Revoked,
+        };
+        tracing::info!(conn = self.conn_id, user = %self.principal.user_id, token = %self.token_id, reason = end.reason(), "token ended; closing");
+        let mut ids: Vec<DocumentId> = self.open.keys().copied().collect();
+        ids.extend(self.watched.iter().copied());
+        for id in ids {
+            self.record(AuditAction::Denied, id, None, end.reason());
+        }
+        self.pending.clear();
+        self.send_error(end.reason()).await;
+        self.close_with(CLOSE_TOKEN_ENDED, end.reason()).await;
+        Flow::Close
+    }
+}
+
+#[cfg(test)]
+mod token_end_tests {
+    use super::TokenEnd;
+
+    /// Revocation wins over expiry; a token is expired from its `expires_at` second on.
+    #[test]
+    fn token_end_reasons() {
+        let check = |expires_at, revoked_at, expected| {
+            assert_eq!(TokenEnd::at(expires_at, revoked_at, 100), expected);
+        };
+        check(101, None, None);
+        check(100, None, Some(TokenEnd::Expired));
+        check(50, None, Some(TokenEnd::Expired));
+        check(101, Some(90), Some(TokenEnd::Revoked));
+        check(50, Some(90), Some(TokenEnd::Revoked));
+    }
 }

@@ -267,15 +267,23 @@ pub fn new_document<T: Reconcile>(value: &T) -> Result<Automerge, SchemaError> {
 /// Edits a typed document the way every client should: hydrate the current state, let
 /// `edit` change it, reconcile the difference as one change. Only what `edit` changed is
 /// written, so concurrent edits of other fields and other list items merge.
+///
+/// Hydrating and reconciling both go through the one transaction, so they see the same
+/// heads. They must: autosurgeon's `Text` remembers the heads it was read at and
+/// refuses to reconcile ("the data to be reconciled is stale") when the reconciler's
+/// heads differ. A transaction's heads are its change's dependencies, which automerge
+/// makes the document's heads *plus this actor's previous change* when that is no
+/// longer a head (a peer's change built on it arrived, as after every sync with
+/// concurrent edits) — so heads read from the document itself would differ.
 pub fn update<T>(doc: &mut Automerge, edit: impl FnOnce(&mut T)) -> Result<(), SchemaError>
 where
     T: autosurgeon::Hydrate + Reconcile,
 {
-    let mut value: T =
-        autosurgeon::hydrate(&*doc).map_err(|e: HydrateError| SchemaError::Read(e.to_string()))?;
-    edit(&mut value);
-    let mut tx = doc.transaction();
     // On error the transaction is dropped, which rolls it back.
+    let mut tx = doc.transaction();
+    let mut value: T =
+        autosurgeon::hydrate(&tx).map_err(|e: HydrateError| SchemaError::Read(e.to_string()))?;
+    edit(&mut value);
     autosurgeon::reconcile(&mut tx, &value)?;
     tx.commit();
     Ok(())
