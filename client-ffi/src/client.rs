@@ -129,16 +129,13 @@ impl BuurtClient {
                 .setting(LAST_SYNCED_KEY)
                 .await?
                 .and_then(|v| v.parse::<i64>().ok());
-            Ok::<_, ClientError>(Arc::new(Shared::new(
-                store,
-                docs,
-                corrupt,
-                server_url,
-                token,
-                options.clone(),
-                tls,
-                last_synced,
-            )))
+            let shared = Shared::new(store, docs, server_url, token, options.clone(), tls);
+            *shared
+                .corrupt
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner) = corrupt;
+            shared.update_status(|s| s.last_synced_at_ms = last_synced);
+            Ok::<_, ClientError>(Arc::new(shared))
         })?;
         let notifier = Arc::clone(&shared.notifier);
         let notifier_thread = std::thread::Builder::new()
@@ -404,7 +401,10 @@ impl BuurtClient {
         self.run(|shared| async move {
             let id = parse_id(&doc_id)?;
             let mut docs = shared.docs.lock().await;
-            let replica = docs.map.get_mut(&id).ok_or(ClientError::NotFound { doc_id })?;
+            let replica = docs
+                .map
+                .get_mut(&id)
+                .ok_or(ClientError::NotFound { doc_id })?;
             let known: Vec<automerge::ChangeHash> = replica
                 .acked
                 .iter()
@@ -424,9 +424,12 @@ impl BuurtClient {
                 );
                 return Ok(());
             }
-            let mut forked = replica.doc.fork_at(&known).map_err(|e| ClientError::Corrupt {
-                message: format!("document {id}: cannot fork at the acknowledged heads: {e}"),
-            })?;
+            let mut forked = replica
+                .doc
+                .fork_at(&known)
+                .map_err(|e| ClientError::Corrupt {
+                    message: format!("document {id}: cannot fork at the acknowledged heads: {e}"),
+                })?;
             forked.set_actor(automerge::ActorId::random());
             let discarded = Replica {
                 partition: replica.partition.clone(),

@@ -132,7 +132,11 @@ pub async fn fetch(
 }
 
 /// The user the token belongs to (`GET /api/v1/me`).
-pub async fn fetch_me(http: &reqwest::Client, listing: &Url, token: &str) -> Result<String, HttpError> {
+pub async fn fetch_me(
+    http: &reqwest::Client,
+    listing: &Url,
+    token: &str,
+) -> Result<String, HttpError> {
     let mut url = listing.clone();
     url.set_path("/api/v1/me");
     let bytes = get(http, url, token, "who am I").await?;

@@ -114,7 +114,10 @@ pub enum ConnectionState {
     TlsError { reason: String },
     /// The token belongs to another user than the one this store belongs to. Nothing
     /// syncs until a token of the store's own user is given (or the store is wiped).
-    WrongUser { store_user: String, token_user: String },
+    WrongUser {
+        store_user: String,
+        token_user: String,
+    },
 }
 
 /// What the sync loop is doing, for the app's status bar.

@@ -81,7 +81,9 @@ impl Notifier {
                 {
                     q = self.ready.wait(q).unwrap_or_else(PoisonError::into_inner);
                 }
-                if q.closed && (q.listener.is_none() || (q.changes.is_empty() && q.status.is_none())) {
+                if q.closed
+                    && (q.listener.is_none() || (q.changes.is_empty() && q.status.is_none()))
+                {
                     return;
                 }
                 q.seen.clear();

@@ -9,8 +9,8 @@
 use std::sync::Arc;
 
 use autosurgeon::{Hydrate, Reconcile, Text};
-use sync_core::partition::{DocumentKind as CoreKind, Partition, WijkId};
 use sync_core::engine::rollback;
+use sync_core::partition::{DocumentKind as CoreKind, Partition, WijkId};
 use sync_core::protocol::DocumentId;
 use sync_core::schema::{
     self, Action, Activiteit, Consent, ContactMoment, Date, Goal, Plan, Session,
@@ -142,7 +142,12 @@ impl BuurtClient {
     }
 
     /// Marks an action done (or not done).
-    pub async fn set_action_done(&self, doc_id: String, action_id: String, done: bool) -> Result<()> {
+    pub async fn set_action_done(
+        &self,
+        doc_id: String,
+        action_id: String,
+        done: bool,
+    ) -> Result<()> {
         self.edit_plan(doc_id, move |plan| {
             let action = plan
                 .actions
@@ -326,15 +331,26 @@ impl BuurtClient {
 }
 
 /// The edit itself, on the document in memory (rolled back by the caller on error).
-fn apply<T, R>(doc: &mut automerge::Automerge, f: impl FnOnce(&mut T) -> Result<R>) -> Result<R>
+///
+/// The value is hydrated from the transaction, not from the document: a transaction's
+/// base heads also name this actor's previous change when a merged change built on it
+/// (automerge makes every change depend on its actor's last one), so they can differ
+/// from `get_heads()`. autosurgeon compares a hydrated `Text`'s heads with the heads it
+/// reconciles into and fails ("data to be reconciled is stale") when they differ;
+/// hydrating from the transaction makes both sides the same heads.
+pub(crate) fn apply<T, R>(
+    doc: &mut automerge::Automerge,
+    f: impl FnOnce(&mut T) -> Result<R>,
+) -> Result<R>
 where
     T: Hydrate + Reconcile,
 {
-    let mut value: T = autosurgeon::hydrate(&*doc).map_err(|e| ClientError::Corrupt {
+    let mut tx = doc.transaction();
+    let mut value: T = autosurgeon::hydrate(&tx).map_err(|e| ClientError::Corrupt {
         message: format!("the document does not read as its kind: {e}"),
     })?;
+    // On an error below, dropping the transaction rolls it back.
     let result = f(&mut value)?;
-    let mut tx = doc.transaction();
     autosurgeon::reconcile(&mut tx, &value).map_err(|e| ClientError::Schema {
         message: e.to_string(),
     })?;
@@ -358,4 +374,48 @@ fn parse_date(date: &str) -> Result<Date> {
 
 fn wrong(message: String) -> ClientError {
     ClientError::WrongDocument { message }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sync_core::schema::Leefdomein as CoreLeefdomein;
+
+    /// A typed edit of a text field never fails after a colleague's change that was
+    /// built on ours has been merged (the document then has this actor's last change
+    /// below its heads): the "data to be reconciled is stale" case of issue 15.
+    #[test]
+    fn edit_after_merging_a_change_built_on_ours() -> Result<(), Box<dyn std::error::Error>> {
+        let mut ours = schema::new_document(&Plan::new(WijkId::new("noord")?, "HH-1"))?;
+        let goal = apply(&mut ours, |p: &mut Plan| {
+            let g = Goal::new(CoreLeefdomein::Wonen, "eerst");
+            let id = g.id.clone();
+            p.goals.push(g);
+            Ok(id)
+        })?;
+        // A colleague receives our change and edits on top of it.
+        let mut theirs = ours.fork();
+        let date = parse_date("2026-03-02")?;
+        apply(&mut theirs, |p: &mut Plan| {
+            p.contacts.push(ContactMoment::new(
+                date,
+                schema::ContactKind::Huisbezoek,
+                "keukentafel",
+            ));
+            Ok(())
+        })?;
+        ours.merge(&mut theirs)?;
+        for i in 0..20 {
+            apply(&mut ours, |p: &mut Plan| {
+                let g = p
+                    .goals
+                    .iter_mut()
+                    .find(|g| g.id == goal)
+                    .ok_or_else(|| wrong("no goal".into()))?;
+                g.description.update(format!("versie {i}"));
+                Ok(())
+            })?;
+        }
+        Ok(())
+    }
 }

@@ -217,14 +217,22 @@ mod tests {
         schema::update::<Plan>(&mut remote, |p| {
             p.goals.push(Goal::new(Leefdomein::Wonen, "remote"))
         })?;
-        let mut r = Replica::new(plan_partition(), base.clone(), base.get_heads(), HashSet::new());
+        let mut r = Replica::new(
+            plan_partition(),
+            base.fork(),
+            base.get_heads(),
+            HashSet::new(),
+        );
         r.doc.merge(&mut remote)?;
         r.settle();
         assert_eq!(r.pending(), 0);
         let before = r.doc.get_heads();
-        schema::update::<Plan>(&mut r.doc, |p| {
-            p.goals.push(Goal::new(Leefdomein::Wonen, "local"))
-        })?;
+        r.doc
+            .transact(|tx| {
+                use automerge::transaction::Transactable;
+                tx.put(automerge::ROOT, "regiehouder", "fatima")
+            })
+            .map_err(|f| f.error)?;
         r.record_local(&before);
         assert_eq!(r.pending(), 1);
         Ok(())

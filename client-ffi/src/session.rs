@@ -174,8 +174,7 @@ pub async fn run(shared: Arc<Shared>, mut control: watch::Receiver<Control>) {
                 }
             }),
         }
-        let (fail, connected) = match session(&shared, &http, &mut control, &mut discovery).await
-        {
+        let (fail, connected) = match session(&shared, &http, &mut control, &mut discovery).await {
             Ended::Asked => continue,
             Ended::Failed { fail, connected } => (fail, connected),
         };
@@ -313,7 +312,9 @@ async fn session(
         url: url.clone(),
         http: http.clone(),
     };
-    let result = conn.run(fetched, acked_before, summary, discovery, control).await;
+    let result = conn
+        .run(fetched, acked_before, summary, discovery, control)
+        .await;
     conn.save_sync_states().await;
     let _ = conn.ws.close(None).await;
     shared.update_status(|s| {

@@ -55,12 +55,10 @@ impl Shared {
     pub fn new(
         store: LocalStore,
         docs: Replicas,
-        corrupt: HashMap<String, String>,
         server_url: String,
         token: String,
         options: ClientOptions,
         tls: Arc<rustls::ClientConfig>,
-        last_synced_at_ms: Option<i64>,
     ) -> Shared {
         Shared {
             store,
@@ -71,11 +69,11 @@ impl Shared {
                 uploading: 0,
                 downloading: 0,
                 refused: 0,
-                last_synced_at_ms,
+                last_synced_at_ms: None,
                 last_error: None,
             }),
             docs: tokio::sync::Mutex::new(docs),
-            corrupt: Mutex::new(corrupt),
+            corrupt: Mutex::new(HashMap::new()),
             notifier: Arc::default(),
             wake: Notify::new(),
             poll_now: Notify::new(),
