@@ -54,6 +54,12 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// expired or was revoked (docs/client.md): refresh the token, purge nothing.
 pub const CLOSE_TOKEN_ENDED: u16 = 4401;
 
+/// Documents created on this device that may be on their way to the server at once.
+/// The server holds a creation in memory until its first changes arrive (a second
+/// round trip) and refuses more than `max_pending_creations` (256) per connection; a
+/// device that made hundreds of plans offline sends them in waves below that.
+const MAX_CREATING: usize = 64;
+
 /// The settings key of the persisted `last_synced_at_ms`.
 pub const LAST_SYNCED_KEY: &str = "last_synced_at";
 /// The settings key of the user this store belongs to.
@@ -311,6 +317,9 @@ async fn session(
         listed: false,
         url: url.clone(),
         http: http.clone(),
+        token_checked: Some(Instant::now()),
+        creating: HashSet::new(),
+        create_queue: std::collections::VecDeque::new(),
     };
     let result = conn
         .run(fetched, acked_before, summary, discovery, control)
@@ -472,6 +481,12 @@ struct Conn {
     listed: bool,
     url: reqwest::Url,
     http: reqwest::Client,
+    /// When the token was last confirmed valid (before purging on doc-unavailable).
+    token_checked: Option<Instant>,
+    /// New documents sent to the server and not yet acknowledged (at most `MAX_CREATING`).
+    creating: HashSet<DocumentId>,
+    /// New documents waiting for a place in `creating`.
+    create_queue: std::collections::VecDeque<DocumentId>,
 }
 
 impl Conn {
@@ -655,13 +670,24 @@ impl Conn {
         Ok(())
     }
 
-    /// Sends the engine's next message for a held document, if there is one.
+    /// Sends the engine's next message for a held document, if there is one. A document
+    /// the server has never acknowledged waits for a place among `MAX_CREATING`.
     async fn push(&mut self, id: DocumentId) -> Result<(), Fail> {
         let msg = {
             let docs = self.shared.docs.lock().await;
             let Some(replica) = docs.map.get(&id) else {
                 return Ok(());
             };
+            if replica.acked.is_empty() && replica.refused.is_none() && !self.creating.contains(&id)
+            {
+                if self.creating.len() >= MAX_CREATING {
+                    if !self.create_queue.contains(&id) {
+                        self.create_queue.push_back(id);
+                    }
+                    return Ok(());
+                }
+                self.creating.insert(id);
+            }
             self.engine
                 .generate(id, &replica.doc)
                 .map(|data| wrap(&self.me, &self.server_peer, id, &replica.doc, data))
@@ -708,6 +734,12 @@ impl Conn {
                 document_id, data, ..
             } => self.on_sync(document_id, &data).await,
             Message::DocUnavailable { document_id, .. } => {
+                if !self.wanted.contains_key(&document_id) {
+                    // Purge only when access really ended: a server that reports a dead
+                    // token as doc-unavailable (before close code 4401) must not make
+                    // us delete unsent work. The token is checked once per burst.
+                    self.check_token().await?;
+                }
                 if self.wanted.remove(&document_id).is_some() {
                     self.engine.forget(&document_id);
                     let downloading = self.wanted.len() as u64;
@@ -746,6 +778,26 @@ impl Conn {
         }
     }
 
+    /// Fails with `Unauthorized` if the server no longer takes our token (asked at most
+    /// once every few seconds).
+    async fn check_token(&mut self) -> Result<(), Fail> {
+        if self
+            .token_checked
+            .is_some_and(|at| at.elapsed() < Duration::from_secs(5))
+        {
+            return Ok(());
+        }
+        let token = self.shared.credentials.token();
+        match discovery::fetch_me(&self.http, &self.url, &token).await {
+            Err(HttpError::Unauthorized) => Err(Fail::Unauthorized),
+            // Network trouble: the server's word stands, as before.
+            _ => {
+                self.token_checked = Some(Instant::now());
+                Ok(())
+            }
+        }
+    }
+
     /// An `error` from the server. One about a change of a document we hold marks that
     /// document refused (with the server's words); the others keep syncing.
     async fn on_error(&mut self, message: String) {
@@ -758,6 +810,9 @@ impl Conn {
                     self.shared.counts_changed(&docs);
                     drop(docs);
                     self.shared.changed(id, ChangeKind::Local);
+                    if let Err(e) = self.created(id).await {
+                        tracing::debug!(?e, "sending the next new document failed");
+                    }
                     self.check_synced().await;
                     return;
                 }
@@ -855,6 +910,19 @@ impl Conn {
         Ok(())
     }
 
+    /// A new document left `creating` (acknowledged, refused or gone): send the next.
+    async fn created(&mut self, id: DocumentId) -> Result<(), Fail> {
+        if self.creating.remove(&id) {
+            while self.creating.len() < MAX_CREATING {
+                let Some(next) = self.create_queue.pop_front() else {
+                    break;
+                };
+                self.push(next).await?;
+            }
+        }
+        Ok(())
+    }
+
     /// The server committed these heads of a document.
     async fn on_ack(&mut self, id: DocumentId, heads: Vec<ChangeHash>) -> Result<(), Fail> {
         {
@@ -875,6 +943,7 @@ impl Conn {
                 .put_sync_states(&self.server_storage, &[(id, state)])
                 .await;
         }
+        self.created(id).await?;
         self.check_synced().await;
         Ok(())
     }
@@ -883,6 +952,10 @@ impl Conn {
     async fn purge(&mut self, id: DocumentId, reason: PurgeReason) {
         self.engine.forget(&id);
         self.summarised.remove(&id);
+        self.create_queue.retain(|q| *q != id);
+        if let Err(e) = self.created(id).await {
+            tracing::debug!(?e, "sending the next new document failed");
+        }
         let mut docs = self.shared.docs.lock().await;
         if !docs.map.contains_key(&id) {
             return;

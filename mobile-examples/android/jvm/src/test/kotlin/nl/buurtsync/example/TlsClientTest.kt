@@ -50,7 +50,7 @@ class TlsServer(bin: String, database: String, cert: File, key: File) {
             error("the server did not start listening")
         }
         // Keep draining the log so the server never blocks on a full pipe.
-        Thread { reader.lineSequence().forEach { } }.apply { isDaemon = true }.start()
+        Thread { runCatching { reader.lineSequence().forEach { } } }.apply { isDaemon = true }.start()
     }
 
     val url get() = "wss://$addr/sync"
