@@ -280,6 +280,7 @@ class LifecycleTest(unittest.TestCase):
         loads = (after["buurtsync_documents_loaded"] - before["buurtsync_documents_loaded"]) + (
             after["buurtsync_cache_reloads_total"] - before["buurtsync_cache_reloads_total"]
         )
+        print(f"document loads during the reconnect: {loads}")
         self.assertLessEqual(loads, 25, after)
 
 
