@@ -53,6 +53,9 @@ step "Python mobile examples, as mobile-examples/python/README.md runs them"
 PYTHONPATH=client-ffi/bindings/python python3 mobile-examples/python/huisbezoek.py
 PYTHONPATH=client-ffi/bindings/python python3 mobile-examples/python/activiteit.py
 
+step "JVM: generated Kotlin + Android example code (Maven), real library vs serve --tls-cert"
+bash scripts/jvm-test.sh
+
 step "PostgreSQL for the store and multi-node tests (Debian's postgresql, throwaway cluster)"
 # Installs postgresql with apt-get if initdb is missing (CI has none), starts a private
 # cluster on a free loopback port, and stops and removes it when this script exits.

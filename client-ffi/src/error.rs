@@ -34,6 +34,15 @@ pub enum ClientError {
     /// Stored bytes do not decrypt or load: the file was altered or damaged.
     #[error("local store is corrupt: {message}")]
     Corrupt { message: String },
+    /// The server URL is `ws://`/`http://` and `ClientOptions.allow_insecure` is off.
+    #[error("insecure server url {url}: use wss:// (or set allow_insecure for a test server)")]
+    InsecureUrl { url: String },
+    /// The extra CA certificate is not usable PEM.
+    #[error("extra CA certificate: {message}")]
+    InvalidCertificate { message: String },
+    /// `wipe` without `force` while local changes are not on the server yet.
+    #[error("{count} local changes are not on the server yet; sync first or wipe with force")]
+    UnsentChanges { count: u64 },
     /// The client was closed; open it again.
     #[error("the client is closed")]
     Closed,

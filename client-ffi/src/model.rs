@@ -96,20 +96,71 @@ pub struct DocumentSummary {
     pub pending_changes: u64,
 }
 
+/// Where the connection to the server stands.
+#[derive(Debug, Clone, PartialEq, Eq, uniffi::Enum)]
+pub enum ConnectionState {
+    /// Syncing is wanted and a connection is being made (or retried after a drop).
+    Connecting,
+    /// Connected, the handshake done: changes flow both ways.
+    Online,
+    /// Not connected: the app went offline, or the network is away (retried with backoff).
+    Offline,
+    /// The server refused the token and the credentials provider had no better one.
+    /// Nothing is purged; syncing resumes after `set_token` (or when the provider, asked
+    /// again later, gives a token the server takes).
+    Unauthorized,
+    /// The server's certificate was not trusted (unknown issuer, wrong host name,
+    /// expired). Not retried until the app calls `go_online` or `sync_now` again.
+    TlsError { reason: String },
+    /// The token belongs to another user than the one this store belongs to. Nothing
+    /// syncs until a token of the store's own user is given (or the store is wiped).
+    WrongUser {
+        store_user: String,
+        token_user: String,
+    },
+}
+
 /// What the sync loop is doing, for the app's status bar.
 #[derive(Debug, Clone, PartialEq, uniffi::Record)]
 pub struct SyncStatus {
-    /// Connected to the server right now.
+    /// The connection's state.
+    pub state: ConnectionState,
+    /// `state == Online`, for a quick check.
     pub online: bool,
     /// The app asked for syncing (`go_online`); false after `go_offline`.
     pub sync_enabled: bool,
-    /// Changes held locally that the server has not acknowledged as committed.
+    /// Local changes the server has not acknowledged as committed (exactly those: remote
+    /// changes are never counted).
     pub pending_changes: u64,
-    /// Unix time (ms) of the last moment everything local was on the server's disk and
-    /// the discovery listing had been fetched.
-    pub last_sync_at_ms: Option<i64>,
+    /// Documents with unacknowledged local changes that are being sent right now.
+    pub uploading: u64,
+    /// Documents the server listed that have not arrived yet.
+    pub downloading: u64,
+    /// Documents whose changes the server refused (see `document_state`); they do not
+    /// hold back `last_synced_at_ms`.
+    pub refused_documents: u64,
+    /// This store has completed a sync at least once (persisted).
+    pub has_synced: bool,
+    /// Unix time (ms) of the last moment every local change (except refused ones) was on
+    /// the server's disk and the listing had been applied. Persisted across restarts.
+    pub last_synced_at_ms: Option<i64>,
     /// The last connection or server error, cleared by the next successful sync.
     pub last_error: Option<String>,
+}
+
+/// The sync state of one document (`document_state`).
+#[derive(Debug, Clone, PartialEq, Eq, uniffi::Enum)]
+pub enum DocumentState {
+    /// Everything local is on the server.
+    Synced,
+    /// `changes` local changes are not yet acknowledged.
+    Pending { changes: u64 },
+    /// The server refused a change of this document, for `reason` (its own words).
+    /// `discard_unsynced` forks back to what the server acknowledged.
+    Refused { reason: String, changes: u64 },
+    /// The stored row does not decrypt or load. Only this document is affected; if the
+    /// server still lists it, it is downloaded again in its place.
+    Corrupt { reason: String },
 }
 
 /// Why a document was removed from this device.
@@ -121,6 +172,8 @@ pub enum PurgeReason {
     /// The server's listing no longer has a document it had acknowledged: access ended
     /// while this device was offline.
     NoLongerListed,
+    /// The app discarded a document the server never accepted (`discard_unsynced`).
+    Discarded,
 }
 
 /// What happened to a document.
@@ -152,6 +205,17 @@ pub struct ClientOptions {
     pub backoff_max_ms: u64,
     /// Start syncing at once (otherwise call `go_online`).
     pub start_online: bool,
+    /// Allow `ws://` (no TLS). Off by default: a plain URL is refused at `open`.
+    #[uniffi(default = false)]
+    pub allow_insecure: bool,
+    /// An extra trust anchor in PEM (for example a gemeente's private CA), trusted
+    /// beside the public web roots.
+    #[uniffi(default = None)]
+    pub extra_ca_pem: Option<String>,
+    /// How often the full listing is fetched (it is what tells a device that was
+    /// offline that access ended); in between, the listing is asked incrementally.
+    #[uniffi(default = 600000)]
+    pub full_reconcile_interval_ms: u64,
 }
 
 impl Default for ClientOptions {
@@ -161,6 +225,9 @@ impl Default for ClientOptions {
             backoff_initial_ms: 500,
             backoff_max_ms: 60_000,
             start_online: true,
+            allow_insecure: false,
+            extra_ca_pem: None,
+            full_reconcile_interval_ms: 600_000,
         }
     }
 }

@@ -37,8 +37,11 @@ pub struct Notifier {
 }
 
 impl Notifier {
+    /// Events marked before a listener exists wait for it (coalesced), so a listener
+    /// registered after `open` misses nothing.
     pub fn set_listener(&self, listener: Option<Arc<dyn ClientListener>>) {
         self.lock().listener = listener;
+        self.ready.notify_one();
     }
 
     /// Marks a document change (duplicates since the last delivery coalesce).
@@ -72,10 +75,15 @@ impl Notifier {
         loop {
             let (listener, changes, status) = {
                 let mut q = self.lock();
-                while q.changes.is_empty() && q.status.is_none() && !q.closed {
+                // Without a listener, events stay queued (coalesced) until one comes.
+                while (q.listener.is_none() || (q.changes.is_empty() && q.status.is_none()))
+                    && !q.closed
+                {
                     q = self.ready.wait(q).unwrap_or_else(PoisonError::into_inner);
                 }
-                if q.closed && q.changes.is_empty() && q.status.is_none() {
+                if q.closed
+                    && (q.listener.is_none() || (q.changes.is_empty() && q.status.is_none()))
+                {
                     return;
                 }
                 q.seen.clear();

@@ -9,6 +9,7 @@
 use std::sync::Arc;
 
 use autosurgeon::{Hydrate, Reconcile, Text};
+use sync_core::engine::rollback;
 use sync_core::partition::{DocumentKind as CoreKind, Partition, WijkId};
 use sync_core::protocol::DocumentId;
 use sync_core::schema::{
@@ -20,23 +21,23 @@ use crate::error::{ClientError, Result};
 use crate::model::{
     ActionWho, ChangeKind, ContactKind, GoalStatus, Leefdomein, PlanStatus, SessionInput,
 };
-use crate::replica::{rollback, Replica};
+use crate::replica::Replica;
 use crate::state::Shared;
 
-#[uniffi::export]
+#[uniffi::export(async_runtime = "tokio")]
 impl BuurtClient {
     /// Creates a household plan (status `aanmelding`) in `wijk`; returns its id.
-    pub fn create_plan(&self, wijk: String, pseudonym: String) -> Result<String> {
+    pub async fn create_plan(&self, wijk: String, pseudonym: String) -> Result<String> {
         let wijk = parse_wijk(wijk)?;
         if pseudonym.trim().is_empty() {
             return Err(ClientError::invalid("the household pseudonym is empty"));
         }
         let doc = schema::new_document(&Plan::new(wijk.clone(), pseudonym))?;
-        self.insert(CoreKind::Plan, wijk, doc)
+        self.insert(CoreKind::Plan, wijk, doc).await
     }
 
     /// Creates an activiteit with a title (and optionally its type and location).
-    pub fn create_activiteit(
+    pub async fn create_activiteit(
         &self,
         wijk: String,
         title: String,
@@ -51,27 +52,29 @@ impl BuurtClient {
         act.activity_type = activity_type;
         act.location = location;
         let doc = schema::new_document(&act)?;
-        self.insert(CoreKind::Activiteit, wijk, doc)
+        self.insert(CoreKind::Activiteit, wijk, doc).await
     }
 
     /// Moves the plan to another stage of its lifecycle.
-    pub fn set_plan_status(&self, doc_id: String, status: PlanStatus) -> Result<()> {
+    pub async fn set_plan_status(&self, doc_id: String, status: PlanStatus) -> Result<()> {
         self.edit_plan(doc_id, move |plan| {
             plan.status = status.into();
             Ok(())
         })
+        .await
     }
 
     /// Makes `user_id` the plan's one contact person (regiehouder).
-    pub fn set_regiehouder(&self, doc_id: String, user_id: String) -> Result<()> {
+    pub async fn set_regiehouder(&self, doc_id: String, user_id: String) -> Result<()> {
         self.edit_plan(doc_id, move |plan| {
             plan.regiehouder = Some(user_id);
             Ok(())
         })
+        .await
     }
 
     /// Adds an open goal in a leefdomein; returns the goal's id.
-    pub fn add_goal(
+    pub async fn add_goal(
         &self,
         doc_id: String,
         leefdomein: Leefdomein,
@@ -83,11 +86,12 @@ impl BuurtClient {
             plan.goals.push(goal);
             Ok(id)
         })
+        .await
     }
 
     /// Changes a goal's status and/or description (a text edit that merges with
     /// concurrent edits of the same description).
-    pub fn update_goal(
+    pub async fn update_goal(
         &self,
         doc_id: String,
         goal_id: String,
@@ -108,10 +112,11 @@ impl BuurtClient {
             }
             Ok(())
         })
+        .await
     }
 
     /// Adds an action (optionally towards a goal, with a due date `YYYY-MM-DD`).
-    pub fn add_action(
+    pub async fn add_action(
         &self,
         doc_id: String,
         who: ActionWho,
@@ -133,10 +138,16 @@ impl BuurtClient {
             plan.actions.push(action);
             Ok(id)
         })
+        .await
     }
 
     /// Marks an action done (or not done).
-    pub fn set_action_done(&self, doc_id: String, action_id: String, done: bool) -> Result<()> {
+    pub async fn set_action_done(
+        &self,
+        doc_id: String,
+        action_id: String,
+        done: bool,
+    ) -> Result<()> {
         self.edit_plan(doc_id, move |plan| {
             let action = plan
                 .actions
@@ -146,10 +157,11 @@ impl BuurtClient {
             action.done = done;
             Ok(())
         })
+        .await
     }
 
     /// Logs a contact moment (huisbezoek, wijkcentrum, school, telefoon, digitaal).
-    pub fn add_contact_moment(
+    pub async fn add_contact_moment(
         &self,
         doc_id: String,
         date: String,
@@ -165,10 +177,11 @@ impl BuurtClient {
             plan.contacts.push(contact);
             Ok(id)
         })
+        .await
     }
 
     /// Records a consent (toestemming) the household gave.
-    pub fn add_consent(
+    pub async fn add_consent(
         &self,
         doc_id: String,
         purpose: String,
@@ -186,10 +199,11 @@ impl BuurtClient {
             plan.consents.push(consent);
             Ok(id)
         })
+        .await
     }
 
     /// Records that a consent was withdrawn on `withdrawn_at`.
-    pub fn withdraw_consent(
+    pub async fn withdraw_consent(
         &self,
         doc_id: String,
         consent_id: String,
@@ -205,10 +219,11 @@ impl BuurtClient {
             consent.withdrawn_at = Some(withdrawn_at);
             Ok(())
         })
+        .await
     }
 
     /// Logs a session of an activiteit; returns the session's id.
-    pub fn add_session(&self, doc_id: String, session: SessionInput) -> Result<String> {
+    pub async fn add_session(&self, doc_id: String, session: SessionInput) -> Result<String> {
         let date = parse_date(&session.date)?;
         if !session.volunteer_hours.is_finite() || session.volunteer_hours < 0.0 {
             return Err(ClientError::invalid(format!(
@@ -225,20 +240,21 @@ impl BuurtClient {
             act.sessions.push(s);
             Ok(id)
         })
+        .await
     }
 }
 
 impl BuurtClient {
-    fn edit_plan<R: Send + 'static>(
+    async fn edit_plan<R: Send + 'static>(
         &self,
         doc_id: String,
         f: impl FnOnce(&mut Plan) -> Result<R> + Send + 'static,
     ) -> Result<R> {
-        self.edit::<Plan, _>(doc_id, CoreKind::Plan, f)
+        self.edit::<Plan, _>(doc_id, CoreKind::Plan, f).await
     }
 
     /// Hydrate, edit, reconcile as one change, validate, persist; or change nothing.
-    fn edit<T, R>(
+    async fn edit<T, R>(
         &self,
         doc_id: String,
         kind: CoreKind,
@@ -249,7 +265,7 @@ impl BuurtClient {
         R: Send + 'static,
     {
         let id = parse_id(&doc_id)?;
-        self.block_on(move |shared| async move {
+        self.run(move |shared| async move {
             let mut docs = shared.docs.lock().await;
             let replica = docs
                 .map
@@ -274,51 +290,67 @@ impl BuurtClient {
             if replica.doc.get_heads() == before {
                 return Ok(result); // nothing changed, nothing to store
             }
-            if let Err(e) = shared
-                .store
-                .put(id, &replica.partition, &replica.doc, &replica.acked)
-                .await
-            {
+            let unacked_before = replica.unacked.clone();
+            replica.record_local(&before);
+            if let Err(e) = shared.store.put(id, replica).await {
                 rollback(&mut replica.doc, &before);
+                replica.unacked = unacked_before;
                 return Err(e);
             }
-            replica.refresh();
             replica.dirty = true;
-            let pending = docs.pending();
+            shared.counts_changed(&docs);
             drop(docs);
-            announce_local(&shared, id, pending);
+            announce_local(&shared, id);
             Ok(result)
         })
+        .await
     }
 
     /// Stores a new document and hands it to the sync loop.
-    fn insert(&self, kind: CoreKind, wijk: WijkId, doc: automerge::Automerge) -> Result<String> {
+    async fn insert(
+        &self,
+        kind: CoreKind,
+        wijk: WijkId,
+        doc: automerge::Automerge,
+    ) -> Result<String> {
         let id = DocumentId::random();
-        self.block_on(move |shared| async move {
+        self.run(move |shared| async move {
             let partition = Partition { wijk, kind };
+            let mut replica = Replica::created(partition, doc);
             let mut docs = shared.docs.lock().await;
-            shared.store.put(id, &partition, &doc, &[]).await?;
-            let mut replica = Replica::new(partition, doc, Vec::new());
+            shared.store.put(id, &replica).await?;
             replica.dirty = true;
             docs.map.insert(id, replica);
-            let pending = docs.pending();
+            shared.counts_changed(&docs);
             drop(docs);
-            announce_local(&shared, id, pending);
+            announce_local(&shared, id);
             Ok(id.to_string())
         })
+        .await
     }
 }
 
 /// The edit itself, on the document in memory (rolled back by the caller on error).
-fn apply<T, R>(doc: &mut automerge::Automerge, f: impl FnOnce(&mut T) -> Result<R>) -> Result<R>
+///
+/// The value is hydrated from the transaction, not from the document: a transaction's
+/// base heads also name this actor's previous change when a merged change built on it
+/// (automerge makes every change depend on its actor's last one), so they can differ
+/// from `get_heads()`. autosurgeon compares a hydrated `Text`'s heads with the heads it
+/// reconciles into and fails ("data to be reconciled is stale") when they differ;
+/// hydrating from the transaction makes both sides the same heads.
+pub(crate) fn apply<T, R>(
+    doc: &mut automerge::Automerge,
+    f: impl FnOnce(&mut T) -> Result<R>,
+) -> Result<R>
 where
     T: Hydrate + Reconcile,
 {
-    let mut value: T = autosurgeon::hydrate(&*doc).map_err(|e| ClientError::Corrupt {
+    let mut tx = doc.transaction();
+    let mut value: T = autosurgeon::hydrate(&tx).map_err(|e| ClientError::Corrupt {
         message: format!("the document does not read as its kind: {e}"),
     })?;
+    // On an error below, dropping the transaction rolls it back.
     let result = f(&mut value)?;
-    let mut tx = doc.transaction();
     autosurgeon::reconcile(&mut tx, &value).map_err(|e| ClientError::Schema {
         message: e.to_string(),
     })?;
@@ -327,8 +359,7 @@ where
     Ok(result)
 }
 
-fn announce_local(shared: &Arc<Shared>, id: DocumentId, pending: u64) {
-    shared.update_status(|s| s.pending = pending);
+fn announce_local(shared: &Arc<Shared>, id: DocumentId) {
     shared.changed(id, ChangeKind::Local);
     shared.wake.notify_one();
 }
@@ -343,4 +374,48 @@ fn parse_date(date: &str) -> Result<Date> {
 
 fn wrong(message: String) -> ClientError {
     ClientError::WrongDocument { message }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sync_core::schema::Leefdomein as CoreLeefdomein;
+
+    /// A typed edit of a text field never fails after a colleague's change that was
+    /// built on ours has been merged (the document then has this actor's last change
+    /// below its heads): the "data to be reconciled is stale" case of issue 15.
+    #[test]
+    fn edit_after_merging_a_change_built_on_ours() -> Result<(), Box<dyn std::error::Error>> {
+        let mut ours = schema::new_document(&Plan::new(WijkId::new("noord")?, "HH-1"))?;
+        let goal = apply(&mut ours, |p: &mut Plan| {
+            let g = Goal::new(CoreLeefdomein::Wonen, "eerst");
+            let id = g.id.clone();
+            p.goals.push(g);
+            Ok(id)
+        })?;
+        // A colleague receives our change and edits on top of it.
+        let mut theirs = ours.fork();
+        let date = parse_date("2026-03-02")?;
+        apply(&mut theirs, |p: &mut Plan| {
+            p.contacts.push(ContactMoment::new(
+                date,
+                schema::ContactKind::Huisbezoek,
+                "keukentafel",
+            ));
+            Ok(())
+        })?;
+        ours.merge(&mut theirs)?;
+        for i in 0..20 {
+            apply(&mut ours, |p: &mut Plan| {
+                let g = p
+                    .goals
+                    .iter_mut()
+                    .find(|g| g.id == goal)
+                    .ok_or_else(|| wrong("no goal".into()))?;
+                g.description.update(format!("versie {i}"));
+                Ok(())
+            })?;
+        }
+        Ok(())
+    }
 }

@@ -4,9 +4,16 @@
 //! call returns, so an operation that returned survives a killed process.
 //!
 //! Only ids, partitions (wijk, kind) and change hashes are stored in the clear.
+//!
+//! `secure_delete` is on, so freed pages are overwritten with zeros, and every purge ends
+//! with `wal_checkpoint(TRUNCATE)`, so no copy of a purged document stays in the file,
+//! its free pages or the write-ahead log. A row that does not decrypt or load is
+//! reported on its own (`LoadedStore::corrupt`); the rest of the store opens.
 
 use std::path::Path;
 use std::str::FromStr;
+
+use std::collections::HashSet;
 
 use automerge::{Automerge, ChangeHash};
 use sqlx::sqlite::SqliteSynchronous;
@@ -17,6 +24,7 @@ use sync_core::protocol::DocumentId;
 
 use crate::crypto::AtRestKey;
 use crate::error::{ClientError, Result};
+use crate::replica::Replica;
 
 /// One stored document, decrypted and loaded.
 pub struct StoredDoc {
@@ -24,6 +32,14 @@ pub struct StoredDoc {
     pub partition: Partition,
     pub doc: Automerge,
     pub acked: Vec<ChangeHash>,
+    /// Local changes not acknowledged; `None` for a row from before the column existed.
+    pub unacked: Option<HashSet<ChangeHash>>,
+}
+
+/// Everything `load_all` read: the documents, and the rows that did not load (id, why).
+pub struct LoadedStore {
+    pub docs: Vec<StoredDoc>,
+    pub corrupt: Vec<(String, String)>,
 }
 
 /// The device's SQLite store.
@@ -42,7 +58,9 @@ impl LocalStore {
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Full)
-            .busy_timeout(std::time::Duration::from_secs(5));
+            .busy_timeout(std::time::Duration::from_secs(5))
+            // Freed pages are zeroed: a purged document leaves no bytes behind.
+            .pragma("secure_delete", "ON");
         // One connection: writes are serialised by the caller anyway, and a single
         // connection keeps the WAL simple for a phone.
         let pool = SqlitePoolOptions::new()
@@ -94,73 +112,108 @@ impl LocalStore {
         &self.storage_id
     }
 
-    /// Loads and decrypts every document.
-    pub async fn load_all(&self) -> Result<Vec<StoredDoc>> {
-        let rows = sqlx::query("SELECT id, kind, wijk, sealed, acked_heads FROM documents")
-            .fetch_all(&self.pool)
-            .await?;
-        let mut docs = Vec::with_capacity(rows.len());
+    /// Loads and decrypts every document. A row that does not decrypt or load is
+    /// listed in `corrupt` and the others still load.
+    pub async fn load_all(&self) -> Result<LoadedStore> {
+        let rows =
+            sqlx::query("SELECT id, kind, wijk, sealed, acked_heads, unacked FROM documents")
+                .fetch_all(&self.pool)
+                .await?;
+        let mut out = LoadedStore {
+            docs: Vec::with_capacity(rows.len()),
+            corrupt: Vec::new(),
+        };
         for row in rows {
             let id_text: String = row.try_get("id")?;
-            let corrupt = |what: &str| ClientError::Corrupt {
-                message: format!("document {id_text}: {what}"),
-            };
-            let id = DocumentId::from_str(&id_text).map_err(|_| corrupt("bad id"))?;
-            let kind: String = row.try_get("kind")?;
-            let wijk: String = row.try_get("wijk")?;
-            let partition = Partition {
-                kind: DocumentKind::from_str(&kind).map_err(|_| corrupt("bad kind"))?,
-                wijk: WijkId::new(wijk).map_err(|_| corrupt("bad wijk"))?,
-            };
-            let sealed: Vec<u8> = row.try_get("sealed")?;
-            let bytes = self
-                .key
-                .open(id.as_bytes(), &sealed)
-                .ok_or_else(|| corrupt("does not decrypt"))?;
-            let doc = Automerge::load(&bytes).map_err(|e| corrupt(&e.to_string()))?;
-            let acked: String = row.try_get("acked_heads")?;
-            docs.push(StoredDoc {
-                id,
-                partition,
-                doc,
-                acked: parse_heads(&acked),
-            });
+            match self.load_row(&row, &id_text) {
+                Ok(doc) => out.docs.push(doc),
+                Err(why) => {
+                    tracing::error!(id = %id_text, %why, "a stored document does not load");
+                    out.corrupt.push((id_text, why));
+                }
+            }
         }
-        Ok(docs)
+        Ok(out)
     }
 
-    /// Writes the whole document (sealed) and its acknowledged heads in one transaction.
-    pub async fn put(
+    fn load_row(
         &self,
-        id: DocumentId,
-        partition: &Partition,
-        doc: &Automerge,
-        acked: &[ChangeHash],
-    ) -> Result<()> {
-        let sealed = self.key.seal(id.as_bytes(), &doc.save())?;
+        row: &sqlx::sqlite::SqliteRow,
+        id_text: &str,
+    ) -> std::result::Result<StoredDoc, String> {
+        let id = DocumentId::from_str(id_text).map_err(|_| "bad id".to_owned())?;
+        let text = |col: &str| row.try_get::<String, _>(col).map_err(|e| e.to_string());
+        let partition = Partition {
+            kind: DocumentKind::from_str(&text("kind")?).map_err(|_| "bad kind".to_owned())?,
+            wijk: WijkId::new(text("wijk")?).map_err(|_| "bad wijk".to_owned())?,
+        };
+        let sealed: Vec<u8> = row.try_get("sealed").map_err(|e| e.to_string())?;
+        let bytes = self
+            .key
+            .open(id.as_bytes(), &sealed)
+            .ok_or_else(|| "does not decrypt".to_owned())?;
+        let doc = Automerge::load(&bytes).map_err(|e| format!("does not load: {e}"))?;
+        let unacked: Option<String> = row.try_get("unacked").map_err(|e| e.to_string())?;
+        Ok(StoredDoc {
+            id,
+            partition,
+            doc,
+            acked: parse_heads(&text("acked_heads")?),
+            unacked: unacked.map(|u| parse_heads(&u).into_iter().collect()),
+        })
+    }
+
+    /// Writes the whole document (sealed), its acknowledged heads and its
+    /// unacknowledged local changes in one transaction.
+    pub async fn put(&self, id: DocumentId, replica: &Replica) -> Result<()> {
+        let sealed = self.key.seal(id.as_bytes(), &replica.doc.save())?;
         sqlx::query(
-            "INSERT INTO documents (id, kind, wijk, sealed, acked_heads, updated_at)
-             VALUES (?, ?, ?, ?, ?, strftime('%s','now'))
+            "INSERT INTO documents (id, kind, wijk, sealed, acked_heads, unacked, updated_at)
+             VALUES (?, ?, ?, ?, ?, ?, strftime('%s','now'))
              ON CONFLICT (id) DO UPDATE SET sealed = excluded.sealed,
-                 acked_heads = excluded.acked_heads, updated_at = excluded.updated_at",
+                 acked_heads = excluded.acked_heads, unacked = excluded.unacked,
+                 updated_at = excluded.updated_at",
         )
         .bind(id.to_string())
-        .bind(partition.kind.as_str())
-        .bind(partition.wijk.as_str())
+        .bind(replica.partition.kind.as_str())
+        .bind(replica.partition.wijk.as_str())
         .bind(sealed)
-        .bind(format_heads(acked))
+        .bind(format_heads(&replica.acked))
+        .bind(format_set(&replica.unacked))
         .execute(&self.pool)
         .await?;
         Ok(())
     }
 
-    /// Records only the heads the server acknowledged.
-    pub async fn put_acked(&self, id: DocumentId, acked: &[ChangeHash]) -> Result<()> {
-        sqlx::query("UPDATE documents SET acked_heads = ? WHERE id = ?")
-            .bind(format_heads(acked))
+    /// Records what the server acknowledged (heads and the local changes still unacked).
+    pub async fn put_acked(&self, id: DocumentId, replica: &Replica) -> Result<()> {
+        sqlx::query("UPDATE documents SET acked_heads = ?, unacked = ? WHERE id = ?")
+            .bind(format_heads(&replica.acked))
+            .bind(format_set(&replica.unacked))
             .bind(id.to_string())
             .execute(&self.pool)
             .await?;
+        Ok(())
+    }
+
+    /// A setting (`last_synced_at`, `user`), as text.
+    pub async fn setting(&self, key: &str) -> Result<Option<String>> {
+        let value: Option<Vec<u8>> = sqlx::query_scalar("SELECT value FROM settings WHERE key = ?")
+            .bind(key)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(value.map(|v| String::from_utf8_lossy(&v).into_owned()))
+    }
+
+    pub async fn set_setting(&self, key: &str, value: &str) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO settings (key, value) VALUES (?, ?)
+             ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+        )
+        .bind(key)
+        .bind(value.as_bytes())
+        .execute(&self.pool)
+        .await?;
         Ok(())
     }
 
@@ -176,6 +229,15 @@ impl LocalStore {
             .execute(&mut *tx)
             .await?;
         tx.commit().await?;
+        self.checkpoint().await
+    }
+
+    /// Moves the write-ahead log into the database and truncates it to zero bytes, so
+    /// deleted rows do not survive in old WAL frames.
+    pub async fn checkpoint(&self) -> Result<()> {
+        sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
+            .execute(&self.pool)
+            .await?;
         Ok(())
     }
 
@@ -232,6 +294,12 @@ fn format_heads(heads: &[ChangeHash]) -> String {
         .map(ToString::to_string)
         .collect::<Vec<_>>()
         .join(",")
+}
+
+fn format_set(hashes: &HashSet<ChangeHash>) -> String {
+    let mut v: Vec<ChangeHash> = hashes.iter().copied().collect();
+    v.sort();
+    format_heads(&v)
 }
 
 fn parse_heads(s: &str) -> Vec<ChangeHash> {

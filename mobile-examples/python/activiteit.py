@@ -4,6 +4,7 @@ professional who organises it sees the merged result.
 
 Runs on the generated Python bindings and the real library against a local server."""
 
+import asyncio
 import json
 import sys
 
@@ -11,27 +12,25 @@ from local_server import LocalServer, device_key
 import buurtsync_client as bc
 
 
-def main():
+async def main():
     with LocalServer("oost", [("fatima", "professional"), ("joop", "volunteer")]) as server:
-        office = bc.BuurtClient.open(server.path("fatima.db"), device_key("fatima"),
-                                     server.url, server.tokens["fatima"])
-        joop = bc.BuurtClient.open(server.path("joop.db"), device_key("joop"),
-                                   server.url, server.tokens["joop"])
+        office = server.open_client("fatima.db", "fatima")
+        joop = server.open_client("joop.db", "joop")
         try:
-            act = office.create_activiteit("oost", "Koffieochtend De Kiem", "ontmoeting", "Wijkcentrum De Kiem")
-            office.create_plan("oost", "HH-Visser")  # a plan: volunteers never receive it
-            assert office.wait_for_sync(30_000), office.status()
+            act = await office.create_activiteit("oost", "Koffieochtend De Kiem", "ontmoeting", "Wijkcentrum De Kiem")
+            await office.create_plan("oost", "HH-Visser")  # a plan: volunteers never receive it
+            assert await office.wait_for_sync(30_000), office.status()
             print("Fatima created the activiteit (and a household plan).")
 
-            assert joop.wait_for_sync(30_000), joop.status()
-            held = joop.list_documents(None, None)
+            assert await joop.wait_for_sync(30_000), joop.status()
+            held = await joop.list_documents(None, None)
             print(f"Joop's phone holds: {[(d.kind.name, d.label) for d in held]}")
             if [d.kind for d in held] != [bc.DocumentKind.ACTIVITEIT]:
                 print("a volunteer must hold the activiteit and no plan", file=sys.stderr)
                 return 1
 
             joop.go_offline()
-            session = joop.add_session(act, bc.SessionInput(
+            session = await joop.add_session(act, bc.SessionInput(
                 date="2026-03-10", attendance=14, volunteer_hours=2.5,
                 notes="Gezellige ochtend, nieuwe bezoekers uit de Esstraat",
                 signals=["Meneer K. oogt eenzaam en vroeg naar hulp bij formulieren"],
@@ -39,17 +38,17 @@ def main():
             ))
             print(f"\nJoop logged session {session} offline: pending={joop.status().pending_changes}")
             joop.go_online()
-            assert joop.wait_for_sync(30_000), joop.status()
+            assert await joop.wait_for_sync(30_000), joop.status()
             print(f"Back online: pending={joop.status().pending_changes}")
 
-            def arrived():
-                return json.loads(office.get_json(act))["sessions"]
+            async def arrived():
+                return json.loads(await office.get_json(act))["sessions"]
 
             for _ in range(200):
-                if arrived():
+                if await arrived():
                     break
-                office.wait_for_sync(200)
-            sessions = arrived()
+                await office.wait_for_sync(200)
+            sessions = await arrived()
             print("\nThe activiteit as Fatima sees it:")
             for s in sessions:
                 print(f"  {s['date']}: {s['attendance']} bezoekers, {s['volunteer_hours']} vrijwilligersuren")
@@ -61,9 +60,9 @@ def main():
                 return 1
             return 0
         finally:
-            office.close()
-            joop.close()
+            office.shutdown()
+            joop.shutdown()
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(asyncio.run(main()))

@@ -3,6 +3,7 @@ comes back at the wijkcentrum and syncs; a colleague's edit made meanwhile merge
 
 Runs on the generated Python bindings and the real library against a local server."""
 
+import asyncio
 import json
 import sys
 
@@ -22,42 +23,40 @@ class Printer(bc.ClientListener):
             print(f"  [{self.who}] document {c.doc_id[:8]}…: {c.change}")
 
 
-def main():
+async def main():
     with LocalServer("centrum", [("fatima", "professional"), ("sanne", "professional")]) as server:
-        phone = bc.BuurtClient.open(server.path("fatima.db"), device_key("fatima"),
-                                    server.url, server.tokens["fatima"])
-        tablet = bc.BuurtClient.open(server.path("sanne.db"), device_key("sanne"),
-                                     server.url, server.tokens["sanne"])
+        phone = server.open_client("fatima.db", "fatima")
+        tablet = server.open_client("sanne.db", "sanne")
         phone.set_listener(Printer("fatima"))
         try:
-            plan = phone.create_plan("centrum", "HH-Bakker")
-            phone.set_plan_status(plan, bc.PlanStatus.INTAKE)
-            assert phone.wait_for_sync(30_000), phone.status()
+            plan = await phone.create_plan("centrum", "HH-Bakker")
+            await phone.set_plan_status(plan, bc.PlanStatus.INTAKE)
+            assert await phone.wait_for_sync(30_000), phone.status()
             print(f"Fatima created plan {plan} and synced it.")
-            assert tablet.wait_for_sync(30_000), tablet.status()
-            print(f"Sanne's tablet discovered it: {[d.label for d in tablet.list_documents(None, None)]}")
+            assert await tablet.wait_for_sync(30_000), tablet.status()
+            print(f"Sanne's tablet discovered it: {[d.label for d in await tablet.list_documents(None, None)]}")
 
             phone.go_offline()
             print("\nAt the kitchen table, no network:")
-            goal = phone.add_goal(plan, bc.Leefdomein.WONEN, "Huurachterstand binnen drie maanden oplossen")
-            phone.add_action(plan, bc.ActionWho.INWONER, "Afspraak maken met de woningcorporatie", goal, "2026-04-01")
-            phone.add_contact_moment(plan, "2026-03-02", bc.ContactKind.HUISBEZOEK,
+            goal = await phone.add_goal(plan, bc.Leefdomein.WONEN, "Huurachterstand binnen drie maanden oplossen")
+            await phone.add_action(plan, bc.ActionWho.INWONER, "Afspraak maken met de woningcorporatie", goal, "2026-04-01")
+            await phone.add_contact_moment(plan, "2026-03-02", bc.ContactKind.HUISBEZOEK,
                                      "Eerste huisbezoek, keukentafelgesprek met mevrouw Bakker", "fatima")
-            phone.add_consent(plan, "gegevens delen met de woningcorporatie", "2026-03-02", "mevrouw Bakker")
+            await phone.add_consent(plan, "gegevens delen met de woningcorporatie", "2026-03-02", "mevrouw Bakker")
             status = phone.status()
             print(f"  online={status.online}, changes not yet on the server: {status.pending_changes}")
 
-            tablet.add_goal(plan, bc.Leefdomein.FINANCIEN, "Aanmelden bij de schuldhulp")
-            assert tablet.wait_for_sync(30_000), tablet.status()
+            await tablet.add_goal(plan, bc.Leefdomein.FINANCIEN, "Aanmelden bij de schuldhulp")
+            assert await tablet.wait_for_sync(30_000), tablet.status()
             print("Meanwhile Sanne added a financial goal at the office.")
 
             print("\nBack at the wijkcentrum:")
             phone.go_online()
-            assert phone.wait_for_sync(30_000), phone.status()
+            assert await phone.wait_for_sync(30_000), phone.status()
             status = phone.status()
-            print(f"  online={status.online}, pending={status.pending_changes}, last sync at {status.last_sync_at_ms}")
+            print(f"  online={status.online}, pending={status.pending_changes}, last sync at {status.last_synced_at_ms}")
 
-            merged = json.loads(phone.get_json(plan))
+            merged = json.loads(await phone.get_json(plan))
             print("\nThe merged plan on Fatima's phone:")
             print(f"  status: {merged['status']}")
             for g in merged["goals"]:
@@ -75,9 +74,9 @@ def main():
             print("\nBoth professionals' edits are in the plan.")
             return 0
         finally:
-            phone.close()
-            tablet.close()
+            phone.shutdown()
+            tablet.shutdown()
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(asyncio.run(main()))

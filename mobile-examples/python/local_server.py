@@ -58,6 +58,17 @@ class LocalServer:
                              capture_output=True, timeout=30, check=True)
         return json.loads(out.stdout)
 
+    def open_client(self, db_name, user):
+        """Opens `user`'s device. The example server is plain ws:// on loopback, which a
+        client refuses unless told (`allow_insecure`); a real app gives a wss:// URL."""
+        import buurtsync_client as bc
+
+        options = bc.default_client_options()
+        options.allow_insecure = True
+        return bc.BuurtClient.open_with_options(
+            self.path(db_name), device_key(user), self.url, self.tokens[user], options
+        )
+
     def path(self, name):
         """A place for a device's local store."""
         return str(self.dir / name)

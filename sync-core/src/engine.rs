@@ -203,7 +203,7 @@ fn check_bloom_filters(message: &sync::Message) -> Result<(), SyncError> {
 }
 
 /// Restores a document to the given heads (the rare path of a refused message).
-fn rollback(doc: &mut Automerge, heads: &[ChangeHash]) {
+pub fn rollback(doc: &mut Automerge, heads: &[ChangeHash]) {
     if doc.get_heads() == heads {
         return;
     }

@@ -6,6 +6,8 @@ GENERATED bindings (client-ffi/bindings/python, made by scripts/gen-bindings.sh)
 Every wait is bounded; every process a test starts, it stops.
 """
 
+import asyncio
+import inspect
 import json
 import os
 import queue
@@ -162,19 +164,56 @@ def key(byte=7):
     return bytes([byte]) * 32
 
 
-def options(start_online=True, discovery_ms=300):
-    """Fast discovery and reconnects for tests."""
-    return bc.ClientOptions(
+def options(start_online=True, discovery_ms=300, **extra):
+    """Fast discovery and reconnects for tests; plain ws:// on loopback allowed."""
+    fields = dict(
         discovery_interval_ms=discovery_ms,
         backoff_initial_ms=100,
         backoff_max_ms=800,
         start_online=start_online,
+        allow_insecure=True,
+        extra_ca_pem=None,
+        full_reconcile_interval_ms=600_000,
     )
+    fields.update(extra)
+    return bc.ClientOptions(**fields)
 
 
-def open_client(path, url, token, start_online=True, key_byte=7, discovery_ms=300):
-    return bc.BuurtClient.open_with_options(
-        path, key(key_byte), url, token, options(start_online, discovery_ms)
+class Client:
+    """The client as a test drives it: every async call (a coroutine in the generated
+    Python) is run to completion before it returns, so the tests read as a sequence of
+    steps; `close()` is the library's `shutdown()`. The async API itself is what
+    mobile-examples/python uses (asyncio)."""
+
+    def __init__(self, inner):
+        self.inner = inner
+
+    def close(self):
+        self.inner.shutdown()
+
+    def __getattr__(self, name):
+        attr = getattr(self.inner, name)
+        if not callable(attr):
+            return attr
+
+        def call(*args, **kwargs):
+            result = attr(*args, **kwargs)
+            if inspect.isawaitable(result):
+                return asyncio.run(_wait(result))
+            return result
+
+        return call
+
+
+async def _wait(awaitable):
+    return await awaitable
+
+
+def open_client(path, url, token, start_online=True, key_byte=7, discovery_ms=300, **extra):
+    return Client(
+        bc.BuurtClient.open_with_options(
+            path, key(key_byte), url, token, options(start_online, discovery_ms, **extra)
+        )
     )
 
 

@@ -3,11 +3,11 @@
 import Foundation
 
 /// Logs a session on the first activiteit the volunteer's device holds.
-func logSession(client: BuurtClient, show: @escaping @Sendable (String) -> Void) throws -> String? {
+func logSession(client: BuurtClient, show: @escaping @Sendable (String) -> Void) async throws -> String? {
     // Discovery fills the store: a volunteer holds the activiteiten of their wijk only.
-    _ = try client.waitForSync(timeoutMs: 30_000)
-    guard let act = try client.listDocuments(kind: .activiteit, wijk: nil).first else { return nil }
-    _ = try client.addSession(docId: act.id, session: SessionInput(
+    _ = try await client.waitForSync(timeoutMs: 30_000)
+    guard let act = try await client.listDocuments(kind: .activiteit, wijk: nil).first else { return nil }
+    _ = try await client.addSession(docId: act.id, session: SessionInput(
         date: "2026-03-10",
         attendance: 14,
         volunteerHours: 2.5,
@@ -16,7 +16,7 @@ func logSession(client: BuurtClient, show: @escaping @Sendable (String) -> Void)
         participants: []
     ))
     show("pending: \(try client.status().pendingChanges)")
-    _ = try client.waitForSync(timeoutMs: 30_000)
-    show(try client.getJson(docId: act.id))
+    _ = try await client.waitForSync(timeoutMs: 30_000)
+    show(try await client.getJson(docId: act.id))
     return act.id
 }

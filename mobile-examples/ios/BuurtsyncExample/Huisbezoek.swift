@@ -9,7 +9,7 @@ final class UiListener: ClientListener, @unchecked Sendable {
     init(show: @escaping @Sendable (String) -> Void) { self.show = show }
 
     func onStatus(status: SyncStatus) {
-        show("online=\(status.online) pending=\(status.pendingChanges)")
+        show("\(status.state) pending=\(status.pendingChanges) last sync=\(String(describing: status.lastSyncedAtMs))")
     }
 
     func onChanges(changes: [DocChange]) {
@@ -25,34 +25,39 @@ final class UiListener: ClientListener, @unchecked Sendable {
 
 /// `key` comes from the Keychain (32 random bytes stored with
 /// kSecAttrAccessibleAfterFirstUnlockThisDeviceOnly); `dbPath` is in Application Support.
-func openClient(dbPath: String, key: Data, serverUrl: String, token: String) throws -> BuurtClient {
+/// `serverUrl` is `wss://…/sync`; `extraCaPem` is the gemeente's private CA, if any.
+func openClient(dbPath: String, key: Data, serverUrl: String, token: String,
+                extraCaPem: String? = nil) throws -> BuurtClient {
     do {
-        return try BuurtClient.open(dbPath: dbPath, encryptionKey: key, serverUrl: serverUrl, token: token)
+        var options = defaultClientOptions()
+        options.extraCaPem = extraCaPem
+        return try BuurtClient.openWithOptions(dbPath: dbPath, encryptionKey: key, serverUrl: serverUrl,
+                                               token: token, options: options)
     } catch ClientError.WrongKey(let message) {
         throw NSError(domain: "buurtsync", code: 1, userInfo: [NSLocalizedDescriptionKey: message])
     }
 }
 
 /// The kitchen-table flow; every call persists before it returns, online or not.
-/// Library calls block: run this off the main thread (`Task.detached`).
-func huisbezoek(client: BuurtClient, show: @escaping @Sendable (String) -> Void) throws -> String {
+/// The library's calls are `async`: they run on the library's own threads.
+func huisbezoek(client: BuurtClient, show: @escaping @Sendable (String) -> Void) async throws -> String {
     try client.setListener(listener: UiListener(show: show))
-    let plan = try client.createPlan(wijk: "centrum", pseudonym: "HH-Bakker")
-    try client.setPlanStatus(docId: plan, status: .intake)
+    let plan = try await client.createPlan(wijk: "centrum", pseudonym: "HH-Bakker")
+    try await client.setPlanStatus(docId: plan, status: .intake)
 
     try client.goOffline()
-    let goal = try client.addGoal(docId: plan, leefdomein: .wonen,
+    let goal = try await client.addGoal(docId: plan, leefdomein: .wonen,
                                   description: "Huurachterstand binnen drie maanden oplossen")
-    _ = try client.addAction(docId: plan, who: .inwoner, what: "Afspraak maken met de woningcorporatie",
+    _ = try await client.addAction(docId: plan, who: .inwoner, what: "Afspraak maken met de woningcorporatie",
                              goalId: goal, due: "2026-04-01")
-    _ = try client.addContactMoment(docId: plan, date: "2026-03-02", kind: .huisbezoek,
+    _ = try await client.addContactMoment(docId: plan, date: "2026-03-02", kind: .huisbezoek,
                                     summary: "Keukentafelgesprek", by: "fatima")
-    _ = try client.addConsent(docId: plan, purpose: "gegevens delen met de woningcorporatie",
+    _ = try await client.addConsent(docId: plan, purpose: "gegevens delen met de woningcorporatie",
                               givenAt: "2026-03-02", givenBy: "mevrouw Bakker")
     show("pending before sync: \(try client.status().pendingChanges)")
 
     try client.goOnline()
-    _ = try client.waitForSync(timeoutMs: 30_000)
-    show(try client.getJson(docId: plan))
+    _ = try await client.waitForSync(timeoutMs: 30_000)
+    show(try await client.getJson(docId: plan))
     return plan
 }

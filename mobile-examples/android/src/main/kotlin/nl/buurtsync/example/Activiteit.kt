@@ -1,19 +1,18 @@
 // The activiteit flow on Android: a volunteer logs a session of a group activity.
-// Uses the GENERATED Kotlin bindings; see ../README.md.
+// Uses the GENERATED Kotlin bindings; see ../README.md. The library's calls are suspend
+// functions: they run on the library's own threads, so no Dispatchers.IO is needed.
 package nl.buurtsync.example
 
-import kotlinx.coroutines.Dispatchers
-import kotlinx.coroutines.withContext
 import uniffi.buurtsync_client.BuurtClient
 import uniffi.buurtsync_client.DocumentKind
 import uniffi.buurtsync_client.SessionInput
 
 /** Logs a session on the first activiteit the volunteer's phone holds. */
-suspend fun logSession(client: BuurtClient, show: (String) -> Unit): String? = withContext(Dispatchers.IO) {
+suspend fun logSession(client: BuurtClient, show: (String) -> Unit): String? {
     // Discovery fills the store: a volunteer's phone holds the activiteiten of their
     // wijk and never a plan.
     client.waitForSync(30_000uL)
-    val act = client.listDocuments(DocumentKind.ACTIVITEIT, null).firstOrNull() ?: return@withContext null
+    val act = client.listDocuments(DocumentKind.ACTIVITEIT, null).firstOrNull() ?: return null
     client.addSession(
         act.id,
         SessionInput(
@@ -28,5 +27,5 @@ suspend fun logSession(client: BuurtClient, show: (String) -> Unit): String? = w
     show("pending: ${client.status().pendingChanges}")
     client.waitForSync(30_000uL)
     show(client.getJson(act.id))
-    act.id
+    return act.id
 }

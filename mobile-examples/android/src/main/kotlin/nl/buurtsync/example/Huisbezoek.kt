@@ -10,16 +10,24 @@ import uniffi.buurtsync_client.BuurtClient
 import uniffi.buurtsync_client.ChangeKind
 import uniffi.buurtsync_client.ClientException
 import uniffi.buurtsync_client.ClientListener
+import uniffi.buurtsync_client.ConnectionState
+import uniffi.buurtsync_client.CredentialsProvider
 import uniffi.buurtsync_client.ContactKind
 import uniffi.buurtsync_client.DocChange
 import uniffi.buurtsync_client.Leefdomein
 import uniffi.buurtsync_client.PlanStatus
 import uniffi.buurtsync_client.SyncStatus
+import uniffi.buurtsync_client.defaultClientOptions
 
 /** Posts library events to the UI (here: a log function). Called on a library thread. */
 class UiListener(private val show: (String) -> Unit) : ClientListener {
-    override fun onStatus(status: SyncStatus) =
-        show("online=${status.online} pending=${status.pendingChanges} last sync=${status.lastSyncAtMs}")
+    override fun onStatus(status: SyncStatus) = show(
+        when (val state = status.state) {
+            is ConnectionState.TlsError -> "certificate problem: ${state.reason}"
+            is ConnectionState.Unauthorized -> "please sign in again (nothing is lost)"
+            else -> "$state pending=${status.pendingChanges} last sync=${status.lastSyncedAtMs}"
+        },
+    )
 
     override fun onChanges(changes: List<DocChange>) = changes.forEach { c ->
         when (val change = c.change) {
@@ -32,20 +40,33 @@ class UiListener(private val show: (String) -> Unit) : ClientListener {
 
 /**
  * Opens the client. `key` comes from the Android Keystore (32 bytes, e.g. a wrapped AES
- * key unwrapped at start-up); `dbPath` is in the app's private files dir.
+ * key unwrapped at start-up); `dbPath` is in the app's private files dir. `serverUrl` is
+ * `wss://…/sync`; `extraCaPem` is the gemeente's private CA, if its server uses one.
+ * `refresh` hands out a fresh access token (the app's OIDC refresh), or null.
  */
-suspend fun openClient(dbPath: String, key: ByteArray, serverUrl: String, token: String): BuurtClient =
-    withContext(Dispatchers.IO) {
-        try {
-            BuurtClient.open(dbPath, key, serverUrl, token)
-        } catch (e: ClientException.WrongKey) {
-            // The keystore lost or changed the key: the local copy cannot be read.
-            throw IllegalStateException("Lokale gegevens onleesbaar: ${e.message}", e)
-        }
+suspend fun openClient(
+    dbPath: String,
+    key: ByteArray,
+    serverUrl: String,
+    token: String,
+    extraCaPem: String? = null,
+    refresh: () -> String? = { null },
+): BuurtClient = withContext(Dispatchers.IO) {
+    val options = defaultClientOptions().copy(extraCaPem = extraCaPem)
+    val client = try {
+        BuurtClient.openWithOptions(dbPath, key, serverUrl, token, options)
+    } catch (e: ClientException.WrongKey) {
+        // The keystore lost or changed the key: the local copy cannot be read.
+        throw IllegalStateException("Lokale gegevens onleesbaar: ${e.message}", e)
     }
+    client.setCredentialsProvider(object : CredentialsProvider {
+        override fun freshToken(): String? = refresh()
+    })
+    client
+}
 
 /** The kitchen-table flow. Every call persists before it returns, online or not. */
-suspend fun huisbezoek(client: BuurtClient, show: (String) -> Unit): String = withContext(Dispatchers.IO) {
+suspend fun huisbezoek(client: BuurtClient, show: (String) -> Unit): String {
     client.setListener(UiListener(show))
     val plan = client.createPlan("centrum", "HH-Bakker")
     client.setPlanStatus(plan, PlanStatus.INTAKE)
@@ -60,5 +81,5 @@ suspend fun huisbezoek(client: BuurtClient, show: (String) -> Unit): String = wi
     client.goOnline() // back at the wijkcentrum: the sync loop reconnects by itself
     client.waitForSync(30_000uL)
     show(client.getJson(plan))
-    plan
+    return plan
 }
