@@ -6,6 +6,7 @@
 //! - [`schema`]: typed `plan` and `activiteit` documents (autosurgeon) and validation.
 //! - [`policy`]: the access policy, the one place that decides who reads and writes what.
 //! - [`engine`]: per-document sync sessions with one remote peer.
+//! - [`guard`]: the one guard that turns panics in automerge/autosurgeon into errors.
 //!
 //! Nothing here opens a socket, a file or a database, so it cannot fail for outside
 //! reasons and is tested as tables of inputs and outputs.
@@ -13,6 +14,7 @@
 
 pub mod engine;
 pub mod error;
+pub mod guard;
 pub mod partition;
 pub mod policy;
 pub mod protocol;
