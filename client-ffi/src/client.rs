@@ -87,6 +87,9 @@ impl BuurtClient {
         token: String,
         options: ClientOptions,
     ) -> Result<Arc<BuurtClient>> {
+        // issue 20: panics the guard catches (automerge on hostile bytes) become typed
+        // errors; keep them out of the app's log as backtraces.
+        sync_core::guard::install_panic_hook();
         let key = AtRestKey::new(&encryption_key)?;
         crate::discovery::listing_url(&server_url).map_err(ClientError::invalid)?;
         let runtime = tokio::runtime::Builder::new_multi_thread()

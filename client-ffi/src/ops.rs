@@ -314,7 +314,8 @@ fn apply<T, R>(doc: &mut automerge::Automerge, f: impl FnOnce(&mut T) -> Result<
 where
     T: Hydrate + Reconcile,
 {
-    let mut value: T = autosurgeon::hydrate(&*doc).map_err(|e| ClientError::Corrupt {
+    // issue 20: hydrate behind sync_core::guard (a panic is an error, not an unwind).
+    let mut value: T = sync_core::guard::hydrate(&*doc).map_err(|e| ClientError::Corrupt {
         message: format!("the document does not read as its kind: {e}"),
     })?;
     let result = f(&mut value)?;

@@ -117,7 +117,8 @@ impl LocalStore {
                 .key
                 .open(id.as_bytes(), &sealed)
                 .ok_or_else(|| corrupt("does not decrypt"))?;
-            let doc = Automerge::load(&bytes).map_err(|e| corrupt(&e.to_string()))?;
+            // issue 20: guarded, so a panic in automerge is a `Corrupt` error.
+            let doc = sync_core::guard::load(&bytes).map_err(|e| corrupt(&e.to_string()))?;
             let acked: String = row.try_get("acked_heads")?;
             docs.push(StoredDoc {
                 id,
