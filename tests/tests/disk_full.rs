@@ -38,8 +38,10 @@ impl SmallDisk {
     /// Writes zeros into `file` until the file system is full.
     fn fill(&self, file: &Path) {
         let mut f = std::fs::File::create(file).expect("filler");
-        let block = vec![0u8; 64 * 1024];
-        while f.write_all(&block).is_ok() {}
+        for size in [64 * 1024, 4096, 1] {
+            let block = vec![0u8; size];
+            while f.write_all(&block).is_ok() {}
+        }
         let _ = f.sync_all();
     }
 }
@@ -51,7 +53,7 @@ impl Drop for SmallDisk {
     }
 }
 
-/// Goal texts that do not compress (xorshift letters), `count` of `len` characters.
+/// Goal texts that compress badly (xorshift letters), `count` of `len` characters.
 fn bulky_goals(count: usize, len: usize, seed: u64) -> Vec<String> {
     let mut x = seed | 1;
     (0..count)
@@ -84,7 +86,7 @@ async fn full_disk_refuses_writes_cleanly_and_recovers() {
     );
     let fx = Fixture { dir, db_url };
     let t = fx.seed();
-    let server = fx.start(&[]);
+    let mut server = fx.start(&[]);
     let mut writer = Client::connect("writer", &server.url(), &t.prof_noord)
         .await
         .expect("writer");
@@ -95,8 +97,9 @@ async fn full_disk_refuses_writes_cleanly_and_recovers() {
     let filler = disk.path.join("filler");
     disk.fill(&filler);
 
-    // About 3 MB of incompressible goal texts: more than the WAL can reuse.
-    let texts = bulky_goals(60_000, 50, 7);
+    // One goal of 300 k random letters: the commit must grow the WAL (a small database
+    // is never checkpointed, so its WAL only grows), and there is no byte left.
+    let texts = bulky_goals(1, 300_000, 7);
     writer
         .edit(id, move |doc| {
             schema::update::<Plan>(doc, |p| {
@@ -110,7 +113,12 @@ async fn full_disk_refuses_writes_cleanly_and_recovers() {
     let refused = writer
         .pump_until(buurtsync_e2e::WAIT, |c| !c.errors().is_empty())
         .await;
-    assert!(refused, "no error for a write on a full disk");
+    assert!(
+        refused,
+        "no error for a write on a full disk (acknowledged: {}); server log: {:#?}",
+        writer.is_acked(id),
+        server.log().iter().rev().take(8).collect::<Vec<_>>()
+    );
     assert!(
         !writer.is_acked(id),
         "a change that was not stored was acknowledged"
@@ -138,7 +146,12 @@ async fn full_disk_refuses_writes_cleanly_and_recovers() {
     );
 
     // Space returns: the same change is committed and acknowledged.
+    // Space returns. The device still holds the change; like any app that got the
+    // "retried" error, it sends it again on its next connection (on this one its
+    // automerge sync state counts the change as sent already).
     std::fs::remove_file(&filler).expect("free the disk");
+    writer.disconnect().await;
+    writer.reconnect().await.expect("reconnect");
     let acked = writer.sync_acked(id).await;
     assert!(
         acked,
