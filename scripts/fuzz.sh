@@ -37,20 +37,26 @@ mkdir -p "corpus/$target" "regressions/$target" "artifacts/$target"
 corpus_before=$(find "corpus/$target" -type f | wc -l)
 marker=$(mktemp)
 log=$(mktemp)
-trap 'rm -f "$marker" "$log"' EXIT
+trap 'rm -f "$marker" "$log" "${times_file:-}"' EXIT
 
 # New inputs go into corpus/TARGET (the first directory); the saved findings are read
 # too, so a regression is caught at once. Children's CPU time is read from bash's
 # `times` before and after: the fuzzer runs in one process on one core.
-cpu() { times | tail -n 1 | awk '{ split($1,u,"m"); split($2,s,"m"); printf "%.1f", u[1]*60+u[2]+s[1]*60+s[2] }'; }
-cpu_before=$(cpu)
+# (`times` must run in this shell, not in a `$(…)` subshell, which has no children.)
+times_file=$(mktemp)
+children_cpu() {
+  awk 'NR == 2 { split($1,u,"m"); split($2,s,"m"); printf "%.1f", u[1]*60+u[2]+s[1]*60+s[2] }' "$times_file"
+}
+times >"$times_file"
+cpu_before=$(children_cpu)
 set +e
 nice -n "${FUZZ_NICE:-19}" cargo fuzz run -s none "$target" "corpus/$target" "regressions/$target" -- \
   -max_total_time=$((minutes * 60)) -rss_limit_mb=2048 -print_final_stats=1 \
   -artifact_prefix="artifacts/$target/" 2>&1 | tee "$log" | grep -E "^(#[0-9]+.*(pulse|DONE|REDUCE|NEW)|stat::|==|SUMMARY|thread '.*' panicked)" | tail -n 40
 status=${PIPESTATUS[0]}
 set -e
-cpu_after=$(cpu)
+times >"$times_file"
+cpu_after=$(children_cpu)
 
 crashes=0
 while IFS= read -r -d '' found; do
