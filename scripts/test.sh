@@ -80,9 +80,10 @@ cargo nextest run --workspace --no-fail-fast
 # A crash fails the suite and leaves its input in fuzz/artifacts/<target>/.
 # No AddressSanitizer (`-s none`): the fuzzed crates forbid unsafe code, so ASan finds
 # nothing a panic would not, and building without it saves minutes on a cold CI machine.
-# Longer campaigns: FUZZ_SECONDS=3600 bash scripts/test.sh, or cargo fuzz run by hand.
+# Longer campaigns: scripts/fuzz.sh TARGET MINUTES (niced, minimises the corpus, saves
+# crashes to fuzz/regressions/TARGET/, prints runs and CPU seconds).
 step "fuzz targets (${FUZZ_SECONDS:-30}s each)"
-for target in codec apply; do
+for target in codec apply stateful summary; do
   scratch="$(mktemp -d)"
   (cd fuzz && RUSTC_BOOTSTRAP=1 cargo fuzz run -s none "$target" "$scratch" "corpus/$target" "regressions/$target" \
       -- -max_total_time="${FUZZ_SECONDS:-30}" -rss_limit_mb=2048 -print_final_stats=1 2>&1 | tail -n 25)

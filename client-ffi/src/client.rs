@@ -99,6 +99,9 @@ impl BuurtClient {
         token: String,
         options: ClientOptions,
     ) -> Result<Arc<BuurtClient>> {
+        // issue 20: panics the guard catches (automerge on hostile bytes) become typed
+        // errors; keep them out of the app's log as backtraces.
+        sync_core::guard::install_panic_hook();
         let key = AtRestKey::new(&encryption_key)?;
         crate::tls::check_scheme(&server_url, options.allow_insecure)?;
         crate::discovery::listing_url(&server_url).map_err(ClientError::invalid)?;

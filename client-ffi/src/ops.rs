@@ -346,7 +346,8 @@ where
     T: Hydrate + Reconcile,
 {
     let mut tx = doc.transaction();
-    let mut value: T = autosurgeon::hydrate(&tx).map_err(|e| ClientError::Corrupt {
+    // issue 20: hydrate behind sync_core::guard (a panic is an error, not an unwind).
+    let mut value: T = sync_core::guard::hydrate(&tx).map_err(|e| ClientError::Corrupt {
         message: format!("the document does not read as its kind: {e}"),
     })?;
     // On an error below, dropping the transaction rolls it back.

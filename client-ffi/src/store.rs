@@ -152,7 +152,8 @@ impl LocalStore {
             .key
             .open(id.as_bytes(), &sealed)
             .ok_or_else(|| "does not decrypt".to_owned())?;
-        let doc = Automerge::load(&bytes).map_err(|e| format!("does not load: {e}"))?;
+        // issue 20: guarded, so a panic in automerge marks the document corrupt.
+        let doc = sync_core::guard::load(&bytes).map_err(|e| format!("does not load: {e}"))?;
         let unacked: Option<String> = row.try_get("unacked").map_err(|e| e.to_string())?;
         Ok(StoredDoc {
             id,

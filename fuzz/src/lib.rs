@@ -6,6 +6,16 @@
 //! - [`apply`]: the server's handling of a decoded message against a document:
 //!   sync-core's engine applies the payload under the server's check (partition
 //!   unchanged, schema valid) and generates the answer. No I/O, as on the server.
+//! - [`stateful`]: two peers drive a sequence of messages through that check; a refused
+//!   message must leave no trace, not even in automerge's queue of changes waiting for
+//!   dependencies.
+//! - [`summary`]: the summary extension decoded and decided against invented catalogs.
+
+mod stateful;
+mod summary;
+
+pub use stateful::stateful;
+pub use summary::summary;
 
 use automerge::Automerge;
 use sync_core::engine::{PeerSync, Rejected};
@@ -40,6 +50,9 @@ pub fn seed_document() -> Automerge {
 /// The server's path for one incoming frame: the first byte chooses whether the rest
 /// is a whole protocol frame (decoded first) or a bare automerge sync payload.
 pub fn apply(data: &[u8]) {
+    // libfuzzer-sys's hook aborts on every panic, caught or not; a panic the guard
+    // catches is handled (and checked below like any refusal), so keep it quiet.
+    sync_core::guard::install_panic_hook();
     let Some((&mode, rest)) = data.split_first() else {
         return;
     };

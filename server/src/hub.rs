@@ -344,6 +344,23 @@ impl Hub {
         Ok(state)
     }
 
+    /// Throws away the in-memory copy of a document after `sync_core::guard` caught a
+    /// panic in automerge on it (issue 20): the copy may be inconsistent, the store's is
+    /// not. The next [`Hub::lock`] reloads it, exactly as after an eviction.
+    pub fn discard(&self, state: &mut DocState) {
+        if !state.resident {
+            return;
+        }
+        let bytes = state.stored_bytes();
+        state.doc = Automerge::new();
+        state.resident = false;
+        let _ = self
+            .cache_bytes
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |v| {
+                Some(v.saturating_sub(bytes))
+            });
+    }
+
     /// The next value of the use clock.
     fn tick(&self) -> u64 {
         self.use_clock.fetch_add(1, Ordering::Relaxed) + 1
@@ -358,8 +375,8 @@ impl Hub {
             .load_document(&id)
             .await?
             .ok_or_else(|| Error::Corrupt(format!("document {id} vanished from the store")))?;
-        let doc = off_reactor(|| Automerge::load(&stored.bytes))
-            .map_err(|e| Error::Corrupt(format!("document {id} does not load: {e}")))?;
+        let doc = off_reactor(|| sync_core::guard::load(&stored.bytes)) // issue 20: guarded
+            .map_err(|e| load_failed(&id, "does not load", e))?;
         state.saved_heads = doc.get_heads();
         state.doc = doc;
         state.snapshot_bytes = stored.snapshot_bytes;
@@ -495,8 +512,8 @@ impl Hub {
         let Some(stored) = stored else {
             return Ok(None);
         };
-        let doc = off_reactor(|| Automerge::load(&stored.bytes))
-            .map_err(|e| Error::Corrupt(format!("document {id} does not load: {e}")))?;
+        let doc = off_reactor(|| sync_core::guard::load(&stored.bytes)) // issue 20: guarded
+            .map_err(|e| load_failed(&id, "does not load", e))?;
         tracing::debug!(%id, bytes = stored.bytes.len(), chunks = stored.chunks, "document loaded");
         metrics::counter!(crate::metrics::DOCUMENT_LOADS).increment(1);
         self.cache_bytes.fetch_add(
@@ -650,9 +667,8 @@ impl Hub {
                     id,
                     &state.key,
                     |stored| {
-                        doc.load_incremental(stored).map_err(|e| {
-                            Error::Corrupt(format!("document {id}: stored chunks do not load: {e}"))
-                        })?;
+                        sync_core::guard::load_incremental(doc, stored)
+                            .map_err(|e| load_failed(id, "stored chunks do not load", e))?;
                         Ok((doc.save(), doc.get_heads()))
                     },
                     &prov,
@@ -770,11 +786,9 @@ impl Hub {
         if bytes.is_empty() {
             return Ok(());
         }
-        state
-            .doc
-            .load_incremental(bytes)
+        sync_core::guard::load_incremental(&mut state.doc, bytes) // issue 20: guarded
             .map(|_| ())
-            .map_err(|e| Error::Corrupt(format!("document {id}: stored chunks do not load: {e}")))
+            .map_err(|e| load_failed(id, "stored chunks do not load", e))
     }
 
     /// The loaded entry of `id`, without loading it.
@@ -810,4 +824,12 @@ impl Hub {
             }
         }
     }
+}
+
+/// issue 20: a guarded load's failure as `Error::Corrupt`, counting a caught panic.
+fn load_failed(id: &DocumentId, what: &str, e: sync_core::guard::GuardError) -> Error {
+    if let sync_core::guard::GuardError::Panicked(panicked) = &e {
+        crate::metrics::panic_caught(panicked, id);
+    }
+    Error::Corrupt(format!("document {id}: {what}: {e}"))
 }

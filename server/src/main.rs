@@ -22,6 +22,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     } else {
         builder.init();
     }
+    // issue 20: panics caught by sync_core::guard are logged as one bounded line by the
+    // caller (metrics::panic_caught), not printed with a backtrace per hostile frame.
+    sync_core::guard::install_panic_hook();
     if let Err(e) = buurtsync_server::cli::run(cli).await {
         eprintln!("buurtsync: {e}");
         std::process::exit(1);

@@ -55,6 +55,8 @@ pub const WIJK_QUEUE_WAIT: &str = "buurtsync_wijk_queue_wait_seconds";
 pub const SUMMARY_DOCUMENTS: &str = "buurtsync_summary_documents_total";
 /// TLS certificate reloads, by `result` (`ok`, `error`) (counter).
 pub const TLS_RELOADS: &str = "buurtsync_tls_reloads_total";
+/// Panics in automerge/autosurgeon caught by `sync_core::guard`, by `site`.
+pub const PANICS_CAUGHT: &str = "buurtsync_panics_caught_total";
 
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
 
@@ -127,6 +129,17 @@ fn describe() {
         "Documents in connect-time summaries, by answer (in-sync, changed)"
     );
     describe_counter!(TLS_RELOADS, "TLS certificate reloads, by result");
+    describe_counter!(
+        PANICS_CAUGHT,
+        "Panics in the document library caught by the guard, by site"
+    );
+}
+
+/// Counts and logs (one bounded line) a panic the guard caught; `doc` is the document
+/// id when there is one.
+pub fn panic_caught(panicked: &sync_core::guard::Panicked, doc: &dyn std::fmt::Display) {
+    metrics::counter!(PANICS_CAUGHT, "site" => panicked.site.as_str()).increment(1);
+    tracing::warn!(site = panicked.site.as_str(), %doc, message = %panicked.message, "panic in the document library caught");
 }
 
 /// Counts one refusal.

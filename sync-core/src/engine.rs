@@ -7,12 +7,17 @@
 //! client from its local store), so the same code serves both sides. A received
 //! message can be applied under a check (partition, schema, permission) and is rolled
 //! back as a whole — document and sync state — when the check refuses it.
+//!
+//! Every automerge call here (and the caller's check, which reads the document through
+//! autosurgeon) runs behind [`crate::guard`]: a panic in the library on a hostile payload
+//! becomes [`SyncError::Panicked`] and is rolled back like any other refusal.
 
 use std::collections::HashMap;
 
 use automerge::sync::{self, SyncDoc};
 use automerge::{Automerge, ChangeHash, ReadDoc};
 
+use crate::guard::{self, Panicked, Site};
 use crate::protocol::{DocumentId, Message};
 
 /// Why a sync payload could not be applied.
@@ -22,6 +27,10 @@ pub enum SyncError {
     InvalidMessage(String),
     #[error("automerge could not apply the sync message: {0}")]
     Apply(String),
+    /// automerge or autosurgeon panicked on the payload; the document and the session
+    /// were restored. The server counts these (`buurtsync_panics_caught_total`).
+    #[error("the sync message could not be processed: {0}")]
+    Panicked(#[from] Panicked),
 }
 
 /// A payload applied under a check: either the check's refusal or a sync error.
@@ -112,27 +121,63 @@ impl PeerSync {
         data: &[u8],
         check: impl FnOnce(&Automerge, &Applied) -> Result<(), E>,
     ) -> Result<Applied, Rejected<E>> {
-        let message = sync::Message::decode(data)
+        let message = guard::run(Site::Receive, || sync::Message::decode(data))
+            .map_err(|p| Rejected::Sync(p.into()))?
             .map_err(|e| Rejected::Sync(SyncError::InvalidMessage(e.to_string())))?;
         check_bloom_filters(&message).map_err(Rejected::Sync)?;
+        // automerge keeps changes whose dependencies are missing in a queue. A failed
+        // receive must not leave any there; with an empty queue before (the usual case)
+        // that is cheap to see afterwards. `get_missing_deps(&[])` is empty exactly when
+        // the queue is.
+        let carries_changes = !message.changes.is_empty();
+        let queue_was_empty = doc.get_missing_deps(&[]).is_empty();
+        // A refusal must not even leave a new, empty session behind.
+        let had_session = self.states.contains_key(&id);
         let state = self.states.entry(id).or_default();
         let saved_state = state.clone();
         let heads_before = doc.get_heads();
-        if let Err(e) = doc.receive_sync_message(state, message) {
-            // automerge applies nothing it cannot parse, but be safe: roll back.
+        let received = guard::run(Site::Receive, || doc.receive_sync_message(state, message));
+        let failure = match received {
+            Ok(Ok(())) => None,
+            Ok(Err(e)) => Some(SyncError::Apply(e.to_string())),
+            Err(panicked) => Some(SyncError::Panicked(panicked)),
+        };
+        if let Some(e) = failure {
             *state = saved_state;
-            rollback(doc, &heads_before);
-            return Err(Rejected::Sync(SyncError::Apply(e.to_string())));
+            // After a panic the document may be inconsistent even where its heads did
+            // not move: always rebuild. After an error, rebuild when anything moved.
+            // A failure with changes queued before rebuilds too, which also drops the
+            // older queued changes: they were never checked, and peers send them again.
+            let queue_touched =
+                carries_changes && !(queue_was_empty && doc.get_missing_deps(&[]).is_empty());
+            if matches!(e, SyncError::Panicked(_))
+                || doc.get_heads() != heads_before
+                || queue_touched
+            {
+                guard::restore(doc, &heads_before);
+            }
+            if !had_session {
+                self.states.remove(&id);
+            }
+            return Err(Rejected::Sync(e));
         }
         let applied = Applied {
             heads_after: doc.get_heads(),
             heads_before,
         };
         if applied.changed() {
-            if let Err(e) = check(doc, &applied) {
+            let verdict = match guard::run(Site::Check, || check(doc, &applied)) {
+                Ok(Ok(())) => None,
+                Ok(Err(e)) => Some(Rejected::Check(e)),
+                Err(panicked) => Some(Rejected::Sync(SyncError::Panicked(panicked))),
+            };
+            if let Some(refusal) = verdict {
                 *state = saved_state;
-                rollback(doc, &applied.heads_before);
-                return Err(Rejected::Check(e));
+                guard::restore(doc, &applied.heads_before);
+                if !had_session {
+                    self.states.remove(&id);
+                }
+                return Err(refusal);
             }
         }
         Ok(applied)
@@ -167,10 +212,30 @@ impl PeerSync {
         !doc.get_changes_meta(theirs).iter().any(|c| &c.hash == hash)
     }
 
-    /// The next payload to send for this document, if there is anything to say.
+    /// The next payload to send for this document, if there is anything to say. A panic
+    /// in automerge ends the session (see [`Self::try_generate`]) and says nothing.
     pub fn generate(&mut self, id: DocumentId, doc: &Automerge) -> Option<Vec<u8>> {
+        self.try_generate(id, doc).ok().flatten()
+    }
+
+    /// [`Self::generate`] that reports a panic in automerge instead of hiding it. The
+    /// session is then reset to a fresh one: the state that made automerge panic (say, a
+    /// hostile bloom filter the peer sent earlier) would make it panic again.
+    pub fn try_generate(
+        &mut self,
+        id: DocumentId,
+        doc: &Automerge,
+    ) -> Result<Option<Vec<u8>>, SyncError> {
         let state = self.states.entry(id).or_default();
-        doc.generate_sync_message(state).map(sync::Message::encode)
+        match guard::run(Site::Generate, || {
+            doc.generate_sync_message(state).map(sync::Message::encode)
+        }) {
+            Ok(payload) => Ok(payload),
+            Err(panicked) => {
+                *state = sync::State::new();
+                Err(panicked.into())
+            }
+        }
     }
 }
 
@@ -202,20 +267,14 @@ fn check_bloom_filters(message: &sync::Message) -> Result<(), SyncError> {
     Ok(())
 }
 
-/// Restores a document to the given heads (the rare path of a refused message).
-pub fn rollback(doc: &mut Automerge, heads: &[ChangeHash]) {
-    if doc.get_heads() == heads {
-        return;
-    }
-    let restored = if heads.is_empty() {
-        Ok(Automerge::new())
-    } else {
-        doc.fork_at(heads)
-    };
-    if let Ok(mut restored) = restored {
-        restored.set_actor(doc.get_actor().clone());
-        *doc = restored;
-    }
+/// Restores a document to the given heads (the rare path of a refused message or a
+/// failed store write), dropping whatever it gained since, including changes waiting in
+/// automerge's queue for missing dependencies. The one rollback every caller uses (the
+/// server's commit, the client's operations and sync loop); the work is
+/// [`guard::restore`]. False when even the rebuild failed and the document was emptied:
+/// the caller must reload it from its durable copy.
+pub fn rollback(doc: &mut Automerge, heads: &[ChangeHash]) -> bool {
+    guard::restore(doc, heads)
 }
 
 /// Wraps a payload the way automerge-repo does: `request` while we hold nothing of the
@@ -379,6 +438,32 @@ mod tests {
             );
             assert_eq!(doc.get_heads(), heads);
         }
+    }
+
+    /// A payload on which automerge 0.12 panics (hexane `decode_delta_int` unwrap, found
+    /// by the `apply` fuzz target) is a typed error; document and sessions are as before.
+    #[test]
+    fn library_panic_is_an_error_and_leaves_no_trace() {
+        crate::guard::install_panic_hook();
+        let finding = include_bytes!("../../fuzz/regressions/apply/hexane-decode-delta-int-unwrap");
+        let payload = &finding[1..]; // the first byte is the fuzz target's mode byte
+        let id = DocumentId::random();
+        let mut doc = doc_with("k", "v");
+        let heads = doc.get_heads();
+        let mut peer = PeerSync::new();
+        match peer.receive(id, &mut doc, payload) {
+            Err(SyncError::Panicked(p)) => assert_eq!(p.site, crate::guard::Site::Receive),
+            other => panic!("expected a caught panic, got {other:?}"),
+        }
+        assert_eq!(doc.get_heads(), heads);
+        assert!(!peer.has(&id), "a refused payload left a session behind");
+        assert_eq!(
+            doc.get(ROOT, "k")
+                .expect("get")
+                .map(|(v, _)| v.to_string())
+                .as_deref(),
+            Some("\"v\"")
+        );
     }
 
     /// A persisted session resumes with the shared heads, so a reconnect sends less.

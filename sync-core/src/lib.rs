@@ -6,6 +6,8 @@
 //! - [`schema`]: typed `plan` and `activiteit` documents (autosurgeon) and validation.
 //! - [`policy`]: the access policy, the one place that decides who reads and writes what.
 //! - [`engine`]: per-document sync sessions with one remote peer.
+//! - [`summary`]: the server's decision on one document of a connect-time summary.
+//! - [`guard`]: the one guard that turns panics in automerge/autosurgeon into errors.
 //!
 //! Nothing here opens a socket, a file or a database, so it cannot fail for outside
 //! reasons and is tested as tables of inputs and outputs.
@@ -13,9 +15,11 @@
 
 pub mod engine;
 pub mod error;
+pub mod guard;
 pub mod partition;
 pub mod policy;
 pub mod protocol;
 pub mod schema;
+pub mod summary;
 
 pub use error::Error;

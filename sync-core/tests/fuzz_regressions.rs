@@ -104,3 +104,35 @@ fn apply_corpus_and_findings() {
         "the corpus must hold at least one accepted change"
     );
 }
+
+/// The stateful target's driver, the very file the fuzz target runs.
+#[path = "../../fuzz/src/stateful.rs"]
+mod stateful;
+
+/// Every stateful input replays through both peers without a panic, and every refused
+/// message leaves no trace (the driver asserts it).
+#[test]
+fn stateful_corpus_and_findings() {
+    sync_core::guard::install_panic_hook();
+    let files = inputs("stateful");
+    assert!(!files.is_empty(), "fuzz/corpus/stateful is missing");
+    for file in files {
+        let data = std::fs::read(&file).expect("read input");
+        stateful::stateful(&data);
+    }
+}
+
+/// The summary target's driver, the very file the fuzz target runs.
+#[path = "../../fuzz/src/summary.rs"]
+mod summary;
+
+/// Every summary input is decided as the policy says (the driver asserts it).
+#[test]
+fn summary_corpus_and_findings() {
+    let files = inputs("summary");
+    assert!(!files.is_empty(), "fuzz/corpus/summary is missing");
+    for file in files {
+        let data = std::fs::read(&file).expect("read input");
+        summary::summary(&data);
+    }
+}

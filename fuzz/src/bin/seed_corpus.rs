@@ -140,6 +140,32 @@ fn main() {
         raw.extend_from_slice(data);
         std::fs::write(apply.join(format!("seed-payload-{i:02}")), raw).expect("write");
     }
+    // Summaries: a few documents with zero, one and two heads; the first byte picks
+    // the principal (see `buurtsync_fuzz::summary`).
+    let summary = root.join("corpus/summary");
+    std::fs::create_dir_all(&summary).expect("mkdir");
+    let plan = buurtsync_fuzz::seed_document();
+    let heads = plan.get_heads();
+    let docs = [
+        (DocumentId::from_bytes([0x00; 16]), heads.clone()),
+        (DocumentId::from_bytes([0x13; 16]), heads.clone()),
+        (DocumentId::from_bytes([0x26; 16]), Vec::new()),
+        (
+            DocumentId::from_bytes([0x31; 16]),
+            vec![heads[0], automerge::ChangeHash([9; 32])],
+        ),
+    ];
+    for (i, frame) in protocol::summary_frames("peer", "server", docs)
+        .iter()
+        .enumerate()
+    {
+        for shape in [0u8, 1, 6] {
+            let mut bytes = vec![shape];
+            bytes.extend_from_slice(&protocol::encode(frame));
+            std::fs::write(summary.join(format!("seed-{i:02}-shape-{shape}")), bytes)
+                .expect("write");
+        }
+    }
     println!(
         "wrote {} codec and {} apply seeds",
         messages.len(),

@@ -15,20 +15,21 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use automerge::{Automerge, ChangeHash};
 use axum::extract::ws::{CloseFrame, Message as WsMessage, WebSocket};
 use futures_util::{SinkExt, StreamExt};
-use sync_core::engine::{PeerSync, Rejected};
+use sync_core::engine::{PeerSync, Rejected, SyncError};
 use sync_core::policy::{self, Access, Principal};
 use sync_core::protocol::{
     self, encode_heads, DocumentId, HeadsAtTime, Message, PeerMetadata, SUMMARY_CAPABILITY,
     SUMMARY_VERSION,
 };
 use sync_core::schema;
+use sync_core::summary;
 use tokio::sync::mpsc;
 
 use crate::app::{AppState, UserSlot};
 use crate::audit::{AuditAction, AuditEvent};
 use crate::hub::{ConnSignal, DocEntry};
 use crate::metrics as m;
-use crate::store::{heads_text, now, CatalogEntry};
+use crate::store::{now, CatalogEntry};
 
 /// Frames buffered towards a slow peer before the reader waits (backpressure).
 const OUTBOX: usize = 64;
@@ -716,6 +717,13 @@ impl Connection {
             Ok(_) => Ok(false),
             Err(Rejected::Sync(e)) => {
                 m::rejected("invalid-sync");
+                // issue 20: automerge panicked under sync_core::guard. The engine rebuilt
+                // the document; the store's copy is the one known to be whole, so the next
+                // lock reloads from it.
+                if let SyncError::Panicked(panicked) = &e {
+                    m::panic_caught(panicked, &id);
+                    self.state.hub.discard(&mut state);
+                }
                 Err(format!("document {id}: {e}"))
             }
             Err(Rejected::Check(refusal)) => {
@@ -767,6 +775,9 @@ impl Connection {
             }
             Err(Rejected::Sync(e)) => {
                 m::rejected("invalid-sync");
+                if let SyncError::Panicked(panicked) = &e {
+                    m::panic_caught(panicked, &id); // issue 20
+                }
                 self.send_error(&format!("document {id}: {e}")).await;
                 return;
             }
@@ -890,40 +901,46 @@ impl Connection {
             }
         };
         for id in asked {
-            let Some(f) = facts.get(&id) else {
-                // Unknown (or erased): exactly what a `request` for it gets.
-                self.unwatch(id);
-                self.send_unavailable(id).await;
-                continue;
-            };
+            // issue 20: the decision is sync_core::summary::verdict (pure, fuzzed).
+            let f = facts.get(&id);
             // A loaded copy knows the freshest committed hand-over flag.
             let loaded = self.state.hub.loaded_entry(id);
-            let doc_facts = match &loaded {
-                Some(entry) => entry.facts(),
-                None => policy::DocFacts {
-                    partition: &f.partition,
-                    handed_over: f.handed_over,
+            let catalog = f.map(|f| summary::Catalog {
+                facts: match &loaded {
+                    Some(entry) => entry.facts(),
+                    None => policy::DocFacts {
+                        partition: &f.partition,
+                        handed_over: f.handed_over,
+                    },
                 },
-            };
-            if let Err(reason) = policy::decide(&self.principal, doc_facts, Access::Read) {
-                tracing::info!(conn = self.conn_id, user = %self.principal.user_id, %id, %reason, "read denied");
-                self.record(
-                    AuditAction::Denied,
-                    id,
-                    Some(&f.partition),
-                    &format!("read: {reason}"),
-                );
-                self.unwatch(id);
-                self.send_unavailable(id).await;
-                continue;
-            }
-            let theirs = &documents[&id];
-            if f.heads.as_deref() == Some(heads_text(theirs).as_str()) && !theirs.is_empty() {
-                self.watched.insert(id);
-                in_sync.push(id);
-            } else {
-                self.unwatch(id);
-                to_open.push(id);
+                committed_heads: f.heads.as_deref(),
+            });
+            match summary::verdict(&self.principal, catalog, &documents[&id]) {
+                // Unknown (or erased): exactly what a `request` for it gets.
+                summary::Verdict::Unavailable => {
+                    self.unwatch(id);
+                    self.send_unavailable(id).await;
+                }
+                summary::Verdict::Denied(reason) => {
+                    tracing::info!(conn = self.conn_id, user = %self.principal.user_id, %id, %reason, "read denied");
+                    let partition = f.map(|f| f.partition.clone());
+                    self.record(
+                        AuditAction::Denied,
+                        id,
+                        partition.as_ref(),
+                        &format!("read: {reason}"),
+                    );
+                    self.unwatch(id);
+                    self.send_unavailable(id).await;
+                }
+                summary::Verdict::InSync => {
+                    self.watched.insert(id);
+                    in_sync.push(id);
+                }
+                summary::Verdict::Changed => {
+                    self.unwatch(id);
+                    to_open.push(id);
+                }
             }
         }
         metrics::counter!(m::SUMMARY_DOCUMENTS, "answer" => "in-sync")
@@ -1064,6 +1081,8 @@ impl Connection {
                 continue;
             }
             let mut partition = None;
+            // issue 20: a panic in automerge's generate, counted and told to the peer.
+            let mut generate_failed = None;
             let (payload, saved) = if let Some(entry) = self.open.get(&id).cloned() {
                 partition = Some(entry.catalog.partition.clone());
                 let _permit = self
@@ -1078,15 +1097,25 @@ impl Connection {
                         continue;
                     }
                 };
-                (
-                    self.engine.generate(id, &state.doc),
-                    Some(state.saved_heads.clone()),
-                )
+                let payload = match self.engine.try_generate(id, &state.doc) {
+                    Ok(payload) => payload,
+                    Err(e) => {
+                        if let SyncError::Panicked(panicked) = &e {
+                            m::panic_caught(panicked, &id);
+                        }
+                        generate_failed = Some(format!("document {id}: {e}"));
+                        None
+                    }
+                };
+                (payload, Some(state.saved_heads.clone()))
             } else if let Some(doc) = self.pending.get(&id) {
                 (self.engine.generate(id, doc), None)
             } else {
                 continue;
             };
+            if let Some(message) = generate_failed {
+                self.send_error(&message).await;
+            }
             if let Some(data) = payload {
                 // A read, for the audit: the message hands document content to the device.
                 if let Some(partition) = &partition {

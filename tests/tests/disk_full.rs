@@ -1,0 +1,174 @@
+//! A full disk under the server's SQLite database (issue 20): writes are refused with
+//! an `error` and never acknowledged, reads keep working, and once space returns the
+//! same change is committed and acknowledged.
+//!
+//! The database lives on a small tmpfs mounted for the test (the suite runs as root, as
+//! CI does); filling it with a file and deleting that file makes "disk full" and "space
+//! returns" exact, with no hook in the server.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use buurtsync_e2e::client::Client;
+use buurtsync_e2e::server::Fixture;
+use sync_core::schema::{self, Goal, Leefdomein, Plan};
+
+/// A tmpfs of `size` mounted on a fresh directory; unmounted (lazily) when dropped.
+struct SmallDisk {
+    path: PathBuf,
+}
+
+impl SmallDisk {
+    fn mount(size: &str) -> SmallDisk {
+        let path = tempfile::tempdir().expect("tempdir").keep();
+        let out = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(&path)
+            .output()
+            .expect("run mount");
+        assert!(
+            out.status.success(),
+            "mounting a tmpfs needs root (as in CI): {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        SmallDisk { path }
+    }
+
+    /// Writes zeros into `file` until the file system is full.
+    fn fill(&self, file: &Path) {
+        let mut f = std::fs::File::create(file).expect("filler");
+        for size in [64 * 1024, 4096, 1] {
+            let block = vec![0u8; size];
+            while f.write_all(&block).is_ok() {}
+        }
+        let _ = f.sync_all();
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.path).status();
+        let _ = std::fs::remove_dir(&self.path);
+    }
+}
+
+/// Goal texts that compress badly (xorshift letters), `count` of `len` characters.
+fn bulky_goals(count: usize, len: usize, seed: u64) -> Vec<String> {
+    let mut x = seed | 1;
+    (0..count)
+        .map(|_| {
+            (0..len)
+                .map(|_| {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    char::from(b'a' + (x % 26) as u8)
+                })
+                .collect()
+        })
+        .collect()
+}
+
+fn stored_heads(fx: &Fixture, id: &str) -> serde_json::Value {
+    fx.doc_info(id)["heads"].clone()
+}
+
+/// Disk full: the change gets an `error` and no acknowledgement, nothing is stored,
+/// reads and the listing still work, and after space returns the change is committed.
+#[tokio::test]
+async fn full_disk_refuses_writes_cleanly_and_recovers() {
+    let disk = SmallDisk::mount("24m");
+    let dir = tempfile::tempdir_in(&disk.path).expect("dir on the small disk");
+    let db_url = format!(
+        "sqlite://{}",
+        dir.path().join("buurtsync.sqlite3").display()
+    );
+    let fx = Fixture { dir, db_url };
+    let t = fx.seed();
+    let mut server = fx.start(&[]);
+    let mut writer = Client::connect("writer", &server.url(), &t.prof_noord)
+        .await
+        .expect("writer");
+    let id = writer.create_plan("noord", "HH-DISK").await;
+    let other = writer.create_plan("noord", "HH-DISK-2").await;
+    let heads_before = stored_heads(&fx, &id.to_string());
+
+    let filler = disk.path.join("filler");
+    disk.fill(&filler);
+
+    // One goal of 300 k random letters: the commit must grow the WAL (a small database
+    // is never checkpointed, so its WAL only grows), and there is no byte left.
+    let texts = bulky_goals(1, 300_000, 7);
+    writer
+        .edit(id, move |doc| {
+            schema::update::<Plan>(doc, |p| {
+                for text in &texts {
+                    p.goals.push(Goal::new(Leefdomein::Wonen, text));
+                }
+            })
+            .expect("edit plan");
+        })
+        .await;
+    let refused = writer
+        .pump_until(buurtsync_e2e::WAIT, |c| !c.errors().is_empty())
+        .await;
+    assert!(
+        refused,
+        "no error for a write on a full disk (acknowledged: {}); server log: {:#?}",
+        writer.is_acked(id),
+        server.log().iter().rev().take(8).collect::<Vec<_>>()
+    );
+    assert!(
+        !writer.is_acked(id),
+        "a change that was not stored was acknowledged"
+    );
+    assert_eq!(
+        stored_heads(&fx, &id.to_string()),
+        heads_before,
+        "the stored document changed on a full disk"
+    );
+
+    // Reads go on: another device fetches a document; the listing answers.
+    let mut reader = Client::connect("reader", &server.url(), &t.prof2_noord)
+        .await
+        .expect("reader connects on a full disk");
+    assert!(reader.fetch(other).await, "a read failed on a full disk");
+    let listing = buurtsync_e2e::http::get(
+        server.addr,
+        "/api/v1/documents",
+        Some(t.prof2_noord.as_str()),
+    )
+    .await;
+    assert!(
+        String::from_utf8_lossy(&listing.body).contains(&other.to_string()),
+        "the listing failed on a full disk"
+    );
+
+    // Space returns: the same change is committed and acknowledged.
+    // Space returns. The device still holds the change; like any app that got the
+    // "retried" error, it sends it again on its next connection (on this one its
+    // automerge sync state counts the change as sent already).
+    std::fs::remove_file(&filler).expect("free the disk");
+    writer.disconnect().await;
+    writer.reconnect().await.expect("reconnect");
+    let acked = writer.sync_acked(id).await;
+    assert!(
+        acked,
+        "not acknowledged after space returned: {:?}",
+        writer.notices
+    );
+    let mut stored: Vec<String> = stored_heads(&fx, &id.to_string())
+        .as_array()
+        .expect("heads")
+        .iter()
+        .map(|h| h.as_str().expect("hex").to_owned())
+        .collect();
+    stored.sort();
+    assert_eq!(
+        stored,
+        writer.heads_hex(id),
+        "acknowledged heads are not stored"
+    );
+    drop(server);
+}
