@@ -184,7 +184,7 @@ pub fn load_incremental(doc: &mut Automerge, bytes: &[u8]) -> Result<usize, Guar
 
 /// autosurgeon's `hydrate` behind the guard (it only reads the document, or the open
 /// transaction a typed edit will reconcile into).
-pub fn hydrate<T: autosurgeon::Hydrate, D: automerge::ReadDoc>(doc: &D) -> Result<T, GuardError> {
+pub fn hydrate<T: autosurgeon::Hydrate, D: autosurgeon::ReadDoc>(doc: &D) -> Result<T, GuardError> {
     run(Site::Hydrate, || autosurgeon::hydrate(doc))?
         .map_err(|e| GuardError::Automerge(e.to_string()))
 }
