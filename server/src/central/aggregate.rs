@@ -539,6 +539,10 @@ mod tests {
                 consents_active: 0,
                 handed_over: false,
                 handover_month: None,
+                history: Vec::new(),
+                zrm: Vec::new(),
+                ladder: Vec::new(),
+                outcome: Default::default(),
             }),
         }
     }
@@ -554,7 +558,7 @@ mod tests {
     #[test]
     fn suppression_counts_households() {
         let busy = plan("hh-1", &[("2024-03-01", ContactKind::Huisbezoek); 6]);
-        let a = aggregate([&busy], Period::Month, 5);
+        let a = aggregate([&busy], Period::Month, 5, month("2024-12"), None);
         let c = cell(&a, "2024-03", "contacts.huisbezoek").expect("cell");
         assert!(c.suppressed && c.value.is_none(), "{c:?}");
 
@@ -566,7 +570,7 @@ mod tests {
                 )
             })
             .collect();
-        let a = aggregate(&five, Period::Quarter, 5);
+        let a = aggregate(&five, Period::Quarter, 5, month("2024-12"), None);
         assert_eq!(
             cell(&a, "2024-Q1", "contacts.huisbezoek").and_then(|c| c.value),
             Some(5.0)
@@ -579,7 +583,7 @@ mod tests {
             cell(&a, "2024-Q2", "plans_status.intake").and_then(|c| c.value),
             Some(5.0)
         );
-        let a = aggregate(&five, Period::Year, 6);
+        let a = aggregate(&five, Period::Year, 6, month("2024-12"), None);
         assert!(cell(&a, "2024", "plans_new").is_some_and(|c| c.suppressed));
     }
 
@@ -605,7 +609,7 @@ mod tests {
             (month("2024-02"), 8, 1.5),
         ]);
         let a2 = act(vec![(month("2024-02"), 7, 1.0)]);
-        let a = aggregate([&a1, &a2], Period::Quarter, 1);
+        let a = aggregate([&a1, &a2], Period::Quarter, 1, month("2024-12"), None);
         let value = |m: &str| cell(&a, "2024-Q1", m).and_then(|c| c.value);
         assert_eq!(value("sessions"), Some(3.0));
         assert_eq!(value("participants"), Some(25.0));

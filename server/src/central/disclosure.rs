@@ -174,18 +174,15 @@ pub fn protect(
     loop {
         let hidden: Vec<bool> = (0..n).map(|i| suppressed[i] && !known_before[i]).collect();
         let pinned = determined(&values, &hidden, relations);
-        let mut added = false;
-        for x in pinned {
-            if let Some(extra) = cheapest_partner(x, &values, &suppressed, &known_before, relations)
-            {
-                suppressed[extra] = true;
-                added = true;
-                // One at a time: one extra cell often protects several.
-                break;
-            }
-        }
-        if !added {
-            break;
+        // One at a time (one extra cell often protects several), the cheapest over
+        // every pinned cell: below it before beside it before above it, then smallest.
+        let best = pinned
+            .into_iter()
+            .filter_map(|x| cheapest_partner(x, &values, &suppressed, &known_before, relations))
+            .min_by(|a, b| a.1.cmp(&b.1).then(values[a.0].total_cmp(&values[b.0])).then(a.0.cmp(&b.0)));
+        match best {
+            Some((extra, _)) => suppressed[extra] = true,
+            None => break,
         }
     }
     suppressed
@@ -195,38 +192,38 @@ fn same(a: f64, b: f64) -> bool {
     (a - b).abs() < 1e-9
 }
 
-/// The published cell, in an equation holding `x`, whose suppression costs least
-/// (smallest value; then the part before the total, then the lowest index).
+/// The published cell, in an equation holding `x`, whose suppression costs least, and
+/// its tier: 0 a part under `x` (x is the total), 1 a part beside `x`, 2 a total
+/// (hiding totals spreads upwards, so they come last); then the smallest value.
 fn cheapest_partner(
     x: usize,
     values: &[f64],
     suppressed: &[bool],
     known_before: &[bool],
     relations: &[Relation],
-) -> Option<usize> {
+) -> Option<(usize, u8)> {
     relations
         .iter()
         .filter(|r| r.members().any(|m| m == x))
         .flat_map(|r| {
-            // Parts (the longer side) before totals: hiding a total spreads upwards.
+            // The longer side holds the parts.
             let (parts, totals) = if r.right.len() >= r.left.len() {
                 (&r.right, &r.left)
             } else {
                 (&r.left, &r.right)
             };
+            let x_is_total = totals.contains(&x);
             parts
                 .iter()
-                .map(|&p| (p, 0u8))
-                .chain(totals.iter().map(|&t| (t, 1u8)))
+                .map(move |&p| (p, if x_is_total { 0u8 } else { 1 }))
+                .chain(totals.iter().map(|&t| (t, 2u8)))
         })
         .filter(|&(i, _)| !suppressed[i] && !known_before[i])
         .min_by(|a, b| {
-            values[a.0]
-                .total_cmp(&values[b.0])
-                .then(a.1.cmp(&b.1))
+            a.1.cmp(&b.1)
+                .then(values[a.0].total_cmp(&values[b.0]))
                 .then(a.0.cmp(&b.0))
         })
-        .map(|(i, _)| i)
 }
 
 /// The attacker: the hidden cells whose exact value follows from the published cells
@@ -422,8 +419,9 @@ mod tests {
         check([9; 12], &[]);
         // One small month: its quarter partner month (cheapest), then nothing else.
         check([9, 2, 9, 9, 9, 9, 9, 9, 9, 9, 9, 9], &[0, 1]);
-        // A small month whose quarter is small too: the quarter needs a partner quarter.
-        check([0, 3, 0, 9, 9, 9, 9, 9, 9, 9, 9, 9], &[0, 1, 12, 13, 3]);
+        // A small month whose quarter is small too: the quarter needs a partner quarter,
+        // and that quarter a month of its own (the zero months go first: they are free).
+        check([0, 3, 0, 9, 9, 9, 9, 9, 9, 9, 9, 9], &[0, 1, 2, 3, 12, 13]);
         // Zeros are cheapest partners.
         check([9, 1, 0, 9, 9, 9, 9, 9, 9, 9, 9, 9], &[1, 2]);
         // Two small months summing to 2 with the quarter published: [0, ∞) bounds
@@ -453,7 +451,8 @@ mod tests {
         check(m, &[0, 1], &[]);
         // Month and its quarter hidden: the year gives the quarter, then the month.
         check(m, &[1, 12], &[1, 12]);
-        check(m, &[1, 12, 0, 13], &[]);
+        check(m, &[1, 12, 0, 13], &[12, 13]);
+        check(m, &[1, 12, 0, 13, 3], &[]);
         // Bounds: a hidden pair in an equation with a published 0 total are both 0.
         check([0; 12], &[0, 1], &[0, 1]);
     }

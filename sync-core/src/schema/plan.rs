@@ -1036,6 +1036,103 @@ mod tests {
         Ok(())
     }
 
+    /// Two professionals each measuring offline (zrm, participatieladder, a status
+    /// change) keep every measurement after merging: the lists are keyed by id.
+    #[test]
+    fn concurrent_measurements_all_survive() -> TestResult {
+        let mut doc = new_document(&full_plan())?;
+        let mut other = doc.fork();
+        edit(&mut doc, |plan| {
+            let z = ZrmMeasurement::new(ZrmDomein::Financien, 2, date("2024-03-03"), Moment::Intake);
+            plan.zelfredzaamheid.extend(z.ok());
+            plan.change_status(PlanStatus::Intake, date("2024-03-03"));
+        })?;
+        edit(&mut other, |plan| {
+            let z = ZrmMeasurement::new(ZrmDomein::Huisvesting, 3, date("2024-03-04"), Moment::Intake);
+            plan.zelfredzaamheid.extend(z.ok());
+            plan.participatieladder
+                .extend(LadderMeasurement::new(2, date("2024-03-04"), Moment::Intake).ok());
+            plan.change_status(PlanStatus::Plan, date("2024-03-04"));
+        })?;
+        doc.merge(&mut other)?;
+        validate(&doc)?;
+        let plan = Plan::read(&doc)?;
+        assert_eq!(plan.zelfredzaamheid.len(), 2);
+        assert_eq!(plan.participatieladder.len(), 1);
+        let mut history: Vec<_> = plan.status_history.iter().map(|h| h.status).collect();
+        history.sort_by_key(|s| s.as_str());
+        assert_eq!(history, [PlanStatus::Intake, PlanStatus::Plan]);
+        Ok(())
+    }
+
+    /// Scores outside 1-5, steps outside 1-6 and unknown moments are refused with the path.
+    #[test]
+    fn measurement_rejections() {
+        let check = |list: &str, build: fn(&mut automerge::transaction::Transaction<'_>, &automerge::ObjId) -> Result<(), automerge::AutomergeError>, expected: &str| {
+            let doc = raw_doc(|tx| {
+                plan(tx)?;
+                let items = tx.put_object(ROOT, list, ObjType::List)?;
+                let item = tx.insert_object(&items, 0, ObjType::Map)?;
+                tx.put(&item, "id", "m1")?;
+                tx.put(&item, "date", "2024-03-03")?;
+                build(tx, &item)
+            });
+            assert_eq!(validate(&doc).map(|_| ()).map_err(|e| e.to_string()), Err(expected.to_owned()));
+        };
+        check(
+            "zelfredzaamheid",
+            |tx, item| {
+                tx.put(item, "domain", "financien")?;
+                tx.put(item, "score", 6i64)?;
+                tx.put(item, "moment", "intake")
+            },
+            "plan.zelfredzaamheid[0].score: must be 1 to 5 (found 6)",
+        );
+        check(
+            "participatieladder",
+            |tx, item| {
+                tx.put(item, "step", 0i64)?;
+                tx.put(item, "moment", "intake")
+            },
+            "plan.participatieladder[0].step: must be 1 to 6 (found 0)",
+        );
+        check(
+            "participatieladder",
+            |tx, item| {
+                tx.put(item, "step", 3i64)?;
+                tx.put(item, "moment", "halverwege")
+            },
+            "plan.participatieladder[0].moment: unknown value \"halverwege\" (expected one of intake, tussenevaluatie, eindevaluatie)",
+        );
+        check(
+            "status_history",
+            |tx, item| tx.put(item, "status", "klaar"),
+            "plan.status_history[0].status: unknown value \"klaar\" (expected one of aanmelding, intake, plan, uitvoering, evaluatie, afgesloten)",
+        );
+        assert!(ZrmMeasurement::new(ZrmDomein::Justitie, 0, date("2024-03-03"), Moment::Intake).is_err());
+        assert!(LadderMeasurement::new(7, date("2024-03-03"), Moment::Intake).is_err());
+    }
+
+    /// A schema-1 plan (no outcome lists, `meta.schema` 1) validates, reads with empty
+    /// lists, and gains measurements by an ordinary edit without touching `meta`.
+    #[test]
+    fn version_one_plan_migrates_by_writing() -> TestResult {
+        let mut doc = raw_doc(|tx| plan(tx).map(drop));
+        assert_eq!(validate(&doc)?.schema, 1);
+        let read = Plan::read(&doc)?;
+        assert!(read.zelfredzaamheid.is_empty() && read.status_history.is_empty());
+        let (_, meta_before) = automerge::ReadDoc::get(&doc, ROOT, "meta")?.ok_or("meta")?;
+        let heads = doc.get_heads();
+        edit(&mut doc, |plan| {
+            plan.change_status(PlanStatus::Intake, date("2024-03-03"));
+        })?;
+        let (_, meta_after) = automerge::ReadDoc::get(&doc, ROOT, "meta")?.ok_or("meta")?;
+        assert_eq!(meta_before, meta_after);
+        assert_eq!(crate::schema::validate_changes(&doc, &heads)?.schema, 1);
+        assert_eq!(Plan::read(&doc)?.status_history.len(), 1);
+        Ok(())
+    }
+
     /// A plan document is not an activiteit and vice versa.
     #[test]
     fn kind_must_match() {
