@@ -680,7 +680,7 @@ async fn dashboard_in_headless_chromium() {
     let wijken: BTreeSet<&str> = sections.iter().filter_map(|s| s["wijk"].as_str()).collect();
     assert_eq!(wijken, BTreeSet::from(["noord", "west", "zuid"]));
     for s in sections {
-        assert_eq!(s["charts"], 4, "{s}");
+        assert_eq!(s["charts"], 6, "four activity charts and two outcome charts: {s}");
         assert_eq!(s["rendered"], true, "{s}");
     }
     let noord = sections

@@ -558,6 +558,90 @@ async fn outcomes_merge_count_and_resist_differencing() {
     );
 }
 
+/// The outcome charts in headless Chromium: for a seeded wijk the waiting-time and
+/// zelfredzaamheid charts render with bars, the small wijk's show suppressed marks
+/// (not zeros); screenshots are kept under target/test-output/ (one is in docs/).
+#[tokio::test]
+async fn outcome_charts_in_headless_chromium() {
+    let fx = Fixture::new();
+    let t = fx.seed();
+    fx.admin(&["user", "add", "office"]);
+    fx.admin(&["grant", "office", "central_office"]);
+    let office = fx.token("office");
+    let server = fx.start(&[]);
+    let url = server.url();
+    let mut a = Client::connect("device-a", &url, &t.prof_noord).await.expect("a");
+    let mut z = Client::connect("device-z", &url, &t.prof_zuid).await.expect("z");
+    for (i, h) in noord().iter().enumerate() {
+        let mut plan = Plan::new(WijkId::new("noord").expect("wijk"), format!("gezin-{i}"));
+        plan.household.contact.name = Some(NAME.into());
+        intake(&mut plan, h);
+        if let Some(end) = &h.end {
+            close(&mut plan, end);
+        }
+        let id = a.add_document(schema::new_document(&plan).expect("plan")).await;
+        assert!(a.sync_acked(id).await);
+    }
+    for (i, h) in zuid(3).iter().enumerate() {
+        let mut plan = Plan::new(WijkId::new("zuid").expect("wijk"), format!("gezin-z{i}"));
+        intake(&mut plan, h);
+        close(&mut plan, &(format!("2025-06-{:02}", 2 + i), 3, 3));
+        let id = z.add_document(schema::new_document(&plan).expect("plan")).await;
+        assert!(z.sync_acked(id).await);
+    }
+
+    let here = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    assert!(
+        here.join("browser/node_modules/playwright-core").exists(),
+        "run `npm ci --prefix tests/browser` and `bash scripts/ensure-chromium.sh` first"
+    );
+    let bin = buurtsync_e2e::server::binary();
+    let target = bin.parent().and_then(|p| p.parent()).expect("target dir").to_path_buf();
+    let out = target.join("test-output/central-outcomes");
+    let _ = std::fs::remove_dir_all(&out);
+    let child = tokio::process::Command::new("node")
+        .arg(here.join("browser/dashboard.mjs"))
+        .arg(format!("http://{}", server.addr))
+        .arg(&office)
+        .arg(&out)
+        .kill_on_drop(true)
+        .output();
+    let output = tokio::time::timeout(std::time::Duration::from_secs(120), child)
+        .await
+        .expect("browser test timed out")
+        .expect("node runs");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "dashboard.mjs failed: {stderr}");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let seen: Value = serde_json::from_str(stdout.lines().last().unwrap_or_default())
+        .unwrap_or_else(|e| panic!("no JSON from dashboard.mjs ({e}): {stdout}\n{stderr}"));
+    let section = |w: &str| {
+        seen["sections"]
+            .as_array()
+            .and_then(|s| s.iter().find(|s| s["wijk"] == w))
+            .unwrap_or_else(|| panic!("no section {w}: {seen}"))
+            .clone()
+    };
+    let noord = section("noord");
+    assert_eq!(noord["rendered"], true, "{noord}");
+    let chart = |s: &Value, id: &str| s["byChart"][id].clone();
+    let wait = chart(&noord, "chart-noord-wachttijd");
+    assert!(wait["bars"].as_u64().unwrap_or(0) >= 2, "waiting time bars: {noord}");
+    let zrm = chart(&noord, "chart-noord-zelfredzaamheid");
+    assert!(zrm["bars"].as_u64().unwrap_or(0) >= 3, "zelfredzaamheid bars: {noord}");
+    let zuid = section("zuid");
+    let zuid_zrm = chart(&zuid, "chart-zuid-zelfredzaamheid");
+    assert!(zuid_zrm["suppressed"].as_u64().unwrap_or(0) >= 1, "hidden, not zero: {zuid}");
+    assert_eq!(zuid_zrm["bars"], 0, "no zuid cell is shown: {zuid}");
+    let text = seen["pageText"].as_str().unwrap_or_default();
+    assert!(!text.contains(NAME) && !text.contains("gezin-"), "personal data on the page");
+    let csv = std::fs::read_to_string(seen["csvFile"].as_str().expect("csv")).expect("csv");
+    assert!(csv.contains("noord,2025-03,outcome.started,6,false\r\n"), "{csv}");
+    assert!(csv.contains("zuid,2025-02,outcome.started,,true\r\n"), "{csv}");
+    let shot = std::fs::metadata(seen["screenshot"].as_str().expect("png")).expect("png");
+    assert!(shot.len() > 10_000);
+}
+
 /// The current UTC month, `YYYY-MM`.
 fn now_month() -> String {
     let secs = std::time::SystemTime::now()
