@@ -13,8 +13,8 @@ use autosurgeon::{Hydrate, Reconcile, Text};
 use sync_core::partition::{DocumentKind as CoreKind, Partition, WijkId};
 use sync_core::protocol::DocumentId;
 use sync_core::schema::{
-    self, Action, Activiteit, Consent, ContactMoment, Date, Goal, LadderMeasurement, Plan,
-    Session, ZrmMeasurement,
+    self, Action, Activiteit, Consent, ContactMoment, Date, Goal, LadderMeasurement, Plan, Session,
+    ZrmMeasurement,
 };
 
 use crate::client::{parse_id, BuurtClient};

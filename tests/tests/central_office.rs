@@ -563,9 +563,12 @@ async fn central_office_feed_exports_and_aggregates() {
     assert!(csv
         .body
         .starts_with(b"\xEF\xBB\xBFwijk;period;metric;value;suppressed\r\n"));
-    assert!(csv
-        .text()
-        .contains("noord;2024-Q1;contacts.huisbezoek;6;false\r\n"));
+    assert!(
+        csv.text()
+            .contains("noord;2024-Q1;contacts.huisbezoek;6;false\r\n"),
+        "{}",
+        csv.text()
+    );
     assert_clean("aggregates csv", &csv.text(), &ids);
 
     // Erasure reaches the feed: the central office is told to drop the record.
@@ -680,7 +683,10 @@ async fn dashboard_in_headless_chromium() {
     let wijken: BTreeSet<&str> = sections.iter().filter_map(|s| s["wijk"].as_str()).collect();
     assert_eq!(wijken, BTreeSet::from(["noord", "west", "zuid"]));
     for s in sections {
-        assert_eq!(s["charts"], 6, "four activity charts and two outcome charts: {s}");
+        assert_eq!(
+            s["charts"], 6,
+            "four activity charts and two outcome charts: {s}"
+        );
         assert_eq!(s["rendered"], true, "{s}");
     }
     let noord = sections

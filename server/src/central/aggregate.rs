@@ -135,12 +135,42 @@ enum Kind {
 
 /// The quantile metrics: (metric, samples under, p, the household count it goes with).
 const QUANTILES: &[(&str, &str, f64, &str)] = &[
-    ("outcome.waiting_days.median", "outcome.waiting_days", 0.5, "outcome.started"),
-    ("outcome.waiting_days.p75", "outcome.waiting_days", 0.75, "outcome.started"),
-    ("outcome.plan_days.median", "outcome.plan_days", 0.5, "outcome.planned"),
-    ("outcome.plan_days.p75", "outcome.plan_days", 0.75, "outcome.planned"),
-    ("outcome.duration_days.median", "outcome.duration_days", 0.5, "outcome.closed"),
-    ("outcome.duration_days.p75", "outcome.duration_days", 0.75, "outcome.closed"),
+    (
+        "outcome.waiting_days.median",
+        "outcome.waiting_days",
+        0.5,
+        "outcome.started",
+    ),
+    (
+        "outcome.waiting_days.p75",
+        "outcome.waiting_days",
+        0.75,
+        "outcome.started",
+    ),
+    (
+        "outcome.plan_days.median",
+        "outcome.plan_days",
+        0.5,
+        "outcome.planned",
+    ),
+    (
+        "outcome.plan_days.p75",
+        "outcome.plan_days",
+        0.75,
+        "outcome.planned",
+    ),
+    (
+        "outcome.duration_days.median",
+        "outcome.duration_days",
+        0.5,
+        "outcome.closed",
+    ),
+    (
+        "outcome.duration_days.p75",
+        "outcome.duration_days",
+        0.75,
+        "outcome.closed",
+    ),
 ];
 
 fn kind(metric: &str) -> Kind {
@@ -191,16 +221,17 @@ fn accumulate<'a>(
     facts: impl IntoIterator<Item = &'a Facts>,
 ) -> BTreeMap<(WijkId, String), BTreeMap<Month, Acc>> {
     let mut acc: BTreeMap<(WijkId, String), BTreeMap<Month, Acc>> = BTreeMap::new();
-    let mut add = |wijk: &WijkId, m: Month, metric: &str, value: f64, unit: Unit, sample: Option<i64>| {
-        let cell = acc
-            .entry((wijk.clone(), metric.to_owned()))
-            .or_default()
-            .entry(m)
-            .or_default();
-        cell.value += value;
-        cell.units.insert(unit);
-        cell.samples.extend(sample);
-    };
+    let mut add =
+        |wijk: &WijkId, m: Month, metric: &str, value: f64, unit: Unit, sample: Option<i64>| {
+            let cell = acc
+                .entry((wijk.clone(), metric.to_owned()))
+                .or_default()
+                .entry(m)
+                .or_default();
+            cell.value += value;
+            cell.units.insert(unit);
+            cell.samples.extend(sample);
+        };
     for f in facts {
         let doc = f.id.to_string();
         match &f.body {
@@ -230,12 +261,25 @@ fn accumulate<'a>(
                 }
                 // Outcomes: each in the month of its entered date, once per household.
                 let o = &plan.outcome;
-                let month = |d: &Option<sync_core::schema::Date>| d.as_ref().and_then(Month::of_date);
+                let month =
+                    |d: &Option<sync_core::schema::Date>| d.as_ref().and_then(Month::of_date);
                 for (date, metric, days) in [
                     (&o.aanmelding, "outcome.aanmeldingen", None),
-                    (&o.intake, "outcome.started", Some(("outcome.waiting_days", o.waiting_days))),
-                    (&o.plan, "outcome.planned", Some(("outcome.plan_days", o.plan_days))),
-                    (&o.closed, "outcome.closed", Some(("outcome.duration_days", o.duration_days))),
+                    (
+                        &o.intake,
+                        "outcome.started",
+                        Some(("outcome.waiting_days", o.waiting_days)),
+                    ),
+                    (
+                        &o.plan,
+                        "outcome.planned",
+                        Some(("outcome.plan_days", o.plan_days)),
+                    ),
+                    (
+                        &o.closed,
+                        "outcome.closed",
+                        Some(("outcome.duration_days", o.duration_days)),
+                    ),
                     (&o.reopened, "outcome.reopened", None),
                 ] {
                     let Some(m) = month(date) else { continue };
@@ -260,13 +304,34 @@ fn accumulate<'a>(
                 for (i, (m, attendance, hours)) in act.sessions.iter().enumerate() {
                     let session = || Unit::Session(doc.clone(), i);
                     add(&f.wijk, *m, "sessions", 1.0, session(), None);
-                    add(&f.wijk, *m, "participants", *attendance as f64, session(), None);
+                    add(
+                        &f.wijk,
+                        *m,
+                        "participants",
+                        *attendance as f64,
+                        session(),
+                        None,
+                    );
                     add(&f.wijk, *m, "volunteer_hours", *hours, session(), None);
                     // Distinct per period: a volunteer active in two months of a quarter
                     // is one unique volunteer of that quarter.
-                    add(&f.wijk, *m, "activiteiten", 0.0, Unit::Activiteit(doc.clone()), None);
+                    add(
+                        &f.wijk,
+                        *m,
+                        "activiteiten",
+                        0.0,
+                        Unit::Activiteit(doc.clone()),
+                        None,
+                    );
                     for v in &act.volunteers {
-                        add(&f.wijk, *m, "unique_volunteers", 0.0, Unit::Volunteer(*v), None);
+                        add(
+                            &f.wijk,
+                            *m,
+                            "unique_volunteers",
+                            0.0,
+                            Unit::Volunteer(*v),
+                            None,
+                        );
                     }
                 }
             }
@@ -289,16 +354,19 @@ struct Full {
 /// period length, protected as part of the release of *all* period lengths: the
 /// month, quarter and year tables are slices of one table whose suppression pattern
 /// is computed once (see [`disclosure`]). `today` bounds the months that exist;
-/// `memory` (when given) makes tonight's release consistent with every earlier one,
-/// and is updated with it.
+/// `memory` (when given) makes the server's release (threshold `base`) consistent with
+/// every earlier one, and is updated with it. A stricter export (`min_count` > `base`)
+/// starts from that release and hides more: it publishes a subset of what the server's
+/// release publishes, and is itself safe at its own threshold; it is not remembered.
 pub fn aggregate<'a>(
     facts: impl IntoIterator<Item = &'a Facts>,
     period: Period,
     min_count: u64,
+    base: u64,
     today: Month,
     memory: Option<&mut Memory>,
 ) -> Aggregates {
-    let release = release(facts, min_count, today, memory);
+    let release = release(facts, min_count, base.min(min_count), today, memory);
     let cells = release
         .into_iter()
         .filter(|c| c.period == period.as_str())
@@ -320,6 +388,7 @@ struct Released {
 fn release<'a>(
     facts: impl IntoIterator<Item = &'a Facts>,
     min_count: u64,
+    base: u64,
     today: Month,
     memory: Option<&mut Memory>,
 ) -> Vec<Released> {
@@ -327,18 +396,19 @@ fn release<'a>(
     let mut full: Vec<Full> = Vec::new();
     let mut relations: Vec<Relation> = Vec::new();
     let mut index: HashMap<(WijkId, String, String), usize> = HashMap::new();
-    let mut push = |full: &mut Vec<Full>, wijk: &WijkId, metric: &str, period: Period, m: Month, acc: Acc| {
-        let label = period.label(m);
-        index.insert((wijk.clone(), metric.to_owned(), label.clone()), full.len());
-        full.push(Full {
-            wijk: wijk.clone(),
-            metric: metric.to_owned(),
-            period,
-            label,
-            acc,
-        });
-        full.len() - 1
-    };
+    let mut push =
+        |full: &mut Vec<Full>, wijk: &WijkId, metric: &str, period: Period, m: Month, acc: Acc| {
+            let label = period.label(m);
+            index.insert((wijk.clone(), metric.to_owned(), label.clone()), full.len());
+            full.push(Full {
+                wijk: wijk.clone(),
+                metric: metric.to_owned(),
+                period,
+                label,
+                acc,
+            });
+            full.len() - 1
+        };
     for ((wijk, metric), months) in &acc {
         if matches!(kind(metric), Kind::Quantile { .. }) {
             continue;
@@ -376,13 +446,19 @@ fn release<'a>(
                 let qid = push(&mut full, wijk, metric, Period::Quarter, in_q[0], q_acc);
                 quarter_ids.push(qid);
                 if kind(metric) == Kind::Sum {
-                    relations.push(Relation { left: vec![qid], right: month_ids });
+                    relations.push(Relation {
+                        left: vec![qid],
+                        right: month_ids,
+                    });
                 }
             }
             let first = Month { year, month: 1 };
             let yid = push(&mut full, wijk, metric, Period::Year, first, year_acc);
             if kind(metric) == Kind::Sum && !base_for_quantiles {
-                relations.push(Relation { left: vec![yid], right: quarter_ids });
+                relations.push(Relation {
+                    left: vec![yid],
+                    right: quarter_ids,
+                });
             }
             if base_for_quantiles {
                 // The sample months too, for the monthly quantiles.
@@ -394,12 +470,21 @@ fn release<'a>(
         }
     }
     // Equal metrics, and goals counted twice (per leefdomein and per status).
-    let groups: BTreeSet<(WijkId, String)> =
-        full.iter().map(|c| (c.wijk.clone(), c.label.clone())).collect();
+    let groups: BTreeSet<(WijkId, String)> = full
+        .iter()
+        .map(|c| (c.wijk.clone(), c.label.clone()))
+        .collect();
     for (wijk, label) in &groups {
-        let at = |metric: &str| index.get(&(wijk.clone(), metric.to_owned(), label.clone())).copied();
+        let at = |metric: &str| {
+            index
+                .get(&(wijk.clone(), metric.to_owned(), label.clone()))
+                .copied()
+        };
         if let (Some(a), Some(b)) = (at("plans_closed"), at("plans_status.afgesloten")) {
-            relations.push(Relation { left: vec![a], right: vec![b] });
+            relations.push(Relation {
+                left: vec![a],
+                right: vec![b],
+            });
         }
         let domains: Vec<usize> = sync_core::schema::plan::Leefdomein::ALL
             .iter()
@@ -410,7 +495,10 @@ fn release<'a>(
             .filter_map(|s| at(&format!("goals_status.{}", s.as_str())))
             .collect();
         if !domains.is_empty() || !statuses.is_empty() {
-            relations.push(Relation { left: domains, right: statuses });
+            relations.push(Relation {
+                left: domains,
+                right: statuses,
+            });
         }
     }
     let inputs: Vec<Input> = full
@@ -427,9 +515,10 @@ fn release<'a>(
         .iter()
         .map(|c| format!("{}|{}|{}", c.wijk, c.label, c.metric))
         .collect();
-    let suppressed = match memory {
+    let server_release = match memory {
         Some(memory) => {
-            let s = disclosure::protect_all(&inputs, &relations, min_count, Some((&keys, &*memory)));
+            let s =
+                disclosure::protect_all(&inputs, &relations, base, Some((&keys, &*memory)), None);
             memory.remember(
                 keys.iter()
                     .zip(&inputs)
@@ -438,7 +527,12 @@ fn release<'a>(
             );
             s
         }
-        None => disclosure::protect_all(&inputs, &relations, min_count, None),
+        None => disclosure::protect_all(&inputs, &relations, base, None, None),
+    };
+    let suppressed = if min_count > base {
+        disclosure::protect_all(&inputs, &relations, min_count, None, Some(&server_release))
+    } else {
+        server_release
     };
     let mut out: Vec<Released> = Vec::new();
     for (i, c) in full.iter().enumerate() {
@@ -485,7 +579,11 @@ fn release<'a>(
         });
     }
     out.sort_by(|a, b| {
-        (&a.cell.wijk, &a.cell.period, &a.cell.metric).cmp(&(&b.cell.wijk, &b.cell.period, &b.cell.metric))
+        (&a.cell.wijk, &a.cell.period, &a.cell.metric).cmp(&(
+            &b.cell.wijk,
+            &b.cell.period,
+            &b.cell.metric,
+        ))
     });
     out
 }
@@ -558,7 +656,7 @@ mod tests {
     #[test]
     fn suppression_counts_households() {
         let busy = plan("hh-1", &[("2024-03-01", ContactKind::Huisbezoek); 6]);
-        let a = aggregate([&busy], Period::Month, 5, month("2024-12"), None);
+        let a = aggregate([&busy], Period::Month, 5, 1, month("2024-12"), None);
         let c = cell(&a, "2024-03", "contacts.huisbezoek").expect("cell");
         assert!(c.suppressed && c.value.is_none(), "{c:?}");
 
@@ -570,7 +668,7 @@ mod tests {
                 )
             })
             .collect();
-        let a = aggregate(&five, Period::Quarter, 5, month("2024-12"), None);
+        let a = aggregate(&five, Period::Quarter, 5, 1, month("2024-12"), None);
         assert_eq!(
             cell(&a, "2024-Q1", "contacts.huisbezoek").and_then(|c| c.value),
             Some(5.0)
@@ -583,7 +681,7 @@ mod tests {
             cell(&a, "2024-Q2", "plans_status.intake").and_then(|c| c.value),
             Some(5.0)
         );
-        let a = aggregate(&five, Period::Year, 6, month("2024-12"), None);
+        let a = aggregate(&five, Period::Year, 6, 1, month("2024-12"), None);
         assert!(cell(&a, "2024", "plans_new").is_some_and(|c| c.suppressed));
     }
 
@@ -609,7 +707,7 @@ mod tests {
             (month("2024-02"), 8, 1.5),
         ]);
         let a2 = act(vec![(month("2024-02"), 7, 1.0)]);
-        let a = aggregate([&a1, &a2], Period::Quarter, 1, month("2024-12"), None);
+        let a = aggregate([&a1, &a2], Period::Quarter, 1, 1, month("2024-12"), None);
         let value = |m: &str| cell(&a, "2024-Q1", m).and_then(|c| c.value);
         assert_eq!(value("sessions"), Some(3.0));
         assert_eq!(value("participants"), Some(25.0));

@@ -219,6 +219,7 @@ pub async fn compute(
         view.current(),
         period,
         threshold,
+        state.limits.central_min_count.max(1),
         today,
         Some(&mut memory),
     ))

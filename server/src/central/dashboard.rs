@@ -307,9 +307,17 @@ fn outcome_charts(
         None => Some(0.0),
     };
     let waiting: [Bar; 3] = [
-        ("outcome.waiting_days.median", "wachttijd mediaan", "#1f77b4"),
+        (
+            "outcome.waiting_days.median",
+            "wachttijd mediaan",
+            "#1f77b4",
+        ),
         ("outcome.waiting_days.p75", "wachttijd p75", "#aec7e8"),
-        ("outcome.duration_days.median", "duur ondersteuning mediaan", "#2ca02c"),
+        (
+            "outcome.duration_days.median",
+            "duur ondersteuning mediaan",
+            "#2ca02c",
+        ),
     ];
     let series: Vec<Series<'_>> = waiting
         .iter()
@@ -323,7 +331,13 @@ fn outcome_charts(
     let _ = write!(
         body,
         "<figure>{}<figcaption>{}</figcaption></figure>",
-        bars(&format!("chart-{}-wachttijd", escape(wijk)), title, periods, &series, min_count),
+        bars(
+            &format!("chart-{}-wachttijd", escape(wijk)),
+            title,
+            periods,
+            &series,
+            min_count
+        ),
         escape(title)
     );
 
@@ -337,34 +351,44 @@ fn outcome_charts(
     if let Some(period) = latest {
         for domain in ZrmDomein::ALL {
             let d = domain.as_str();
-            if cells.keys().any(|(cp, m)| cp == period && m.starts_with(&format!("zrm.{d}."))) {
+            if cells
+                .keys()
+                .any(|(cp, m)| cp == period && m.starts_with(&format!("zrm.{d}.")))
+            {
                 rows.push((d.replace('_', " "), ["improved", "same", "worse"]));
             }
         }
-        if cells.keys().any(|(cp, m)| cp == period && m.starts_with("ladder.")) {
+        if cells
+            .keys()
+            .any(|(cp, m)| cp == period && m.starts_with("ladder."))
+        {
             rows.push(("participatieladder".into(), ["up", "same", "down"]));
         }
     }
     let labels: Vec<String> = rows.iter().map(|r| r.0.clone()).collect();
-    let series: Vec<Series<'_>> = [("vooruit", "#2ca02c"), ("gelijk", "#7f7f7f"), ("achteruit", "#d62728")]
-        .iter()
-        .enumerate()
-        .map(|(i, (label, color))| Series {
-            label,
-            color,
-            values: rows
-                .iter()
-                .map(|(name, moves)| {
-                    let metric = if name == "participatieladder" {
-                        format!("ladder.{}", moves[i])
-                    } else {
-                        format!("zrm.{}.{}", name.replace(' ', "_"), moves[i])
-                    };
-                    latest.and_then(|p| value(p, &metric))
-                })
-                .collect(),
-        })
-        .collect();
+    let series: Vec<Series<'_>> = [
+        ("vooruit", "#2ca02c"),
+        ("gelijk", "#7f7f7f"),
+        ("achteruit", "#d62728"),
+    ]
+    .iter()
+    .enumerate()
+    .map(|(i, (label, color))| Series {
+        label,
+        color,
+        values: rows
+            .iter()
+            .map(|(name, moves)| {
+                let metric = if name == "participatieladder" {
+                    format!("ladder.{}", moves[i])
+                } else {
+                    format!("zrm.{}.{}", name.replace(' ', "_"), moves[i])
+                };
+                latest.and_then(|p| value(p, &metric))
+            })
+            .collect(),
+    })
+    .collect();
     let title = format!(
         "Zelfredzaamheid per domein en participatieladder: intake → eindevaluatie ({})",
         latest.map_or("geen metingen", String::as_str)
@@ -372,7 +396,13 @@ fn outcome_charts(
     let _ = write!(
         body,
         "<figure>{}<figcaption>{}</figcaption></figure>",
-        bars(&format!("chart-{}-zelfredzaamheid", escape(wijk)), &title, &labels, &series, min_count),
+        bars(
+            &format!("chart-{}-zelfredzaamheid", escape(wijk)),
+            &title,
+            &labels,
+            &series,
+            min_count
+        ),
         escape(&title)
     );
 }

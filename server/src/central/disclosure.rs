@@ -58,11 +58,15 @@ impl Relation {
 
 /// [`protect`] for each connected set of cells on its own (cells share no equation
 /// across sets, and the exact attack is cubic in the unknowns of one system).
+///
+/// `floor`: cells hidden whatever happens (a stricter export starts from the server's
+/// own release, so it publishes a subset of what that release publishes).
 pub fn protect_all(
     cells: &[Input],
     relations: &[Relation],
     min_count: u64,
     keys: Option<(&[String], &Memory)>,
+    floor: Option<&[bool]>,
 ) -> Vec<bool> {
     let n = cells.len();
     let mut parent: Vec<usize> = (0..n).collect();
@@ -112,11 +116,13 @@ pub fn protect_all(
             .unwrap_or_default();
         let sub_keys: Option<Vec<String>> =
             keys.map(|(k, _)| members.iter().map(|&i| k[i].clone()).collect());
+        let sub_floor: Option<Vec<bool>> = floor.map(|f| members.iter().map(|&i| f[i]).collect());
         let s = protect(
             &sub_cells,
             &sub_relations,
             min_count,
             sub_keys.as_deref().zip(keys.map(|(_, m)| m)),
+            sub_floor.as_deref(),
         );
         for (j, &i) in members.iter().enumerate() {
             out[i] = s[j];
@@ -152,11 +158,13 @@ pub fn protect(
     relations: &[Relation],
     min_count: u64,
     keys: Option<(&[String], &Memory)>,
+    floor: Option<&[bool]>,
 ) -> Vec<bool> {
     let n = cells.len();
     let mut suppressed: Vec<bool> = cells
         .iter()
-        .map(|c| c.units > 0 && c.units < min_count)
+        .enumerate()
+        .map(|(i, c)| (c.units > 0 && c.units < min_count) || floor.is_some_and(|f| f[i]))
         .collect();
     // Known to the attacker from an earlier release, with the same value.
     let mut known_before = vec![false; n];
@@ -179,7 +187,11 @@ pub fn protect(
         let best = pinned
             .into_iter()
             .filter_map(|x| cheapest_partner(x, &values, &suppressed, &known_before, relations))
-            .min_by(|a, b| a.1.cmp(&b.1).then(values[a.0].total_cmp(&values[b.0])).then(a.0.cmp(&b.0)));
+            .min_by(|a, b| {
+                a.1.cmp(&b.1)
+                    .then(values[a.0].total_cmp(&values[b.0]))
+                    .then(a.0.cmp(&b.0))
+            });
         match best {
             Some((extra, _)) => suppressed[extra] = true,
             None => break,
@@ -281,7 +293,8 @@ fn linear(equations: &[(BTreeMap<usize, f64>, f64)]) -> BTreeSet<usize> {
         .collect();
     let mut pivot_row = 0;
     for j in 0..vars.len() {
-        let Some(p) = (pivot_row..rows.len()).max_by(|&a, &b| rows[a][j].abs().total_cmp(&rows[b][j].abs()))
+        let Some(p) =
+            (pivot_row..rows.len()).max_by(|&a, &b| rows[a][j].abs().total_cmp(&rows[b][j].abs()))
         else {
             break;
         };
@@ -338,7 +351,11 @@ fn bounds(equations: &[(BTreeMap<usize, f64>, f64)], hidden: &[bool]) -> BTreeSe
                     let (a, b) = (cy * lo[&y], cy * hi[&y]);
                     let (small, large) = if a <= b { (a, b) } else { (b, a) };
                     min -= if large.is_nan() { f64::INFINITY } else { large };
-                    max -= if small.is_nan() { f64::NEG_INFINITY } else { small };
+                    max -= if small.is_nan() {
+                        f64::NEG_INFINITY
+                    } else {
+                        small
+                    };
                 }
                 let (mut new_lo, mut new_hi) = (min / cx, max / cx);
                 if cx < 0.0 {
@@ -400,7 +417,11 @@ mod tests {
     }
 
     fn hidden_indices(s: &[bool]) -> Vec<usize> {
-        s.iter().enumerate().filter(|(_, h)| **h).map(|(i, _)| i).collect()
+        s.iter()
+            .enumerate()
+            .filter(|(_, h)| **h)
+            .map(|(i, _)| i)
+            .collect()
     }
 
     /// Suppression patterns of one year tree (k = 5), as tables: which cells end up
@@ -410,7 +431,7 @@ mod tests {
         let check = |months: [u64; 12], expected: &[usize]| {
             let cells = year(months);
             let rel = year_relations();
-            let s = protect(&cells, &rel, 5, None);
+            let s = protect(&cells, &rel, 5, None, None);
             assert_eq!(hidden_indices(&s), expected, "{months:?}");
             let values: Vec<f64> = cells.iter().map(|c| c.value).collect();
             assert!(determined(&values, &s, &rel).is_empty(), "{months:?}");
@@ -465,12 +486,17 @@ mod tests {
         let keys: Vec<String> = (0..17).map(|i| format!("c{i}")).collect();
         let mut memory = Memory::default();
         let first = year([9, 2, 9, 9, 9, 9, 9, 9, 9, 9, 9, 9]);
-        let s1 = protect(&first, &rel, 5, Some((&keys, &memory)));
+        let s1 = protect(&first, &rel, 5, Some((&keys, &memory)), None);
         assert_eq!(hidden_indices(&s1), [0, 1]);
-        memory.remember(keys.iter().zip(&first).zip(&s1).map(|((k, c), s)| (k.as_str(), c.value, *s)));
+        memory.remember(
+            keys.iter()
+                .zip(&first)
+                .zip(&s1)
+                .map(|((k, c), s)| (k.as_str(), c.value, *s)),
+        );
         // Tonight month 1 reached 5 and a small month 2 appeared (it had 9).
         let second = year([9, 5, 2, 9, 9, 9, 9, 9, 9, 9, 9, 9]);
-        let s2 = protect(&second, &rel, 5, Some((&keys, &memory)));
+        let s2 = protect(&second, &rel, 5, Some((&keys, &memory)), None);
         // Month 0 (unchanged, hidden yesterday) stays hidden: with month 1 published now
         // and month 2 hidden, still two unknowns in quarter 1.
         assert!(s2[0] && s2[2] && !s2[1], "{:?}", hidden_indices(&s2));

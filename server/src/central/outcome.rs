@@ -92,7 +92,12 @@ pub fn derive(
 ) -> Outcome {
     let mut sorted: Vec<&HistoryFact> = history.iter().collect();
     sorted.sort_by(|a, b| a.date.cmp(&b.date));
-    let first = |s: PlanStatus| sorted.iter().find(|h| h.status == s).map(|h| h.date.clone());
+    let first = |s: PlanStatus| {
+        sorted
+            .iter()
+            .find(|h| h.status == s)
+            .map(|h| h.date.clone())
+    };
     let aanmelding = first(PlanStatus::Aanmelding);
     let intake = first(PlanStatus::Intake);
     let plan = first(PlanStatus::Plan);
@@ -221,7 +226,14 @@ mod tests {
     #[test]
     fn outcome_tables() {
         use PlanStatus::*;
-        let check = |history: Vec<HistoryFact>, expected: (Option<i64>, Option<i64>, Option<i64>, Option<&str>, Option<&str>)| {
+        let check = |history: Vec<HistoryFact>,
+                     expected: (
+            Option<i64>,
+            Option<i64>,
+            Option<i64>,
+            Option<&str>,
+            Option<&str>,
+        )| {
             let o = derive(&history, &[], &[]);
             let got = (
                 o.waiting_days,
@@ -269,10 +281,20 @@ mod tests {
         let z = |d: ZrmDomein, s: u64, when: &str, m: Moment| (d, s, date(when), m);
         let zrm = [
             z(ZrmDomein::Financien, 2, "2024-03-01", Moment::Intake),
-            z(ZrmDomein::Financien, 3, "2024-04-01", Moment::Tussenevaluatie),
+            z(
+                ZrmDomein::Financien,
+                3,
+                "2024-04-01",
+                Moment::Tussenevaluatie,
+            ),
             z(ZrmDomein::Financien, 4, "2024-06-01", Moment::Eindevaluatie),
             z(ZrmDomein::Huisvesting, 3, "2024-03-01", Moment::Intake),
-            z(ZrmDomein::Huisvesting, 3, "2024-06-01", Moment::Eindevaluatie),
+            z(
+                ZrmDomein::Huisvesting,
+                3,
+                "2024-06-01",
+                Moment::Eindevaluatie,
+            ),
             z(ZrmDomein::Justitie, 4, "2024-03-01", Moment::Intake),
             z(ZrmDomein::Justitie, 2, "2024-06-01", Moment::Eindevaluatie),
             z(ZrmDomein::Middelengebruik, 4, "2024-03-01", Moment::Intake),

@@ -15,9 +15,9 @@ use automerge::Automerge;
 use serde::Serialize;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
+use std::collections::HashMap;
 use sync_core::partition::{DocumentKind, WijkId};
 use sync_core::protocol::DocumentId;
-use std::collections::HashMap;
 use sync_core::schema::plan::{
     ContactKind, GoalStatus, Leefdomein, Moment, PlanStatus, PositiveHealth, ZrmDomein,
 };
@@ -137,15 +137,18 @@ pub struct Facts {
 impl Facts {
     /// The facts of a feed row; `doc` is the merged document (None when erased or gone),
     /// `authors` the server's commit time of each of its changes (hash → unix seconds).
-    pub fn extract(row: &FeedRow, doc: Option<&Automerge>, authors: &HashMap<String, i64>) -> Facts {
+    pub fn extract(
+        row: &FeedRow,
+        doc: Option<&Automerge>,
+        authors: &HashMap<String, i64>,
+    ) -> Facts {
         let body = match (row.erased, doc, row.partition.kind) {
             (true, _, _) => Body::Erased,
             (false, None, _) => Body::Unreadable,
-            (false, Some(doc), DocumentKind::Plan) => {
-                Plan::read(doc).map_or(Body::Unreadable, |p| {
+            (false, Some(doc), DocumentKind::Plan) => Plan::read(doc)
+                .map_or(Body::Unreadable, |p| {
                     Body::Plan(plan_facts(&p, &outcome::known_at(doc, authors)))
-                })
-            }
+                }),
             (false, Some(doc), DocumentKind::Activiteit) => Activiteit::read(doc)
                 .map_or(Body::Unreadable, |a| Body::Activiteit(activiteit_facts(&a))),
         };

@@ -17,8 +17,8 @@ use autosurgeon::reconcile::{MapReconciler, NoKey};
 use autosurgeon::{ReadDoc, Reconcile, Reconciler, Text};
 
 use super::{
-    hydrate_with_schema, keyed_by_id, new_id, put_opt, put_opt_str, put_str, put_u64, schema_enum, Date,
-    FromMap, MapReader, Meta, Path, SchemaError,
+    hydrate_with_schema, keyed_by_id, new_id, put_opt, put_opt_str, put_str, put_u64, schema_enum,
+    Date, FromMap, MapReader, Meta, Path, SchemaError,
 };
 use crate::partition::{DocumentKind, WijkId};
 
@@ -1043,12 +1043,18 @@ mod tests {
         let mut doc = new_document(&full_plan())?;
         let mut other = doc.fork();
         edit(&mut doc, |plan| {
-            let z = ZrmMeasurement::new(ZrmDomein::Financien, 2, date("2024-03-03"), Moment::Intake);
+            let z =
+                ZrmMeasurement::new(ZrmDomein::Financien, 2, date("2024-03-03"), Moment::Intake);
             plan.zelfredzaamheid.extend(z.ok());
             plan.change_status(PlanStatus::Intake, date("2024-03-03"));
         })?;
         edit(&mut other, |plan| {
-            let z = ZrmMeasurement::new(ZrmDomein::Huisvesting, 3, date("2024-03-04"), Moment::Intake);
+            let z = ZrmMeasurement::new(
+                ZrmDomein::Huisvesting,
+                3,
+                date("2024-03-04"),
+                Moment::Intake,
+            );
             plan.zelfredzaamheid.extend(z.ok());
             plan.participatieladder
                 .extend(LadderMeasurement::new(2, date("2024-03-04"), Moment::Intake).ok());
@@ -1068,7 +1074,12 @@ mod tests {
     /// Scores outside 1-5, steps outside 1-6 and unknown moments are refused with the path.
     #[test]
     fn measurement_rejections() {
-        let check = |list: &str, build: fn(&mut automerge::transaction::Transaction<'_>, &automerge::ObjId) -> Result<(), automerge::AutomergeError>, expected: &str| {
+        let check = |list: &str,
+                     build: fn(
+            &mut automerge::transaction::Transaction<'_>,
+            &automerge::ObjId,
+        ) -> Result<(), automerge::AutomergeError>,
+                     expected: &str| {
             let doc = raw_doc(|tx| {
                 plan(tx)?;
                 let items = tx.put_object(ROOT, list, ObjType::List)?;
@@ -1077,7 +1088,10 @@ mod tests {
                 tx.put(&item, "date", "2024-03-03")?;
                 build(tx, &item)
             });
-            assert_eq!(validate(&doc).map(|_| ()).map_err(|e| e.to_string()), Err(expected.to_owned()));
+            assert_eq!(
+                validate(&doc).map(|_| ()).map_err(|e| e.to_string()),
+                Err(expected.to_owned())
+            );
         };
         check(
             "zelfredzaamheid",
@@ -1109,7 +1123,10 @@ mod tests {
             |tx, item| tx.put(item, "status", "klaar"),
             "plan.status_history[0].status: unknown value \"klaar\" (expected one of aanmelding, intake, plan, uitvoering, evaluatie, afgesloten)",
         );
-        assert!(ZrmMeasurement::new(ZrmDomein::Justitie, 0, date("2024-03-03"), Moment::Intake).is_err());
+        assert!(
+            ZrmMeasurement::new(ZrmDomein::Justitie, 0, date("2024-03-03"), Moment::Intake)
+                .is_err()
+        );
         assert!(LadderMeasurement::new(7, date("2024-03-03"), Moment::Intake).is_err());
     }
 
