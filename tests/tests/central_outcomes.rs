@@ -29,7 +29,6 @@ fn date(s: &str) -> Date {
 
 /// Days since the epoch, by the standard library (independent of the server's code).
 fn day(s: &str) -> i64 {
-    let t = std::time::SystemTime::UNIX_EPOCH;
     let parse = |s: &str| -> i64 {
         let (y, rest) = s.split_at(4);
         let y: i64 = y.parse().expect("year");
@@ -58,7 +57,6 @@ fn day(s: &str) -> i64 {
         n += len[..(m - 1) as usize].iter().sum::<i64>();
         n + d - 1
     };
-    let _ = t;
     parse(s)
 }
 
@@ -190,6 +188,9 @@ async fn fetch_all(addr: SocketAddr, token: &str) -> Vec<Value> {
     cells
 }
 
+/// One published table: (wijk, period label, metric, value or None when suppressed).
+type Table = Vec<(String, String, String, Option<f64>)>;
+
 /// A cell of the attacker's system: (release, wijk, period label, metric).
 type Key = (usize, String, String, String);
 
@@ -207,11 +208,7 @@ fn additive(metric: &str) -> bool {
 /// Σ goals per leefdomein = Σ goals per status, and across releases a cell of a wijk
 /// the change did not touch is the same in both. Returns the hidden cells whose exact
 /// value follows (by elimination, or because bounds meet).
-fn attack(
-    releases: &[Vec<(String, String, String, Option<f64>)>],
-    untouched: &dyn Fn(&str) -> bool,
-    today: &str,
-) -> BTreeSet<Key> {
+fn attack(releases: &[Table], untouched: &dyn Fn(&str) -> bool, today: &str) -> BTreeSet<Key> {
     let mut value: HashMap<Key, Option<f64>> = HashMap::new();
     let mut groups: BTreeSet<(usize, String, String, String)> = BTreeSet::new();
     for (r, cells) in releases.iter().enumerate() {
@@ -388,7 +385,7 @@ fn solve(equations: &[(Vec<(Key, f64)>, f64)]) -> BTreeSet<Key> {
     found
 }
 
-fn table(cells: &[Value]) -> Vec<(String, String, String, Option<f64>)> {
+fn table(cells: &[Value]) -> Table {
     cells
         .iter()
         .map(|c| {
@@ -399,9 +396,7 @@ fn table(cells: &[Value]) -> Vec<(String, String, String, Option<f64>)> {
 }
 
 /// The same tables under plain primary suppression, from the test's own counts.
-fn primary_only(
-    expected: &BTreeMap<(String, String, String), (f64, u64)>,
-) -> Vec<(String, String, String, Option<f64>)> {
+fn primary_only(expected: &BTreeMap<(String, String, String), (f64, u64)>) -> Table {
     let mut by: BTreeMap<(String, String, String), (f64, u64)> = BTreeMap::new();
     for ((w, m, metric), (v, n)) in expected {
         let q = format!(

@@ -222,18 +222,20 @@ mod tests {
         }
     }
 
+    /// (waiting, plan, duration in days; closed and reopened dates).
+    type Expected<'a> = (
+        Option<i64>,
+        Option<i64>,
+        Option<i64>,
+        Option<&'a str>,
+        Option<&'a str>,
+    );
+
     /// Dates, waiting times and reopenings follow the entered dates, in date order.
     #[test]
     fn outcome_tables() {
         use PlanStatus::*;
-        let check = |history: Vec<HistoryFact>,
-                     expected: (
-            Option<i64>,
-            Option<i64>,
-            Option<i64>,
-            Option<&str>,
-            Option<&str>,
-        )| {
+        let check = |history: Vec<HistoryFact>, expected: Expected<'_>| {
             let o = derive(&history, &[], &[]);
             let got = (
                 o.waiting_days,

@@ -96,7 +96,7 @@ pub struct PlanFacts {
     /// Participatieladder steps (schema 2): step, date, moment. Aggregates only.
     pub ladder: Vec<(u64, Date, Moment)>,
     /// Derived from the three above, once, when the facts are read.
-    pub outcome: Outcome,
+    pub outcome: Box<Outcome>,
 }
 
 /// The structured facts of an activiteit.
@@ -185,7 +185,7 @@ fn plan_facts(plan: &Plan, known_at: &HashMap<String, i64>) -> PlanFacts {
         .map(|l| (l.step, l.date.clone(), l.moment))
         .collect();
     PlanFacts {
-        outcome: outcome::derive(&history, &zrm, &ladder),
+        outcome: Box::new(outcome::derive(&history, &zrm, &ladder)),
         history,
         zrm,
         ladder,
