@@ -24,6 +24,32 @@ pub enum PlanStatus {
     Afgesloten,
 }
 
+/// When in the support a measurement was taken (schema 2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, uniffi::Enum)]
+pub enum Moment {
+    Intake,
+    Tussenevaluatie,
+    Eindevaluatie,
+}
+
+/// A domain of the zelfredzaamheidsmatrix (schema 2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, uniffi::Enum)]
+pub enum ZrmDomein {
+    Financien,
+    WerkEnOpleiding,
+    Tijdsbesteding,
+    Huisvesting,
+    HuiselijkeRelaties,
+    GeestelijkeGezondheid,
+    LichamelijkeGezondheid,
+    Middelengebruik,
+    BasaleAdl,
+    InstrumenteleAdl,
+    SociaalNetwerk,
+    MaatschappelijkeParticipatie,
+    Justitie,
+}
+
 /// The life domain of a goal.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, uniffi::Enum)]
 pub enum Leefdomein {
@@ -260,5 +286,11 @@ mirror!(Leefdomein <=> schema::Leefdomein {
     WerkEnInkomen, Zorg, Overig,
 });
 mirror!(GoalStatus <=> schema::GoalStatus { Open, Bezig, Behaald, Gestopt });
+mirror!(Moment <=> schema::Moment { Intake, Tussenevaluatie, Eindevaluatie });
+mirror!(ZrmDomein <=> schema::ZrmDomein {
+    Financien, WerkEnOpleiding, Tijdsbesteding, Huisvesting, HuiselijkeRelaties,
+    GeestelijkeGezondheid, LichamelijkeGezondheid, Middelengebruik, BasaleAdl,
+    InstrumenteleAdl, SociaalNetwerk, MaatschappelijkeParticipatie, Justitie,
+});
 mirror!(ActionWho <=> schema::ActionWho { Inwoner, Netwerk, Buurtteam, Partner });
 mirror!(ContactKind <=> schema::ContactKind { Huisbezoek, Wijkcentrum, School, Telefoon, Digitaal });

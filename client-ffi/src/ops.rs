@@ -1,5 +1,6 @@
 //! The typed domain operations of [`BuurtClient`]: create a plan or activiteit, and
-//! edit their parts (goals, actions, contact moments, consents, sessions).
+//! edit their parts (goals, actions, contact moments, consents, sessions, and since
+//! schema 2 dated status changes and zelfredzaamheid/participatieladder measurements).
 //!
 //! Each operation hydrates the document into sync-core's schema types, changes them,
 //! reconciles the difference as one automerge change, validates the whole document,
@@ -13,13 +14,15 @@ use sync_core::engine::rollback;
 use sync_core::partition::{DocumentKind as CoreKind, Partition, WijkId};
 use sync_core::protocol::DocumentId;
 use sync_core::schema::{
-    self, Action, Activiteit, Consent, ContactMoment, Date, Goal, Plan, Session,
+    self, Action, Activiteit, Consent, ContactMoment, Date, Goal, LadderMeasurement, Plan, Session,
+    ZrmMeasurement,
 };
 
 use crate::client::{parse_id, BuurtClient};
 use crate::error::{ClientError, Result};
 use crate::model::{
-    ActionWho, ChangeKind, ContactKind, GoalStatus, Leefdomein, PlanStatus, SessionInput,
+    ActionWho, ChangeKind, ContactKind, GoalStatus, Leefdomein, Moment, PlanStatus, SessionInput,
+    ZrmDomein,
 };
 use crate::replica::Replica;
 use crate::state::Shared;
@@ -218,6 +221,73 @@ impl BuurtClient {
                 .ok_or_else(|| wrong(format!("the plan has no consent {consent_id}")))?;
             consent.withdrawn_at = Some(withdrawn_at);
             Ok(())
+        })
+        .await
+    }
+
+    /// Moves the plan to another stage as of `date` (`YYYY-MM-DD`, the day the
+    /// professional means, which may be before the device is back online): sets the
+    /// status and adds a dated entry to the status history; returns the entry's id.
+    pub async fn change_plan_status(
+        &self,
+        doc_id: String,
+        status: PlanStatus,
+        date: String,
+        by: Option<String>,
+    ) -> Result<String> {
+        let date = parse_date(&date)?;
+        self.edit_plan(doc_id, move |plan| {
+            let entry = plan.change_status(status.into(), date);
+            let id = entry.id.clone();
+            if let Some(last) = plan.status_history.last_mut() {
+                last.by = by;
+            }
+            Ok(id)
+        })
+        .await
+    }
+
+    /// Adds a zelfredzaamheidsmatrix score (1 to 5) for one domain, measured on `date`
+    /// at `moment`; returns the measurement's id. Two professionals' scores both stay.
+    pub async fn add_zrm_measurement(
+        &self,
+        doc_id: String,
+        domain: ZrmDomein,
+        score: u64,
+        date: String,
+        moment: Moment,
+        by: Option<String>,
+    ) -> Result<String> {
+        let date = parse_date(&date)?;
+        let mut m = ZrmMeasurement::new(domain.into(), score, date, moment.into())
+            .map_err(|e| ClientError::invalid(e.to_string()))?;
+        m.by = by;
+        self.edit_plan(doc_id, move |plan| {
+            let id = m.id.clone();
+            plan.zelfredzaamheid.push(m);
+            Ok(id)
+        })
+        .await
+    }
+
+    /// Adds a participatieladder step (1 to 6) measured on `date` at `moment`; returns
+    /// the measurement's id.
+    pub async fn add_ladder_measurement(
+        &self,
+        doc_id: String,
+        step: u64,
+        date: String,
+        moment: Moment,
+        by: Option<String>,
+    ) -> Result<String> {
+        let date = parse_date(&date)?;
+        let mut m = LadderMeasurement::new(step, date, moment.into())
+            .map_err(|e| ClientError::invalid(e.to_string()))?;
+        m.by = by;
+        self.edit_plan(doc_id, move |plan| {
+            let id = m.id.clone();
+            plan.participatieladder.push(m);
+            Ok(id)
         })
         .await
     }

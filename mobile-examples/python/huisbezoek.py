@@ -43,10 +43,19 @@ async def main():
             await phone.add_contact_moment(plan, "2026-03-02", bc.ContactKind.HUISBEZOEK,
                                      "Eerste huisbezoek, keukentafelgesprek met mevrouw Bakker", "fatima")
             await phone.add_consent(plan, "gegevens delen met de woningcorporatie", "2026-03-02", "mevrouw Bakker")
+            # Outcome monitoring (schema 2): the intake, dated the day it happened, with
+            # zelfredzaamheidsmatrix scores and a participatieladder step.
+            await phone.change_plan_status(plan, bc.PlanStatus.INTAKE, "2026-03-02", "fatima")
+            await phone.add_zrm_measurement(plan, bc.ZrmDomein.FINANCIEN, 2, "2026-03-02", bc.Moment.INTAKE, "fatima")
+            await phone.add_zrm_measurement(plan, bc.ZrmDomein.HUISVESTING, 1, "2026-03-02", bc.Moment.INTAKE, "fatima")
+            await phone.add_ladder_measurement(plan, 2, "2026-03-02", bc.Moment.INTAKE, "fatima")
             status = phone.status()
             print(f"  online={status.online}, changes not yet on the server: {status.pending_changes}")
 
             await tablet.add_goal(plan, bc.Leefdomein.FINANCIEN, "Aanmelden bij de schuldhulp")
+            # Sanne scores the same household at the office: both scores stay.
+            await tablet.add_zrm_measurement(plan, bc.ZrmDomein.SOCIAAL_NETWERK, 3, "2026-03-03",
+                                             bc.Moment.INTAKE, "sanne")
             assert await tablet.wait_for_sync(30_000), tablet.status()
             print("Meanwhile Sanne added a financial goal at the office.")
 
@@ -67,9 +76,22 @@ async def main():
                 print(f"  contact {c['date']} {c['kind']}: {c['summary']}")
             for c in merged["consents"]:
                 print(f"  toestemming {c['given_at']}: {c['purpose']}")
+            for h in merged["status_history"]:
+                print(f"  status {h['status']} since {h['date']}")
+            for z in merged["zelfredzaamheid"]:
+                print(f"  zelfredzaamheid {z['domain']} = {z['score']} ({z['moment']}, {z['date']})")
+            for l in merged["participatieladder"]:
+                print(f"  participatieladder trede {l['step']} ({l['moment']}, {l['date']})")
             domains = sorted(g["leefdomein"] for g in merged["goals"])
             if domains != ["financien", "wonen"]:
                 print(f"expected both goals, got {domains}", file=sys.stderr)
+                return 1
+            scored = sorted(z["domain"] for z in merged["zelfredzaamheid"])
+            if scored != ["financien", "huisvesting", "sociaal_netwerk"]:
+                print(f"expected both professionals' scores, got {scored}", file=sys.stderr)
+                return 1
+            if [h["date"] for h in merged["status_history"]] != ["2026-03-02"]:
+                print(f"expected the dated intake, got {merged['status_history']}", file=sys.stderr)
                 return 1
             print("\nBoth professionals' edits are in the plan.")
             return 0

@@ -85,9 +85,33 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     );
 
     let t = Instant::now();
-    let agg = aggregate::aggregate(view.current(), aggregate::Period::Month, 5);
+    let today = buurtsync_server::central::record::Month::of_unix(buurtsync_server::store::now())
+        .ok_or("clock")?;
+    let mut memory = buurtsync_server::central::disclosure::Memory::default();
+    let agg = aggregate::aggregate(
+        view.current(),
+        aggregate::Period::Month,
+        5,
+        5,
+        today,
+        Some(&mut memory),
+    );
     println!(
-        "monthly aggregates: {:.0} ms ({} cells)",
+        "monthly aggregates, first release (secondary suppression included): {:.0} ms ({} cells)",
+        t.elapsed().as_secs_f64() * 1e3,
+        agg.cells.len()
+    );
+    let t = Instant::now();
+    let agg = aggregate::aggregate(
+        view.current(),
+        aggregate::Period::Month,
+        5,
+        5,
+        today,
+        Some(&mut memory),
+    );
+    println!(
+        "monthly aggregates, next release (against the first): {:.0} ms ({} cells)",
         t.elapsed().as_secs_f64() * 1e3,
         agg.cells.len()
     );

@@ -7,7 +7,8 @@ use automerge::transaction::Transactable;
 use automerge::{Automerge, ObjType, ReadDoc, ScalarValue, ROOT};
 use sync_core::partition::WijkId;
 use sync_core::schema::{
-    self, Activiteit, ContactKind, ContactMoment, Date, Goal, Leefdomein, Plan, Session,
+    self, Activiteit, ContactKind, ContactMoment, Date, Goal, LadderMeasurement, Leefdomein,
+    Moment, Plan, PlanStatus, Session, ZrmDomein, ZrmMeasurement,
 };
 
 fn wijk() -> WijkId {
@@ -30,6 +31,12 @@ fn plan() -> Automerge {
                 ContactKind::Huisbezoek,
                 "huisbezoek",
             ));
+            p.change_status(PlanStatus::Intake, date(i + 1));
+            p.zelfredzaamheid.extend(
+                ZrmMeasurement::new(ZrmDomein::Financien, 2, date(i + 1), Moment::Intake).ok(),
+            );
+            p.participatieladder
+                .extend(LadderMeasurement::new(2, date(i + 1), Moment::Intake).ok());
         })
         .expect("edit");
     }
@@ -125,6 +132,22 @@ fn every_change_validate_refuses_is_refused() {
                 panic!("meta")
             };
             raw(d, |tx| tx.put(&meta, "kind", "activiteit").expect("put"));
+        }),
+        ("a zrm score of 6", plan, |d| {
+            let (_, z) = item(d, "zelfredzaamheid", 2);
+            raw(d, |tx| tx.put(&z, "score", 6).expect("put"));
+        }),
+        ("a participatieladder step of 0", plan, |d| {
+            let (_, l) = item(d, "participatieladder", 4);
+            raw(d, |tx| tx.put(&l, "step", 0).expect("put"));
+        }),
+        ("an unknown status in the history", plan, |d| {
+            let (_, h) = item(d, "status_history", 1);
+            raw(d, |tx| tx.put(&h, "status", "klaar").expect("put"));
+        }),
+        ("a history entry without a date", plan, |d| {
+            let (_, h) = item(d, "status_history", 3);
+            raw(d, |tx| tx.delete(&h, "date").expect("delete"));
         }),
         ("negative volunteer hours in one session", activiteit, |d| {
             let (_, s) = item(d, "sessions", 1);

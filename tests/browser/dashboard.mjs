@@ -44,6 +44,11 @@ try {
       charts: s.querySelectorAll("svg.chart").length,
       bars: s.querySelectorAll("svg.chart rect.bar").length,
       suppressed: s.querySelectorAll("svg.chart rect.suppressed").length,
+      // Per chart (by id), for the outcome charts' assertions.
+      byChart: Object.fromEntries([...s.querySelectorAll("svg.chart")].map((c) => [c.id, {
+        bars: c.querySelectorAll("rect.bar").length,
+        suppressed: c.querySelectorAll("rect.suppressed").length,
+      }])),
       // Rendered: the browser laid the chart out with a real size.
       rendered: [...s.querySelectorAll("svg.chart")].every((c) => c.getBoundingClientRect().width > 100),
     })))

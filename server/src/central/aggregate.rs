@@ -10,15 +10,23 @@
 //! Time: contact moments, sessions and hand-overs count in the month of their own date;
 //! `plans_new` in the month the server first stored the plan; the status and goal
 //! snapshots (`plans_status.*`, `goals_*`) and `plans_closed` in the month of the plan's
-//! last change — documents carry no status history, so these are snapshots of today.
+//! last change. The outcome metrics (`outcome.*`, `zrm.*`, `ladder.*`, schema 2) count
+//! each household once, in the month of the *entered* date of its status change or
+//! measurement (see [`super::outcome`]), never in the month of the plan's last change.
+//!
+//! Suppression is [`disclosure`]'s: primary, secondary over the month/quarter/year
+//! equations, consistent with earlier releases. Quantiles (median, p75 of days) are
+//! suppressed when fewer than k households are behind them or their count is.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::str::FromStr;
 
 use serde::Serialize;
 use sync_core::partition::WijkId;
-use sync_core::schema::plan::PlanStatus;
+use sync_core::schema::plan::{PlanStatus, ZrmDomein};
 
+use super::disclosure::{self, Input, Memory, Relation};
+use super::outcome::{self, Movement};
 use super::record::{Body, Facts, Month};
 
 /// The length of a period.
@@ -92,166 +100,492 @@ enum Unit {
     Volunteer([u8; 32]),
 }
 
-#[derive(Default)]
+#[derive(Default, Clone)]
 struct Acc {
     value: f64,
     units: BTreeSet<Unit>,
+    /// Days, for the quantile metrics.
+    samples: Vec<i64>,
 }
 
-/// Every metric name, in the order the CSV and dashboard show them.
-pub fn metric_names() -> Vec<String> {
-    let mut names = vec!["plans_new".to_owned(), "plans_closed".to_owned()];
-    names.extend(
-        PlanStatus::ALL
-            .iter()
-            .map(|s| format!("plans_status.{}", s.as_str())),
-    );
-    names.extend(
-        sync_core::schema::plan::Leefdomein::ALL
-            .iter()
-            .map(|d| format!("goals_leefdomein.{}", d.as_str())),
-    );
-    names.extend(
-        sync_core::schema::plan::GoalStatus::ALL
-            .iter()
-            .map(|s| format!("goals_status.{}", s.as_str())),
-    );
-    names.extend(
-        sync_core::schema::plan::ContactKind::ALL
-            .iter()
-            .map(|k| format!("contacts.{}", k.as_str())),
-    );
-    names.extend(
-        [
-            "handovers",
-            "activiteiten",
-            "sessions",
-            "participants",
-            "unique_volunteers",
-            "volunteer_hours",
-        ]
-        .map(str::to_owned),
-    );
+impl Acc {
+    fn absorb(&mut self, other: &Acc) {
+        self.value += other.value;
+        self.units.extend(other.units.iter().cloned());
+        self.samples.extend(other.samples.iter().copied());
+    }
+}
+
+/// How a metric's value is made from what was added.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Kind {
+    /// A sum: additive over months, so quarter = Σ months and year = Σ quarters, and
+    /// those equations are protected by secondary suppression.
+    Sum,
+    /// A count of distinct units in the period (not additive over months).
+    Distinct,
+    /// A quantile of the days collected under `base`; suppressed with its count
+    /// metric `companion`.
+    Quantile {
+        base: &'static str,
+        p: f64,
+        companion: &'static str,
+    },
+}
+
+/// The quantile metrics: (metric, samples under, p, the household count it goes with).
+const QUANTILES: &[(&str, &str, f64, &str)] = &[
+    (
+        "outcome.waiting_days.median",
+        "outcome.waiting_days",
+        0.5,
+        "outcome.started",
+    ),
+    (
+        "outcome.waiting_days.p75",
+        "outcome.waiting_days",
+        0.75,
+        "outcome.started",
+    ),
+    (
+        "outcome.plan_days.median",
+        "outcome.plan_days",
+        0.5,
+        "outcome.planned",
+    ),
+    (
+        "outcome.plan_days.p75",
+        "outcome.plan_days",
+        0.75,
+        "outcome.planned",
+    ),
+    (
+        "outcome.duration_days.median",
+        "outcome.duration_days",
+        0.5,
+        "outcome.closed",
+    ),
+    (
+        "outcome.duration_days.p75",
+        "outcome.duration_days",
+        0.75,
+        "outcome.closed",
+    ),
+];
+
+fn kind(metric: &str) -> Kind {
+    if let Some((_, base, p, companion)) = QUANTILES.iter().find(|q| q.0 == metric) {
+        return Kind::Quantile {
+            base,
+            p: *p,
+            companion,
+        };
+    }
+    match metric {
+        "activiteiten" | "unique_volunteers" => Kind::Distinct,
+        _ => Kind::Sum,
+    }
+}
+
+/// The outcome metric names (schema 2), in the order the CSV and dashboard show them.
+pub fn outcome_metric_names() -> Vec<String> {
+    let mut names: Vec<String> = [
+        "outcome.aanmeldingen",
+        "outcome.started",
+        "outcome.planned",
+        "outcome.closed",
+        "outcome.reopened",
+    ]
+    .map(str::to_owned)
+    .to_vec();
+    names.extend(QUANTILES.iter().map(|q| q.0.to_owned()));
+    for domain in ZrmDomein::ALL {
+        for m in Movement::ALL {
+            names.push(format!("zrm.{}.{}", domain.as_str(), m.as_str()));
+        }
+    }
+    names.extend(["ladder.up", "ladder.same", "ladder.down"].map(str::to_owned));
     names
 }
 
-/// The aggregates of `facts` (erased and unreadable documents count nowhere).
-pub fn aggregate<'a>(
+fn ladder_name(m: Movement) -> &'static str {
+    match m {
+        Movement::Improved => "ladder.up",
+        Movement::Same => "ladder.same",
+        Movement::Worse => "ladder.down",
+    }
+}
+
+/// Adds every fact to month-level accumulators per (wijk, metric).
+fn accumulate<'a>(
     facts: impl IntoIterator<Item = &'a Facts>,
-    period: Period,
-    min_count: u64,
-) -> Aggregates {
-    let mut acc: BTreeMap<(WijkId, String, String), Acc> = BTreeMap::new();
-    let mut add = |wijk: &WijkId, m: Month, metric: &str, value: f64, unit: Unit| {
-        let cell = acc
-            .entry((wijk.clone(), period.label(m), metric.to_owned()))
-            .or_default();
-        cell.value += value;
-        cell.units.insert(unit);
-    };
+) -> BTreeMap<(WijkId, String), BTreeMap<Month, Acc>> {
+    let mut acc: BTreeMap<(WijkId, String), BTreeMap<Month, Acc>> = BTreeMap::new();
+    let mut add =
+        |wijk: &WijkId, m: Month, metric: &str, value: f64, unit: Unit, sample: Option<i64>| {
+            let cell = acc
+                .entry((wijk.clone(), metric.to_owned()))
+                .or_default()
+                .entry(m)
+                .or_default();
+            cell.value += value;
+            cell.units.insert(unit);
+            cell.samples.extend(sample);
+        };
     for f in facts {
         let doc = f.id.to_string();
         match &f.body {
             Body::Plan(plan) => {
                 let hh = || Unit::Household(plan.household.trim().to_owned());
+                let mut count = |m: Month, metric: &str| add(&f.wijk, m, metric, 1.0, hh(), None);
                 if let Some(m) = f.created {
-                    add(&f.wijk, m, "plans_new", 1.0, hh());
+                    count(m, "plans_new");
                 }
                 if let Some(m) = f.changed {
                     if plan.status == PlanStatus::Afgesloten {
-                        add(&f.wijk, m, "plans_closed", 1.0, hh());
+                        count(m, "plans_closed");
                     }
-                    add(
-                        &f.wijk,
-                        m,
-                        &format!("plans_status.{}", plan.status.as_str()),
-                        1.0,
-                        hh(),
-                    );
+                    count(m, &format!("plans_status.{}", plan.status.as_str()));
                     for (domain, status, _) in &plan.goals {
-                        add(
-                            &f.wijk,
-                            m,
-                            &format!("goals_leefdomein.{}", domain.as_str()),
-                            1.0,
-                            hh(),
-                        );
-                        add(
-                            &f.wijk,
-                            m,
-                            &format!("goals_status.{}", status.as_str()),
-                            1.0,
-                            hh(),
-                        );
+                        count(m, &format!("goals_leefdomein.{}", domain.as_str()));
+                        count(m, &format!("goals_status.{}", status.as_str()));
                     }
                 }
                 for (m, kind) in &plan.contacts {
-                    add(
-                        &f.wijk,
-                        *m,
-                        &format!("contacts.{}", kind.as_str()),
-                        1.0,
-                        hh(),
-                    );
+                    count(*m, &format!("contacts.{}", kind.as_str()));
                 }
                 if plan.handed_over {
                     if let Some(m) = plan.handover_month.or(f.changed) {
-                        add(&f.wijk, m, "handovers", 1.0, hh());
+                        count(m, "handovers");
+                    }
+                }
+                // Outcomes: each in the month of its entered date, once per household.
+                let o = &plan.outcome;
+                let month =
+                    |d: &Option<sync_core::schema::Date>| d.as_ref().and_then(Month::of_date);
+                for (date, metric, days) in [
+                    (&o.aanmelding, "outcome.aanmeldingen", None),
+                    (
+                        &o.intake,
+                        "outcome.started",
+                        Some(("outcome.waiting_days", o.waiting_days)),
+                    ),
+                    (
+                        &o.plan,
+                        "outcome.planned",
+                        Some(("outcome.plan_days", o.plan_days)),
+                    ),
+                    (
+                        &o.closed,
+                        "outcome.closed",
+                        Some(("outcome.duration_days", o.duration_days)),
+                    ),
+                    (&o.reopened, "outcome.reopened", None),
+                ] {
+                    let Some(m) = month(date) else { continue };
+                    add(&f.wijk, m, metric, 1.0, hh(), None);
+                    if let Some((base, Some(d))) = days {
+                        add(&f.wijk, m, base, 0.0, hh(), Some(d));
+                    }
+                }
+                for (domain, date, movement) in &o.zrm {
+                    if let Some(m) = Month::of_date(date) {
+                        let metric = format!("zrm.{}.{}", domain.as_str(), movement.as_str());
+                        add(&f.wijk, m, &metric, 1.0, hh(), None);
+                    }
+                }
+                if let Some((date, movement)) = &o.ladder {
+                    if let Some(m) = Month::of_date(date) {
+                        add(&f.wijk, m, ladder_name(*movement), 1.0, hh(), None);
                     }
                 }
             }
             Body::Activiteit(act) => {
-                let mut months: BTreeSet<Month> = BTreeSet::new();
                 for (i, (m, attendance, hours)) in act.sessions.iter().enumerate() {
                     let session = || Unit::Session(doc.clone(), i);
-                    months.insert(*m);
-                    add(&f.wijk, *m, "sessions", 1.0, session());
-                    add(&f.wijk, *m, "participants", *attendance as f64, session());
-                    add(&f.wijk, *m, "volunteer_hours", *hours, session());
-                }
-                // Per period, not per month: a volunteer active in two months of a
-                // quarter is one unique volunteer of that quarter.
-                let periods: BTreeMap<String, Month> =
-                    months.iter().map(|m| (period.label(*m), *m)).collect();
-                for m in periods.values() {
+                    add(&f.wijk, *m, "sessions", 1.0, session(), None);
+                    add(
+                        &f.wijk,
+                        *m,
+                        "participants",
+                        *attendance as f64,
+                        session(),
+                        None,
+                    );
+                    add(&f.wijk, *m, "volunteer_hours", *hours, session(), None);
+                    // Distinct per period: a volunteer active in two months of a quarter
+                    // is one unique volunteer of that quarter.
                     add(
                         &f.wijk,
                         *m,
                         "activiteiten",
-                        1.0,
+                        0.0,
                         Unit::Activiteit(doc.clone()),
+                        None,
                     );
                     for v in &act.volunteers {
-                        add(&f.wijk, *m, "unique_volunteers", 0.0, Unit::Volunteer(*v));
+                        add(
+                            &f.wijk,
+                            *m,
+                            "unique_volunteers",
+                            0.0,
+                            Unit::Volunteer(*v),
+                            None,
+                        );
                     }
                 }
             }
             Body::Erased | Body::Unreadable => {}
         }
     }
-    let cells = acc
+    acc
+}
+
+/// A cell of the full release: every granularity at once.
+struct Full {
+    wijk: WijkId,
+    metric: String,
+    period: Period,
+    label: String,
+    acc: Acc,
+}
+
+/// The aggregates of `facts` (erased and unreadable documents count nowhere) for one
+/// period length, protected as part of the release of *all* period lengths: the
+/// month, quarter and year tables are slices of one table whose suppression pattern
+/// is computed once (see [`disclosure`]). `today` bounds the months that exist;
+/// `memory` (when given) makes the server's release (threshold `base`) consistent with
+/// every earlier one, and is updated with it. A stricter export (`min_count` > `base`)
+/// starts from that release and hides more: it publishes a subset of what the server's
+/// release publishes, and is itself safe at its own threshold; it is not remembered.
+pub fn aggregate<'a>(
+    facts: impl IntoIterator<Item = &'a Facts>,
+    period: Period,
+    min_count: u64,
+    base: u64,
+    today: Month,
+    memory: Option<&mut Memory>,
+) -> Aggregates {
+    let release = release(facts, min_count, base.min(min_count), today, memory);
+    let cells = release
         .into_iter()
-        .map(|((wijk, period, metric), a)| {
-            let value = if metric == "unique_volunteers" {
-                a.units.len() as f64
-            } else {
-                a.value
-            };
-            let suppressed = (a.units.len() as u64) < min_count;
-            Cell {
-                wijk,
-                period,
-                metric,
-                value: (!suppressed).then_some(round(value)),
-                suppressed,
-            }
-        })
+        .filter(|c| c.period == period.as_str())
+        .map(|c| c.cell)
         .collect();
     Aggregates {
         period,
         min_count,
         cells,
     }
+}
+
+/// A cell with the period length it belongs to.
+struct Released {
+    period: &'static str,
+    cell: Cell,
+}
+
+fn release<'a>(
+    facts: impl IntoIterator<Item = &'a Facts>,
+    min_count: u64,
+    base: u64,
+    today: Month,
+    memory: Option<&mut Memory>,
+) -> Vec<Released> {
+    let acc = accumulate(facts);
+    let mut full: Vec<Full> = Vec::new();
+    let mut relations: Vec<Relation> = Vec::new();
+    let mut index: HashMap<(WijkId, String, String), usize> = HashMap::new();
+    let mut push =
+        |full: &mut Vec<Full>, wijk: &WijkId, metric: &str, period: Period, m: Month, acc: Acc| {
+            let label = period.label(m);
+            index.insert((wijk.clone(), metric.to_owned(), label.clone()), full.len());
+            full.push(Full {
+                wijk: wijk.clone(),
+                metric: metric.to_owned(),
+                period,
+                label,
+                acc,
+            });
+            full.len() - 1
+        };
+    for ((wijk, metric), months) in &acc {
+        if matches!(kind(metric), Kind::Quantile { .. }) {
+            continue;
+        }
+        let base_for_quantiles = QUANTILES.iter().any(|q| q.1 == metric);
+        let years: BTreeSet<u16> = months.keys().map(|m| m.year).collect();
+        for year in years {
+            // The frame: every month of the year up to today, and any with data.
+            let frame: Vec<Month> = (1..=12u8)
+                .map(|month| Month { year, month })
+                .filter(|m| *m <= today || months.contains_key(m))
+                .collect();
+            let mut year_acc = Acc::default();
+            let mut quarter_ids = Vec::new();
+            for q in 1..=4u8 {
+                let in_q: Vec<Month> = frame.iter().copied().filter(|m| m.quarter() == q).collect();
+                if in_q.is_empty() {
+                    continue;
+                }
+                let mut q_acc = Acc::default();
+                let mut month_ids = Vec::new();
+                for m in &in_q {
+                    let a = months.get(m).cloned().unwrap_or_default();
+                    q_acc.absorb(&a);
+                    if base_for_quantiles {
+                        continue;
+                    }
+                    month_ids.push(push(&mut full, wijk, metric, Period::Month, *m, a));
+                }
+                year_acc.absorb(&q_acc);
+                if base_for_quantiles {
+                    push(&mut full, wijk, metric, Period::Quarter, in_q[0], q_acc);
+                    continue;
+                }
+                let qid = push(&mut full, wijk, metric, Period::Quarter, in_q[0], q_acc);
+                quarter_ids.push(qid);
+                if kind(metric) == Kind::Sum {
+                    relations.push(Relation {
+                        left: vec![qid],
+                        right: month_ids,
+                    });
+                }
+            }
+            let first = Month { year, month: 1 };
+            let yid = push(&mut full, wijk, metric, Period::Year, first, year_acc);
+            if kind(metric) == Kind::Sum && !base_for_quantiles {
+                relations.push(Relation {
+                    left: vec![yid],
+                    right: quarter_ids,
+                });
+            }
+            if base_for_quantiles {
+                // The sample months too, for the monthly quantiles.
+                for m in &frame {
+                    let a = months.get(m).cloned().unwrap_or_default();
+                    push(&mut full, wijk, metric, Period::Month, *m, a);
+                }
+            }
+        }
+    }
+    // Equal metrics, and goals counted twice (per leefdomein and per status).
+    let groups: BTreeSet<(WijkId, String)> = full
+        .iter()
+        .map(|c| (c.wijk.clone(), c.label.clone()))
+        .collect();
+    for (wijk, label) in &groups {
+        let at = |metric: &str| {
+            index
+                .get(&(wijk.clone(), metric.to_owned(), label.clone()))
+                .copied()
+        };
+        if let (Some(a), Some(b)) = (at("plans_closed"), at("plans_status.afgesloten")) {
+            relations.push(Relation {
+                left: vec![a],
+                right: vec![b],
+            });
+        }
+        let domains: Vec<usize> = sync_core::schema::plan::Leefdomein::ALL
+            .iter()
+            .filter_map(|d| at(&format!("goals_leefdomein.{}", d.as_str())))
+            .collect();
+        let statuses: Vec<usize> = sync_core::schema::plan::GoalStatus::ALL
+            .iter()
+            .filter_map(|s| at(&format!("goals_status.{}", s.as_str())))
+            .collect();
+        if !domains.is_empty() || !statuses.is_empty() {
+            relations.push(Relation {
+                left: domains,
+                right: statuses,
+            });
+        }
+    }
+    let inputs: Vec<Input> = full
+        .iter()
+        .map(|c| Input {
+            value: match kind(&c.metric) {
+                Kind::Distinct => c.acc.units.len() as f64,
+                _ => round(c.acc.value),
+            },
+            units: c.acc.units.len() as u64,
+        })
+        .collect();
+    let keys: Vec<String> = full
+        .iter()
+        .map(|c| format!("{}|{}|{}", c.wijk, c.label, c.metric))
+        .collect();
+    let server_release = match memory {
+        Some(memory) => {
+            let s =
+                disclosure::protect_all(&inputs, &relations, base, Some((&keys, &*memory)), None);
+            memory.remember(
+                keys.iter()
+                    .zip(&inputs)
+                    .zip(&s)
+                    .map(|((k, i), s)| (k.as_str(), i.value, *s)),
+            );
+            s
+        }
+        None => disclosure::protect_all(&inputs, &relations, base, None, None),
+    };
+    let suppressed = if min_count > base {
+        disclosure::protect_all(&inputs, &relations, min_count, None, Some(&server_release))
+    } else {
+        server_release
+    };
+    let mut out: Vec<Released> = Vec::new();
+    for (i, c) in full.iter().enumerate() {
+        if QUANTILES.iter().any(|q| q.1 == c.metric) {
+            // The samples' own cells are not released; their quantiles are.
+            for (name, _, p, companion) in QUANTILES.iter().filter(|q| q.1 == c.metric) {
+                let companion_hidden = index
+                    .get(&(c.wijk.clone(), (*companion).to_owned(), c.label.clone()))
+                    .is_none_or(|&j| suppressed[j]);
+                if c.acc.samples.is_empty() {
+                    continue;
+                }
+                let hidden = (c.acc.units.len() as u64) < min_count || companion_hidden;
+                out.push(Released {
+                    period: c.period.as_str(),
+                    cell: Cell {
+                        wijk: c.wijk.clone(),
+                        period: c.label.clone(),
+                        metric: (*name).to_owned(),
+                        value: if hidden {
+                            None
+                        } else {
+                            outcome::quantile(&c.acc.samples, *p).map(|d| d as f64)
+                        },
+                        suppressed: hidden,
+                    },
+                });
+            }
+            continue;
+        }
+        if c.acc.units.is_empty() && !suppressed[i] {
+            // A frame cell: zero, left out as before.
+            continue;
+        }
+        out.push(Released {
+            period: c.period.as_str(),
+            cell: Cell {
+                wijk: c.wijk.clone(),
+                period: c.label.clone(),
+                metric: c.metric.clone(),
+                value: (!suppressed[i]).then_some(inputs[i].value),
+                suppressed: suppressed[i],
+            },
+        });
+    }
+    out.sort_by(|a, b| {
+        (&a.cell.wijk, &a.cell.period, &a.cell.metric).cmp(&(
+            &b.cell.wijk,
+            &b.cell.period,
+            &b.cell.metric,
+        ))
+    });
+    out
 }
 
 /// Hours summed from floats: two decimals are plenty and hide float noise.
@@ -303,6 +637,10 @@ mod tests {
                 consents_active: 0,
                 handed_over: false,
                 handover_month: None,
+                history: Vec::new(),
+                zrm: Vec::new(),
+                ladder: Vec::new(),
+                outcome: Default::default(),
             }),
         }
     }
@@ -318,7 +656,7 @@ mod tests {
     #[test]
     fn suppression_counts_households() {
         let busy = plan("hh-1", &[("2024-03-01", ContactKind::Huisbezoek); 6]);
-        let a = aggregate([&busy], Period::Month, 5);
+        let a = aggregate([&busy], Period::Month, 5, 1, month("2024-12"), None);
         let c = cell(&a, "2024-03", "contacts.huisbezoek").expect("cell");
         assert!(c.suppressed && c.value.is_none(), "{c:?}");
 
@@ -330,7 +668,7 @@ mod tests {
                 )
             })
             .collect();
-        let a = aggregate(&five, Period::Quarter, 5);
+        let a = aggregate(&five, Period::Quarter, 5, 1, month("2024-12"), None);
         assert_eq!(
             cell(&a, "2024-Q1", "contacts.huisbezoek").and_then(|c| c.value),
             Some(5.0)
@@ -343,7 +681,7 @@ mod tests {
             cell(&a, "2024-Q2", "plans_status.intake").and_then(|c| c.value),
             Some(5.0)
         );
-        let a = aggregate(&five, Period::Year, 6);
+        let a = aggregate(&five, Period::Year, 6, 1, month("2024-12"), None);
         assert!(cell(&a, "2024", "plans_new").is_some_and(|c| c.suppressed));
     }
 
@@ -369,7 +707,7 @@ mod tests {
             (month("2024-02"), 8, 1.5),
         ]);
         let a2 = act(vec![(month("2024-02"), 7, 1.0)]);
-        let a = aggregate([&a1, &a2], Period::Quarter, 1);
+        let a = aggregate([&a1, &a2], Period::Quarter, 1, 1, month("2024-12"), None);
         let value = |m: &str| cell(&a, "2024-Q1", m).and_then(|c| c.value);
         assert_eq!(value("sessions"), Some(3.0));
         assert_eq!(value("participants"), Some(25.0));

@@ -206,7 +206,23 @@ pub async fn compute(
         .max(min_count.unwrap_or(0))
         .max(1);
     let view = state.central.facts.refresh(&state.store).await?;
-    Ok(aggregate::aggregate(view.current(), period, threshold))
+    let today = super::record::Month::of_unix(crate::store::now())
+        .ok_or_else(|| Error::Invalid("the server clock is before 1900".into()))?;
+    // Held while computing (no await inside): releases are made one at a time, each
+    // consistent with all before it.
+    let mut memory = state
+        .central
+        .releases
+        .lock()
+        .map_err(|_| Error::Corrupt("the release memory lock is poisoned".into()))?;
+    Ok(aggregate::aggregate(
+        view.current(),
+        period,
+        threshold,
+        state.limits.central_min_count.max(1),
+        today,
+        Some(&mut memory),
+    ))
 }
 
 /// The aggregates as a CSV body (BOM, header row).

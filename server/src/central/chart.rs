@@ -100,7 +100,7 @@ pub fn bars(id: &str, title: &str, periods: &[String], series: &[Series<'_>], mi
                 None => {
                     let _ = write!(
                         svg,
-                        r##"<rect class="suppressed" x="{x:.1}" y="{y:.1}" width="{w:.1}" height="3" fill="#999"><title>{label} {period}: onderdrukt (minder dan {min})</title></rect>"##,
+                        r##"<rect class="suppressed" x="{x:.1}" y="{y:.1}" width="{w:.1}" height="3" fill="#999"><title>{label} {period}: onderdrukt (minder dan {min}, of af te leiden uit andere cellen)</title></rect>"##,
                         y = base - 3.0,
                         w = bar_w - 1.0,
                         label = escape(s.label),

@@ -16,6 +16,7 @@ use axum::response::{Html, IntoResponse, Response};
 use axum::Form;
 use serde::Deserialize;
 use sync_core::policy::Principal;
+use sync_core::schema::plan::ZrmDomein;
 
 use super::aggregate::{Aggregates, Cell, Period};
 use super::api::{aggregates_csv, compute, csv_response, AggregateQuery};
@@ -298,6 +299,122 @@ const CHARTS: &[(&str, &str, &[Bar])] = &[
     ),
 ];
 
+/// The outcome charts of one wijk (schema 2): waiting time and duration over the
+/// periods, and the movement in zelfredzaamheid per domain (and on the
+/// participatieladder) between intake and eindevaluatie in the latest period that has
+/// any. A suppressed cell is drawn as suppressed, never as zero.
+fn outcome_charts(
+    body: &mut String,
+    wijk: &str,
+    cells: &BTreeMap<(&str, &str), &Cell>,
+    periods: &[String],
+    min_count: u64,
+) {
+    let value = |period: &str, metric: &str| match cells.get(&(period, metric)) {
+        Some(cell) => cell.value,
+        None => Some(0.0),
+    };
+    let waiting: [Bar; 3] = [
+        (
+            "outcome.waiting_days.median",
+            "wachttijd mediaan",
+            "#1f77b4",
+        ),
+        ("outcome.waiting_days.p75", "wachttijd p75", "#aec7e8"),
+        (
+            "outcome.duration_days.median",
+            "duur ondersteuning mediaan",
+            "#2ca02c",
+        ),
+    ];
+    let series: Vec<Series<'_>> = waiting
+        .iter()
+        .map(|(metric, label, color)| Series {
+            label,
+            color,
+            values: periods.iter().map(|p| value(p, metric)).collect(),
+        })
+        .collect();
+    let title = "Wachttijd (aanmelding → intake) en duur van de ondersteuning, in dagen";
+    let _ = write!(
+        body,
+        "<figure>{}<figcaption>{}</figcaption></figure>",
+        bars(
+            &format!("chart-{}-wachttijd", escape(wijk)),
+            title,
+            periods,
+            &series,
+            min_count
+        ),
+        escape(title)
+    );
+
+    // The latest period with any zrm or participatieladder cell.
+    let moved = |metric: &str| metric.starts_with("zrm.") || metric.starts_with("ladder.");
+    let latest = periods
+        .iter()
+        .rev()
+        .find(|p| cells.keys().any(|(cp, m)| cp == p && moved(m)));
+    let mut rows: Vec<(String, [&str; 3])> = Vec::new();
+    if let Some(period) = latest {
+        for domain in ZrmDomein::ALL {
+            let d = domain.as_str();
+            if cells
+                .keys()
+                .any(|(cp, m)| cp == period && m.starts_with(&format!("zrm.{d}.")))
+            {
+                rows.push((d.replace('_', " "), ["improved", "same", "worse"]));
+            }
+        }
+        if cells
+            .keys()
+            .any(|(cp, m)| cp == period && m.starts_with("ladder."))
+        {
+            rows.push(("participatieladder".into(), ["up", "same", "down"]));
+        }
+    }
+    let labels: Vec<String> = rows.iter().map(|r| r.0.clone()).collect();
+    let series: Vec<Series<'_>> = [
+        ("vooruit", "#2ca02c"),
+        ("gelijk", "#7f7f7f"),
+        ("achteruit", "#d62728"),
+    ]
+    .iter()
+    .enumerate()
+    .map(|(i, (label, color))| Series {
+        label,
+        color,
+        values: rows
+            .iter()
+            .map(|(name, moves)| {
+                let metric = if name == "participatieladder" {
+                    format!("ladder.{}", moves[i])
+                } else {
+                    format!("zrm.{}.{}", name.replace(' ', "_"), moves[i])
+                };
+                latest.and_then(|p| value(p, &metric))
+            })
+            .collect(),
+    })
+    .collect();
+    let title = format!(
+        "Zelfredzaamheid per domein en participatieladder: intake → eindevaluatie ({})",
+        latest.map_or("geen metingen", String::as_str)
+    );
+    let _ = write!(
+        body,
+        "<figure>{}<figcaption>{}</figcaption></figure>",
+        bars(
+            &format!("chart-{}-zelfredzaamheid", escape(wijk)),
+            &title,
+            &labels,
+            &series,
+            min_count
+        ),
+        escape(&title)
+    );
+}
+
 /// `GET /dashboard?period=month|quarter|year`: the login form, or the charts.
 pub async fn page(
     State(state): State<Arc<AppState>>,
@@ -347,7 +464,8 @@ fn render(result: &Aggregates, wijken: &[(String, String)]) -> String {
          <a class=\"button\" id=\"download-csv\" href=\"/dashboard/aggregates.csv?period={p}\" download>CSV downloaden</a>\
          <form method=\"post\" action=\"/dashboard/logout\" style=\"display:inline\"><button type=\"submit\">Uitloggen</button></form></nav>\
          <p class=\"note\">Per {}. Aantallen gebaseerd op minder dan {} huishoudens (of bijeenkomsten, \
-         activiteiten, vrijwilligers) worden niet getoond: grijs streepje.</p>",
+         activiteiten, vrijwilligers) worden niet getoond: grijs streepje. Ook cellen waaruit zo'n \
+         aantal af te leiden is (via maand, kwartaal, jaar of een eerdere levering) zijn onderdrukt.</p>",
         match result.period {
             Period::Month => "maand",
             Period::Quarter => "kwartaal",
@@ -387,6 +505,7 @@ fn render(result: &Aggregates, wijken: &[(String, String)]) -> String {
                 escape(title)
             );
         }
+        outcome_charts(&mut body, id, cells, &periods, result.min_count);
         body.push_str("</div></section>");
     }
     shell("buurtsync — dashboard centraal bureau", &body)

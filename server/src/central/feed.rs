@@ -117,7 +117,7 @@ impl FactsCache {
 /// The facts of one feed row: the document is decrypted and read off the reactor.
 async fn load_facts(store: &Store, row: &FeedRow) -> Result<Facts, Error> {
     if row.erased {
-        return Ok(Facts::extract(row, None));
+        return Ok(Facts::extract(row, None, &HashMap::new()));
     }
     let stored = match store.load_document(&row.id).await {
         Ok(stored) => stored,
@@ -128,6 +128,16 @@ async fn load_facts(store: &Store, row: &FeedRow) -> Result<Facts, Error> {
         }
         Err(e) => return Err(e),
     };
+    // The commit times of the plan's changes: the known-at dates of its status history.
+    let authors: HashMap<String, i64> = match (&stored, row.partition.kind) {
+        (Some(_), sync_core::partition::DocumentKind::Plan) => store
+            .change_authors(&row.id)
+            .await?
+            .into_iter()
+            .map(|(hash, _user, _device, at)| (hash, at))
+            .collect(),
+        _ => HashMap::new(),
+    };
     let row = row.clone();
     tokio::task::spawn_blocking(move || {
         let doc = stored.and_then(|s| match Automerge::load(&s.bytes) {
@@ -137,7 +147,7 @@ async fn load_facts(store: &Store, row: &FeedRow) -> Result<Facts, Error> {
                 None
             }
         });
-        Facts::extract(&row, doc.as_ref())
+        Facts::extract(&row, doc.as_ref(), &authors)
     })
     .await
     .map_err(|e| Error::Corrupt(format!("reading a document for the central feed: {e}")))

@@ -5,7 +5,10 @@
 //!   pseudonymised record built from them (the one place that decides what leaves).
 //! - [`pseudonym`]: keyed per-recipient pseudonyms (HMAC-SHA256, server secret).
 //! - [`feed`]: the incremental facts cache over the store's change numbers.
+//! - [`outcome`]: a plan's outcome (schema 2): dates, waiting times, durations,
+//!   movement in zelfredzaamheid and on the participatieladder, known-at times.
 //! - [`aggregate`]: per wijk per month/quarter/year, small counts suppressed.
+//! - [`disclosure`]: primary and secondary suppression, consistent across releases.
 //! - [`spreadsheet`]: CSV that opens in Excel (BOM, CRLF, no formulas).
 //! - [`api`]: `GET /api/v1/central/feed` (NDJSON or CSV) and `/aggregates`.
 //! - [`session`]: dashboard logins (a cookie that stands for a checked token).
@@ -19,7 +22,9 @@ pub mod aggregate;
 pub mod api;
 pub mod chart;
 pub mod dashboard;
+pub mod disclosure;
 pub mod feed;
+pub mod outcome;
 pub mod pseudonym;
 pub mod record;
 pub mod session;
@@ -41,6 +46,9 @@ use crate::error::Error;
 pub struct Central {
     pub facts: feed::FactsCache,
     pub sessions: session::Sessions,
+    /// What every earlier aggregate release said, so tonight's cannot be differenced
+    /// against it (in memory: a restart forgets it; see docs/central-office.md).
+    pub releases: std::sync::Mutex<disclosure::Memory>,
     secret: tokio::sync::OnceCell<[u8; 32]>,
 }
 

@@ -15,11 +15,15 @@ use automerge::Automerge;
 use serde::Serialize;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
+use std::collections::HashMap;
 use sync_core::partition::{DocumentKind, WijkId};
 use sync_core::protocol::DocumentId;
-use sync_core::schema::plan::{ContactKind, GoalStatus, Leefdomein, PlanStatus, PositiveHealth};
+use sync_core::schema::plan::{
+    ContactKind, GoalStatus, Leefdomein, Moment, PlanStatus, PositiveHealth, ZrmDomein,
+};
 use sync_core::schema::{Activiteit, Date, Plan};
 
+use super::outcome::{self, HistoryFact, Outcome};
 use super::pseudonym::Pseudonymiser;
 use crate::store::central::FeedRow;
 
@@ -83,6 +87,16 @@ pub struct PlanFacts {
     pub handed_over: bool,
     /// The month of the hand-over request, if the client wrote a readable date.
     pub handover_month: Option<Month>,
+    /// The status history (schema 2) with entered dates and the server's known-at time.
+    /// Leaves only as months (feed) and through the aggregates.
+    pub history: Vec<HistoryFact>,
+    /// Zelfredzaamheidsmatrix scores (schema 2): domain, score, date, moment. Leave only
+    /// through the suppressed aggregates, never per household.
+    pub zrm: Vec<(ZrmDomein, u64, Date, Moment)>,
+    /// Participatieladder steps (schema 2): step, date, moment. Aggregates only.
+    pub ladder: Vec<(u64, Date, Moment)>,
+    /// Derived from the three above, once, when the facts are read.
+    pub outcome: Box<Outcome>,
 }
 
 /// The structured facts of an activiteit.
@@ -121,14 +135,20 @@ pub struct Facts {
 }
 
 impl Facts {
-    /// The facts of a feed row; `doc` is the merged document (None when erased or gone).
-    pub fn extract(row: &FeedRow, doc: Option<&Automerge>) -> Facts {
+    /// The facts of a feed row; `doc` is the merged document (None when erased or gone),
+    /// `authors` the server's commit time of each of its changes (hash → unix seconds).
+    pub fn extract(
+        row: &FeedRow,
+        doc: Option<&Automerge>,
+        authors: &HashMap<String, i64>,
+    ) -> Facts {
         let body = match (row.erased, doc, row.partition.kind) {
             (true, _, _) => Body::Erased,
             (false, None, _) => Body::Unreadable,
-            (false, Some(doc), DocumentKind::Plan) => {
-                Plan::read(doc).map_or(Body::Unreadable, |p| Body::Plan(plan_facts(&p)))
-            }
+            (false, Some(doc), DocumentKind::Plan) => Plan::read(doc)
+                .map_or(Body::Unreadable, |p| {
+                    Body::Plan(plan_facts(&p, &outcome::known_at(doc, authors)))
+                }),
             (false, Some(doc), DocumentKind::Activiteit) => Activiteit::read(doc)
                 .map_or(Body::Unreadable, |a| Body::Activiteit(activiteit_facts(&a))),
         };
@@ -144,8 +164,31 @@ impl Facts {
     }
 }
 
-fn plan_facts(plan: &Plan) -> PlanFacts {
+fn plan_facts(plan: &Plan, known_at: &HashMap<String, i64>) -> PlanFacts {
+    let history: Vec<HistoryFact> = plan
+        .status_history
+        .iter()
+        .map(|h| HistoryFact {
+            status: h.status,
+            date: h.date.clone(),
+            known_at: known_at.get(&h.id).copied(),
+        })
+        .collect();
+    let zrm: Vec<(ZrmDomein, u64, Date, Moment)> = plan
+        .zelfredzaamheid
+        .iter()
+        .map(|z| (z.domain, z.score, z.date.clone(), z.moment))
+        .collect();
+    let ladder: Vec<(u64, Date, Moment)> = plan
+        .participatieladder
+        .iter()
+        .map(|l| (l.step, l.date.clone(), l.moment))
+        .collect();
     PlanFacts {
+        outcome: Box::new(outcome::derive(&history, &zrm, &ladder)),
+        history,
+        zrm,
+        ladder,
         household: plan.household.pseudonym.clone(),
         status: plan.status,
         goals: plan
@@ -228,6 +271,11 @@ pub fn record(facts: &Facts, p: &Pseudonymiser) -> Value {
             "consents_active": plan.consents_active,
             "handed_over": plan.handed_over,
             "handover_month": month(plan.handover_month),
+            "status_history": plan.history.iter().map(|h| json!({
+                "status": h.status.as_str(),
+                "month": month(Month::of_date(&h.date)),
+                "known_month": month(h.known_at.and_then(Month::of_unix)),
+            })).collect::<Vec<_>>(),
         }),
         Body::Activiteit(act) => json!({
             "sessions": act.sessions.iter().map(|(m, attendance, hours)| json!({
@@ -268,6 +316,7 @@ pub const CSV_COLUMNS: &[&str] = &[
     "consents_active",
     "handed_over",
     "handover_month",
+    "status_changes",
     "sessions",
     "attendance",
     "volunteer_hours",
@@ -319,6 +368,7 @@ pub fn csv_row(facts: &Facts, p: &Pseudonymiser) -> Vec<String> {
             plan_cols.push(plan.consents_active.to_string());
             plan_cols.push(plan.handed_over.to_string());
             plan_cols.push(opt(plan.handover_month));
+            plan_cols.push(plan.history.len().to_string());
             for (slot, value) in rest.iter_mut().zip(plan_cols) {
                 *slot = value;
             }

@@ -12,7 +12,14 @@ use super::{put_str, put_u64, FromMap, MapReader, Path, SchemaError};
 use crate::partition::{DocumentKind, Partition, WijkId};
 
 /// The schema version this build writes and the newest it reads.
-pub const SCHEMA_VERSION: u64 = 1;
+///
+/// Version 2 added the plan's outcome lists (`zelfredzaamheid`, `participatieladder`,
+/// `status_history`); every v2 field is optional, so a v1 document reads as v2 with
+/// those lists empty. `schema` names the version a document was *created* with and is
+/// never rewritten: a v1 plan gains v2 fields by an ordinary write and keeps
+/// `schema: 1`. Rewriting `meta` would make every such write touch the map that decides
+/// the partition (and the relay re-check the whole document), for no reader's benefit.
+pub const SCHEMA_VERSION: u64 = 2;
 
 /// The `meta` map: `{"kind": "plan", "wijk": "assen-noord", "schema": 1}`.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -124,7 +131,10 @@ mod tests {
     /// version as an int, a uint or a whole float.
     #[test]
     fn reads_meta_in_every_representation() {
-        let expected = Meta::new(DocumentKind::Activiteit, wijk("assen-noord"));
+        let expected = Meta {
+            schema: 1,
+            ..Meta::new(DocumentKind::Activiteit, wijk("assen-noord"))
+        };
         let check = |doc: Automerge| assert_eq!(read_meta(&doc), Ok(expected.clone()));
         check(raw_doc(|tx| meta(tx, "activiteit", "assen-noord")));
         check(raw_doc(|tx| {
@@ -179,7 +189,7 @@ mod tests {
         check(
             0.0,
             "plan",
-            "meta.schema: unsupported schema version 0 (this build understands 1 to 1)",
+            "meta.schema: unsupported schema version 0 (this build understands 1 to 2)",
         );
         check(
             1.5,

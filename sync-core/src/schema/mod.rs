@@ -37,7 +37,8 @@ pub use activiteit::{Activiteit, Session};
 pub use meta::{read_meta, Meta, SCHEMA_VERSION};
 pub use plan::{
     is_handed_over, Action, ActionWho, Consent, ContactDetails, ContactKind, ContactMoment, Goal,
-    GoalStatus, Handover, Household, Leefdomein, Plan, PlanStatus, PositiveHealth,
+    GoalStatus, Handover, Household, LadderMeasurement, Leefdomein, Moment, Plan, PlanStatus,
+    PositiveHealth, StatusChange, ZrmDomein, ZrmMeasurement,
 };
 
 /// Why a document does not match its schema, or could not be written.
@@ -1227,10 +1228,10 @@ mod tests {
                 let meta = tx.put_object(ROOT, "meta", ObjType::Map)?;
                 tx.put(&meta, "kind", "activiteit")?;
                 tx.put(&meta, "wijk", "assen-noord")?;
-                tx.put(&meta, "schema", 2i64)?;
+                tx.put(&meta, "schema", 3i64)?;
                 Ok(())
             },
-            "meta.schema: unsupported schema version 2 (this build understands 1 to 1)",
+            "meta.schema: unsupported schema version 3 (this build understands 1 to 2)",
         );
         check(
             |tx| meta(tx, "plan", "assen-noord"),

@@ -1,6 +1,12 @@
 //! The household plan (gezinsplan / ondersteuningsplan): one automerge document per
 //! household, with its goals per leefdomein, actions, contact log, consents and the
-//! hand-over flag for a maatwerk request to the gemeente.
+//! hand-over flag for a maatwerk request to the gemeente; since schema version 2 also
+//! its outcome measurements (zelfredzaamheidsmatrix, participatieladder) and its status
+//! history with the dates the professional entered.
+//!
+//! Version 2 only adds list fields, each optional, so a version-1 document is a valid
+//! version-2 document with empty lists; a v1 document gains them by an ordinary write
+//! and keeps `meta.schema = 1` (meta is fixed at creation; see [`super::meta`]).
 //!
 //! This module owns the plan's Rust types, how they are read from a document (leniently
 //! about representation, strictly about meaning) and how they are written back with
@@ -11,8 +17,8 @@ use autosurgeon::reconcile::{MapReconciler, NoKey};
 use autosurgeon::{ReadDoc, Reconcile, Reconciler, Text};
 
 use super::{
-    hydrate_with_schema, keyed_by_id, new_id, put_opt, put_opt_str, put_str, schema_enum, Date,
-    FromMap, MapReader, Meta, Path, SchemaError,
+    hydrate_with_schema, keyed_by_id, new_id, put_opt, put_opt_str, put_str, put_u64, schema_enum,
+    Date, FromMap, MapReader, Meta, Path, SchemaError,
 };
 use crate::partition::{DocumentKind, WijkId};
 
@@ -93,6 +99,34 @@ schema_enum! {
     }
 }
 
+schema_enum! {
+    /// When in the support a measurement was taken.
+    pub enum Moment as "moment" {
+        Intake = "intake",
+        Tussenevaluatie = "tussenevaluatie",
+        Eindevaluatie = "eindevaluatie",
+    }
+}
+
+schema_enum! {
+    /// The domains of the zelfredzaamheidsmatrix (ZRM 2017).
+    pub enum ZrmDomein as "domain" {
+        Financien = "financien",
+        WerkEnOpleiding = "werk_en_opleiding",
+        Tijdsbesteding = "tijdsbesteding",
+        Huisvesting = "huisvesting",
+        HuiselijkeRelaties = "huiselijke_relaties",
+        GeestelijkeGezondheid = "geestelijke_gezondheid",
+        LichamelijkeGezondheid = "lichamelijke_gezondheid",
+        Middelengebruik = "middelengebruik",
+        BasaleAdl = "basale_adl",
+        InstrumenteleAdl = "instrumentele_adl",
+        SociaalNetwerk = "sociaal_netwerk",
+        MaatschappelijkeParticipatie = "maatschappelijke_participatie",
+        Justitie = "justitie",
+    }
+}
+
 /// A household plan document.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Plan {
@@ -108,6 +142,14 @@ pub struct Plan {
     pub contacts: Vec<ContactMoment>,
     pub consents: Vec<Consent>,
     pub handover: Handover,
+    /// Zelfredzaamheidsmatrix scores (`zelfredzaamheid`, schema 2): a list, so two
+    /// professionals' offline measurements both survive the merge.
+    pub zelfredzaamheid: Vec<ZrmMeasurement>,
+    /// Participatieladder steps (`participatieladder`, schema 2), a list for the same reason.
+    pub participatieladder: Vec<LadderMeasurement>,
+    /// Every status change with the date the professional means (`status_history`,
+    /// schema 2). `status` stays the current stage; this list says when each stage began.
+    pub status_history: Vec<StatusChange>,
 }
 
 impl Plan {
@@ -126,7 +168,18 @@ impl Plan {
             contacts: Vec::new(),
             consents: Vec::new(),
             handover: Handover::default(),
+            zelfredzaamheid: Vec::new(),
+            participatieladder: Vec::new(),
+            status_history: Vec::new(),
         }
+    }
+
+    /// Moves the plan to `status` as of `date`: sets the current status and appends a
+    /// dated history entry (the way every client should change the status).
+    pub fn change_status(&mut self, status: PlanStatus, date: Date) -> &StatusChange {
+        self.status = status;
+        self.status_history.push(StatusChange::new(status, date));
+        &self.status_history[self.status_history.len() - 1]
     }
 
     /// Reads a whole plan document; errors name the path of the offending value.
@@ -158,6 +211,11 @@ impl Plan {
             "contacts" => map.check_items::<ContactMoment>("contacts", items)?,
             "consents" => map.check_items::<Consent>("consents", items)?,
             "handover" => drop(map.opt::<Handover>("handover")?),
+            "zelfredzaamheid" => map.check_items::<ZrmMeasurement>("zelfredzaamheid", items)?,
+            "participatieladder" => {
+                map.check_items::<LadderMeasurement>("participatieladder", items)?
+            }
+            "status_history" => map.check_items::<StatusChange>("status_history", items)?,
             _ => return Ok(false),
         }
         Ok(true)
@@ -178,6 +236,9 @@ impl FromMap for Plan {
             contacts: map.list("contacts")?,
             consents: map.list("consents")?,
             handover: map.opt("handover")?.unwrap_or_default(),
+            zelfredzaamheid: map.list("zelfredzaamheid")?,
+            participatieladder: map.list("participatieladder")?,
+            status_history: map.list("status_history")?,
         })
     }
 }
@@ -198,6 +259,209 @@ impl Reconcile for Plan {
         map.put("contacts", &self.contacts)?;
         map.put("consents", &self.consents)?;
         map.put("handover", &self.handover)?;
+        map.put("zelfredzaamheid", &self.zelfredzaamheid)?;
+        map.put("participatieladder", &self.participatieladder)?;
+        map.put("status_history", &self.status_history)?;
+        Ok(())
+    }
+}
+
+/// A whole number in `range`, else an error naming the field.
+fn in_range<D: ReadDoc>(
+    map: &MapReader<'_, D>,
+    key: &str,
+    range: std::ops::RangeInclusive<u64>,
+) -> Result<u64, SchemaError> {
+    let slot = map.field(key);
+    let value: u64 = slot.req()?;
+    if range.contains(&value) {
+        return Ok(value);
+    }
+    Err(slot.invalid(format!(
+        "must be {} to {} (found {value})",
+        range.start(),
+        range.end()
+    )))
+}
+
+/// One zelfredzaamheidsmatrix score: a domain scored 1 (acute problematiek) to 5
+/// (volledig zelfredzaam) on a date, at a moment of the support.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ZrmMeasurement {
+    /// Identifies the measurement across peers; the reconcile key of the list.
+    pub id: String,
+    pub domain: ZrmDomein,
+    /// 1 to 5.
+    pub score: u64,
+    pub date: Date,
+    pub moment: Moment,
+    /// User id of who scored it.
+    pub by: Option<String>,
+}
+
+impl ZrmMeasurement {
+    /// A new score with a fresh id; `score` outside 1 to 5 is refused.
+    pub fn new(
+        domain: ZrmDomein,
+        score: u64,
+        date: Date,
+        moment: Moment,
+    ) -> Result<ZrmMeasurement, SchemaError> {
+        if !(1..=5).contains(&score) {
+            return Err(SchemaError::Invalid {
+                path: "zelfredzaamheid.score".into(),
+                reason: format!("must be 1 to 5 (found {score})"),
+            });
+        }
+        Ok(ZrmMeasurement {
+            id: new_id(),
+            domain,
+            score,
+            date,
+            moment,
+            by: None,
+        })
+    }
+}
+
+impl FromMap for ZrmMeasurement {
+    fn from_map<D: ReadDoc>(map: &MapReader<'_, D>) -> Result<Self, SchemaError> {
+        Ok(ZrmMeasurement {
+            id: map.non_empty("id")?,
+            domain: map.req("domain")?,
+            score: in_range(map, "score", 1..=5)?,
+            date: map.req("date")?,
+            moment: map.req("moment")?,
+            by: map.opt("by")?,
+        })
+    }
+}
+
+hydrate_with_schema!(ZrmMeasurement, "zrm measurement", map);
+
+impl Reconcile for ZrmMeasurement {
+    keyed_by_id!();
+
+    fn reconcile<R: Reconciler>(&self, mut reconciler: R) -> Result<(), R::Error> {
+        let mut map = reconciler.map()?;
+        put_str(&mut map, "id", &self.id)?;
+        put_str(&mut map, "domain", self.domain.as_str())?;
+        put_u64(&mut map, "score", self.score)?;
+        put_str(&mut map, "date", self.date.as_str())?;
+        put_str(&mut map, "moment", self.moment.as_str())?;
+        put_opt_str(&mut map, "by", self.by.as_deref())?;
+        Ok(())
+    }
+}
+
+/// One participatieladder step: 1 (geïsoleerd) to 6 (betaald werk), on a date, at a
+/// moment of the support.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LadderMeasurement {
+    /// Identifies the measurement across peers; the reconcile key of the list.
+    pub id: String,
+    /// 1 to 6.
+    pub step: u64,
+    pub date: Date,
+    pub moment: Moment,
+    /// User id of who measured it.
+    pub by: Option<String>,
+}
+
+impl LadderMeasurement {
+    /// A new step with a fresh id; `step` outside 1 to 6 is refused.
+    pub fn new(step: u64, date: Date, moment: Moment) -> Result<LadderMeasurement, SchemaError> {
+        if !(1..=6).contains(&step) {
+            return Err(SchemaError::Invalid {
+                path: "participatieladder.step".into(),
+                reason: format!("must be 1 to 6 (found {step})"),
+            });
+        }
+        Ok(LadderMeasurement {
+            id: new_id(),
+            step,
+            date,
+            moment,
+            by: None,
+        })
+    }
+}
+
+impl FromMap for LadderMeasurement {
+    fn from_map<D: ReadDoc>(map: &MapReader<'_, D>) -> Result<Self, SchemaError> {
+        Ok(LadderMeasurement {
+            id: map.non_empty("id")?,
+            step: in_range(map, "step", 1..=6)?,
+            date: map.req("date")?,
+            moment: map.req("moment")?,
+            by: map.opt("by")?,
+        })
+    }
+}
+
+hydrate_with_schema!(LadderMeasurement, "ladder measurement", map);
+
+impl Reconcile for LadderMeasurement {
+    keyed_by_id!();
+
+    fn reconcile<R: Reconciler>(&self, mut reconciler: R) -> Result<(), R::Error> {
+        let mut map = reconciler.map()?;
+        put_str(&mut map, "id", &self.id)?;
+        put_u64(&mut map, "step", self.step)?;
+        put_str(&mut map, "date", self.date.as_str())?;
+        put_str(&mut map, "moment", self.moment.as_str())?;
+        put_opt_str(&mut map, "by", self.by.as_deref())?;
+        Ok(())
+    }
+}
+
+/// One status change: the stage the plan entered and the date the professional means
+/// (entered offline; may be before the day it reached the server, which keeps its own
+/// commit time beside it as the "known at" date).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StatusChange {
+    /// Identifies the entry across peers; the reconcile key of `status_history`.
+    pub id: String,
+    pub status: PlanStatus,
+    pub date: Date,
+    /// User id of who made the change.
+    pub by: Option<String>,
+}
+
+impl StatusChange {
+    /// A new history entry with a fresh id.
+    pub fn new(status: PlanStatus, date: Date) -> StatusChange {
+        StatusChange {
+            id: new_id(),
+            status,
+            date,
+            by: None,
+        }
+    }
+}
+
+impl FromMap for StatusChange {
+    fn from_map<D: ReadDoc>(map: &MapReader<'_, D>) -> Result<Self, SchemaError> {
+        Ok(StatusChange {
+            id: map.non_empty("id")?,
+            status: map.req("status")?,
+            date: map.req("date")?,
+            by: map.opt("by")?,
+        })
+    }
+}
+
+hydrate_with_schema!(StatusChange, "status change", map);
+
+impl Reconcile for StatusChange {
+    keyed_by_id!();
+
+    fn reconcile<R: Reconciler>(&self, mut reconciler: R) -> Result<(), R::Error> {
+        let mut map = reconciler.map()?;
+        put_str(&mut map, "id", &self.id)?;
+        put_str(&mut map, "status", self.status.as_str())?;
+        put_str(&mut map, "date", self.date.as_str())?;
+        put_opt_str(&mut map, "by", self.by.as_deref())?;
         Ok(())
     }
 }
@@ -769,6 +1033,120 @@ mod tests {
             let value = automerge::ReadDoc::get(&doc, &first, key)?.ok_or(key)?.0;
             assert_eq!(value, automerge::Value::Object(expected), "{key}");
         }
+        Ok(())
+    }
+
+    /// Two professionals each measuring offline (zrm, participatieladder, a status
+    /// change) keep every measurement after merging: the lists are keyed by id.
+    #[test]
+    fn concurrent_measurements_all_survive() -> TestResult {
+        let mut doc = new_document(&full_plan())?;
+        let mut other = doc.fork();
+        edit(&mut doc, |plan| {
+            let z =
+                ZrmMeasurement::new(ZrmDomein::Financien, 2, date("2024-03-03"), Moment::Intake);
+            plan.zelfredzaamheid.extend(z.ok());
+            plan.change_status(PlanStatus::Intake, date("2024-03-03"));
+        })?;
+        edit(&mut other, |plan| {
+            let z = ZrmMeasurement::new(
+                ZrmDomein::Huisvesting,
+                3,
+                date("2024-03-04"),
+                Moment::Intake,
+            );
+            plan.zelfredzaamheid.extend(z.ok());
+            plan.participatieladder
+                .extend(LadderMeasurement::new(2, date("2024-03-04"), Moment::Intake).ok());
+            plan.change_status(PlanStatus::Plan, date("2024-03-04"));
+        })?;
+        doc.merge(&mut other)?;
+        validate(&doc)?;
+        let plan = Plan::read(&doc)?;
+        assert_eq!(plan.zelfredzaamheid.len(), 2);
+        assert_eq!(plan.participatieladder.len(), 1);
+        let mut history: Vec<_> = plan.status_history.iter().map(|h| h.status).collect();
+        history.sort_by_key(|s| s.as_str());
+        assert_eq!(history, [PlanStatus::Intake, PlanStatus::Plan]);
+        Ok(())
+    }
+
+    /// Scores outside 1-5, steps outside 1-6 and unknown moments are refused with the path.
+    #[test]
+    fn measurement_rejections() {
+        let check = |list: &str,
+                     build: fn(
+            &mut automerge::transaction::Transaction<'_>,
+            &automerge::ObjId,
+        ) -> Result<(), automerge::AutomergeError>,
+                     expected: &str| {
+            let doc = raw_doc(|tx| {
+                plan(tx)?;
+                let items = tx.put_object(ROOT, list, ObjType::List)?;
+                let item = tx.insert_object(&items, 0, ObjType::Map)?;
+                tx.put(&item, "id", "m1")?;
+                tx.put(&item, "date", "2024-03-03")?;
+                build(tx, &item)
+            });
+            assert_eq!(
+                validate(&doc).map(|_| ()).map_err(|e| e.to_string()),
+                Err(expected.to_owned())
+            );
+        };
+        check(
+            "zelfredzaamheid",
+            |tx, item| {
+                tx.put(item, "domain", "financien")?;
+                tx.put(item, "score", 6i64)?;
+                tx.put(item, "moment", "intake")
+            },
+            "plan.zelfredzaamheid[0].score: must be 1 to 5 (found 6)",
+        );
+        check(
+            "participatieladder",
+            |tx, item| {
+                tx.put(item, "step", 0i64)?;
+                tx.put(item, "moment", "intake")
+            },
+            "plan.participatieladder[0].step: must be 1 to 6 (found 0)",
+        );
+        check(
+            "participatieladder",
+            |tx, item| {
+                tx.put(item, "step", 3i64)?;
+                tx.put(item, "moment", "halverwege")
+            },
+            "plan.participatieladder[0].moment: unknown value \"halverwege\" (expected one of intake, tussenevaluatie, eindevaluatie)",
+        );
+        check(
+            "status_history",
+            |tx, item| tx.put(item, "status", "klaar"),
+            "plan.status_history[0].status: unknown value \"klaar\" (expected one of aanmelding, intake, plan, uitvoering, evaluatie, afgesloten)",
+        );
+        assert!(
+            ZrmMeasurement::new(ZrmDomein::Justitie, 0, date("2024-03-03"), Moment::Intake)
+                .is_err()
+        );
+        assert!(LadderMeasurement::new(7, date("2024-03-03"), Moment::Intake).is_err());
+    }
+
+    /// A schema-1 plan (no outcome lists, `meta.schema` 1) validates, reads with empty
+    /// lists, and gains measurements by an ordinary edit without touching `meta`.
+    #[test]
+    fn version_one_plan_migrates_by_writing() -> TestResult {
+        let mut doc = raw_doc(|tx| plan(tx).map(drop));
+        assert_eq!(validate(&doc)?.schema, 1);
+        let read = Plan::read(&doc)?;
+        assert!(read.zelfredzaamheid.is_empty() && read.status_history.is_empty());
+        let (_, meta_before) = automerge::ReadDoc::get(&doc, ROOT, "meta")?.ok_or("meta")?;
+        let heads = doc.get_heads();
+        edit(&mut doc, |plan| {
+            plan.change_status(PlanStatus::Intake, date("2024-03-03"));
+        })?;
+        let (_, meta_after) = automerge::ReadDoc::get(&doc, ROOT, "meta")?.ok_or("meta")?;
+        assert_eq!(meta_before, meta_after);
+        assert_eq!(crate::schema::validate_changes(&doc, &heads)?.schema, 1);
+        assert_eq!(Plan::read(&doc)?.status_history.len(), 1);
         Ok(())
     }
 

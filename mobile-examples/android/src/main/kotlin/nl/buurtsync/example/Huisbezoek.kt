@@ -15,8 +15,10 @@ import uniffi.buurtsync_client.CredentialsProvider
 import uniffi.buurtsync_client.ContactKind
 import uniffi.buurtsync_client.DocChange
 import uniffi.buurtsync_client.Leefdomein
+import uniffi.buurtsync_client.Moment
 import uniffi.buurtsync_client.PlanStatus
 import uniffi.buurtsync_client.SyncStatus
+import uniffi.buurtsync_client.ZrmDomein
 import uniffi.buurtsync_client.defaultClientOptions
 
 /** Posts library events to the UI (here: a log function). Called on a library thread. */
@@ -76,6 +78,10 @@ suspend fun huisbezoek(client: BuurtClient, show: (String) -> Unit): String {
     client.addAction(plan, ActionWho.INWONER, "Afspraak maken met de woningcorporatie", goal, "2026-04-01")
     client.addContactMoment(plan, "2026-03-02", ContactKind.HUISBEZOEK, "Keukentafelgesprek", "fatima")
     client.addConsent(plan, "gegevens delen met de woningcorporatie", "2026-03-02", "mevrouw Bakker")
+    // Outcome monitoring (schema 2): the intake on the day it happened, with scores.
+    client.changePlanStatus(plan, PlanStatus.INTAKE, "2026-03-02", "fatima")
+    client.addZrmMeasurement(plan, ZrmDomein.FINANCIEN, 2uL, "2026-03-02", Moment.INTAKE, "fatima")
+    client.addLadderMeasurement(plan, 2uL, "2026-03-02", Moment.INTAKE, "fatima")
     show("pending before sync: ${client.status().pendingChanges}")
 
     client.goOnline() // back at the wijkcentrum: the sync loop reconnects by itself
