@@ -57,6 +57,7 @@ pub async fn serve_until(
     limits: Limits,
     tls: Option<TlsFiles>,
     web_app_dir: Option<PathBuf>,
+    identity: crate::identity::Identity,
     stop: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), Error> {
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
@@ -71,6 +72,7 @@ pub async fn serve_until(
         alive_tx,
         access_rx,
         web_app_dir,
+        identity,
     )
     .await?;
     tokio::spawn(metrics_upkeep(shutdown_rx.clone()));

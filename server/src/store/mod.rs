@@ -27,6 +27,7 @@ pub mod changes;
 pub mod crypto;
 pub mod documents;
 pub mod group;
+pub mod identity;
 pub mod summary;
 
 use std::str::FromStr;
