@@ -261,7 +261,7 @@ async function renderActiviteit(documentId) {
   const refresh = () => {
     const d = handle.doc()
     title.textContent = String(d.title ?? "Activiteit")
-    const saved = savedSessionIds(d, sync.ackedHeads(documentId))
+    const saved = savedSessionIds(d, sync?.ackedHeads(documentId) ?? [])
     const sessions = sessionsOf(d)
     sessionList.replaceChildren(
       ...(sessions.length === 0
@@ -273,11 +273,13 @@ async function renderActiviteit(documentId) {
     if (event.detail === documentId) refresh()
   }
   handle.on("change", refresh)
-  sync.addEventListener("acked", onAck)
+  // The view may be left after a sign-out has dropped `sync`: keep this one.
+  const current = sync
+  current.addEventListener("acked", onAck)
   leaveView = () => {
     active = false
     handle.off("change", refresh)
-    sync.removeEventListener("acked", onAck)
+    current.removeEventListener("acked", onAck)
   }
   refresh()
 }
@@ -393,12 +395,16 @@ async function signedOut(message) {
 let freshTimer = null
 let checking = false
 
-/** Keeps a live access token for the websocket: before it runs out, and after a drop. */
+/**
+ * Keeps a live access token for the websocket: before it runs out, and while the
+ * connection is down (the server refuses a token it revoked or that ran out: only a
+ * refresh tells "switched off" from "offline").
+ */
 async function keepFresh() {
   if (checking || !sync) return
   checking = true
   try {
-    const token = await api.accessToken()
+    const token = sync.online ? await api.accessToken() : await api.refresh()
     sync?.setToken(token)
   } catch (e) {
     if (e.kind === "revoked") await signedOut(e.message)

@@ -163,11 +163,12 @@ async fn deny(state: &AppState, user: &str, device: &str, detail: &str) -> Resul
 
 /// A post that carries the cookie must come from a page of this origin: the cookie is
 /// `SameSite=Strict` already; these checks also hold for browsers without it.
+/// `Sec-Fetch-Site` decides when the browser sends it; otherwise `Origin` must name
+/// this host (our pages send `Referrer-Policy: same-origin`, so browsers send a real
+/// `Origin` rather than `null` on their own posts).
 fn same_origin(headers: &HeaderMap) -> bool {
     if let Some(site) = headers.get("sec-fetch-site").and_then(|v| v.to_str().ok()) {
-        if site != "same-origin" && site != "none" {
-            return false;
-        }
+        return site == "same-origin" || site == "none";
     }
     match headers.get(header::ORIGIN).and_then(|v| v.to_str().ok()) {
         None => true,

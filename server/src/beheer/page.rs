@@ -39,7 +39,7 @@ fn secure_headers(h: &mut HeaderMap) {
     );
     h.insert(
         header::REFERRER_POLICY,
-        HeaderValue::from_static("no-referrer"),
+        HeaderValue::from_static("same-origin"),
     );
     h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
     crate::central::api::no_store(h);
