@@ -989,11 +989,15 @@ async fn demo(store: &Store, args: &ServeArgs, json_out: bool) -> Result<(), Err
     let day = 24 * 3600;
     let fatima = crate::auth::issue(store, "fatima", 30 * day).await?;
     let joop = crate::auth::issue(store, "joop", 30 * day).await?;
+    // The web app signs in with an enrolment code (a coordinator makes them on
+    // /beheer); the demo makes one for joop that lasts a day.
+    let joop_code = crate::identity::enrolment::demo_code(store, "joop", &wijk, day).await?;
     let url = format!("ws://{}/sync", args.listen);
     if json_out {
         println!(
             "{}",
             json!({"wijk": wijk, "url": url, "tokens": {"fatima": fatima.secret, "joop": joop.secret},
+                   "enrolment_codes": {"joop": joop_code},
                    "samples": samples.iter().map(|(k, id)| json!({"kind": k, "id": id.to_string()})).collect::<Vec<_>>()})
         );
     } else {
@@ -1007,6 +1011,7 @@ async fn demo(store: &Store, args: &ServeArgs, json_out: bool) -> Result<(), Err
             "  joop (vrijwilliger: activiteiten only):        {}",
             joop.secret
         );
+        println!("  joop's code for the web app at /app/ (one use, 24 h): {joop_code}");
         for (kind, id) in &samples {
             println!("  sample {kind}: automerge:{id}");
         }

@@ -76,6 +76,29 @@ pub fn qr_svg(text: &str) -> Result<String, crate::Error> {
         .build())
 }
 
+/// A code for `user` in `wijk`, valid `secs`, for `buurtsync demo` (no coordinator
+/// there to make one on /beheer). Shown as `ABCD-EFGH`.
+pub async fn demo_code(
+    store: &crate::store::Store,
+    user: &str,
+    wijk: &sync_core::partition::WijkId,
+    secs: i64,
+) -> Result<String, crate::Error> {
+    let code = new_code();
+    let id = format!("enr_{}", hex::encode(crate::auth::random_bytes::<6>()));
+    store
+        .insert_enrolment_code(
+            &id,
+            &crate::auth::hash_secret(&code),
+            user,
+            wijk,
+            "demo",
+            crate::store::now() + secs,
+        )
+        .await?;
+    Ok(display(&code))
+}
+
 /// Counts of wrong guesses, per source and in all.
 #[derive(Debug, Default)]
 pub struct Guesses {
