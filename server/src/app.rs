@@ -113,6 +113,8 @@ pub struct AppState {
     /// The built volunteer web app (`mobile-examples/web-volunteer/dist`), served at
     /// `/app/` from the same origin as `/sync` and `/api`, so it needs no CORS.
     pub web_app_dir: Option<PathBuf>,
+    /// Sign-in: lifetimes, the OIDC verifier, enrolment guess limits (`identity`).
+    pub identity: crate::identity::Identity,
 }
 
 /// One user's slot among `max_connections_per_user`; given back on drop.
@@ -165,6 +167,7 @@ impl AppState {
         alive: mpsc::Sender<()>,
         access: watch::Receiver<u64>,
         web_app_dir: Option<PathBuf>,
+        identity: crate::identity::Identity,
     ) -> Result<Arc<AppState>, Error> {
         let storage_id = store.storage_id().await?;
         let peer_id = format!(
@@ -189,6 +192,7 @@ impl AppState {
             metrics: crate::metrics::install(),
             central: crate::central::Central::default(),
             web_app_dir,
+            identity,
         }))
     }
 }
@@ -214,6 +218,8 @@ pub fn app(state: Arc<AppState>) -> Router {
     }
     router
         .merge(crate::central::routes())
+        .merge(crate::identity::routes())
+        .merge(crate::beheer::routes())
         .with_state(state)
         .layer(axum::middleware::from_fn(crate::web_security::harden))
 }

@@ -197,6 +197,9 @@ pub struct ServeArgs {
     /// `mobile-examples/web-volunteer/dist` when it exists in the working directory).
     #[arg(long, env = "BUURTSYNC_WEB_APP_DIR")]
     pub web_app_dir: Option<PathBuf>,
+    /// Token lifetimes, enrolment and the OIDC issuer (`identity::settings`).
+    #[command(flatten)]
+    pub identity: crate::identity::IdentityArgs,
 }
 
 /// Where `scripts/demo.sh` (and `npm run build`) put the built web app.
@@ -305,6 +308,18 @@ pub enum UserCmd {
         name: Option<String>,
     },
     List,
+    /// Link an identity provider's subject (the value of the configured `[oidc]
+    /// user_claim`) to a user: that person can then sign in with their employer's account.
+    LinkOidc {
+        user: String,
+        #[arg(long)]
+        subject: String,
+    },
+    /// Remove a subject's link (the person can no longer sign in with it).
+    UnlinkOidc {
+        #[arg(long)]
+        subject: String,
+    },
 }
 
 #[derive(Args, Debug)]
@@ -325,7 +340,8 @@ pub enum TokenCmd {
         #[arg(long, default_value = "90d")]
         expires_in: humantime::Duration,
     },
-    /// Revoke a token by id (`tok_…`) or by its secret (`bst_…`).
+    /// Revoke a token by id (`tok_…`) or by its secret (`bst_…`), or end a device
+    /// session (`ses_…`: a lost phone).
     Revoke { token: String },
     List {
         #[arg(long)]
@@ -438,6 +454,40 @@ pub async fn run(cli: Cli) -> Result<(), Error> {
                         &format!("added user {id}"),
                     );
                 }
+                UserCmd::LinkOidc { user, subject } => {
+                    store.link_oidc(&user, &subject).await?;
+                    store
+                        .audit(
+                            &admin_event(AuditAction::GrantAdded)
+                                .with_detail(format!("oidc subject {subject:?} linked to {user}")),
+                        )
+                        .await?;
+                    print(
+                        json_out,
+                        json!({"user": user, "subject": subject, "linked": true}),
+                        &format!("linked {subject:?} to {user}"),
+                    );
+                }
+                UserCmd::UnlinkOidc { subject } => {
+                    let removed = store.unlink_oidc(&subject).await?;
+                    if removed {
+                        store
+                            .audit(
+                                &admin_event(AuditAction::GrantRemoved)
+                                    .with_detail(format!("oidc subject {subject:?} unlinked")),
+                            )
+                            .await?;
+                    }
+                    print(
+                        json_out,
+                        json!({"subject": subject, "unlinked": removed}),
+                        &if removed {
+                            format!("unlinked {subject:?}")
+                        } else {
+                            "no such link".into()
+                        },
+                    );
+                }
                 UserCmd::List => {
                     let users = store.list_users().await?;
                     let text = users
@@ -523,6 +573,25 @@ pub async fn run(cli: Cli) -> Result<(), Error> {
                         ),
                     );
                 }
+                TokenCmd::Revoke { token } if token.starts_with("ses_") => {
+                    let Some(session) = store
+                        .revoke_device_session(&token, "revoked by an admin")
+                        .await?
+                    else {
+                        return Err(Error::NotFound("no live device session matches".into()));
+                    };
+                    store
+                        .audit(&admin_event(AuditAction::TokenRevoked).with_detail(format!(
+                            "device session {} of {}",
+                            session.id, session.user_id
+                        )))
+                        .await?;
+                    print(
+                        json_out,
+                        json!({"session": session.id, "revoked": true}),
+                        &format!("ended device session {}", session.id),
+                    );
+                }
                 TokenCmd::Revoke { token } => {
                     let revoked = if crate::auth::is_secret(&token) {
                         store
@@ -559,7 +628,7 @@ pub async fn run(cli: Cli) -> Result<(), Error> {
                                 "live"
                             };
                             format!(
-                                "{}\t{}\t{}\texpires {}",
+                                "{}\t{}\tservice\t{}\texpires {}",
                                 t.id,
                                 t.user_id,
                                 status,
@@ -568,7 +637,14 @@ pub async fn run(cli: Cli) -> Result<(), Error> {
                         })
                         .collect::<Vec<_>>()
                         .join("\n");
-                    print(json_out, json!(tokens), &text);
+                    let (text, listed) = crate::identity::device_session::list_with_sessions(
+                        &store,
+                        user.as_deref(),
+                        text,
+                        json!(tokens),
+                    )
+                    .await?;
+                    print(json_out, listed, &text);
                 }
             }
             Ok(())
@@ -929,6 +1005,7 @@ async fn serve(store: Store, args: ServeArgs) -> Result<(), Error> {
     let limits = args.limits()?;
     let tls = args.tls()?;
     let web_app_dir = args.web_app_dir()?;
+    let identity = args.identity.build(tls.is_some())?;
     let listener = tokio::net::TcpListener::bind(args.listen).await?;
     let metrics = crate::serve::bind_metrics(args.metrics_listen).await?;
     crate::serve::serve_until(
@@ -938,6 +1015,7 @@ async fn serve(store: Store, args: ServeArgs) -> Result<(), Error> {
         tls,
         web_app_dir,
         metrics,
+        identity,
         crate::serve::shutdown_signal(),
     )
     .await
@@ -964,6 +1042,7 @@ async fn config_check(
     };
     let limits = args.limits()?;
     let tls = args.tls()?;
+    args.identity.build(tls.is_some())?;
     if let Some(files) = &tls {
         crate::serve::load_tls(files).await?;
     }
@@ -1018,11 +1097,15 @@ async fn demo(store: &Store, args: &ServeArgs, json_out: bool) -> Result<(), Err
     let day = 24 * 3600;
     let fatima = crate::auth::issue(store, "fatima", 30 * day).await?;
     let joop = crate::auth::issue(store, "joop", 30 * day).await?;
+    // The web app signs in with an enrolment code (a coordinator makes them on
+    // /beheer); the demo makes one for joop that lasts a day.
+    let joop_code = crate::identity::enrolment::demo_code(store, "joop", &wijk, day).await?;
     let url = format!("ws://{}/sync", args.listen);
     if json_out {
         println!(
             "{}",
             json!({"wijk": wijk, "url": url, "tokens": {"fatima": fatima.secret, "joop": joop.secret},
+                   "enrolment_codes": {"joop": joop_code},
                    "samples": samples.iter().map(|(k, id)| json!({"kind": k, "id": id.to_string()})).collect::<Vec<_>>()})
         );
     } else {
@@ -1036,6 +1119,7 @@ async fn demo(store: &Store, args: &ServeArgs, json_out: bool) -> Result<(), Err
             "  joop (vrijwilliger: activiteiten only):        {}",
             joop.secret
         );
+        println!("  joop's code for the web app at /app/ (one use, 24 h): {joop_code}");
         for (kind, id) in &samples {
             println!("  sample {kind}: automerge:{id}");
         }

@@ -23,6 +23,11 @@ pub struct ConfigFile {
     pub log_json: Option<bool>,
     #[serde(default)]
     pub serve: ServeSection,
+    /// `[identity]` and `[oidc]`: see `identity::settings`.
+    #[serde(default)]
+    pub identity: crate::identity::settings::IdentitySection,
+    #[serde(default)]
+    pub oidc: crate::identity::settings::OidcSection,
 }
 
 /// `[serve]`: the relay's settings (durations as text: `15s`, `90days`).
@@ -93,6 +98,7 @@ pub fn apply(cli: &mut Cli, matches: &ArgMatches) -> Result<(), Error> {
         },
         _ => return Ok(()),
     };
+    args.identity.apply_file(sub, file.identity, file.oidc)?;
     apply_serve(args, sub, file.serve)
 }
 

@@ -12,6 +12,8 @@
 //! - [`hub`]: documents in memory and the fan-out of their changes.
 //! - [`store`]: SQLite through sqlx — accounts, catalog, chunks, sync states.
 //! - [`auth`]: tokens, hashed at rest.
+//! - [`identity`]: OIDC sign-in, enrolment codes, device sessions (refresh/access tokens).
+//! - [`beheer`]: `/beheer`, the coordinator's page (server-rendered, no scripts).
 //! - [`audit`]: the append-only, hash-chained audit log (NEN 7513) and its export.
 //! - [`error`]: the crate's error and its HTTP translation.
 //! - [`web_security`]: security headers, dotfiles, cross-site posts, TLS transport.
@@ -21,11 +23,13 @@ pub mod api;
 pub mod app;
 pub mod audit;
 pub mod auth;
+pub mod beheer;
 pub mod central;
 pub mod cli;
 pub mod config;
 pub mod error;
 pub mod hub;
+pub mod identity;
 pub mod metrics;
 pub mod serve;
 pub mod store;

@@ -59,6 +59,7 @@ pub async fn serve_until(
     tls: Option<TlsFiles>,
     web_app_dir: Option<PathBuf>,
     metrics: Option<TcpListener>,
+    identity: crate::identity::Identity,
     stop: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), Error> {
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
@@ -73,6 +74,7 @@ pub async fn serve_until(
         alive_tx,
         access_rx,
         web_app_dir,
+        identity,
     )
     .await?;
     tokio::spawn(metrics_upkeep(shutdown_rx.clone()));

@@ -1,7 +1,8 @@
 //! The volunteer web app (mobile-examples/web-volunteer) in real headless Chromium
-//! against the real server, which serves it at `/app/`: log in, record sessions online
-//! and offline, survive a reload without network, and see them saved once the server
-//! is back. The browser is driven by `e2e/drive.mjs` (playwright-core) over JSON lines;
+//! against the real server, which serves it at `/app/`: a coordinator invites the
+//! volunteer on `/beheer`, the app signs in with the enrolment code, records sessions
+//! online and offline, survives a reload without network, sees them saved once the
+//! server is back, and shows it is signed out when the coordinator switches it off. The browser is driven by `e2e/drive.mjs` (playwright-core) over JSON lines;
 //! this test owns the server and checks what it stored with a Rust client.
 
 use std::io::{BufRead, BufReader, Write};
@@ -161,10 +162,12 @@ async fn get_json(addr: std::net::SocketAddr, path: &str, token: Option<&str>) -
     (status, serde_json::from_str(&body).unwrap_or(Value::Null))
 }
 
-/// A volunteer logs in in the browser, sees only their wijk's activiteit (a plan cannot
-/// be opened), records a session that reaches the server, records another with the
-/// server down, still sees it as "nog niet verzonden" after a reload, and sees it
-/// "opgeslagen" and stored once the server is back on the same address.
+/// A coordinator invites a volunteer on /beheer; the volunteer signs in in the browser
+/// with the code, sees only their wijk's activiteit (a plan cannot be opened), records
+/// a session that reaches the server, records another with the server down, still sees
+/// it as "nog niet verzonden" after a reload, and sees it "opgeslagen" and stored once
+/// the server is back on the same address. The coordinator then switches the device
+/// off: the app shows it is signed out, and the code does not work a second time.
 #[tokio::test]
 async fn volunteer_web_app_online_offline_and_back() {
     let dist = app_dir().join("dist");
@@ -172,6 +175,9 @@ async fn volunteer_web_app_online_offline_and_back() {
     let serve_args = ["--web-app-dir", dist_arg.as_str()];
     let fx = Fixture::new();
     let t = fx.seed();
+    fx.admin(&["user", "add", "coord-noord"]);
+    fx.admin(&["grant", "coord-noord", "coordinator", "--wijk", "noord"]);
+    let coordinator = fx.token("coord-noord");
     let server = fx.start(&serve_args);
     let addr = server.addr;
 
@@ -218,9 +224,23 @@ async fn volunteer_web_app_online_offline_and_back() {
     assert_eq!(http::request(addr, "GET", "/app", None, None).await.0, 308);
 
     let mut browser = Browser::start();
+    let base = format!("http://{addr}");
+    let login = browser.run(json!({"cmd": "beheer-login", "url": base, "token": coordinator}));
+    assert_eq!(
+        login["cookie"],
+        json!({"httpOnly": true, "sameSite": "Strict", "path": "/beheer"}),
+        "{login}"
+    );
+    assert_eq!(login["scriptSeesCookie"], false);
+    let invited =
+        browser.run(json!({"cmd": "beheer-invite", "name": "Vera de Vries", "user": "vol-noord"}));
+    assert_eq!(invited["user"], "vol-noord", "{invited}");
+    assert_eq!(invited["qr"], true, "no QR code: {invited}");
+    let code = invited["code"].as_str().expect("code").to_owned();
+    browser.run(json!({"cmd": "beheer-screenshot", "name": "beheer-1-uitnodiging"}));
     browser.run(json!({"cmd": "goto", "url": format!("http://{addr}/app/")}));
     browser.screenshot("1-inloggen");
-    browser.run(json!({"cmd": "login", "token": t.vol_noord}));
+    browser.run(json!({"cmd": "login", "code": code}));
     let list = browser.run(json!({"cmd": "list"}));
     let items = list["items"].as_array().expect("items");
     assert_eq!(items.len(), 1, "{list}");
@@ -315,6 +335,49 @@ async fn volunteer_web_app_online_offline_and_back() {
         .expect("offline session");
     assert_eq!((offline.attendance, offline.volunteer_hours), (7, 3.0));
     assert!(offline.signals.is_empty());
+
+    // The coordinator (logged in again: logins live in the restarted server's memory)
+    // sees the device and switches it off; the app says it is signed out.
+    browser.run(json!({"cmd": "beheer-login", "url": base, "token": coordinator}));
+    let devices = browser.run(json!({"cmd": "beheer-devices"}));
+    let live: Vec<&Value> = devices["devices"]
+        .as_array()
+        .expect("devices")
+        .iter()
+        .filter(|d| d["live"] == true && d["user"] == "vol-noord")
+        .collect();
+    assert_eq!(
+        live.len(),
+        1,
+        "the volunteer's device is not listed: {devices}"
+    );
+    browser.run(json!({"cmd": "beheer-screenshot", "name": "beheer-2-apparaten"}));
+    let after = browser.run(json!({"cmd": "beheer-switch-off", "user": "vol-noord"}));
+    assert!(
+        after["devices"]
+            .as_array()
+            .expect("devices")
+            .iter()
+            .all(|d| d["user"] != "vol-noord" || d["live"] == false),
+        "{after}"
+    );
+    let signed_out = browser.run(json!({"cmd": "wait-signed-out"}));
+    assert!(
+        signed_out["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("afgemeld")),
+        "{signed_out}"
+    );
+    browser.screenshot("7-afgemeld");
+    browser.run(json!({"cmd": "beheer-screenshot", "name": "beheer-3-uitgeschakeld"}));
+    let again = browser.run(json!({"cmd": "enrol-again", "code": code}));
+    assert_eq!(again["signedIn"], false, "{again}");
+    assert!(
+        again["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("al gebruikt")),
+        "a used code signed in again: {again}"
+    );
     // The app runs whole under the server's Content-Security-Policy (issue 16, item
     // 16): Chromium reports every refused script, wasm, style or connection.
     let log = browser.log();

@@ -6,7 +6,15 @@
 // Usage: node e2e/drive.mjs <screenshot dir>
 // Protocol: one JSON command per line on stdin, one JSON answer per line on stdout:
 //   {"cmd":"goto","url":"http://127.0.0.1:PORT/app/"}      -> {"ok":true}
-//   {"cmd":"login","token":"bst_…"}                        -> {"ok":true}
+//   {"cmd":"login","code":"ABCD-EFGH"}                     -> {"ok":true}  (enrolment code)
+//   {"cmd":"wait-signed-out"}                              -> {"ok":true,"message":…}
+//   {"cmd":"enrol-again","code":…}                         -> {"ok":true,"error":…} (refused)
+// The coordinator's page /beheer, in a second (desktop-sized) page of the same browser:
+//   {"cmd":"beheer-login","url":"http://…","token":"bst_…"} -> {"ok":true,"cookie":{…}}
+//   {"cmd":"beheer-invite","name":…,"user":…}              -> {"ok":true,"code":…,"user":…}
+//   {"cmd":"beheer-devices"}                               -> {"ok":true,"devices":[{session,user,status}]}
+//   {"cmd":"beheer-switch-off","user":…}                   -> {"ok":true}
+//   {"cmd":"beheer-screenshot","name":…}                   -> {"ok":true,"path":…}
 //   {"cmd":"list"}                                         -> {"ok":true,"items":[{id,title,details}]}
 //   {"cmd":"open","id":"<documentId>"}                     -> {"ok":true,"title":…} or {"ok":true,"unavailable":true}
 //   {"cmd":"record","date":…,"attendance":…,"hours":…,"note":…,"signal":…}
@@ -61,6 +69,21 @@ async function appShown() {
   await page.waitForSelector("#login, #activiteiten, #titel, #niet-beschikbaar")
 }
 
+let admin = null
+
+async function devices() {
+  await admin.goto(admin.url().split("/beheer")[0] + "/beheer")
+  return admin.$$eval("table.devices tr[data-session]", rows =>
+    rows.map(tr => ({
+      session: tr.dataset.session,
+      live: tr.classList.contains("live"),
+      user: tr.children[1].textContent,
+      device: tr.children[0].textContent,
+      lastSeen: tr.children[4].textContent,
+    })),
+  )
+}
+
 async function sessions() {
   return page.$$eval("li.sessie", items =>
     items.map(li => ({
@@ -77,11 +100,61 @@ const commands = {
     await appShown()
     return {}
   },
-  async login({ token }) {
-    await page.fill("#token", token)
+  async login({ code }) {
+    await page.fill("#code", code)
     await page.click("#login button[type=submit]")
     await page.waitForSelector("#activiteiten")
     return {}
+  },
+  async "wait-signed-out"() {
+    await page.waitForSelector("#afgemeld")
+    return { message: await page.textContent("#login .fout") }
+  },
+  async "enrol-again"({ code }) {
+    await page.fill("#code", code)
+    await page.click("#login button[type=submit]")
+    await page.waitForFunction(() => {
+      const t = document.querySelector("#login .fout")?.textContent ?? ""
+      return t !== "" && t !== "Even controleren…"
+    })
+    return { error: await page.textContent("#login .fout"), signedIn: Boolean(await page.$("#activiteiten")) }
+  },
+  async "beheer-login"({ url, token }) {
+    admin ??= await browser.newContext({ viewport: { width: 1200, height: 900 }, locale: "nl-NL" }).then(c => c.newPage())
+    admin.setDefaultTimeout(STEP_MS)
+    await admin.goto(`${url}/beheer`)
+    await admin.fill("#token", token)
+    await Promise.all([admin.waitForURL(`${url}/beheer`), admin.click("#login button[type=submit]")])
+    await admin.waitForSelector("section.wijk")
+    const cookie = (await admin.context().cookies()).find(c => c.name.includes("buurtsync_beheer"))
+    const scriptSeesCookie = await admin.evaluate(() => document.cookie.includes("buurtsync_beheer"))
+    return { cookie: cookie && { httpOnly: cookie.httpOnly, sameSite: cookie.sameSite, path: cookie.path }, scriptSeesCookie }
+  },
+  async "beheer-invite"({ name, user }) {
+    await admin.fill("form.invite input[name=name]", name)
+    await admin.fill("form.invite input[name=user]", user ?? "")
+    await admin.click("form.invite button[type=submit]")
+    await admin.waitForSelector("#enrolment-code")
+    return {
+      code: (await admin.textContent("#enrolment-code")).trim(),
+      user: (await admin.textContent("#invited-user")).trim(),
+      qr: Boolean(await admin.$("#enrolment-qr svg")),
+    }
+  },
+  async "beheer-devices"() {
+    return { devices: await devices() }
+  },
+  async "beheer-switch-off"({ user }) {
+    await devices()
+    const row = admin.locator("table.devices tr.live", { hasText: user })
+    await row.locator("button[data-off]").first().click()
+    await admin.waitForURL(/\/beheer$/)
+    return { devices: await devices() }
+  },
+  async "beheer-screenshot"({ name }) {
+    const path = join(shots, `${name}.png`)
+    await admin.screenshot({ path, fullPage: true })
+    return { path }
   },
   async list() {
     await page.waitForSelector("#activiteiten")

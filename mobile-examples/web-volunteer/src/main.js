@@ -1,5 +1,9 @@
-// The volunteer web app: log in with a token, see the activiteiten of your wijk(en),
-// open one and record a bijeenkomst (session), online or not.
+// The volunteer web app: sign in with the enrolment code from your coordinator (typed,
+// or from the QR code's link `/app/#enrol=CODE`), see the activiteiten of your
+// wijk(en), open one and record a bijeenkomst (session), online or not. The device
+// session's access token is refreshed before it runs out and whenever the connection
+// drops; a refused refresh means the device was switched off: everything local is
+// wiped and the signed-out view shown.
 //
 // Routes live in the URL fragment (#/ and #/activiteit/<documentId>), so the server
 // serves static files only and a reload offline comes from the service worker's cache.
@@ -64,37 +68,49 @@ function formatDate(iso) {
   return Number.isNaN(date.getTime()) ? iso : dateFormat.format(date)
 }
 
-// ---------------------------------------------------------------- login
+// ---------------------------------------------------------------- sign in
 
-function renderLogin(message) {
+/** A name for this device on the coordinator's page. */
+function deviceName() {
+  const ua = navigator.userAgent
+  const os = /Android/.test(ua) ? "Android" : /iPhone|iPad/.test(ua) ? "iOS" : /Linux/.test(ua) ? "Linux" : "browser"
+  return `Web-app (${os})`
+}
+
+function renderLogin(message, { code = "", signedOut = false } = {}) {
   const input = h("input", {
-    id: "token",
-    name: "token",
-    type: "password",
-    autocomplete: "current-password",
+    id: "code",
+    name: "code",
+    type: "text",
+    autocomplete: "one-time-code",
+    autocapitalize: "characters",
     required: true,
     spellcheck: "false",
-    "aria-describedby": "token-hulp",
+    maxlength: "12",
+    value: code,
+    "aria-describedby": "code-hulp",
   })
   const error = h("p", { class: "fout", role: "alert" }, message ?? "")
   const form = h(
     "form",
-    { class: "kaart", id: "login" },
-    h("h2", {}, "Inloggen"),
-    h("label", { for: "token" }, "Jouw toegangscode"),
+    { class: "kaart", id: "login", "data-signed-out": signedOut ? "true" : null },
+    signedOut ? h("h2", { id: "afgemeld" }, "Afgemeld") : h("h2", {}, "Aanmelden"),
+    h("label", { for: "code" }, "Code van je coördinator"),
     input,
-    h("p", { id: "token-hulp", class: "hulp" }, "Je krijgt deze code van de coördinator van je buurtteam."),
+    h("p", { id: "code-hulp", class: "hulp" }, "8 tekens, bijvoorbeeld ABCD-EFGH. De code werkt één keer en kort."),
     error,
-    h("button", { type: "submit", class: "knop knop--hoofd" }, "Inloggen"),
+    h("button", { type: "submit", class: "knop knop--hoofd" }, "Aanmelden"),
   )
   form.addEventListener("submit", async event => {
     event.preventDefault()
-    const token = input.value.trim()
-    if (!token) return
+    const typed = input.value.trim()
+    if (!typed) return
     error.textContent = "Even controleren…"
     try {
-      const me = await api.login(token)
-      start(token, me)
+      const answer = await api.enrol(typed, deviceName())
+      start(answer.access_token, null)
+      await api.refreshMe()
+      route()
     } catch (e) {
       error.textContent = e.message
     }
@@ -130,10 +146,10 @@ async function renderList() {
 
   let found
   try {
-    found = await api.listActiviteiten(api.savedToken())
+    found = await api.listActiviteiten()
   } catch (e) {
     if (!active) return
-    if (e.kind === "token") return relogin(e.message)
+    if (e.kind === "revoked") return signedOut(e.message)
     status.textContent = e.message
     return
   }
@@ -190,6 +206,8 @@ async function logOut(message) {
     message.textContent = `Er ${unsent === 1 ? "is nog 1 bijeenkomst" : `zijn nog ${unsent} bijeenkomsten`} niet verzonden. Maak eerst verbinding, dan kun je uitloggen.`
     return
   }
+  await api.endSession()
+  stopKeepingFresh()
   await sync.wipe()
   api.forget()
   console.info(`logged out ${me?.user}`)
@@ -243,7 +261,7 @@ async function renderActiviteit(documentId) {
   const refresh = () => {
     const d = handle.doc()
     title.textContent = String(d.title ?? "Activiteit")
-    const saved = savedSessionIds(d, sync.ackedHeads(documentId))
+    const saved = savedSessionIds(d, sync?.ackedHeads(documentId) ?? [])
     const sessions = sessionsOf(d)
     sessionList.replaceChildren(
       ...(sessions.length === 0
@@ -255,11 +273,13 @@ async function renderActiviteit(documentId) {
     if (event.detail === documentId) refresh()
   }
   handle.on("change", refresh)
-  sync.addEventListener("acked", onAck)
+  // The view may be left after a sign-out has dropped `sync`: keep this one.
+  const current = sync
+  current.addEventListener("acked", onAck)
   leaveView = () => {
     active = false
     handle.off("change", refresh)
-    sync.removeEventListener("acked", onAck)
+    current.removeEventListener("acked", onAck)
   }
   refresh()
 }
@@ -358,19 +378,65 @@ function route() {
   else renderList()
 }
 
-function relogin(message) {
-  sync?.repo.shutdown().catch(() => {})
+/**
+ * The device was switched off (or its session ended otherwise): nothing may stay on a
+ * phone that is perhaps lost. Stop syncing, wipe the documents and the cache, say so.
+ */
+async function signedOut(message) {
+  stopKeepingFresh()
+  const old = sync
   sync = null
-  localStorage.removeItem("buurtsync.token")
   showConnection()
-  renderLogin(message)
+  await old?.wipe()
+  api.forget()
+  renderLogin(message ?? "Dit apparaat is afgemeld. Vraag je coördinator om een nieuwe code.", { signedOut: true })
+}
+
+let freshTimer = null
+let checking = false
+
+/**
+ * Keeps a live access token for the websocket: before it runs out, and while the
+ * connection is down (the server refuses a token it revoked or that ran out: only a
+ * refresh tells "switched off" from "offline").
+ */
+async function keepFresh() {
+  if (checking || !sync) return
+  checking = true
+  try {
+    const token = sync.online ? await api.accessToken() : await api.refresh()
+    sync?.setToken(token)
+  } catch (e) {
+    if (e.kind === "revoked") await signedOut(e.message)
+  } finally {
+    checking = false
+  }
+}
+
+function stopKeepingFresh() {
+  clearInterval(freshTimer)
+  freshTimer = null
 }
 
 function start(token, me) {
-  sync = new Sync(token, me?.storage_id)
-  sync.addEventListener("connection", showConnection)
+  sync = new Sync(token, me?.storage_id ?? api.cachedMe()?.storage_id)
+  sync.addEventListener("connection", () => {
+    showConnection()
+    // A dropped connection may be an access token that ran out (4401) or a device
+    // that was switched off: find out now, before the adapter reconnects.
+    if (sync && !sync.online) keepFresh()
+  })
+  stopKeepingFresh()
+  freshTimer = setInterval(keepFresh, 5000)
   showConnection()
-  route()
+}
+
+/** `#enrol=CODE` from the QR code: taken out of the address at once. */
+function codeFromLink() {
+  const match = location.hash.match(/^#enrol=([0-9A-Za-z-]{4,16})$/)
+  if (!match) return null
+  history.replaceState(null, "", location.pathname + location.search)
+  return match[1]
 }
 
 async function main() {
@@ -381,15 +447,24 @@ async function main() {
       console.warn("service worker not registered", e)
     })
   }
-  const token = api.savedToken()
+  // A token from the old app (pasted, long-lived) is dropped: it must not stay here.
+  localStorage.removeItem("buurtsync.token")
+  const code = codeFromLink()
   showConnection()
-  if (!token) return renderLogin()
+  if (code || !api.enrolled()) return renderLogin(null, { code: code ?? "" })
+  // Offline there is no access token yet: the app opens from the local store and the
+  // token is fetched once the server answers.
+  const token = await api.accessToken().catch(e => {
+    if (e.kind === "revoked") return "revoked"
+    return null
+  })
+  if (token === "revoked") return signedOut()
   start(token, api.cachedMe())
-  // Check the token once we are up; offline, the cached user is used.
+  route()
   try {
-    await api.refreshMe(token)
+    await api.refreshMe()
   } catch (e) {
-    if (e.kind === "token") relogin(e.message)
+    if (e.kind === "revoked") signedOut(e.message)
   }
 }
 

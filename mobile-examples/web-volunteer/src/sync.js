@@ -1,7 +1,9 @@
 // The automerge-repo side: one Repo per logged-in volunteer, syncing with the buurtsync
-// server over its websocket (automerge-repo protocol v1, token in the query string as
-// browsers cannot set headers) and keeping every document in IndexedDB, so the app
-// works offline.
+// server over its websocket (automerge-repo protocol v1, the device session's
+// short-lived access token in the query string as browsers cannot set headers) and
+// keeping every document in IndexedDB, so the app works offline. When the access token
+// is refreshed, `setToken` points the adapter's next (re)connect at the new one: the
+// server closes a socket whose token ran out (4401) and the adapter reconnects.
 //
 // Durability: the server sends `remote-heads-changed` with its own storageId only after
 // a change is committed to its database (and the heads in its sync messages are
@@ -22,15 +24,14 @@ const RETRY_MS = 2000
 const FIND_TIMEOUT_MS = 15000
 
 export class Sync extends EventTarget {
-  /** @param token the volunteer's token; @param storageId the server's, if known */
+  /** @param token an access token (null offline); @param storageId the server's, if known */
   constructor(token, storageId) {
     super()
     this.serverStorageId = storageId || localStorage.getItem(KEY_SERVER)
     this.online = false
-    const scheme = location.protocol === "https:" ? "wss" : "ws"
-    const url = `${scheme}://${location.host}/sync?token=${encodeURIComponent(token)}`
+    this.adapter = new WebSocketClientAdapter(Sync.#url(token), RETRY_MS)
     this.repo = new Repo({
-      network: [new WebSocketClientAdapter(url, RETRY_MS)],
+      network: [this.adapter],
       storage: new IndexedDBStorageAdapter(DATABASE),
       enableRemoteHeadsGossiping: true,
     })
@@ -46,6 +47,16 @@ export class Sync extends EventTarget {
     })
     this.repo.networkSubsystem.on("peer-disconnected", () => this.#setOnline(false))
     this.watched = new Set()
+  }
+
+  static #url(token) {
+    const scheme = location.protocol === "https:" ? "wss" : "ws"
+    return `${scheme}://${location.host}/sync?token=${encodeURIComponent(token ?? "")}`
+  }
+
+  /** Uses this access token from the next (re)connect on. */
+  setToken(token) {
+    this.adapter.url = Sync.#url(token)
   }
 
   #setOnline(online) {

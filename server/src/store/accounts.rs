@@ -15,6 +15,9 @@ pub struct TokenInfo {
     pub created_at: i64,
     pub expires_at: i64,
     pub revoked_at: Option<i64>,
+    /// `service`: a long-lived token issued with `token issue`. Device sessions'
+    /// short-lived access tokens are not listed here (`list_device_sessions`).
+    pub kind: &'static str,
 }
 
 /// A user with their grants.
@@ -311,7 +314,7 @@ impl Store {
     pub async fn list_tokens(&self, user: Option<&str>) -> Result<Vec<TokenInfo>, Error> {
         let rows: Vec<(String, String, i64, i64, Option<i64>)> = with_pool!(self.pool(), p => sqlx::query_as(
             "SELECT id, user_id, created_at, expires_at, revoked_at FROM tokens
-             WHERE ($1 IS NULL OR user_id = $1) ORDER BY created_at, id",
+             WHERE ($1 IS NULL OR user_id = $1) AND session_id IS NULL ORDER BY created_at, id",
         )
         .bind(user)
         .fetch_all(p)
@@ -325,6 +328,7 @@ impl Store {
                     created_at,
                     expires_at,
                     revoked_at,
+                    kind: "service",
                 },
             )
             .collect())

@@ -31,6 +31,7 @@ pub mod documents;
 pub mod erasures;
 pub mod group;
 pub mod listing;
+pub mod identity;
 pub mod summary;
 
 use std::str::FromStr;
