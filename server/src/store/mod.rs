@@ -30,8 +30,8 @@ pub mod crypto;
 pub mod documents;
 pub mod erasures;
 pub mod group;
-pub mod listing;
 pub mod identity;
+pub mod listing;
 pub mod summary;
 
 use std::str::FromStr;
