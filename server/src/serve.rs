@@ -52,6 +52,10 @@ fn install_crypto_provider() {
 /// Serves on `listener` until `stop` resolves: TLS with `tls`, plain HTTP without;
 /// `web_app_dir` is served at `/app/`, `/metrics` only on `metrics` (its own listener,
 /// loopback by default: issue 16, item 7).
+#[expect(
+    clippy::too_many_arguments,
+    reason = "one argument per listener and setting group; issue 14's ServeSettings folds them"
+)]
 pub async fn serve_until(
     listener: TcpListener,
     store: Store,
