@@ -8,14 +8,21 @@ import asyncio
 import json
 import sys
 
+from device_session import DeviceSession, invite_volunteer
 from local_server import LocalServer, device_key
 import buurtsync_client as bc
 
 
 async def main():
-    with LocalServer("oost", [("fatima", "professional"), ("joop", "volunteer")]) as server:
+    with LocalServer("oost", [("fatima", "professional"), ("carla", "coordinator")]) as server:
         office = server.open_client("fatima.db", "fatima")
-        joop = server.open_client("joop.db", "joop")
+        # Carla, the coordinator, invites Joop on /beheer and shows him the code; his
+        # phone exchanges it for a device session, which keeps the library supplied
+        # with short-lived access tokens (the credentials provider).
+        code = invite_volunteer(server.base, server.tokens["carla"], "oost", "Joop")
+        session = DeviceSession.enrol(server.base, code, "Joop's telefoon")
+        print(f"Carla invited Joop: code {code}; his phone signed in as {session.user}.")
+        joop = server.open_enrolled("joop.db", session)
         try:
             act = await office.create_activiteit("oost", "Koffieochtend De Kiem", "ontmoeting", "Wijkcentrum De Kiem")
             await office.create_plan("oost", "HH-Visser")  # a plan: volunteers never receive it

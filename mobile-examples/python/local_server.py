@@ -69,6 +69,25 @@ class LocalServer:
             self.path(db_name), device_key(user), self.url, self.tokens[user], options
         )
 
+    def open_enrolled(self, db_name, session):
+        """Opens a device signed in with a device session (`device_session.py`): its
+        access token to start, and the session as the credentials provider that keeps
+        the library supplied with fresh ones."""
+        import buurtsync_client as bc
+
+        options = bc.default_client_options()
+        options.allow_insecure = True
+        client = bc.BuurtClient.open_with_options(
+            self.path(db_name), device_key(db_name), self.url, session.access_token, options
+        )
+        client.set_credentials_provider(session)
+        return client
+
+    @property
+    def base(self):
+        """The server's HTTP address (for the API and /beheer)."""
+        return self.url.split("/sync")[0].replace("ws://", "http://", 1)
+
     def path(self, name):
         """A place for a device's local store."""
         return str(self.dir / name)

@@ -88,8 +88,9 @@ class Fixture:
             self.admin("grant", user, role, "--wijk", wijk)
         return {user: self.token(user) for user, _, _ in users}
 
-    def start(self, listen="127.0.0.1:0"):
-        server = Server(self.db_url, listen)
+    def start(self, listen="127.0.0.1:0", env=None):
+        """Starts a server; `env` adds environment settings (e.g. token lifetimes)."""
+        server = Server(self.db_url, listen, env)
         self.servers.append(server)
         return server
 
@@ -103,7 +104,7 @@ class Fixture:
 class Server:
     """A running `buurtsync serve`; its address is read from its JSON log."""
 
-    def __init__(self, db_url, listen):
+    def __init__(self, db_url, listen, env=None):
         self.proc = subprocess.Popen(
             # Plain ws:// on loopback must be asked for explicitly (the server
             # refuses to start without TLS otherwise).
@@ -111,13 +112,16 @@ class Server:
              "--insecure-plain-http"],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
-            env={**os.environ, "BUURTSYNC_LOG": "info"},
+            # /metrics is served on its own listener (loopback, a free port here).
+            env={**os.environ, "BUURTSYNC_LOG": "info",
+                 "BUURTSYNC_METRICS_LISTEN": "127.0.0.1:0", **(env or {})},
         )
         lines = queue.Queue()
         threading.Thread(target=self._read, args=(lines,), daemon=True).start()
         deadline = time.monotonic() + WAIT
         self.addr = None
-        while time.monotonic() < deadline and self.addr is None:
+        self.metrics_addr = None
+        while time.monotonic() < deadline and (self.addr is None or self.metrics_addr is None):
             try:
                 line = lines.get(timeout=0.2)
             except queue.Empty:
@@ -130,7 +134,9 @@ class Server:
                 continue
             if fields.get("message") == "buurtsync listening":
                 self.addr = fields["addr"]
-        if self.addr is None:
+            if fields.get("message") == "metrics listening":
+                self.metrics_addr = fields["addr"]
+        if self.addr is None or self.metrics_addr is None:
             self.kill()
             raise RuntimeError("server did not start listening")
 

@@ -277,17 +277,18 @@ class LifecycleTest(unittest.TestCase):
         for plan in plans[:20]:
             self.assertEqual(self.fx.doc_heads(plan), c.heads(plan))
         after = metrics(server)
-        loads = (after["buurtsync_documents_loaded"] - before["buurtsync_documents_loaded"]) + (
-            after["buurtsync_cache_reloads_total"] - before["buurtsync_cache_reloads_total"]
-        )
+        # Every automerge load from the store, first loads and reloads after eviction.
+        loads = after["buurtsync_document_loads_total"] - before["buurtsync_document_loads_total"]
         print(f"document loads during the reconnect: {loads}")
         self.assertLessEqual(loads, 25, after)
+        # The 20 changed documents were loaded: the counter does count (no vacuous pass).
+        self.assertGreaterEqual(loads, 20, after)
 
 
 def metrics(server):
     """The server's Prometheus series (name without labels → summed value)."""
-    text = urllib.request.urlopen(f"http://{server.addr}/metrics", timeout=h.WAIT).read().decode()
-    out = {"buurtsync_documents_loaded": 0.0, "buurtsync_cache_reloads_total": 0.0}
+    text = urllib.request.urlopen(f"http://{server.metrics_addr}/metrics", timeout=h.WAIT).read().decode()
+    out = {"buurtsync_document_loads_total": 0.0}
     for line in text.splitlines():
         m = re.match(r"^([a-z_]+)(\{[^}]*\})? ([0-9.e+-]+)$", line)
         if m:

@@ -3,6 +3,8 @@
 // functions: they run on the library's own threads, so no Dispatchers.IO is needed.
 package nl.buurtsync.example
 
+import kotlinx.coroutines.Dispatchers
+import kotlinx.coroutines.withContext
 import uniffi.buurtsync_client.BuurtClient
 import uniffi.buurtsync_client.DocumentKind
 import uniffi.buurtsync_client.SessionInput
@@ -28,4 +30,22 @@ suspend fun logSession(client: BuurtClient, show: (String) -> Unit): String? {
     client.waitForSync(30_000uL)
     show(client.getJson(act.id))
     return act.id
+}
+
+/**
+ * A volunteer's phone, enrolled with the code the coordinator shows on `/beheer`
+ * (`baseUrl` is `https://host`, `serverUrl` its `wss://host/sync`): the device session
+ * gives the first access token and is the library's credentials provider from then on.
+ */
+suspend fun enrolVolunteerPhone(
+    dbPath: String,
+    key: ByteArray,
+    baseUrl: String,
+    serverUrl: String,
+    code: String,
+    deviceName: String,
+): Pair<BuurtClient, DeviceSession> {
+    val session = withContext(Dispatchers.IO) { DeviceSession.enrol(baseUrl, code, deviceName) }
+    val client = openClient(dbPath, key, serverUrl, session.accessToken, refresh = session::freshToken)
+    return client to session
 }

@@ -44,7 +44,8 @@ class UiListener(private val show: (String) -> Unit) : ClientListener {
  * Opens the client. `key` comes from the Android Keystore (32 bytes, e.g. a wrapped AES
  * key unwrapped at start-up); `dbPath` is in the app's private files dir. `serverUrl` is
  * `wss://…/sync`; `extraCaPem` is the gemeente's private CA, if its server uses one.
- * `refresh` hands out a fresh access token (the app's OIDC refresh), or null.
+ * `refresh` hands out a fresh access token, or null: pass a [DeviceSession]'s
+ * `freshToken` (enrolment code or OIDC sign-in, refresh-token rotation).
  */
 suspend fun openClient(
     dbPath: String,
