@@ -14,9 +14,10 @@ use sync_core::schema::{self, Goal, Leefdomein, Plan};
 /// (hexane `decode_delta_int` unwrap); first byte is the target's mode byte.
 const CRASH: &[u8] = include_bytes!("../../fuzz/regressions/apply/hexane-decode-delta-int-unwrap");
 
-/// The value of one series on `/metrics` (0 when absent).
+/// The value of one series on the metrics listener's `/metrics` (0 when absent).
 async fn metric(addr: std::net::SocketAddr, series: &str) -> f64 {
     let response = http::get(addr, "/metrics", None).await;
+    assert_eq!(response.status, 200, "no /metrics at {addr}");
     String::from_utf8_lossy(&response.body)
         .lines()
         .find_map(|line| line.strip_prefix(series)?.trim().parse().ok())
@@ -37,8 +38,8 @@ async fn automerge_panic_is_an_error_and_the_connection_lives_on() {
     let other = device.create_plan("noord", "HH-PANIC-2").await;
     let stored_before = fx.doc_info(&target.to_string());
     let panics = r#"buurtsync_panics_caught_total{site="receive"}"#;
-    let panics_before = metric(server.addr, panics).await;
-    let connections_before = metric(server.addr, "buurtsync_connections_total").await;
+    let panics_before = metric(server.metrics(), panics).await;
+    let connections_before = metric(server.metrics(), "buurtsync_connections_total").await;
 
     let (&mode, payload) = CRASH.split_first().expect("non-empty");
     assert_eq!(mode & 1, 1, "the finding is a bare sync payload");
@@ -85,7 +86,7 @@ async fn automerge_panic_is_an_error_and_the_connection_lives_on() {
     }
     assert!(device.is_online());
     assert_eq!(
-        metric(server.addr, "buurtsync_connections_total").await,
+        metric(server.metrics(), "buurtsync_connections_total").await,
         connections_before,
         "the device had to reconnect"
     );
@@ -95,7 +96,7 @@ async fn automerge_panic_is_an_error_and_the_connection_lives_on() {
         "the later good change was not stored"
     );
     assert!(
-        metric(server.addr, panics).await > panics_before,
+        metric(server.metrics(), panics).await > panics_before,
         "the panic metric did not move"
     );
 }

@@ -203,7 +203,26 @@ async fn run(pool: SqlitePool, mut queue: mpsc::Receiver<Job>, counters: Arc<Cou
 /// One transaction for `works`, each in its own savepoint. `Err`: the transaction
 /// failed as a whole (nothing committed); `Ok`: committed, with each job's outcome.
 async fn run_batch(pool: &SqlitePool, works: &[Work]) -> Result<Vec<Result<Done, Error>>, Error> {
-    let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
+    let mut conn = pool.acquire().await?;
+    match batch_on(&mut conn, works).await {
+        Ok(outcomes) => Ok(outcomes),
+        Err(e) => {
+            // A failed batch can leave transaction state behind on its connection: on a
+            // full disk the failed COMMIT kept SQLite's transaction open and the next
+            // batch on that pooled connection failed with "begin_with at non-zero
+            // transaction depth", forever. Close it rather than give it back.
+            let _ = sqlx::Connection::close(conn.detach()).await;
+            Err(e)
+        }
+    }
+}
+
+/// [`run_batch`] on one connection.
+async fn batch_on(
+    conn: &mut sqlx::SqliteConnection,
+    works: &[Work],
+) -> Result<Vec<Result<Done, Error>>, Error> {
+    let mut tx = sqlx::Connection::begin_with(conn, "BEGIN IMMEDIATE").await?;
     let mut outcomes = Vec::with_capacity(works.len());
     for work in works {
         let mut job = sqlx::Acquire::begin(&mut tx).await?;
