@@ -8,38 +8,27 @@
 use std::sync::Arc;
 
 use axum::extract::{Path, State};
-use axum::http::HeaderMap;
 use axum::Json;
 use serde::Deserialize;
 use serde_json::{json, Value};
 use sync_core::partition::{Partition, WijkId};
-use sync_core::policy::{self, Principal};
+use sync_core::policy;
 use sync_core::protocol::DocumentId;
 use sync_core::schema::{self, Plan};
 
-use crate::app::AppState;
 use crate::audit::{AuditAction, AuditEvent};
 use crate::error::Error;
+use crate::identity::Authenticated;
+use crate::state::AppState;
 use crate::store::{now, CatalogEntry};
-
-/// The principal of the request's bearer token (header only: no tokens in API URLs).
-async fn principal(state: &AppState, headers: &HeaderMap) -> Result<(Principal, String), Error> {
-    let token = headers
-        .get(axum::http::header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .ok_or(Error::Unauthorized)?;
-    crate::auth::authenticate(&state.store, token.trim()).await
-}
 
 /// `GET /api/v1/me`: the caller's user id, wijken (with name and roles) and global
 /// roles, and the server's storageId (the key of its `remote-heads-changed`
 /// acknowledgements). Apps use it to decide which wijken to list; it grants nothing.
 pub async fn me(
     State(state): State<Arc<AppState>>,
-    headers: HeaderMap,
+    Authenticated { principal, .. }: Authenticated,
 ) -> Result<Json<Value>, Error> {
-    let (principal, _) = principal(&state, &headers).await?;
     let names: std::collections::HashMap<String, String> =
         state.store.list_wijken().await?.into_iter().collect();
     let mut wijken: std::collections::BTreeMap<&str, Vec<policy::WijkRole>> =
@@ -82,10 +71,9 @@ pub struct ListQuery {
 /// consulent sees only handed-over plans). Ids and partitions only, no content.
 pub async fn list_documents(
     State(state): State<Arc<AppState>>,
-    headers: HeaderMap,
+    Authenticated { principal, .. }: Authenticated,
     axum::extract::Query(query): axum::extract::Query<ListQuery>,
 ) -> Result<Json<Value>, Error> {
-    let (principal, _) = principal(&state, &headers).await?;
     let wijk = query.wijk.map(WijkId::new).transpose()?;
     let kind = query
         .kind
@@ -130,11 +118,13 @@ pub struct MoveRequest {
 /// wijk are told to purge it. Partitions never change in place.
 pub async fn move_document(
     State(state): State<Arc<AppState>>,
-    headers: HeaderMap,
+    Authenticated {
+        principal,
+        token_id,
+    }: Authenticated,
     Path(id): Path<String>,
     Json(body): Json<MoveRequest>,
 ) -> Result<Json<Value>, Error> {
-    let (principal, token_id) = principal(&state, &headers).await?;
     let id: DocumentId = id.parse().map_err(|_| Error::NotFound("document".into()))?;
     let target = WijkId::new(body.wijk)?;
     let entry = state

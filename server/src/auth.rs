@@ -7,19 +7,10 @@ use sha2::{Digest, Sha256};
 use sync_core::policy::Principal;
 
 use crate::error::Error;
+use crate::store::crypto::random_bytes;
 use crate::store::Store;
 
 const PREFIX: &str = "bst_";
-
-/// OS randomness; the OS source not answering is not something we can serve without.
-pub fn random_bytes<const N: usize>() -> [u8; N] {
-    let mut buf = [0u8; N];
-    if let Err(e) = getrandom::fill(&mut buf) {
-        // No randomness means no safe tokens or ids: stop rather than continue weakly.
-        panic!("the operating system's random source failed: {e}");
-    }
-    buf
-}
 
 /// The stored form of a token secret.
 pub fn hash_secret(secret: &str) -> Vec<u8> {

@@ -2,17 +2,16 @@
 //! same database as a running server. Admin commands print a human line, or one JSON
 //! document with `--json`.
 
-use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{ArgMatches, Args, Parser, Subcommand};
 use serde_json::json;
 use sync_core::partition::WijkId;
 use sync_core::policy::{GlobalRole, WijkRole};
 use sync_core::protocol::DocumentId;
 
-use crate::app::Limits;
 use crate::audit::{AuditAction, AuditAnchor, AuditEvent};
+use crate::config::{defaulted, ServeSettings};
 use crate::error::Error;
 use crate::store::Store;
 
@@ -55,9 +54,9 @@ pub struct Cli {
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Run the relay.
-    Serve(ServeArgs),
+    Serve(ServeSettings),
     /// Seed a demo wijk, users and tokens into the database, print them, and serve.
-    Demo(ServeArgs),
+    Demo(ServeSettings),
     /// Manage wijken.
     #[command(subcommand)]
     Wijk(WijkCmd),
@@ -110,158 +109,8 @@ pub enum ConfigCmd {
     /// the settings, and print the effective serve settings.
     Check {
         #[command(flatten)]
-        serve: ServeArgs,
+        serve: ServeSettings,
     },
-}
-
-#[derive(Args, Debug, Clone)]
-pub struct ServeArgs {
-    /// Address to listen on.
-    #[arg(long, env = "BUURTSYNC_LISTEN", default_value = "127.0.0.1:8080")]
-    pub listen: SocketAddr,
-    /// TLS certificate chain (PEM). Reloaded on SIGHUP and when the file changes.
-    #[arg(long, env = "BUURTSYNC_TLS_CERT", requires = "tls_key")]
-    pub tls_cert: Option<PathBuf>,
-    /// TLS private key (PEM).
-    #[arg(long, env = "BUURTSYNC_TLS_KEY", requires = "tls_cert")]
-    pub tls_key: Option<PathBuf>,
-    /// Serve plain HTTP/ws:// without TLS: only behind a TLS-terminating proxy or on
-    /// loopback. Without TLS files the server refuses to start unless this is given.
-    #[arg(long, env = "BUURTSYNC_INSECURE_PLAIN_HTTP")]
-    pub insecure_plain_http: bool,
-    /// Largest websocket message accepted, in bytes.
-    #[arg(long, env = "BUURTSYNC_MAX_FRAME_BYTES", default_value_t = Limits::default().max_frame_bytes)]
-    pub max_frame_bytes: usize,
-    /// Largest stored size of one document, in bytes.
-    #[arg(long, env = "BUURTSYNC_MAX_DOCUMENT_BYTES", default_value_t = Limits::default().max_document_bytes)]
-    pub max_document_bytes: u64,
-    /// Memory budget of the document cache in MiB (estimated resident memory of the
-    /// documents held in memory); the least recently used are evicted beyond it. 0 keeps
-    /// only documents being worked on at this moment.
-    #[arg(long, env = "BUURTSYNC_CACHE_BUDGET_MIB", default_value_t = Limits::default().cache_budget_mib)]
-    pub cache_budget_mib: u64,
-    /// Messages per second per connection (bursts of twice that); faster peers are slowed.
-    #[arg(long, env = "BUURTSYNC_MAX_MESSAGES_PER_SEC", default_value_t = Limits::default().max_messages_per_sec)]
-    pub max_messages_per_sec: u32,
-    /// Websocket connections one user may hold at once.
-    #[arg(long, env = "BUURTSYNC_MAX_CONNECTIONS_PER_USER", default_value_t = Limits::default().max_connections_per_user)]
-    pub max_connections_per_user: usize,
-    /// How often idle peers are pinged.
-    #[arg(long, env = "BUURTSYNC_PING_INTERVAL", default_value = "15s")]
-    pub ping_interval: humantime::Duration,
-    /// A peer silent (no pong either) for this long is closed as half-open.
-    #[arg(long, env = "BUURTSYNC_IDLE_TIMEOUT", default_value = "45s")]
-    pub idle_timeout: humantime::Duration,
-    /// Time for a new connection's TLS handshake, HTTP upgrade request and `join`.
-    #[arg(long, env = "BUURTSYNC_HANDSHAKE_TIMEOUT", default_value = "10s")]
-    pub handshake_timeout: humantime::Duration,
-    /// A peer that does not take its messages for this long is dropped.
-    #[arg(long, env = "BUURTSYNC_SEND_TIMEOUT", default_value = "30s")]
-    pub send_timeout: humantime::Duration,
-    /// Connections of one wijk doing automerge work at once (fairness between wijken).
-    #[arg(long, env = "BUURTSYNC_MAX_BUSY_PER_WIJK", default_value_t = Limits::default().max_busy_per_wijk)]
-    pub max_busy_per_wijk: usize,
-    /// Peer stores (storageIds) per user whose sync states are kept.
-    #[arg(long, env = "BUURTSYNC_SYNC_STATES_PER_USER", default_value_t = Limits::default().sync_states_per_user)]
-    pub sync_states_per_user: usize,
-    /// Persisted sync states unused this long are deleted.
-    #[arg(long, env = "BUURTSYNC_SYNC_STATE_TTL", default_value = "90days")]
-    pub sync_state_ttl: humantime::Duration,
-    /// Central-office aggregates backed by fewer households (or sessions, activiteiten,
-    /// volunteers) than this are suppressed.
-    #[arg(long, env = "BUURTSYNC_CENTRAL_MIN_COUNT", default_value_t = Limits::default().central_min_count, value_parser = clap::value_parser!(u64).range(1..))]
-    pub central_min_count: u64,
-    /// Directory of the built volunteer web app, served at `/app/` (default:
-    /// `mobile-examples/web-volunteer/dist` when it exists in the working directory).
-    #[arg(long, env = "BUURTSYNC_WEB_APP_DIR")]
-    pub web_app_dir: Option<PathBuf>,
-}
-
-/// Where `scripts/demo.sh` (and `npm run build`) put the built web app.
-const DEFAULT_WEB_APP_DIR: &str = "mobile-examples/web-volunteer/dist";
-
-impl ServeArgs {
-    /// The limits these settings ask for; refuses nonsense (zero timeouts, an idle
-    /// timeout shorter than the ping interval).
-    pub fn limits(&self) -> Result<Limits, Error> {
-        let limits = Limits {
-            max_frame_bytes: self.max_frame_bytes,
-            max_document_bytes: self.max_document_bytes,
-            cache_budget_mib: self.cache_budget_mib,
-            max_messages_per_sec: self.max_messages_per_sec,
-            max_connections_per_user: self.max_connections_per_user,
-            ping_interval: *self.ping_interval,
-            idle_timeout: *self.idle_timeout,
-            handshake_timeout: *self.handshake_timeout,
-            send_timeout: *self.send_timeout,
-            max_busy_per_wijk: self.max_busy_per_wijk,
-            sync_states_per_user: self.sync_states_per_user,
-            sync_state_ttl: *self.sync_state_ttl,
-            central_min_count: self.central_min_count,
-            ..Limits::default()
-        };
-        let zero = [
-            ("max_frame_bytes", limits.max_frame_bytes == 0),
-            ("max_document_bytes", limits.max_document_bytes == 0),
-            ("max_messages_per_sec", limits.max_messages_per_sec == 0),
-            (
-                "max_connections_per_user",
-                limits.max_connections_per_user == 0,
-            ),
-            ("ping_interval", limits.ping_interval.is_zero()),
-            ("handshake_timeout", limits.handshake_timeout.is_zero()),
-            ("send_timeout", limits.send_timeout.is_zero()),
-            ("max_busy_per_wijk", limits.max_busy_per_wijk == 0),
-            ("sync_states_per_user", limits.sync_states_per_user == 0),
-            // 0 would publish every cell: no suppression at all (the flag refuses it too).
-            ("central_min_count", limits.central_min_count == 0),
-        ];
-        if let Some((name, _)) = zero.iter().find(|(_, z)| *z) {
-            return Err(Error::Config(format!("{name} must be greater than zero")));
-        }
-        if limits.idle_timeout <= limits.ping_interval {
-            return Err(Error::Config(
-                "idle_timeout must be longer than ping_interval (a peer needs a ping to answer)"
-                    .into(),
-            ));
-        }
-        Ok(limits)
-    }
-
-    /// TLS files, or `None` for plain HTTP when that was asked for explicitly.
-    pub fn tls(&self) -> Result<Option<crate::serve::TlsFiles>, Error> {
-        match (&self.tls_cert, &self.tls_key, self.insecure_plain_http) {
-            (Some(cert), Some(key), false) => Ok(Some(crate::serve::TlsFiles {
-                cert: cert.clone(),
-                key: key.clone(),
-            })),
-            (None, None, true) => Ok(None),
-            (Some(_), Some(_), true) => Err(Error::Config(
-                "both TLS files and --insecure-plain-http given: choose one".into(),
-            )),
-            (Some(_), None, _) | (None, Some(_), _) => Err(Error::Config(
-                "give both --tls-cert and --tls-key".into(),
-            )),
-            (None, None, false) => Err(Error::Config(
-                "no TLS configured: give --tls-cert and --tls-key (PEM), or --insecure-plain-http to serve plain HTTP behind a TLS proxy".into(),
-            )),
-        }
-    }
-
-    /// The web app directory to serve: the flag, else the default build if present.
-    fn web_app_dir(&self) -> Result<Option<PathBuf>, Error> {
-        match &self.web_app_dir {
-            Some(dir) if dir.join("index.html").is_file() => Ok(Some(dir.clone())),
-            Some(dir) => Err(Error::Invalid(format!(
-                "--web-app-dir {}: no index.html there (build the app with `npm run build`)",
-                dir.display()
-            ))),
-            None => {
-                let default = PathBuf::from(DEFAULT_WEB_APP_DIR);
-                Ok(default.join("index.html").is_file().then_some(default))
-            }
-        }
-    }
 }
 
 #[derive(Subcommand, Debug)]
@@ -353,6 +202,33 @@ pub enum AuditCmd {
 pub enum ExportFormat {
     Csv,
     Json,
+}
+
+/// Layers the configuration file (`--config`) under flags and environment: the file
+/// fills only what clap took from its defaults (see `config`).
+pub fn apply_config(cli: &mut Cli, matches: &ArgMatches) -> Result<(), Error> {
+    let Some(path) = cli.config.clone() else {
+        return Ok(());
+    };
+    let file = crate::config::read(&path)?;
+    if let Some(v) = file.database.filter(|_| defaulted(matches, "database")) {
+        cli.database = v;
+    }
+    if let Some(v) = file.keys.filter(|_| defaulted(matches, "keys")) {
+        cli.keys = Some(v);
+    }
+    if let Some(v) = file.log_json.filter(|_| defaulted(matches, "log_json")) {
+        cli.log_json = v;
+    }
+    let (settings, sub) = match (&mut cli.command, matches.subcommand()) {
+        (Command::Serve(settings) | Command::Demo(settings), Some((_, sub))) => (settings, sub),
+        (Command::Config(ConfigCmd::Check { serve }), Some((_, sub))) => match sub.subcommand() {
+            Some((_, check)) => (serve, check),
+            None => return Ok(()),
+        },
+        _ => return Ok(()),
+    };
+    settings.layer(sub, file.serve, &path)
 }
 
 /// Runs a parsed command line.
@@ -822,7 +698,7 @@ async fn audit(store: &Store, cmd: AuditCmd, json_out: bool) -> Result<(), Error
     }
 }
 
-async fn serve(store: Store, args: ServeArgs) -> Result<(), Error> {
+async fn serve(store: Store, args: ServeSettings) -> Result<(), Error> {
     let limits = args.limits()?;
     let tls = args.tls()?;
     let web_app_dir = args.web_app_dir()?;
@@ -843,7 +719,7 @@ async fn config_check(
     database: &str,
     keys: Option<&str>,
     file: Option<&std::path::Path>,
-    args: &ServeArgs,
+    args: &ServeSettings,
     json_out: bool,
 ) -> Result<(), Error> {
     // PostgreSQL URLs may carry a password: show the engine, not the URL.
@@ -895,7 +771,7 @@ async fn config_check(
 }
 
 /// Seeds the demo (idempotent: an existing demo is reused, fresh tokens are issued).
-async fn demo(store: &Store, args: &ServeArgs, json_out: bool) -> Result<(), Error> {
+async fn demo(store: &Store, args: &ServeSettings, json_out: bool) -> Result<(), Error> {
     let wijk = WijkId::new("demo-centrum")?;
     let ignore_conflict = |r: Result<(), Error>| match r {
         Err(Error::Conflict(_)) => Ok(()),

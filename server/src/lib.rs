@@ -22,11 +22,14 @@ pub mod audit;
 pub mod auth;
 pub mod central;
 pub mod cli;
+pub mod commit;
 pub mod config;
 pub mod error;
 pub mod hub;
+pub mod identity;
 pub mod metrics;
 pub mod serve;
+pub mod state;
 pub mod store;
 pub mod ws;
 

@@ -13,8 +13,9 @@ use axum_server::tls_rustls::RustlsConfig;
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 
-use crate::app::{app, AppState, Limits};
+use crate::app::app;
 use crate::error::Error;
+use crate::state::{AppState, Limits};
 use crate::store::changes::{ChangeFeed, FeedEvent};
 use crate::store::Store;
 

@@ -57,6 +57,7 @@ async fn append(
                 changes: &changes,
                 author: Some((user, "tok/phone")),
                 audit: &audit,
+                handed_over: None,
             },
         )
         .await

@@ -202,8 +202,10 @@ fn check_bloom_filters(message: &sync::Message) -> Result<(), SyncError> {
     Ok(())
 }
 
-/// Restores a document to the given heads (the rare path of a refused message).
-fn rollback(doc: &mut Automerge, heads: &[ChangeHash]) {
+/// Restores a document to the given heads: the rare path of a refused message, and of
+/// a change its owner could not store (the relay's commit, a device's local write).
+/// The document keeps its actor.
+pub fn rollback(doc: &mut Automerge, heads: &[ChangeHash]) {
     if doc.get_heads() == heads {
         return;
     }

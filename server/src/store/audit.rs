@@ -12,6 +12,7 @@
 
 use sqlx::{ColumnIndex, Decode, Row, Type};
 
+use super::tx::Engine;
 use super::{with_pool, Store};
 use crate::audit::{
     AuditAction, AuditAnchor, AuditEntry, AuditEvent, AuditReport, ChainCheck, StoredRow,
@@ -22,127 +23,8 @@ use crate::error::Error;
 /// one page at a time.
 const PAGE: i64 = 1000;
 
-/// The PostgreSQL advisory lock that serialises appends across nodes ("buurtsyn").
-pub(crate) const AUDIT_LOCK: i64 = 0x6275_7572_7473_796e;
-
 const COLUMNS: &str =
     "seq, at_ms, user_id, device, document, partition, action, detail, prev_hash, hash";
-
-/// Milliseconds since the Unix epoch, the unit of `audit_log.at_ms`.
-pub(crate) fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-        .unwrap_or(0)
-}
-
-/// Appends `$events` to the chain inside the write transaction `$tx` (SQLite: begun
-/// with `BEGIN IMMEDIATE`; `$shared`: PostgreSQL, where it takes the audit advisory
-/// lock first — callers that also take the change counter take it after this, see
-/// `documents::next_change_seq!`). Evaluates to the entries as recorded.
-/// CASTs (SQLite): a row tampered into other types must not stop new entries being
-/// written; verification reports it.
-macro_rules! append_audit_in {
-    ($tx:ident, $shared:expr, $events:expr) => {{
-        use $crate::audit::{entry_hash, AuditEntry, HashedFields, GENESIS};
-        let shared: bool = $shared;
-        let (last_sql, issued_sql) = if shared {
-            (
-                "SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1",
-                "SELECT issued FROM audit_issued WHERE id = 1",
-            )
-        } else {
-            (
-                "SELECT seq, CAST(hash AS BLOB) FROM audit_log ORDER BY seq DESC LIMIT 1",
-                "SELECT CAST(seq AS INTEGER) FROM sqlite_sequence WHERE name = 'audit_log'",
-            )
-        };
-        if shared {
-            sqlx::query("SELECT pg_advisory_xact_lock($1)")
-                .bind($crate::store::audit::AUDIT_LOCK)
-                .execute(&mut *$tx)
-                .await?;
-        }
-        let last: Option<(i64, Option<Vec<u8>>)> =
-            sqlx::query_as(last_sql).fetch_optional(&mut *$tx).await?;
-        // The highest seq ever handed out, even if its row is gone: the first
-        // append after a truncation then leaves a gap that verification sees.
-        let issued: Option<Option<i64>> =
-            sqlx::query_scalar(issued_sql).fetch_optional(&mut *$tx).await?;
-        let (last_seq, mut prev_hash) = match last {
-            Some((seq, hash)) => (seq, hash.unwrap_or_default()),
-            None => (0, GENESIS.to_vec()),
-        };
-        let mut seq = last_seq.max(issued.flatten().unwrap_or(0));
-        let mut out: Vec<AuditEntry> = Vec::new();
-        for event in $events {
-            seq = seq
-                .checked_add(1)
-                .ok_or_else(|| $crate::error::Error::Corrupt("audit log seq overflow".into()))?;
-            let at_ms = $crate::store::audit::now_ms();
-            let action = event.action.as_str();
-            let hash = entry_hash(
-                &prev_hash,
-                &HashedFields {
-                    seq,
-                    at_ms,
-                    user_id: &event.user_id,
-                    device: &event.device,
-                    document: event.document.as_deref(),
-                    partition: event.partition.as_deref(),
-                    action,
-                    detail: &event.detail,
-                },
-            );
-            sqlx::query(
-                "INSERT INTO audit_log (seq, at_ms, user_id, device, document, partition, action, detail, prev_hash, hash) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
-            )
-            .bind(seq)
-            .bind(at_ms)
-            .bind(&event.user_id)
-            .bind(&event.device)
-            .bind(event.document.as_deref())
-            .bind(event.partition.as_deref())
-            .bind(action)
-            .bind(&event.detail)
-            .bind(&prev_hash[..])
-            .bind(&hash[..])
-            .execute(&mut *$tx)
-            .await?;
-            out.push(AuditEntry {
-                seq,
-                at_ms,
-                user_id: event.user_id.clone(),
-                device: event.device.clone(),
-                document: event.document.clone(),
-                partition: event.partition.clone(),
-                action: event.action,
-                detail: event.detail.clone(),
-                prev_hash: hex::encode(&prev_hash),
-                hash: hex::encode(hash),
-            });
-            prev_hash = hash.to_vec();
-        }
-        if shared && !out.is_empty() {
-            sqlx::query("UPDATE audit_issued SET issued = $1 WHERE id = 1")
-                .bind(seq)
-                .execute(&mut *$tx)
-                .await?;
-        }
-        out
-    }};
-}
-pub(crate) use append_audit_in;
-
-/// Appends `events` inside the SQLite write transaction (or savepoint) on `tx`: the
-/// group writer's audit-only job. The writer's transaction began `IMMEDIATE`.
-pub(crate) async fn append_in(
-    tx: &mut sqlx::SqliteConnection,
-    events: &[AuditEvent],
-) -> Result<Vec<AuditEntry>, Error> {
-    Ok(append_audit_in!(tx, false, events))
-}
 
 impl Store {
     /// Appends one event to the audit log and returns it as recorded.
@@ -179,7 +61,7 @@ impl Store {
             } else {
                 p.begin_with("BEGIN IMMEDIATE").await?
             };
-            let out = append_audit_in!(tx, shared, events);
+            let out = Engine::append_audit(&mut tx, events).await?;
             tx.commit().await?;
             out
         });

@@ -28,6 +28,7 @@ pub mod crypto;
 pub mod documents;
 pub mod group;
 pub mod summary;
+pub mod tx;
 
 use std::str::FromStr;
 use std::sync::Arc;
@@ -41,9 +42,10 @@ use crate::error::Error;
 
 pub use accounts::{TokenInfo, UserInfo};
 pub use changes::RemoteChange;
-pub use documents::{heads_text, CatalogEntry, OwnedProvenance, Provenance, StoredDocument};
+pub use documents::{heads_text, CatalogEntry, StoredDocument};
 pub use group::GroupStats;
 pub use summary::SummaryFacts;
+pub use tx::{now, OwnedProvenance, Provenance};
 
 /// One database, on either engine.
 #[derive(Clone, Debug)]
@@ -78,14 +80,6 @@ pub struct Store {
     /// SQLite: the group writer every chunk append and audit append goes through (one
     /// transaction and one fsync for whatever is queued). PostgreSQL: none.
     writer: Option<Arc<group::GroupWriter>>,
-}
-
-/// Seconds since the Unix epoch, the unit of every time column.
-pub fn now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
-        .unwrap_or(0)
 }
 
 /// The file path of a `sqlite://PATH` URL. A PostgreSQL URL gets a clear error: file
@@ -323,7 +317,7 @@ async fn sqlite_pool(path: &str, shown: &str) -> Result<SqlitePool, Error> {
 
 /// A random id in UUID spelling, from the OS random source.
 pub fn uuid_like() -> String {
-    let b = crate::auth::random_bytes::<16>();
+    let b = crate::store::crypto::random_bytes::<16>();
     format!(
         "{}-{}-{}-{}-{}",
         hex::encode(&b[0..4]),
