@@ -148,6 +148,7 @@ pub async fn apply(
             let kind = refusal.kind();
             tracing::info!(user = %writer.principal.user_id, %id, reason = kind, "change rejected");
             m::rejected(kind);
+            drop(state);
             // Nothing else is committed for a refusal: its audit entry stands alone.
             let event = writer
                 .event(AuditAction::Denied, &id, &partition)

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use automerge::sync::{self, SyncDoc};
 use automerge::{Automerge, ChangeHash};
-use buurtsync_server::audit::AuditAction;
+use buurtsync_server::audit::{AuditAction, AuditEntry};
 use buurtsync_server::commit::{self, Outcome, Writer};
 use buurtsync_server::hub::{DocEntry, Hub};
 use buurtsync_server::store::{CatalogEntry, Store};
@@ -127,6 +127,14 @@ impl Fixture {
         outcomes
     }
 
+    /// The document's audit entries.
+    async fn audit(&self) -> Vec<AuditEntry> {
+        self.store
+            .audit_for_document(&self.id.to_string())
+            .await
+            .expect("audit")
+    }
+
     /// (heads in memory, committed heads in memory).
     async fn memory(&self) -> (Vec<ChangeHash>, Vec<ChangeHash>) {
         let state = self.hub.lock(&self.entry).await.expect("lock");
@@ -196,11 +204,7 @@ async fn accepted_change_is_committed_and_audited() {
     assert_eq!(heads, fx.device.get_heads());
     assert_eq!(saved, heads, "committed heads move with the commit");
     assert_eq!(stored(&fx.url, &fx.id).await.0, heads);
-    let audit = fx
-        .store
-        .audit_for_document(&fx.id.to_string())
-        .await
-        .expect("audit");
+    let audit = fx.audit().await;
     assert!(audit.iter().any(|e| e.action == AuditAction::Write));
 }
 
@@ -220,11 +224,7 @@ async fn refused_change_leaves_store_and_memory_unchanged() {
     );
     assert_eq!(stored(&fx.url, &fx.id).await, (fx.committed.clone(), false));
     assert_eq!(fx.store.last_change_seq().await.expect("seq"), seq_before);
-    let audit = fx
-        .store
-        .audit_for_document(&fx.id.to_string())
-        .await
-        .expect("audit");
+    let audit = fx.audit().await;
     assert!(audit
         .iter()
         .any(|e| e.action == AuditAction::Denied && e.detail == "write: no-write"));
@@ -258,11 +258,7 @@ async fn hand_over_commits_with_the_document() {
     assert!(committed(&outcomes), "{outcomes:?}");
     assert!(fx.entry.facts().handed_over);
     assert_eq!(stored(&fx.url, &fx.id).await, (fx.device.get_heads(), true));
-    let audit = fx
-        .store
-        .audit_for_document(&fx.id.to_string())
-        .await
-        .expect("audit");
+    let audit = fx.audit().await;
     assert!(audit.iter().any(|e| e.action == AuditAction::HandOver));
 }
 

@@ -5,7 +5,8 @@ use serde_json::json;
 use sync_core::partition::WijkId;
 use sync_core::policy::{GlobalRole, WijkRole};
 
-use super::{print, rfc3339, GrantArgs, TokenCmd, UserCmd, WijkCmd};
+use super::args::{GrantArgs, TokenCmd, UserCmd, WijkCmd};
+use super::output::{print, rfc3339};
 use crate::audit::{AuditAction, AuditEvent};
 use crate::error::Error;
 use crate::store::Store;

@@ -2,7 +2,8 @@
 
 use serde_json::json;
 
-use super::{print, AuditCmd, ExportFormat};
+use super::args::{AuditCmd, ExportFormat};
+use super::output::print;
 use crate::audit::AuditAnchor;
 use crate::error::Error;
 use crate::store::Store;

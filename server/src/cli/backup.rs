@@ -4,7 +4,7 @@ use std::path::Path;
 
 use serde_json::json;
 
-use super::print;
+use super::output::print;
 use crate::error::Error;
 use crate::store::Store;
 

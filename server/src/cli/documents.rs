@@ -5,7 +5,8 @@ use serde_json::json;
 use sync_core::partition::WijkId;
 use sync_core::protocol::DocumentId;
 
-use super::{print, rfc3339, DocCmd};
+use super::args::DocCmd;
+use super::output::{print, rfc3339};
 use crate::audit::{AuditAction, AuditEvent};
 use crate::error::Error;
 use crate::store::Store;

@@ -5,7 +5,7 @@ use sync_core::partition::WijkId;
 use sync_core::policy::WijkRole;
 use sync_core::protocol::DocumentId;
 
-use super::print;
+use super::output::print;
 use crate::config::ServeSettings;
 use crate::error::Error;
 use crate::store::Store;
