@@ -29,8 +29,13 @@ pub async fn me(
     State(state): State<Arc<AppState>>,
     Authenticated { principal, .. }: Authenticated,
 ) -> Result<Json<Value>, Error> {
-    let names: std::collections::HashMap<String, String> =
-        state.store.list_wijken().await?.into_iter().collect();
+    let names: std::collections::HashMap<String, String> = state
+        .store
+        .accounts()
+        .list_wijken()
+        .await?
+        .into_iter()
+        .collect();
     let mut wijken: std::collections::BTreeMap<&str, Vec<policy::WijkRole>> =
         std::collections::BTreeMap::new();
     for grant in &principal.grants {
@@ -147,7 +152,7 @@ pub async fn move_document(
         state.hub.release(id);
         return Err(Error::NotFound(format!("document {id}")));
     }
-    if !state.store.wijk_exists(&target).await? {
+    if !state.store.accounts().wijk_exists(&target).await? {
         return Err(Error::Invalid(format!("unknown wijk {target}")));
     }
     if target == entry.catalog.partition.wijk {

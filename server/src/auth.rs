@@ -38,6 +38,7 @@ pub async fn issue(store: &Store, user: &str, valid_for_secs: i64) -> Result<Iss
     let secret = format!("{PREFIX}{}", hex::encode(random_bytes::<32>()));
     let expires_at = crate::store::now().saturating_add(valid_for_secs);
     store
+        .accounts()
         .insert_token(&id, user, &hash_secret(&secret), expires_at)
         .await?;
     Ok(Issued {
@@ -54,8 +55,9 @@ pub async fn authenticate(store: &Store, secret: &str) -> Result<(Principal, Str
         return Err(Error::Unauthorized);
     }
     let (token_id, user) = store
+        .accounts()
         .token_user(&hash_secret(secret))
         .await?
         .ok_or(Error::Unauthorized)?;
-    Ok((store.principal(&user).await?, token_id))
+    Ok((store.accounts().principal(&user).await?, token_id))
 }

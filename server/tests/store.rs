@@ -264,23 +264,32 @@ async fn sync_states_are_capped_per_user_and_expire(backend: Backend) {
 async fn tokens_and_grants(backend: Backend) {
     let (_db, store) = open(backend).await;
     let noord = WijkId::new("noord").expect("wijk");
-    store.add_wijk(&noord, "Noord").await.expect("wijk");
+    store
+        .accounts()
+        .add_wijk(&noord, "Noord")
+        .await
+        .expect("wijk");
     assert!(matches!(
-        store.add_wijk(&noord, "Noord").await,
+        store.accounts().add_wijk(&noord, "Noord").await,
         Err(Error::Conflict(_))
     ));
-    store.add_user("ann", "Ann").await.expect("user");
-    assert!(store.add_user("has space", "x").await.is_err());
+    store.accounts().add_user("ann", "Ann").await.expect("user");
+    assert!(store.accounts().add_user("has space", "x").await.is_err());
     store
+        .accounts()
         .grant("ann", &noord, WijkRole::Volunteer)
         .await
         .expect("grant");
     store
+        .accounts()
         .grant_global("ann", GlobalRole::Consulent)
         .await
         .expect("grant");
     assert!(matches!(
-        store.grant("nobody", &noord, WijkRole::Volunteer).await,
+        store
+            .accounts()
+            .grant("nobody", &noord, WijkRole::Volunteer)
+            .await,
         Err(Error::NotFound(_))
     ));
 
@@ -296,7 +305,11 @@ async fn tokens_and_grants(backend: Backend) {
     assert_eq!(principal.grants[0].role, WijkRole::Volunteer);
     assert_eq!(principal.global_roles, vec![GlobalRole::Consulent]);
 
-    let listed = store.list_tokens(Some("ann")).await.expect("list");
+    let listed = store
+        .accounts()
+        .list_tokens(Some("ann"))
+        .await
+        .expect("list");
     assert_eq!(listed.len(), 1);
     assert!(!serde_json::to_string(&listed)
         .expect("json")
@@ -304,6 +317,7 @@ async fn tokens_and_grants(backend: Backend) {
 
     assert_eq!(
         store
+            .accounts()
             .revoke_token(Some(&issued.id), None)
             .await
             .expect("revoke"),
@@ -315,6 +329,7 @@ async fn tokens_and_grants(backend: Backend) {
     ));
     assert_eq!(
         store
+            .accounts()
             .revoke_token(Some(&issued.id), None)
             .await
             .expect("again"),
@@ -324,10 +339,16 @@ async fn tokens_and_grants(backend: Backend) {
     // Expired: a token whose expiry is in the past does not authenticate.
     let hash = buurtsync_server::auth::hash_secret("bst_expired");
     store
+        .accounts()
         .insert_token("tok_old", "ann", &hash, 1)
         .await
         .expect("insert");
-    assert!(store.token_user(&hash).await.expect("lookup").is_none());
+    assert!(store
+        .accounts()
+        .token_user(&hash)
+        .await
+        .expect("lookup")
+        .is_none());
 }
 
 /// Erasure removes every row of the document, destroys its key, leaves a tombstone

@@ -52,12 +52,19 @@ impl FromRequestParts<Arc<AppState>> for Viewer {
             return Ok(Viewer(None));
         };
         // The token may have been revoked or expired since the login.
-        if state.store.live_token_user(&s.token_id).await?.as_deref() != Some(s.user_id.as_str()) {
+        if state
+            .store
+            .accounts()
+            .live_token_user(&s.token_id)
+            .await?
+            .as_deref()
+            != Some(s.user_id.as_str())
+        {
             state.central.sessions.end(&cookie);
             return Ok(Viewer(None));
         }
         let who = Authenticated {
-            principal: state.store.principal(&s.user_id).await?,
+            principal: state.store.accounts().principal(&s.user_id).await?,
             token_id: s.token_id,
         };
         CentralOffice::check(&state.store, who)
@@ -322,7 +329,7 @@ pub async fn page(
         ),
     )
     .await?;
-    let wijken = state.store.list_wijken().await?;
+    let wijken = state.store.accounts().list_wijken().await?;
     Ok(html(StatusCode::OK, render(&result, &wijken)))
 }
 

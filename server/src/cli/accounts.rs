@@ -17,7 +17,7 @@ pub async fn wijk(store: &Store, cmd: WijkCmd, json_out: bool) -> Result<(), Err
         WijkCmd::Add { id, name } => {
             let wijk = WijkId::new(id)?;
             let name = name.unwrap_or_else(|| wijk.to_string());
-            store.add_wijk(&wijk, &name).await?;
+            store.accounts().add_wijk(&wijk, &name).await?;
             print(
                 json_out,
                 json!({"wijk": wijk, "name": name}),
@@ -25,7 +25,7 @@ pub async fn wijk(store: &Store, cmd: WijkCmd, json_out: bool) -> Result<(), Err
             );
         }
         WijkCmd::List => {
-            let list = store.list_wijken().await?;
+            let list = store.accounts().list_wijken().await?;
             let text = list
                 .iter()
                 .map(|(id, n)| format!("{id}\t{n}"))
@@ -46,7 +46,7 @@ pub async fn user(store: &Store, cmd: UserCmd, json_out: bool) -> Result<(), Err
     match cmd {
         UserCmd::Add { id, name } => {
             let name = name.unwrap_or_else(|| id.clone());
-            store.add_user(&id, &name).await?;
+            store.accounts().add_user(&id, &name).await?;
             print(
                 json_out,
                 json!({"user": id, "name": name}),
@@ -54,7 +54,7 @@ pub async fn user(store: &Store, cmd: UserCmd, json_out: bool) -> Result<(), Err
             );
         }
         UserCmd::List => {
-            let users = store.list_users().await?;
+            let users = store.accounts().list_users().await?;
             let text = users
                 .iter()
                 .map(|u| {
@@ -144,10 +144,11 @@ pub async fn token(store: &Store, cmd: TokenCmd, json_out: bool) -> Result<(), E
         TokenCmd::Revoke { token } => {
             let revoked = if crate::auth::is_secret(&token) {
                 store
+                    .accounts()
                     .revoke_token(None, Some(&crate::auth::hash_secret(&token)))
                     .await?
             } else {
-                store.revoke_token(Some(&token), None).await?
+                store.accounts().revoke_token(Some(&token), None).await?
             };
             let Some(id) = revoked else {
                 return Err(Error::NotFound("no live token matches".into()));
@@ -162,7 +163,7 @@ pub async fn token(store: &Store, cmd: TokenCmd, json_out: bool) -> Result<(), E
             );
         }
         TokenCmd::List { user } => {
-            let tokens = store.list_tokens(user.as_deref()).await?;
+            let tokens = store.accounts().list_tokens(user.as_deref()).await?;
             let text = tokens
                 .iter()
                 .map(|t| {
@@ -198,10 +199,10 @@ async fn change_grant(store: &Store, args: &GrantArgs, add: bool) -> Result<bool
             .ok_or_else(|| Error::Invalid(format!("role {role} needs --wijk")))?;
         let wijk = WijkId::new(wijk.clone())?;
         if add {
-            store.grant(&args.user, &wijk, role).await?;
+            store.accounts().grant(&args.user, &wijk, role).await?;
             Ok(true)
         } else {
-            store.revoke_grant(&args.user, &wijk, role).await
+            store.accounts().revoke_grant(&args.user, &wijk, role).await
         }
     } else if let Ok(role) = args.role.parse::<GlobalRole>() {
         if args.wijk.is_some() {
@@ -214,7 +215,7 @@ async fn change_grant(store: &Store, args: &GrantArgs, add: bool) -> Result<bool
                 "removing global roles is not supported yet".into(),
             ));
         }
-        store.grant_global(&args.user, role).await?;
+        store.accounts().grant_global(&args.user, role).await?;
         Ok(true)
     } else {
         Err(Error::Invalid(format!(

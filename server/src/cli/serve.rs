@@ -89,11 +89,27 @@ pub async fn demo(store: &Store, args: &ServeSettings, json_out: bool) -> Result
         Err(Error::Conflict(_)) => Ok(()),
         other => other,
     };
-    ignore_conflict(store.add_wijk(&wijk, "Demo Centrum").await)?;
-    ignore_conflict(store.add_user("fatima", "Fatima (professional)").await)?;
-    ignore_conflict(store.add_user("joop", "Joop (vrijwilliger)").await)?;
-    store.grant("fatima", &wijk, WijkRole::Professional).await?;
-    store.grant("joop", &wijk, WijkRole::Volunteer).await?;
+    ignore_conflict(store.accounts().add_wijk(&wijk, "Demo Centrum").await)?;
+    ignore_conflict(
+        store
+            .accounts()
+            .add_user("fatima", "Fatima (professional)")
+            .await,
+    )?;
+    ignore_conflict(
+        store
+            .accounts()
+            .add_user("joop", "Joop (vrijwilliger)")
+            .await,
+    )?;
+    store
+        .accounts()
+        .grant("fatima", &wijk, WijkRole::Professional)
+        .await?;
+    store
+        .accounts()
+        .grant("joop", &wijk, WijkRole::Volunteer)
+        .await?;
     let samples = seed_samples(store, &wijk).await?;
     let day = 24 * 3600;
     let fatima = crate::auth::issue(store, "fatima", 30 * day).await?;

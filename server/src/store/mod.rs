@@ -40,7 +40,7 @@ use sqlx::SqlitePool;
 
 use crate::error::Error;
 
-pub use accounts::{TokenInfo, UserInfo};
+pub use accounts::{Accounts, TokenInfo, UserInfo};
 pub use changes::RemoteChange;
 pub use documents::{heads_text, CatalogEntry, StoredDocument};
 pub use group::GroupStats;

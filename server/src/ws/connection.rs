@@ -807,8 +807,8 @@ impl Connection {
     /// ends the connection; changed grants re-check every open document.
     pub(super) async fn refresh_access(&mut self) -> Flow {
         let store = &self.state.store;
-        match store.live_token_user(&self.token_id).await {
-            Ok(Some(user)) => match store.principal(&user).await {
+        match store.accounts().live_token_user(&self.token_id).await {
+            Ok(Some(user)) => match store.accounts().principal(&user).await {
                 Ok(principal) => {
                     let mut open: Vec<DocumentId> = self.open.keys().copied().collect();
                     open.extend(self.watched.iter().copied());
