@@ -142,7 +142,8 @@ pub async fn move_document(
         tracing::info!(user = %principal.user_id, %id, %reason, "move denied");
         state
             .store
-            .audit(
+            .audit()
+            .append(
                 &AuditEvent::new(&principal.user_id, &device, AuditAction::Denied)
                     .on(&id, Some(&entry.catalog.partition))
                     .with_detail(format!("move: {reason}")),
@@ -188,7 +189,8 @@ pub async fn move_document(
     state.store.erase(&id, &principal.user_id).await?;
     state
         .store
-        .audit_many(&[
+        .audit()
+        .append_many(&[
             AuditEvent::new(&principal.user_id, &device, AuditAction::Move)
                 .on(&id, Some(&old_partition))
                 .with_detail(format!("to={new_id} wijk={target}")),

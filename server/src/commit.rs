@@ -153,7 +153,7 @@ pub async fn apply(
             let event = writer
                 .event(AuditAction::Denied, &id, &partition)
                 .with_detail(format!("write: {kind}"));
-            if let Err(e) = store.audit(&event).await {
+            if let Err(e) = store.audit().append(&event).await {
                 tracing::error!(%id, error = %e, "could not audit a refused change");
             }
             return Outcome::refused(kind, format!("document {id}: change rejected: {refusal}"));
@@ -186,7 +186,7 @@ pub async fn apply(
         Ok(false) => {
             // Nothing to write after all (the store holds these changes already):
             // the audit entries still say who delivered them.
-            if let Err(e) = store.audit_many(&events).await {
+            if let Err(e) = store.audit().append_many(&events).await {
                 tracing::error!(%id, error = %e, "could not write audit events");
             }
         }

@@ -128,7 +128,8 @@ impl CentralOffice {
             Err(reason) => {
                 tracing::info!(user = %who.principal.user_id, %reason, "central office endpoint denied");
                 store
-                    .audit(
+                    .audit()
+                    .append(
                         &AuditEvent::new(
                             &who.principal.user_id,
                             format!("{}/central", who.token_id),

@@ -130,7 +130,8 @@ impl Fixture {
     /// The document's audit entries.
     async fn audit(&self) -> Vec<AuditEntry> {
         self.store
-            .audit_for_document(&self.id.to_string())
+            .audit()
+            .for_document(&self.id.to_string())
             .await
             .expect("audit")
     }

@@ -824,7 +824,8 @@ async fn commit_records_authors_and_audit_together(backend: Backend) {
             "commit {i}: author of {hash} recorded"
         );
         let writes = store
-            .audit_for_document(&id.to_string())
+            .audit()
+            .for_document(&id.to_string())
             .await
             .expect("audit")
             .into_iter()
@@ -837,7 +838,7 @@ async fn commit_records_authors_and_audit_together(backend: Backend) {
         );
     }
     assert!(saw_compaction, "the compaction path was exercised");
-    let report = store.audit_verify().await.expect("verify");
+    let report = store.audit().verify().await.expect("verify");
     assert!(report.is_ok(), "audit chain intact: {report:?}");
     assert_eq!(report.entries, 29);
 }

@@ -65,7 +65,8 @@ pub async fn audit_export(
     detail: String,
 ) -> Result<(), Error> {
     store
-        .audit(
+        .audit()
+        .append(
             &AuditEvent::new(
                 &principal.user_id,
                 format!("{token_id}/central"),

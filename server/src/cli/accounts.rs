@@ -78,7 +78,8 @@ pub async fn user(store: &Store, cmd: UserCmd, json_out: bool) -> Result<(), Err
 pub async fn grant(store: &Store, args: GrantArgs, json_out: bool) -> Result<(), Error> {
     change_grant(store, &args, true).await?;
     store
-        .audit(&admin_event(AuditAction::GrantAdded).with_detail(grant_detail(&args)))
+        .audit()
+        .append(&admin_event(AuditAction::GrantAdded).with_detail(grant_detail(&args)))
         .await?;
     print(
         json_out,
@@ -101,7 +102,8 @@ pub async fn ungrant(store: &Store, args: GrantArgs, json_out: bool) -> Result<(
     let removed = change_grant(store, &args, false).await?;
     if removed {
         store
-            .audit(&admin_event(AuditAction::GrantRemoved).with_detail(grant_detail(&args)))
+            .audit()
+            .append(&admin_event(AuditAction::GrantRemoved).with_detail(grant_detail(&args)))
             .await?;
     }
     print(
@@ -128,7 +130,8 @@ pub async fn token(store: &Store, cmd: TokenCmd, json_out: bool) -> Result<(), E
                 rfc3339(issued.expires_at)
             );
             store
-                .audit(&admin_event(AuditAction::TokenIssued).with_detail(detail))
+                .audit()
+                .append(&admin_event(AuditAction::TokenIssued).with_detail(detail))
                 .await?;
             print(
                 json_out,
@@ -154,7 +157,8 @@ pub async fn token(store: &Store, cmd: TokenCmd, json_out: bool) -> Result<(), E
                 return Err(Error::NotFound("no live token matches".into()));
             };
             store
-                .audit(&admin_event(AuditAction::TokenRevoked).with_detail(format!("token={id}")))
+                .audit()
+                .append(&admin_event(AuditAction::TokenRevoked).with_detail(format!("token={id}")))
                 .await?;
             print(
                 json_out,

@@ -24,7 +24,7 @@ pub async fn audit(store: &Store, cmd: AuditCmd, json_out: bool) -> Result<(), E
                     ))
                 }
             };
-            let report = store.audit_verify_against(anchor.as_ref()).await?;
+            let report = store.audit().verify_against(anchor.as_ref()).await?;
             let ok = report.is_ok();
             let mut value = json!(report);
             value["ok"] = json!(ok);
@@ -60,7 +60,7 @@ pub async fn audit(store: &Store, cmd: AuditCmd, json_out: bool) -> Result<(), E
         }
         AuditCmd::Export { document, format } => {
             let document = document.strip_prefix("automerge:").unwrap_or(&document);
-            let entries = store.audit_for_document(document).await?;
+            let entries = store.audit().for_document(document).await?;
             let format = format.unwrap_or(if json_out {
                 ExportFormat::Json
             } else {

@@ -98,7 +98,8 @@ pub async fn erase(
     let id: DocumentId = document.parse().map_err(sync_core::Error::from)?;
     let tomb = store.erase(&id, &by).await?;
     store
-        .audit(
+        .audit()
+        .append(
             &AuditEvent::new(by.as_str(), "cli", AuditAction::Erase).on(&id, Some(&tomb.partition)),
         )
         .await?;

@@ -26,36 +26,48 @@ const PAGE: i64 = 1000;
 const COLUMNS: &str =
     "seq, at_ms, user_id, device, document, partition, action, detail, prev_hash, hash";
 
+/// The audit log: appending to the hash chain, verifying it, one document's entries
+/// (`store.audit()`).
+#[derive(Clone, Copy, Debug)]
+pub struct Audit<'a>(&'a Store);
+
 impl Store {
+    /// The audit log view of this store.
+    pub fn audit(&self) -> Audit<'_> {
+        Audit(self)
+    }
+}
+
+impl Audit<'_> {
     /// Appends one event to the audit log and returns it as recorded.
-    pub async fn audit(&self, event: &AuditEvent) -> Result<AuditEntry, Error> {
-        self.append_audit(std::slice::from_ref(event))
+    pub async fn append(&self, event: &AuditEvent) -> Result<AuditEntry, Error> {
+        self.append_all(std::slice::from_ref(event))
             .await?
             .pop()
             .ok_or_else(|| Error::Corrupt("audit append recorded nothing".into()))
     }
 
     /// Appends several events in one transaction (all or none), in order.
-    pub async fn audit_many(&self, events: &[AuditEvent]) -> Result<(), Error> {
-        self.append_audit(events).await.map(|_| ())
+    pub async fn append_many(&self, events: &[AuditEvent]) -> Result<(), Error> {
+        self.append_all(events).await.map(|_| ())
     }
 
-    async fn append_audit(&self, events: &[AuditEvent]) -> Result<Vec<AuditEntry>, Error> {
+    async fn append_all(&self, events: &[AuditEvent]) -> Result<Vec<AuditEntry>, Error> {
         if events.is_empty() {
             return Ok(Vec::new());
         }
-        if let Some(writer) = self.writer() {
+        if let Some(writer) = self.0.writer() {
             // SQLite: the group writer commits them with whatever else is queued, in
             // its `BEGIN IMMEDIATE` transaction (one fsync for the batch).
             return writer.audit(events.to_vec()).await;
         }
-        let shared = self.is_shared();
+        let shared = self.0.is_shared();
         // SQLite: IMMEDIATE takes the write lock now, not at the INSERT. A deferred
         // transaction would read the head under a shared lock, and two of them could
         // chain from the same entry (or fail with SQLITE_BUSY when upgrading). Waiting
         // is bounded by the pool's busy_timeout. Dropping `tx` before the commit rolls
         // back.
-        let out = with_pool!(self.pool(), p => {
+        let out = with_pool!(self.0.pool(), p => {
             let mut tx = if shared {
                 p.begin().await?
             } else {
@@ -70,23 +82,20 @@ impl Store {
 
     /// Walks the whole chain in `seq` order and reports every problem it finds.
     /// Truncation of the newest entries needs an anchor: see
-    /// [`audit_verify_against`](Self::audit_verify_against).
-    pub async fn audit_verify(&self) -> Result<AuditReport, Error> {
-        self.audit_verify_against(None).await
+    /// [`verify_against`](Self::verify_against).
+    pub async fn verify(&self) -> Result<AuditReport, Error> {
+        self.verify_against(None).await
     }
 
-    /// As [`audit_verify`](Self::audit_verify), and also checks the chain against a
+    /// As [`verify`](Self::verify), and also checks the chain against a
     /// head kept outside the database.
-    pub async fn audit_verify_against(
-        &self,
-        anchor: Option<&AuditAnchor>,
-    ) -> Result<AuditReport, Error> {
+    pub async fn verify_against(&self, anchor: Option<&AuditAnchor>) -> Result<AuditReport, Error> {
         let mut check = ChainCheck::new(anchor.cloned());
         // One read transaction: every page comes from the same snapshot (readers do
         // not block the appenders).
-        let shared = self.is_shared();
+        let shared = self.0.is_shared();
         let sql = format!("SELECT {COLUMNS} FROM audit_log WHERE seq > $1 ORDER BY seq LIMIT $2");
-        with_pool!(self.pool(), p => {
+        with_pool!(self.0.pool(), p => {
             let mut tx = if shared {
                 p.begin_with("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY").await?
             } else {
@@ -115,9 +124,9 @@ impl Store {
     }
 
     /// One document's entries in `seq` order: "who looked at my file".
-    pub async fn audit_for_document(&self, doc: &str) -> Result<Vec<AuditEntry>, Error> {
+    pub async fn for_document(&self, doc: &str) -> Result<Vec<AuditEntry>, Error> {
         let sql = format!("SELECT {COLUMNS} FROM audit_log WHERE document = $1 ORDER BY seq");
-        with_pool!(self.pool(), p => {
+        with_pool!(self.0.pool(), p => {
             let rows = sqlx::query(&sql).bind(doc).fetch_all(p).await?;
             rows.iter().map(entry).collect()
         })

@@ -41,6 +41,7 @@ use sqlx::SqlitePool;
 use crate::error::Error;
 
 pub use accounts::{Accounts, TokenInfo, UserInfo};
+pub use audit::Audit;
 pub use changes::RemoteChange;
 pub use documents::{heads_text, CatalogEntry, StoredDocument};
 pub use group::GroupStats;

@@ -299,7 +299,7 @@ impl Connection {
             return;
         }
         let events = std::mem::take(&mut self.audit);
-        if let Err(e) = self.state.store.audit_many(&events).await {
+        if let Err(e) = self.state.store.audit().append_many(&events).await {
             tracing::error!(conn = self.conn_id, error = %e, lost = events.len(), "could not write audit events");
         }
     }
