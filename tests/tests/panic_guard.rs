@@ -37,8 +37,8 @@ async fn automerge_panic_is_an_error_and_the_connection_lives_on() {
     let other = device.create_plan("noord", "HH-PANIC-2").await;
     let stored_before = fx.doc_info(&target.to_string());
     let panics = r#"buurtsync_panics_caught_total{site="receive"}"#;
-    let panics_before = metric(server.addr, panics).await;
-    let connections_before = metric(server.addr, "buurtsync_connections_total").await;
+    let panics_before = metric(server.metrics(), panics).await;
+    let connections_before = metric(server.metrics(), "buurtsync_connections_total").await;
 
     let (&mode, payload) = CRASH.split_first().expect("non-empty");
     assert_eq!(mode & 1, 1, "the finding is a bare sync payload");
@@ -85,7 +85,7 @@ async fn automerge_panic_is_an_error_and_the_connection_lives_on() {
     }
     assert!(device.is_online());
     assert_eq!(
-        metric(server.addr, "buurtsync_connections_total").await,
+        metric(server.metrics(), "buurtsync_connections_total").await,
         connections_before,
         "the device had to reconnect"
     );
@@ -95,7 +95,7 @@ async fn automerge_panic_is_an_error_and_the_connection_lives_on() {
         "the later good change was not stored"
     );
     assert!(
-        metric(server.addr, panics).await > panics_before,
+        metric(server.metrics(), panics).await > panics_before,
         "the panic metric did not move"
     );
 }

@@ -63,7 +63,7 @@ async fn reconnect_loads_only_the_changed_documents() {
             .await;
     }
     let server = fx.start(&[]);
-    let before = document_loads(server.addr).await;
+    let before = document_loads(server.metrics()).await;
     device.set_url(&server.url());
     device.reconnect().await.expect("reconnect");
     let changed = ids[..CHANGED].to_vec();
@@ -80,7 +80,7 @@ async fn reconnect_loads_only_the_changed_documents() {
             .await,
         "the unchanged plans were not settled"
     );
-    let loads = document_loads(server.addr).await - before;
+    let loads = document_loads(server.metrics()).await - before;
     eprintln!("document loads during the reconnect: {loads}");
     assert!(
         loads <= 25,

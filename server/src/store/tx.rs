@@ -190,9 +190,13 @@ where
             }
         }
         if let Some(handed_over) = prov.handed_over {
-            sqlx::query("UPDATE documents SET handed_over = $1 WHERE id = $2")
-                .bind(handed_over)
-                .bind(doc)
+            // A flip moves `access_changed_at`, so incremental listings report it.
+            sqlx::query(
+                "UPDATE documents SET handed_over = $1, access_changed_at = $3 WHERE id = $2 AND handed_over <> $1",
+            )
+            .bind(handed_over)
+            .bind(doc)
+            .bind(now())
                 .execute(&mut **tx)
                 .await?;
         }
