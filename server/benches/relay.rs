@@ -184,7 +184,11 @@ fn served() -> (Served, Pair) {
     let id = DocumentId::random();
     let (store, hub) = rt.block_on(async {
         let store = Store::open(&url).await.expect("store");
-        store.add_wijk(&wijk(), "Noord").await.expect("wijk");
+        store
+            .accounts()
+            .add_wijk(&wijk(), "Noord")
+            .await
+            .expect("wijk");
         let hub = Hub::new(store.clone(), 1, u64::MAX);
         let catalog = CatalogEntry {
             id,

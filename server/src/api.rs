@@ -8,40 +8,34 @@
 use std::sync::Arc;
 
 use axum::extract::{Path, State};
-use axum::http::HeaderMap;
 use axum::Json;
 use serde::Deserialize;
 use serde_json::{json, Value};
 use sync_core::partition::{Partition, WijkId};
-use sync_core::policy::{self, Principal};
+use sync_core::policy;
 use sync_core::protocol::DocumentId;
 use sync_core::schema::{self, Plan};
 
-use crate::app::AppState;
 use crate::audit::{AuditAction, AuditEvent};
 use crate::error::Error;
+use crate::extract::Authenticated;
+use crate::state::AppState;
 use crate::store::{now, CatalogEntry};
-
-/// The principal of the request's bearer token (header only: no tokens in API URLs).
-async fn principal(state: &AppState, headers: &HeaderMap) -> Result<(Principal, String), Error> {
-    let token = headers
-        .get(axum::http::header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .ok_or(Error::Unauthorized)?;
-    crate::auth::authenticate(&state.store, token.trim()).await
-}
 
 /// `GET /api/v1/me`: the caller's user id, wijken (with name and roles) and global
 /// roles, and the server's storageId (the key of its `remote-heads-changed`
 /// acknowledgements). Apps use it to decide which wijken to list; it grants nothing.
 pub async fn me(
     State(state): State<Arc<AppState>>,
-    headers: HeaderMap,
+    Authenticated { principal, .. }: Authenticated,
 ) -> Result<Json<Value>, Error> {
-    let (principal, _) = principal(&state, &headers).await?;
-    let names: std::collections::HashMap<String, String> =
-        state.store.list_wijken().await?.into_iter().collect();
+    let names: std::collections::HashMap<String, String> = state
+        .store
+        .accounts()
+        .list_wijken()
+        .await?
+        .into_iter()
+        .collect();
     let mut wijken: std::collections::BTreeMap<&str, Vec<policy::WijkRole>> =
         std::collections::BTreeMap::new();
     for grant in &principal.grants {
@@ -89,10 +83,12 @@ const CURSOR_SLACK_SECS: i64 = 5;
 /// `since` makes it incremental, and `cursor` in the answer is the next `since`.
 pub async fn list_documents(
     State(state): State<Arc<AppState>>,
-    headers: HeaderMap,
+    Authenticated {
+        principal,
+        token_id,
+    }: Authenticated,
     axum::extract::Query(query): axum::extract::Query<ListQuery>,
 ) -> Result<Json<Value>, Error> {
-    let (principal, token_id) = principal(&state, &headers).await?;
     let filter = list_filter(&query);
     let wijk = query.wijk.map(WijkId::new).transpose()?;
     let kind = query
@@ -130,7 +126,8 @@ pub async fn list_documents(
     // Who learnt which ids exist (issue 16: listings are audited), before they leave.
     state
         .store
-        .audit(
+        .audit()
+        .append(
             &AuditEvent::new(
                 &principal.user_id,
                 format!("{token_id}/api"),
@@ -179,11 +176,13 @@ pub struct MoveRequest {
 /// wijk are told to purge it. Partitions never change in place.
 pub async fn move_document(
     State(state): State<Arc<AppState>>,
-    headers: HeaderMap,
+    Authenticated {
+        principal,
+        token_id,
+    }: Authenticated,
     Path(id): Path<String>,
     Json(body): Json<MoveRequest>,
 ) -> Result<Json<Value>, Error> {
-    let (principal, token_id) = principal(&state, &headers).await?;
     let id: DocumentId = id.parse().map_err(|_| Error::NotFound("document".into()))?;
     let target = WijkId::new(body.wijk)?;
     let entry = state
@@ -196,7 +195,8 @@ pub async fn move_document(
         tracing::info!(user = %principal.user_id, %id, %reason, "move denied");
         state
             .store
-            .audit(
+            .audit()
+            .append(
                 &AuditEvent::new(&principal.user_id, &device, AuditAction::Denied)
                     .on(&id, Some(&entry.catalog.partition))
                     .with_detail(format!("move: {reason}")),
@@ -206,7 +206,7 @@ pub async fn move_document(
         state.hub.release(id);
         return Err(Error::NotFound(format!("document {id}")));
     }
-    if !state.store.wijk_exists(&target).await? {
+    if !state.store.accounts().wijk_exists(&target).await? {
         return Err(Error::Invalid(format!("unknown wijk {target}")));
     }
     if target == entry.catalog.partition.wijk {
@@ -242,7 +242,8 @@ pub async fn move_document(
     state.store.erase(&id, &principal.user_id).await?;
     state
         .store
-        .audit_many(&[
+        .audit()
+        .append_many(&[
             AuditEvent::new(&principal.user_id, &device, AuditAction::Move)
                 .on(&id, Some(&old_partition))
                 .with_detail(format!("to={new_id} wijk={target}")),

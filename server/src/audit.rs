@@ -4,7 +4,7 @@
 //!
 //! This module owns the vocabulary (`AuditAction`, `AuditEvent`, `AuditEntry`), the
 //! hash chain, and the check that walks it (`AuditReport`). The SQL lives in
-//! `store::audit` (`Store::audit`, `audit_many`, `audit_verify`, `audit_for_document`),
+//! `store::audit` (`store.audit()`: `append`, `append_many`, `verify`, `for_document`),
 //! the table and its triggers in `migrations/sqlite/0002_audit.sql`.
 //!
 //! **The chain.** Entries are numbered by `seq` (1, 2, 3, …) and each stores the hash of

@@ -7,19 +7,10 @@ use sha2::{Digest, Sha256};
 use sync_core::policy::Principal;
 
 use crate::error::Error;
+use crate::store::crypto::random_bytes;
 use crate::store::Store;
 
 const PREFIX: &str = "bst_";
-
-/// OS randomness; the OS source not answering is not something we can serve without.
-pub fn random_bytes<const N: usize>() -> [u8; N] {
-    let mut buf = [0u8; N];
-    if let Err(e) = getrandom::fill(&mut buf) {
-        // No randomness means no safe tokens or ids: stop rather than continue weakly.
-        panic!("the operating system's random source failed: {e}");
-    }
-    buf
-}
 
 /// The stored form of a token secret.
 pub fn hash_secret(secret: &str) -> Vec<u8> {
@@ -47,6 +38,7 @@ pub async fn issue(store: &Store, user: &str, valid_for_secs: i64) -> Result<Iss
     let secret = format!("{PREFIX}{}", hex::encode(random_bytes::<32>()));
     let expires_at = crate::store::now().saturating_add(valid_for_secs);
     store
+        .accounts()
         .insert_token(&id, user, &hash_secret(&secret), expires_at)
         .await?;
     Ok(Issued {
@@ -63,8 +55,9 @@ pub async fn authenticate(store: &Store, secret: &str) -> Result<(Principal, Str
         return Err(Error::Unauthorized);
     }
     let (token_id, user) = store
+        .accounts()
         .token_user(&hash_secret(secret))
         .await?
         .ok_or(Error::Unauthorized)?;
-    Ok((store.principal(&user).await?, token_id))
+    Ok((store.accounts().principal(&user).await?, token_id))
 }

@@ -546,22 +546,47 @@ impl Hub {
         doc: Automerge,
         author: (&str, &str),
     ) -> Result<Arc<DocEntry>, Error> {
+        self.create_with(catalog, doc, author, &[]).await
+    }
+
+    /// As [`create`](Self::create), with `audit` appended: catalog row, first
+    /// snapshot, change authors, hand-over flag, audit events and change number in one
+    /// store transaction.
+    pub async fn create_with(
+        &self,
+        catalog: CatalogEntry,
+        doc: Automerge,
+        author: (&str, &str),
+        audit: &[AuditEvent],
+    ) -> Result<Arc<DocEntry>, Error> {
         let snapshot = doc.save();
         if snapshot.len() as u64 > self.max_document_bytes {
             return Err(Error::TooLarge {
                 limit: self.max_document_bytes,
             });
         }
+        let hashes: Vec<String> = doc
+            .get_changes_meta(&[])
+            .iter()
+            .map(|c| c.hash.to_string())
+            .collect();
+        let prov = Provenance {
+            changes: &hashes,
+            author: Some(author),
+            audit,
+            handed_over: is_handed_over(&doc).then_some(true),
+        };
         let key = {
             let _one_at_a_time = self.creating.lock().await;
             let started = std::time::Instant::now();
             let key = self
                 .store
-                .create_document_with_heads(
+                .create_document_with(
                     &catalog,
                     &snapshot,
                     Some(&doc.get_heads()),
                     &DocKey::random(),
+                    &prov,
                 )
                 .await?;
             metrics::histogram!(crate::metrics::STORE_LATENCY, "op" => "create")
@@ -570,21 +595,6 @@ impl Hub {
         };
         self.cache_bytes
             .fetch_add(snapshot.len() as u64, Ordering::Relaxed);
-        if is_handed_over(&doc) {
-            self.store.set_handed_over(&catalog.id, true).await?;
-        }
-        let hashes: Vec<String> = doc
-            .get_changes_meta(&[])
-            .iter()
-            .map(|c| c.hash.to_string())
-            .collect();
-        if let Err(e) = self
-            .store
-            .record_authors(&catalog.id, &hashes, author.0, author.1)
-            .await
-        {
-            tracing::warn!(id = %catalog.id, error = %e, "could not record change authors");
-        }
         let id = catalog.id;
         let entry = Arc::new(DocEntry::new(
             catalog,
@@ -629,6 +639,19 @@ impl Hub {
         author: Option<(&str, &str)>,
         audit: &[AuditEvent],
     ) -> Result<bool, Error> {
+        self.persist_change(id, state, author, audit, None).await
+    }
+
+    /// As [`persist_with`](Self::persist_with), also moving the catalog's hand-over
+    /// flag to `handed_over` (when `Some`) in the same transaction.
+    pub async fn persist_change(
+        &self,
+        id: &DocumentId,
+        state: &mut DocState,
+        author: Option<(&str, &str)>,
+        audit: &[AuditEvent],
+        handed_over: Option<bool>,
+    ) -> Result<bool, Error> {
         if !state.resident {
             // Evicted documents hold nothing uncommitted (only those are evicted).
             return Ok(false);
@@ -647,6 +670,7 @@ impl Hub {
             changes: &new_changes,
             author,
             audit,
+            handed_over,
         };
         let chunk = state.doc.save_after(&state.saved_heads);
         let incremental = state.incremental_bytes + chunk.len() as u64;

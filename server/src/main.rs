@@ -8,7 +8,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let matches = buurtsync_server::cli::Cli::command().get_matches();
     let mut cli =
         buurtsync_server::cli::Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
-    if let Err(e) = buurtsync_server::config::apply(&mut cli, &matches) {
+    if let Err(e) = buurtsync_server::cli::apply_config(&mut cli, &matches) {
         eprintln!("buurtsync: {e}");
         std::process::exit(1);
     }

@@ -13,8 +13,9 @@ use axum_server::tls_rustls::RustlsConfig;
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 
-use crate::app::{app, AppState, Limits};
+use crate::app::app;
 use crate::error::Error;
+use crate::state::{AppState, Limits};
 use crate::store::changes::{ChangeFeed, FeedEvent};
 use crate::store::Store;
 
@@ -254,7 +255,7 @@ pub const ACCESS_RECHECK: Duration = Duration::from_secs(60);
 /// Polls the store's access version and bumps `tx` when it moves, or every
 /// [`ACCESS_RECHECK`] so expired tokens are noticed too.
 async fn watch_access(store: Store, tx: watch::Sender<u64>, mut shutdown: watch::Receiver<bool>) {
-    let mut seen = store.access_version().await.unwrap_or(0);
+    let mut seen = store.accounts().access_version().await.unwrap_or(0);
     let mut tick = tokio::time::interval(ACCESS_POLL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last_bump = tokio::time::Instant::now();
@@ -263,7 +264,7 @@ async fn watch_access(store: Store, tx: watch::Sender<u64>, mut shutdown: watch:
             _ = tick.tick() => {}
             _ = shutdown.changed() => return,
         }
-        let version = match store.access_version().await {
+        let version = match store.accounts().access_version().await {
             Ok(v) => v,
             Err(e) => {
                 tracing::warn!(error = %e, "could not poll access changes");

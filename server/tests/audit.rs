@@ -66,7 +66,11 @@ fn event(i: usize, document: &str) -> AuditEvent {
 
 async fn append(store: &Store, n: usize) {
     for i in 0..n {
-        store.audit(&event(i, "doc-a")).await.expect("audit");
+        store
+            .audit()
+            .append(&event(i, "doc-a"))
+            .await
+            .expect("audit");
     }
 }
 
@@ -104,22 +108,36 @@ fn kinds_at(report: &AuditReport, seq: i64) -> Vec<AuditProblemKind> {
 /// seqs 1..=n and the last entry's hash as the head.
 async fn chain_verifies_after_many_appends(backend: Backend) {
     let db = open_on(backend).await;
-    let empty = db.store.audit_verify().await.expect("verify");
+    let empty = db.store.audit().verify().await.expect("verify");
     assert!(empty.is_ok());
     assert_eq!(
         (empty.entries, empty.head_hash.as_str()),
         (0, "0".repeat(64).as_str())
     );
 
-    let first = db.store.audit(&event(0, "doc-a")).await.expect("audit");
+    let first = db
+        .store
+        .audit()
+        .append(&event(0, "doc-a"))
+        .await
+        .expect("audit");
     assert_eq!(first.seq, 1);
     assert_eq!(first.prev_hash, "0".repeat(64));
     let batch: Vec<AuditEvent> = (1..1500).map(|i| event(i, "doc-a")).collect();
-    db.store.audit_many(&batch).await.expect("audit_many");
-    let last = db.store.audit(&event(7, "doc-b")).await.expect("audit");
+    db.store
+        .audit()
+        .append_many(&batch)
+        .await
+        .expect("audit_many");
+    let last = db
+        .store
+        .audit()
+        .append(&event(7, "doc-b"))
+        .await
+        .expect("audit");
     assert_eq!(last.seq, 1501);
 
-    let report = db.store.audit_verify().await.expect("verify");
+    let report = db.store.audit().verify().await.expect("verify");
     assert!(report.is_ok(), "{:?}", report.problems);
     assert_eq!(report.entries, 1501);
     assert_eq!(report.head_hash, last.hash);
@@ -142,9 +160,20 @@ async fn concurrent_appends_keep_the_chain(backend: Backend) {
             for i in 0..40 {
                 if i % 10 == 9 {
                     let events = [event(i, "doc-a"), event(i + 1, "doc-b")];
-                    store.audit_many(&events).await.expect("audit_many");
+                    store
+                        .audit()
+                        .append_many(&events)
+                        .await
+                        .expect("audit_many");
                 } else {
-                    seqs.push(store.audit(&event(i, "doc-a")).await.expect("audit").seq);
+                    seqs.push(
+                        store
+                            .audit()
+                            .append(&event(i, "doc-a"))
+                            .await
+                            .expect("audit")
+                            .seq,
+                    );
                 }
             }
             seqs
@@ -158,11 +187,21 @@ async fn concurrent_appends_keep_the_chain(backend: Backend) {
     seqs.dedup();
     assert_eq!(seqs.len(), 8 * 36, "every single append got its own seq");
 
-    let report = db.store.audit_verify().await.expect("verify");
+    let report = db.store.audit().verify().await.expect("verify");
     assert!(report.is_ok(), "{:?}", report.problems);
     assert_eq!(report.entries, 8 * (36 + 2 * 4));
-    let per_doc = db.store.audit_for_document("doc-a").await.expect("for doc");
-    let all = db.store.audit_for_document("doc-b").await.expect("for doc");
+    let per_doc = db
+        .store
+        .audit()
+        .for_document("doc-a")
+        .await
+        .expect("for doc");
+    let all = db
+        .store
+        .audit()
+        .for_document("doc-b")
+        .await
+        .expect("for doc");
     let mut every: Vec<i64> = per_doc.iter().chain(&all).map(|e| e.seq).collect();
     every.sort_unstable();
     let expected: Vec<i64> = (1..=i64::try_from(report.entries).expect("fits")).collect();
@@ -192,7 +231,7 @@ async fn table_refuses_changes() {
             "{sql}: {err}"
         );
     }
-    let report = db.store.audit_verify().await.expect("verify");
+    let report = db.store.audit().verify().await.expect("verify");
     assert!(report.is_ok());
     assert_eq!(report.entries, 3);
 }
@@ -209,7 +248,7 @@ async fn altered_entry_is_detected() {
     )
     .await;
 
-    let report = db.store.audit_verify().await.expect("verify");
+    let report = db.store.audit().verify().await.expect("verify");
     assert_eq!(kinds_at(&report, 4), [AuditProblemKind::Altered]);
     assert_eq!(report.problems.len(), 1, "{:?}", report.problems);
     assert_eq!(report.entries, 10);
@@ -223,7 +262,7 @@ async fn removed_entry_is_detected() {
     let mut conn = attacker(&db.url).await;
     exec(&mut conn, "DELETE FROM audit_log WHERE seq = 5").await;
 
-    let report = db.store.audit_verify().await.expect("verify");
+    let report = db.store.audit().verify().await.expect("verify");
     let at6 = kinds_at(&report, 6);
     assert!(at6.contains(&AuditProblemKind::BrokenLink), "{at6:?}");
     assert!(at6.contains(&AuditProblemKind::SeqGap), "{at6:?}");
@@ -256,7 +295,7 @@ async fn swapped_entries_are_detected() {
         .await;
     }
 
-    let report = db.store.audit_verify().await.expect("verify");
+    let report = db.store.audit().verify().await.expect("verify");
     assert!(
         kinds_at(&report, 3).contains(&AuditProblemKind::Altered),
         "{:?}",
@@ -275,12 +314,13 @@ async fn swapped_entries_are_detected() {
 async fn truncation_needs_an_external_head() {
     let db = open().await;
     append(&db.store, 10).await;
-    let kept = db.store.audit_verify().await.expect("verify");
+    let kept = db.store.audit().verify().await.expect("verify");
     assert!(kept.is_ok());
     let anchor = AuditAnchor::new(kept.entries, &kept.head_hash).expect("anchor");
     let intact = db
         .store
-        .audit_verify_against(Some(&anchor))
+        .audit()
+        .verify_against(Some(&anchor))
         .await
         .expect("verify");
     assert!(intact.is_ok(), "{:?}", intact.problems);
@@ -288,12 +328,13 @@ async fn truncation_needs_an_external_head() {
     let mut conn = attacker(&db.url).await;
     exec(&mut conn, "DELETE FROM audit_log WHERE seq = 10").await;
 
-    let without = db.store.audit_verify().await.expect("verify");
+    let without = db.store.audit().verify().await.expect("verify");
     assert!(without.is_ok(), "the chain alone cannot see it");
     assert_eq!(without.entries, 9);
     let with = db
         .store
-        .audit_verify_against(Some(&anchor))
+        .audit()
+        .verify_against(Some(&anchor))
         .await
         .expect("verify");
     assert_eq!(with.problems.len(), 1, "{:?}", with.problems);
@@ -301,11 +342,17 @@ async fn truncation_needs_an_external_head() {
 
     // Truncated and then appended to: the kept head no longer matches entry 10, and
     // the new entry skips the seq that was handed out before.
-    let next = db.store.audit(&event(0, "doc-a")).await.expect("audit");
+    let next = db
+        .store
+        .audit()
+        .append(&event(0, "doc-a"))
+        .await
+        .expect("audit");
     assert_eq!(next.seq, 11);
     let with = db
         .store
-        .audit_verify_against(Some(&anchor))
+        .audit()
+        .verify_against(Some(&anchor))
         .await
         .expect("verify");
     assert!(
@@ -332,39 +379,55 @@ async fn unreadable_entry_is_reported() {
     )
     .await;
 
-    let report = db.store.audit_verify().await.expect("verify");
+    let report = db.store.audit().verify().await.expect("verify");
     assert_eq!(kinds_at(&report, 2), [AuditProblemKind::Altered]);
     let err = db
         .store
-        .audit_for_document("doc-a")
+        .audit()
+        .for_document("doc-a")
         .await
         .expect_err("corrupt");
     assert!(matches!(err, Error::Corrupt(_)), "{err}");
     // Appends still work after a damaged entry.
-    db.store.audit(&event(0, "doc-a")).await.expect("audit");
+    db.store
+        .audit()
+        .append(&event(0, "doc-a"))
+        .await
+        .expect("audit");
 }
 
-/// `audit_for_document` returns exactly that document's entries, in order.
+/// `store.audit().for_document` returns exactly that document's entries, in order.
 async fn entries_for_one_document(backend: Backend) {
     let db = open_on(backend).await;
     for i in 0..12 {
         let doc = if i % 3 == 0 { "doc-b" } else { "doc-a" };
-        db.store.audit(&event(i, doc)).await.expect("audit");
+        db.store
+            .audit()
+            .append(&event(i, doc))
+            .await
+            .expect("audit");
     }
     db.store
-        .audit(
+        .audit()
+        .append(
             &AuditEvent::new("admin", "cli", AuditAction::GrantAdded).with_detail("role=volunteer"),
         )
         .await
         .expect("audit");
-    let b = db.store.audit_for_document("doc-b").await.expect("for doc");
+    let b = db
+        .store
+        .audit()
+        .for_document("doc-b")
+        .await
+        .expect("for doc");
     assert_eq!(b.iter().map(|e| e.seq).collect::<Vec<_>>(), [1, 4, 7, 10]);
     assert!(b.iter().all(|e| e.document.as_deref() == Some("doc-b")));
     assert_eq!(b[1].action, AuditAction::Write);
     assert_eq!(b[1].user_id, "user-0");
     assert_eq!(
         db.store
-            .audit_for_document("doc-a")
+            .audit()
+            .for_document("doc-a")
             .await
             .expect("for doc")
             .len(),
@@ -372,7 +435,8 @@ async fn entries_for_one_document(backend: Backend) {
     );
     assert!(db
         .store
-        .audit_for_document("nope")
+        .audit()
+        .for_document("nope")
         .await
         .expect("for doc")
         .is_empty());

@@ -57,6 +57,7 @@ async fn append(
                 changes: &changes,
                 author: Some((user, "tok/phone")),
                 audit: &audit,
+                handed_over: None,
             },
         )
         .await
@@ -163,7 +164,8 @@ async fn concurrent_writes_land_each_with_its_own_outcome(backend: Backend) {
                 let read = AuditEvent::new(format!("reader{a}"), "tok/phone", AuditAction::Read)
                     .on(&audit_doc, None);
                 store
-                    .audit_many(&[read.clone(), read])
+                    .audit()
+                    .append_many(&[read.clone(), read])
                     .await
                     .expect("audit");
             }
@@ -196,7 +198,7 @@ async fn concurrent_writes_land_each_with_its_own_outcome(backend: Backend) {
         let authors = store.change_authors(id).await.expect("authors");
         assert_eq!(authors.len(), TASKS_PER_DOC * APPENDS + 1);
     }
-    let report = store.audit_verify().await.expect("verify");
+    let report = store.audit().verify().await.expect("verify");
     assert!(report.is_ok(), "audit chain intact: {report:?}");
     assert_eq!(
         report.entries as usize,
@@ -273,11 +275,12 @@ async fn a_failing_write_fails_only_itself(backend: Backend) {
         .expect("doc");
     assert_eq!(stored.chunks as usize, 1 + EACH);
     assert!(store.load_document(&gone).await.expect("load").is_none());
-    let report = store.audit_verify().await.expect("verify");
+    let report = store.audit().verify().await.expect("verify");
     assert!(report.is_ok(), "audit chain intact: {report:?}");
     assert_eq!(report.entries as usize, EACH, "only the committed writes");
     let entries = store
-        .audit_for_document(&gone.to_string())
+        .audit()
+        .for_document(&gone.to_string())
         .await
         .expect("audit");
     assert!(entries.is_empty(), "no write entry of a refused append");

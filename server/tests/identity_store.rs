@@ -53,9 +53,18 @@ async fn enrolment_codes_rotation_and_revocation(backend: Backend) {
     let db = backends::database(backend).await;
     let store = Store::open(&db.url).await.expect("open");
     let noord = WijkId::new("noord").expect("wijk");
-    store.add_wijk(&noord, "Noord").await.expect("wijk");
-    store.add_user("vera", "Vera").await.expect("user");
     store
+        .accounts()
+        .add_wijk(&noord, "Noord")
+        .await
+        .expect("wijk");
+    store
+        .accounts()
+        .add_user("vera", "Vera")
+        .await
+        .expect("user");
+    store
+        .accounts()
         .grant("vera", &noord, WijkRole::Volunteer)
         .await
         .expect("grant");
@@ -149,14 +158,14 @@ async fn enrolment_codes_rotation_and_revocation(backend: Backend) {
         Rotation::Unknown
     );
 
-    let version = store.access_version().await.expect("version");
+    let version = store.accounts().access_version().await.expect("version");
     let ended = store
         .revoke_device_session("ses_1", "test")
         .await
         .expect("revoke");
     assert!(ended.is_some());
     assert!(
-        store.access_version().await.expect("version") > version,
+        store.accounts().access_version().await.expect("version") > version,
         "no access change recorded"
     );
     assert!(
@@ -206,8 +215,16 @@ async fn enrolment_codes_rotation_and_revocation(backend: Backend) {
 async fn oidc_subjects_map_to_one_user(backend: Backend) {
     let db = backends::database(backend).await;
     let store = Store::open(&db.url).await.expect("open");
-    store.add_user("anna", "Anna").await.expect("user");
-    store.add_user("bert", "Bert").await.expect("user");
+    store
+        .accounts()
+        .add_user("anna", "Anna")
+        .await
+        .expect("user");
+    store
+        .accounts()
+        .add_user("bert", "Bert")
+        .await
+        .expect("user");
     store
         .link_oidc("anna", "anna@gemeente.test")
         .await

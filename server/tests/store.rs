@@ -265,23 +265,32 @@ async fn sync_states_are_capped_per_user_and_expire(backend: Backend) {
 async fn tokens_and_grants(backend: Backend) {
     let (_db, store) = open(backend).await;
     let noord = WijkId::new("noord").expect("wijk");
-    store.add_wijk(&noord, "Noord").await.expect("wijk");
+    store
+        .accounts()
+        .add_wijk(&noord, "Noord")
+        .await
+        .expect("wijk");
     assert!(matches!(
-        store.add_wijk(&noord, "Noord").await,
+        store.accounts().add_wijk(&noord, "Noord").await,
         Err(Error::Conflict(_))
     ));
-    store.add_user("ann", "Ann").await.expect("user");
-    assert!(store.add_user("has space", "x").await.is_err());
+    store.accounts().add_user("ann", "Ann").await.expect("user");
+    assert!(store.accounts().add_user("has space", "x").await.is_err());
     store
+        .accounts()
         .grant("ann", &noord, WijkRole::Volunteer)
         .await
         .expect("grant");
     store
+        .accounts()
         .grant_global("ann", GlobalRole::Consulent)
         .await
         .expect("grant");
     assert!(matches!(
-        store.grant("nobody", &noord, WijkRole::Volunteer).await,
+        store
+            .accounts()
+            .grant("nobody", &noord, WijkRole::Volunteer)
+            .await,
         Err(Error::NotFound(_))
     ));
 
@@ -297,7 +306,11 @@ async fn tokens_and_grants(backend: Backend) {
     assert_eq!(principal.grants[0].role, WijkRole::Volunteer);
     assert_eq!(principal.global_roles, vec![GlobalRole::Consulent]);
 
-    let listed = store.list_tokens(Some("ann")).await.expect("list");
+    let listed = store
+        .accounts()
+        .list_tokens(Some("ann"))
+        .await
+        .expect("list");
     assert_eq!(listed.len(), 1);
     assert!(!serde_json::to_string(&listed)
         .expect("json")
@@ -305,6 +318,7 @@ async fn tokens_and_grants(backend: Backend) {
 
     assert_eq!(
         store
+            .accounts()
             .revoke_token(Some(&issued.id), None)
             .await
             .expect("revoke"),
@@ -316,6 +330,7 @@ async fn tokens_and_grants(backend: Backend) {
     ));
     assert_eq!(
         store
+            .accounts()
             .revoke_token(Some(&issued.id), None)
             .await
             .expect("again"),
@@ -325,10 +340,16 @@ async fn tokens_and_grants(backend: Backend) {
     // Expired: a token whose expiry is in the past does not authenticate.
     let hash = buurtsync_server::auth::hash_secret("bst_expired");
     store
+        .accounts()
         .insert_token("tok_old", "ann", &hash, 1)
         .await
         .expect("insert");
-    assert!(store.token_user(&hash).await.expect("lookup").is_none());
+    assert!(store
+        .accounts()
+        .token_user(&hash)
+        .await
+        .expect("lookup")
+        .is_none());
 }
 
 /// Erasure removes every row of the document, destroys its key, leaves a tombstone
@@ -896,7 +917,8 @@ async fn commit_records_authors_and_audit_together(backend: Backend) {
             "commit {i}: author of {hash} recorded"
         );
         let writes = store
-            .audit_for_document(&id.to_string())
+            .audit()
+            .for_document(&id.to_string())
             .await
             .expect("audit")
             .into_iter()
@@ -909,7 +931,7 @@ async fn commit_records_authors_and_audit_together(backend: Backend) {
         );
     }
     assert!(saw_compaction, "the compaction path was exercised");
-    let report = store.audit_verify().await.expect("verify");
+    let report = store.audit().verify().await.expect("verify");
     assert!(report.is_ok(), "audit chain intact: {report:?}");
     assert_eq!(report.entries, 29);
 }

@@ -30,10 +30,10 @@ use serde::Deserialize;
 use sync_core::partition::WijkId;
 use sync_core::policy::{Principal, WijkRole};
 
-use crate::app::AppState;
 use crate::audit::{AuditAction, AuditEvent};
 use crate::error::Error;
 use crate::identity::{enrolment, AllowOidc};
+use crate::state::AppState;
 
 /// The routes under `/beheer`.
 pub fn routes() -> Router<Arc<AppState>> {
@@ -107,7 +107,13 @@ async fn still_live(state: &AppState, user: &str, credential: &str) -> Result<bo
     if credential.starts_with("oidc:") {
         return Ok(state.store.user_name(user).await?.is_some());
     }
-    Ok(state.store.live_token_user(credential).await?.as_deref() == Some(user))
+    Ok(state
+        .store
+        .accounts()
+        .live_token_user(credential)
+        .await?
+        .as_deref()
+        == Some(user))
 }
 
 /// The coordinator looking: `Ok(None)` when nobody is logged in; 403 for a logged-in
@@ -127,7 +133,11 @@ async fn viewer(state: &AppState, headers: &HeaderMap) -> Result<Option<Coordina
             state.identity.beheer_sessions.end(&cookie);
             return Ok(None);
         }
-        (state.store.principal(&s.user_id).await?, s.token_id, true)
+        (
+            state.store.accounts().principal(&s.user_id).await?,
+            s.token_id,
+            true,
+        )
     };
     let wijken = coordinated(&principal);
     if wijken.is_empty() {
@@ -149,7 +159,7 @@ async fn viewer(state: &AppState, headers: &HeaderMap) -> Result<Option<Coordina
 }
 
 async fn audit(state: &AppState, event: AuditEvent) -> Result<(), Error> {
-    state.store.audit(&event).await.map(|_| ())
+    state.store.audit().append(&event).await.map(|_| ())
 }
 
 async fn deny(state: &AppState, user: &str, device: &str, detail: &str) -> Result<(), Error> {
@@ -238,8 +248,13 @@ pub async fn overview(
         Some(w) => vec![require_wijk(&state, &who, w, "view").await?],
         None => who.wijken.iter().cloned().collect(),
     };
-    let names: std::collections::HashMap<String, String> =
-        state.store.list_wijken().await?.into_iter().collect();
+    let names: std::collections::HashMap<String, String> = state
+        .store
+        .accounts()
+        .list_wijken()
+        .await?
+        .into_iter()
+        .collect();
     let mut sections = Vec::new();
     for wijk in shown {
         let people = state.store.wijk_people(&wijk).await?;
@@ -385,7 +400,10 @@ fn user_id_from(name: &str) -> String {
     if base.is_empty() {
         base = "vrijwilliger".into();
     }
-    format!("{base}-{}", hex::encode(crate::auth::random_bytes::<2>()))
+    format!(
+        "{base}-{}",
+        hex::encode(crate::store::crypto::random_bytes::<2>())
+    )
 }
 
 /// `POST /beheer/invite`: an enrolment code for a volunteer of the wijk. An existing
@@ -411,10 +429,10 @@ pub async fn invite(
     let user = form.user.trim().to_owned();
     let user = if user.is_empty() {
         let id = user_id_from(&name);
-        state.store.add_user(&id, &name).await?;
+        state.store.accounts().add_user(&id, &name).await?;
         id
     } else {
-        let existing = state.store.principal(&user).await?;
+        let existing = state.store.accounts().principal(&user).await?;
         let known = state.store.user_name(&user).await?.is_some();
         let only_volunteer_here = existing.global_roles.is_empty()
             && existing
@@ -429,7 +447,11 @@ pub async fn invite(
         }
         user
     };
-    state.store.grant(&user, &wijk, WijkRole::Volunteer).await?;
+    state
+        .store
+        .accounts()
+        .grant(&user, &wijk, WijkRole::Volunteer)
+        .await?;
     audit(
         &state,
         AuditEvent::new(
@@ -442,7 +464,10 @@ pub async fn invite(
     .await?;
     let lifetime = state.identity.lifetimes.enrolment_code;
     let expires_at = crate::store::now() + lifetime;
-    let id = format!("enr_{}", hex::encode(crate::auth::random_bytes::<6>()));
+    let id = format!(
+        "enr_{}",
+        hex::encode(crate::store::crypto::random_bytes::<6>())
+    );
     let mut code = enrolment::new_code();
     // A clash with another live code's hash is astronomically rare; draw again.
     while let Err(Error::Conflict(_)) = state
@@ -507,7 +532,7 @@ pub async fn switch_off(
     let session = state.store.device_session(&id).await?;
     let theirs = match &session {
         Some(s) => {
-            let p = state.store.principal(&s.user_id).await?;
+            let p = state.store.accounts().principal(&s.user_id).await?;
             p.grants.iter().any(|g| who.wijken.contains(&g.wijk))
         }
         None => false,
@@ -561,7 +586,7 @@ pub async fn remove(
 ) -> Result<Response, Error> {
     let who = actor(&state, &headers).await?;
     let wijk = require_wijk(&state, &who, &form.wijk, "remove a person").await?;
-    let target = state.store.principal(&user).await?;
+    let target = state.store.accounts().principal(&user).await?;
     let roles: Vec<WijkRole> = target
         .grants
         .iter()

@@ -6,7 +6,7 @@ use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
 use sync_core::partition::WijkId;
 
-use crate::central::dashboard::escape;
+use crate::central::chart::escape;
 use crate::store::identity::SessionInfo;
 
 /// One wijk as the coordinator sees it.

@@ -17,12 +17,13 @@ use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 
 use super::aggregate::{self, Aggregates, Period};
+use super::audit_export;
 use super::pseudonym::Pseudonymiser;
 use super::record::{self, Facts};
 use super::spreadsheet::{self, Separator};
-use super::{audit_export, authorize_bearer};
-use crate::app::AppState;
 use crate::error::Error;
+use crate::extract::{Authenticated, CentralOffice};
+use crate::state::AppState;
 
 /// Records per streamed body chunk.
 const CHUNK: usize = 200;
@@ -60,10 +61,12 @@ fn format(s: Option<&str>, default: Format) -> Result<Format, Error> {
 /// `GET /api/v1/central/feed?cursor=&limit=&format=ndjson|csv&sep=`.
 pub async fn feed(
     State(state): State<Arc<AppState>>,
-    headers: HeaderMap,
+    CentralOffice(Authenticated {
+        principal,
+        token_id,
+    }): CentralOffice,
     Query(query): Query<FeedQuery>,
 ) -> Result<Response, Error> {
-    let (principal, token_id) = authorize_bearer(&state, &headers).await?;
     let format = format(query.format.as_deref(), Format::Ndjson)?;
     let sep = Separator::parse(query.sep.as_deref())?;
     let cursor = query.cursor.unwrap_or(0);
@@ -81,7 +84,7 @@ pub async fn feed(
         .pseudonymiser(&state.store, &principal.user_id)
         .await?;
     audit_export(
-        &state,
+        &state.store,
         &principal,
         &token_id,
         format!(
@@ -238,16 +241,18 @@ pub fn aggregates_csv(aggregates: &Aggregates, sep: Separator) -> Result<Vec<u8>
 /// `GET /api/v1/central/aggregates?period=&format=json|csv&min_count=&sep=`.
 pub async fn aggregates(
     State(state): State<Arc<AppState>>,
-    headers: HeaderMap,
+    CentralOffice(Authenticated {
+        principal,
+        token_id,
+    }): CentralOffice,
     Query(query): Query<AggregateQuery>,
 ) -> Result<Response, Error> {
-    let (principal, token_id) = authorize_bearer(&state, &headers).await?;
     let format = format(query.format.as_deref(), Format::Json)?;
     let sep = Separator::parse(query.sep.as_deref())?;
     let period = query.period()?;
     let result = compute(&state, period, query.min_count).await?;
     audit_export(
-        &state,
+        &state.store,
         &principal,
         &token_id,
         format!(

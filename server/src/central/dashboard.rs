@@ -10,64 +10,73 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write;
 use std::sync::Arc;
 
-use axum::extract::{Query, State};
+use axum::extract::{FromRequestParts, Query, State};
+use axum::http::request::Parts;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
 use axum::Form;
 use serde::Deserialize;
-use sync_core::policy::Principal;
 use sync_core::schema::plan::ZrmDomein;
 
 use super::aggregate::{Aggregates, Cell, Period};
 use super::api::{aggregates_csv, compute, csv_response, AggregateQuery};
-use super::chart::{bars, Series};
+use super::audit_export;
+use super::chart::{bars, escape, Series};
 use super::session;
 use super::spreadsheet::Separator;
-use super::{audit_export, bearer, check_role};
-use crate::app::AppState;
 use crate::error::Error;
+use crate::extract::{self, Authenticated, CentralOffice, Credential};
+use crate::state::AppState;
 use crate::web_security::{is_cross_site, Transport};
 
-/// Escapes text for HTML and SVG (element content and quoted attributes).
-pub fn escape(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
-    out
-}
-
 /// Who is looking: a bearer token, or a session cookie whose token is still live.
-/// `Ok(None)`: nobody logged in. 403 for a logged-in user of another role.
-async fn viewer(
-    state: &AppState,
-    headers: &HeaderMap,
-    transport: Transport,
-) -> Result<Option<(Principal, String)>, Error> {
-    if let Some(token) = bearer(headers) {
-        let (principal, token_id) = crate::auth::authenticate(&state.store, &token).await?;
-        return check_role(state, principal, token_id).await.map(Some);
+/// `None`: nobody logged in. 401 for a bad bearer token, 403 for a logged-in user of
+/// another role.
+pub struct Viewer(Option<CentralOffice>);
+
+impl FromRequestParts<Arc<AppState>> for Viewer {
+    type Rejection = Error;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &Arc<AppState>,
+    ) -> Result<Self, Self::Rejection> {
+        if let Some(credential) = extract::presented(parts, false) {
+            let who = extract::principal_for(state, &credential).await?;
+            return CentralOffice::check(&state.store, who)
+                .await
+                .map(|c| Viewer(Some(c)));
+        }
+        let transport = match Transport::from_request_parts(parts, state).await {
+            Ok(transport) => transport,
+            Err(never) => match never {},
+        };
+        let Some(cookie) = session::from_headers(&parts.headers, transport) else {
+            return Ok(Viewer(None));
+        };
+        let Some(s) = state.central.sessions.get(&cookie) else {
+            return Ok(Viewer(None));
+        };
+        // The token may have been revoked or expired since the login.
+        if state
+            .store
+            .accounts()
+            .live_token_user(&s.token_id)
+            .await?
+            .as_deref()
+            != Some(s.user_id.as_str())
+        {
+            state.central.sessions.end(&cookie);
+            return Ok(Viewer(None));
+        }
+        let who = Authenticated {
+            principal: state.store.accounts().principal(&s.user_id).await?,
+            token_id: s.token_id,
+        };
+        CentralOffice::check(&state.store, who)
+            .await
+            .map(|c| Viewer(Some(c)))
     }
-    let Some(cookie) = session::from_headers(headers, transport) else {
-        return Ok(None);
-    };
-    let Some(s) = state.central.sessions.get(&cookie) else {
-        return Ok(None);
-    };
-    // The token may have been revoked or expired since the login.
-    if state.store.live_token_user(&s.token_id).await?.as_deref() != Some(s.user_id.as_str()) {
-        state.central.sessions.end(&cookie);
-        return Ok(None);
-    }
-    let principal = state.store.principal(&s.user_id).await?;
-    check_role(state, principal, s.token_id).await.map(Some)
 }
 
 fn secure_headers(h: &mut HeaderMap) {
@@ -148,19 +157,22 @@ pub async fn login(
             Some("Inloggen kan alleen vanaf deze pagina."),
         ));
     }
-    let (principal, token_id) =
-        match crate::auth::authenticate(&state.store, form.token.trim()).await {
-            Ok(found) => found,
-            Err(Error::Unauthorized) => {
-                return Ok(login_page(
-                    StatusCode::UNAUTHORIZED,
-                    Some("Onbekende, verlopen of ingetrokken token."),
-                ))
-            }
-            Err(e) => return Err(e),
-        };
-    let (principal, token_id) = match check_role(&state, principal, token_id).await {
-        Ok(ok) => ok,
+    let credential = Credential::Bearer(form.token.trim().to_owned());
+    let who = match extract::principal_for(&state, &credential).await {
+        Ok(found) => found,
+        Err(Error::Unauthorized) => {
+            return Ok(login_page(
+                StatusCode::UNAUTHORIZED,
+                Some("Onbekende, verlopen of ingetrokken token."),
+            ))
+        }
+        Err(e) => return Err(e),
+    };
+    let Authenticated {
+        principal,
+        token_id,
+    } = match CentralOffice::check(&state.store, who).await {
+        Ok(CentralOffice(who)) => who,
         Err(Error::Forbidden(_)) => {
             return Ok(login_page(
                 StatusCode::FORBIDDEN,
@@ -205,18 +217,21 @@ pub async fn logout(
 /// `GET /dashboard/aggregates.csv?period=&sep=`: the download button.
 pub async fn download(
     State(state): State<Arc<AppState>>,
-    transport: Transport,
-    headers: HeaderMap,
+    Viewer(viewer): Viewer,
     Query(query): Query<AggregateQuery>,
 ) -> Result<Response, Error> {
-    let Some((principal, token_id)) = viewer(&state, &headers, transport).await? else {
+    let Some(CentralOffice(Authenticated {
+        principal,
+        token_id,
+    })) = viewer
+    else {
         return Err(Error::Unauthorized);
     };
     let period = query.period()?;
     let sep = Separator::parse(query.sep.as_deref())?;
     let result = compute(&state, period, query.min_count).await?;
     audit_export(
-        &state,
+        &state.store,
         &principal,
         &token_id,
         format!(
@@ -418,17 +433,20 @@ fn outcome_charts(
 /// `GET /dashboard?period=month|quarter|year`: the login form, or the charts.
 pub async fn page(
     State(state): State<Arc<AppState>>,
-    transport: Transport,
-    headers: HeaderMap,
+    Viewer(viewer): Viewer,
     Query(query): Query<AggregateQuery>,
 ) -> Result<Response, Error> {
-    let Some((principal, token_id)) = viewer(&state, &headers, transport).await? else {
+    let Some(CentralOffice(Authenticated {
+        principal,
+        token_id,
+    })) = viewer
+    else {
         return Ok(login_page(StatusCode::OK, None));
     };
     let period = query.period()?;
     let result = compute(&state, period, query.min_count).await?;
     audit_export(
-        &state,
+        &state.store,
         &principal,
         &token_id,
         format!(
@@ -438,7 +456,7 @@ pub async fn page(
         ),
     )
     .await?;
-    let wijken = state.store.list_wijken().await?;
+    let wijken = state.store.accounts().list_wijken().await?;
     Ok(html(StatusCode::OK, render(&result, &wijken)))
 }
 

@@ -14,9 +14,11 @@
 //! - [`session`]: dashboard logins (a cookie that stands for a checked token).
 //! - [`chart`]: server-side SVG bar charts.
 //! - [`dashboard`]: `/dashboard`, server-rendered HTML, no scripts.
+//! - [`routes`]: the router of all the above.
 //!
-//! Every endpoint is role-gated with [`policy::may_receive_central`]: any other
-//! principal gets 403 (not 404: these are not documents whose existence could leak).
+//! Every endpoint is role-gated by the `extract::CentralOffice` extractor
+//! (`policy::may_receive_central`): any other principal gets 403 (not 404: these are
+//! not documents whose existence could leak).
 
 pub mod aggregate;
 pub mod api;
@@ -27,16 +29,12 @@ pub mod feed;
 pub mod outcome;
 pub mod pseudonym;
 pub mod record;
+pub mod routes;
 pub mod session;
 pub mod spreadsheet;
 
-use axum::http::HeaderMap;
-use axum::routing::{get, post};
-use axum::Router;
-use std::sync::Arc;
-use sync_core::policy::{self, Principal};
+use sync_core::policy::Principal;
 
-use crate::app::AppState;
 use crate::audit::{AuditAction, AuditEvent};
 use crate::error::Error;
 
@@ -67,76 +65,16 @@ impl Central {
     }
 }
 
-/// The routes under `/api/v1/central` and `/dashboard`.
-pub fn routes() -> Router<Arc<AppState>> {
-    Router::new()
-        .route("/api/v1/central/feed", get(api::feed))
-        .route("/api/v1/central/aggregates", get(api::aggregates))
-        .route("/dashboard", get(dashboard::page))
-        .route("/dashboard/login", post(dashboard::login))
-        .route("/dashboard/logout", post(dashboard::logout))
-        .route("/dashboard/aggregates.csv", get(dashboard::download))
-}
-
-/// The bearer token's principal if it is the central office's: 401 without a valid
-/// token, 403 (and a `denied` audit entry) for every other role.
-pub async fn authorize_bearer(
-    state: &AppState,
-    headers: &HeaderMap,
-) -> Result<(Principal, String), Error> {
-    let token = bearer(headers).ok_or(Error::Unauthorized)?;
-    let (principal, token_id) = crate::auth::authenticate(&state.store, &token).await?;
-    check_role(state, principal, token_id).await
-}
-
-/// `Authorization: Bearer …`, if present.
-pub fn bearer(headers: &HeaderMap) -> Option<String> {
-    headers
-        .get(axum::http::header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| {
-            v.strip_prefix("Bearer ")
-                .or_else(|| v.strip_prefix("bearer "))
-        })
-        .map(|v| v.trim().to_owned())
-}
-
-/// Lets the central office through; refuses and audits anyone else.
-pub async fn check_role(
-    state: &AppState,
-    principal: Principal,
-    token_id: String,
-) -> Result<(Principal, String), Error> {
-    match policy::may_receive_central(&principal) {
-        Ok(()) => Ok((principal, token_id)),
-        Err(reason) => {
-            tracing::info!(user = %principal.user_id, %reason, "central office endpoint denied");
-            state
-                .store
-                .audit(
-                    &AuditEvent::new(
-                        &principal.user_id,
-                        format!("{token_id}/central"),
-                        AuditAction::Denied,
-                    )
-                    .with_detail(format!("central: {reason}")),
-                )
-                .await?;
-            Err(Error::Forbidden(reason.to_string()))
-        }
-    }
-}
-
 /// Records an export: who received what (never the content), for the audit trail.
 pub async fn audit_export(
-    state: &AppState,
+    store: &crate::store::Store,
     principal: &Principal,
     token_id: &str,
     detail: String,
 ) -> Result<(), Error> {
-    state
-        .store
-        .audit(
+    store
+        .audit()
+        .append(
             &AuditEvent::new(
                 &principal.user_id,
                 format!("{token_id}/central"),

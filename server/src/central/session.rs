@@ -79,7 +79,7 @@ impl Sessions {
 
     /// Starts a session and returns the cookie value (32 random bytes, hex).
     pub fn start(&self, user_id: &str, token_id: &str) -> String {
-        let cookie = hex::encode(crate::auth::random_bytes::<32>());
+        let cookie = hex::encode(crate::store::crypto::random_bytes::<32>());
         let now = Instant::now();
         let mut map = self.lock();
         map.retain(|_, s| s.expires > now);

@@ -10,8 +10,9 @@
 use serde::Serialize;
 use sync_core::partition::WijkId;
 
-use crate::auth::{hash_secret, random_bytes};
+use crate::auth::hash_secret;
 use crate::error::Error;
+use crate::store::crypto::random_bytes;
 use crate::store::identity::{NewAccess, NewSession, Redeemed, Rotation, Via};
 use crate::store::{now, Store};
 

@@ -33,7 +33,7 @@ pub fn new_code() -> String {
     let limit = 256 - (256 % ALPHABET.len());
     let mut out = String::with_capacity(LENGTH);
     while out.len() < LENGTH {
-        for b in crate::auth::random_bytes::<16>() {
+        for b in crate::store::crypto::random_bytes::<16>() {
             if usize::from(b) < limit && out.len() < LENGTH {
                 out.push(char::from(ALPHABET[usize::from(b) % ALPHABET.len()]));
             }
@@ -85,7 +85,10 @@ pub async fn demo_code(
     secs: i64,
 ) -> Result<String, crate::Error> {
     let code = new_code();
-    let id = format!("enr_{}", hex::encode(crate::auth::random_bytes::<6>()));
+    let id = format!(
+        "enr_{}",
+        hex::encode(crate::store::crypto::random_bytes::<6>())
+    );
     store
         .insert_enrolment_code(
             &id,

@@ -21,9 +21,9 @@ use serde_json::json;
 
 use super::device_session::{self, Ended, Granted};
 use super::{enrolment, OidcOutcome};
-use crate::app::AppState;
 use crate::audit::{AuditAction, AuditEvent};
 use crate::error::Error;
+use crate::state::AppState;
 
 /// A refusal with a code and a reason the device can show.
 pub fn refusal(status: StatusCode, error: &str, message: &str) -> Response {
@@ -140,7 +140,8 @@ pub(crate) async fn audit(
 ) -> Result<(), Error> {
     state
         .store
-        .audit(&AuditEvent::new(user, device, action).with_detail(detail))
+        .audit()
+        .append(&AuditEvent::new(user, device, action).with_detail(detail))
         .await
         .map(|_| ())
 }

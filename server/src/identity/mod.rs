@@ -22,8 +22,8 @@ pub mod settings;
 
 use sync_core::policy::Principal;
 
-use crate::app::AppState;
 use crate::error::Error;
+use crate::state::AppState;
 
 pub use settings::IdentityArgs;
 
@@ -145,7 +145,7 @@ pub async fn authenticate(
         return match oidc_user(state, presented).await {
             Ok(user) => {
                 let subject = format!("oidc:{user}");
-                Ok((state.store.principal(&user).await?, subject))
+                Ok((state.store.accounts().principal(&user).await?, subject))
             }
             Err(OidcOutcome::Refused(reason)) => {
                 tracing::info!(%reason, "identity provider token refused");

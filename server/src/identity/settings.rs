@@ -55,6 +55,27 @@ pub struct IdentityArgs {
     pub oidc_jwks_min_refresh: humantime::Duration,
 }
 
+impl Default for IdentityArgs {
+    /// The same values as the flags' defaults (for [`crate::config::ServeSettings`]
+    /// built without clap, as in tests).
+    fn default() -> Self {
+        let secs = |s: u64| humantime::Duration::from(std::time::Duration::from_secs(s));
+        IdentityArgs {
+            access_token_ttl: secs(10 * 60),
+            refresh_token_idle: secs(30 * 24 * 3600),
+            enrolment_code_ttl: secs(15 * 60),
+            public_url: None,
+            oidc_issuer: None,
+            oidc_audience: None,
+            oidc_jwks_url: None,
+            oidc_user_claim: "sub".into(),
+            oidc_algorithms: vec!["RS256".into(), "ES256".into()],
+            oidc_clock_skew: secs(60),
+            oidc_jwks_min_refresh: secs(30),
+        }
+    }
+}
+
 /// `[identity]` in the configuration file.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]

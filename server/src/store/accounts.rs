@@ -4,7 +4,7 @@ use serde::Serialize;
 use sync_core::partition::WijkId;
 use sync_core::policy::{GlobalRole, Grant, Principal, WijkRole};
 
-use super::{conflict_if_duplicate, now, with_pool, Store};
+use super::{conflict_if_duplicate, now, with_pool, Pool, Store};
 use crate::error::Error;
 
 /// A token as listed (never the secret).
@@ -29,7 +29,23 @@ pub struct UserInfo {
     pub global_roles: Vec<GlobalRole>,
 }
 
+/// Accounts: wijken, users, grants and tokens, and the access-change counter that
+/// tells running servers to re-check (`store.accounts()`).
+#[derive(Clone, Copy, Debug)]
+pub struct Accounts<'a>(&'a Store);
+
 impl Store {
+    /// The accounts view of this store.
+    pub fn accounts(&self) -> Accounts<'_> {
+        Accounts(self)
+    }
+}
+
+impl Accounts<'_> {
+    fn pool(&self) -> &Pool {
+        self.0.pool()
+    }
+
     /// Records that access changed, so running servers (every node of a shared
     /// store) re-check live connections.
     async fn access_changed(&self, what: &str) -> Result<(), Error> {

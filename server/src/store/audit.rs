@@ -12,6 +12,7 @@
 
 use sqlx::{ColumnIndex, Decode, Row, Type};
 
+use super::tx::Engine;
 use super::{with_pool, Store};
 use crate::audit::{
     AuditAction, AuditAnchor, AuditEntry, AuditEvent, AuditReport, ChainCheck, StoredRow,
@@ -22,164 +23,57 @@ use crate::error::Error;
 /// one page at a time.
 const PAGE: i64 = 1000;
 
-/// The PostgreSQL advisory lock that serialises appends across nodes ("buurtsyn").
-pub(crate) const AUDIT_LOCK: i64 = 0x6275_7572_7473_796e;
-
 const COLUMNS: &str =
     "seq, at_ms, user_id, device, document, partition, action, detail, prev_hash, hash";
 
-/// Milliseconds since the Unix epoch, the unit of `audit_log.at_ms`.
-pub(crate) fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-        .unwrap_or(0)
-}
-
-/// Appends `$events` to the chain inside the write transaction `$tx` (SQLite: begun
-/// with `BEGIN IMMEDIATE`; `$shared`: PostgreSQL, where it takes the audit advisory
-/// lock first — callers that also take the change counter take it after this, see
-/// `documents::next_change_seq!`). Evaluates to the entries as recorded.
-/// CASTs (SQLite): a row tampered into other types must not stop new entries being
-/// written; verification reports it.
-macro_rules! append_audit_in {
-    ($tx:ident, $shared:expr, $events:expr) => {{
-        use $crate::audit::{entry_hash, AuditEntry, HashedFields, GENESIS};
-        let shared: bool = $shared;
-        let (last_sql, issued_sql) = if shared {
-            (
-                "SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1",
-                "SELECT issued FROM audit_issued WHERE id = 1",
-            )
-        } else {
-            (
-                "SELECT seq, CAST(hash AS BLOB) FROM audit_log ORDER BY seq DESC LIMIT 1",
-                "SELECT CAST(seq AS INTEGER) FROM sqlite_sequence WHERE name = 'audit_log'",
-            )
-        };
-        if shared {
-            sqlx::query("SELECT pg_advisory_xact_lock($1)")
-                .bind($crate::store::audit::AUDIT_LOCK)
-                .execute(&mut *$tx)
-                .await?;
-        }
-        let last: Option<(i64, Option<Vec<u8>>)> =
-            sqlx::query_as(last_sql).fetch_optional(&mut *$tx).await?;
-        // The highest seq ever handed out, even if its row is gone: the first
-        // append after a truncation then leaves a gap that verification sees.
-        let issued: Option<Option<i64>> =
-            sqlx::query_scalar(issued_sql).fetch_optional(&mut *$tx).await?;
-        let (last_seq, mut prev_hash) = match last {
-            Some((seq, hash)) => (seq, hash.unwrap_or_default()),
-            None => (0, GENESIS.to_vec()),
-        };
-        let mut seq = last_seq.max(issued.flatten().unwrap_or(0));
-        let mut out: Vec<AuditEntry> = Vec::new();
-        for event in $events {
-            seq = seq
-                .checked_add(1)
-                .ok_or_else(|| $crate::error::Error::Corrupt("audit log seq overflow".into()))?;
-            let at_ms = $crate::store::audit::now_ms();
-            let action = event.action.as_str();
-            let hash = entry_hash(
-                &prev_hash,
-                &HashedFields {
-                    seq,
-                    at_ms,
-                    user_id: &event.user_id,
-                    device: &event.device,
-                    document: event.document.as_deref(),
-                    partition: event.partition.as_deref(),
-                    action,
-                    detail: &event.detail,
-                },
-            );
-            sqlx::query(
-                "INSERT INTO audit_log (seq, at_ms, user_id, device, document, partition, action, detail, prev_hash, hash) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
-            )
-            .bind(seq)
-            .bind(at_ms)
-            .bind(&event.user_id)
-            .bind(&event.device)
-            .bind(event.document.as_deref())
-            .bind(event.partition.as_deref())
-            .bind(action)
-            .bind(&event.detail)
-            .bind(&prev_hash[..])
-            .bind(&hash[..])
-            .execute(&mut *$tx)
-            .await?;
-            out.push(AuditEntry {
-                seq,
-                at_ms,
-                user_id: event.user_id.clone(),
-                device: event.device.clone(),
-                document: event.document.clone(),
-                partition: event.partition.clone(),
-                action: event.action,
-                detail: event.detail.clone(),
-                prev_hash: hex::encode(&prev_hash),
-                hash: hex::encode(hash),
-            });
-            prev_hash = hash.to_vec();
-        }
-        if shared && !out.is_empty() {
-            sqlx::query("UPDATE audit_issued SET issued = $1 WHERE id = 1")
-                .bind(seq)
-                .execute(&mut *$tx)
-                .await?;
-        }
-        out
-    }};
-}
-pub(crate) use append_audit_in;
-
-/// Appends `events` inside the SQLite write transaction (or savepoint) on `tx`: the
-/// group writer's audit-only job. The writer's transaction began `IMMEDIATE`.
-pub(crate) async fn append_in(
-    tx: &mut sqlx::SqliteConnection,
-    events: &[AuditEvent],
-) -> Result<Vec<AuditEntry>, Error> {
-    Ok(append_audit_in!(tx, false, events))
-}
+/// The audit log: appending to the hash chain, verifying it, one document's entries
+/// (`store.audit()`).
+#[derive(Clone, Copy, Debug)]
+pub struct Audit<'a>(&'a Store);
 
 impl Store {
+    /// The audit log view of this store.
+    pub fn audit(&self) -> Audit<'_> {
+        Audit(self)
+    }
+}
+
+impl Audit<'_> {
     /// Appends one event to the audit log and returns it as recorded.
-    pub async fn audit(&self, event: &AuditEvent) -> Result<AuditEntry, Error> {
-        self.append_audit(std::slice::from_ref(event))
+    pub async fn append(&self, event: &AuditEvent) -> Result<AuditEntry, Error> {
+        self.append_all(std::slice::from_ref(event))
             .await?
             .pop()
             .ok_or_else(|| Error::Corrupt("audit append recorded nothing".into()))
     }
 
     /// Appends several events in one transaction (all or none), in order.
-    pub async fn audit_many(&self, events: &[AuditEvent]) -> Result<(), Error> {
-        self.append_audit(events).await.map(|_| ())
+    pub async fn append_many(&self, events: &[AuditEvent]) -> Result<(), Error> {
+        self.append_all(events).await.map(|_| ())
     }
 
-    async fn append_audit(&self, events: &[AuditEvent]) -> Result<Vec<AuditEntry>, Error> {
+    async fn append_all(&self, events: &[AuditEvent]) -> Result<Vec<AuditEntry>, Error> {
         if events.is_empty() {
             return Ok(Vec::new());
         }
-        if let Some(writer) = self.writer() {
+        if let Some(writer) = self.0.writer() {
             // SQLite: the group writer commits them with whatever else is queued, in
             // its `BEGIN IMMEDIATE` transaction (one fsync for the batch).
             return writer.audit(events.to_vec()).await;
         }
-        let shared = self.is_shared();
+        let shared = self.0.is_shared();
         // SQLite: IMMEDIATE takes the write lock now, not at the INSERT. A deferred
         // transaction would read the head under a shared lock, and two of them could
         // chain from the same entry (or fail with SQLITE_BUSY when upgrading). Waiting
         // is bounded by the pool's busy_timeout. Dropping `tx` before the commit rolls
         // back.
-        let out = with_pool!(self.pool(), p => {
+        let out = with_pool!(self.0.pool(), p => {
             let mut tx = if shared {
                 p.begin().await?
             } else {
                 p.begin_with("BEGIN IMMEDIATE").await?
             };
-            let out = append_audit_in!(tx, shared, events);
+            let out = Engine::append_audit(&mut tx, events).await?;
             tx.commit().await?;
             out
         });
@@ -188,23 +82,20 @@ impl Store {
 
     /// Walks the whole chain in `seq` order and reports every problem it finds.
     /// Truncation of the newest entries needs an anchor: see
-    /// [`audit_verify_against`](Self::audit_verify_against).
-    pub async fn audit_verify(&self) -> Result<AuditReport, Error> {
-        self.audit_verify_against(None).await
+    /// [`verify_against`](Self::verify_against).
+    pub async fn verify(&self) -> Result<AuditReport, Error> {
+        self.verify_against(None).await
     }
 
-    /// As [`audit_verify`](Self::audit_verify), and also checks the chain against a
+    /// As [`verify`](Self::verify), and also checks the chain against a
     /// head kept outside the database.
-    pub async fn audit_verify_against(
-        &self,
-        anchor: Option<&AuditAnchor>,
-    ) -> Result<AuditReport, Error> {
+    pub async fn verify_against(&self, anchor: Option<&AuditAnchor>) -> Result<AuditReport, Error> {
         let mut check = ChainCheck::new(anchor.cloned());
         // One read transaction: every page comes from the same snapshot (readers do
         // not block the appenders).
-        let shared = self.is_shared();
+        let shared = self.0.is_shared();
         let sql = format!("SELECT {COLUMNS} FROM audit_log WHERE seq > $1 ORDER BY seq LIMIT $2");
-        with_pool!(self.pool(), p => {
+        with_pool!(self.0.pool(), p => {
             let mut tx = if shared {
                 p.begin_with("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY").await?
             } else {
@@ -233,9 +124,9 @@ impl Store {
     }
 
     /// One document's entries in `seq` order: "who looked at my file".
-    pub async fn audit_for_document(&self, doc: &str) -> Result<Vec<AuditEntry>, Error> {
+    pub async fn for_document(&self, doc: &str) -> Result<Vec<AuditEntry>, Error> {
         let sql = format!("SELECT {COLUMNS} FROM audit_log WHERE document = $1 ORDER BY seq");
-        with_pool!(self.pool(), p => {
+        with_pool!(self.0.pool(), p => {
             let rows = sqlx::query(&sql).bind(doc).fetch_all(p).await?;
             rows.iter().map(entry).collect()
         })

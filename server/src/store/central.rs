@@ -85,7 +85,7 @@ impl Store {
              ON CONFLICT (name) DO NOTHING",
         )
         .bind(PSEUDONYM_SECRET)
-        .bind(&crate::auth::random_bytes::<32>()[..])
+        .bind(&crate::store::crypto::random_bytes::<32>()[..])
         .bind(now())
         .execute(p)
         .await

@@ -17,9 +17,7 @@ use super::{Pool, Store};
 use crate::error::Error;
 
 /// The notification channel.
-pub(crate) const CHANNEL: &str = "buurtsync_changes";
-/// Sends one notification (inside the committing transaction).
-pub(crate) const NOTIFY: &str = "SELECT pg_notify($1, $2)";
+use super::tx::CHANNEL;
 /// A notification carries at most this many heads (PostgreSQL caps payloads at 8000
 /// bytes); with more, it carries none and receivers re-read the document.
 const MAX_HEADS: usize = 64;

@@ -11,6 +11,16 @@ use sync_core::protocol::DocumentId;
 
 use crate::error::Error;
 
+/// OS randomness; the OS source not answering is not something we can serve without.
+pub fn random_bytes<const N: usize>() -> [u8; N] {
+    let mut buf = [0u8; N];
+    if let Err(e) = getrandom::fill(&mut buf) {
+        // No randomness means no safe tokens or ids: stop rather than continue weakly.
+        panic!("the operating system's random source failed: {e}");
+    }
+    buf
+}
+
 /// A document's data key.
 #[derive(Clone)]
 pub struct DocKey(pub [u8; 32]);
@@ -25,13 +35,13 @@ const NONCE: usize = 24;
 
 impl DocKey {
     pub fn random() -> DocKey {
-        DocKey(crate::auth::random_bytes::<32>())
+        DocKey(random_bytes::<32>())
     }
 
     /// nonce || ciphertext+tag.
     pub fn seal(&self, id: &DocumentId, plaintext: &[u8]) -> Result<Vec<u8>, Error> {
         let cipher = XChaCha20Poly1305::new((&self.0).into());
-        let nonce = crate::auth::random_bytes::<NONCE>();
+        let nonce = random_bytes::<NONCE>();
         let sealed = cipher
             .encrypt(
                 XNonce::from_slice(&nonce),

@@ -21,11 +21,10 @@ use serde::Serialize;
 use sync_core::partition::{DocumentKind, Partition, WijkId};
 use sync_core::protocol::DocumentId;
 
-use super::audit::append_audit_in;
-use super::changes::{payload, CHANNEL, NOTIFY};
+use super::changes::payload;
 use super::crypto::DocKey;
+use super::tx::{ChunkAppend, Engine, Provenance, CHANNEL, NOTIFY};
 use super::{conflict_if_duplicate, now, with_pool, Pool, Store};
-use crate::audit::AuditEvent;
 use crate::error::Error;
 
 /// A document's catalog row.
@@ -73,65 +72,6 @@ pub struct Compacted {
     pub seq: i64,
 }
 
-/// What a commit records beside its chunk, in the same transaction: who delivered
-/// which changes (author binding) and the audit events of the write. Empty: nothing.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct Provenance<'a> {
-    /// Hashes of the changes the commit adds.
-    pub changes: &'a [String],
-    /// (user, device) that delivered them; `None` records no authors.
-    pub author: Option<(&'a str, &'a str)>,
-    pub audit: &'a [AuditEvent],
-}
-
-/// [`Provenance`] owned: what a chunk append waiting in the group writer's queue
-/// (`store::group`) records beside its chunk.
-#[derive(Debug, Clone, Default)]
-pub struct OwnedProvenance {
-    pub changes: Vec<String>,
-    pub author: Option<(String, String)>,
-    pub audit: Vec<AuditEvent>,
-}
-
-impl OwnedProvenance {
-    pub fn borrowed(&self) -> Provenance<'_> {
-        Provenance {
-            changes: &self.changes,
-            author: self
-                .author
-                .as_ref()
-                .map(|(user, device)| (user.as_str(), device.as_str())),
-            audit: &self.audit,
-        }
-    }
-}
-
-impl From<&Provenance<'_>> for OwnedProvenance {
-    fn from(prov: &Provenance<'_>) -> Self {
-        OwnedProvenance {
-            changes: prov.changes.to_vec(),
-            author: prov
-                .author
-                .map(|(user, device)| (user.to_owned(), device.to_owned())),
-            audit: prov.audit.to_vec(),
-        }
-    }
-}
-
-/// One sealed chunk to append with its provenance: a job for the SQLite group writer.
-#[derive(Debug)]
-pub(crate) struct ChunkAppend {
-    pub doc: String,
-    /// Content hash (keyed) and sealed bytes, as [`sealed`] made them.
-    pub hash: Vec<u8>,
-    pub data: Vec<u8>,
-    /// The catalog's committed heads become `heads` only if they were `base` (see
-    /// `Store::append_chunk_with`), as text (`heads_text`).
-    pub base: Option<String>,
-    pub heads: String,
-    pub prov: OwnedProvenance,
-}
-
 /// An erased document's tombstone.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Tombstone {
@@ -167,70 +107,6 @@ fn lock_key(id: &DocumentId) -> i64 {
     i64::from_le_bytes(lo) ^ i64::from_le_bytes(hi)
 }
 
-const INSERT_CHUNK: &str =
-    "INSERT INTO chunks (doc_id, kind, hash, data, created_at) VALUES ($1, $2, $3, $4, $5)
-     ON CONFLICT (doc_id, hash) DO NOTHING RETURNING seq";
-/// Takes the next number of the store-wide change counter (the central feed's cursor)
-/// inside the write transaction `$tx`, after every contended lock it takes, so numbers
-/// are handed out in commit order and a feed cursor never skips a commit. SQLite has
-/// one writer at a time. PostgreSQL: the `UPDATE` holds the counter row's lock until
-/// the commit, so a concurrent transaction gets its number (the next one) only after
-/// this one is visible. Nothing else is locked after it (no deadlock), and the
-/// transactions that take it hold their document's advisory lock already.
-macro_rules! next_change_seq {
-    ($tx:ident) => {{
-        let seq: i64 = sqlx::query_scalar(
-            "UPDATE change_counter SET seq = seq + 1 WHERE id = 1 RETURNING seq",
-        )
-        .fetch_one(&mut *$tx)
-        .await?;
-        seq
-    }};
-}
-
-/// Gives document `$doc` the next change number and the current time as `updated_at`,
-/// inside the write transaction `$tx` (see [`next_change_seq!`]).
-macro_rules! mark_changed {
-    ($tx:ident, $doc:expr) => {{
-        let seq = next_change_seq!($tx);
-        sqlx::query("UPDATE documents SET change_seq = $1, updated_at = $2 WHERE id = $3")
-            .bind(seq)
-            .bind(now())
-            .bind($doc)
-            .execute(&mut *$tx)
-            .await?;
-    }};
-}
-
-/// Writes `$prov` ([`Provenance`]) inside the write transaction `$tx`: change authors,
-/// then the audit events (PostgreSQL: under the audit lock, so before the change
-/// counter — see [`next_change_seq!`]).
-macro_rules! write_provenance {
-    ($tx:ident, $shared:expr, $doc:expr, $prov:expr) => {{
-        let prov: &Provenance<'_> = $prov;
-        if let Some((user, device)) = prov.author {
-            let at = now();
-            for hash in prov.changes {
-                sqlx::query(
-                    "INSERT INTO change_authors (doc_id, change_hash, user_id, device, at) VALUES ($1, $2, $3, $4, $5)
-                     ON CONFLICT DO NOTHING",
-                )
-                .bind($doc)
-                .bind(hash)
-                .bind(user)
-                .bind(device)
-                .bind(at)
-                .execute(&mut *$tx)
-                .await?;
-            }
-        }
-        if !prov.audit.is_empty() {
-            let _ = append_audit_in!($tx, $shared, prov.audit);
-        }
-    }};
-}
-
-const LOCK_SHARED: &str = "SELECT pg_advisory_xact_lock_shared($1)";
 const LOCK_EXCLUSIVE: &str = "SELECT pg_advisory_xact_lock($1)";
 
 /// Heads as the catalog's `heads` column holds them: sorted hex, joined by `,`, so
@@ -272,41 +148,6 @@ fn open_chunks(
     Ok(out)
 }
 
-/// Appends `job` inside the SQLite write transaction (or savepoint) on `tx`: chunk,
-/// provenance, and — when the chunk is new — the document's next change number. The
-/// group writer calls this once per job, in queue order, so change numbers and audit
-/// entries follow commit order as they did with one transaction per append.
-/// After an append: the catalog's committed heads become the new heads if they were the
-/// heads the writer started from, else unknown (another node appended meanwhile).
-const SET_HEADS: &str =
-    "UPDATE documents SET heads = CASE WHEN heads = $1 THEN $2 ELSE NULL END WHERE id = $3";
-
-pub(crate) async fn append_in(
-    tx: &mut sqlx::SqliteConnection,
-    job: &ChunkAppend,
-) -> Result<Option<i64>, Error> {
-    let seq: Option<i64> = sqlx::query_scalar(INSERT_CHUNK)
-        .bind(&job.doc)
-        .bind("incremental")
-        .bind(&job.hash)
-        .bind(&job.data)
-        .bind(now())
-        .fetch_optional(&mut *tx)
-        .await?;
-    write_provenance!(tx, false, &job.doc, &job.prov.borrowed());
-    // A chunk stored already changes nothing: no change number, no new heads.
-    if seq.is_some() {
-        mark_changed!(tx, &job.doc);
-        sqlx::query(SET_HEADS)
-            .bind(&job.base)
-            .bind(&job.heads)
-            .bind(&job.doc)
-            .execute(&mut *tx)
-            .await?;
-    }
-    Ok(seq)
-}
-
 impl Store {
     /// Creates the document: its key in the key store, then the catalog row and the
     /// first chunk in one transaction. Returns the key the chunks are sealed with (a
@@ -331,6 +172,20 @@ impl Store {
         first_chunk: &[u8],
         heads: Option<&[ChangeHash]>,
         key: &DocKey,
+    ) -> Result<DocKey, Error> {
+        self.create_document_with(entry, first_chunk, heads, key, &Provenance::default())
+            .await
+    }
+
+    /// As [`create_document_with_heads`](Self::create_document_with_heads), recording
+    /// `prov` (authors, audit, hand-over flag) in the creation's transaction.
+    pub async fn create_document_with(
+        &self,
+        entry: &CatalogEntry,
+        first_chunk: &[u8],
+        heads: Option<&[ChangeHash]>,
+        key: &DocKey,
+        prov: &Provenance<'_>,
     ) -> Result<DocKey, Error> {
         if self.tombstone(&entry.id).await?.is_some() {
             return Err(Error::Erased(entry.id.to_string()));
@@ -369,15 +224,9 @@ impl Store {
             .await
             .map(|_| ());
             conflict_if_duplicate(inserted, || format!("document {} exists", entry.id))?;
-            let _: Option<i64> = sqlx::query_scalar(INSERT_CHUNK)
-                .bind(&doc)
-                .bind("snapshot")
-                .bind(&hash)
-                .bind(&data)
-                .bind(now())
-                .fetch_optional(&mut *tx)
-                .await?;
-            mark_changed!(tx, &doc);
+            Engine::insert_chunk(&mut tx, &doc, "snapshot", &hash, &data).await?;
+            Engine::write_provenance(&mut tx, &doc, prov).await?;
+            Engine::mark_changed(&mut tx, &doc).await?;
             tx.commit().await?;
         });
         Ok(key)
@@ -538,19 +387,17 @@ impl Store {
         prov: &Provenance<'_>,
     ) -> Result<Option<i64>, Error> {
         let (hash, data) = sealed(id, key, data)?;
-        let doc = id.to_string();
+        let job = ChunkAppend {
+            doc: id.to_string(),
+            hash,
+            data,
+            base: base.map(heads_text),
+            heads: heads_text(heads),
+            prov: prov.into(),
+        };
         if let Some(writer) = self.writer() {
             // SQLite: the group writer commits it with whatever else is queued.
-            return writer
-                .append(ChunkAppend {
-                    doc,
-                    hash,
-                    data,
-                    base: base.map(heads_text),
-                    heads: heads_text(heads),
-                    prov: prov.into(),
-                })
-                .await;
+            return writer.append(job).await;
         }
         // PostgreSQL: a transaction of its own (the server merges concurrent WAL
         // flushes itself; see `store::group` for why we leave it so).
@@ -560,31 +407,7 @@ impl Store {
             // (SQLite without a writer, which `Store::open` never makes: IMMEDIATE, as
             // the audit chain needs; see `audit`.)
             let mut tx = if shared { p.begin().await? } else { p.begin_with("BEGIN IMMEDIATE").await? };
-            if shared {
-                sqlx::query(LOCK_SHARED).bind(lock_key(id)).execute(&mut *tx).await?;
-            }
-            let seq: Option<i64> = sqlx::query_scalar(INSERT_CHUNK)
-                .bind(&doc)
-                .bind("incremental")
-                .bind(&hash)
-                .bind(&data)
-                .bind(now())
-                .fetch_optional(&mut *tx)
-                .await?;
-            write_provenance!(tx, shared, &doc, prov);
-            // A chunk stored already changes nothing: no change number, no notice.
-            if seq.is_some() {
-                mark_changed!(tx, &doc);
-                sqlx::query(SET_HEADS)
-                .bind(base.map(heads_text))
-                .bind(heads_text(heads))
-                .bind(&doc)
-                .execute(&mut *tx)
-                .await?;
-                if shared {
-                    sqlx::query(NOTIFY).bind(CHANNEL).bind(&note).execute(&mut *tx).await?;
-                }
-            }
+            let seq = Engine::append_chunk(&mut tx, &job, lock_key(id), &note).await?;
             tx.commit().await?;
             seq
         });
@@ -643,16 +466,9 @@ impl Store {
                 .bind(stored.last_seq)
                 .execute(&mut *tx)
                 .await?;
-            let seq: Option<i64> = sqlx::query_scalar(INSERT_CHUNK)
-                .bind(&doc)
-                .bind("snapshot")
-                .bind(&hash)
-                .bind(&data)
-                .bind(now())
-                .fetch_optional(&mut *tx)
-                .await?;
-            write_provenance!(tx, shared, &doc, prov);
-            mark_changed!(tx, &doc);
+            let seq = Engine::insert_chunk(&mut tx, &doc, "snapshot", &hash, &data).await?;
+            Engine::write_provenance(&mut tx, &doc, prov).await?;
+            Engine::mark_changed(&mut tx, &doc).await?;
             // Under the exclusive lock the snapshot holds every stored change.
             sqlx::query("UPDATE documents SET heads = $1 WHERE id = $2")
                 .bind(heads_text(&heads))
@@ -737,7 +553,7 @@ impl Store {
                         .bind(&doc)
                         .execute(&mut *tx)
                         .await?;
-                    let seq = next_change_seq!(tx);
+                    let seq = Engine::next_change_seq(&mut tx).await?;
                     sqlx::query(
                         "INSERT INTO tombstones (doc_id, kind, wijk_id, erased_at, erased_by, change_seq)
                          VALUES ($1, $2, $3, $4, $5, $6)",

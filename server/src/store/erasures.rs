@@ -220,12 +220,13 @@ impl Store {
                     .await?;
                 done.tombstoned += 1;
             }
-            self.audit(
-                &AuditEvent::new(entry.erased_by.as_str(), "cli", AuditAction::Erase)
-                    .on(&id, Some(&partition))
-                    .with_detail("re-applied from the erasure journal at restore"),
-            )
-            .await?;
+            self.audit()
+                .append(
+                    &AuditEvent::new(entry.erased_by.as_str(), "cli", AuditAction::Erase)
+                        .on(&id, Some(&partition))
+                        .with_detail("re-applied from the erasure journal at restore"),
+                )
+                .await?;
         }
         Ok(done)
     }

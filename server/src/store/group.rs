@@ -20,7 +20,7 @@
 //!   batch is run again alone, in a transaction of its own, so each caller gets its
 //!   own outcome;
 //! - jobs run in queue order inside one transaction, so audit entries chain in that
-//!   order and change numbers (`next_change_seq!`) are handed out in commit order.
+//!   order and change numbers (`tx::Engine::next_change_seq`) are handed out in commit order.
 //!
 //! Other SQLite writers (document creation, compaction, erasure, sync states, the admin
 //! CLI in another process) keep their own transactions; SQLite's write lock orders
@@ -37,7 +37,9 @@ use std::sync::Arc;
 use sqlx::SqlitePool;
 use tokio::sync::{mpsc, oneshot};
 
-use super::documents::ChunkAppend;
+use sqlx::Sqlite;
+
+use super::tx::{ChunkAppend, Engine};
 use crate::audit::{AuditEntry, AuditEvent};
 use crate::error::Error;
 
@@ -227,10 +229,11 @@ async fn batch_on(
     for work in works {
         let mut job = sqlx::Acquire::begin(&mut tx).await?;
         let outcome = match work {
-            Work::Append(append) => super::documents::append_in(&mut job, append)
+            // No advisory lock and no notice: SQLite has one node.
+            Work::Append(append) => <Sqlite as Engine>::append_chunk(&mut job, append, 0, "")
                 .await
                 .map(Done::Append),
-            Work::Audit(events) => super::audit::append_in(&mut job, events)
+            Work::Audit(events) => <Sqlite as Engine>::append_audit(&mut job, events)
                 .await
                 .map(Done::Audit),
         };

@@ -33,6 +33,7 @@ pub mod group;
 pub mod identity;
 pub mod listing;
 pub mod summary;
+pub mod tx;
 
 use std::str::FromStr;
 use std::sync::Arc;
@@ -44,11 +45,13 @@ use sqlx::SqlitePool;
 
 use crate::error::Error;
 
-pub use accounts::{TokenInfo, UserInfo};
+pub use accounts::{Accounts, TokenInfo, UserInfo};
+pub use audit::Audit;
 pub use changes::RemoteChange;
-pub use documents::{heads_text, CatalogEntry, OwnedProvenance, Provenance, StoredDocument};
+pub use documents::{heads_text, CatalogEntry, StoredDocument};
 pub use group::GroupStats;
 pub use summary::SummaryFacts;
+pub use tx::{now, OwnedProvenance, Provenance};
 
 /// One database, on either engine.
 #[derive(Clone, Debug)]
@@ -83,14 +86,6 @@ pub struct Store {
     /// SQLite: the group writer every chunk append and audit append goes through (one
     /// transaction and one fsync for whatever is queued). PostgreSQL: none.
     writer: Option<Arc<group::GroupWriter>>,
-}
-
-/// Seconds since the Unix epoch, the unit of every time column.
-pub fn now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
-        .unwrap_or(0)
 }
 
 /// The file path of a `sqlite://PATH` URL. A PostgreSQL URL gets a clear error: file
@@ -330,7 +325,7 @@ async fn sqlite_pool(path: &str, shown: &str) -> Result<SqlitePool, Error> {
 
 /// A random id in UUID spelling, from the OS random source.
 pub fn uuid_like() -> String {
-    let b = crate::auth::random_bytes::<16>();
+    let b = crate::store::crypto::random_bytes::<16>();
     format!(
         "{}-{}-{}-{}-{}",
         hex::encode(&b[0..4]),

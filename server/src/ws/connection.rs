@@ -1,9 +1,10 @@
-//! One websocket connection: the peer's session with the relay.
+//! One websocket peer's protocol session: decode → dispatch → reply.
 //!
-//! A writer task owns the socket's sending half behind a bounded channel; this task
-//! reads frames, decodes them (sync-core's codec), asks the policy, applies sync
-//! payloads through the peer's [`PeerSync`] to documents lent by the hub, commits, and
-//! answers. Outgoing sync messages are generated in one place, [`Connection::flush`],
+//! `transport` owns the socket and feeds this connection frames and events. Here a
+//! frame is decoded (sync-core's codec), dispatched by message type, checked against
+//! the policy for reading, and answered. A sync payload for an open document goes to
+//! `commit::apply`, which owns the change from "checked" to "announced"; a payload for
+//! an unknown id starts the creation path, committed by `commit::create`. Outgoing sync messages are generated in one place, [`Connection::flush`],
 //! whenever the hub marks a document dirty — for this peer's own writes as for
 //! everyone else's.
 
@@ -13,8 +14,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use automerge::{Automerge, ChangeHash};
-use axum::extract::ws::{CloseFrame, Message as WsMessage, WebSocket};
-use futures_util::{SinkExt, StreamExt};
+use axum::extract::ws::{CloseFrame, Message as WsMessage};
 use sync_core::engine::{PeerSync, Rejected, SyncError};
 use sync_core::policy::{self, Access, Principal};
 use sync_core::protocol::{
@@ -25,160 +25,28 @@ use sync_core::schema;
 use sync_core::summary;
 use tokio::sync::mpsc;
 
-use crate::app::{AppState, UserSlot};
 use crate::audit::{AuditAction, AuditEvent};
+use crate::commit::{self, Created, Outcome, Refusal, Writer};
 use crate::hub::{ConnSignal, DocEntry};
 use crate::metrics as m;
-use crate::store::{now, CatalogEntry};
+use crate::state::AppState;
+use crate::store::now;
 
-/// Frames buffered towards a slow peer before the reader waits (backpressure).
-const OUTBOX: usize = 64;
-/// Ephemeral messages buffered for a peer; beyond that they are dropped.
-const EPHEMERAL_BUFFER: usize = 32;
 /// Consecutive undecodable frames before we give up on a peer.
 const MAX_BAD_FRAMES: u32 = 16;
-
-/// Why the server refused a change; the text goes to the peer in an `error` message.
-#[derive(Debug, thiserror::Error)]
-enum Refusal {
-    #[error("you may not change this document")]
-    NoWrite,
-    #[error("meta.kind and meta.wijk of a document never change (was {was}, now {now})")]
-    MetaChanged { was: String, now: String },
-    #[error("{0}")]
-    Schema(#[from] schema::SchemaError),
-    /// Same words whether the id exists elsewhere or the partition is not granted,
-    /// so creation attempts reveal nothing about other partitions.
-    #[error("you may not create a document with this id in this partition")]
-    NotPermitted,
-}
-
-impl Refusal {
-    /// A label for logs: schema messages quote client values, which may be personal
-    /// data, so logs get the kind of refusal and never its text.
-    fn kind(&self) -> &'static str {
-        match self {
-            Refusal::NoWrite => "no-write",
-            Refusal::MetaChanged { .. } => "meta-changed",
-            Refusal::Schema(_) => "schema",
-            Refusal::NotPermitted => "not-permitted",
-        }
-    }
-}
-
-/// Runs a connection until the peer leaves, breaks protocol, or the server stops.
-/// `slot` is the user's connection slot, given back when the connection ends.
-pub async fn run(
-    state: Arc<AppState>,
-    socket: WebSocket,
-    principal: Principal,
-    token_id: String,
-    slot: UserSlot,
-) {
-    let alive = state.alive.clone();
-    let conn_id = state.hub.next_conn_id();
-    metrics::gauge!(m::CONNECTIONS).increment(1.0);
-    metrics::counter!(m::CONNECTIONS_TOTAL).increment(1);
-    let (sink, stream) = socket.split();
-    let (out_tx, out_rx) = mpsc::channel::<WsMessage>(OUTBOX);
-    let writer = tokio::spawn(write_loop(sink, out_rx, state.limits.send_timeout));
-    let (eph_tx, eph_rx) = mpsc::channel(EPHEMERAL_BUFFER);
-    let signal = Arc::new(ConnSignal::new(conn_id, eph_tx));
-    tracing::info!(conn = conn_id, user = %principal.user_id, token = %token_id, "peer connected");
-    let token_id = token_id.clone();
-    let mut conn = Connection {
-        state: state.clone(),
-        principal,
-        token_id,
-        conn_id,
-        peer: None,
-        engine: PeerSync::new(),
-        open: HashMap::new(),
-        watched: HashSet::new(),
-        pending: HashMap::new(),
-        told_heads: HashMap::new(),
-        signal,
-        out: out_tx,
-        bad_frames: 0,
-        audit: Vec::new(),
-        last_timestamp: 0,
-        rate: RateLimit::new(state.limits.max_messages_per_sec),
-        last_seen: Instant::now(),
-        stalled: AtomicBool::new(false),
-    };
-    conn.serve(stream, eph_rx).await;
-    conn.close().await;
-    drop(conn);
-    // The writer ends once every sender is gone and the queue is flushed.
-    let _ = tokio::time::timeout(Duration::from_secs(5), writer).await;
-    metrics::gauge!(m::CONNECTIONS).decrement(1.0);
-    drop(slot);
-    drop(alive);
-}
-
-/// Sends queued frames. A socket that does not take a frame within `send_timeout`
-/// (a peer that stopped reading, or a dead link) ends the writer, and so the
-/// connection: a slow consumer is dropped rather than buffered.
-async fn write_loop(
-    mut sink: futures_util::stream::SplitSink<WebSocket, WsMessage>,
-    mut rx: mpsc::Receiver<WsMessage>,
-    send_timeout: Duration,
-) {
-    while let Some(msg) = rx.recv().await {
-        let closing = matches!(msg, WsMessage::Close(_));
-        match tokio::time::timeout(send_timeout, sink.send(msg)).await {
-            Ok(Ok(())) if !closing => {}
-            Ok(_) => break,
-            Err(_) => {
-                tracing::info!("peer does not read; dropping the slow consumer");
-                m::rejected("slow-consumer");
-                return;
-            }
-        }
-    }
-    let _ = tokio::time::timeout(send_timeout, sink.close()).await;
-}
-
-/// A token bucket: `per_sec` messages a second on average, bursts up to twice that.
-struct RateLimit {
-    per_sec: f64,
-    tokens: f64,
-    at: Instant,
-}
-
-impl RateLimit {
-    fn new(per_sec: u32) -> Self {
-        let per_sec = f64::from(per_sec.max(1));
-        RateLimit {
-            per_sec,
-            tokens: per_sec * 2.0,
-            at: Instant::now(),
-        }
-    }
-
-    /// Takes a token; returns how long to wait first when the bucket is empty.
-    fn take(&mut self) -> Option<Duration> {
-        let now = Instant::now();
-        let elapsed = now.duration_since(self.at).as_secs_f64();
-        self.at = now;
-        self.tokens = (self.tokens + elapsed * self.per_sec).min(self.per_sec * 2.0);
-        self.tokens -= 1.0;
-        (self.tokens < 0.0).then(|| Duration::from_secs_f64(-self.tokens / self.per_sec))
-    }
-}
 
 struct Peer {
     id: String,
     metadata: PeerMetadata,
 }
 
-struct Connection {
-    state: Arc<AppState>,
+pub(super) struct Connection {
+    pub(super) state: Arc<AppState>,
     /// Who is connected; re-read from the store whenever access changes.
-    principal: Principal,
+    pub(super) principal: Principal,
     /// The token the connection was opened with; a revoked token ends the connection.
     token_id: String,
-    conn_id: u64,
+    pub(super) conn_id: u64,
     /// Set by `join`; nothing but `join` is accepted before.
     peer: Option<Peer>,
     engine: PeerSync,
@@ -191,126 +59,63 @@ struct Connection {
     pending: HashMap<DocumentId, Automerge>,
     /// Committed heads we last acknowledged to this peer, per document.
     told_heads: HashMap<DocumentId, Vec<ChangeHash>>,
-    signal: Arc<ConnSignal>,
-    out: mpsc::Sender<WsMessage>,
+    pub(super) signal: Arc<ConnSignal>,
+    pub(super) out: mpsc::Sender<WsMessage>,
     bad_frames: u32,
     /// Audit events of the current step, written together after it (one transaction).
     audit: Vec<AuditEvent>,
     /// automerge-repo ignores a remote-heads timestamp that is not greater than the
     /// last one, so acknowledgements use a strictly increasing clock.
     last_timestamp: u64,
-    /// Messages per second (`Limits::max_messages_per_sec`).
-    rate: RateLimit,
-    /// When the peer last sent anything (a pong included): half-open detection.
-    last_seen: Instant,
     /// Set when the outbox stayed full for `send_timeout`: the peer is not reading.
     stalled: AtomicBool,
 }
 
 /// What the read loop should do next.
-enum Flow {
+pub(super) enum Flow {
     Continue,
     Close,
 }
 
 impl Connection {
-    async fn serve(
-        &mut self,
-        mut stream: futures_util::stream::SplitStream<WebSocket>,
-        mut ephemeral: mpsc::Receiver<Message>,
-    ) {
-        let mut shutdown = self.state.shutdown.clone();
-        let mut access = self.state.access.clone();
-        let signal = self.signal.clone();
-        let limits = self.state.limits.clone();
-        let join_deadline = tokio::time::sleep(limits.handshake_timeout);
-        tokio::pin!(join_deadline);
-        let mut ping = tokio::time::interval(limits.ping_interval);
-        ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        ping.reset();
-        // The token ends at its expiry, noticed then rather than at the next access poll.
-        let token_deadline = self.token_deadline().await;
-        let token_expiry = tokio::time::sleep_until(token_deadline.unwrap_or_else(far_future));
-        tokio::pin!(token_expiry);
-        loop {
-            let flow = tokio::select! {
-                frame = stream.next() => {
-                    self.last_seen = Instant::now();
-                    match frame {
-                        Some(Ok(WsMessage::Binary(bytes))) => {
-                            if let Some(wait) = self.rate.take() {
-                                // Too fast: read its next frame later (TCP pushes back).
-                                m::rejected("rate-limited");
-                                tokio::time::sleep(wait).await;
-                            }
-                            metrics::counter!(m::BYTES_IN).increment(bytes.len() as u64);
-                            self.on_frame(&bytes).await
-                        }
-                        Some(Ok(WsMessage::Text(_))) => {
-                            m::rejected("text-frame");
-                            self.send_error("text frames are not part of the protocol; send CBOR in binary frames").await;
-                            self.on_bad_frame().await
-                        }
-                        Some(Ok(WsMessage::Ping(_) | WsMessage::Pong(_))) => Flow::Continue,
-                        Some(Ok(WsMessage::Close(_))) | None => Flow::Close,
-                        Some(Err(e)) => {
-                            tracing::info!(conn = self.conn_id, error = %e, "websocket read failed");
-                            if is_too_big(&e) {
-                                m::rejected("frame-too-big");
-                                self.close_with(1009, "message too big").await;
-                            }
-                            Flow::Close
-                        }
-                    }
-                },
-                () = &mut join_deadline, if self.peer.is_none() => {
-                    tracing::info!(conn = self.conn_id, "no join in time; closing");
-                    m::rejected("join-timeout");
-                    self.close_with(1008, "send join first").await;
-                    Flow::Close
-                }
-                _ = ping.tick() => {
-                    if self.last_seen.elapsed() >= limits.idle_timeout {
-                        // Half-open (or silent) peer: nothing, not even a pong, arrived.
-                        tracing::info!(conn = self.conn_id, user = %self.principal.user_id, "peer unresponsive; closing");
-                        m::rejected("idle-timeout");
-                        let _ = self.out.try_send(WsMessage::Close(Some(CloseFrame {
-                            code: 1001,
-                            reason: "no answer to pings".into(),
-                        })));
-                        Flow::Close
-                    } else {
-                        let _ = self.out.try_send(WsMessage::Ping(Vec::new().into()));
-                        Flow::Continue
-                    }
-                }
-                () = signal.notified() => self.flush().await,
-                Ok(()) = access.changed() => self.refresh_access().await,
-                () = &mut token_expiry, if token_deadline.is_some() => {
-                    // Re-armed in case the store's clock says the token still lives.
-                    let deadline = self.token_deadline().await.unwrap_or_else(far_future);
-                    token_expiry.as_mut().reset(deadline.max(tokio::time::Instant::now() + Duration::from_secs(1)));
-                    self.check_token().await
-                }
-                Some(msg) = ephemeral.recv() => self.forward_ephemeral(msg).await,
-                _ = shutdown.changed() => {
-                    self.close_with(1001, "server shutting down").await;
-                    Flow::Close
-                }
-            };
-            self.write_audit().await;
-            if self.stalled.load(Ordering::Relaxed) {
-                tracing::info!(conn = self.conn_id, user = %self.principal.user_id, "peer does not read its messages; dropping the slow consumer");
-                m::rejected("slow-consumer");
-                break;
-            }
-            if let Flow::Close = flow {
-                break;
-            }
+    pub(super) fn new(
+        state: Arc<AppState>,
+        principal: Principal,
+        token_id: String,
+        signal: Arc<ConnSignal>,
+        out: mpsc::Sender<WsMessage>,
+    ) -> Connection {
+        Connection {
+            state,
+            principal,
+            token_id,
+            conn_id: signal.id,
+            peer: None,
+            engine: PeerSync::new(),
+            open: HashMap::new(),
+            watched: HashSet::new(),
+            pending: HashMap::new(),
+            told_heads: HashMap::new(),
+            signal,
+            out,
+            bad_frames: 0,
+            audit: Vec::new(),
+            last_timestamp: 0,
+            stalled: AtomicBool::new(false),
         }
     }
 
-    async fn on_frame(&mut self, bytes: &[u8]) -> Flow {
+    /// Has the peer sent `join`? Nothing else is accepted before.
+    pub(super) fn joined(&self) -> bool {
+        self.peer.is_some()
+    }
+
+    /// Did the peer stop reading its messages (the outbox stayed full)?
+    pub(super) fn is_stalled(&self) -> bool {
+        self.stalled.load(Ordering::Relaxed)
+    }
+
+    pub(super) async fn on_frame(&mut self, bytes: &[u8]) -> Flow {
         let msg = match protocol::decode(bytes) {
             Ok(msg) => msg,
             Err(e) => {
@@ -396,7 +201,7 @@ impl Connection {
         }
     }
 
-    async fn on_bad_frame(&mut self) -> Flow {
+    pub(super) async fn on_bad_frame(&mut self) -> Flow {
         self.bad_frames += 1;
         if self.bad_frames >= MAX_BAD_FRAMES {
             m::rejected("too-many-bad-frames");
@@ -490,12 +295,12 @@ impl Connection {
 
     /// Writes the noted audit events. A failure is logged loudly; syncing goes on, as
     /// the change itself is already committed.
-    async fn write_audit(&mut self) {
+    pub(super) async fn write_audit(&mut self) {
         if self.audit.is_empty() {
             return;
         }
         let events = std::mem::take(&mut self.audit);
-        if let Err(e) = self.state.store.audit_many(&events).await {
+        if let Err(e) = self.state.store.audit().append_many(&events).await {
             tracing::error!(conn = self.conn_id, error = %e, lost = events.len(), "could not write audit events");
         }
     }
@@ -601,163 +406,35 @@ impl Connection {
         self.open.insert(id, entry);
     }
 
-    /// Applies a payload to an open document: checked, committed, then announced.
+    /// Applies a payload to an open document: `commit::apply` checks, commits and
+    /// announces; a refusal is answered with an `error` message.
     async fn apply(&mut self, entry: Arc<DocEntry>, data: &[u8]) {
-        let id = entry.id();
-        let partition = entry.catalog.partition.clone();
-        let may_write = policy::decide(&self.principal, entry.facts(), Access::Write).is_ok();
-        // Fairness: this wijk's work waits for this wijk's permits only.
-        let permit = self.state.hub.work_permit(&partition.wijk).await;
-        let mut state = match self.state.hub.lock(&entry).await {
-            Ok(state) => state,
-            Err(e) => {
-                tracing::error!(conn = self.conn_id, %id, error = %e, "reloading document failed");
-                self.send_error(&format!(
-                    "document {id} cannot be served right now; try again later"
-                ))
-                .await;
-                return;
-            }
+        let device = self.device();
+        let writer = Writer {
+            principal: &self.principal,
+            device: &device,
         };
-        // Applying and validating a large message is CPU work of milliseconds: keep
-        // it off the reactor, so other connections' frames are not held up.
-        let engine = &mut self.engine;
-        let result = crate::hub::off_reactor(|| {
-            engine.receive_checked(id, &mut state.doc, data, |doc, applied| {
-                if !may_write {
-                    return Err(Refusal::NoWrite);
-                }
-                let meta = schema::meta::read_meta(doc)?;
-                if meta.partition() != partition {
-                    return Err(Refusal::MetaChanged {
-                        was: partition.to_string(),
-                        now: meta.partition().to_string(),
-                    });
-                }
-                // The committed document was valid: only what the new changes
-                // touched is read again (a whole plan costs milliseconds).
-                schema::validate_changes(doc, &applied.heads_before)?;
-                Ok(())
-            })
-        });
-        // The permit bounds CPU work; the commit below is a wait for the group writer
-        // (the document lock still keeps others from reading the uncommitted change).
-        // Holding it there would cap a wijk at one commit per fsync.
-        drop(permit);
-        let mut wrote = false;
-        let outcome = match result {
-            Ok(applied) if applied.changed() => {
-                let device = self.device();
-                let author = Some((self.principal.user_id.as_str(), device.as_str()));
-                // The write's audit entry commits with the change (one transaction).
-                let event = AuditEvent::new(
-                    self.principal.user_id.clone(),
-                    device.clone(),
-                    AuditAction::Write,
-                )
-                .on(&id, Some(&partition));
-                match self
-                    .state
-                    .hub
-                    .persist_with(&id, &mut state, author, std::slice::from_ref(&event))
-                    .await
-                {
-                    Ok(written) => {
-                        wrote = written;
-                        if entry.refresh_facts(&state) {
-                            let handed_over = entry.facts().handed_over;
-                            if let Err(e) = self.state.store.set_handed_over(&id, handed_over).await
-                            {
-                                tracing::error!(conn = self.conn_id, %id, error = %e, "could not record hand-over in the catalog");
-                            }
-                            tracing::info!(conn = self.conn_id, user = %self.principal.user_id, %id, handed_over, "hand-over changed");
-                            let action = if handed_over {
-                                AuditAction::HandOver
-                            } else {
-                                AuditAction::HandOverWithdrawn
-                            };
-                            self.audit.push(
-                                AuditEvent::new(
-                                    self.principal.user_id.clone(),
-                                    self.device(),
-                                    action,
-                                )
-                                .on(&id, Some(&partition)),
-                            );
-                        }
-                        Ok(true)
-                    }
-                    Err(e) => {
-                        // Not durable, so not kept: memory stays equal to the store.
-                        let too_large = matches!(e, crate::error::Error::TooLarge { .. });
-                        if too_large {
-                            tracing::info!(conn = self.conn_id, user = %self.principal.user_id, %id, "change rejected: document too large");
-                            m::rejected("document-too-large");
-                        } else {
-                            tracing::error!(conn = self.conn_id, %id, error = %e, "commit failed");
-                        }
-                        match state.doc.fork_at(&state.saved_heads) {
-                            Ok(restored) => state.doc = restored,
-                            Err(e) => {
-                                tracing::error!(conn = self.conn_id, %id, error = %e, "could not roll back uncommitted changes; they stay in memory until the next commit")
-                            }
-                        }
-                        self.engine.forget(&id);
-                        self.engine.open(id);
-                        if too_large {
-                            Err(format!("document {id}: change rejected: {e}"))
-                        } else {
-                            Err(format!(
-                                "document {id}: the change could not be stored; it will be retried"
-                            ))
-                        }
-                    }
-                }
-            }
-            Ok(_) => Ok(false),
-            Err(Rejected::Sync(e)) => {
-                m::rejected("invalid-sync");
-                // issue 20: automerge panicked under sync_core::guard. The engine rebuilt
-                // the document; the store's copy is the one known to be whole, so the next
-                // lock reloads from it.
-                if let SyncError::Panicked(panicked) = &e {
-                    m::panic_caught(panicked, &id);
-                    self.state.hub.discard(&mut state);
-                }
-                Err(format!("document {id}: {e}"))
-            }
-            Err(Rejected::Check(refusal)) => {
-                tracing::info!(conn = self.conn_id, user = %self.principal.user_id, %id, reason = refusal.kind(), "change rejected");
-                m::rejected(refusal.kind());
-                self.audit.push(
-                    AuditEvent::new(
-                        self.principal.user_id.clone(),
-                        self.device(),
-                        AuditAction::Denied,
-                    )
-                    .on(&id, Some(&partition))
-                    .with_detail(format!("write: {}", refusal.kind())),
-                );
-                Err(format!("document {id}: change rejected: {refusal}"))
-            }
-        };
-        drop(state);
-        match outcome {
-            Ok(true) => {
-                metrics::counter!(m::COMMITS, "kind" => partition.kind.as_str()).increment(1);
-                if !wrote {
-                    self.record(AuditAction::Write, id, Some(&partition), "");
-                }
-                entry.announce();
-            }
-            Ok(false) => self.signal.mark(id),
-            Err(message) => self.send_error(&message).await,
+        let state = &self.state;
+        match commit::apply(
+            &state.hub,
+            &state.store,
+            &entry,
+            &mut self.engine,
+            writer,
+            data,
+        )
+        .await
+        {
+            Outcome::Committed => {}
+            Outcome::Unchanged => self.signal.mark(entry.id()),
+            Outcome::Refused { message, .. } => self.send_error(&message).await,
         }
     }
 
     /// A payload for a document the server does not have (for this peer): the peer is
     /// creating it. Once the changes carry a valid `meta` the peer may create in, the
-    /// document is committed with its partition pinned and becomes an open document.
+    /// document is committed with its partition pinned (`commit::create`) and becomes
+    /// an open document.
     async fn create(&mut self, id: DocumentId, data: &[u8]) {
         let principal = &self.principal;
         let doc = self.pending.entry(id).or_default();
@@ -798,66 +475,29 @@ impl Connection {
         let Some(doc) = self.pending.remove(&id) else {
             return;
         };
-        let partition = match schema::meta::read_meta(&doc) {
-            Ok(meta) => meta.partition(),
-            Err(e) => {
-                self.send_error(&format!("document {id}: {e}")).await;
-                return;
-            }
-        };
-        let catalog = CatalogEntry {
-            id,
-            partition,
-            created_at: now(),
-            created_by: self.principal.user_id.clone(),
-        };
         let device = self.device();
-        match self
-            .state
-            .hub
-            .create(catalog, doc, (&self.principal.user_id, &device))
-            .await
-        {
-            Ok(entry) => {
-                tracing::info!(conn = self.conn_id, user = %self.principal.user_id, %id, partition = %entry.catalog.partition, "document created");
-                let partition = entry.catalog.partition.clone();
-                metrics::counter!(m::CREATED, "kind" => partition.kind.as_str()).increment(1);
-                self.record(AuditAction::Create, id, Some(&partition), "");
-                entry.subscribe(&self.signal);
-                self.open.insert(id, entry.clone());
-                entry.announce();
+        let writer = Writer {
+            principal: &self.principal,
+            device: &device,
+        };
+        match commit::create(&self.state.hub, doc, writer, id, &self.signal).await {
+            Created::Document(entry) => {
+                self.open.insert(id, entry);
             }
-            Err(crate::error::Error::Erased(_)) => {
-                // A stale device pushing an erased document: refuse and tell it to purge.
-                tracing::info!(conn = self.conn_id, user = %self.principal.user_id, %id, "push of an erased document refused");
+            Created::Refused {
+                erased: true,
+                message,
+            } => {
                 self.record(AuditAction::Denied, id, None, "push of an erased document");
-                self.send_error(&format!(
-                    "document {id} was erased and cannot come back; delete it from this device"
-                ))
-                .await;
+                self.send_error(&message).await;
                 self.send_unavailable(id).await;
             }
-            Err(e @ crate::error::Error::TooLarge { .. }) => {
-                m::rejected("document-too-large");
+            Created::Refused {
+                erased: false,
+                message,
+            } => {
                 self.engine.forget(&id);
-                self.send_error(&format!("document {id}: change rejected: {e}"))
-                    .await;
-            }
-            Err(crate::error::Error::Conflict(_)) => {
-                self.engine.forget(&id);
-                self.send_error(&format!(
-                    "document {id}: change rejected: {}",
-                    Refusal::NotPermitted
-                ))
-                .await;
-            }
-            Err(e) => {
-                tracing::error!(conn = self.conn_id, %id, error = %e, "creating document failed");
-                self.engine.forget(&id);
-                self.send_error(&format!(
-                    "document {id}: could not be stored; try again later"
-                ))
-                .await;
+                self.send_error(&message).await;
             }
         }
     }
@@ -1066,7 +706,7 @@ impl Connection {
 
     /// Sends what each dirty document needs: a sync message, and the committed heads
     /// (`remote-heads-changed` with our storageId) when they moved.
-    async fn flush(&mut self) -> Flow {
+    pub(super) async fn flush(&mut self) -> Flow {
         for id in self.signal.take() {
             if self.watched.contains(&id) && !self.open.contains_key(&id) {
                 // A change to a document the peer holds in sync: open it now.
@@ -1187,10 +827,10 @@ impl Connection {
 
     /// Grants or tokens changed somewhere: re-read who this connection is. A dead token
     /// ends the connection; changed grants re-check every open document.
-    async fn refresh_access(&mut self) -> Flow {
+    pub(super) async fn refresh_access(&mut self) -> Flow {
         let store = &self.state.store;
-        match store.live_token_user(&self.token_id).await {
-            Ok(Some(user)) => match store.principal(&user).await {
+        match store.accounts().live_token_user(&self.token_id).await {
+            Ok(Some(user)) => match store.accounts().principal(&user).await {
                 Ok(principal) => {
                     let mut open: Vec<DocumentId> = self.open.keys().copied().collect();
                     open.extend(self.watched.iter().copied());
@@ -1227,7 +867,7 @@ impl Connection {
         }
     }
 
-    async fn forward_ephemeral(&mut self, msg: Message) -> Flow {
+    pub(super) async fn forward_ephemeral(&mut self, msg: Message) -> Flow {
         if let Message::Ephemeral {
             sender_id,
             count,
@@ -1262,7 +902,7 @@ impl Connection {
         .await;
     }
 
-    async fn send_error(&self, message: &str) {
+    pub(super) async fn send_error(&self, message: &str) {
         self.send(Message::Error {
             sender_id: Some(self.state.peer_id.clone()),
             target_id: self.peer.as_ref().map(|p| p.id.clone()),
@@ -1292,7 +932,7 @@ impl Connection {
         }
     }
 
-    async fn close_with(&self, code: u16, reason: &'static str) {
+    pub(super) async fn close_with(&self, code: u16, reason: &'static str) {
         let _ = self
             .out
             .send(WsMessage::Close(Some(CloseFrame {
@@ -1303,7 +943,7 @@ impl Connection {
     }
 
     /// Persists sync states for a returning peer and leaves every document.
-    async fn close(&mut self) {
+    pub(super) async fn close(&mut self) {
         if let Some(storage) = self.persistent_storage() {
             let states: Vec<_> = self
                 .open
@@ -1336,11 +976,6 @@ impl Connection {
         }
         tracing::info!(conn = self.conn_id, user = %self.principal.user_id, "peer disconnected");
     }
-}
-
-fn is_too_big(e: &axum::Error) -> bool {
-    let text = e.to_string().to_ascii_lowercase();
-    text.contains("too long") || text.contains("too big") || text.contains("capacity")
 }
 
 fn now_ms() -> u64 {
@@ -1384,7 +1019,7 @@ impl TokenEnd {
 }
 
 /// A deadline no connection reaches, for a timer that is not armed.
-fn far_future() -> tokio::time::Instant {
+pub(super) fn far_future() -> tokio::time::Instant {
     tokio::time::Instant::now() + Duration::from_secs(86_400 * 365)
 }
 
@@ -1392,8 +1027,14 @@ fn far_future() -> tokio::time::Instant {
 impl Connection {
     /// When the connection's token expires, on the runtime's clock; `None` if the store
     /// cannot say (the access poll still ends the connection then).
-    async fn token_deadline(&self) -> Option<tokio::time::Instant> {
-        let (expires_at, _) = match self.state.store.token_lifetime(&self.token_id).await {
+    pub(super) async fn token_deadline(&self) -> Option<tokio::time::Instant> {
+        let (expires_at, _) = match self
+            .state
+            .store
+            .accounts()
+            .token_lifetime(&self.token_id)
+            .await
+        {
             Ok(found) => found?,
             Err(e) => {
                 tracing::warn!(conn = self.conn_id, error = %e, "could not read the token's expiry");
@@ -1408,8 +1049,14 @@ impl Connection {
     }
 
     /// At the token's expiry: ends the connection if the token no longer works.
-    async fn check_token(&mut self) -> Flow {
-        match self.state.store.live_token_user(&self.token_id).await {
+    pub(super) async fn check_token(&mut self) -> Flow {
+        match self
+            .state
+            .store
+            .accounts()
+            .live_token_user(&self.token_id)
+            .await
+        {
             Ok(Some(_)) => Flow::Continue,
             Ok(None) => self.token_ended().await,
             Err(e) => {
@@ -1424,7 +1071,13 @@ impl Connection {
     /// did not end, only this credential did, and a peer that purged on it would lose
     /// edits not yet on the server. Each open document is audited as denied from now on.
     async fn token_ended(&mut self) -> Flow {
-        let end = match self.state.store.token_lifetime(&self.token_id).await {
+        let end = match self
+            .state
+            .store
+            .accounts()
+            .token_lifetime(&self.token_id)
+            .await
+        {
             Ok(Some((expires_at, revoked_at))) => {
                 TokenEnd::at(expires_at, revoked_at, now()).unwrap_or(TokenEnd::Revoked)
             }

@@ -1,0 +1,317 @@
+//! The one owner of a change from "checked" to "announced".
+//!
+//! A connection hands over a decoded sync payload and who sent it; this module locks
+//! the document, applies the payload under the relay's check (through
+//! `sync_core::engine`), commits everything that belongs to the change in **one** store
+//! transaction — the chunk, its change authors, the `write` audit entry, the document's
+//! change number and committed heads, and the plan's hand-over flag with its audit
+//! entry — rolls memory back to the committed heads when that transaction fails
+//! (`sync_core::engine::rollback`), and announces the change to every subscriber when
+//! it succeeds. Creating a document ([`create`]) is the same in one step: catalog row,
+//! first snapshot, authors, flag and audit entry commit together.
+//!
+//! Nothing here knows of sockets: the connection turns an [`Outcome`] into protocol
+//! messages, and `server/tests/commit.rs` drives this module against a real store.
+
+use std::sync::Arc;
+
+use automerge::Automerge;
+use sync_core::engine::{self, PeerSync, Rejected, SyncError};
+use sync_core::partition::Partition;
+use sync_core::policy::{self, Access, Principal};
+use sync_core::protocol::DocumentId;
+use sync_core::schema::{self, is_handed_over};
+
+use crate::audit::{AuditAction, AuditEvent};
+use crate::error::Error;
+use crate::hub::{off_reactor, ConnSignal, DocEntry, Hub};
+use crate::metrics as m;
+use crate::store::{now, CatalogEntry, Store};
+
+/// Why the relay refused a change; the text goes to the peer in an `error` message.
+#[derive(Debug, thiserror::Error)]
+pub enum Refusal {
+    #[error("you may not change this document")]
+    NoWrite,
+    #[error("meta.kind and meta.wijk of a document never change (was {was}, now {now})")]
+    MetaChanged { was: String, now: String },
+    #[error("{0}")]
+    Schema(#[from] schema::SchemaError),
+    /// Same words whether the id exists elsewhere or the partition is not granted,
+    /// so creation attempts reveal nothing about other partitions.
+    #[error("you may not create a document with this id in this partition")]
+    NotPermitted,
+}
+
+impl Refusal {
+    /// A label for logs and metrics: schema messages quote client values, which may be
+    /// personal data, so logs get the kind of refusal and never its text.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Refusal::NoWrite => "no-write",
+            Refusal::MetaChanged { .. } => "meta-changed",
+            Refusal::Schema(_) => "schema",
+            Refusal::NotPermitted => "not-permitted",
+        }
+    }
+}
+
+/// Who delivers a change: the principal, and the device as provenance and audit
+/// records name it (`token id/peer id`).
+#[derive(Debug, Clone, Copy)]
+pub struct Writer<'a> {
+    pub principal: &'a Principal,
+    pub device: &'a str,
+}
+
+impl Writer<'_> {
+    fn event(&self, action: AuditAction, id: &DocumentId, partition: &Partition) -> AuditEvent {
+        AuditEvent::new(self.principal.user_id.clone(), self.device, action).on(id, Some(partition))
+    }
+}
+
+/// What became of a payload.
+#[derive(Debug)]
+pub enum Outcome {
+    /// New changes are committed and announced (the writer's connection included).
+    Committed,
+    /// Nothing new to commit (the payload was sync bookkeeping); the caller answers.
+    Unchanged,
+    /// Nothing was kept: store and memory are as before. `kind` labels the reason
+    /// for logs and metrics; `message` is the text for the peer.
+    Refused { kind: &'static str, message: String },
+}
+
+impl Outcome {
+    fn refused(kind: &'static str, message: String) -> Outcome {
+        Outcome::Refused { kind, message }
+    }
+}
+
+/// Applies `data` (an automerge sync message from `writer`) to an open document:
+/// check, commit in one transaction, roll back on failure, announce on success.
+pub async fn apply(
+    hub: &Hub,
+    store: &Store,
+    entry: &Arc<DocEntry>,
+    engine: &mut PeerSync,
+    writer: Writer<'_>,
+    data: &[u8],
+) -> Outcome {
+    let id = entry.id();
+    let partition = entry.catalog.partition.clone();
+    let may_write = policy::decide(writer.principal, entry.facts(), Access::Write).is_ok();
+    // Fairness: this wijk's work waits for this wijk's permits only.
+    let permit = hub.work_permit(&partition.wijk).await;
+    let mut state = match hub.lock(entry).await {
+        Ok(state) => state,
+        Err(e) => {
+            tracing::error!(%id, error = %e, "reloading document failed");
+            return Outcome::refused(
+                "unavailable",
+                format!("document {id} cannot be served right now; try again later"),
+            );
+        }
+    };
+    // Applying and validating a large message is CPU work of milliseconds: keep it
+    // off the reactor, so other connections' frames are not held up.
+    let result = off_reactor(|| {
+        engine.receive_checked(id, &mut state.doc, data, |doc, applied| {
+            if !may_write {
+                return Err(Refusal::NoWrite);
+            }
+            let meta = schema::meta::read_meta(doc)?;
+            if meta.partition() != partition {
+                return Err(Refusal::MetaChanged {
+                    was: partition.to_string(),
+                    now: meta.partition().to_string(),
+                });
+            }
+            // The committed document was valid: only what the new changes touched is
+            // read again (a whole plan costs milliseconds).
+            schema::validate_changes(doc, &applied.heads_before)?;
+            Ok(())
+        })
+    });
+    // The permit bounds CPU work; the commit below is a wait for the store (the
+    // document lock still keeps others from reading the uncommitted change). Holding
+    // it there would cap a wijk at one commit per fsync.
+    drop(permit);
+    match result {
+        Ok(applied) if applied.changed() => {}
+        Ok(_) => return Outcome::Unchanged,
+        Err(Rejected::Sync(e)) => {
+            m::rejected("invalid-sync");
+            // issue 20: automerge panicked under sync_core::guard. The engine rebuilt
+            // the document; the store's copy is the one known to be whole, so the next
+            // lock reloads from it.
+            if let SyncError::Panicked(panicked) = &e {
+                m::panic_caught(panicked, &id);
+                hub.discard(&mut state);
+            }
+            return Outcome::refused("invalid-sync", format!("document {id}: {e}"));
+        }
+        Err(Rejected::Check(refusal)) => {
+            let kind = refusal.kind();
+            tracing::info!(user = %writer.principal.user_id, %id, reason = kind, "change rejected");
+            m::rejected(kind);
+            drop(state);
+            // Nothing else is committed for a refusal: its audit entry stands alone.
+            let event = writer
+                .event(AuditAction::Denied, &id, &partition)
+                .with_detail(format!("write: {kind}"));
+            if let Err(e) = store.audit().append(&event).await {
+                tracing::error!(%id, error = %e, "could not audit a refused change");
+            }
+            return Outcome::refused(kind, format!("document {id}: change rejected: {refusal}"));
+        }
+    }
+    // Everything the change brings commits together.
+    let handed_over = is_handed_over(&state.doc);
+    let flag_moves = handed_over != entry.facts().handed_over;
+    let mut events = vec![writer.event(AuditAction::Write, &id, &partition)];
+    if flag_moves {
+        let action = if handed_over {
+            AuditAction::HandOver
+        } else {
+            AuditAction::HandOverWithdrawn
+        };
+        events.push(writer.event(action, &id, &partition));
+    }
+    let author = Some((writer.principal.user_id.as_str(), writer.device));
+    let committed = hub
+        .persist_change(
+            &id,
+            &mut state,
+            author,
+            &events,
+            flag_moves.then_some(handed_over),
+        )
+        .await;
+    match committed {
+        Ok(true) => {}
+        Ok(false) => {
+            // Nothing to write after all (the store holds these changes already):
+            // the audit entries still say who delivered them.
+            if let Err(e) = store.audit().append_many(&events).await {
+                tracing::error!(%id, error = %e, "could not write audit events");
+            }
+        }
+        Err(e) => {
+            // Not durable, so not kept: memory stays equal to the store.
+            let state = &mut *state;
+            if !engine::rollback(&mut state.doc, &state.saved_heads) {
+                // The rebuild failed and emptied the copy: reload it from the store.
+                hub.discard(state);
+            }
+            engine.forget(&id);
+            engine.open(id);
+            return if let Error::TooLarge { .. } = e {
+                tracing::info!(user = %writer.principal.user_id, %id, "change rejected: document too large");
+                m::rejected("document-too-large");
+                Outcome::refused(
+                    "document-too-large",
+                    format!("document {id}: change rejected: {e}"),
+                )
+            } else {
+                tracing::error!(%id, error = %e, "commit failed");
+                Outcome::refused(
+                    "store-failed",
+                    format!("document {id}: the change could not be stored; it will be retried"),
+                )
+            };
+        }
+    }
+    if entry.refresh_facts(&state) {
+        tracing::info!(user = %writer.principal.user_id, %id, handed_over, "hand-over changed");
+    }
+    drop(state);
+    metrics::counter!(m::COMMITS, "kind" => partition.kind.as_str()).increment(1);
+    entry.announce();
+    Outcome::Committed
+}
+
+/// What became of a creation.
+#[derive(Debug)]
+pub enum Created {
+    /// Committed and announced; the entry is loaded.
+    Document(Arc<DocEntry>),
+    /// Nothing was stored. `erased`: the id was erased and the device should purge
+    /// it. `message` is the text for the peer.
+    Refused { erased: bool, message: String },
+}
+
+/// Commits a document a peer created (`doc` passed the creation check): catalog row
+/// with its partition pinned, first snapshot, change authors, hand-over flag, `create`
+/// audit entry and change number in one transaction; then subscribes `subscriber` (the
+/// creator's connection) and announces it.
+pub async fn create(
+    hub: &Hub,
+    doc: Automerge,
+    writer: Writer<'_>,
+    id: DocumentId,
+    subscriber: &Arc<ConnSignal>,
+) -> Created {
+    let partition = match schema::meta::read_meta(&doc) {
+        Ok(meta) => meta.partition(),
+        Err(e) => {
+            return Created::Refused {
+                erased: false,
+                message: format!("document {id}: {e}"),
+            }
+        }
+    };
+    let catalog = CatalogEntry {
+        id,
+        partition: partition.clone(),
+        created_at: now(),
+        created_by: writer.principal.user_id.clone(),
+    };
+    let event = writer.event(AuditAction::Create, &id, &partition);
+    let user = writer.principal.user_id.as_str();
+    match hub
+        .create_with(
+            catalog,
+            doc,
+            (user, writer.device),
+            std::slice::from_ref(&event),
+        )
+        .await
+    {
+        Ok(entry) => {
+            tracing::info!(%user, %id, partition = %entry.catalog.partition, "document created");
+            metrics::counter!(m::CREATED, "kind" => partition.kind.as_str()).increment(1);
+            entry.subscribe(subscriber);
+            entry.announce();
+            Created::Document(entry)
+        }
+        Err(Error::Erased(_)) => {
+            // A stale device pushing an erased document: refuse and tell it to purge.
+            tracing::info!(%user, %id, "push of an erased document refused");
+            Created::Refused {
+                erased: true,
+                message: format!(
+                    "document {id} was erased and cannot come back; delete it from this device"
+                ),
+            }
+        }
+        Err(e @ Error::TooLarge { .. }) => {
+            m::rejected("document-too-large");
+            Created::Refused {
+                erased: false,
+                message: format!("document {id}: change rejected: {e}"),
+            }
+        }
+        Err(Error::Conflict(_)) => Created::Refused {
+            erased: false,
+            message: format!("document {id}: change rejected: {}", Refusal::NotPermitted),
+        },
+        Err(e) => {
+            tracing::error!(%id, error = %e, "creating document failed");
+            Created::Refused {
+                erased: false,
+                message: format!("document {id}: could not be stored; try again later"),
+            }
+        }
+    }
+}

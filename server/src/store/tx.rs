@@ -1,0 +1,371 @@
+//! The store's writes inside a transaction, as functions written once for both engines.
+//!
+//! [`Engine`] bundles the sqlx bounds a write needs (a `&mut` connection that executes
+//! queries, and the types we bind and read) and is implemented for SQLite and
+//! PostgreSQL; its provided methods are the transaction steps: the next change number,
+//! marking a document changed, writing a commit's provenance (change authors, the
+//! hand-over flag, audit entries), appending to the audit hash chain, and appending a
+//! chunk. The SQLite group writer (`group`) and the PostgreSQL path (`documents`)
+//! call the same [`Engine::append_chunk`]; the callers own `BEGIN` and `COMMIT`.
+//!
+//! Lock order on PostgreSQL, in every transaction that takes more than one: the
+//! document's advisory lock, then the audit lock, then the change counter row.
+
+use sqlx::postgres::Postgres;
+use sqlx::sqlite::Sqlite;
+use sqlx::{ColumnIndex, Database, Decode, Encode, Executor, IntoArguments, Transaction, Type};
+
+use crate::audit::{entry_hash, AuditEntry, AuditEvent, HashedFields, GENESIS};
+use crate::error::Error;
+
+/// Seconds since the Unix epoch, the unit of every time column.
+pub fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
+/// Milliseconds since the Unix epoch, the unit of `audit_log.at_ms`.
+pub(crate) fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
+/// The PostgreSQL advisory lock that serialises audit appends across nodes ("buurtsyn").
+pub(crate) const AUDIT_LOCK: i64 = 0x6275_7572_7473_796e;
+/// The PostgreSQL channel of change notifications between nodes.
+pub(crate) const CHANNEL: &str = "buurtsync_changes";
+/// Sends one notification (inside the committing transaction).
+pub(crate) const NOTIFY: &str = "SELECT pg_notify($1, $2)";
+/// A document's advisory lock in shared mode (appends; compaction takes it exclusively).
+pub(crate) const LOCK_SHARED: &str = "SELECT pg_advisory_xact_lock_shared($1)";
+
+pub(crate) const INSERT_CHUNK: &str =
+    "INSERT INTO chunks (doc_id, kind, hash, data, created_at) VALUES ($1, $2, $3, $4, $5)
+     ON CONFLICT (doc_id, hash) DO NOTHING RETURNING seq";
+/// After an append: the catalog's committed heads become the new heads if they were the
+/// heads the writer started from, else unknown (another node appended meanwhile).
+const SET_HEADS: &str =
+    "UPDATE documents SET heads = CASE WHEN heads = $1 THEN $2 ELSE NULL END WHERE id = $3";
+
+/// What a commit records beside its chunk, in the same transaction: who delivered
+/// which changes (author binding), the audit events of the write, and the hand-over
+/// flag when the commit moves it. Empty: nothing.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Provenance<'a> {
+    /// Hashes of the changes the commit adds.
+    pub changes: &'a [String],
+    /// (user, device) that delivered them; `None` records no authors.
+    pub author: Option<(&'a str, &'a str)>,
+    pub audit: &'a [AuditEvent],
+    /// A plan's hand-over flag as the commit leaves it, when the commit changes it:
+    /// the catalog's `handed_over` moves in the same transaction as the change.
+    pub handed_over: Option<bool>,
+}
+
+/// [`Provenance`] owned: what a chunk append waiting in the group writer's queue
+/// (`store::group`) records beside its chunk.
+#[derive(Debug, Clone, Default)]
+pub struct OwnedProvenance {
+    pub changes: Vec<String>,
+    pub author: Option<(String, String)>,
+    pub audit: Vec<AuditEvent>,
+    pub handed_over: Option<bool>,
+}
+
+impl OwnedProvenance {
+    pub fn borrowed(&self) -> Provenance<'_> {
+        Provenance {
+            changes: &self.changes,
+            author: self
+                .author
+                .as_ref()
+                .map(|(user, device)| (user.as_str(), device.as_str())),
+            audit: &self.audit,
+            handed_over: self.handed_over,
+        }
+    }
+}
+
+impl From<&Provenance<'_>> for OwnedProvenance {
+    fn from(prov: &Provenance<'_>) -> Self {
+        OwnedProvenance {
+            changes: prov.changes.to_vec(),
+            author: prov
+                .author
+                .map(|(user, device)| (user.to_owned(), device.to_owned())),
+            audit: prov.audit.to_vec(),
+            handed_over: prov.handed_over,
+        }
+    }
+}
+
+/// One sealed chunk to append with its provenance.
+#[derive(Debug)]
+pub(crate) struct ChunkAppend {
+    pub doc: String,
+    /// Content hash (keyed) and sealed bytes, as `documents::sealed` made them.
+    pub hash: Vec<u8>,
+    pub data: Vec<u8>,
+    /// The catalog's committed heads become `heads` only if they were `base` (see
+    /// `Store::append_chunk_with`), as text (`heads_text`).
+    pub base: Option<String>,
+    pub heads: String,
+    pub prov: OwnedProvenance,
+}
+
+/// A database engine the store writes to, with the sqlx bounds its transaction steps
+/// need; the provided methods are those steps, written once. `tx` is an open
+/// transaction (or savepoint); its type names the engine, so callers write
+/// `Engine::mark_changed(&mut tx, doc)` on either.
+#[allow(async_fn_in_trait)]
+pub(crate) trait Engine: Database + Sized
+where
+    for<'c> &'c mut Self::Connection: Executor<'c, Database = Self>,
+    for<'q> Self::Arguments<'q>: IntoArguments<'q, Self>,
+    for<'q> i64: Encode<'q, Self> + Decode<'q, Self> + Type<Self>,
+    for<'q> bool: Encode<'q, Self> + Type<Self>,
+    for<'q> &'q str: Encode<'q, Self> + Type<Self>,
+    for<'q> Option<&'q str>: Encode<'q, Self> + Type<Self>,
+    for<'q> &'q [u8]: Encode<'q, Self> + Type<Self>,
+    for<'q> Vec<u8>: Decode<'q, Self> + Type<Self>,
+    usize: ColumnIndex<Self::Row>,
+{
+    /// PostgreSQL: several nodes share the database, so writes take advisory locks
+    /// and commits notify the other nodes.
+    const SHARED: bool;
+
+    /// Takes the next number of the store-wide change counter (the central feed's
+    /// cursor), after every other contended lock of the transaction, so numbers are
+    /// handed out in commit order and a feed cursor never skips a commit. SQLite has
+    /// one writer at a time. PostgreSQL: the `UPDATE` holds the counter row's lock
+    /// until the commit, so a concurrent transaction gets its number (the next one)
+    /// only after this one is visible. Nothing else is locked after it (no deadlock).
+    async fn next_change_seq(tx: &mut Transaction<'_, Self>) -> Result<i64, Error> {
+        let seq: i64 = sqlx::query_scalar(
+            "UPDATE change_counter SET seq = seq + 1 WHERE id = 1 RETURNING seq",
+        )
+        .fetch_one(&mut **tx)
+        .await?;
+        Ok(seq)
+    }
+
+    /// Gives document `doc` the next change number and the current time as
+    /// `updated_at` (see [`next_change_seq`](Self::next_change_seq)).
+    async fn mark_changed(tx: &mut Transaction<'_, Self>, doc: &str) -> Result<(), Error> {
+        let seq = Self::next_change_seq(tx).await?;
+        sqlx::query("UPDATE documents SET change_seq = $1, updated_at = $2 WHERE id = $3")
+            .bind(seq)
+            .bind(now())
+            .bind(doc)
+            .execute(&mut **tx)
+            .await?;
+        Ok(())
+    }
+
+    /// Writes `prov`: change authors, the hand-over flag, then the audit events
+    /// (PostgreSQL: under the audit lock, so before the change counter).
+    async fn write_provenance(
+        tx: &mut Transaction<'_, Self>,
+        doc: &str,
+        prov: &Provenance<'_>,
+    ) -> Result<(), Error> {
+        if let Some((user, device)) = prov.author {
+            let at = now();
+            for hash in prov.changes {
+                sqlx::query(
+                    "INSERT INTO change_authors (doc_id, change_hash, user_id, device, at) VALUES ($1, $2, $3, $4, $5)
+                     ON CONFLICT DO NOTHING",
+                )
+                .bind(doc)
+                .bind(hash.as_str())
+                .bind(user)
+                .bind(device)
+                .bind(at)
+                .execute(&mut **tx)
+                .await?;
+            }
+        }
+        if let Some(handed_over) = prov.handed_over {
+            // A flip moves `access_changed_at`, so incremental listings report it.
+            sqlx::query(
+                "UPDATE documents SET handed_over = $1, access_changed_at = $3 WHERE id = $2 AND handed_over <> $1",
+            )
+            .bind(handed_over)
+            .bind(doc)
+            .bind(now())
+                .execute(&mut **tx)
+                .await?;
+        }
+        if !prov.audit.is_empty() {
+            Self::append_audit(tx, prov.audit).await?;
+        }
+        Ok(())
+    }
+
+    /// Appends `events` to the audit hash chain and returns the entries as recorded.
+    /// SQLite: the transaction began `IMMEDIATE` (the write lock is held before the
+    /// last hash is read). PostgreSQL: the audit advisory lock is taken first. CASTs
+    /// (SQLite): a row tampered into other types must not stop new entries being
+    /// written; verification reports it.
+    async fn append_audit(
+        tx: &mut Transaction<'_, Self>,
+        events: &[AuditEvent],
+    ) -> Result<Vec<AuditEntry>, Error> {
+        let (last_sql, issued_sql) = if Self::SHARED {
+            (
+                "SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1",
+                "SELECT issued FROM audit_issued WHERE id = 1",
+            )
+        } else {
+            (
+                "SELECT seq, CAST(hash AS BLOB) FROM audit_log ORDER BY seq DESC LIMIT 1",
+                "SELECT CAST(seq AS INTEGER) FROM sqlite_sequence WHERE name = 'audit_log'",
+            )
+        };
+        if Self::SHARED {
+            sqlx::query("SELECT pg_advisory_xact_lock($1)")
+                .bind(AUDIT_LOCK)
+                .execute(&mut **tx)
+                .await?;
+        }
+        let last: Option<(i64, Option<Vec<u8>>)> =
+            sqlx::query_as(last_sql).fetch_optional(&mut **tx).await?;
+        // The highest seq ever handed out, even if its row is gone: the first append
+        // after a truncation then leaves a gap that verification sees.
+        let issued: Option<Option<i64>> = sqlx::query_scalar(issued_sql)
+            .fetch_optional(&mut **tx)
+            .await?;
+        let (last_seq, mut prev_hash) = match last {
+            Some((seq, hash)) => (seq, hash.unwrap_or_default()),
+            None => (0, GENESIS.to_vec()),
+        };
+        let mut seq = last_seq.max(issued.flatten().unwrap_or(0));
+        let mut out: Vec<AuditEntry> = Vec::with_capacity(events.len());
+        for event in events {
+            seq = seq
+                .checked_add(1)
+                .ok_or_else(|| Error::Corrupt("audit log seq overflow".into()))?;
+            let at_ms = now_ms();
+            let action = event.action.as_str();
+            let hash = entry_hash(
+                &prev_hash,
+                &HashedFields {
+                    seq,
+                    at_ms,
+                    user_id: &event.user_id,
+                    device: &event.device,
+                    document: event.document.as_deref(),
+                    partition: event.partition.as_deref(),
+                    action,
+                    detail: &event.detail,
+                },
+            );
+            sqlx::query(
+                "INSERT INTO audit_log (seq, at_ms, user_id, device, document, partition, action, detail, prev_hash, hash) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+            )
+            .bind(seq)
+            .bind(at_ms)
+            .bind(event.user_id.as_str())
+            .bind(event.device.as_str())
+            .bind(event.document.as_deref())
+            .bind(event.partition.as_deref())
+            .bind(action)
+            .bind(event.detail.as_str())
+            .bind(&prev_hash[..])
+            .bind(&hash[..])
+            .execute(&mut **tx)
+            .await?;
+            out.push(AuditEntry {
+                seq,
+                at_ms,
+                user_id: event.user_id.clone(),
+                device: event.device.clone(),
+                document: event.document.clone(),
+                partition: event.partition.clone(),
+                action: event.action,
+                detail: event.detail.clone(),
+                prev_hash: hex::encode(&prev_hash),
+                hash: hex::encode(hash),
+            });
+            prev_hash = hash.to_vec();
+        }
+        if Self::SHARED && !out.is_empty() {
+            sqlx::query("UPDATE audit_issued SET issued = $1 WHERE id = 1")
+                .bind(seq)
+                .execute(&mut **tx)
+                .await?;
+        }
+        Ok(out)
+    }
+
+    /// Inserts one sealed chunk; its seq, or `None` when the chunk is stored already
+    /// (chunk keys are content hashes).
+    async fn insert_chunk(
+        tx: &mut Transaction<'_, Self>,
+        doc: &str,
+        kind: &str,
+        hash: &[u8],
+        data: &[u8],
+    ) -> Result<Option<i64>, Error> {
+        let seq: Option<i64> = sqlx::query_scalar(INSERT_CHUNK)
+            .bind(doc)
+            .bind(kind)
+            .bind(hash)
+            .bind(data)
+            .bind(now())
+            .fetch_optional(&mut **tx)
+            .await?;
+        Ok(seq)
+    }
+
+    /// Appends one incremental chunk with its provenance and, when the chunk is new,
+    /// the document's next change number and committed heads (and, on PostgreSQL,
+    /// the notice `note` to the other nodes). PostgreSQL: under the document's shared
+    /// advisory lock `lock`. The one chunk append of both engines.
+    async fn append_chunk(
+        tx: &mut Transaction<'_, Self>,
+        job: &ChunkAppend,
+        lock: i64,
+        note: &str,
+    ) -> Result<Option<i64>, Error> {
+        if Self::SHARED {
+            sqlx::query(LOCK_SHARED)
+                .bind(lock)
+                .execute(&mut **tx)
+                .await?;
+        }
+        let seq = Self::insert_chunk(tx, &job.doc, "incremental", &job.hash, &job.data).await?;
+        Self::write_provenance(tx, &job.doc, &job.prov.borrowed()).await?;
+        // A chunk stored already changes nothing: no change number, no new heads.
+        if seq.is_some() {
+            Self::mark_changed(tx, &job.doc).await?;
+            sqlx::query(SET_HEADS)
+                .bind(job.base.as_deref())
+                .bind(job.heads.as_str())
+                .bind(job.doc.as_str())
+                .execute(&mut **tx)
+                .await?;
+            if Self::SHARED {
+                sqlx::query(NOTIFY)
+                    .bind(CHANNEL)
+                    .bind(note)
+                    .execute(&mut **tx)
+                    .await?;
+            }
+        }
+        Ok(seq)
+    }
+}
+
+impl Engine for Sqlite {
+    const SHARED: bool = false;
+}
+
+impl Engine for Postgres {
+    const SHARED: bool = true;
+}

@@ -1,0 +1,281 @@
+//! `commit`, the owner of a change from "checked" to "announced", against a real SQLite
+//! file and no socket: a device's sync messages go straight to `commit::apply`.
+
+use std::sync::Arc;
+
+use automerge::sync::{self, SyncDoc};
+use automerge::{Automerge, ChangeHash};
+use buurtsync_server::audit::{AuditAction, AuditEntry};
+use buurtsync_server::commit::{self, Outcome, Writer};
+use buurtsync_server::hub::{DocEntry, Hub};
+use buurtsync_server::store::{CatalogEntry, Store};
+use sync_core::engine::PeerSync;
+use sync_core::partition::{DocumentKind, Partition, WijkId};
+use sync_core::policy::{Grant, Principal, WijkRole};
+use sync_core::protocol::DocumentId;
+use sync_core::schema::{self, ContactKind, ContactMoment, Date, Plan};
+
+fn wijk() -> WijkId {
+    WijkId::new("noord").expect("wijk")
+}
+
+/// A professional of the plan's wijk (may write), or a user without grants (may not).
+fn principal(may_write: bool) -> Principal {
+    Principal {
+        user_id: "ann".into(),
+        grants: if may_write {
+            vec![Grant {
+                wijk: wijk(),
+                role: WijkRole::Professional,
+            }]
+        } else {
+            Vec::new()
+        },
+        global_roles: Vec::new(),
+    }
+}
+
+/// One stored plan, the relay's side of it, and a device holding the same history.
+struct Fixture {
+    _dir: tempfile::TempDir,
+    url: String,
+    store: Store,
+    hub: Hub,
+    id: DocumentId,
+    entry: Arc<DocEntry>,
+    engine: PeerSync,
+    device: Automerge,
+    device_sync: sync::State,
+    committed: Vec<ChangeHash>,
+}
+
+impl Fixture {
+    async fn new() -> Fixture {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let url = format!("sqlite://{}/db.sqlite3", dir.path().display());
+        let store = Store::open(&url).await.expect("open");
+        let hub = Hub::new(store.clone(), 1, u64::MAX);
+        let id = DocumentId::random();
+        let plan = schema::new_document(&Plan::new(wijk(), "huishouden-1")).expect("plan");
+        let catalog = CatalogEntry {
+            id,
+            partition: Partition {
+                wijk: wijk(),
+                kind: DocumentKind::Plan,
+            },
+            created_at: 1,
+            created_by: "ann".into(),
+        };
+        let entry = hub
+            .create(catalog, plan.fork(), ("ann", "tok/phone"))
+            .await
+            .expect("create");
+        let mut engine = PeerSync::new();
+        engine.open(id);
+        let committed = plan.get_heads();
+        Fixture {
+            _dir: dir,
+            url,
+            store,
+            hub,
+            id,
+            entry,
+            engine,
+            device: plan,
+            device_sync: sync::State::new(),
+            committed,
+        }
+    }
+
+    /// Syncs the device with the relay through `commit::apply` until neither side has
+    /// anything to say; returns the outcome of every payload the relay received.
+    async fn sync(&mut self, principal: &Principal) -> Vec<Outcome> {
+        let mut outcomes = Vec::new();
+        for _ in 0..8 {
+            let to_relay = self.device.generate_sync_message(&mut self.device_sync);
+            if let Some(message) = &to_relay {
+                let writer = Writer {
+                    principal,
+                    device: "tok/phone",
+                };
+                outcomes.push(
+                    commit::apply(
+                        &self.hub,
+                        &self.store,
+                        &self.entry,
+                        &mut self.engine,
+                        writer,
+                        &message.clone().encode(),
+                    )
+                    .await,
+                );
+            }
+            let to_device = {
+                let state = self.hub.lock(&self.entry).await.expect("lock");
+                self.engine.generate(self.id, &state.doc)
+            };
+            if let Some(bytes) = &to_device {
+                let message = sync::Message::decode(bytes).expect("decode");
+                self.device
+                    .receive_sync_message(&mut self.device_sync, message)
+                    .expect("device receives");
+            }
+            if to_relay.is_none() && to_device.is_none() {
+                break;
+            }
+        }
+        outcomes
+    }
+
+    /// The document's audit entries.
+    async fn audit(&self) -> Vec<AuditEntry> {
+        self.store
+            .audit()
+            .for_document(&self.id.to_string())
+            .await
+            .expect("audit")
+    }
+
+    /// (heads in memory, committed heads in memory).
+    async fn memory(&self) -> (Vec<ChangeHash>, Vec<ChangeHash>) {
+        let state = self.hub.lock(&self.entry).await.expect("lock");
+        (state.doc.get_heads(), state.saved_heads.clone())
+    }
+}
+
+/// The heads and the hand-over flag a fresh store handle reads from the file.
+async fn stored(url: &str, id: &DocumentId) -> (Vec<ChangeHash>, bool) {
+    let store = Store::open(url).await.expect("reopen");
+    let bytes = store
+        .load_document(id)
+        .await
+        .expect("load")
+        .expect("exists")
+        .bytes;
+    let heads = Automerge::load(&bytes).expect("loads").get_heads();
+    let (_, handed_over) = store
+        .list_catalog(None, None, 0)
+        .await
+        .expect("catalog")
+        .into_iter()
+        .find(|(entry, _)| entry.id == *id)
+        .expect("in the catalog");
+    store.close().await;
+    (heads, handed_over)
+}
+
+fn add_contact(doc: &mut Automerge) {
+    let date = Date::from_ymd(2028, 3, 14).expect("date");
+    schema::update::<Plan>(doc, |plan| {
+        plan.contacts.push(ContactMoment::new(
+            date,
+            ContactKind::Huisbezoek,
+            "Huisbezoek",
+        ))
+    })
+    .expect("edit");
+}
+
+fn request_hand_over(doc: &mut Automerge) {
+    schema::update::<Plan>(doc, |plan| plan.handover.requested = true).expect("edit");
+}
+
+fn committed(outcomes: &[Outcome]) -> bool {
+    outcomes.iter().any(|o| matches!(o, Outcome::Committed))
+}
+
+fn refused(outcomes: &[Outcome]) -> Vec<&str> {
+    outcomes
+        .iter()
+        .filter_map(|o| match o {
+            Outcome::Refused { kind, .. } => Some(*kind),
+            _ => None,
+        })
+        .collect()
+}
+
+/// An accepted change is committed (file and memory agree) and audited as a write.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn accepted_change_is_committed_and_audited() {
+    let mut fx = Fixture::new().await;
+    add_contact(&mut fx.device);
+    let outcomes = fx.sync(&principal(true)).await;
+    assert!(committed(&outcomes), "{outcomes:?}");
+    let (heads, saved) = fx.memory().await;
+    assert_eq!(heads, fx.device.get_heads());
+    assert_eq!(saved, heads, "committed heads move with the commit");
+    assert_eq!(stored(&fx.url, &fx.id).await.0, heads);
+    let audit = fx.audit().await;
+    assert!(audit.iter().any(|e| e.action == AuditAction::Write));
+}
+
+/// A refused change leaves the store and the relay's memory as they were (and is
+/// audited as a denied write).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_change_leaves_store_and_memory_unchanged() {
+    let mut fx = Fixture::new().await;
+    let seq_before = fx.store.last_change_seq().await.expect("seq");
+    add_contact(&mut fx.device);
+    let outcomes = fx.sync(&principal(false)).await;
+    assert!(!committed(&outcomes), "{outcomes:?}");
+    assert!(refused(&outcomes).contains(&"no-write"), "{outcomes:?}");
+    assert_eq!(
+        fx.memory().await,
+        (fx.committed.clone(), fx.committed.clone())
+    );
+    assert_eq!(stored(&fx.url, &fx.id).await, (fx.committed.clone(), false));
+    assert_eq!(fx.store.last_change_seq().await.expect("seq"), seq_before);
+    let audit = fx.audit().await;
+    assert!(audit
+        .iter()
+        .any(|e| e.action == AuditAction::Denied && e.detail == "write: no-write"));
+    assert!(!audit.iter().any(|e| e.action == AuditAction::Write));
+}
+
+/// A write the store cannot take (its pool is closed) rolls memory back to the
+/// committed heads: nothing uncommitted stays readable.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_write_rolls_memory_back_to_committed_heads() {
+    let mut fx = Fixture::new().await;
+    fx.store.close().await;
+    add_contact(&mut fx.device);
+    let outcomes = fx.sync(&principal(true)).await;
+    assert!(!committed(&outcomes), "{outcomes:?}");
+    assert!(refused(&outcomes).contains(&"store-failed"), "{outcomes:?}");
+    assert_eq!(
+        fx.memory().await,
+        (fx.committed.clone(), fx.committed.clone())
+    );
+    assert_eq!(stored(&fx.url, &fx.id).await.0, fx.committed);
+}
+
+/// A hand-over request commits with its change: the catalog flag, the policy's flag
+/// and the document move together, with a `hand_over` audit entry.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hand_over_commits_with_the_document() {
+    let mut fx = Fixture::new().await;
+    request_hand_over(&mut fx.device);
+    let outcomes = fx.sync(&principal(true)).await;
+    assert!(committed(&outcomes), "{outcomes:?}");
+    assert!(fx.entry.facts().handed_over);
+    assert_eq!(stored(&fx.url, &fx.id).await, (fx.device.get_heads(), true));
+    let audit = fx.audit().await;
+    assert!(audit.iter().any(|e| e.action == AuditAction::HandOver));
+}
+
+/// A hand-over request whose commit fails leaves neither the flag nor the document
+/// changed, in the store or in memory.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hand_over_fails_with_the_document() {
+    let mut fx = Fixture::new().await;
+    fx.store.close().await;
+    request_hand_over(&mut fx.device);
+    let outcomes = fx.sync(&principal(true)).await;
+    assert!(refused(&outcomes).contains(&"store-failed"), "{outcomes:?}");
+    assert!(!fx.entry.facts().handed_over);
+    assert_eq!(
+        fx.memory().await,
+        (fx.committed.clone(), fx.committed.clone())
+    );
+    assert_eq!(stored(&fx.url, &fx.id).await, (fx.committed.clone(), false));
+}
