@@ -85,6 +85,8 @@ cargo nextest run --workspace --no-fail-fast
 step "fuzz targets (${FUZZ_SECONDS:-30}s each)"
 for target in codec apply stateful summary; do
   scratch="$(mktemp -d)"
+  # git keeps no empty folder: a target with no saved finding yet has none in a clone.
+  mkdir -p "fuzz/regressions/$target"
   (cd fuzz && RUSTC_BOOTSTRAP=1 cargo fuzz run -s none "$target" "$scratch" "corpus/$target" "regressions/$target" \
       -- -max_total_time="${FUZZ_SECONDS:-30}" -rss_limit_mb=2048 -print_final_stats=1 2>&1 | tail -n 25)
   rm -rf "$scratch"
