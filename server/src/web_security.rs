@@ -98,15 +98,32 @@ impl Transport {
     }
 }
 
+/// A TLS-terminating proxy in front says so with `X-Forwarded-Proto: https`.
+pub fn forwarded_https(headers: &HeaderMap) -> bool {
+    headers
+        .get("x-forwarded-proto")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.eq_ignore_ascii_case("https"))
+}
+
+/// The value of the first cookie called one of `names` (the plain and the
+/// `__Host-`/`__Secure-` spelling of one cookie), from every `Cookie` header.
+pub fn cookie(headers: &HeaderMap, names: &[&str]) -> Option<String> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(name, _)| names.contains(name))
+        .map(|(_, value)| value.to_owned())
+}
+
 impl<S: Send + Sync> FromRequestParts<S> for Transport {
     type Rejection = std::convert::Infallible;
 
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
-        let proxied = parts
-            .headers
-            .get("x-forwarded-proto")
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|v| v.eq_ignore_ascii_case("https"));
+        let proxied = forwarded_https(&parts.headers);
         Ok(match parts.extensions.get::<Transport>() {
             Some(Transport::Tls) => Transport::Tls,
             _ if proxied => Transport::Tls,

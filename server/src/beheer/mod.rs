@@ -72,22 +72,11 @@ fn coordinated(p: &Principal) -> BTreeSet<WijkId> {
 }
 
 fn secure_request(state: &AppState, headers: &HeaderMap) -> bool {
-    state.identity.tls
-        || headers
-            .get("x-forwarded-proto")
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|v| v.eq_ignore_ascii_case("https"))
+    state.identity.tls || crate::web_security::forwarded_https(headers)
 }
 
 fn cookie_value(headers: &HeaderMap) -> Option<String> {
-    headers
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(name, _)| *name == COOKIE_PLAIN || *name == COOKIE_TLS)
-        .map(|(_, value)| value.to_owned())
+    crate::web_security::cookie(headers, &[COOKIE_PLAIN, COOKIE_TLS])
 }
 
 fn bearer(headers: &HeaderMap) -> Option<String> {

@@ -121,15 +121,7 @@ impl Sessions {
 
 /// The value of our cookie (the name this transport uses) in a `Cookie` header.
 pub fn from_headers(headers: &axum::http::HeaderMap, transport: Transport) -> Option<String> {
-    let name = cookie_name(transport);
-    headers
-        .get_all(axum::http::header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(n, _)| *n == name)
-        .map(|(_, value)| value.to_owned())
+    crate::web_security::cookie(headers, &[cookie_name(transport)])
 }
 
 #[cfg(test)]

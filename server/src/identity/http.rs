@@ -50,22 +50,11 @@ const REFRESH_COOKIE: &str = "buurtsync_refresh";
 const REFRESH_COOKIE_TLS: &str = "__Secure-buurtsync_refresh";
 
 fn secure(state: &AppState, headers: &HeaderMap) -> bool {
-    state.identity.tls
-        || headers
-            .get("x-forwarded-proto")
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|v| v.eq_ignore_ascii_case("https"))
+    state.identity.tls || crate::web_security::forwarded_https(headers)
 }
 
 fn refresh_cookie(headers: &HeaderMap) -> Option<String> {
-    headers
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(name, _)| *name == REFRESH_COOKIE || *name == REFRESH_COOKIE_TLS)
-        .map(|(_, value)| value.to_owned())
+    crate::web_security::cookie(headers, &[REFRESH_COOKIE, REFRESH_COOKIE_TLS])
 }
 
 /// Browser apps (`"cookie": true`): the refresh token goes into the cookie and is left
