@@ -15,6 +15,9 @@ pub const CONNECTIONS: &str = "buurtsync_connections";
 pub const CONNECTIONS_TOTAL: &str = "buurtsync_connections_total";
 /// Documents held in memory (gauge).
 pub const DOCUMENTS_LOADED: &str = "buurtsync_documents_loaded";
+/// Documents loaded (read and decrypted) from the store since start (counter): a
+/// denied or missing id never counts (access is decided from the catalog first).
+pub const DOCUMENT_LOADS: &str = "buurtsync_document_loads_total";
 /// Stored bytes of the documents held in memory (gauge): the document cache's size.
 pub const CACHE_BYTES: &str = "buurtsync_cache_bytes";
 /// Documents evicted from memory to keep the cache within its budget.
@@ -84,6 +87,10 @@ fn describe() {
     describe_gauge!(CONNECTIONS, "Open websocket connections");
     describe_counter!(CONNECTIONS_TOTAL, "Websocket connections accepted");
     describe_gauge!(DOCUMENTS_LOADED, "Documents held in memory");
+    describe_counter!(
+        DOCUMENT_LOADS,
+        "Documents loaded and decrypted from the store"
+    );
     describe_gauge!(
         CACHE_BYTES,
         Unit::Bytes,
