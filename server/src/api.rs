@@ -173,11 +173,12 @@ pub async fn move_document(
         if entry.is_erased() || state.store.tombstone(&id).await?.is_some() {
             return Err(not_found());
         }
-        // The current state only: read as a plan, written as a new document, so
-        // deleted contact notes and earlier versions do not travel to the new wijk.
-        let mut plan = Plan::read(&doc_state.doc).map_err(sync_core::Error::from)?;
-        plan.meta.wijk = target.clone();
-        let copy = schema::new_document(&plan).map_err(sync_core::Error::from)?;
+        // The current state only, as a new document without history, so deleted
+        // contact notes and earlier versions do not travel to the new wijk.
+        let mut copy =
+            schema::current_state_only(&doc_state.doc).map_err(sync_core::Error::from)?;
+        schema::update::<Plan>(&mut copy, |plan| plan.meta.wijk = target.clone())
+            .map_err(sync_core::Error::from)?;
         schema::validate(&copy).map_err(sync_core::Error::from)?;
         // The new document, its `create` entry and the `move` entry commit together.
         let linked = [
