@@ -180,9 +180,9 @@ where
     /// `FOR SHARE` makes a concurrent revocation wait for this commit likewise.
     async fn require_live_token(tx: &mut Transaction<'_, Self>, token: &str) -> Result<(), Error> {
         let sql = if Self::SHARED {
-            "SELECT 1 FROM tokens WHERE id = $1 AND revoked_at IS NULL AND expires_at > $2 FOR SHARE"
+            "SELECT CAST(1 AS BIGINT) FROM tokens WHERE id = $1 AND revoked_at IS NULL AND expires_at > $2 FOR SHARE"
         } else {
-            "SELECT 1 FROM tokens WHERE id = $1 AND revoked_at IS NULL AND expires_at > $2"
+            "SELECT CAST(1 AS BIGINT) FROM tokens WHERE id = $1 AND revoked_at IS NULL AND expires_at > $2"
         };
         let live: Option<i64> = sqlx::query_scalar(sql)
             .bind(token)
