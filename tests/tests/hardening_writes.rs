@@ -316,6 +316,9 @@ async fn denied_request_does_not_load_the_document() {
     let first = owner.create_plan("noord", "HH-T1").await;
     let second = owner.create_plan("noord", "HH-T2").await;
     owner.disconnect().await;
+    // A fresh process holds nothing in memory.
+    assert!(server.stop(), "server did not stop cleanly");
+    let server = fx.start(&[]);
     let loads = || async {
         let metrics = buurtsync_e2e::http::get(server.addr, "/metrics", None).await;
         let text = String::from_utf8_lossy(&metrics.body).into_owned();
