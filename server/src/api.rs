@@ -155,9 +155,14 @@ fn list_filter(query: &ListRequest) -> String {
 }
 
 /// `POST /api/v1/documents/{id}/move {"wijk": "…"}`: a coordinator moves a household
-/// plan to another wijk (verhuizing). The plan's current state becomes a new document
-/// in the target wijk's partition, and the old document is erased — devices of the old
-/// wijk are told to purge it. Partitions never change in place.
+/// plan to another wijk (verhuizing). The plan's current state — and nothing of its
+/// history — becomes a new document in the target wijk's partition, linked to the old
+/// one in the audit log, and the old document is erased: devices of the old wijk are
+/// told to purge it. Partitions never change in place.
+///
+/// Access is decided from the catalog before anything is loaded or decrypted, so a
+/// denied id costs what a missing one does. The move holds the old document's lock
+/// from its tombstone check to its erasure: concurrent moves of one plan make one copy.
 pub async fn move_document(
     State(state): State<Arc<AppState>>,
     Authenticated {
@@ -169,43 +174,29 @@ pub async fn move_document(
 ) -> Result<Json<Value>, Error> {
     let id: DocumentId = id.parse().map_err(|_| Error::NotFound("document".into()))?;
     let target = MoveRequest::try_from(body)?.wijk;
-    let entry = state
-        .hub
-        .get(id)
-        .await?
-        .ok_or_else(|| Error::NotFound(format!("document {id}")))?;
+    let not_found = || Error::NotFound(format!("document {id}"));
+    let old = state.store.catalog(&id).await?.ok_or_else(not_found)?;
     let device = format!("{token_id}/api");
-    if let Err(reason) = policy::may_move(&principal, &entry.catalog.partition) {
+    if let Err(reason) = policy::may_move(&principal, &old.partition) {
         tracing::info!(user = %principal.user_id, %id, %reason, "move denied");
         state
             .store
             .audit()
             .append(
                 &AuditEvent::new(&principal.user_id, &device, AuditAction::Denied)
-                    .on(&id, Some(&entry.catalog.partition))
+                    .on(&id, Some(&old.partition))
                     .with_detail(format!("move: {reason}")),
             )
             .await?;
-        drop(entry);
-        state.hub.release(id);
-        return Err(Error::NotFound(format!("document {id}")));
+        return Err(not_found());
     }
     if !state.store.accounts().wijk_exists(&target).await? {
         return Err(Error::Invalid(format!("unknown wijk {target}")));
     }
-    if target == entry.catalog.partition.wijk {
+    if target == old.partition.wijk {
         return Err(Error::Invalid("the plan is already in that wijk".into()));
     }
-    // The current state, history included, with meta.wijk set to the target: a new
-    // document (new id, new partition), never an in-place partition change.
-    let copy = {
-        let doc_state = state.hub.lock(&entry).await?;
-        let mut copy = doc_state.doc.fork();
-        schema::update::<Plan>(&mut copy, |plan| plan.meta.wijk = target.clone())
-            .map_err(sync_core::Error::from)?;
-        schema::validate(&copy).map_err(sync_core::Error::from)?;
-        copy
-    };
+    let entry = state.hub.get(id).await?.ok_or_else(not_found)?;
     let new_id = DocumentId::random();
     let old_partition = entry.catalog.partition.clone();
     let catalog = CatalogEntry {
@@ -217,29 +208,53 @@ pub async fn move_document(
         created_at: now(),
         created_by: principal.user_id.clone(),
     };
-    drop(entry);
     let new_partition = catalog.partition.clone();
-    state
-        .hub
-        .create(catalog, copy, (&principal.user_id, &device))
-        .await?;
-    state.store.erase(&id, &principal.user_id).await?;
-    state
-        .store
-        .audit()
-        .append_many(&[
+    {
+        // One move at a time per plan: a second move waits here, then finds the
+        // tombstone of the first.
+        let doc_state = state.hub.lock(&entry).await?;
+        if entry.is_erased() || state.store.tombstone(&id).await?.is_some() {
+            return Err(not_found());
+        }
+        // The current state only, as a new document without history, so deleted
+        // contact notes and earlier versions do not travel to the new wijk.
+        let mut copy =
+            schema::current_state_only(&doc_state.doc).map_err(sync_core::Error::from)?;
+        schema::update::<Plan>(&mut copy, |plan| plan.meta.wijk = target.clone())
+            .map_err(sync_core::Error::from)?;
+        schema::validate(&copy).map_err(sync_core::Error::from)?;
+        // The new document, its `create` entry and the `move` entry commit together.
+        let linked = [
             AuditEvent::new(&principal.user_id, &device, AuditAction::Move)
                 .on(&id, Some(&old_partition))
                 .with_detail(format!("to={new_id} wijk={target}")),
             AuditEvent::new(&principal.user_id, &device, AuditAction::Create)
                 .on(&new_id, Some(&new_partition))
                 .with_detail(format!("moved from {id}")),
-            AuditEvent::new(&principal.user_id, &device, AuditAction::Erase)
-                .on(&id, Some(&old_partition))
-                .with_detail("moved"),
-        ])
-        .await?;
-    state.hub.release(id);
+        ];
+        state
+            .hub
+            .create_with(
+                catalog,
+                copy,
+                (&principal.user_id, &device),
+                &linked,
+                Some(token_id.as_str()),
+            )
+            .await?;
+        state.store.erase(&id, &principal.user_id).await?;
+        state
+            .store
+            .audit()
+            .append(
+                &AuditEvent::new(&principal.user_id, &device, AuditAction::Erase)
+                    .on(&id, Some(&old_partition))
+                    .with_detail("moved"),
+            )
+            .await?;
+    }
+    drop(entry);
+    state.hub.erased(id);
     tracing::info!(user = %principal.user_id, old = %id, new = %new_id, wijk = %target, "plan moved");
     Ok(Json(json!({
         "old": id.to_string(),
