@@ -25,7 +25,7 @@ use serde::Serialize;
 use sync_core::partition::WijkId;
 use sync_core::schema::plan::{PlanStatus, ZrmDomein};
 
-use super::disclosure::{self, Input, Memory, Relation};
+use super::disclosure::{self, Input, Memory, Protection, Relation};
 use super::outcome::{self, Movement};
 use super::record::{Body, Facts, Month};
 
@@ -517,8 +517,12 @@ fn release<'a>(
         .collect();
     let server_release = match memory {
         Some(memory) => {
-            let s =
-                disclosure::protect_all(&inputs, &relations, base, Some((&keys, &*memory)), None);
+            let how = Protection {
+                min_count: base,
+                keys: Some((&keys, &*memory)),
+                floor: None,
+            };
+            let s = disclosure::protect_all(&inputs, &relations, how);
             memory.remember(
                 keys.iter()
                     .zip(&inputs)
@@ -527,10 +531,14 @@ fn release<'a>(
             );
             s
         }
-        None => disclosure::protect_all(&inputs, &relations, base, None, None),
+        None => disclosure::protect_all(&inputs, &relations, Protection::alone(base)),
     };
     let suppressed = if min_count > base {
-        disclosure::protect_all(&inputs, &relations, min_count, None, Some(&server_release))
+        let how = Protection {
+            floor: Some(&server_release),
+            ..Protection::alone(min_count)
+        };
+        disclosure::protect_all(&inputs, &relations, how)
     } else {
         server_release
     };

@@ -18,6 +18,7 @@ use serde::Deserialize;
 
 use super::aggregate::{self, Aggregates, Period};
 use super::audit_export;
+use super::disclosure::Memory;
 use super::pseudonym::Pseudonymiser;
 use super::record::{self, Facts};
 use super::spreadsheet::{self, Separator};
@@ -197,7 +198,17 @@ impl AggregateQuery {
     }
 }
 
-/// Computes the aggregates from the current facts.
+/// How often a release is decided again when other nodes recorded theirs first (each
+/// loss means another release was recorded meanwhile, so this bounds contention, not
+/// a failure).
+const RELEASE_ATTEMPTS: usize = 8;
+
+/// Computes the aggregates from the current facts: a release consistent with every
+/// earlier one on any node (the memory is the store's, `store.releases()`). Decided
+/// without a lock; recorded under the next release number. When another node recorded
+/// that number first, this release was decided from an older memory: it is decided
+/// again from the new one, and only a recorded release leaves. A release that changes
+/// nothing in the memory tells the attacker nothing new and records nothing.
 pub async fn compute(
     state: &AppState,
     period: Period,
@@ -211,21 +222,54 @@ pub async fn compute(
     let view = state.central.facts.refresh(&state.store).await?;
     let today = super::record::Month::of_unix(crate::store::now())
         .ok_or_else(|| Error::Invalid("the server clock is before 1900".into()))?;
-    // Held while computing (no await inside): releases are made one at a time, each
-    // consistent with all before it.
-    let mut memory = state
-        .central
-        .releases
-        .lock()
-        .map_err(|_| Error::Corrupt("the release memory lock is poisoned".into()))?;
-    Ok(aggregate::aggregate(
-        view.current(),
-        period,
-        threshold,
-        state.limits.central_min_count.max(1),
-        today,
-        Some(&mut memory),
+    for _ in 0..RELEASE_ATTEMPTS {
+        let before = state.store.releases().load().await?;
+        let mut memory = Memory::from_store(before.cells);
+        let result = aggregate::aggregate(
+            view.current(),
+            period,
+            threshold,
+            state.limits.central_min_count.max(1),
+            today,
+            Some(&mut memory),
+        );
+        let changed = memory.changed();
+        if changed.is_empty() || state.store.releases().record(before.seq, &changed).await? {
+            return Ok(result);
+        }
+        tracing::info!(
+            after = before.seq,
+            "another node released first; deciding again"
+        );
+    }
+    Err(Error::Conflict(
+        "other nodes kept releasing aggregates; try again".into(),
     ))
+}
+
+/// A release for one recipient: computed, then audited as `what` (the export or view)
+/// before anything leaves.
+pub async fn release(
+    state: &AppState,
+    who: &Authenticated,
+    period: Period,
+    min_count: Option<u64>,
+    what: &str,
+) -> Result<Aggregates, Error> {
+    let result = compute(state, period, min_count).await?;
+    audit_export(
+        &state.store,
+        &who.principal,
+        &who.token_id,
+        format!(
+            "{what} period={} min_count={} cells={}",
+            period.as_str(),
+            result.min_count,
+            result.cells.len()
+        ),
+    )
+    .await?;
+    Ok(result)
 }
 
 /// The aggregates as a CSV body (BOM, header row).
@@ -241,28 +285,13 @@ pub fn aggregates_csv(aggregates: &Aggregates, sep: Separator) -> Result<Vec<u8>
 /// `GET /api/v1/central/aggregates?period=&format=json|csv&min_count=&sep=`.
 pub async fn aggregates(
     State(state): State<Arc<AppState>>,
-    CentralOffice(Authenticated {
-        principal,
-        token_id,
-    }): CentralOffice,
+    CentralOffice(who): CentralOffice,
     Query(query): Query<AggregateQuery>,
 ) -> Result<Response, Error> {
     let format = format(query.format.as_deref(), Format::Json)?;
     let sep = Separator::parse(query.sep.as_deref())?;
     let period = query.period()?;
-    let result = compute(&state, period, query.min_count).await?;
-    audit_export(
-        &state.store,
-        &principal,
-        &token_id,
-        format!(
-            "aggregates period={} min_count={} cells={}",
-            period.as_str(),
-            result.min_count,
-            result.cells.len()
-        ),
-    )
-    .await?;
+    let result = release(&state, &who, period, query.min_count, "aggregates").await?;
     let mut response = if format == Format::Csv {
         csv_response(
             aggregates_csv(&result, sep)?,

@@ -19,8 +19,7 @@ use serde::Deserialize;
 use sync_core::schema::plan::ZrmDomein;
 
 use super::aggregate::{Aggregates, Cell, Period};
-use super::api::{aggregates_csv, compute, csv_response, AggregateQuery};
-use super::audit_export;
+use super::api::{aggregates_csv, csv_response, release, AggregateQuery};
 use super::chart::{bars, escape, Series};
 use super::session;
 use super::spreadsheet::Separator;
@@ -220,28 +219,12 @@ pub async fn download(
     Viewer(viewer): Viewer,
     Query(query): Query<AggregateQuery>,
 ) -> Result<Response, Error> {
-    let Some(CentralOffice(Authenticated {
-        principal,
-        token_id,
-    })) = viewer
-    else {
+    let Some(CentralOffice(who)) = viewer else {
         return Err(Error::Unauthorized);
     };
     let period = query.period()?;
     let sep = Separator::parse(query.sep.as_deref())?;
-    let result = compute(&state, period, query.min_count).await?;
-    audit_export(
-        &state.store,
-        &principal,
-        &token_id,
-        format!(
-            "dashboard csv period={} min_count={} cells={}",
-            period.as_str(),
-            result.min_count,
-            result.cells.len()
-        ),
-    )
-    .await?;
+    let result = release(&state, &who, period, query.min_count, "dashboard csv").await?;
     csv_response(
         aggregates_csv(&result, sep)?,
         &format!("buurtsync-aggregaten-{}.csv", period.as_str()),
@@ -436,26 +419,11 @@ pub async fn page(
     Viewer(viewer): Viewer,
     Query(query): Query<AggregateQuery>,
 ) -> Result<Response, Error> {
-    let Some(CentralOffice(Authenticated {
-        principal,
-        token_id,
-    })) = viewer
-    else {
+    let Some(CentralOffice(who)) = viewer else {
         return Ok(login_page(StatusCode::OK, None));
     };
     let period = query.period()?;
-    let result = compute(&state, period, query.min_count).await?;
-    audit_export(
-        &state.store,
-        &principal,
-        &token_id,
-        format!(
-            "dashboard view period={} min_count={}",
-            period.as_str(),
-            result.min_count
-        ),
-    )
-    .await?;
+    let result = release(&state, &who, period, query.min_count, "dashboard view").await?;
     let wijken = state.store.accounts().list_wijken().await?;
     Ok(html(StatusCode::OK, render(&result, &wijken)))
 }

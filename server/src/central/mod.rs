@@ -39,14 +39,12 @@ use crate::audit::{AuditAction, AuditEvent};
 use crate::error::Error;
 
 /// The central office's shared state: the facts cache, dashboard sessions and the
-/// pseudonym secret (read once from the key store).
+/// pseudonym secret (read once from the key store). The release memory is the
+/// store's (`store.releases()`), shared by every node.
 #[derive(Debug, Default)]
 pub struct Central {
     pub facts: feed::FactsCache,
     pub sessions: session::Sessions,
-    /// What every earlier aggregate release said, so tonight's cannot be differenced
-    /// against it (in memory: a restart forgets it; see docs/central-office.md).
-    pub releases: std::sync::Mutex<disclosure::Memory>,
     secret: tokio::sync::OnceCell<[u8; 32]>,
 }
 
