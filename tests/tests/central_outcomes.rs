@@ -518,7 +518,8 @@ async fn outcomes_merge_count_and_resist_differencing() {
         assert!(z.sync_acked(id).await);
     }
 
-    // The feed: the "3 March" intake counts in March, known in the month it synced.
+    // The feed at k = 5: no personal data; a record for every plan, generalised so that
+    // no combination of its fields is shared by fewer than 5 (issue 16, item 9).
     let r = http::get(addr, "/api/v1/central/feed", Some(&office)).await;
     assert_eq!(r.status, 200);
     let feed = r.text();
@@ -533,32 +534,12 @@ async fn outcomes_merge_count_and_resist_differencing() {
     ] {
         assert!(!feed.contains(word), "the feed holds {word:?}");
     }
-    let records: Vec<Value> = feed
+    let plan_records = feed
         .lines()
-        .map(|l| serde_json::from_str(l).expect("json"))
-        .collect();
-    let march: Vec<&Value> = records
-        .iter()
-        .flat_map(|r| r["status_history"].as_array().into_iter().flatten())
-        .filter(|h| h["status"] == "intake" && h["month"] == "2025-03")
-        .collect();
-    assert_eq!(march.len(), 6, "six intakes entered in March 2025");
-    for h in march {
-        let known = h["known_month"].as_str().expect("known month");
-        assert!(
-            known == before || known == after,
-            "known at {known}, synced {before}..{after}"
-        );
-    }
-    let v1_record = records
-        .iter()
-        .filter(|r| r["kind"] == "plan" && r["status"] == "uitvoering");
-    assert!(
-        v1_record
-            .clone()
-            .any(|r| r["status_history"] == serde_json::json!([])),
-        "the v1 plan is in the feed with no history"
-    );
+        .map(|l| serde_json::from_str::<Value>(l).expect("json"))
+        .filter(|r| r["kind"] == "plan")
+        .count();
+    assert_eq!(plan_records, households.len() + 1 + small.len());
 
     // Release 1: every table. Compare with counts computed here.
     let release1 = fetch_all(addr, &office).await;
@@ -658,6 +639,40 @@ async fn outcomes_merge_count_and_resist_differencing() {
             .iter()
             .any(|k| k.2 == "2025-02" && k.3 == "outcome.started" && k.1 == "noord"),
         "primary suppression alone gives away noord's February intakes: {recovered:?}"
+    );
+
+    // The feed at k = 1 (no generalisation), on the same database: the "3 March"
+    // intake is entered in March and known in the month it synced.
+    assert!(server.stop(), "clean shutdown");
+    let server = fx.start(&["--central-min-count", "1"]);
+    let r = http::get(server.addr, "/api/v1/central/feed", Some(&office)).await;
+    assert_eq!(r.status, 200);
+    let feed = r.text();
+    let records: Vec<Value> = feed
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("json"))
+        .collect();
+    let march: Vec<&Value> = records
+        .iter()
+        .flat_map(|r| r["status_history"].as_array().into_iter().flatten())
+        .filter(|h| h["status"] == "intake" && h["month"] == "2025-03")
+        .collect();
+    assert_eq!(march.len(), 6, "six intakes entered in March 2025");
+    for h in march {
+        let known = h["known_month"].as_str().expect("known month");
+        assert!(
+            known == before || known == after,
+            "known at {known}, synced {before}..{after}"
+        );
+    }
+    let v1_record = records
+        .iter()
+        .filter(|r| r["kind"] == "plan" && r["status"] == "uitvoering");
+    assert!(
+        v1_record
+            .clone()
+            .any(|r| r["status_history"] == serde_json::json!([])),
+        "the v1 plan is in the feed with no history"
     );
 }
 

@@ -17,6 +17,7 @@ use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 
 use super::aggregate::{self, Aggregates, Period};
+use super::anonymity::{self, Generalisation};
 use super::audit_export;
 use super::disclosure::Memory;
 use super::pseudonym::Pseudonymiser;
@@ -84,6 +85,11 @@ pub async fn feed(
         .central
         .pseudonymiser(&state.store, &principal.user_id)
         .await?;
+    // The page is a slice of one release: generalised over every current plan.
+    let generalisation = Arc::new(anonymity::generalise(
+        view.current(),
+        state.limits.central_min_count,
+    ));
     audit_export(
         &state.store,
         &principal,
@@ -108,16 +114,24 @@ pub async fn feed(
                 .chunks(CHUNK)
                 .map(<[Arc<Facts>]>::to_vec)
                 .collect::<Vec<_>>();
+            let g = generalisation;
             let rows = futures_util::stream::iter(chunks).map(move |chunk| {
-                spreadsheet::rows(sep, chunk.iter().map(|f| record::csv_row(f, &pseudonyms)))
-                    .map(Bytes::from)
+                spreadsheet::rows(
+                    sep,
+                    chunk
+                        .iter()
+                        .map(|f| record::csv_row(&record::record(f, &pseudonyms, &g))),
+                )
+                .map(Bytes::from)
             });
             Body::from_stream(
                 futures_util::stream::once(async move { Ok::<_, Error>(Bytes::from(head)) })
                     .chain(rows),
             )
         }
-        Format::Ndjson | Format::Json => Body::from_stream(ndjson(page, pseudonyms)),
+        Format::Ndjson | Format::Json => {
+            Body::from_stream(ndjson(page, pseudonyms, generalisation))
+        }
     };
     let mut response = body.into_response();
     let h = response.headers_mut();
@@ -152,6 +166,7 @@ use futures_util::StreamExt;
 fn ndjson(
     page: Vec<Arc<Facts>>,
     pseudonyms: Pseudonymiser,
+    g: Arc<Generalisation>,
 ) -> impl futures_util::Stream<Item = Result<Bytes, Error>> {
     let chunks = page
         .chunks(CHUNK)
@@ -160,7 +175,7 @@ fn ndjson(
     futures_util::stream::iter(chunks).map(move |chunk| {
         let mut out = Vec::new();
         for f in chunk {
-            serde_json::to_writer(&mut out, &record::record(&f, &pseudonyms))
+            serde_json::to_writer(&mut out, &record::record(&f, &pseudonyms, &g))
                 .map_err(|e| Error::Invalid(e.to_string()))?;
             out.push(b'\n');
         }

@@ -3,6 +3,8 @@
 //! Layout:
 //! - [`record`]: the facts of one document the central office may know, and the
 //!   pseudonymised record built from them (the one place that decides what leaves).
+//! - [`anonymity`]: k-anonymity of the plan records of the feed (Datafly
+//!   generalisation per wijk, small classes withheld).
 //! - [`pseudonym`]: keyed per-recipient pseudonyms (HMAC-SHA256, server secret).
 //! - [`feed`]: the incremental facts cache over the store's change numbers.
 //! - [`outcome`]: a plan's outcome (schema 2): dates, waiting times, durations,
@@ -21,6 +23,7 @@
 //! not documents whose existence could leak).
 
 pub mod aggregate;
+pub mod anonymity;
 pub mod api;
 pub mod chart;
 pub mod dashboard;
