@@ -11,10 +11,13 @@
 //!
 //! The levels are chosen per wijk (records of two wijken never share a class, since
 //! `wijk` is exported), one level per field group for every record of the wijk
-//! (full-domain generalisation), by Sweeney's Datafly heuristic: while more than k
-//! records sit in classes smaller than k, coarsen the field group with the most
-//! distinct values (at most k records, and at most a tenth of the wijk's, may stay
-//! behind). The records still in small classes are then *withheld*: sent with
+//! (full-domain generalisation), by Sweeney's Datafly heuristic: while any record sits
+//! in a class smaller than k, coarsen the field group with the most distinct values.
+//! Datafly proper stops when at most k records are left in small classes and
+//! suppresses those; we do not, because the aggregates are published beside the feed:
+//! a published quarter minus the feed's counts of its months would then count the
+//! withheld records of a hidden month. Only records that cannot be generalised (a wijk
+//! with fewer than k plans, every field group at "none") are *withheld*: sent with
 //! their `seq`, `record` and `kind` only (no wijk), so the recipient can drop an older
 //! copy and learns nothing else. (L. Sweeney, "Achieving k-anonymity privacy
 //! protection using generalization and suppression", Int. J. Uncertainty, Fuzziness
@@ -309,16 +312,13 @@ pub fn generalise<'a>(facts: impl IntoIterator<Item = &'a Facts>, k: u64) -> Gen
                     .collect()
             })
             .collect();
-        // Records that may be withheld rather than coarsen everyone's fields further:
-        // Datafly's k, but never more than a tenth of the wijk's plans.
-        let budget = k.min(plans.len() / 10);
         let mut levels = [0usize; 9];
         let small = loop {
             let classes = classes(&values, &levels);
             let small: Vec<usize> = (0..plans.len())
                 .filter(|&i| classes[&key(&values[i], &levels)] < k)
                 .collect();
-            if small.len() <= budget {
+            if small.is_empty() {
                 break small;
             }
             // Datafly: coarsen the field group with the most distinct values.
@@ -356,4 +356,130 @@ fn classes(values: &[Vec<Vec<String>>], levels: &[usize; 9]) -> HashMap<String, 
         *out.entry(key(v, levels)).or_default() += 1;
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sync_core::partition::DocumentKind;
+    use sync_core::schema::plan::{ContactKind, GoalStatus, Leefdomein, PlanStatus};
+
+    fn month(s: &str) -> Month {
+        Month::parse_prefix(s).expect("month")
+    }
+
+    /// A plan in `wijk`; `vary` picks its status, goals and contacts, `handover` its
+    /// hand-over month.
+    fn plan(wijk: &str, vary: usize, handover: Option<&str>) -> Facts {
+        let statuses = [
+            PlanStatus::Intake,
+            PlanStatus::Uitvoering,
+            PlanStatus::Afgesloten,
+        ];
+        Facts {
+            id: DocumentId::random(),
+            seq: 1,
+            kind: DocumentKind::Plan,
+            wijk: WijkId::new(wijk).expect("wijk"),
+            created: Some(month("2024-03")),
+            changed: Some(month(["2024-04", "2024-05"][vary % 2])),
+            body: Body::Plan(PlanFacts {
+                household: format!("hh-{vary}"),
+                status: statuses[vary % 3],
+                goals: vec![(
+                    [Leefdomein::Financien, Leefdomein::Wonen][vary % 2],
+                    GoalStatus::Bezig,
+                    None,
+                )],
+                actions: (vary % 4) as u64,
+                actions_done: 0,
+                contacts: vec![(
+                    month(["2024-03", "2024-06"][vary % 2]),
+                    ContactKind::ALL[vary % 5],
+                )],
+                consents_active: 1,
+                handed_over: handover.is_some(),
+                handover_month: handover.map(month),
+                history: Vec::new(),
+                zrm: Vec::new(),
+                ladder: Vec::new(),
+                outcome: Default::default(),
+            }),
+        }
+    }
+
+    /// The level names of `wijk`, by field group.
+    fn names(g: &Generalisation, wijk: &str) -> Vec<&'static str> {
+        let levels = g.levels(&WijkId::new(wijk).expect("wijk"));
+        Attr::ALL
+            .iter()
+            .zip(levels)
+            .map(|(a, l)| a.levels()[l])
+            .collect()
+    }
+
+    /// Every class of equal exported fields (identifiers aside) holds at least k.
+    fn assert_k_anonymous(facts: &[Facts], g: &Generalisation, k: usize) {
+        let mut classes: HashMap<String, usize> = HashMap::new();
+        for f in facts {
+            let Body::Plan(p) = &f.body else { continue };
+            if g.withheld(&f.id) {
+                continue;
+            }
+            let mut fields = g.plan_fields(f, p);
+            fields.insert("wijk".into(), json!(f.wijk));
+            *classes
+                .entry(Value::Object(fields).to_string())
+                .or_default() += 1;
+        }
+        for (class, n) in classes {
+            assert!(n >= k, "{n} records share {class}");
+        }
+    }
+
+    /// Which field groups are coarsened and which records withheld, as a table.
+    #[test]
+    fn generalisation_tables() {
+        let finest = vec![
+            "month", "month", "status", "goals", "count", "month", "count", "month", "month",
+        ];
+        let check = |facts: Vec<Facts>, k: u64, wijk: &str, expected: &[&str], withheld: usize| {
+            let g = generalise(&facts, k);
+            assert_eq!(names(&g, wijk), expected, "k = {k}");
+            assert_eq!(facts.iter().filter(|f| g.withheld(&f.id)).count(), withheld);
+            assert_k_anonymous(&facts, &g, usize::try_from(k).expect("k"));
+        };
+        // k = 1: nothing to do.
+        let varied: Vec<Facts> = (0..6).map(|i| plan("noord", i, None)).collect();
+        check(varied, 1, "noord", &finest, 0);
+        // Six equal plans, one handed over in March: only the hand-over goes, all the
+        // way (the flag alone would still single it out).
+        let mut six: Vec<Facts> = (0..5).map(|_| plan("noord", 0, None)).collect();
+        six.push(plan("noord", 0, Some("2024-03")));
+        let mut expected = finest.clone();
+        expected[7] = "none";
+        check(six, 5, "noord", &expected, 0);
+        // A wijk of two plans cannot be generalised into a class of five: withheld.
+        let two: Vec<Facts> = (0..2).map(|_| plan("west", 0, None)).collect();
+        check(two, 5, "west", &["none"; 9], 2);
+        // Wijken are generalised apart: equal zuid plans keep every field.
+        let mut both: Vec<Facts> = (0..6).map(|i| plan("noord", i, None)).collect();
+        both.extend((0..5).map(|_| plan("zuid", 1, None)));
+        check(both, 5, "zuid", &finest, 0);
+    }
+
+    /// A larger, varied population: every class holds at least k, and nothing that can
+    /// be generalised is withheld.
+    #[test]
+    fn varied_population_is_k_anonymous() {
+        let facts: Vec<Facts> = (0..200)
+            .map(|i| {
+                let handover = (i % 7 == 0).then_some(["2024-01", "2024-02", "2024-03"][i % 3]);
+                plan(["noord", "zuid"][i % 2], i * 7 % 13, handover)
+            })
+            .collect();
+        let g = generalise(&facts, 5);
+        assert_k_anonymous(&facts, &g, 5);
+        assert!(facts.iter().all(|f| !g.withheld(&f.id)));
+    }
 }
