@@ -139,6 +139,12 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         "feed generalisation (k = 5, Datafly per wijk): {:.0} ms",
         t.elapsed().as_secs_f64() * 1e3
     );
+    let levels: Vec<String> = anonymity::Attr::ALL
+        .iter()
+        .zip(g.levels(&wijken[0]))
+        .map(|(a, l)| format!("{}={}", a.as_str(), a.levels()[l]))
+        .collect();
+    println!("  levels in {}: {}", wijken[0], levels.join(" "));
     let p = central.pseudonymiser(&store, "office").await?;
     let t = Instant::now();
     let mut bytes = 0;
