@@ -61,11 +61,6 @@ impl Relation {
 /// [`protect`] for each connected set of cells on its own (cells share no equation
 /// across sets, and the exact attack is cubic in the unknowns of one system).
 pub fn protect_all(cells: &[Input], relations: &[Relation], how: Protection<'_>) -> Vec<bool> {
-    let Protection {
-        min_count,
-        keys,
-        floor,
-    } = how;
     let n = cells.len();
     let mut parent: Vec<usize> = (0..n).collect();
     fn root(parent: &mut [usize], mut i: usize) -> usize {
@@ -112,15 +107,17 @@ pub fn protect_all(cells: &[Input], relations: &[Relation], how: Protection<'_>)
                     .collect()
             })
             .unwrap_or_default();
-        let sub_keys: Option<Vec<String>> =
-            keys.map(|(k, _)| members.iter().map(|&i| k[i].clone()).collect());
-        let sub_floor: Option<Vec<bool>> = floor.map(|f| members.iter().map(|&i| f[i]).collect());
+        let sub_keys: Option<Vec<String>> = how
+            .keys
+            .map(|(k, _)| members.iter().map(|&i| k[i].clone()).collect());
+        let sub_floor: Option<Vec<bool>> =
+            how.floor.map(|f| members.iter().map(|&i| f[i]).collect());
         let s = protect(
             &sub_cells,
             &sub_relations,
             Protection {
-                min_count,
-                keys: sub_keys.as_deref().zip(keys.map(|(_, m)| m)),
+                min_count: how.min_count,
+                keys: sub_keys.as_deref().zip(how.keys.map(|(_, m)| m)),
                 floor: sub_floor.as_deref(),
             },
         );

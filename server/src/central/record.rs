@@ -348,17 +348,8 @@ pub fn csv_row(r: &Value) -> Vec<String> {
             total.to_string()
         })
     };
-    let mut row: Vec<String> = [
-        "seq",
-        "record",
-        "kind",
-        "wijk",
-        "created_month",
-        "changed_month",
-    ]
-    .iter()
-    .map(|k| text(&r[*k]))
-    .collect();
+    // The common columns, by name.
+    let mut row: Vec<String> = CSV_COLUMNS[..6].iter().map(|k| text(&r[*k])).collect();
     row.push((r["erased"] == true).to_string());
     row.push((r["withheld"] == true).to_string());
     row.extend([
