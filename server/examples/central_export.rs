@@ -134,9 +134,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     );
 
     let t = Instant::now();
-    let g = anonymity::generalise(view.current(), 5);
+    let release = aggregate::release_all(view.current(), 5, today, None);
+    let floors = anonymity::floors(&release);
+    let g = anonymity::generalise(view.current(), 5, &floors);
     println!(
-        "feed generalisation (k = 5, Datafly per wijk): {:.0} ms",
+        "feed generalisation (k = 5, Datafly per wijk, floors from the whole release): {:.0} ms",
         t.elapsed().as_secs_f64() * 1e3
     );
     let levels: Vec<String> = anonymity::Attr::ALL

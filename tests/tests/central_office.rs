@@ -644,7 +644,8 @@ async fn central_office_feed_exports_and_aggregates() {
 /// Issue 16, item 9: noord's one hand-over of March 2024 is a hidden aggregate cell,
 /// and the same recipient's feed does not single that household out: either no record
 /// can be it or at least k (5) can, and no combination of a plan record's exported
-/// fields occurs fewer than k times (withheld records carry no field at all).
+/// fields occurs fewer than k times (withheld records carry no field at all), and no
+/// field group is as fine as a hidden aggregate cell of its metrics.
 #[tokio::test]
 async fn feed_does_not_single_out_a_hidden_household() {
     let w = seed().await;
@@ -710,6 +711,48 @@ async fn feed_does_not_single_out_a_hidden_household() {
     }
     for (class, n) in &classes {
         assert!(*n >= 5, "{n} records share {class}");
+    }
+    // The feed's counts at its levels are sums of aggregate cells of that period
+    // length: no field group of a wijk is as fine as a hidden cell of its metrics.
+    let levels = |wijk: &str, group: &str| -> Vec<String> {
+        records
+            .iter()
+            .filter(|r| r["wijk"] == wijk && r["kind"] == "plan")
+            .filter_map(|r| r["generalised"][group].as_str().map(str::to_owned))
+            .collect()
+    };
+    let order = ["month", "quarter", "year"];
+    for period in order {
+        let r = http::get(
+            addr,
+            &format!("/api/v1/central/aggregates?period={period}"),
+            Some(&w.office_a),
+        )
+        .await;
+        let body: Value = serde_json::from_slice(&r.body).expect("json");
+        for c in body["cells"].as_array().expect("cells") {
+            if c["suppressed"] != true {
+                continue;
+            }
+            let metric = c["metric"].as_str().expect("metric");
+            let group = match metric {
+                "plans_new" => "created_month",
+                "handovers" => "handover",
+                m if m.starts_with("contacts.") => "contacts",
+                m if m.starts_with("plans_status.") || m.starts_with("goals_") => "changed_month",
+                _ => continue,
+            };
+            let wijk = c["wijk"].as_str().expect("wijk");
+            for level in levels(wijk, group) {
+                let finer = order.iter().position(|o| *o == level);
+                let cell = order.iter().position(|o| *o == period);
+                assert!(
+                    finer.is_none() || finer > cell,
+                    "{wijk}'s {group} at {level} counts the hidden {metric} {}",
+                    c["period"]
+                );
+            }
+        }
     }
     // The CSV is made from the same generalised records.
     let csv = http::get(addr, "/api/v1/central/feed?format=csv", Some(&w.office_a)).await;

@@ -369,7 +369,7 @@ pub fn aggregate<'a>(
     let release = release(facts, min_count, base.min(min_count), today, memory);
     let cells = release
         .into_iter()
-        .filter(|c| c.period == period.as_str())
+        .filter(|c| c.period == period)
         .map(|c| c.cell)
         .collect();
     Aggregates {
@@ -380,9 +380,21 @@ pub fn aggregate<'a>(
 }
 
 /// A cell with the period length it belongs to.
-struct Released {
-    period: &'static str,
-    cell: Cell,
+#[derive(Clone, Debug, PartialEq)]
+pub struct Released {
+    pub period: Period,
+    pub cell: Cell,
+}
+
+/// The server's whole release at threshold `base`: every cell of every period length,
+/// consistent with `memory` (when given), which is updated with it.
+pub fn release_all<'a>(
+    facts: impl IntoIterator<Item = &'a Facts>,
+    base: u64,
+    today: Month,
+    memory: Option<&mut Memory>,
+) -> Vec<Released> {
+    release(facts, base, base, today, memory)
 }
 
 fn release<'a>(
@@ -555,7 +567,7 @@ fn release<'a>(
                 }
                 let hidden = (c.acc.units.len() as u64) < min_count || companion_hidden;
                 out.push(Released {
-                    period: c.period.as_str(),
+                    period: c.period,
                     cell: Cell {
                         wijk: c.wijk.clone(),
                         period: c.label.clone(),
@@ -576,7 +588,7 @@ fn release<'a>(
             continue;
         }
         out.push(Released {
-            period: c.period.as_str(),
+            period: c.period,
             cell: Cell {
                 wijk: c.wijk.clone(),
                 period: c.label.clone(),

@@ -34,11 +34,11 @@ use sync_core::partition::WijkId;
 use sync_core::protocol::DocumentId;
 use sync_core::schema::plan::PositiveHealth;
 
-use super::aggregate::Period;
+use super::aggregate::{Period, Released};
 use super::record::{Body, Facts, Month, PlanFacts};
 
 /// A group of exported fields that is generalised as one.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Attr {
     Created,
     Changed,
@@ -283,9 +283,83 @@ impl Generalisation {
     }
 }
 
+/// The field group whose time gives the period of an aggregate metric's cells, if any.
+fn family(metric: &str) -> Option<Attr> {
+    match metric {
+        "plans_new" => Some(Attr::Created),
+        "plans_closed" => Some(Attr::Changed),
+        "handovers" => Some(Attr::Handover),
+        "outcome.aanmeldingen"
+        | "outcome.started"
+        | "outcome.planned"
+        | "outcome.closed"
+        | "outcome.reopened" => Some(Attr::History),
+        m if m.starts_with("plans_status.")
+            || m.starts_with("goals_leefdomein.")
+            || m.starts_with("goals_status.") =>
+        {
+            Some(Attr::Changed)
+        }
+        m if m.starts_with("contacts.") => Some(Attr::Contacts),
+        _ => None,
+    }
+}
+
+/// The finest level each field group may have in each wijk, given the aggregates'
+/// release: the feed's counts at a level are sums of that level's aggregate cells, so
+/// a time field stays at a period length only when no cell of its metrics is
+/// suppressed at that length in the wijk. When even a year is hidden, the field group
+/// goes to its first level without time that gives no all-time count of those metrics
+/// (contacts: a band; the others: not sent), and a snapshot field group (`changed`)
+/// without time takes `status` and `goals` with it (their all-time counts are the sum
+/// of the hidden years).
+pub fn floors(release: &[Released]) -> HashMap<WijkId, [usize; 9]> {
+    // (wijk, field group) → hidden at month, quarter, year.
+    let mut hidden: HashMap<(WijkId, Attr), [bool; 3]> = HashMap::new();
+    for r in release.iter().filter(|r| r.cell.suppressed) {
+        let Some(attr) = family(&r.cell.metric) else {
+            continue;
+        };
+        let length = match r.period {
+            Period::Month => 0,
+            Period::Quarter => 1,
+            Period::Year => 2,
+        };
+        hidden.entry((r.cell.wijk.clone(), attr)).or_default()[length] = true;
+    }
+    let mut out: HashMap<WijkId, [usize; 9]> = HashMap::new();
+    for ((wijk, attr), h) in hidden {
+        let floor = match h.iter().position(|hidden| !hidden) {
+            Some(length) => length,
+            None => match attr {
+                Attr::Contacts => 3,
+                other => other.levels().len() - 1,
+            },
+        };
+        let levels = out.entry(wijk).or_default();
+        let i = Attr::ALL
+            .iter()
+            .position(|a| *a == attr)
+            .unwrap_or_default();
+        levels[i] = levels[i].max(floor);
+        if attr == Attr::Changed && floor == Attr::Changed.levels().len() - 1 {
+            for a in [Attr::Status, Attr::Goals] {
+                let j = Attr::ALL.iter().position(|x| *x == a).unwrap_or_default();
+                levels[j] = a.levels().len() - 1;
+            }
+        }
+    }
+    out
+}
+
 /// Generalises the plan records of every current document so that each class of equal
-/// exported fields holds at least `k` records (see the module documentation).
-pub fn generalise<'a>(facts: impl IntoIterator<Item = &'a Facts>, k: u64) -> Generalisation {
+/// exported fields holds at least `k` records (see the module documentation), each
+/// field group at least as coarse as `floors` says for its wijk.
+pub fn generalise<'a>(
+    facts: impl IntoIterator<Item = &'a Facts>,
+    k: u64,
+    floors: &HashMap<WijkId, [usize; 9]>,
+) -> Generalisation {
     let k = usize::try_from(k.max(1)).unwrap_or(usize::MAX);
     let mut by_wijk: BTreeMap<WijkId, Vec<(&Facts, &PlanFacts)>> = BTreeMap::new();
     for f in facts {
@@ -312,7 +386,7 @@ pub fn generalise<'a>(facts: impl IntoIterator<Item = &'a Facts>, k: u64) -> Gen
                     .collect()
             })
             .collect();
-        let mut levels = [0usize; 9];
+        let mut levels = floors.get(&wijk).copied().unwrap_or_default();
         let small = loop {
             let classes = classes(&values, &levels);
             let small: Vec<usize> = (0..plans.len())
@@ -444,7 +518,7 @@ mod tests {
             "month", "month", "status", "goals", "count", "month", "count", "month", "month",
         ];
         let check = |facts: Vec<Facts>, k: u64, wijk: &str, expected: &[&str], withheld: usize| {
-            let g = generalise(&facts, k);
+            let g = generalise(&facts, k, &HashMap::new());
             assert_eq!(names(&g, wijk), expected, "k = {k}");
             assert_eq!(facts.iter().filter(|f| g.withheld(&f.id)).count(), withheld);
             assert_k_anonymous(&facts, &g, usize::try_from(k).expect("k"));
@@ -468,6 +542,112 @@ mod tests {
         check(both, 5, "zuid", &finest, 0);
     }
 
+    /// The aggregates' suppression sets how fine a field group may be: the finest
+    /// period length with no hidden cell of its metrics, else no time at all.
+    #[test]
+    fn floors_follow_the_aggregates() {
+        let cell = |wijk: &str, period: Period, label: &str, metric: &str, hidden: bool| Released {
+            period,
+            cell: crate::central::aggregate::Cell {
+                wijk: WijkId::new(wijk).expect("wijk"),
+                period: label.into(),
+                metric: metric.into(),
+                value: (!hidden).then_some(6.0),
+                suppressed: hidden,
+            },
+        };
+        let check = |release: Vec<Released>, wijk: &str, expected: &[&str]| {
+            let floors = floors(&release);
+            let levels = floors
+                .get(&WijkId::new(wijk).expect("wijk"))
+                .copied()
+                .unwrap_or_default();
+            let got: Vec<&str> = Attr::ALL
+                .iter()
+                .zip(levels)
+                .map(|(a, l)| a.levels()[l])
+                .collect();
+            assert_eq!(got, expected);
+        };
+        let finest = [
+            "month", "month", "status", "goals", "count", "month", "count", "month", "month",
+        ];
+        // Nothing hidden: nothing to follow.
+        check(
+            vec![cell("noord", Period::Month, "2024-03", "plans_new", false)],
+            "noord",
+            &finest,
+        );
+        // A hidden month of plans_new: created goes to quarters; other wijken keep months.
+        let month_hidden = vec![
+            cell("noord", Period::Month, "2024-03", "plans_new", true),
+            cell("noord", Period::Quarter, "2024-Q1", "plans_new", false),
+        ];
+        let mut expected = finest;
+        expected[0] = "quarter";
+        check(month_hidden.clone(), "noord", &expected);
+        check(month_hidden, "zuid", &finest);
+        // Hidden months and quarters of a contact kind: contacts by year.
+        let mut expected = finest;
+        expected[5] = "year";
+        check(
+            vec![
+                cell("noord", Period::Month, "2024-03", "contacts.telefoon", true),
+                cell(
+                    "noord",
+                    Period::Quarter,
+                    "2024-Q1",
+                    "contacts.telefoon",
+                    true,
+                ),
+            ],
+            "noord",
+            &expected,
+        );
+        // A hidden year of a snapshot metric: changed, status and goals are not sent;
+        // a hidden year of hand-overs: not even the flag.
+        let mut expected = finest;
+        for i in [1, 2, 3, 7] {
+            expected[i] = "none";
+        }
+        check(
+            vec![
+                cell(
+                    "noord",
+                    Period::Month,
+                    "2024-03",
+                    "plans_status.intake",
+                    true,
+                ),
+                cell(
+                    "noord",
+                    Period::Quarter,
+                    "2024-Q1",
+                    "plans_status.intake",
+                    true,
+                ),
+                cell("noord", Period::Year, "2024", "plans_status.intake", true),
+                cell("noord", Period::Month, "2024-03", "handovers", true),
+                cell("noord", Period::Quarter, "2024-Q1", "handovers", true),
+                cell("noord", Period::Year, "2024", "handovers", true),
+            ],
+            "noord",
+            &expected,
+        );
+    }
+
+    /// Generalisation starts from the floors and only coarsens.
+    #[test]
+    fn generalisation_respects_floors() {
+        let facts: Vec<Facts> = (0..6).map(|_| plan("noord", 0, None)).collect();
+        let mut floor = [0; 9];
+        floor[0] = 1;
+        let floors = HashMap::from([(WijkId::new("noord").expect("wijk"), floor)]);
+        let g = generalise(&facts, 5, &floors);
+        assert_eq!(names(&g, "noord")[0], "quarter");
+        assert_k_anonymous(&facts, &g, 5);
+    }
+
     /// A larger, varied population: every class holds at least k, and nothing that can
     /// be generalised is withheld.
     #[test]
@@ -478,7 +658,7 @@ mod tests {
                 plan(["noord", "zuid"][i % 2], i * 7 % 13, handover)
             })
             .collect();
-        let g = generalise(&facts, 5);
+        let g = generalise(&facts, 5, &HashMap::new());
         assert_k_anonymous(&facts, &g, 5);
         assert!(facts.iter().all(|f| !g.withheld(&f.id)));
     }

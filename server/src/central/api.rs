@@ -16,10 +16,11 @@ use axum::http::{header, HeaderMap, HeaderValue};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 
-use super::aggregate::{self, Aggregates, Period};
+use super::aggregate::{self, Aggregates, Period, Released};
 use super::anonymity::{self, Generalisation};
 use super::audit_export;
 use super::disclosure::Memory;
+use super::feed::View;
 use super::pseudonym::Pseudonymiser;
 use super::record::{self, Facts};
 use super::spreadsheet::{self, Separator};
@@ -85,10 +86,13 @@ pub async fn feed(
         .central
         .pseudonymiser(&state.store, &principal.user_id)
         .await?;
-    // The page is a slice of one release: generalised over every current plan.
+    // The page is a slice of one release: generalised over every current plan, never
+    // finer than the aggregates' suppression allows.
+    let floors = anonymity::floors(&server_release(&state, &view).await?);
     let generalisation = Arc::new(anonymity::generalise(
         view.current(),
         state.limits.central_min_count,
+        &floors,
     ));
     audit_export(
         &state.store,
@@ -219,11 +223,7 @@ impl AggregateQuery {
 const RELEASE_ATTEMPTS: usize = 8;
 
 /// Computes the aggregates from the current facts: a release consistent with every
-/// earlier one on any node (the memory is the store's, `store.releases()`). Decided
-/// without a lock; recorded under the next release number. When another node recorded
-/// that number first, this release was decided from an older memory: it is decided
-/// again from the new one, and only a recorded release leaves. A release that changes
-/// nothing in the memory tells the attacker nothing new and records nothing.
+/// earlier one on any node (the memory is the store's, `store.releases()`).
 pub async fn compute(
     state: &AppState,
     period: Period,
@@ -235,19 +235,43 @@ pub async fn compute(
         .max(min_count.unwrap_or(0))
         .max(1);
     let view = state.central.facts.refresh(&state.store).await?;
-    let today = super::record::Month::of_unix(crate::store::now())
-        .ok_or_else(|| Error::Invalid("the server clock is before 1900".into()))?;
+    let today = today()?;
+    let base = state.limits.central_min_count.max(1);
+    decided(state, |memory| {
+        aggregate::aggregate(view.current(), period, threshold, base, today, Some(memory))
+    })
+    .await
+}
+
+/// The server's whole release now (every period length at the server's threshold),
+/// recorded like any other: what the feed's generalisation must not undo.
+pub async fn server_release(state: &AppState, view: &View) -> Result<Vec<Released>, Error> {
+    let today = today()?;
+    let base = state.limits.central_min_count.max(1);
+    decided(state, |memory| {
+        aggregate::release_all(view.current(), base, today, Some(memory))
+    })
+    .await
+}
+
+fn today() -> Result<super::record::Month, Error> {
+    super::record::Month::of_unix(crate::store::now())
+        .ok_or_else(|| Error::Invalid("the server clock is before 1900".into()))
+}
+
+/// Decides a release from the store's memory and records it. Decided without a lock;
+/// recorded under the next release number. When another node recorded that number
+/// first, this release was decided from an older memory: it is decided again from the
+/// new one, and only a recorded release leaves. A release that changes nothing in the
+/// memory tells the attacker nothing new and records nothing.
+async fn decided<T>(
+    state: &AppState,
+    mut decide: impl FnMut(&mut Memory) -> T,
+) -> Result<T, Error> {
     for _ in 0..RELEASE_ATTEMPTS {
         let before = state.store.releases().load().await?;
         let mut memory = Memory::from_store(before.cells);
-        let result = aggregate::aggregate(
-            view.current(),
-            period,
-            threshold,
-            state.limits.central_min_count.max(1),
-            today,
-            Some(&mut memory),
-        );
+        let result = decide(&mut memory);
         let changed = memory.changed();
         if changed.is_empty() || state.store.releases().record(before.seq, &changed).await? {
             return Ok(result);
