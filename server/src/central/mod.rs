@@ -10,6 +10,7 @@
 //! - [`outcome`]: a plan's outcome (schema 2): dates, waiting times, durations,
 //!   movement in zelfredzaamheid and on the participatieladder, known-at times.
 //! - [`aggregate`]: per wijk per month/quarter/year, small counts suppressed.
+//! - [`cellkey`]: cell-key perturbation, the optional alternative to suppression.
 //! - [`disclosure`]: primary and secondary suppression, consistent across releases.
 //! - [`spreadsheet`]: CSV that opens in Excel (BOM, CRLF, no formulas).
 //! - [`api`]: `GET /api/v1/central/feed` (NDJSON or CSV) and `/aggregates`.
@@ -25,6 +26,7 @@
 pub mod aggregate;
 pub mod anonymity;
 pub mod api;
+pub mod cellkey;
 pub mod chart;
 pub mod dashboard;
 pub mod disclosure;
@@ -58,11 +60,19 @@ impl Central {
         store: &crate::store::Store,
         recipient: &str,
     ) -> Result<pseudonym::Pseudonymiser, Error> {
-        let secret = self
-            .secret
-            .get_or_try_init(|| store.pseudonym_secret())
-            .await?;
+        let secret = self.secret(store).await?;
         Ok(pseudonym::Pseudonymiser::for_recipient(secret, recipient))
+    }
+
+    /// The record keys of cell-key perturbation (from the same secret).
+    pub async fn cell_keys(&self, store: &crate::store::Store) -> Result<cellkey::CellKeys, Error> {
+        Ok(cellkey::CellKeys::new(self.secret(store).await?))
+    }
+
+    async fn secret(&self, store: &crate::store::Store) -> Result<&[u8; 32], Error> {
+        self.secret
+            .get_or_try_init(|| store.pseudonym_secret())
+            .await
     }
 }
 
