@@ -95,7 +95,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         5,
         5,
         today,
-        Some(&mut memory),
+        aggregate::Method::Suppression(Some(&mut memory)),
     );
     println!(
         "monthly aggregates, first release (secondary suppression included): {:.0} ms ({} cells)",
@@ -109,7 +109,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         5,
         5,
         today,
-        Some(&mut memory),
+        aggregate::Method::Suppression(Some(&mut memory)),
     );
     println!(
         "monthly aggregates, next release (against the first): {:.0} ms ({} cells)",

@@ -16,9 +16,10 @@ use axum::http::{header, HeaderMap, HeaderValue};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 
-use super::aggregate::{self, Aggregates, Period, Released};
+use super::aggregate::{self, Aggregates, Method, Period, Released};
 use super::anonymity::{self, Generalisation};
 use super::audit_export;
+use super::cellkey::Disclosure;
 use super::disclosure::Memory;
 use super::feed::View;
 use super::pseudonym::Pseudonymiser;
@@ -237,14 +238,30 @@ pub async fn compute(
     let view = state.central.facts.refresh(&state.store).await?;
     let today = today()?;
     let base = state.limits.central_min_count.max(1);
+    if state.limits.central_disclosure == Disclosure::CellKey {
+        // Consistent by construction (the noise follows the cell's units): no memory.
+        let keys = state.central.cell_keys(&state.store).await?;
+        let method = Method::CellKey(&keys);
+        return Ok(aggregate::aggregate(
+            view.current(),
+            period,
+            threshold,
+            base,
+            today,
+            method,
+        ));
+    }
     decided(state, |memory| {
-        aggregate::aggregate(view.current(), period, threshold, base, today, Some(memory))
+        let method = Method::Suppression(Some(memory));
+        aggregate::aggregate(view.current(), period, threshold, base, today, method)
     })
     .await
 }
 
 /// The server's whole release now (every period length at the server's threshold),
-/// recorded like any other: what the feed's generalisation must not undo.
+/// recorded like any other: what the feed's generalisation must not undo. Always the
+/// suppression release, also under cell-key perturbation: the feed's exact counts
+/// must not be finer than what suppression would hide.
 pub async fn server_release(state: &AppState, view: &View) -> Result<Vec<Released>, Error> {
     let today = today()?;
     let base = state.limits.central_min_count.max(1);
