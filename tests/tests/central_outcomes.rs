@@ -827,6 +827,86 @@ async fn two_nodes_share_the_release_memory() {
     );
 }
 
+/// `--central-disclosure cell-key`: every count is published (nothing suppressed but
+/// small magnitudes and quantiles), no count of 1 to 4 appears (zuid's small cells are 0
+/// or 5), every count is within 2 of the truth from 5 on, and a second release of the
+/// same data is identical (so differencing gives nothing).
+#[tokio::test]
+async fn cell_key_perturbation_through_the_server() {
+    let fx = Fixture::new();
+    let t = fx.seed();
+    fx.admin(&["user", "add", "office"]);
+    fx.admin(&["grant", "office", "central_office"]);
+    let office = fx.token("office");
+    let server = fx.start(&["--central-disclosure", "cell-key"]);
+    let mut a = Client::connect("device-a", &server.url(), &t.prof_noord)
+        .await
+        .expect("a");
+    let mut z = Client::connect("device-z", &server.url(), &t.prof_zuid)
+        .await
+        .expect("z");
+    let households: Vec<Household> = noord()
+        .into_iter()
+        .map(|h| Household { end: None, ..h })
+        .collect();
+    intakes(&mut a, &households, "").await;
+    let small = zuid(3);
+    for (i, h) in small.iter().enumerate() {
+        let mut plan = Plan::new(WijkId::new("zuid").expect("wijk"), format!("gezin-z{i}"));
+        plan.change_status(PlanStatus::Aanmelding, date(&h.aanmelding));
+        plan.change_status(PlanStatus::Intake, date(&h.intake));
+        let id = z
+            .add_document(schema::new_document(&plan).expect("plan"))
+            .await;
+        assert!(z.sync_acked(id).await);
+    }
+    let r = http::get(
+        server.addr,
+        "/api/v1/central/aggregates?period=month",
+        Some(&office),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let body: Value = serde_json::from_slice(&r.body).expect("json");
+    assert_eq!(body["method"], "cell-key");
+    let first = fetch_all(server.addr, &office).await;
+    let want = expected(&[("noord", &households), ("zuid", &small)]);
+    let got: HashMap<(String, String, String), &Value> = first
+        .iter()
+        .map(|c| {
+            let s = |k: &str| c[k].as_str().expect(k).to_owned();
+            ((s("wijk"), s("period"), s("metric")), c)
+        })
+        .collect();
+    for ((w, m, metric), (value, _)) in &want {
+        let key = (w.clone(), m.clone(), metric.clone());
+        let cell = got.get(&key).unwrap_or_else(|| panic!("no cell {key:?}"));
+        assert_eq!(cell["suppressed"], false, "{key:?}");
+        let v = cell["value"].as_f64().expect("a value");
+        if *value < 5.0 {
+            assert!(v == 0.0 || v == 5.0, "{key:?}: {value} published as {v}");
+        } else {
+            assert!(
+                (v - value).abs() <= 2.0 && v >= 5.0,
+                "{key:?}: {value} as {v}"
+            );
+        }
+    }
+    for c in &first {
+        let metric = c["metric"].as_str().unwrap_or_default();
+        if let Some(v) = c["value"].as_f64() {
+            if !metric.ends_with(".median") && !metric.ends_with(".p75") {
+                assert!(v == 0.0 || v >= 5.0, "a small count published: {c}");
+            }
+        }
+    }
+    assert_eq!(
+        fetch_all(server.addr, &office).await,
+        first,
+        "the same data, the same release"
+    );
+}
+
 /// The outcome charts in headless Chromium: for a seeded wijk the waiting-time and
 /// zelfredzaamheid charts render with bars, the small wijk's show suppressed marks
 /// (not zeros); screenshots are kept under target/test-output/ (docs/central-outcomes.png is one, copied by hand).
