@@ -403,7 +403,6 @@ pub fn aggregate<'a>(
 }
 
 /// How a release is protected.
-#[derive(Debug)]
 pub enum Method<'a> {
     /// Primary and secondary suppression, consistent with the memory of earlier
     /// releases when one is given (and updated with this one).
