@@ -34,7 +34,7 @@ use sync_core::partition::WijkId;
 use sync_core::protocol::DocumentId;
 use sync_core::schema::plan::PositiveHealth;
 
-use super::aggregate::{Period, Released};
+use super::aggregate::{period_label, Period, Released};
 use super::record::{Body, Facts, Month, PlanFacts};
 
 /// A group of exported fields that is generalised as one.
@@ -107,9 +107,9 @@ fn band(n: u64) -> &'static str {
 /// A month at a time level: 0 month, 1 quarter, 2 year.
 fn period(m: Month, level: usize) -> String {
     match level {
-        0 => Period::Month.label(m),
-        1 => Period::Quarter.label(m),
-        _ => Period::Year.label(m),
+        0 => period_label(Period::Month, m),
+        1 => period_label(Period::Quarter, m),
+        _ => period_label(Period::Year, m),
     }
 }
 

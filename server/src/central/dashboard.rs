@@ -10,7 +10,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write;
 use std::sync::Arc;
 
-use axum::extract::{FromRequestParts, Query, State};
+use axum::extract::{FromRequestParts, RawQuery, State};
 use axum::http::request::Parts;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
@@ -19,14 +19,14 @@ use serde::Deserialize;
 use sync_core::schema::plan::ZrmDomein;
 
 use super::aggregate::{Aggregates, Cell, Period};
-use super::api::{aggregates_csv, csv_response, release, AggregateQuery};
+use super::api::{aggregates_csv, csv_response, release};
 use super::chart::{bars, escape, Series};
 use super::session;
-use super::spreadsheet::Separator;
 use crate::error::Error;
 use crate::extract::{self, Authenticated, CentralOffice, Credential};
 use crate::state::AppState;
 use crate::web_security::{is_cross_site, Transport};
+use sync_core::api::AggregateRequest;
 
 /// Who is looking: a bearer token, or a session cookie whose token is still live.
 /// `None`: nobody logged in. 401 for a bad bearer token, 403 for a logged-in user of
@@ -217,13 +217,13 @@ pub async fn logout(
 pub async fn download(
     State(state): State<Arc<AppState>>,
     Viewer(viewer): Viewer,
-    Query(query): Query<AggregateQuery>,
+    RawQuery(raw): RawQuery,
 ) -> Result<Response, Error> {
+    let query = AggregateRequest::parse_query(raw.as_deref().unwrap_or(""))?;
     let Some(CentralOffice(who)) = viewer else {
         return Err(Error::Unauthorized);
     };
-    let period = query.period()?;
-    let sep = Separator::parse(query.sep.as_deref())?;
+    let (period, sep) = (query.period, query.sep);
     let result = release(&state, &who, period, query.min_count, "dashboard csv").await?;
     csv_response(
         aggregates_csv(&result, sep)?,
@@ -417,12 +417,13 @@ fn outcome_charts(
 pub async fn page(
     State(state): State<Arc<AppState>>,
     Viewer(viewer): Viewer,
-    Query(query): Query<AggregateQuery>,
+    RawQuery(raw): RawQuery,
 ) -> Result<Response, Error> {
+    let query = AggregateRequest::parse_query(raw.as_deref().unwrap_or(""))?;
     let Some(CentralOffice(who)) = viewer else {
         return Ok(login_page(StatusCode::OK, None));
     };
-    let period = query.period()?;
+    let period = query.period;
     let result = release(&state, &who, period, query.min_count, "dashboard view").await?;
     let wijken = state.store.accounts().list_wijken().await?;
     Ok(html(StatusCode::OK, render(&result, &wijken)))
