@@ -19,8 +19,7 @@ use serde::Deserialize;
 use sync_core::schema::plan::ZrmDomein;
 
 use super::aggregate::{Aggregates, Cell, Period};
-use super::api::{aggregates_csv, compute, csv_response};
-use super::audit_export;
+use super::api::{aggregates_csv, csv_response, release};
 use super::chart::{bars, escape, Series};
 use super::session;
 use crate::error::Error;
@@ -221,27 +220,11 @@ pub async fn download(
     RawQuery(raw): RawQuery,
 ) -> Result<Response, Error> {
     let query = AggregateRequest::parse_query(raw.as_deref().unwrap_or(""))?;
-    let Some(CentralOffice(Authenticated {
-        principal,
-        token_id,
-    })) = viewer
-    else {
+    let Some(CentralOffice(who)) = viewer else {
         return Err(Error::Unauthorized);
     };
     let (period, sep) = (query.period, query.sep);
-    let result = compute(&state, period, query.min_count).await?;
-    audit_export(
-        &state.store,
-        &principal,
-        &token_id,
-        format!(
-            "dashboard csv period={} min_count={} cells={}",
-            period.as_str(),
-            result.min_count,
-            result.cells.len()
-        ),
-    )
-    .await?;
+    let result = release(&state, &who, period, query.min_count, "dashboard csv").await?;
     csv_response(
         aggregates_csv(&result, sep)?,
         &format!("buurtsync-aggregaten-{}.csv", period.as_str()),
@@ -437,26 +420,11 @@ pub async fn page(
     RawQuery(raw): RawQuery,
 ) -> Result<Response, Error> {
     let query = AggregateRequest::parse_query(raw.as_deref().unwrap_or(""))?;
-    let Some(CentralOffice(Authenticated {
-        principal,
-        token_id,
-    })) = viewer
-    else {
+    let Some(CentralOffice(who)) = viewer else {
         return Ok(login_page(StatusCode::OK, None));
     };
     let period = query.period;
-    let result = compute(&state, period, query.min_count).await?;
-    audit_export(
-        &state.store,
-        &principal,
-        &token_id,
-        format!(
-            "dashboard view period={} min_count={}",
-            period.as_str(),
-            result.min_count
-        ),
-    )
-    .await?;
+    let result = release(&state, &who, period, query.min_count, "dashboard view").await?;
     let wijken = state.store.accounts().list_wijken().await?;
     Ok(html(StatusCode::OK, render(&result, &wijken)))
 }

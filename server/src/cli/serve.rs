@@ -63,6 +63,7 @@ pub async fn config_check(
         "keys": keys,
         "web_app_dir": web_app_dir.map(|d| d.display().to_string()),
         "central_min_count": limits.central_min_count,
+        "central_disclosure": limits.central_disclosure,
         "listen": args.listen.to_string(),
         "metrics_listen": args
             .metrics_listen
