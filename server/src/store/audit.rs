@@ -128,7 +128,9 @@ impl Audit<'_> {
         let sql = format!("SELECT {COLUMNS} FROM audit_log WHERE document = $1 ORDER BY seq");
         with_pool!(self.0.pool(), p => {
             let rows = sqlx::query(&sql).bind(doc).fetch_all(p).await?;
-            rows.iter().map(entry).collect()
+            rows.iter()
+                .map(|row| entry(row.try_get("seq")?, stored_row(row)))
+                .collect()
         })
     }
 }
@@ -163,18 +165,11 @@ where
     })
 }
 
-/// A row as an entry; a row that does not read back is corrupt.
-fn entry<R>(row: &R) -> Result<AuditEntry, Error>
-where
-    R: Row,
-    for<'a> &'a str: ColumnIndex<R>,
-    for<'r> i64: Decode<'r, R::Database> + Type<R::Database>,
-    for<'r> String: Decode<'r, R::Database> + Type<R::Database>,
-    for<'r> Vec<u8>: Decode<'r, R::Database> + Type<R::Database>,
-{
-    let seq: i64 = row.try_get("seq")?;
-    let stored = stored_row(row)
-        .map_err(|what| Error::Corrupt(format!("audit entry {seq}: unreadable {what}")))?;
+/// A row (its `seq` and [`stored_row`]'s reading) as an entry; a row that does not
+/// read back is corrupt.
+fn entry(seq: i64, stored: Result<StoredRow, String>) -> Result<AuditEntry, Error> {
+    let stored =
+        stored.map_err(|what| Error::Corrupt(format!("audit entry {seq}: unreadable {what}")))?;
     let action: AuditAction = stored.action.parse().map_err(|_| {
         Error::Corrupt(format!(
             "audit entry {seq}: unknown action {:?}",

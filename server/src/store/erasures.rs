@@ -21,6 +21,7 @@ use serde::{Deserialize, Serialize};
 use sync_core::partition::{Partition, WijkId};
 use sync_core::protocol::DocumentId;
 
+use super::tx::Engine;
 use super::{with_pool, Pool, Store};
 use crate::audit::{AuditAction, AuditEvent};
 use crate::error::Error;
@@ -216,8 +217,7 @@ impl Store {
                 self.erase_with(&id, &entry.erased_by, false).await?;
                 done.erased += 1;
             } else {
-                self.insert_tombstone(&id, &partition, entry.erased_at, &entry.erased_by)
-                    .await?;
+                self.insert_tombstone(&id, &partition, &entry).await?;
                 done.tombstoned += 1;
             }
             self.audit()
@@ -232,21 +232,17 @@ impl Store {
     }
 
     /// A tombstone for a document this database never held (it was created and
-    /// erased after the backup), with the next change number for the central feed.
+    /// erased after the backup, as the journal's `entry` says), with the next change
+    /// number for the central feed.
     async fn insert_tombstone(
         &self,
         id: &DocumentId,
         partition: &Partition,
-        erased_at: i64,
-        by: &str,
+        entry: &JournalEntry,
     ) -> Result<(), Error> {
         with_pool!(self.pool(), p => {
             let mut tx = p.begin().await?;
-            let seq: i64 = sqlx::query_scalar(
-                "UPDATE change_counter SET seq = seq + 1 WHERE id = 1 RETURNING seq",
-            )
-            .fetch_one(&mut *tx)
-            .await?;
+            let seq = Engine::next_change_seq(&mut tx).await?;
             sqlx::query(
                 "INSERT INTO tombstones (doc_id, kind, wijk_id, erased_at, erased_by, change_seq)
                  VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (doc_id) DO NOTHING",
@@ -254,8 +250,8 @@ impl Store {
             .bind(id.to_string())
             .bind(partition.kind.as_str())
             .bind(partition.wijk.as_str())
-            .bind(erased_at)
-            .bind(by)
+            .bind(entry.erased_at)
+            .bind(entry.erased_by.as_str())
             .bind(seq)
             .execute(&mut *tx)
             .await?;
