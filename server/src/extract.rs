@@ -11,13 +11,14 @@
 //! turns a [`Credential`] into a principal, through [`crate::identity::authenticate`]
 //! (the one place credentials become principals): service tokens and device sessions'
 //! access tokens (both rows of the `tokens` table). Identity providers' tokens are
-//! taken only by sign-in and `/beheer` (`AllowOidc::Yes` there), which parse their own
-//! bearer headers.
+//! taken only by sign-in and `/beheer` (`AllowOidc::Yes` there), which read the
+//! header with the same parser ([`bearer`]).
 
 use std::sync::Arc;
 
 use axum::extract::{FromRequestParts, Query};
 use axum::http::request::Parts;
+use axum::http::HeaderMap;
 use serde::Deserialize;
 use sync_core::policy::{self, Principal};
 
@@ -34,6 +35,22 @@ pub enum Credential {
     Bearer(String),
 }
 
+impl Credential {
+    /// The secret as presented.
+    pub fn secret(&self) -> &str {
+        match self {
+            Credential::Bearer(secret) => secret,
+        }
+    }
+
+    /// The secret as presented, owned.
+    pub fn into_secret(self) -> String {
+        match self {
+            Credential::Bearer(secret) => secret,
+        }
+    }
+}
+
 /// An authenticated caller: the principal and the id of the token it used (devices and
 /// audit entries are named by the token id, never the secret).
 #[derive(Debug, Clone)]
@@ -47,24 +64,26 @@ struct TokenQuery {
     token: Option<String>,
 }
 
-/// The credential of a request: `Authorization: Bearer …` (the scheme in any case),
-/// then, only where `query_allowed`, `?token=…`.
-pub fn presented(parts: &Parts, query_allowed: bool) -> Option<Credential> {
-    let header = parts
-        .headers
+/// The credential in `Authorization: Bearer …` (the scheme in any case).
+pub fn bearer(headers: &HeaderMap) -> Option<Credential> {
+    headers
         .get(axum::http::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.split_once(' '))
         .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
-        .map(|(_, token)| token.trim().to_owned());
-    header
-        .or_else(|| {
-            query_allowed
-                .then(|| Query::<TokenQuery>::try_from_uri(&parts.uri).ok())
-                .flatten()
-                .and_then(|Query(q)| q.token)
-        })
-        .map(Credential::Bearer)
+        .map(|(_, token)| Credential::Bearer(token.trim().to_owned()))
+}
+
+/// The credential of a request: the [`bearer`] header, then, only where
+/// `query_allowed`, `?token=…`.
+pub fn presented(parts: &Parts, query_allowed: bool) -> Option<Credential> {
+    bearer(&parts.headers).or_else(|| {
+        query_allowed
+            .then(|| Query::<TokenQuery>::try_from_uri(&parts.uri).ok())
+            .flatten()
+            .and_then(|Query(q)| q.token)
+            .map(Credential::Bearer)
+    })
 }
 
 /// The principal a credential stands for; `Unauthorized` for anything unknown,

@@ -31,9 +31,12 @@ use sync_core::partition::WijkId;
 use sync_core::policy::{Principal, WijkRole};
 
 use crate::audit::{AuditAction, AuditEvent};
+use crate::central::session::{self, LoginCookie};
 use crate::error::Error;
+use crate::extract;
 use crate::identity::{enrolment, AllowOidc};
 use crate::state::AppState;
+use crate::web_security::{is_cross_site, Transport};
 
 /// The routes under `/beheer`.
 pub fn routes() -> Router<Arc<AppState>> {
@@ -46,8 +49,12 @@ pub fn routes() -> Router<Arc<AppState>> {
         .route("/beheer/people/{user}/remove", post(remove))
 }
 
-const COOKIE_PLAIN: &str = "buurtsync_beheer";
-const COOKIE_TLS: &str = "__Host-buurtsync_beheer";
+/// The login cookie (`Path=/beheer` over plain HTTP).
+const COOKIE: LoginCookie = LoginCookie {
+    plain: "buurtsync_beheer",
+    tls: "__Host-buurtsync_beheer",
+    plain_path: "/beheer",
+};
 
 /// Who is acting: their principal, credential id, and the wijken they coordinate.
 struct Coordinator {
@@ -71,25 +78,6 @@ fn coordinated(p: &Principal) -> BTreeSet<WijkId> {
         .collect()
 }
 
-fn secure_request(state: &AppState, headers: &HeaderMap) -> bool {
-    state.identity.tls || crate::web_security::forwarded_https(headers)
-}
-
-fn cookie_value(headers: &HeaderMap) -> Option<String> {
-    crate::web_security::cookie(headers, &[COOKIE_PLAIN, COOKIE_TLS])
-}
-
-fn bearer(headers: &HeaderMap) -> Option<String> {
-    headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| {
-            v.strip_prefix("Bearer ")
-                .or_else(|| v.strip_prefix("bearer "))
-        })
-        .map(|v| v.trim().to_owned())
-}
-
 /// Is the credential behind a login still good? Service and access tokens must still
 /// be live; an identity provider login lasts as long as the cookie.
 async fn still_live(state: &AppState, user: &str, credential: &str) -> Result<bool, Error> {
@@ -107,12 +95,16 @@ async fn still_live(state: &AppState, user: &str, credential: &str) -> Result<bo
 
 /// The coordinator looking: `Ok(None)` when nobody is logged in; 403 for a logged-in
 /// user who coordinates no wijk.
-async fn viewer(state: &AppState, headers: &HeaderMap) -> Result<Option<Coordinator>, Error> {
-    let (principal, credential, by_cookie) = if let Some(token) = bearer(headers) {
-        let (p, c) = crate::identity::authenticate(state, &token, AllowOidc::Yes).await?;
+async fn viewer(
+    state: &AppState,
+    transport: Transport,
+    headers: &HeaderMap,
+) -> Result<Option<Coordinator>, Error> {
+    let (principal, credential, by_cookie) = if let Some(token) = extract::bearer(headers) {
+        let (p, c) = crate::identity::authenticate(state, token.secret(), AllowOidc::Yes).await?;
         (p, c, false)
     } else {
-        let Some(cookie) = cookie_value(headers) else {
+        let Some(cookie) = COOKIE.read(headers, transport) else {
             return Ok(None);
         };
         let Some(s) = state.identity.beheer_sessions.get(&cookie) else {
@@ -160,31 +152,20 @@ async fn deny(state: &AppState, user: &str, device: &str, detail: &str) -> Resul
     .await
 }
 
-/// A post that carries the cookie must come from a page of this origin: the cookie is
-/// `SameSite=Strict` already; these checks also hold for browsers without it.
-/// `Sec-Fetch-Site` decides when the browser sends it; otherwise `Origin` must name
-/// this host (our pages send `Referrer-Policy: same-origin`, so browsers send a real
-/// `Origin` rather than `null` on their own posts).
-fn same_origin(headers: &HeaderMap) -> bool {
-    if let Some(site) = headers.get("sec-fetch-site").and_then(|v| v.to_str().ok()) {
-        return site == "same-origin" || site == "none";
-    }
-    match headers.get(header::ORIGIN).and_then(|v| v.to_str().ok()) {
-        None => true,
-        Some(origin) => {
-            let host = headers.get(header::HOST).and_then(|v| v.to_str().ok());
-            let authority = origin
-                .strip_prefix("https://")
-                .or_else(|| origin.strip_prefix("http://"));
-            authority.is_some() && authority == host
-        }
-    }
-}
-
-/// The acting coordinator for a post, with the CSRF checks; 401 without a login.
-async fn actor(state: &AppState, headers: &HeaderMap) -> Result<Coordinator, Error> {
-    let who = viewer(state, headers).await?.ok_or(Error::Unauthorized)?;
-    if who.by_cookie && !same_origin(headers) {
+/// The acting coordinator for a post, with the CSRF check; 401 without a login. A
+/// post that carries the cookie must come from a page of this origin
+/// ([`is_cross_site`]): the cookie is `SameSite=Strict` already; the check also holds
+/// for browsers without it (our pages send `Referrer-Policy: same-origin`, so browsers
+/// send a real `Origin` rather than `null` on their own posts).
+async fn actor(
+    state: &AppState,
+    transport: Transport,
+    headers: &HeaderMap,
+) -> Result<Coordinator, Error> {
+    let who = viewer(state, transport, headers)
+        .await?
+        .ok_or(Error::Unauthorized)?;
+    if who.by_cookie && is_cross_site(headers) {
         deny(
             state,
             &who.principal.user_id,
@@ -227,10 +208,11 @@ pub struct OverviewQuery {
 /// `GET /beheer[?wijk=…]`: the login form, or the coordinator's wijken.
 pub async fn overview(
     State(state): State<Arc<AppState>>,
+    transport: Transport,
     headers: HeaderMap,
     Query(q): Query<OverviewQuery>,
 ) -> Result<Response, Error> {
-    let Some(who) = viewer(&state, &headers).await? else {
+    let Some(who) = viewer(&state, transport, &headers).await? else {
         return Ok(page::login(StatusCode::OK, None));
     };
     let shown: Vec<WijkId> = match &q.wijk {
@@ -270,10 +252,11 @@ pub struct LoginForm {
 /// `POST /beheer/login` (form field `token`: a token or the identity provider's token).
 pub async fn login(
     State(state): State<Arc<AppState>>,
+    transport: Transport,
     headers: HeaderMap,
     Form(form): Form<LoginForm>,
 ) -> Result<Response, Error> {
-    if !same_origin(&headers) {
+    if is_cross_site(&headers) {
         return Ok(page::login(
             StatusCode::FORBIDDEN,
             Some("Inloggen kan alleen vanaf deze pagina."),
@@ -313,17 +296,7 @@ pub async fn login(
         .identity
         .beheer_sessions
         .start(&principal.user_id, &credential);
-    let set_cookie = if secure_request(&state, &headers) {
-        format!(
-            "{COOKIE_TLS}={cookie}; HttpOnly; SameSite=Strict; Secure; Path=/; Max-Age={}",
-            crate::central::session::LIFETIME.as_secs()
-        )
-    } else {
-        format!(
-            "{COOKIE_PLAIN}={cookie}; HttpOnly; SameSite=Strict; Path=/beheer; Max-Age={}",
-            crate::central::session::LIFETIME.as_secs()
-        )
-    };
+    let set_cookie = COOKIE.set(&cookie, transport, session::LIFETIME.as_secs());
     audit(
         &state,
         AuditEvent::new(
@@ -343,15 +316,15 @@ pub async fn login(
 }
 
 /// `POST /beheer/logout`.
-pub async fn logout(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Response {
-    if let Some(cookie) = cookie_value(&headers) {
+pub async fn logout(
+    State(state): State<Arc<AppState>>,
+    transport: Transport,
+    headers: HeaderMap,
+) -> Response {
+    if let Some(cookie) = COOKIE.read(&headers, transport) {
         state.identity.beheer_sessions.end(&cookie);
     }
-    let clear = if secure_request(&state, &headers) {
-        format!("{COOKIE_TLS}=; HttpOnly; SameSite=Strict; Secure; Path=/; Max-Age=0")
-    } else {
-        format!("{COOKIE_PLAIN}=; HttpOnly; SameSite=Strict; Path=/beheer; Max-Age=0")
-    };
+    let clear = COOKIE.set("", transport, 0);
     let mut response = (StatusCode::SEE_OTHER, [(header::LOCATION, "/beheer")]).into_response();
     if let Ok(v) = HeaderValue::from_str(&clear) {
         response.headers_mut().insert(header::SET_COOKIE, v);
@@ -400,10 +373,11 @@ fn user_id_from(name: &str) -> String {
 /// coordinator coordinates (a coordinator cannot enrol a device as a professional).
 pub async fn invite(
     State(state): State<Arc<AppState>>,
+    transport: Transport,
     headers: HeaderMap,
     Form(form): Form<InviteForm>,
 ) -> Result<Response, Error> {
-    let who = actor(&state, &headers).await?;
+    let who = actor(&state, transport, &headers).await?;
     let wijk = require_wijk(&state, &who, &form.wijk, "invite").await?;
     let name: String = form
         .name
@@ -490,11 +464,7 @@ pub async fn invite(
             .get(header::HOST)
             .and_then(|v| v.to_str().ok())
             .unwrap_or("localhost");
-        let scheme = if secure_request(&state, &headers) {
-            "https"
-        } else {
-            "http"
-        };
+        let scheme = if transport.is_tls() { "https" } else { "http" };
         format!("{scheme}://{host}")
     });
     let link = enrolment::link(&base, &code);
@@ -514,10 +484,11 @@ pub async fn invite(
 /// coordinator's wijken.
 pub async fn switch_off(
     State(state): State<Arc<AppState>>,
+    transport: Transport,
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Result<Response, Error> {
-    let who = actor(&state, &headers).await?;
+    let who = actor(&state, transport, &headers).await?;
     let session = state.store.device_session(&id).await?;
     let theirs = match &session {
         Some(s) => {
@@ -569,11 +540,12 @@ pub struct RemoveForm {
 /// ends their devices enrolled for it. Coordinators (and oneself) only by an admin.
 pub async fn remove(
     State(state): State<Arc<AppState>>,
+    transport: Transport,
     headers: HeaderMap,
     Path(user): Path<String>,
     Form(form): Form<RemoveForm>,
 ) -> Result<Response, Error> {
-    let who = actor(&state, &headers).await?;
+    let who = actor(&state, transport, &headers).await?;
     let wijk = require_wijk(&state, &who, &form.wijk, "remove a person").await?;
     let target = state.store.accounts().principal(&user).await?;
     let roles: Vec<WijkRole> = target

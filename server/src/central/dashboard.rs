@@ -51,7 +51,7 @@ impl FromRequestParts<Arc<AppState>> for Viewer {
             Ok(transport) => transport,
             Err(never) => match never {},
         };
-        let Some(cookie) = session::from_headers(&parts.headers, transport) else {
+        let Some(cookie) = session::DASHBOARD.read(&parts.headers, transport) else {
             return Ok(Viewer(None));
         };
         let Some(s) = state.central.sessions.get(&cookie) else {
@@ -184,7 +184,7 @@ pub async fn login(
     let cookie = state.central.sessions.start(&principal.user_id, &token_id);
     // Secure (and `__Host-`) when the server serves TLS itself or sits behind a TLS
     // proxy that says so (`Transport`).
-    let set_cookie = session::set_cookie(&cookie, transport, session::LIFETIME.as_secs());
+    let set_cookie = session::DASHBOARD.set(&cookie, transport, session::LIFETIME.as_secs());
     tracing::info!(user = %principal.user_id, token = %token_id, "dashboard login");
     let mut response = (StatusCode::SEE_OTHER, [(header::LOCATION, "/dashboard")]).into_response();
     response.headers_mut().insert(
@@ -204,11 +204,11 @@ pub async fn logout(
     if is_cross_site(&headers) {
         return login_page(StatusCode::FORBIDDEN, None);
     }
-    if let Some(cookie) = session::from_headers(&headers, transport) {
+    if let Some(cookie) = session::DASHBOARD.read(&headers, transport) {
         state.central.sessions.end(&cookie);
     }
     let mut response = (StatusCode::SEE_OTHER, [(header::LOCATION, "/dashboard")]).into_response();
-    if let Ok(clear) = HeaderValue::from_str(&session::set_cookie("", transport, 0)) {
+    if let Ok(clear) = HeaderValue::from_str(&session::DASHBOARD.set("", transport, 0)) {
         response.headers_mut().insert(header::SET_COOKIE, clear);
     }
     response

@@ -45,8 +45,6 @@ pub struct Identity {
     pub public_url: Option<String>,
     /// Wrong enrolment codes per source and in all.
     pub guesses: enrolment::Guesses,
-    /// Serving TLS itself: cookies get `Secure` and the `__Host-` prefix.
-    pub tls: bool,
     /// `/beheer` logins (cookie → checked credential), like the dashboard's.
     pub beheer_sessions: crate::central::session::Sessions,
 }
@@ -62,7 +60,6 @@ impl Default for Identity {
             oidc: None,
             public_url: None,
             guesses: enrolment::Guesses::default(),
-            tls: false,
             beheer_sessions: crate::central::session::Sessions::default(),
         }
     }
@@ -79,7 +76,7 @@ fn secs(d: humantime::Duration, name: &str) -> Result<i64, Error> {
 impl IdentityArgs {
     /// The runtime identity state; refuses nonsense (zero lifetimes, HMAC algorithms,
     /// an issuer without an audience).
-    pub fn build(&self, tls: bool) -> Result<Identity, Error> {
+    pub fn build(&self) -> Result<Identity, Error> {
         Ok(Identity {
             lifetimes: Lifetimes {
                 access: secs(self.access_token_ttl, "access_token_ttl")?,
@@ -89,7 +86,6 @@ impl IdentityArgs {
             oidc: oidc::OidcVerifier::from_settings(self)?,
             public_url: self.public_url.clone(),
             guesses: enrolment::Guesses::default(),
-            tls,
             beheer_sessions: crate::central::session::Sessions::default(),
         })
     }
