@@ -106,6 +106,16 @@ pub fn forwarded_https(headers: &HeaderMap) -> bool {
         .is_some_and(|v| v.eq_ignore_ascii_case("https"))
 }
 
+/// Headers of an answer that holds something personal or secret (tokens, aggregates,
+/// pages behind a login): never cached, never sniffed.
+pub fn no_store(h: &mut HeaderMap) {
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+}
+
 /// The value of the first cookie called one of `names` (the plain and the
 /// `__Host-`/`__Secure-` spelling of one cookie), from every `Cookie` header.
 pub fn cookie(headers: &HeaderMap, names: &[&str]) -> Option<String> {

@@ -22,8 +22,8 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use axum::extract::{Path, Query, State};
-use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
-use axum::response::{IntoResponse, Response};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::Response;
 use axum::routing::{get, post};
 use axum::{Form, Router};
 use serde::Deserialize;
@@ -34,6 +34,7 @@ use crate::audit::{AuditAction, AuditEvent};
 use crate::central::session::{self, LoginCookie};
 use crate::error::Error;
 use crate::extract;
+use crate::html::LoginForm;
 use crate::identity::{enrolment, AllowOidc};
 use crate::state::AppState;
 use crate::web_security::{is_cross_site, Transport};
@@ -244,11 +245,6 @@ pub async fn overview(
     Ok(page::overview(&who.principal.user_id, &sections, None))
 }
 
-#[derive(Deserialize)]
-pub struct LoginForm {
-    pub token: String,
-}
-
 /// `POST /beheer/login` (form field `token`: a token or the identity provider's token).
 pub async fn login(
     State(state): State<Arc<AppState>>,
@@ -307,12 +303,7 @@ pub async fn login(
         .with_detail("beheer login"),
     )
     .await?;
-    let mut response = (StatusCode::SEE_OTHER, [(header::LOCATION, "/beheer")]).into_response();
-    response.headers_mut().insert(
-        header::SET_COOKIE,
-        HeaderValue::from_str(&set_cookie).map_err(|e| Error::Invalid(e.to_string()))?,
-    );
-    Ok(response)
+    page::PAGE.redirect("/beheer", Some(&set_cookie))
 }
 
 /// `POST /beheer/logout`.
@@ -320,16 +311,11 @@ pub async fn logout(
     State(state): State<Arc<AppState>>,
     transport: Transport,
     headers: HeaderMap,
-) -> Response {
+) -> Result<Response, Error> {
     if let Some(cookie) = COOKIE.read(&headers, transport) {
         state.identity.beheer_sessions.end(&cookie);
     }
-    let clear = COOKIE.set("", transport, 0);
-    let mut response = (StatusCode::SEE_OTHER, [(header::LOCATION, "/beheer")]).into_response();
-    if let Ok(v) = HeaderValue::from_str(&clear) {
-        response.headers_mut().insert(header::SET_COOKIE, v);
-    }
-    response
+    page::PAGE.redirect("/beheer", Some(&COOKIE.set("", transport, 0)))
 }
 
 #[derive(Deserialize)]
@@ -528,7 +514,7 @@ pub async fn switch_off(
         .await?;
         tracing::info!(by = %who.principal.user_id, session = %session.id, user = %session.user_id, "device switched off");
     }
-    Ok((StatusCode::SEE_OTHER, [(header::LOCATION, "/beheer")]).into_response())
+    page::PAGE.redirect("/beheer", None)
 }
 
 #[derive(Deserialize)]
@@ -590,5 +576,5 @@ pub async fn remove(
         )),
     )
     .await?;
-    Ok((StatusCode::SEE_OTHER, [(header::LOCATION, "/beheer")]).into_response())
+    page::PAGE.redirect("/beheer", None)
 }

@@ -12,20 +12,20 @@ use std::sync::Arc;
 
 use axum::extract::{FromRequestParts, Query, State};
 use axum::http::request::Parts;
-use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
-use axum::response::{Html, IntoResponse, Response};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::Response;
 use axum::Form;
-use serde::Deserialize;
 use sync_core::schema::plan::ZrmDomein;
 
 use super::aggregate::{Aggregates, Cell, Period};
 use super::api::{aggregates_csv, compute, csv_response, AggregateQuery};
 use super::audit_export;
-use super::chart::{bars, escape, Series};
+use super::chart::{bars, Series};
 use super::session;
 use super::spreadsheet::Separator;
 use crate::error::Error;
 use crate::extract::{self, Authenticated, CentralOffice, Credential};
+use crate::html::{escape, Login, LoginForm, Page, Referrer};
 use crate::state::AppState;
 use crate::web_security::{is_cross_site, Transport};
 
@@ -79,27 +79,12 @@ impl FromRequestParts<Arc<AppState>> for Viewer {
     }
 }
 
-fn secure_headers(h: &mut HeaderMap) {
-    h.insert(
-        header::CONTENT_SECURITY_POLICY,
-        HeaderValue::from_static(
-            "default-src 'none'; style-src 'unsafe-inline'; img-src 'self' data:; \
-             form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
-        ),
-    );
-    h.insert(
-        header::REFERRER_POLICY,
-        HeaderValue::from_static("no-referrer"),
-    );
-    h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
-    super::api::no_store(h);
-}
-
-fn html(status: StatusCode, body: String) -> Response {
-    let mut response = (status, Html(body)).into_response();
-    secure_headers(response.headers_mut());
-    response
-}
+/// Every dashboard page.
+const PAGE: Page<'static> = Page {
+    title: "buurtsync — dashboard centraal bureau",
+    style: STYLE,
+    referrer: Referrer::Never,
+};
 
 const STYLE: &str = "body{font-family:system-ui,sans-serif;margin:2rem;color:#222;max-width:1400px}\
 h1{font-size:1.5rem}h2{font-size:1.2rem;margin-top:2rem;border-bottom:1px solid #ccc}\
@@ -108,38 +93,21 @@ figure{margin:0}figcaption{font-size:.9rem;color:#444}\
 .button{display:inline-block;padding:.5rem 1rem;background:#0b5394;color:#fff;border-radius:4px;text-decoration:none;border:0;font-size:1rem;cursor:pointer}\
 nav a{margin-right:1rem}.note{color:#555;font-size:.9rem}.error{color:#a00}";
 
-fn shell(title: &str, body: &str) -> String {
-    format!(
-        "<!doctype html><html lang=\"nl\"><head><meta charset=\"utf-8\"><title>{}</title>\
-         <meta name=\"viewport\" content=\"width=device-width\"><style>{STYLE}</style></head>\
-         <body>{body}</body></html>",
-        escape(title)
-    )
-}
+const LOGIN: Login<'static> = Login {
+    heading: "buurtsync — dashboard centraal bureau",
+    action: "/dashboard/login",
+    label: "Token",
+    size: 70,
+    note: "Alleen voor het centraal bureau: geaggregeerde, gepseudonimiseerde gegevens. \
+           Kleine aantallen (minder dan de drempel) worden niet getoond.",
+};
 
 fn login_page(status: StatusCode, message: Option<&str>) -> Response {
-    let message = message
-        .map(|m| format!("<p class=\"error\" id=\"login-error\">{}</p>", escape(m)))
-        .unwrap_or_default();
-    html(
-        status,
-        shell(
-            "buurtsync — centraal bureau",
-            &format!(
-                "<h1>buurtsync — dashboard centraal bureau</h1>{message}\
-                 <form method=\"post\" action=\"/dashboard/login\" id=\"login\">\
-                 <label>Token <input type=\"password\" name=\"token\" id=\"token\" autocomplete=\"off\" required size=\"70\"></label> \
-                 <button class=\"button\" type=\"submit\">Inloggen</button></form>\
-                 <p class=\"note\">Alleen voor het centraal bureau: geaggregeerde, gepseudonimiseerde gegevens. \
-                 Kleine aantallen (minder dan de drempel) worden niet getoond.</p>"
-            ),
-        ),
-    )
-}
-
-#[derive(Deserialize)]
-pub struct LoginForm {
-    pub token: String,
+    Page {
+        title: "buurtsync — centraal bureau",
+        ..PAGE
+    }
+    .respond(status, &LOGIN.body(message))
 }
 
 /// `POST /dashboard/login` (form field `token`): a session cookie and a redirect to the
@@ -186,13 +154,7 @@ pub async fn login(
     // proxy that says so (`Transport`).
     let set_cookie = session::DASHBOARD.set(&cookie, transport, session::LIFETIME.as_secs());
     tracing::info!(user = %principal.user_id, token = %token_id, "dashboard login");
-    let mut response = (StatusCode::SEE_OTHER, [(header::LOCATION, "/dashboard")]).into_response();
-    response.headers_mut().insert(
-        header::SET_COOKIE,
-        HeaderValue::from_str(&set_cookie).map_err(|e| Error::Invalid(e.to_string()))?,
-    );
-    secure_headers(response.headers_mut());
-    Ok(response)
+    PAGE.redirect("/dashboard", Some(&set_cookie))
 }
 
 /// `POST /dashboard/logout`: ends the session and clears the cookie.
@@ -200,18 +162,42 @@ pub async fn logout(
     State(state): State<Arc<AppState>>,
     transport: Transport,
     headers: HeaderMap,
-) -> Response {
+) -> Result<Response, Error> {
     if is_cross_site(&headers) {
-        return login_page(StatusCode::FORBIDDEN, None);
+        return Ok(login_page(StatusCode::FORBIDDEN, None));
     }
     if let Some(cookie) = session::DASHBOARD.read(&headers, transport) {
         state.central.sessions.end(&cookie);
     }
-    let mut response = (StatusCode::SEE_OTHER, [(header::LOCATION, "/dashboard")]).into_response();
-    if let Ok(clear) = HeaderValue::from_str(&session::DASHBOARD.set("", transport, 0)) {
-        response.headers_mut().insert(header::SET_COOKIE, clear);
-    }
-    response
+    PAGE.redirect(
+        "/dashboard",
+        Some(&session::DASHBOARD.set("", transport, 0)),
+    )
+}
+
+/// The aggregates `who` asked for in `query`, computed, and their viewing audited as
+/// an export (`what`: how the dashboard shows them, for the audit entry).
+async fn viewed(
+    state: &AppState,
+    who: &Authenticated,
+    query: &AggregateQuery,
+    what: &str,
+) -> Result<Aggregates, Error> {
+    let period = query.period()?;
+    let result = compute(state, period, query.min_count).await?;
+    audit_export(
+        &state.store,
+        &who.principal,
+        &who.token_id,
+        format!(
+            "dashboard {what} period={} min_count={} cells={}",
+            period.as_str(),
+            result.min_count,
+            result.cells.len()
+        ),
+    )
+    .await?;
+    Ok(result)
 }
 
 /// `GET /dashboard/aggregates.csv?period=&sep=`: the download button.
@@ -220,31 +206,14 @@ pub async fn download(
     Viewer(viewer): Viewer,
     Query(query): Query<AggregateQuery>,
 ) -> Result<Response, Error> {
-    let Some(CentralOffice(Authenticated {
-        principal,
-        token_id,
-    })) = viewer
-    else {
+    let Some(CentralOffice(who)) = viewer else {
         return Err(Error::Unauthorized);
     };
-    let period = query.period()?;
     let sep = Separator::parse(query.sep.as_deref())?;
-    let result = compute(&state, period, query.min_count).await?;
-    audit_export(
-        &state.store,
-        &principal,
-        &token_id,
-        format!(
-            "dashboard csv period={} min_count={} cells={}",
-            period.as_str(),
-            result.min_count,
-            result.cells.len()
-        ),
-    )
-    .await?;
+    let result = viewed(&state, &who, &query, "csv").await?;
     csv_response(
         aggregates_csv(&result, sep)?,
-        &format!("buurtsync-aggregaten-{}.csv", period.as_str()),
+        &format!("buurtsync-aggregaten-{}.csv", result.period.as_str()),
     )
 }
 
@@ -257,62 +226,86 @@ fn shown(period: Period) -> usize {
     }
 }
 
-/// One bar series of a chart: metric, label, colour.
-type Bar = (&'static str, &'static str, &'static str);
+/// Series colours, in the order of a chart's series.
+const PALETTE: [&str; 6] = [
+    "#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b",
+];
 
-/// The charts of one wijk: (id suffix, title, bars).
-const CHARTS: &[(&str, &str, &[Bar])] = &[
+/// The charts of one wijk: (id suffix, title, its series as (metric, label)); the
+/// series take the [`PALETTE`]'s colours in order.
+const CHARTS: &[(&str, &str, &[(&str, &str)])] = &[
     (
         "plannen",
         "Plannen: nieuw, afgesloten en overdrachten aan de gemeente",
         &[
-            ("plans_new", "nieuw", "#1f77b4"),
-            ("plans_closed", "afgesloten", "#2ca02c"),
-            ("handovers", "overdracht", "#d62728"),
+            ("plans_new", "nieuw"),
+            ("plans_closed", "afgesloten"),
+            ("handovers", "overdracht"),
         ],
     ),
     (
         "contacten",
         "Contactmomenten per soort",
         &[
-            ("contacts.huisbezoek", "huisbezoek", "#1f77b4"),
-            ("contacts.wijkcentrum", "wijkcentrum", "#ff7f0e"),
-            ("contacts.school", "school", "#2ca02c"),
-            ("contacts.telefoon", "telefoon", "#9467bd"),
-            ("contacts.digitaal", "digitaal", "#8c564b"),
+            ("contacts.huisbezoek", "huisbezoek"),
+            ("contacts.wijkcentrum", "wijkcentrum"),
+            ("contacts.school", "school"),
+            ("contacts.telefoon", "telefoon"),
+            ("contacts.digitaal", "digitaal"),
         ],
     ),
     (
         "activiteiten",
         "Activiteiten: bijeenkomsten, deelnemers, vrijwilligers en uren",
         &[
-            ("sessions", "bijeenkomsten", "#1f77b4"),
-            ("participants", "deelnemers", "#ff7f0e"),
-            ("unique_volunteers", "vrijwilligers", "#2ca02c"),
-            ("volunteer_hours", "vrijwilligersuren", "#9467bd"),
+            ("sessions", "bijeenkomsten"),
+            ("participants", "deelnemers"),
+            ("unique_volunteers", "vrijwilligers"),
+            ("volunteer_hours", "vrijwilligersuren"),
         ],
     ),
     (
         "doelen",
         "Doelen per leefdomein (stand bij laatste wijziging)",
         &[
-            ("goals_leefdomein.financien", "financiën", "#1f77b4"),
-            ("goals_leefdomein.wonen", "wonen", "#ff7f0e"),
-            ("goals_leefdomein.opvoeding", "opvoeding", "#2ca02c"),
-            ("goals_leefdomein.gezondheid", "gezondheid", "#d62728"),
-            (
-                "goals_leefdomein.sociaal_netwerk",
-                "sociaal netwerk",
-                "#9467bd",
-            ),
-            (
-                "goals_leefdomein.werk_en_inkomen",
-                "werk en inkomen",
-                "#8c564b",
-            ),
+            ("goals_leefdomein.financien", "financiën"),
+            ("goals_leefdomein.wonen", "wonen"),
+            ("goals_leefdomein.opvoeding", "opvoeding"),
+            ("goals_leefdomein.gezondheid", "gezondheid"),
+            ("goals_leefdomein.sociaal_netwerk", "sociaal netwerk"),
+            ("goals_leefdomein.werk_en_inkomen", "werk en inkomen"),
         ],
     ),
 ];
+
+/// One wijk's cells by (period, metric).
+type WijkCells<'a> = BTreeMap<(&'a str, &'a str), &'a Cell>;
+
+/// A metric's value in a period: a cell's value (`None`: suppressed), or zero where
+/// no cell was sent (nothing happened).
+fn value(cells: &WijkCells<'_>, period: &str, metric: &str) -> Option<f64> {
+    match cells.get(&(period, metric)) {
+        Some(cell) => cell.value,
+        None => Some(0.0),
+    }
+}
+
+/// Writes one chart with its caption.
+fn figure(
+    body: &mut String,
+    id: &str,
+    title: &str,
+    groups: &[String],
+    series: &[Series<'_>],
+    min_count: u64,
+) {
+    let _ = write!(
+        body,
+        "<figure>{}<figcaption>{}</figcaption></figure>",
+        bars(id, title, groups, series, min_count),
+        escape(title)
+    );
+}
 
 /// The outcome charts of one wijk (schema 2): waiting time and duration over the
 /// periods, and the movement in zelfredzaamheid per domain (and on the
@@ -321,15 +314,11 @@ const CHARTS: &[(&str, &str, &[Bar])] = &[
 fn outcome_charts(
     body: &mut String,
     wijk: &str,
-    cells: &BTreeMap<(&str, &str), &Cell>,
+    cells: &WijkCells<'_>,
     periods: &[String],
     min_count: u64,
 ) {
-    let value = |period: &str, metric: &str| match cells.get(&(period, metric)) {
-        Some(cell) => cell.value,
-        None => Some(0.0),
-    };
-    let waiting: [Bar; 3] = [
+    let waiting = [
         (
             "outcome.waiting_days.median",
             "wachttijd mediaan",
@@ -347,21 +336,16 @@ fn outcome_charts(
         .map(|(metric, label, color)| Series {
             label,
             color,
-            values: periods.iter().map(|p| value(p, metric)).collect(),
+            values: periods.iter().map(|p| value(cells, p, metric)).collect(),
         })
         .collect();
-    let title = "Wachttijd (aanmelding → intake) en duur van de ondersteuning, in dagen";
-    let _ = write!(
+    figure(
         body,
-        "<figure>{}<figcaption>{}</figcaption></figure>",
-        bars(
-            &format!("chart-{}-wachttijd", escape(wijk)),
-            title,
-            periods,
-            &series,
-            min_count
-        ),
-        escape(title)
+        &format!("chart-{}-wachttijd", escape(wijk)),
+        "Wachttijd (aanmelding → intake) en duur van de ondersteuning, in dagen",
+        periods,
+        &series,
+        min_count,
     );
 
     // The latest period with any zrm or participatieladder cell.
@@ -407,7 +391,7 @@ fn outcome_charts(
                 } else {
                     format!("zrm.{}.{}", name.replace(' ', "_"), moves[i])
                 };
-                latest.and_then(|p| value(p, &metric))
+                latest.and_then(|p| value(cells, p, &metric))
             })
             .collect(),
     })
@@ -416,17 +400,13 @@ fn outcome_charts(
         "Zelfredzaamheid per domein en participatieladder: intake → eindevaluatie ({})",
         latest.map_or("geen metingen", String::as_str)
     );
-    let _ = write!(
+    figure(
         body,
-        "<figure>{}<figcaption>{}</figcaption></figure>",
-        bars(
-            &format!("chart-{}-zelfredzaamheid", escape(wijk)),
-            &title,
-            &labels,
-            &series,
-            min_count
-        ),
-        escape(&title)
+        &format!("chart-{}-zelfredzaamheid", escape(wijk)),
+        &title,
+        &labels,
+        &series,
+        min_count,
     );
 }
 
@@ -436,35 +416,19 @@ pub async fn page(
     Viewer(viewer): Viewer,
     Query(query): Query<AggregateQuery>,
 ) -> Result<Response, Error> {
-    let Some(CentralOffice(Authenticated {
-        principal,
-        token_id,
-    })) = viewer
-    else {
+    let Some(CentralOffice(who)) = viewer else {
         return Ok(login_page(StatusCode::OK, None));
     };
-    let period = query.period()?;
-    let result = compute(&state, period, query.min_count).await?;
-    audit_export(
-        &state.store,
-        &principal,
-        &token_id,
-        format!(
-            "dashboard view period={} min_count={}",
-            period.as_str(),
-            result.min_count
-        ),
-    )
-    .await?;
+    let result = viewed(&state, &who, &query, "view").await?;
     let wijken = state.store.accounts().list_wijken().await?;
-    Ok(html(StatusCode::OK, render(&result, &wijken)))
+    Ok(PAGE.respond(StatusCode::OK, &render(&result, &wijken)))
 }
 
 fn render(result: &Aggregates, wijken: &[(String, String)]) -> String {
     let periods: BTreeSet<&str> = result.cells.iter().map(|c| c.period.as_str()).collect();
     let skip = periods.len().saturating_sub(shown(result.period));
     let periods: Vec<String> = periods.into_iter().skip(skip).map(str::to_owned).collect();
-    let mut by_wijk: BTreeMap<&str, BTreeMap<(&str, &str), &Cell>> = BTreeMap::new();
+    let mut by_wijk: BTreeMap<&str, WijkCells<'_>> = BTreeMap::new();
     for c in &result.cells {
         by_wijk
             .entry(c.wijk.as_str())
@@ -503,28 +467,25 @@ fn render(result: &Aggregates, wijken: &[(String, String)]) -> String {
         for (suffix, title, metrics) in CHARTS {
             let series: Vec<Series<'_>> = metrics
                 .iter()
-                .map(|(metric, label, color)| Series {
+                .zip(PALETTE)
+                .map(|((metric, label), color)| Series {
                     label,
                     color,
-                    values: periods
-                        .iter()
-                        .map(|period| match cells.get(&(period.as_str(), *metric)) {
-                            Some(cell) => cell.value,
-                            None => Some(0.0),
-                        })
-                        .collect(),
+                    values: periods.iter().map(|p| value(cells, p, metric)).collect(),
                 })
                 .collect();
             let chart_id = format!("chart-{id}-{suffix}");
-            let _ = write!(
-                body,
-                "<figure>{}<figcaption>{}</figcaption></figure>",
-                bars(&chart_id, title, &periods, &series, result.min_count),
-                escape(title)
+            figure(
+                &mut body,
+                &chart_id,
+                title,
+                &periods,
+                &series,
+                result.min_count,
             );
         }
         outcome_charts(&mut body, id, cells, &periods, result.min_count);
         body.push_str("</div></section>");
     }
-    shell("buurtsync — dashboard centraal bureau", &body)
+    body
 }

@@ -36,13 +36,13 @@ pub fn refusal(status: StatusCode, error: &str, message: &str) -> Response {
             HeaderValue::from_static("Bearer realm=\"buurtsync\", error=\"invalid_token\""),
         );
     }
-    crate::central::api::no_store(response.headers_mut());
+    crate::web_security::no_store(response.headers_mut());
     response
 }
 
 fn granted(g: &Granted) -> Response {
     let mut response = Json(g).into_response();
-    crate::central::api::no_store(response.headers_mut());
+    crate::web_security::no_store(response.headers_mut());
     response
 }
 
@@ -76,7 +76,7 @@ fn granted_in_cookie(
         map.remove("refresh_token");
     }
     let mut response = Json(body).into_response();
-    crate::central::api::no_store(response.headers_mut());
+    crate::web_security::no_store(response.headers_mut());
     response.headers_mut().insert(
         header::SET_COOKIE,
         HeaderValue::from_str(&cookie).map_err(|e| Error::Invalid(e.to_string()))?,
