@@ -70,10 +70,23 @@ impl Accounts<'_> {
     /// The user of a token that is still live, by token id (for re-checking a live
     /// connection).
     pub async fn live_token_user(&self, token_id: &str) -> Result<Option<String>, Error> {
-        Ok(with_pool!(self.pool(), p => sqlx::query_scalar(
-            "SELECT user_id FROM tokens WHERE id = $1 AND revoked_at IS NULL AND expires_at > $2",
+        let found = self.live_token(Some(token_id), None).await?;
+        Ok(found.map(|(_, user)| user))
+    }
+
+    /// (token id, user) of a live (unrevoked, unexpired) token, by id or by secret
+    /// hash (as `revoke_token` finds one).
+    async fn live_token(
+        &self,
+        id: Option<&str>,
+        secret_hash: Option<&[u8]>,
+    ) -> Result<Option<(String, String)>, Error> {
+        Ok(with_pool!(self.pool(), p => sqlx::query_as(
+            "SELECT id, user_id FROM tokens
+             WHERE (id = $1 OR secret_hash = $2) AND revoked_at IS NULL AND expires_at > $3",
         )
-        .bind(token_id)
+        .bind(id.unwrap_or(""))
+        .bind(secret_hash.unwrap_or(&[]))
         .bind(now())
         .fetch_optional(p)
         .await)?)
@@ -300,13 +313,7 @@ impl Accounts<'_> {
 
     /// The user a live (unrevoked, unexpired) token belongs to.
     pub async fn token_user(&self, secret_hash: &[u8]) -> Result<Option<(String, String)>, Error> {
-        Ok(with_pool!(self.pool(), p => sqlx::query_as(
-            "SELECT id, user_id FROM tokens WHERE secret_hash = $1 AND revoked_at IS NULL AND expires_at > $2",
-        )
-        .bind(secret_hash)
-        .bind(now())
-        .fetch_optional(p)
-        .await)?)
+        self.live_token(None, Some(secret_hash)).await
     }
 
     /// Revokes by token id or by secret hash; returns the revoked token's id.
