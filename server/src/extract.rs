@@ -8,7 +8,7 @@
 //! for a role that may not use the endpoint.
 //!
 //! One parser ([`presented`]) finds the credential and one function ([`principal_for`])
-//! turns a [`Credential`] into a principal, through [`crate::identity::authenticate`]
+//! turns a [`Credential`] into a principal, through [`authenticate`]
 //! (the one place credentials become principals): service tokens and device sessions'
 //! access tokens (both rows of the `tokens` table). Identity providers' tokens are
 //! taken only by sign-in and `/beheer` (`AllowOidc::Yes` there), which read the
@@ -24,6 +24,7 @@ use sync_core::policy::{self, Principal};
 
 use crate::audit::{AuditAction, AuditEvent};
 use crate::error::Error;
+use crate::identity::principal::{authenticate, AllowOidc};
 use crate::state::AppState;
 use crate::store::Store;
 
@@ -94,9 +95,7 @@ pub async fn principal_for(
 ) -> Result<Authenticated, Error> {
     match credential {
         Credential::Bearer(secret) => {
-            let (principal, token_id) =
-                crate::identity::authenticate(state, secret, crate::identity::AllowOidc::No)
-                    .await?;
+            let (principal, token_id) = authenticate(state, secret, AllowOidc::No).await?;
             Ok(Authenticated {
                 principal,
                 token_id,

@@ -35,7 +35,8 @@ use crate::central::session::{self, LoginCookie};
 use crate::error::Error;
 use crate::extract;
 use crate::html::LoginForm;
-use crate::identity::{enrolment, AllowOidc};
+use crate::identity::enrolment;
+use crate::identity::principal::{authenticate, AllowOidc};
 use crate::state::AppState;
 use crate::web_security::{is_cross_site, Transport};
 
@@ -102,7 +103,7 @@ async fn viewer(
     headers: &HeaderMap,
 ) -> Result<Option<Coordinator>, Error> {
     let (principal, credential, by_cookie) = if let Some(token) = extract::bearer(headers) {
-        let (p, c) = crate::identity::authenticate(state, token.secret(), AllowOidc::Yes).await?;
+        let (p, c) = authenticate(state, token.secret(), AllowOidc::Yes).await?;
         (p, c, false)
     } else {
         let Some(cookie) = COOKIE.read(headers, transport) else {
@@ -259,7 +260,7 @@ pub async fn login(
         ));
     }
     let (principal, credential) =
-        match crate::identity::authenticate(&state, form.token.trim(), AllowOidc::Yes).await {
+        match authenticate(&state, form.token.trim(), AllowOidc::Yes).await {
             Ok(found) => found,
             Err(Error::Unauthorized) => {
                 return Ok(page::login(

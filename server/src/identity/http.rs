@@ -20,7 +20,8 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::device_session::{self, Ended, Granted};
-use super::{enrolment, OidcOutcome};
+use super::enrolment;
+use super::principal::{oidc_user, OidcOutcome};
 use crate::audit::{AuditAction, AuditEvent};
 use crate::error::Error;
 use crate::extract::{self, Authenticated, Credential};
@@ -127,6 +128,15 @@ pub struct SignIn {
     pub cookie: bool,
 }
 
+/// `/api/v1/session…`.
+pub fn routes() -> axum::Router<Arc<AppState>> {
+    use axum::routing::post;
+    axum::Router::new()
+        .route("/api/v1/session", post(sign_in))
+        .route("/api/v1/session/refresh", post(refresh))
+        .route("/api/v1/session/end", post(end))
+}
+
 pub(crate) async fn audit(
     state: &AppState,
     user: &str,
@@ -194,7 +204,7 @@ pub async fn sign_in(
     let Some(token) = body.id_token.clone().or(presented) else {
         return Err(Error::Invalid("give enrolment_code or id_token".into()));
     };
-    match super::oidc_user(&state, &token).await {
+    match oidc_user(&state, &token).await {
         Ok(user) => {
             let g = device_session::start_oidc(&state.store, &lifetimes, &user, &device).await?;
             tracing::info!(user = %g.user, session = %g.session, "signed in with the identity provider");
