@@ -231,9 +231,12 @@ const PALETTE: [&str; 6] = [
     "#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b",
 ];
 
-/// The charts of one wijk: (id suffix, title, its series as (metric, label)); the
-/// series take the [`PALETTE`]'s colours in order.
-const CHARTS: &[(&str, &str, &[(&str, &str)])] = &[
+/// One series of a chart: (metric, label).
+type Metric = (&'static str, &'static str);
+
+/// The charts of one wijk: (id suffix, title, its series); the series take the
+/// [`PALETTE`]'s colours in order.
+const CHARTS: &[(&str, &str, &[Metric])] = &[
     (
         "plannen",
         "Plannen: nieuw, afgesloten en overdrachten aan de gemeente",
