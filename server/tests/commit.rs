@@ -214,7 +214,7 @@ async fn accepted_change_is_committed_and_audited() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn refused_change_leaves_store_and_memory_unchanged() {
     let mut fx = Fixture::new().await;
-    let seq_before = fx.store.last_change_seq().await.expect("seq");
+    let seq_before = fx.store.central().last_change_seq().await.expect("seq");
     add_contact(&mut fx.device);
     let outcomes = fx.sync(&principal(false)).await;
     assert!(!committed(&outcomes), "{outcomes:?}");
@@ -224,7 +224,10 @@ async fn refused_change_leaves_store_and_memory_unchanged() {
         (fx.committed.clone(), fx.committed.clone())
     );
     assert_eq!(stored(&fx.url, &fx.id).await, (fx.committed.clone(), false));
-    assert_eq!(fx.store.last_change_seq().await.expect("seq"), seq_before);
+    assert_eq!(
+        fx.store.central().last_change_seq().await.expect("seq"),
+        seq_before
+    );
     let audit = fx.audit().await;
     assert!(audit
         .iter()

@@ -207,8 +207,11 @@ async fn concurrent_writes_land_each_with_its_own_outcome(backend: Backend) {
     );
     // One change number per commit that stored something, none skipped or repeated.
     let total = i64::try_from(DOCS + appends + DOCS).expect("small");
-    assert_eq!(store.last_change_seq().await.expect("last"), total);
-    let feed = store.changes_after(0, 1000).await.expect("feed");
+    assert_eq!(
+        store.central().last_change_seq().await.expect("last"),
+        total
+    );
+    let feed = store.central().changes_after(0, 1000).await.expect("feed");
     assert_eq!(feed.len(), DOCS);
     assert!(feed.windows(2).all(|w| w[0].seq < w[1].seq));
     assert_eq!(feed.last().map(|r| r.seq), Some(total));
@@ -239,7 +242,7 @@ async fn a_failing_write_fails_only_itself(backend: Backend) {
     let docs = create_docs(&store, 2).await;
     let ((live, live_key), (gone, gone_key)) = (docs[0].clone(), docs[1].clone());
     store.erase(&gone, "privacy-officer").await.expect("erase");
-    let seq_before = store.last_change_seq().await.expect("seq");
+    let seq_before = store.central().last_change_seq().await.expect("seq");
     let lock = match backend {
         Backend::Sqlite => Some(hold_write_lock(&db.url).await),
         Backend::Postgres => None,
@@ -285,7 +288,7 @@ async fn a_failing_write_fails_only_itself(backend: Backend) {
         .expect("audit");
     assert!(entries.is_empty(), "no write entry of a refused append");
     assert_eq!(
-        store.last_change_seq().await.expect("seq"),
+        store.central().last_change_seq().await.expect("seq"),
         seq_before + i64::try_from(EACH).expect("small")
     );
     if backend == Backend::Sqlite {

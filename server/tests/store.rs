@@ -765,7 +765,7 @@ async fn change_numbers_feed_the_cursor(backend: Backend) {
                 .expect("create"),
         );
     }
-    let all = store.changes_after(0, 100).await.expect("feed");
+    let all = store.central().changes_after(0, 100).await.expect("feed");
     assert_eq!(
         all.iter().map(|r| (r.id, r.seq)).collect::<Vec<_>>(),
         [(a, 1), (b, 2)]
@@ -777,25 +777,34 @@ async fn change_numbers_feed_the_cursor(backend: Backend) {
         put(&mut state.doc, 1);
         hub.persist(&a, &mut state, None).await.expect("persist");
     }
-    let after = store.changes_after(2, 100).await.expect("feed");
+    let after = store.central().changes_after(2, 100).await.expect("feed");
     assert_eq!(
         after.iter().map(|r| (r.id, r.seq)).collect::<Vec<_>>(),
         [(a, 3)]
     );
-    assert_eq!(store.changes_after(0, 1).await.expect("limit")[0].id, b);
+    assert_eq!(
+        store.central().changes_after(0, 1).await.expect("limit")[0].id,
+        b
+    );
 
     drop(entries);
     store.erase(&b, "admin").await.expect("erase");
-    let after = store.changes_after(3, 100).await.expect("feed");
+    let after = store.central().changes_after(3, 100).await.expect("feed");
     assert_eq!(after.len(), 1);
     assert!(after[0].erased && after[0].id == b && after[0].seq == 4);
-    assert_eq!(store.last_change_seq().await.expect("last"), 4);
+    assert_eq!(store.central().last_change_seq().await.expect("last"), 4);
 
-    let secret = store.pseudonym_secret().await.expect("secret");
-    assert_eq!(store.pseudonym_secret().await.expect("again"), secret);
+    let secret = store.central().pseudonym_secret().await.expect("secret");
+    assert_eq!(
+        store.central().pseudonym_secret().await.expect("again"),
+        secret
+    );
     store.close().await;
     let reopened = Store::open(&db.url).await.expect("reopen");
-    assert_eq!(reopened.pseudonym_secret().await.expect("kept"), secret);
+    assert_eq!(
+        reopened.central().pseudonym_secret().await.expect("kept"),
+        secret
+    );
     assert_ne!(secret, [0u8; 32]);
 }
 
@@ -826,7 +835,12 @@ async fn change_numbers_follow_commit_order(backend: Backend) {
             loop {
                 // Read the flag first: a poll after the writers finished sees all.
                 let last_round = done.load(std::sync::atomic::Ordering::SeqCst);
-                for row in store.changes_after(cursor, 1000).await.expect("feed") {
+                for row in store
+                    .central()
+                    .changes_after(cursor, 1000)
+                    .await
+                    .expect("feed")
+                {
                     assert!(row.seq > cursor, "the feed went backwards");
                     cursor = row.seq;
                     seen.insert(row.id, row.seq);
@@ -857,7 +871,7 @@ async fn change_numbers_follow_commit_order(backend: Backend) {
     }
     done.store(true, std::sync::atomic::Ordering::SeqCst);
     let seen = reader.await.expect("reader");
-    let all = a.changes_after(0, 1000).await.expect("feed");
+    let all = a.central().changes_after(0, 1000).await.expect("feed");
     assert_eq!(all.len(), DOCS);
     for row in &all {
         assert_eq!(
@@ -868,12 +882,12 @@ async fn change_numbers_follow_commit_order(backend: Backend) {
         );
     }
     let total = i64::try_from(DOCS * (1 + APPENDS)).expect("small");
-    assert_eq!(a.last_change_seq().await.expect("last"), total);
+    assert_eq!(a.central().last_change_seq().await.expect("last"), total);
     assert_eq!(all.last().map(|r| r.seq), Some(total));
     // A chunk stored already is no change: no number.
     let (id, key) = &docs[0];
     b.append_chunk(id, key, b"first", &[]).await.expect("again");
-    assert_eq!(a.last_change_seq().await.expect("last"), total);
+    assert_eq!(a.central().last_change_seq().await.expect("last"), total);
 }
 
 /// A relayed change is one commit: chunk, change authors, the write's audit entry and
@@ -896,7 +910,7 @@ async fn commit_records_authors_and_audit_together(backend: Backend) {
         let hash = state.doc.get_heads()[0].to_string();
         let event = AuditEvent::new("bob", "tok/phone", AuditAction::Write)
             .on(&id, Some(&entry_.catalog.partition));
-        let seq_before = store.last_change_seq().await.expect("seq");
+        let seq_before = store.central().last_change_seq().await.expect("seq");
         assert!(hub
             .persist_with(
                 &id,
@@ -926,7 +940,7 @@ async fn commit_records_authors_and_audit_together(backend: Backend) {
             .count();
         assert_eq!(writes, i, "one write entry per commit");
         assert!(
-            store.last_change_seq().await.expect("seq") > seq_before,
+            store.central().last_change_seq().await.expect("seq") > seq_before,
             "commit {i} took a new change number"
         );
     }

@@ -84,7 +84,7 @@ impl FactsCache {
         let mut next: Option<Snapshot> = None;
         loop {
             let after = next.as_ref().map_or(guard.last_seq, |s| s.last_seq);
-            let rows = store.changes_after(after, PAGE).await?;
+            let rows = store.central().changes_after(after, PAGE).await?;
             if rows.is_empty() {
                 break;
             }
