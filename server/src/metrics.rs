@@ -25,7 +25,8 @@ pub const CACHE_EVICTIONS: &str = "buurtsync_cache_evictions_total";
 /// Evicted documents loaded again because someone used them.
 pub const CACHE_RELOADS: &str = "buurtsync_cache_reloads_total";
 /// automerge documents loaded from the store into the hub: first loads and reloads
-/// after eviction (counter). What a reconnect costs the server in document work.
+/// after eviction (counter). What a reconnect costs the server in document work; a
+/// denied or missing id never counts (access is decided from the catalog first).
 pub const DOCUMENT_LOADS: &str = "buurtsync_document_loads_total";
 /// Protocol messages received, by `type` (counter).
 pub const MESSAGES_IN: &str = "buurtsync_messages_in_total";
@@ -101,6 +102,7 @@ const DESCRIBED: &[(&str, Kind, Option<Unit>, &str)] = &[
     (CONNECTIONS, Kind::Gauge, None, "Open websocket connections"),
     (CONNECTIONS_TOTAL, Kind::Counter, None, "Websocket connections accepted"),
     (DOCUMENTS_LOADED, Kind::Gauge, None, "Documents held in memory"),
+    (DOCUMENT_LOADS, Kind::Counter, None, "Documents loaded and decrypted from the store"),
     (CACHE_BYTES, Kind::Gauge, Some(Unit::Bytes), "Stored size of the documents in memory"),
     (CACHE_EVICTIONS, Kind::Counter, None, "Documents evicted from memory to keep the cache within its budget"),
     (CACHE_RELOADS, Kind::Counter, None, "Evicted documents loaded again on use"),

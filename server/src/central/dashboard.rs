@@ -10,7 +10,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write;
 use std::sync::Arc;
 
-use axum::extract::{FromRequestParts, Query, State};
+use axum::extract::{FromRequestParts, RawQuery, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
@@ -18,16 +18,16 @@ use axum::Form;
 use sync_core::schema::plan::ZrmDomein;
 
 use super::aggregate::{Aggregates, Cell, Period};
-use super::api::{aggregates_csv, compute, csv_response, AggregateQuery};
+use super::api::{aggregates_csv, compute, csv_response};
 use super::audit_export;
 use super::chart::{bars, Series};
 use super::session;
-use super::spreadsheet::Separator;
 use crate::error::Error;
 use crate::extract::{self, Authenticated, CentralOffice, Credential};
 use crate::html::{escape, Login, LoginForm, Page, Referrer};
 use crate::state::AppState;
 use crate::web_security::{is_cross_site, Transport};
+use sync_core::api::AggregateRequest;
 
 /// Who is looking: a bearer token, or a session cookie whose token is still live.
 /// `None`: nobody logged in. 401 for a bad bearer token, 403 for a logged-in user of
@@ -180,10 +180,10 @@ pub async fn logout(
 async fn viewed(
     state: &AppState,
     who: &Authenticated,
-    query: &AggregateQuery,
+    query: &AggregateRequest,
     what: &str,
 ) -> Result<Aggregates, Error> {
-    let period = query.period()?;
+    let period = query.period;
     let result = compute(state, period, query.min_count).await?;
     audit_export(
         &state.store,
@@ -204,15 +204,15 @@ async fn viewed(
 pub async fn download(
     State(state): State<Arc<AppState>>,
     Viewer(viewer): Viewer,
-    Query(query): Query<AggregateQuery>,
+    RawQuery(raw): RawQuery,
 ) -> Result<Response, Error> {
+    let query = AggregateRequest::parse_query(raw.as_deref().unwrap_or(""))?;
     let Some(CentralOffice(who)) = viewer else {
         return Err(Error::Unauthorized);
     };
-    let sep = Separator::parse(query.sep.as_deref())?;
     let result = viewed(&state, &who, &query, "csv").await?;
     csv_response(
-        aggregates_csv(&result, sep)?,
+        aggregates_csv(&result, query.sep)?,
         &format!("buurtsync-aggregaten-{}.csv", result.period.as_str()),
     )
 }
@@ -417,8 +417,9 @@ fn outcome_charts(
 pub async fn page(
     State(state): State<Arc<AppState>>,
     Viewer(viewer): Viewer,
-    Query(query): Query<AggregateQuery>,
+    RawQuery(raw): RawQuery,
 ) -> Result<Response, Error> {
+    let query = AggregateRequest::parse_query(raw.as_deref().unwrap_or(""))?;
     let Some(CentralOffice(who)) = viewer else {
         return Ok(login_page(StatusCode::OK, None));
     };
