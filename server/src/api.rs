@@ -29,13 +29,7 @@ pub async fn me(
     State(state): State<Arc<AppState>>,
     Authenticated { principal, .. }: Authenticated,
 ) -> Result<Json<Value>, Error> {
-    let names: std::collections::HashMap<String, String> = state
-        .store
-        .accounts()
-        .list_wijken()
-        .await?
-        .into_iter()
-        .collect();
+    let names = state.store.accounts().wijk_names().await?;
     let mut wijken: std::collections::BTreeMap<&str, Vec<policy::WijkRole>> =
         std::collections::BTreeMap::new();
     for grant in &principal.grants {

@@ -357,9 +357,14 @@ impl Hub {
     /// panic in automerge on it (issue 20): the copy may be inconsistent, the store's is
     /// not. The next [`Hub::lock`] reloads it, exactly as after an eviction.
     pub fn discard(&self, state: &mut DocState) {
-        if !state.resident {
-            return;
+        if state.resident {
+            self.unload(state);
         }
+    }
+
+    /// Drops a resident document's in-memory copy and its bytes from the cache's
+    /// count (eviction and [`Hub::discard`]); the next [`Hub::lock`] reloads it.
+    fn unload(&self, state: &mut DocState) {
         let bytes = state.stored_bytes();
         state.doc = Automerge::new();
         state.resident = false;
@@ -425,14 +430,7 @@ impl Hub {
             if !state.resident || state.doc.get_heads() != state.saved_heads {
                 continue;
             }
-            let bytes = state.stored_bytes();
-            state.doc = Automerge::new();
-            state.resident = false;
-            let _ = self
-                .cache_bytes
-                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |v| {
-                    Some(v.saturating_sub(bytes))
-                });
+            self.unload(&mut state);
             self.evictions.fetch_add(1, Ordering::Relaxed);
             metrics::counter!(crate::metrics::CACHE_EVICTIONS).increment(1);
         }

@@ -221,13 +221,7 @@ pub async fn overview(
         Some(w) => vec![require_wijk(&state, &who, w, "view").await?],
         None => who.wijken.iter().cloned().collect(),
     };
-    let names: std::collections::HashMap<String, String> = state
-        .store
-        .accounts()
-        .list_wijken()
-        .await?
-        .into_iter()
-        .collect();
+    let names = state.store.accounts().wijk_names().await?;
     let mut sections = Vec::new();
     for wijk in shown {
         let people = state.store.wijk_people(&wijk).await?;

@@ -138,6 +138,11 @@ impl Accounts<'_> {
         .await)?)
     }
 
+    /// Every wijk's name by its id.
+    pub async fn wijk_names(&self) -> Result<std::collections::HashMap<String, String>, Error> {
+        Ok(self.list_wijken().await?.into_iter().collect())
+    }
+
     pub async fn add_user(&self, id: &str, name: &str) -> Result<(), Error> {
         if id.is_empty() || id.len() > 128 || id.chars().any(char::is_whitespace) {
             return Err(Error::Invalid(format!(
