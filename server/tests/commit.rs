@@ -267,7 +267,7 @@ async fn accepted_change_is_committed_and_audited() {
     assert_eq!(saved, heads, "committed heads move with the commit");
     assert_eq!(stored(&fx.url, &fx.id).await.0, heads);
     let audit = fx.audit().await;
-    assert!(audit.iter().any(|e| e.action == AuditAction::Write));
+    assert!(audit.iter().any(|e| e.event.action == AuditAction::Write));
 }
 
 /// A refused change leaves the store and the relay's memory as they were (and is
@@ -292,8 +292,8 @@ async fn refused_change_leaves_store_and_memory_unchanged() {
     let audit = fx.audit().await;
     assert!(audit
         .iter()
-        .any(|e| e.action == AuditAction::Denied && e.detail == "write: no-write"));
-    assert!(!audit.iter().any(|e| e.action == AuditAction::Write));
+        .any(|e| e.event.action == AuditAction::Denied && e.event.detail == "write: no-write"));
+    assert!(!audit.iter().any(|e| e.event.action == AuditAction::Write));
 }
 
 /// A write the store cannot take (its pool is closed) rolls memory back to the
@@ -324,7 +324,9 @@ async fn hand_over_commits_with_the_document() {
     assert!(fx.entry.facts().handed_over);
     assert_eq!(stored(&fx.url, &fx.id).await, (fx.device.get_heads(), true));
     let audit = fx.audit().await;
-    assert!(audit.iter().any(|e| e.action == AuditAction::HandOver));
+    assert!(audit
+        .iter()
+        .any(|e| e.event.action == AuditAction::HandOver));
 }
 
 /// A hand-over request whose commit fails leaves neither the flag nor the document

@@ -957,7 +957,7 @@ async fn commit_records_authors_and_audit_together(backend: Backend) {
             .await
             .expect("audit")
             .into_iter()
-            .filter(|e| e.action == AuditAction::Write)
+            .filter(|e| e.event.action == AuditAction::Write)
             .count();
         assert_eq!(writes, i, "one write entry per commit");
         assert!(

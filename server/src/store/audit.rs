@@ -179,12 +179,14 @@ fn entry(seq: i64, stored: Result<StoredRow, String>) -> Result<AuditEntry, Erro
     Ok(AuditEntry {
         seq,
         at_ms: stored.at_ms,
-        user_id: stored.user_id,
-        device: stored.device,
-        document: stored.document,
-        partition: stored.partition,
-        action,
-        detail: stored.detail,
+        event: AuditEvent {
+            user_id: stored.user_id,
+            device: stored.device,
+            document: stored.document,
+            partition: stored.partition,
+            action,
+            detail: stored.detail,
+        },
         prev_hash: hex::encode(stored.prev_hash),
         hash: hex::encode(stored.hash),
     })
