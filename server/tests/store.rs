@@ -168,9 +168,17 @@ async fn sync_states_round_trip(backend: Backend) {
         .create_document(&entry(id), b"x", &DocKey::random())
         .await
         .expect("create");
-    assert_eq!(store.sync_state("peer", "u", &id).await.expect("get"), None);
+    assert_eq!(
+        store
+            .sync_states()
+            .get("peer", "u", &id)
+            .await
+            .expect("get"),
+        None
+    );
     store
-        .put_sync_states(
+        .sync_states()
+        .put(
             "peer",
             "u",
             &[(id, vec![1, 2])],
@@ -180,7 +188,8 @@ async fn sync_states_round_trip(backend: Backend) {
         .await
         .expect("put");
     store
-        .put_sync_states(
+        .sync_states()
+        .put(
             "peer",
             "u",
             &[(id, vec![3])],
@@ -190,11 +199,19 @@ async fn sync_states_round_trip(backend: Backend) {
         .await
         .expect("put");
     assert_eq!(
-        store.sync_state("peer", "u", &id).await.expect("get"),
+        store
+            .sync_states()
+            .get("peer", "u", &id)
+            .await
+            .expect("get"),
         Some(vec![3])
     );
     assert_eq!(
-        store.sync_state("other", "u", &id).await.expect("get"),
+        store
+            .sync_states()
+            .get("other", "u", &id)
+            .await
+            .expect("get"),
         None
     );
 }
@@ -212,7 +229,8 @@ async fn sync_states_are_capped_per_user_and_expire(backend: Backend) {
     let day = std::time::Duration::from_secs(24 * 3600);
     for run in 0..40 {
         store
-            .put_sync_states(
+            .sync_states()
+            .put(
                 &format!("samod-run-{run}"),
                 "fatima",
                 &[(id, vec![1])],
@@ -223,26 +241,30 @@ async fn sync_states_are_capped_per_user_and_expire(backend: Backend) {
             .expect("put");
     }
     store
-        .put_sync_states("joop-phone", "joop", &[(id, vec![2])], 16, day)
+        .sync_states()
+        .put("joop-phone", "joop", &[(id, vec![2])], 16, day)
         .await
         .expect("put");
     assert_eq!(
         store
-            .sync_state_storages(Some("fatima"))
+            .sync_states()
+            .storages(Some("fatima"))
             .await
             .expect("count"),
         16
     );
     assert_eq!(
         store
-            .sync_state_storages(Some("joop"))
+            .sync_states()
+            .storages(Some("joop"))
             .await
             .expect("count"),
         1
     );
     assert_eq!(
         store
-            .sync_state("samod-run-39", "fatima", &id)
+            .sync_states()
+            .get("samod-run-39", "fatima", &id)
             .await
             .expect("get"),
         Some(vec![1]),
@@ -251,7 +273,8 @@ async fn sync_states_are_capped_per_user_and_expire(backend: Backend) {
     // Expiry: after a second has passed, a zero TTL drops every older state.
     tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
     store
-        .put_sync_states(
+        .sync_states()
+        .put(
             "fresh",
             "other",
             &[(id, vec![3])],
@@ -260,9 +283,13 @@ async fn sync_states_are_capped_per_user_and_expire(backend: Backend) {
         )
         .await
         .expect("put");
-    assert_eq!(store.sync_state_storages(None).await.expect("count"), 1);
+    assert_eq!(store.sync_states().storages(None).await.expect("count"), 1);
     assert_eq!(
-        store.sync_state("fresh", "other", &id).await.expect("get"),
+        store
+            .sync_states()
+            .get("fresh", "other", &id)
+            .await
+            .expect("get"),
         Some(vec![3])
     );
 }
@@ -387,7 +414,8 @@ async fn erasure_destroys_key_and_leaves_tombstone(backend: Backend) {
     who.sort();
     assert_eq!(who, vec![("ann", "tok/phone"), ("bob", "tok2/tablet")]);
     store
-        .put_sync_states(
+        .sync_states()
+        .put(
             "peer",
             "u",
             &[(id, vec![1])],
@@ -406,7 +434,11 @@ async fn erasure_destroys_key_and_leaves_tombstone(backend: Backend) {
         "key survived erasure"
     );
     assert_eq!(
-        store.sync_state("peer", "u", &id).await.expect("state"),
+        store
+            .sync_states()
+            .get("peer", "u", &id)
+            .await
+            .expect("state"),
         None
     );
     assert!(store.change_authors(&id).await.expect("authors").is_empty());
@@ -1068,7 +1100,7 @@ async fn catalog_heads_follow_commits(backend: Backend) {
         .await
         .expect("create");
     let unknown = DocumentId::random();
-    let facts = store.summary_facts(&[id, unknown]).await.expect("facts");
+    let facts = store.summary().facts(&[id, unknown]).await.expect("facts");
     assert_eq!(
         heads_of(&facts, &id),
         Some(Some(heads_text(&doc.get_heads())))
@@ -1090,7 +1122,7 @@ async fn catalog_heads_follow_commits(backend: Backend) {
         )
         .await
         .expect("append");
-    let facts = store.summary_facts(&[id]).await.expect("facts");
+    let facts = store.summary().facts(&[id]).await.expect("facts");
     assert_eq!(
         heads_of(&facts, &id),
         Some(Some(heads_text(&doc.get_heads())))
@@ -1110,7 +1142,7 @@ async fn catalog_heads_follow_commits(backend: Backend) {
         )
         .await
         .expect("stale append");
-    let facts = store.summary_facts(&[id]).await.expect("facts");
+    let facts = store.summary().facts(&[id]).await.expect("facts");
     assert_eq!(
         heads_of(&facts, &id),
         Some(None),
@@ -1130,7 +1162,7 @@ async fn catalog_heads_follow_commits(backend: Backend) {
     assert!(merged.snapshot_bytes > 0);
     let stored = store.load_document(&id).await.expect("load").expect("doc");
     let all = Automerge::load(&stored.bytes).expect("loads");
-    let facts = store.summary_facts(&[id]).await.expect("facts");
+    let facts = store.summary().facts(&[id]).await.expect("facts");
     assert_eq!(
         heads_of(&facts, &id),
         Some(Some(heads_text(&all.get_heads())))
@@ -1148,22 +1180,29 @@ async fn sync_states_belong_to_their_user(backend: Backend) {
         .expect("create");
     let day = std::time::Duration::from_secs(86_400);
     store
-        .put_sync_states("phone-1", "ann", &[(id, vec![1])], 16, day)
+        .sync_states()
+        .put("phone-1", "ann", &[(id, vec![1])], 16, day)
         .await
         .expect("put");
     store
-        .put_sync_states("phone-1", "mallory", &[(id, vec![9])], 16, day)
+        .sync_states()
+        .put("phone-1", "mallory", &[(id, vec![9])], 16, day)
         .await
         .expect("put");
     assert_eq!(
         store
-            .sync_state("phone-1", "mallory", &id)
+            .sync_states()
+            .get("phone-1", "mallory", &id)
             .await
             .expect("get"),
         None
     );
     assert_eq!(
-        store.sync_state("phone-1", "ann", &id).await.expect("get"),
+        store
+            .sync_states()
+            .get("phone-1", "ann", &id)
+            .await
+            .expect("get"),
         Some(vec![1])
     );
 }

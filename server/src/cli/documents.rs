@@ -34,7 +34,8 @@ pub async fn doc(store: &Store, cmd: DocCmd, json_out: bool) -> Result<(), Error
             let heads: Vec<String> = doc.get_heads().iter().map(ToString::to_string).collect();
             // The heads the catalog holds for connect-time summaries.
             let catalog_heads = store
-                .summary_facts(&[id])
+                .summary()
+                .facts(&[id])
                 .await?
                 .remove(&id)
                 .and_then(|f| f.heads);

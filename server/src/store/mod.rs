@@ -33,6 +33,7 @@ pub mod group;
 pub mod identity;
 pub mod listing;
 pub mod summary;
+pub mod sync_states;
 pub mod tx;
 
 use std::str::FromStr;

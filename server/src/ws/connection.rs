@@ -421,7 +421,7 @@ impl Connection {
         if self.state.hub.loaded_entry(id).is_some() {
             return Ok(false); // decided from the loaded entry's facts, at no cost
         }
-        let facts = match self.state.store.summary_facts(&[id]).await {
+        let facts = match self.state.store.summary().facts(&[id]).await {
             Ok(facts) => facts,
             Err(e) => {
                 tracing::error!(conn = self.conn_id, %id, error = %e, "reading the catalog failed");
@@ -461,7 +461,8 @@ impl Connection {
                 Some(storage) => self
                     .state
                     .store
-                    .sync_state(&storage, &self.principal.user_id, &id)
+                    .sync_states()
+                    .get(&storage, &self.principal.user_id, &id)
                     .await
                     .ok()
                     .flatten(),
@@ -602,7 +603,7 @@ impl Connection {
         for id in &asked {
             self.state.hub.watch(*id, &self.signal);
         }
-        let facts = match self.state.store.summary_facts(&asked).await {
+        let facts = match self.state.store.summary().facts(&asked).await {
             Ok(facts) => facts,
             Err(e) => {
                 tracing::error!(conn = self.conn_id, error = %e, "reading the catalog for a summary failed");
@@ -761,7 +762,7 @@ impl Connection {
             return;
         }
         let ids: Vec<DocumentId> = self.watched.iter().copied().collect();
-        let facts = match self.state.store.summary_facts(&ids).await {
+        let facts = match self.state.store.summary().facts(&ids).await {
             Ok(facts) => facts,
             Err(e) => {
                 // Cannot tell: open them all, so flush re-checks each one.
@@ -1053,7 +1054,8 @@ impl Connection {
             if let Err(e) = self
                 .state
                 .store
-                .put_sync_states(
+                .sync_states()
+                .put(
                     &storage,
                     &self.principal.user_id,
                     &states,
