@@ -386,6 +386,7 @@ impl Hub {
     async fn reload(&self, id: DocumentId, state: &mut DocState) -> Result<(), Error> {
         let stored = self
             .store
+            .documents()
             .load_document(&id)
             .await?
             .ok_or_else(|| Error::Corrupt(format!("document {id} vanished from the store")))?;
@@ -498,7 +499,7 @@ impl Hub {
         if entry.is_erased() {
             return Ok(None);
         }
-        if was_loaded && self.store.tombstone(&id).await?.is_some() {
+        if was_loaded && self.store.documents().tombstone(&id).await?.is_some() {
             drop(entry);
             self.erased(id);
             return Ok(None);
@@ -566,7 +567,7 @@ impl Hub {
 
     async fn load(&self, id: DocumentId) -> Result<Option<Arc<DocEntry>>, Error> {
         let started = std::time::Instant::now();
-        let stored = self.store.load_document(&id).await?;
+        let stored = self.store.documents().load_document(&id).await?;
         metrics::histogram!(crate::metrics::STORE_LATENCY, "op" => "load")
             .record(started.elapsed().as_secs_f64());
         let Some(stored) = stored else {
@@ -644,6 +645,7 @@ impl Hub {
             let started = std::time::Instant::now();
             let key = self
                 .store
+                .documents()
                 .create_document_with(
                     &catalog,
                     &snapshot,
@@ -754,6 +756,7 @@ impl Hub {
             let doc = &mut state.doc;
             let compacted = self
                 .store
+                .documents()
                 .compact_with(
                     id,
                     &state.key,
@@ -772,6 +775,7 @@ impl Hub {
         } else {
             if let Some(seq) = self
                 .store
+                .documents()
                 .append_chunk_with(
                     id,
                     &state.key,
@@ -831,7 +835,11 @@ impl Hub {
         // Without heads to check against, read everything: a chunk may have committed
         // below `seen_seq` (sequence values are not handed out in commit order).
         let after = if heads.is_empty() { 0 } else { state.seen_seq };
-        let newer = self.store.chunks_after(&id, &state.key, after).await?;
+        let newer = self
+            .store
+            .documents()
+            .chunks_after(&id, &state.key, after)
+            .await?;
         self.merge_stored(&id, &mut state, &newer.bytes)?;
         state.seen_seq = state.seen_seq.max(newer.last_seq);
         state.incremental_bytes += newer.incremental_bytes;
@@ -839,7 +847,11 @@ impl Hub {
             .fetch_add(newer.incremental_bytes, Ordering::Relaxed);
         if !heads.is_empty() && !has_all(&state.doc) {
             // A chunk committed out of seq order (or compacted away): read everything.
-            let all = self.store.chunks_after(&id, &state.key, 0).await?;
+            let all = self
+                .store
+                .documents()
+                .chunks_after(&id, &state.key, 0)
+                .await?;
             self.merge_stored(&id, &mut state, &all.bytes)?;
             state.seen_seq = state.seen_seq.max(all.last_seq);
         }

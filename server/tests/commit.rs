@@ -208,6 +208,7 @@ impl Fixture {
 async fn stored(url: &str, id: &DocumentId) -> (Vec<ChangeHash>, bool) {
     let store = Store::open(url).await.expect("reopen");
     let bytes = store
+        .documents()
         .load_document(id)
         .await
         .expect("load")
@@ -215,6 +216,7 @@ async fn stored(url: &str, id: &DocumentId) -> (Vec<ChangeHash>, bool) {
         .bytes;
     let heads = Automerge::load(&bytes).expect("loads").get_heads();
     let (_, handed_over) = store
+        .documents()
         .list_catalog(None, None, 0)
         .await
         .expect("catalog")

@@ -59,7 +59,7 @@ impl Central {
     ) -> Result<pseudonym::Pseudonymiser, Error> {
         let secret = self
             .secret
-            .get_or_try_init(|| async { store.central().pseudonym_secret().await })
+            .get_or_try_init(|| store.central().pseudonym_secret())
             .await?;
         Ok(pseudonym::Pseudonymiser::for_recipient(secret, recipient))
     }

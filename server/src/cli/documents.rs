@@ -18,6 +18,7 @@ pub async fn doc(store: &Store, cmd: DocCmd, json_out: bool) -> Result<(), Error
         DocCmd::Info { id } => {
             let id: DocumentId = id.parse().map_err(sync_core::Error::from)?;
             let stored = store
+                .documents()
                 .load_document(&id)
                 .await?
                 .ok_or_else(|| Error::NotFound(format!("document {id}")))?;
@@ -61,8 +62,8 @@ pub async fn doc(store: &Store, cmd: DocCmd, json_out: bool) -> Result<(), Error
         }
         DocCmd::Authors { id } => {
             let id: DocumentId = id.parse().map_err(sync_core::Error::from)?;
-            let rows = store.change_authors(&id).await?;
-            let partition = store.catalog(&id).await?.map(|e| e.partition);
+            let rows = store.documents().change_authors(&id).await?;
+            let partition = store.documents().catalog(&id).await?.map(|e| e.partition);
             store
                 .audit()
                 .append(
@@ -95,7 +96,7 @@ pub async fn doc(store: &Store, cmd: DocCmd, json_out: bool) -> Result<(), Error
                     ))
                 }
             };
-            let docs = store.list_documents(partition.as_ref()).await?;
+            let docs = store.documents().list_documents(partition.as_ref()).await?;
             let filter = partition.map_or_else(|| "all".to_owned(), |p| format!("partition={p}"));
             store
                 .audit()
@@ -123,7 +124,7 @@ pub async fn erase(
     json_out: bool,
 ) -> Result<(), Error> {
     let id: DocumentId = document.parse().map_err(sync_core::Error::from)?;
-    let tomb = store.erase(&id, &by).await?;
+    let tomb = store.documents().erase(&id, &by).await?;
     store
         .audit()
         .append(

@@ -179,7 +179,12 @@ async fn seed_samples(
             wijk: wijk.clone(),
             kind,
         };
-        if let Some(existing) = store.list_documents(Some(&partition)).await?.first() {
+        if let Some(existing) = store
+            .documents()
+            .list_documents(Some(&partition))
+            .await?
+            .first()
+        {
             out.push((kind.as_str(), existing.id));
             continue;
         }
@@ -205,6 +210,7 @@ async fn seed_samples(
             created_by: "demo".into(),
         };
         store
+            .documents()
             .create_document_with_heads(
                 &entry,
                 &doc.save(),

@@ -45,7 +45,7 @@ impl Store {
 impl Central<'_> {
     /// Documents committed and documents erased after change number `after`, oldest
     /// change first, at most `limit`. A document appears once, with its last change.
-    pub async fn changes_after(&self, after: i64, limit: i64) -> Result<Vec<FeedRow>, Error> {
+    pub async fn changes_after(self, after: i64, limit: i64) -> Result<Vec<FeedRow>, Error> {
         let rows: Vec<FeedTuple> = with_pool!(self.0.pool(), p => sqlx::query_as(
             "SELECT change_seq, id, kind, wijk_id, created_at, updated_at, FALSE AS erased
                FROM documents WHERE change_seq > $1
@@ -79,7 +79,7 @@ impl Central<'_> {
     }
 
     /// The highest change number handed out so far.
-    pub async fn last_change_seq(&self) -> Result<i64, Error> {
+    pub async fn last_change_seq(self) -> Result<i64, Error> {
         let seq: i64 = with_pool!(self.0.pool(), p => sqlx::query_scalar(
             "SELECT seq FROM change_counter WHERE id = 1"
         )
@@ -90,7 +90,7 @@ impl Central<'_> {
 
     /// The 32-byte secret the central office's pseudonyms derive from, created from OS
     /// randomness on first use and kept in the key store (never the main database).
-    pub async fn pseudonym_secret(&self) -> Result<[u8; 32], Error> {
+    pub async fn pseudonym_secret(self) -> Result<[u8; 32], Error> {
         // Nodes asking at once agree: the first insert wins, the others read it.
         with_pool!(self.0.keys(), p => sqlx::query(
             "INSERT INTO secrets (name, value, created_at) VALUES ($1, $2, $3)

@@ -21,6 +21,7 @@ use serde::{Deserialize, Serialize};
 use sync_core::partition::{Partition, WijkId};
 use sync_core::protocol::DocumentId;
 
+use super::documents::Documents;
 use super::tx::Engine;
 use super::{with_pool, Pool, Store};
 use crate::audit::{AuditAction, AuditEvent};
@@ -184,53 +185,6 @@ impl Store {
         Ok(())
     }
 
-    /// Re-applies the erasures of a journal to this (just restored) store: a document
-    /// it holds is erased again, one it does not know gets its tombstone, and a key
-    /// left in the key store goes. Each re-applied erasure is audited.
-    pub async fn reapply_erasures(&self, journal: &Path) -> Result<Reapplied, Error> {
-        let (entries, unreadable) = read_journal(journal)?;
-        let mut done = Reapplied {
-            journaled: u64::try_from(entries.len()).unwrap_or(u64::MAX),
-            unreadable,
-            ..Reapplied::default()
-        };
-        for entry in entries {
-            let id: DocumentId = entry
-                .doc
-                .parse()
-                .map_err(|e| Error::Corrupt(format!("erasure journal: {e}")))?;
-            let partition = Partition {
-                kind: entry
-                    .kind
-                    .parse()
-                    .map_err(|e| Error::Corrupt(format!("erasure journal {id}: {e}")))?,
-                wijk: WijkId::new(entry.wijk.clone())
-                    .map_err(|e| Error::Corrupt(format!("erasure journal {id}: {e}")))?,
-            };
-            if self.tombstone(&id).await?.is_some() {
-                if self.doc_key(&id).await?.is_some() {
-                    self.erase_with(&id, &entry.erased_by, false).await?;
-                }
-                continue;
-            }
-            if self.catalog(&id).await?.is_some() {
-                self.erase_with(&id, &entry.erased_by, false).await?;
-                done.erased += 1;
-            } else {
-                self.insert_tombstone(&id, &partition, &entry).await?;
-                done.tombstoned += 1;
-            }
-            self.audit()
-                .append(
-                    &AuditEvent::new(entry.erased_by.as_str(), "cli", AuditAction::Erase)
-                        .on(&id, Some(&partition))
-                        .with_detail("re-applied from the erasure journal at restore"),
-                )
-                .await?;
-        }
-        Ok(done)
-    }
-
     /// A tombstone for a document this database never held (it was created and
     /// erased after the backup, as the journal's `entry` says), with the next change
     /// number for the central feed.
@@ -263,6 +217,56 @@ impl Store {
             .await
             .map(|_| ()))?;
         self.shred_remains().await
+    }
+}
+
+impl Documents<'_> {
+    /// Re-applies the erasures of a journal to this (just restored) store: a document
+    /// it holds is erased again, one it does not know gets its tombstone, and a key
+    /// left in the key store goes. Each re-applied erasure is audited.
+    pub async fn reapply_erasures(self, journal: &Path) -> Result<Reapplied, Error> {
+        let (entries, unreadable) = read_journal(journal)?;
+        let mut done = Reapplied {
+            journaled: u64::try_from(entries.len()).unwrap_or(u64::MAX),
+            unreadable,
+            ..Reapplied::default()
+        };
+        for entry in entries {
+            let id: DocumentId = entry
+                .doc
+                .parse()
+                .map_err(|e| Error::Corrupt(format!("erasure journal: {e}")))?;
+            let partition = Partition {
+                kind: entry
+                    .kind
+                    .parse()
+                    .map_err(|e| Error::Corrupt(format!("erasure journal {id}: {e}")))?,
+                wijk: WijkId::new(entry.wijk.clone())
+                    .map_err(|e| Error::Corrupt(format!("erasure journal {id}: {e}")))?,
+            };
+            if self.tombstone(&id).await?.is_some() {
+                if self.doc_key(&id).await?.is_some() {
+                    self.erase_with(&id, &entry.erased_by, false).await?;
+                }
+                continue;
+            }
+            if self.catalog(&id).await?.is_some() {
+                self.erase_with(&id, &entry.erased_by, false).await?;
+                done.erased += 1;
+            } else {
+                self.0.insert_tombstone(&id, &partition, &entry).await?;
+                done.tombstoned += 1;
+            }
+            self.0
+                .audit()
+                .append(
+                    &AuditEvent::new(entry.erased_by.as_str(), "cli", AuditAction::Erase)
+                        .on(&id, Some(&partition))
+                        .with_detail("re-applied from the erasure journal at restore"),
+                )
+                .await?;
+        }
+        Ok(done)
     }
 }
 

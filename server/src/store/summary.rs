@@ -36,7 +36,7 @@ impl Summary<'_> {
     /// The catalog facts of those of `ids` the catalog knows (unknown and erased ids
     /// are simply absent), in one query however many ids.
     pub async fn facts(
-        &self,
+        self,
         ids: &[DocumentId],
     ) -> Result<HashMap<DocumentId, SummaryFacts>, Error> {
         if ids.is_empty() {

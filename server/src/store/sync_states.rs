@@ -24,7 +24,7 @@ impl SyncStates<'_> {
     /// user announcing the same one reads nothing (and overwrites nothing, see
     /// [`put`](Self::put)).
     pub async fn get(
-        &self,
+        self,
         storage_id: &str,
         user: &str,
         id: &DocumentId,
@@ -43,7 +43,7 @@ impl SyncStates<'_> {
     /// transaction, and keeps the table bounded: only the user's `per_user` most
     /// recently used peer stores keep states, and states older than `ttl` go.
     pub async fn put(
-        &self,
+        self,
         storage_id: &str,
         user: &str,
         states: &[(DocumentId, Vec<u8>)],
@@ -97,7 +97,7 @@ impl SyncStates<'_> {
     }
 
     /// Distinct peer stores with persisted sync states, of one user or of everyone.
-    pub async fn storages(&self, user: Option<&str>) -> Result<u64, Error> {
+    pub async fn storages(self, user: Option<&str>) -> Result<u64, Error> {
         let n: i64 = with_pool!(self.0.pool(), p => sqlx::query_scalar(
             "SELECT COUNT(DISTINCT storage_id) FROM sync_states WHERE $1 IS NULL OR user_id = $1",
         )

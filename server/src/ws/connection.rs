@@ -932,7 +932,7 @@ impl Connection {
                 Ok(principal) => {
                     let mut open: Vec<DocumentId> = self.open.keys().copied().collect();
                     open.extend(self.watched.iter().copied());
-                    match store.erased_among(&open).await {
+                    match store.documents().erased_among(&open).await {
                         Ok(erased) => {
                             for id in erased {
                                 // Erased by another process: no copy stays in memory.
