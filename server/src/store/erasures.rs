@@ -10,7 +10,7 @@
 //! `<database>.erasures`: one JSON line per erasure, appended and fsynced before the
 //! erasure's transaction, kept beside the database but never inside it or the key
 //! store, so a backup restored from before an erasure can re-apply it
-//! ([`Store::reapply_erasures`]). It holds ids, partitions, times and who asked:
+//! ([`Documents::reapply_erasures`]). It holds ids, partitions, times and who asked:
 //! no content. PostgreSQL stores write no journal (their restores are pg_dump or
 //! PITR; docs/operations.md says what to do).
 

@@ -119,7 +119,7 @@ pub(crate) struct ChunkAppend {
     pub hash: Vec<u8>,
     pub data: Vec<u8>,
     /// The catalog's committed heads become `heads` only if they were `base` (see
-    /// `Store::append_chunk_with`), as text (`heads_text`).
+    /// `Documents::append_chunk_with`), as text (`heads_text`).
     pub base: Option<String>,
     pub heads: String,
     pub prov: OwnedProvenance,
