@@ -518,14 +518,7 @@ impl Hub {
         };
         entry.erased.store(true, Ordering::Release);
         if let Ok(mut state) = entry.state.try_lock() {
-            let bytes = state.resident_bytes();
-            state.doc = Automerge::new();
-            state.resident = false;
-            let _ = self
-                .cache_bytes
-                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |v| {
-                    Some(v.saturating_sub(bytes))
-                });
+            self.discard(&mut state);
         }
         entry.announce();
     }

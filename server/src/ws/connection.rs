@@ -372,11 +372,7 @@ impl Connection {
             let found = match self.state.hub.get(id).await {
                 Ok(found) => found,
                 Err(e) => {
-                    tracing::error!(conn = self.conn_id, %id, error = %e, "loading document failed");
-                    self.send_error(&format!(
-                        "document {id} cannot be served right now; try again later"
-                    ))
-                    .await;
+                    self.try_again_later(id, "loading document", &e).await;
                     return Flow::Continue;
                 }
             };
@@ -424,11 +420,7 @@ impl Connection {
         let facts = match self.state.store.summary().facts(&[id]).await {
             Ok(facts) => facts,
             Err(e) => {
-                tracing::error!(conn = self.conn_id, %id, error = %e, "reading the catalog failed");
-                self.send_error(&format!(
-                    "document {id} cannot be served right now; try again later"
-                ))
-                .await;
+                self.try_again_later(id, "reading the catalog", &e).await;
                 return Err(());
             }
         };
@@ -725,11 +717,7 @@ impl Connection {
             },
             Ok(None) => self.send_unavailable(id).await,
             Err(e) => {
-                tracing::error!(conn = self.conn_id, %id, error = %e, "loading document failed");
-                self.send_error(&format!(
-                    "document {id} cannot be served right now; try again later"
-                ))
-                .await;
+                self.try_again_later(id, "loading document", &e).await;
             }
         }
     }
@@ -856,10 +844,7 @@ impl Connection {
                         if !self.write_audit().await {
                             self.engine.forget(&id);
                             self.engine.open(id);
-                            self.send_error(&format!(
-                                "document {id} cannot be served right now; try again later"
-                            ))
-                            .await;
+                            self.send_try_again_later(id).await;
                             continue;
                         }
                     }
@@ -999,6 +984,25 @@ impl Connection {
             target_id: self.peer_id(),
             document_id: id,
         })
+        .await;
+    }
+
+    /// Tells the peer that `id` cannot be served now (the store failed: `what`, logged
+    /// with the error, never sent).
+    async fn try_again_later(
+        &self,
+        id: DocumentId,
+        what: &str,
+        e: &(dyn std::fmt::Display + Sync),
+    ) {
+        tracing::error!(conn = self.conn_id, %id, error = %e, "{what} failed");
+        self.send_try_again_later(id).await;
+    }
+
+    async fn send_try_again_later(&self, id: DocumentId) {
+        self.send_error(&format!(
+            "document {id} cannot be served right now; try again later"
+        ))
         .await;
     }
 
