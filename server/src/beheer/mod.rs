@@ -84,7 +84,7 @@ fn coordinated(p: &Principal) -> BTreeSet<WijkId> {
 /// be live; an identity provider login lasts as long as the cookie.
 async fn still_live(state: &AppState, user: &str, credential: &str) -> Result<bool, Error> {
     if credential.starts_with("oidc:") {
-        return Ok(state.store.user_name(user).await?.is_some());
+        return Ok(state.store.identity().user_name(user).await?.is_some());
     }
     Ok(state
         .store
@@ -224,8 +224,8 @@ pub async fn overview(
     let names = state.store.accounts().wijk_names().await?;
     let mut sections = Vec::new();
     for wijk in shown {
-        let people = state.store.wijk_people(&wijk).await?;
-        let devices = state.store.wijk_device_sessions(&wijk).await?;
+        let people = state.store.identity().wijk_people(&wijk).await?;
+        let devices = state.store.identity().wijk_device_sessions(&wijk).await?;
         let name = names
             .get(wijk.as_str())
             .cloned()
@@ -377,7 +377,7 @@ pub async fn invite(
         id
     } else {
         let existing = state.store.accounts().principal(&user).await?;
-        let known = state.store.user_name(&user).await?.is_some();
+        let known = state.store.identity().user_name(&user).await?.is_some();
         let only_volunteer_here = existing.global_roles.is_empty()
             && existing
                 .grants
@@ -416,6 +416,7 @@ pub async fn invite(
     // A clash with another live code's hash is astronomically rare; draw again.
     while let Err(Error::Conflict(_)) = state
         .store
+        .identity()
         .insert_enrolment_code(
             &id,
             &crate::auth::hash_secret(&code),
@@ -470,7 +471,7 @@ pub async fn switch_off(
     Path(id): Path<String>,
 ) -> Result<Response, Error> {
     let who = actor(&state, transport, &headers).await?;
-    let session = state.store.device_session(&id).await?;
+    let session = state.store.identity().device_session(&id).await?;
     let theirs = match &session {
         Some(s) => {
             let p = state.store.accounts().principal(&s.user_id).await?;
@@ -490,6 +491,7 @@ pub async fn switch_off(
     };
     if state
         .store
+        .identity()
         .revoke_device_session(&session.id, "switched off on /beheer")
         .await?
         .is_some()
@@ -557,7 +559,11 @@ pub async fn remove(
             "coordinators are removed by an administrator".into(),
         ));
     }
-    let removed = state.store.remove_from_wijk(&user, &wijk).await?;
+    let removed = state
+        .store
+        .identity()
+        .remove_from_wijk(&user, &wijk)
+        .await?;
     audit(
         &state,
         AuditEvent::new(

@@ -137,6 +137,7 @@ pub async fn start_oidc(
     let s = secrets();
     let id = format!("ses_{}", hex::encode(random_bytes::<8>()));
     store
+        .identity()
         .start_device_session(&s.session(&id, user, device, Via::Oidc, l, at))
         .await?;
     Ok(granted(id, user.to_owned(), s, l, at))
@@ -154,6 +155,7 @@ pub async fn start_enrolment(
     let s = secrets();
     let id = format!("ses_{}", hex::encode(random_bytes::<8>()));
     let outcome = store
+        .identity()
         .enrol(
             &hash_secret(code),
             &s.session(&id, "", device, Via::Enrolment, l, at),
@@ -180,6 +182,7 @@ pub async fn refresh(
     let at = now();
     let s = secrets();
     let outcome = store
+        .identity()
         .rotate_refresh(
             &hash_secret(refresh_token),
             &s.refresh_hash,
@@ -192,6 +195,7 @@ pub async fn refresh(
         Rotation::Rotated { session, user } => Ok(granted(session, user, s, l, at)),
         Rotation::Reused { session } => {
             store
+                .identity()
                 .revoke_device_session(&session, "refresh token reused")
                 .await?;
             Err(Ended::Reused { session })
@@ -209,7 +213,7 @@ pub async fn list_with_sessions(
     tokens_text: String,
     tokens_json: serde_json::Value,
 ) -> Result<(String, serde_json::Value), Error> {
-    let sessions = store.list_device_sessions(user).await?;
+    let sessions = store.identity().list_device_sessions(user).await?;
     let at = now();
     let mut text = tokens_text;
     let mut list = match tokens_json {

@@ -260,6 +260,7 @@ pub async fn refresh(
         Err(Ended::Reused { session }) => {
             let user = state
                 .store
+                .identity()
                 .device_session(&session)
                 .await?
                 .map_or_else(|| "?".to_owned(), |s| s.user_id);
@@ -299,13 +300,14 @@ pub async fn end(
         token_id,
     }: Authenticated,
 ) -> Result<Response, Error> {
-    let Some(session) = state.store.session_of_token(&token_id).await? else {
+    let Some(session) = state.store.identity().session_of_token(&token_id).await? else {
         return Err(Error::Invalid(
             "a service token has no device session to end".into(),
         ));
     };
     if state
         .store
+        .identity()
         .revoke_device_session(&session, "signed out")
         .await?
         .is_some()

@@ -22,7 +22,7 @@ pub async fn oidc_user(state: &AppState, token: &str) -> Result<String, OidcOutc
         .verify(token)
         .await
         .map_err(|r| OidcOutcome::Refused(r.0))?;
-    match state.store.oidc_user(&subject).await {
+    match state.store.identity().oidc_user(&subject).await {
         Ok(Some(user)) => Ok(user),
         Ok(None) => Err(OidcOutcome::Unlinked(subject)),
         Err(e) => Err(OidcOutcome::Failed(e)),
