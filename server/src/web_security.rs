@@ -96,6 +96,15 @@ impl Transport {
     pub fn is_tls(self) -> bool {
         self == Transport::Tls
     }
+
+    /// How this request arrived (what the extractor gives, for other extractors).
+    pub fn of(parts: &Parts) -> Transport {
+        match parts.extensions.get::<Transport>() {
+            Some(Transport::Tls) => Transport::Tls,
+            _ if forwarded_https(&parts.headers) => Transport::Tls,
+            _ => Transport::Plain,
+        }
+    }
 }
 
 /// A TLS-terminating proxy in front says so with `X-Forwarded-Proto: https`.
@@ -133,12 +142,7 @@ impl<S: Send + Sync> FromRequestParts<S> for Transport {
     type Rejection = std::convert::Infallible;
 
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
-        let proxied = forwarded_https(&parts.headers);
-        Ok(match parts.extensions.get::<Transport>() {
-            Some(Transport::Tls) => Transport::Tls,
-            _ if proxied => Transport::Tls,
-            _ => Transport::Plain,
-        })
+        Ok(Transport::of(parts))
     }
 }
 

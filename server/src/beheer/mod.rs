@@ -21,7 +21,8 @@ pub mod page;
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
-use axum::extract::{Path, Query, State};
+use axum::extract::{FromRequestParts, Path, Query, State};
+use axum::http::request::Parts;
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::Response;
 use axum::routing::{get, post};
@@ -59,7 +60,7 @@ const COOKIE: LoginCookie = LoginCookie {
 };
 
 /// Who is acting: their principal, credential id, and the wijken they coordinate.
-struct Coordinator {
+pub struct Coordinator {
     principal: Principal,
     credential: String,
     wijken: BTreeSet<WijkId>,
@@ -180,6 +181,34 @@ async fn actor(
     Ok(who)
 }
 
+/// The coordinator acting in a post ([`actor`]); handlers take it as an extractor.
+impl FromRequestParts<Arc<AppState>> for Coordinator {
+    type Rejection = Error;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &Arc<AppState>,
+    ) -> Result<Self, Self::Rejection> {
+        actor(state, Transport::of(parts), &parts.headers).await
+    }
+}
+
+/// Who is looking at a page ([`viewer`]): a coordinator, or nobody yet (the login).
+pub struct Looking(Option<Coordinator>);
+
+impl FromRequestParts<Arc<AppState>> for Looking {
+    type Rejection = Error;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &Arc<AppState>,
+    ) -> Result<Self, Self::Rejection> {
+        viewer(state, Transport::of(parts), &parts.headers)
+            .await
+            .map(Looking)
+    }
+}
+
 /// Refuses (403, audited) unless the coordinator coordinates `wijk`.
 async fn require_wijk(
     state: &AppState,
@@ -210,11 +239,10 @@ pub struct OverviewQuery {
 /// `GET /beheer[?wijk=…]`: the login form, or the coordinator's wijken.
 pub async fn overview(
     State(state): State<Arc<AppState>>,
-    transport: Transport,
-    headers: HeaderMap,
+    Looking(who): Looking,
     Query(q): Query<OverviewQuery>,
 ) -> Result<Response, Error> {
-    let Some(who) = viewer(&state, transport, &headers).await? else {
+    let Some(who) = who else {
         return Ok(page::login(StatusCode::OK, None));
     };
     let shown: Vec<WijkId> = match &q.wijk {
@@ -354,11 +382,11 @@ fn user_id_from(name: &str) -> String {
 /// coordinator coordinates (a coordinator cannot enrol a device as a professional).
 pub async fn invite(
     State(state): State<Arc<AppState>>,
+    who: Coordinator,
     transport: Transport,
     headers: HeaderMap,
     Form(form): Form<InviteForm>,
 ) -> Result<Response, Error> {
-    let who = actor(&state, transport, &headers).await?;
     let wijk = require_wijk(&state, &who, &form.wijk, "invite").await?;
     let name: String = form
         .name
@@ -466,11 +494,9 @@ pub async fn invite(
 /// coordinator's wijken.
 pub async fn switch_off(
     State(state): State<Arc<AppState>>,
-    transport: Transport,
-    headers: HeaderMap,
+    who: Coordinator,
     Path(id): Path<String>,
 ) -> Result<Response, Error> {
-    let who = actor(&state, transport, &headers).await?;
     let session = state.store.identity().device_session(&id).await?;
     let theirs = match &session {
         Some(s) => {
@@ -523,12 +549,10 @@ pub struct RemoveForm {
 /// ends their devices enrolled for it. Coordinators (and oneself) only by an admin.
 pub async fn remove(
     State(state): State<Arc<AppState>>,
-    transport: Transport,
-    headers: HeaderMap,
+    who: Coordinator,
     Path(user): Path<String>,
     Form(form): Form<RemoveForm>,
 ) -> Result<Response, Error> {
-    let who = actor(&state, transport, &headers).await?;
     let wijk = require_wijk(&state, &who, &form.wijk, "remove a person").await?;
     let target = state.store.accounts().principal(&user).await?;
     let roles: Vec<WijkRole> = target

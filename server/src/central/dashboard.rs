@@ -47,10 +47,7 @@ impl FromRequestParts<Arc<AppState>> for Viewer {
                 .await
                 .map(|c| Viewer(Some(c)));
         }
-        let transport = match Transport::from_request_parts(parts, state).await {
-            Ok(transport) => transport,
-            Err(never) => match never {},
-        };
+        let transport = Transport::of(parts);
         let Some(cookie) = session::DASHBOARD.read(&parts.headers, transport) else {
             return Ok(Viewer(None));
         };
