@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use axum::body::{Body, Bytes};
 use axum::extract::{RawQuery, State};
-use axum::http::{header, HeaderMap, HeaderValue};
+use axum::http::{header, HeaderValue};
 use axum::response::{IntoResponse, Response};
 use sync_core::api::{AggregateRequest, FeedRequest, Format};
 
@@ -152,14 +152,7 @@ fn ndjson(
     })
 }
 
-/// Nothing the central office receives is kept in shared caches.
-pub fn no_store(h: &mut HeaderMap) {
-    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    h.insert(
-        header::X_CONTENT_TYPE_OPTIONS,
-        HeaderValue::from_static("nosniff"),
-    );
-}
+pub use crate::web_security::no_store;
 
 /// How often a release is decided again when other nodes recorded theirs first (each
 /// loss means another release was recorded meanwhile, so this bounds contention, not

@@ -71,7 +71,7 @@ impl Central {
 
     async fn secret(&self, store: &crate::store::Store) -> Result<&[u8; 32], Error> {
         self.secret
-            .get_or_try_init(|| store.pseudonym_secret())
+            .get_or_try_init(|| store.central().pseudonym_secret())
             .await
     }
 }

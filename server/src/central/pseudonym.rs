@@ -2,7 +2,7 @@
 //! recipient from the server secret.
 //!
 //! The server secret (32 random bytes) is created on first use and kept in the key
-//! store's `secrets` table (`Store::pseudonym_secret`), never in the main database.
+//! store's `secrets` table (`store.central().pseudonym_secret()`), never in the main database.
 //! Each central-office user gets their own key, `HMAC(secret, "recipient" ‖ user id)`,
 //! so one recipient's pseudonyms are stable across runs (records of one household link
 //! over time) while two recipients cannot join their exports on them. Without the

@@ -35,6 +35,7 @@ pub mod identity;
 pub mod listing;
 pub mod releases;
 pub mod summary;
+pub mod sync_states;
 pub mod tx;
 
 use std::str::FromStr;

@@ -50,7 +50,7 @@ impl Releases<'_> {
     /// The last release's number, then every remembered cell. In this order: cells
     /// recorded after the number was read make the next [`record`](Self::record)
     /// conflict, never pass unnoticed.
-    pub async fn load(&self) -> Result<Remembered, Error> {
+    pub async fn load(self) -> Result<Remembered, Error> {
         let seq: i64 = with_pool!(self.0.pool(), p => sqlx::query_scalar(
             "SELECT COALESCE(MAX(seq), 0) FROM central_releases"
         )
@@ -73,7 +73,7 @@ impl Releases<'_> {
     /// Records release `after + 1` with the cells it changed, in one transaction.
     /// `false`: another release took that number first (this one was decided from an
     /// older memory and must not leave); nothing was written.
-    pub async fn record(&self, after: i64, changed: &[(String, Released)]) -> Result<bool, Error> {
+    pub async fn record(self, after: i64, changed: &[(String, Released)]) -> Result<bool, Error> {
         let seq = after + 1;
         let shared = self.0.is_shared();
         let cells = i64::try_from(changed.len()).unwrap_or(i64::MAX);

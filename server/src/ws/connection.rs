@@ -372,11 +372,7 @@ impl Connection {
             let found = match self.state.hub.get(id).await {
                 Ok(found) => found,
                 Err(e) => {
-                    tracing::error!(conn = self.conn_id, %id, error = %e, "loading document failed");
-                    self.send_error(&format!(
-                        "document {id} cannot be served right now; try again later"
-                    ))
-                    .await;
+                    self.try_again_later(id, "loading document", &e).await;
                     return Flow::Continue;
                 }
             };
@@ -421,14 +417,10 @@ impl Connection {
         if self.state.hub.loaded_entry(id).is_some() {
             return Ok(false); // decided from the loaded entry's facts, at no cost
         }
-        let facts = match self.state.store.summary_facts(&[id]).await {
+        let facts = match self.state.store.summary().facts(&[id]).await {
             Ok(facts) => facts,
             Err(e) => {
-                tracing::error!(conn = self.conn_id, %id, error = %e, "reading the catalog failed");
-                self.send_error(&format!(
-                    "document {id} cannot be served right now; try again later"
-                ))
-                .await;
+                self.try_again_later(id, "reading the catalog", &e).await;
                 return Err(());
             }
         };
@@ -461,7 +453,8 @@ impl Connection {
                 Some(storage) => self
                     .state
                     .store
-                    .sync_state(&storage, &self.principal.user_id, &id)
+                    .sync_states()
+                    .get(&storage, &self.principal.user_id, &id)
                     .await
                     .ok()
                     .flatten(),
@@ -602,7 +595,7 @@ impl Connection {
         for id in &asked {
             self.state.hub.watch(*id, &self.signal);
         }
-        let facts = match self.state.store.summary_facts(&asked).await {
+        let facts = match self.state.store.summary().facts(&asked).await {
             Ok(facts) => facts,
             Err(e) => {
                 tracing::error!(conn = self.conn_id, error = %e, "reading the catalog for a summary failed");
@@ -724,11 +717,7 @@ impl Connection {
             },
             Ok(None) => self.send_unavailable(id).await,
             Err(e) => {
-                tracing::error!(conn = self.conn_id, %id, error = %e, "loading document failed");
-                self.send_error(&format!(
-                    "document {id} cannot be served right now; try again later"
-                ))
-                .await;
+                self.try_again_later(id, "loading document", &e).await;
             }
         }
     }
@@ -761,7 +750,7 @@ impl Connection {
             return;
         }
         let ids: Vec<DocumentId> = self.watched.iter().copied().collect();
-        let facts = match self.state.store.summary_facts(&ids).await {
+        let facts = match self.state.store.summary().facts(&ids).await {
             Ok(facts) => facts,
             Err(e) => {
                 // Cannot tell: open them all, so flush re-checks each one.
@@ -855,10 +844,7 @@ impl Connection {
                         if !self.write_audit().await {
                             self.engine.forget(&id);
                             self.engine.open(id);
-                            self.send_error(&format!(
-                                "document {id} cannot be served right now; try again later"
-                            ))
-                            .await;
+                            self.send_try_again_later(id).await;
                             continue;
                         }
                     }
@@ -931,7 +917,7 @@ impl Connection {
                 Ok(principal) => {
                     let mut open: Vec<DocumentId> = self.open.keys().copied().collect();
                     open.extend(self.watched.iter().copied());
-                    match store.erased_among(&open).await {
+                    match store.documents().erased_among(&open).await {
                         Ok(erased) => {
                             for id in erased {
                                 // Erased by another process: no copy stays in memory.
@@ -1001,6 +987,25 @@ impl Connection {
         .await;
     }
 
+    /// Tells the peer that `id` cannot be served now (the store failed: `what`, logged
+    /// with the error, never sent).
+    async fn try_again_later(
+        &self,
+        id: DocumentId,
+        what: &str,
+        e: &(dyn std::fmt::Display + Sync),
+    ) {
+        tracing::error!(conn = self.conn_id, %id, error = %e, "{what} failed");
+        self.send_try_again_later(id).await;
+    }
+
+    async fn send_try_again_later(&self, id: DocumentId) {
+        self.send_error(&format!(
+            "document {id} cannot be served right now; try again later"
+        ))
+        .await;
+    }
+
     pub(super) async fn send_error(&self, message: &str) {
         self.send(Message::Error {
             sender_id: Some(self.state.peer_id.clone()),
@@ -1053,7 +1058,8 @@ impl Connection {
             if let Err(e) = self
                 .state
                 .store
-                .put_sync_states(
+                .sync_states()
+                .put(
                     &storage,
                     &self.principal.user_id,
                     &states,
