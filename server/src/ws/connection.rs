@@ -154,15 +154,9 @@ impl Connection {
                 // and only while its token lives: a revocation takes effect here at
                 // once, not at the next access poll.
                 if let Some(entry) = self.open.get(&document_id).cloned() {
-                    match self
-                        .state
-                        .store
-                        .accounts()
-                        .live_token_user(&self.token_id)
-                        .await
-                    {
-                        Ok(Some(_)) => entry.relay_ephemeral(self.conn_id, &msg),
-                        Ok(None) => return self.refresh_access().await,
+                    match self.token_lives().await {
+                        Ok(true) => entry.relay_ephemeral(self.conn_id, &msg),
+                        Ok(false) => return self.refresh_access().await,
                         Err(e) => {
                             tracing::warn!(conn = self.conn_id, error = %e, "could not check the token; ephemeral message dropped");
                         }
@@ -1155,20 +1149,25 @@ impl Connection {
 
     /// At the token's expiry: ends the connection if the token no longer works.
     pub(super) async fn check_token(&mut self) -> Flow {
-        match self
-            .state
-            .store
-            .accounts()
-            .live_token_user(&self.token_id)
-            .await
-        {
-            Ok(Some(_)) => Flow::Continue,
-            Ok(None) => self.token_ended().await,
+        match self.token_lives().await {
+            Ok(true) => Flow::Continue,
+            Ok(false) => self.token_ended().await,
             Err(e) => {
                 tracing::warn!(conn = self.conn_id, error = %e, "could not re-check token");
                 Flow::Continue
             }
         }
+    }
+
+    /// Is the connection's token still live (neither revoked nor expired)?
+    async fn token_lives(&self) -> Result<bool, crate::error::Error> {
+        let user = self
+            .state
+            .store
+            .accounts()
+            .live_token_user(&self.token_id)
+            .await?;
+        Ok(user.is_some())
     }
 
     /// The token expired or was revoked: say which in an `error`, close with
