@@ -33,6 +33,7 @@ pub mod commit;
 pub mod config;
 pub mod error;
 pub mod extract;
+pub mod handover;
 pub mod hub;
 pub mod identity;
 pub mod metrics;

@@ -211,6 +211,7 @@ async fn seed_samples(
             partition,
             created_at: crate::store::now(),
             created_by: "demo".into(),
+            handover_of: None,
         };
         store
             .create_document_with_heads(
