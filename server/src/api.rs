@@ -7,11 +7,11 @@
 
 use std::sync::Arc;
 
-use axum::extract::{Path, State};
+use axum::extract::{Path, RawQuery, State};
 use axum::Json;
-use serde::Deserialize;
 use serde_json::{json, Value};
-use sync_core::partition::{Partition, WijkId};
+use sync_core::api::{ListRequest, MoveBody, MoveRequest};
+use sync_core::partition::Partition;
 use sync_core::policy;
 use sync_core::protocol::DocumentId;
 use sync_core::schema::{self, Plan};
@@ -63,15 +63,6 @@ pub async fn me(
     })))
 }
 
-#[derive(Deserialize)]
-pub struct ListQuery {
-    pub wijk: Option<String>,
-    pub kind: Option<String>,
-    /// The `cursor` of an earlier listing (unix seconds): only documents created, or
-    /// whose hand-over flag changed, at or after it.
-    pub since: Option<i64>,
-}
-
 /// How far a listing's `cursor` lies before the listing itself: a creation or
 /// hand-over stamped just before a listing but committed just after it is still at or
 /// after the cursor, so the next listing returns it (at the price of repeating a few).
@@ -88,20 +79,20 @@ pub async fn list_documents(
         principal,
         token_id,
     }: Authenticated,
-    axum::extract::Query(query): axum::extract::Query<ListQuery>,
+    RawQuery(raw): RawQuery,
 ) -> Result<Json<Value>, Error> {
+    let query = ListRequest::parse_query(raw.as_deref().unwrap_or(""))?;
     let filter = list_filter(&query);
-    let wijk = query.wijk.map(WijkId::new).transpose()?;
-    let kind = query
-        .kind
-        .map(|k| k.parse::<sync_core::partition::DocumentKind>())
-        .transpose()
-        .map_err(sync_core::Error::from)?;
     let started = now();
     let scope = policy::read_scope(&principal);
     let rows = state
         .store
-        .list_readable(&scope, wijk.as_ref(), kind, query.since.unwrap_or(0))
+        .list_readable(
+            &scope,
+            query.wijk.as_ref(),
+            query.kind,
+            query.since.unwrap_or(0),
+        )
         .await?;
     let documents: Vec<Value> = rows
         .iter()
@@ -144,16 +135,15 @@ pub async fn list_documents(
     })))
 }
 
-/// A listing's filter as audit detail: `wijk=… kind=… since=…` (given parts only,
-/// each cut to 64 characters: it is the caller's text).
-fn list_filter(query: &ListQuery) -> String {
-    let cut = |s: &str| s.chars().take(64).collect::<String>();
+/// A listing's filter as audit detail: `wijk=… kind=… since=…` (given parts only; the
+/// request is checked, so each part is short and plain).
+fn list_filter(query: &ListRequest) -> String {
     let mut parts = Vec::new();
     if let Some(w) = &query.wijk {
-        parts.push(format!("wijk={}", cut(w)));
+        parts.push(format!("wijk={w}"));
     }
-    if let Some(k) = &query.kind {
-        parts.push(format!("kind={}", cut(k)));
+    if let Some(k) = query.kind {
+        parts.push(format!("kind={}", k.as_str()));
     }
     if let Some(since) = query.since {
         parts.push(format!("since={since}"));
@@ -163,12 +153,6 @@ fn list_filter(query: &ListQuery) -> String {
     } else {
         parts.join(" ")
     }
-}
-
-#[derive(Deserialize)]
-pub struct MoveRequest {
-    /// The target wijk.
-    pub wijk: String,
 }
 
 /// `POST /api/v1/documents/{id}/move {"wijk": "…"}`: a coordinator moves a household
@@ -187,10 +171,10 @@ pub async fn move_document(
         token_id,
     }: Authenticated,
     Path(id): Path<String>,
-    Json(body): Json<MoveRequest>,
+    Json(body): Json<MoveBody>,
 ) -> Result<Json<Value>, Error> {
     let id: DocumentId = id.parse().map_err(|_| Error::NotFound("document".into()))?;
-    let target = WijkId::new(body.wijk)?;
+    let target = MoveRequest::try_from(body)?.wijk;
     let not_found = || Error::NotFound(format!("document {id}"));
     let old = state.store.catalog(&id).await?.ok_or_else(not_found)?;
     let device = format!("{token_id}/api");
