@@ -59,7 +59,7 @@ pub fn summary(data: &[u8]) {
         };
         let facts = DocFacts {
             partition: &partition,
-            handed_over: bits & 8 != 0,
+            handover_copy: bits & 8 != 0,
         };
         let mut hex: Vec<String> = theirs.iter().map(ToString::to_string).collect();
         let committed = match (bits >> 4) % 4 {

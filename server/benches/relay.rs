@@ -198,6 +198,7 @@ fn served() -> (Served, Pair) {
             },
             created_at: now(),
             created_by: "bench".into(),
+            handover_of: None,
         };
         hub.create(catalog, pair.relay.clone(), ("bench", "bench"))
             .await

@@ -51,6 +51,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             },
             created_at: now(),
             created_by: "bench".into(),
+            handover_of: None,
         };
         hub.create(catalog, schema::new_document(&plan)?, ("bench", "bench"))
             .await?;

@@ -92,6 +92,7 @@ async fn seed(url: &str, n: usize) -> Result<(), Box<dyn std::error::Error>> {
             },
             created_at: now(),
             created_by: "bench".into(),
+            handover_of: None,
         };
         hub.create(catalog, schema::new_document(&plan)?, ("bench", "bench"))
             .await?;

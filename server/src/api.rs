@@ -19,6 +19,7 @@ use sync_core::schema::{self, Plan};
 use crate::audit::{AuditAction, AuditEvent};
 use crate::error::Error;
 use crate::extract::Authenticated;
+use crate::handover;
 use crate::state::AppState;
 use crate::store::{now, CatalogEntry};
 
@@ -93,7 +94,7 @@ pub async fn list_documents(
         .filter(|listed| {
             let facts = policy::DocFacts {
                 partition: &listed.entry.partition,
-                handed_over: listed.handed_over,
+                handover_copy: listed.entry.handover_of.is_some(),
             };
             policy::decide(&principal, facts, policy::Access::Read).is_ok()
         })
@@ -207,9 +208,10 @@ pub async fn move_document(
         },
         created_at: now(),
         created_by: principal.user_id.clone(),
+        handover_of: None,
     };
     let new_partition = catalog.partition.clone();
-    {
+    let (moved, old_copy) = {
         // One move at a time per plan: a second move waits here, then finds the
         // tombstone of the first.
         let doc_state = state.hub.lock(&entry).await?;
@@ -232,7 +234,7 @@ pub async fn move_document(
                 .on(&new_id, Some(&new_partition))
                 .with_detail(format!("moved from {id}")),
         ];
-        state
+        let moved = state
             .hub
             .create_with(
                 catalog,
@@ -242,6 +244,8 @@ pub async fn move_document(
                 Some(token_id.as_str()),
             )
             .await?;
+        // The erasure takes the plan's hand-over copy with it (`documents().erase`).
+        let old_copy = state.store.documents().handover_copy_of(&id).await?;
         state
             .store
             .documents()
@@ -256,9 +260,23 @@ pub async fn move_document(
                     .with_detail("moved"),
             )
             .await?;
-    }
+        (moved, old_copy)
+    };
     drop(entry);
     state.hub.erased(id);
+    if let Some(old_copy) = old_copy {
+        state.hub.erased(old_copy);
+    }
+    if moved.handed_over() {
+        // A plan moved while handed over: the old copy went with the old plan
+        // (`Store::erase`); the consulent reads a new one of the new plan.
+        let doc_state = state.hub.lock(&moved).await?;
+        let by = (principal.user_id.as_str(), device.as_str());
+        if let Err(e) = handover::follow(&state.hub, &state.store, &moved, &doc_state.doc, by).await
+        {
+            tracing::error!(plan = %new_id, error = %e, "hand-over copy not made");
+        }
+    }
     tracing::info!(user = %principal.user_id, old = %id, new = %new_id, wijk = %target, "plan moved");
     Ok(Json(json!({
         "old": id.to_string(),

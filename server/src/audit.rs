@@ -516,24 +516,27 @@ impl ChainCheck {
     }
 }
 
-/// The columns of a "who looked at my file" export, in order.
-pub const EXPORT_COLUMNS: [&str; 7] = [
+/// The columns of a "who looked at my file" export, in order. `document` tells the
+/// plan's entries from those of its hand-over copies.
+pub const EXPORT_COLUMNS: [&str; 8] = [
     "seq",
     "time",
     "user",
     "device",
     "action",
+    "document",
     "partition",
     "detail",
 ];
 
-fn export_fields(e: &AuditEntry) -> [String; 7] {
+fn export_fields(e: &AuditEntry) -> [String; 8] {
     [
         e.seq.to_string(),
         e.time(),
         e.event.user_id.clone(),
         e.event.device.clone(),
         e.event.action.as_str().to_owned(),
+        e.event.document.clone().unwrap_or_default(),
         e.event.partition.clone().unwrap_or_default(),
         e.event.detail.clone(),
     ]
@@ -655,8 +658,8 @@ mod tests {
         let csv = export_csv(&[entry]);
         assert_eq!(
             csv,
-            "seq,time,user,device,action,partition,detail\r\n\
-             1,1970-01-01T00:00:00.000Z,\"'=cmd()\",\"a,b\",read,,\"say \"\"hi\"\"\"\r\n"
+            "seq,time,user,device,action,document,partition,detail\r\n\
+             1,1970-01-01T00:00:00.000Z,\"'=cmd()\",\"a,b\",read,,,\"say \"\"hi\"\"\"\r\n"
         );
     }
 }

@@ -24,6 +24,7 @@ use sync_core::schema::{self, is_handed_over};
 
 use crate::audit::{AuditAction, AuditEvent};
 use crate::error::Error;
+use crate::handover;
 use crate::hub::{off_reactor, ConnSignal, DocEntry, Hub};
 use crate::metrics as m;
 use crate::store::{now, CatalogEntry, Store};
@@ -198,7 +199,7 @@ pub async fn apply(
     }
     // Everything the change brings commits together.
     let handed_over = is_handed_over(&state.doc);
-    let flag_moves = handed_over != entry.facts().handed_over;
+    let flag_moves = handed_over != entry.handed_over();
     let mut events = vec![writer.event(AuditAction::Write, &id, &partition)];
     if flag_moves {
         let action = if handed_over {
@@ -208,17 +209,28 @@ pub async fn apply(
         };
         events.push(writer.event(action, &id, &partition));
     }
-    let author = Some((writer.principal.user_id.as_str(), writer.device));
-    let committed = hub
-        .persist_change(
-            &id,
-            &mut state,
-            author,
-            &events,
-            flag_moves.then_some(handed_over),
-            writer.token,
-        )
-        .await;
+    let cause = (writer.principal.user_id.as_str(), writer.device);
+    // A withdrawal takes the consulent's copy away before it commits: if that fails,
+    // the change is refused, so the copy never outlives the hand-over.
+    let withdrawn = if flag_moves && !handed_over {
+        handover::withdraw(hub, store, entry, cause).await
+    } else {
+        Ok(())
+    };
+    let committed = match withdrawn {
+        Ok(()) => {
+            hub.persist_change(
+                &id,
+                &mut state,
+                Some(cause),
+                &events,
+                flag_moves.then_some(handed_over),
+                writer.token,
+            )
+            .await
+        }
+        Err(e) => Err(e),
+    };
     match committed {
         Ok(true) => {}
         Ok(false) => {
@@ -263,6 +275,13 @@ pub async fn apply(
     if entry.refresh_facts(&state) {
         tracing::info!(user = %writer.principal.user_id, %id, handed_over, "hand-over changed");
     }
+    if handed_over {
+        // The consulent's copy follows the committed plan. A failure leaves it missing
+        // or behind (never ahead of the plan); the plan's next commit repairs it.
+        if let Err(e) = handover::follow(hub, store, entry, &state.doc, cause).await {
+            tracing::error!(%id, error = %e, "hand-over copy not brought up to date");
+        }
+    }
     drop(state);
     metrics::counter!(m::COMMITS, "kind" => partition.kind.as_str()).increment(1);
     entry.announce();
@@ -305,6 +324,7 @@ pub async fn create(
         partition: partition.clone(),
         created_at: now(),
         created_by: writer.principal.user_id.clone(),
+        handover_of: None,
     };
     let event = writer.event(AuditAction::Create, &id, &partition);
     let user = writer.principal.user_id.as_str();
@@ -321,6 +341,25 @@ pub async fn create(
         Ok(entry) => {
             tracing::info!(%user, %id, partition = %entry.catalog.partition, "document created");
             metrics::counter!(m::CREATED, "kind" => partition.kind.as_str()).increment(1);
+            if entry.handed_over() {
+                // Created handed over: the consulent's copy, as after any commit.
+                let followed = match hub.lock(&entry).await {
+                    Ok(state) => {
+                        handover::follow(
+                            hub,
+                            hub.store(),
+                            &entry,
+                            &state.doc,
+                            (user, writer.device),
+                        )
+                        .await
+                    }
+                    Err(e) => Err(e),
+                };
+                if let Err(e) = followed {
+                    tracing::error!(%id, error = %e, "hand-over copy not made");
+                }
+            }
             entry.subscribe(subscriber);
             entry.announce();
             Created::Document(entry)

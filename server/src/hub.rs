@@ -181,7 +181,8 @@ pub struct DocEntry {
     pub state: tokio::sync::Mutex<DocState>,
     subscribers: Mutex<HashMap<u64, Arc<ConnSignal>>>,
     /// The committed `handover.requested` of a plan, readable without the document
-    /// lock: the policy needs it for every read decision.
+    /// lock: a commit that flips it writes the hand-over audit entry and the catalog
+    /// flag, and makes or erases the hand-over copy.
     handed_over: AtomicBool,
     /// When this document was last locked through [`Hub::lock`] (the hub's use clock):
     /// the least recently used resident documents are evicted first.
@@ -216,12 +217,18 @@ impl DocEntry {
         self.catalog.id
     }
 
-    /// What the policy needs to know of this document, as committed.
+    /// What the policy needs to know of this document (both fixed at creation).
     pub fn facts(&self) -> DocFacts<'_> {
         DocFacts {
             partition: &self.catalog.partition,
-            handed_over: self.handed_over.load(Ordering::Acquire),
+            handover_copy: self.catalog.handover_of.is_some(),
         }
+    }
+
+    /// The committed `handover.requested` of a plan: whether it has (or is about to
+    /// get) a hand-over copy (`handover::follow`).
+    pub fn handed_over(&self) -> bool {
+        self.handed_over.load(Ordering::Acquire)
     }
 
     /// Re-reads the hand-over flag after a commit; returns whether it changed.
@@ -465,6 +472,11 @@ impl Hub {
         metrics::histogram!(crate::metrics::WIJK_QUEUE_WAIT)
             .record(started.elapsed().as_secs_f64());
         permit
+    }
+
+    /// The store this hub loads from and commits to.
+    pub fn store(&self) -> &Store {
+        &self.store
     }
 
     /// Largest stored size of a document (`Limits::max_document_bytes`); changes

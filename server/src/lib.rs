@@ -34,6 +34,7 @@ pub mod commit;
 pub mod config;
 pub mod error;
 pub mod extract;
+pub mod handover;
 pub mod html;
 pub mod hub;
 pub mod identity;

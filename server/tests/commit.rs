@@ -70,6 +70,7 @@ impl Fixture {
             },
             created_at: 1,
             created_by: "ann".into(),
+            handover_of: None,
         };
         let entry = hub
             .create(catalog, plan.fork(), ("ann", "tok/phone"))
@@ -316,19 +317,28 @@ async fn failed_write_rolls_memory_back_to_committed_heads() {
 }
 
 /// A hand-over request commits with its change: the catalog flag, the policy's flag
-/// and the document move together, with a `hand_over` audit entry.
+/// and the document move together, with a `hand_over` audit entry; then the
+/// consulent's hand-over copy is made.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hand_over_commits_with_the_document() {
     let mut fx = Fixture::new().await;
     request_hand_over(&mut fx.device);
     let outcomes = fx.sync(&principal(true)).await;
     assert!(committed(&outcomes), "{outcomes:?}");
-    assert!(fx.entry.facts().handed_over);
+    assert!(fx.entry.handed_over());
     assert_eq!(stored(&fx.url, &fx.id).await, (fx.device.get_heads(), true));
     let audit = fx.audit().await;
     assert!(audit
         .iter()
         .any(|e| e.event.action == AuditAction::HandOver));
+    // After the commit, the consulent's copy (issue 16, item 5).
+    let copy = fx
+        .store
+        .documents()
+        .handover_copy_of(&fx.id)
+        .await
+        .expect("copy of");
+    assert!(copy.is_some(), "no hand-over copy");
 }
 
 /// A hand-over request whose commit fails leaves neither the flag nor the document
@@ -340,12 +350,19 @@ async fn hand_over_fails_with_the_document() {
     request_hand_over(&mut fx.device);
     let outcomes = fx.sync(&principal(true)).await;
     assert!(refused(&outcomes).contains(&"store-failed"), "{outcomes:?}");
-    assert!(!fx.entry.facts().handed_over);
+    assert!(!fx.entry.handed_over());
     assert_eq!(
         fx.memory().await,
         (fx.committed.clone(), fx.committed.clone())
     );
     assert_eq!(stored(&fx.url, &fx.id).await, (fx.committed.clone(), false));
+    let reopened = Store::open(&fx.url).await.expect("reopen");
+    let copy = reopened
+        .documents()
+        .handover_copy_of(&fx.id)
+        .await
+        .expect("copy of");
+    assert!(copy.is_none(), "a copy of a hand-over that did not commit");
 }
 
 /// A reader's changes that wait for a dependency it never sends are refused and

@@ -52,6 +52,7 @@ async fn erased_key_and_change_hashes_leave_no_remains_in_the_files() {
         },
         created_at: 1,
         created_by: "ann".into(),
+        handover_of: None,
     };
     let e = hub
         .create(entry, doc, ("ann", "tok/phone"))

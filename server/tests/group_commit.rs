@@ -29,6 +29,7 @@ fn entry(id: DocumentId) -> CatalogEntry {
         },
         created_at: 1,
         created_by: "u".into(),
+        handover_of: None,
     }
 }
 

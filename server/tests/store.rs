@@ -54,6 +54,7 @@ fn entry(id: DocumentId) -> CatalogEntry {
         },
         created_at: 1,
         created_by: "u".into(),
+        handover_of: None,
     }
 }
 
@@ -560,9 +561,9 @@ async fn listing_and_hand_over_flag(backend: Backend) {
     );
 }
 
-/// `list_readable` returns exactly the scope's partitions (and handed-over plans for a
-/// consulent's scope), each once; `since` keeps only creations and hand-over flips at
-/// or after it, and a flip moves `changed_at`.
+/// `list_readable` returns exactly the scope's partitions (and hand-over copies for a
+/// consulent's scope), each once; `since` keeps only what was created (or flipped) at
+/// or after it; erasing a plan erases its copy, which the central feed never shows.
 async fn listing_by_read_scope(backend: Backend) {
     use sync_core::policy::ReadScope;
     let (_db, store) = open(backend).await;
@@ -602,7 +603,7 @@ async fn listing_by_read_scope(backend: Backend) {
             part("noord", DocumentKind::Plan),
             part("noord", DocumentKind::Activiteit),
         ],
-        handed_over_plans: false,
+        handover_copies: false,
     };
     let list = |scope: &ReadScope, since| {
         let (store, scope) = (store.clone(), scope.clone());
@@ -620,36 +621,62 @@ async fn listing_by_read_scope(backend: Backend) {
     );
     let consulent = ReadScope {
         partitions: Vec::new(),
-        handed_over_plans: true,
+        handover_copies: true,
     };
     assert!(list(&consulent, 0).await.is_empty());
     let created_at = list(&professional, 0).await[0].changed_at;
-    store
-        .documents()
-        .set_handed_over(&zuid_plan, true)
-        .await
-        .expect("flag");
-    store
-        .documents()
-        .set_handed_over(&noord_plan, true)
-        .await
-        .expect("flag");
+    // Hand-over copies of both plans: a consulent's scope lists the copies, never the
+    // plans themselves.
+    let mut copies = Vec::new();
+    for (plan, wijk) in [(zuid_plan, "zuid"), (noord_plan, "noord")] {
+        let mut e = entry(DocumentId::random());
+        e.partition = part(wijk, DocumentKind::Plan);
+        e.handover_of = Some(plan);
+        store
+            .documents()
+            .create_document(&e, b"x", &DocKey::random())
+            .await
+            .expect("copy");
+        copies.push(e.id);
+    }
+    let [zuid_copy, noord_copy] = copies[..] else {
+        unreachable!()
+    };
     assert_eq!(
         ids(list(&consulent, 0).await),
-        sorted(vec![noord_plan, zuid_plan])
+        sorted(vec![noord_copy, zuid_copy])
     );
-    // Both a partition and a hand-over: listed once.
+    let found = store
+        .documents()
+        .handover_copy_of(&noord_plan)
+        .await
+        .expect("copy of");
+    assert_eq!(found, Some(noord_copy));
+    let none = store
+        .documents()
+        .handover_copy_of(&noord_act)
+        .await
+        .expect("copy of");
+    assert_eq!(none, None);
+    let catalog = store
+        .documents()
+        .catalog(&zuid_copy)
+        .await
+        .expect("catalog");
+    assert_eq!(catalog.and_then(|c| c.handover_of), Some(zuid_plan));
+    // Both a partition and copies: each listed once (the policy then drops the noord
+    // copy for a professional).
     let both = ReadScope {
         partitions: professional.partitions.clone(),
-        handed_over_plans: true,
+        handover_copies: true,
     };
     assert_eq!(
         ids(list(&both, 0).await),
-        sorted(vec![noord_plan, noord_act, zuid_plan])
+        sorted(vec![noord_plan, noord_act, noord_copy, zuid_copy])
     );
-    let flipped = list(&consulent, 0).await;
-    assert!(flipped.iter().all(|l| l.changed_at >= created_at));
-    let later = flipped.iter().map(|l| l.changed_at).max().expect("two") + 1;
+    let listed = list(&consulent, 0).await;
+    assert!(listed.iter().all(|l| l.changed_at >= created_at));
+    let later = listed.iter().map(|l| l.changed_at).max().expect("two") + 1;
     assert!(list(&both, later).await.is_empty());
     let noord = WijkId::new("noord").expect("wijk");
     let filtered = store
@@ -657,7 +684,26 @@ async fn listing_by_read_scope(backend: Backend) {
         .list_readable(&both, Some(&noord), Some(DocumentKind::Plan), 0)
         .await
         .expect("list");
-    assert_eq!(ids(filtered), vec![noord_plan]);
+    assert_eq!(ids(filtered), sorted(vec![noord_plan, noord_copy]));
+    // Erasing a plan erases its copy (and its tombstone stays out of the central feed).
+    store
+        .documents()
+        .erase(&noord_plan, "admin")
+        .await
+        .expect("erase");
+    assert!(store
+        .documents()
+        .tombstone(&noord_copy)
+        .await
+        .expect("tomb")
+        .is_some());
+    assert_eq!(ids(list(&consulent, 0).await), vec![zuid_copy]);
+    let feed = store.central().changes_after(0, 100).await.expect("feed");
+    assert!(
+        feed.iter().all(|row| !copies.contains(&row.id)),
+        "a hand-over copy in the central feed"
+    );
+    assert!(feed.iter().any(|row| row.id == noord_plan && row.erased));
 }
 
 /// Two nodes on one store: a commit through node 1 reaches node 2's loaded copy with

@@ -1,7 +1,7 @@
 //! The access policy: the one place that decides who may read or write which document.
 //!
 //! Pure code over an authenticated [`Principal`] and the facts of a document (its
-//! partition and whether it is handed over to the gemeente). Every server path — sync,
+//! partition and whether it is a plan's hand-over copy for the gemeente). Every server path — sync,
 //! request, ephemeral, remote-heads, listings, exports — asks [`decide`]; nothing else
 //! compares roles to partitions.
 
@@ -93,12 +93,16 @@ pub enum Access {
     Write,
 }
 
-/// The facts of a document the policy needs: fixed partition, hand-over state.
+/// The facts of a document the policy needs, both fixed at creation: partition, and
+/// whether the document is a hand-over copy.
 #[derive(Clone, Copy, Debug)]
 pub struct DocFacts<'a> {
     pub partition: &'a Partition,
-    /// A plan marked for hand-over to the gemeente for a maatwerk decision.
-    pub handed_over: bool,
+    /// A plan's hand-over copy (issue 16, item 5): the document the server builds from
+    /// a plan's current state when it is handed over to the gemeente for a maatwerk
+    /// decision, without the plan's history. The consulent reads the copy, never the
+    /// plan; nobody writes it but the server, and the team has the plan itself.
+    pub handover_copy: bool,
 }
 
 /// Why access was refused; kept for the log and the audit trail, never told to the
@@ -111,8 +115,10 @@ pub enum Denied {
     VolunteerPlan,
     #[error("the role only allows reading")]
     ReadOnlyRole,
-    #[error("the plan is not handed over to the gemeente")]
+    #[error("a consulent reads hand-over copies only, never a plan itself")]
     NotHandedOver,
+    #[error("a hand-over copy is for the gemeente only")]
+    HandOverCopy,
     #[error("the role has no access to document content")]
     NoContentAccess,
     #[error("only a coordinator of the wijk may do this")]
@@ -124,6 +130,15 @@ pub enum Denied {
 /// The decision. Allow if any of the principal's roles allows; otherwise the most
 /// specific reason among the refusals.
 pub fn decide(principal: &Principal, doc: DocFacts<'_>, access: Access) -> Result<(), Denied> {
+    if doc.handover_copy {
+        let consulent = principal.global_roles.contains(&GlobalRole::Consulent)
+            && doc.partition.kind == DocumentKind::Plan;
+        return match (consulent, access) {
+            (true, Access::Read) => Ok(()),
+            (true, Access::Write) => Err(Denied::ReadOnlyRole),
+            (false, _) => Err(Denied::HandOverCopy),
+        };
+    }
     let mut reason = Denied::NoGrantInWijk;
     for grant in principal
         .grants
@@ -139,11 +154,8 @@ pub fn decide(principal: &Principal, doc: DocFacts<'_>, access: Access) -> Resul
     for role in &principal.global_roles {
         match role {
             GlobalRole::Consulent if doc.partition.kind == DocumentKind::Plan => {
-                match (doc.handed_over, access) {
-                    (true, Access::Read) => return Ok(()),
-                    (true, Access::Write) => reason = Denied::ReadOnlyRole,
-                    (false, _) if reason == Denied::NoGrantInWijk => reason = Denied::NotHandedOver,
-                    (false, _) => {}
+                if reason == Denied::NoGrantInWijk {
+                    reason = Denied::NotHandedOver;
                 }
             }
             GlobalRole::Consulent | GlobalRole::CentralOffice | GlobalRole::Admin => {
@@ -162,7 +174,7 @@ pub fn may_create(principal: &Principal, partition: &Partition) -> Result<(), De
         principal,
         DocFacts {
             partition,
-            handed_over: false,
+            handover_copy: false,
         },
         Access::Write,
     )
@@ -200,14 +212,14 @@ pub fn may_move(principal: &Principal, from: &Partition) -> Result<(), Denied> {
 
 /// Where the documents a principal may read can be, so that a listing asks the store
 /// for exactly those instead of scanning the catalog: whole partitions from wijk
-/// grants, and for a consulent every handed-over plan. Derived from [`decide`], and a
+/// grants, and for a consulent every hand-over copy. Derived from [`decide`], and a
 /// listing still asks [`decide`] per document: this narrows the search, never allows.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ReadScope {
-    /// Partitions readable whole (whatever the hand-over flag), without duplicates.
+    /// Partitions readable whole (but for hand-over copies), without duplicates.
     pub partitions: Vec<Partition>,
-    /// Handed-over plans of any wijk are readable too.
-    pub handed_over_plans: bool,
+    /// Hand-over copies of plans of any wijk are readable too.
+    pub handover_copies: bool,
 }
 
 /// The [`ReadScope`] of a principal.
@@ -221,7 +233,7 @@ pub fn read_scope(principal: &Principal) -> ReadScope {
             };
             let facts = DocFacts {
                 partition: &partition,
-                handed_over: false,
+                handover_copy: false,
             };
             if decide(principal, facts, Access::Read).is_ok() && !partitions.contains(&partition) {
                 partitions.push(partition);
@@ -230,7 +242,7 @@ pub fn read_scope(principal: &Principal) -> ReadScope {
     }
     ReadScope {
         partitions,
-        handed_over_plans: principal.global_roles.contains(&GlobalRole::Consulent),
+        handover_copies: principal.global_roles.contains(&GlobalRole::Consulent),
     }
 }
 
@@ -274,7 +286,7 @@ mod tests {
         let check = |who: &Principal,
                      w: &str,
                      kind: DocumentKind,
-                     handed_over: bool,
+                     copy: bool,
                      access: Access,
                      expected: Result<(), Denied>| {
             let partition = Partition {
@@ -285,14 +297,11 @@ mod tests {
                 who,
                 DocFacts {
                     partition: &partition,
-                    handed_over,
+                    handover_copy: copy,
                 },
                 access,
             );
-            assert_eq!(
-                got, expected,
-                "{who:?} {w} {kind} handed_over={handed_over} {access:?}"
-            );
+            assert_eq!(got, expected, "{who:?} {w} {kind} copy={copy} {access:?}");
         };
         let ok = Ok(());
         check(&prof_a, "a", Plan, false, Read, ok);
@@ -310,7 +319,7 @@ mod tests {
         check(&vol_a, "a", Activiteit, false, Read, ok);
         check(&vol_a, "a", Activiteit, false, Write, ok);
         check(&vol_a, "a", Plan, false, Read, Err(Denied::VolunteerPlan));
-        check(&vol_a, "a", Plan, true, Read, Err(Denied::VolunteerPlan));
+        check(&vol_a, "a", Plan, true, Read, Err(Denied::HandOverCopy));
         check(
             &vol_a,
             "b",
@@ -331,6 +340,9 @@ mod tests {
         );
         check(&vol_a_prof_b, "b", Plan, false, Read, ok);
         check(&consulent, "a", Plan, true, Read, ok);
+        // The copy is the gemeente's: the team reads and writes the plan itself.
+        check(&prof_a, "a", Plan, true, Read, Err(Denied::HandOverCopy));
+        check(&coord_b, "b", Plan, true, Write, Err(Denied::HandOverCopy));
         check(
             &consulent,
             "a",
@@ -355,7 +367,7 @@ mod tests {
             Read,
             Err(Denied::NoContentAccess),
         );
-        check(&office, "a", Plan, true, Read, Err(Denied::NoContentAccess));
+        check(&office, "a", Plan, true, Read, Err(Denied::HandOverCopy));
         check(
             &office,
             "a",
@@ -481,12 +493,12 @@ mod tests {
             wijk: wijk(w),
             kind,
         };
-        let check = |principal: Principal, partitions: Vec<Partition>, handed_over_plans| {
+        let check = |principal: Principal, partitions: Vec<Partition>, handover_copies| {
             assert_eq!(
                 read_scope(&principal),
                 ReadScope {
                     partitions,
-                    handed_over_plans
+                    handover_copies
                 },
                 "{principal:?}"
             );

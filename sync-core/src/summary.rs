@@ -101,7 +101,7 @@ mod tests {
         let catalog = known.then_some(Catalog {
             facts: DocFacts {
                 partition: &partition,
-                handed_over: false,
+                handover_copy: false,
             },
             committed_heads: committed,
         });
@@ -199,7 +199,7 @@ mod tests {
         let catalog = Catalog {
             facts: DocFacts {
                 partition: &partition,
-                handed_over: false,
+                handover_copy: false,
             },
             committed_heads: Some(committed),
         };

@@ -157,3 +157,36 @@ fn dechunk(mut raw: &[u8]) -> Vec<u8> {
         raw = &raw[size + 2..];
     }
 }
+
+/// The ids `GET /api/v1/documents` lists for `token`, sorted.
+pub async fn listed(addr: SocketAddr, token: &str) -> Vec<sync_core::protocol::DocumentId> {
+    let (status, body) = request(addr, "GET", "/api/v1/documents", Some(token), None).await;
+    assert_eq!(status, 200, "{body}");
+    let value: serde_json::Value = serde_json::from_str(&body).expect("json");
+    let mut ids: Vec<_> = value["documents"]
+        .as_array()
+        .expect("documents")
+        .iter()
+        .map(|d| {
+            d["id"]
+                .as_str()
+                .expect("id")
+                .parse()
+                .expect("a document id")
+        })
+        .collect();
+    ids.sort();
+    ids
+}
+
+/// What a consulent finds of a hand-over: the one document its listing shows (the
+/// plan's hand-over copy, issue 16 item 5). Panics unless there is exactly one.
+pub async fn handover_copy(addr: SocketAddr, consulent: &str) -> sync_core::protocol::DocumentId {
+    let ids = listed(addr, consulent).await;
+    assert_eq!(
+        ids.len(),
+        1,
+        "the consulent lists {ids:?}, not one hand-over copy"
+    );
+    ids[0]
+}

@@ -5,6 +5,7 @@
 use std::time::Duration;
 
 use buurtsync_e2e::client::Client;
+use buurtsync_e2e::http;
 use buurtsync_e2e::server::Fixture;
 use buurtsync_e2e::WAIT;
 use sync_core::partition::WijkId;
@@ -95,8 +96,9 @@ async fn removed_grant_takes_effect_on_live_connections() {
     );
 }
 
-/// A consulent reads exactly the plans handed over to the gemeente, read-only, and
-/// loses them again (live) when the hand-over is withdrawn.
+/// A consulent reads exactly the plans handed over to the gemeente, as their hand-over
+/// copies (never the plan itself), read-only, follows the team's later edits, and loses
+/// the copy again (live) when the hand-over is withdrawn.
 #[tokio::test]
 async fn hand_over_grants_the_consulent_read_only_access() {
     let fx = Fixture::new();
@@ -124,19 +126,23 @@ async fn hand_over_grants_the_consulent_read_only_access() {
         !consulent.fetch(handed).await,
         "consulent read a plan before hand-over"
     );
+    assert!(http::listed(server.addr, &consulent_token).await.is_empty());
 
     prof.edit(handed, |d| set_handover(d, true)).await;
     assert!(prof.sync_acked(handed).await);
+    let copy = http::handover_copy(server.addr, &consulent_token).await;
+    assert_ne!(copy, handed);
     assert!(
-        consulent.fetch(handed).await,
-        "consulent cannot read a handed-over plan: {:?}",
+        consulent.fetch(copy).await,
+        "consulent cannot read the hand-over copy: {:?}",
         consulent.notices
     );
+    let read = Plan::read(&consulent.docs[&copy]).expect("plan");
+    assert!(read.handover.requested);
+    assert_eq!(read.household.pseudonym, "HH-H1");
     assert!(
-        Plan::read(&consulent.docs[&handed])
-            .expect("plan")
-            .handover
-            .requested
+        !consulent.fetch(handed).await,
+        "consulent read the plan itself (with its history)"
     );
     assert!(
         !consulent.fetch(kept).await,
@@ -144,9 +150,9 @@ async fn hand_over_grants_the_consulent_read_only_access() {
     );
 
     // Read-only: the consulent's change is refused and not stored.
-    let stored = fx.doc_info(&handed.to_string())["heads"].clone();
+    let stored = fx.doc_info(&copy.to_string())["heads"].clone();
     consulent
-        .edit(handed, |d| add_goal(d, "door de gemeente"))
+        .edit(copy, |d| add_goal(d, "door de gemeente"))
         .await;
     assert!(
         consulent
@@ -158,17 +164,36 @@ async fn hand_over_grants_the_consulent_read_only_access() {
         "consulent write not refused: {:?}",
         consulent.notices
     );
-    assert_eq!(fx.doc_info(&handed.to_string())["heads"], stored);
+    assert_eq!(fx.doc_info(&copy.to_string())["heads"], stored);
+
+    // While the hand-over lasts, the team's later edits reach the consulent's copy.
+    prof.edit(handed, |d| add_goal(d, "na de overdracht")).await;
+    assert!(prof.sync_acked(handed).await);
+    let followed = consulent
+        .pump_until(WAIT, |c| {
+            Plan::read(&c.docs[&copy]).is_ok_and(|p| {
+                p.goals
+                    .iter()
+                    .any(|g| g.description.as_str() == "na de overdracht")
+            })
+        })
+        .await;
+    assert!(followed, "a later edit of the plan did not reach the copy");
 
     // Withdrawing the hand-over withdraws the access, on the live connection.
     prof.edit(handed, |d| set_handover(d, false)).await;
     assert!(prof.sync_acked(handed).await);
     assert!(
         consulent
-            .pump_until(WAIT, |c| c.unavailable.contains(&handed))
+            .pump_until(WAIT, |c| c.unavailable.contains(&copy))
             .await,
         "withdrawn hand-over did not reach the consulent"
     );
+    assert!(http::listed(server.addr, &consulent_token).await.is_empty());
+    let mut fresh = Client::connect("gemeente-2", &server.url(), &consulent_token)
+        .await
+        .expect("consulent");
+    assert!(!fresh.fetch(copy).await, "the copy outlived the hand-over");
 }
 
 /// Waits until the device's connection closed (bounded), and returns the close code.

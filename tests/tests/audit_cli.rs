@@ -54,7 +54,7 @@ fn admin_commands_are_audited_and_verifiable() {
     let csv = String::from_utf8_lossy(&export.stdout);
     assert_eq!(
         csv.lines().next(),
-        Some("seq,time,user,device,action,partition,detail"),
+        Some("seq,time,user,device,action,document,partition,detail"),
         "{csv}"
     );
 }

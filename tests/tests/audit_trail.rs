@@ -10,7 +10,8 @@ use sync_core::schema::{self, Goal, Leefdomein, Plan};
 
 /// A resident asks "who looked at my file": the export names the professional who
 /// created and changed the plan, the colleague who received it, the volunteer who was
-/// refused, the hand-over and the consulent who then read it.
+/// refused, the hand-over and the consulent who then read it (through the plan's
+/// hand-over copy, whose entries the plan's export includes).
 #[tokio::test]
 async fn who_looked_at_my_file() {
     let fx = Fixture::new();
@@ -47,10 +48,13 @@ async fn who_looked_at_my_file() {
     })
     .await;
     assert!(prof.sync_acked(id).await);
+    // The consulent reads the plan's hand-over copy (issue 16, item 5); the plan's
+    // trail includes the copy's entries.
+    let copy = buurtsync_e2e::http::handover_copy(server.addr, &consulent_token).await;
     let mut consulent = Client::connect("gemeente", &server.url(), &consulent_token)
         .await
         .expect("consulent");
-    assert!(consulent.fetch(id).await);
+    assert!(consulent.fetch(copy).await);
     colleague.pump_for(Duration::from_millis(300)).await;
 
     let rows = fx.admin(&[
@@ -72,6 +76,13 @@ async fn who_looked_at_my_file() {
     assert!(has("prof2-noord", "read"), "{rows:#?}");
     assert!(has("vol-noord", "denied"), "{rows:#?}");
     assert!(has("consulent-1", "read"), "{rows:#?}");
+    let copy_text = copy.to_string();
+    assert!(
+        rows.iter().any(|r| r["action"] == "create"
+            && r["document"] == copy_text.as_str()
+            && r["detail"] == format!("hand-over copy of {id}").as_str()),
+        "{rows:#?}"
+    );
     assert!(!rows
         .iter()
         .any(|r| r["user"] == "vol-noord" && r["action"] == "read"));

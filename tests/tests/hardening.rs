@@ -271,7 +271,7 @@ async fn dashboard_cookie_is_secure_and_host_prefixed_under_tls() {
 }
 
 /// Item 14: `ungrant … consulent` removes the global role: the consulent's open
-/// handed-over plan becomes unavailable on the live connection, a new token reads
+/// hand-over copy becomes unavailable on the live connection, a new token reads
 /// nothing, and the removal is in the audit log.
 #[tokio::test]
 async fn ungrant_removes_a_global_role_live_and_audited() {
@@ -290,6 +290,8 @@ async fn ungrant_removes_a_global_role_live_and_audited() {
     })
     .await;
     assert!(prof.sync_acked(id).await);
+    // The consulent reads the plan's hand-over copy (issue 16, item 5).
+    let id = buurtsync_e2e::http::handover_copy(server.addr, &consulent_token).await;
     let mut consulent = Client::connect("gemeente", &server.url(), &consulent_token)
         .await
         .expect("consulent");

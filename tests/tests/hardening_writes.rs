@@ -1,6 +1,7 @@
 //! The write path under attack by token holders (issue 16): changes parked behind a
 //! missing dependency, writes after revocation, erased documents served from memory,
-//! concurrent moves, creation answers, and what is logged of unknown messages.
+//! concurrent moves, moves and hand-overs without history, creation answers, and what is
+//! logged of unknown messages.
 
 use std::time::Duration;
 
@@ -11,7 +12,7 @@ use buurtsync_e2e::server::Fixture;
 use buurtsync_e2e::WAIT;
 use sync_core::partition::WijkId;
 use sync_core::protocol::{DocumentId, Message};
-use sync_core::schema::{self, Activiteit, Goal, Leefdomein, Plan};
+use sync_core::schema::{self, Activiteit, ContactKind, ContactMoment, Goal, Leefdomein, Plan};
 
 fn noord() -> WijkId {
     WijkId::new("noord").expect("wijk")
@@ -58,7 +59,7 @@ async fn wait_for_error(client: &mut Client, words: &str) -> bool {
 }
 
 /// Item 1: changes whose dependency never arrives are refused for a reader (a
-/// consulent on a handed-over plan), for someone who may create nothing (an admin,
+/// consulent on a plan's hand-over copy), for someone who may create nothing (an admin,
 /// on an unknown id), and for a writer beyond `max_document_bytes` (a volunteer on an
 /// activiteit). Before, all three were taken silently and kept in memory.
 #[tokio::test]
@@ -83,14 +84,15 @@ async fn changes_parked_behind_a_missing_dependency_are_refused() {
         .await;
     assert!(prof.sync_acked(handed).await);
 
-    // The read-only consulent.
+    // The read-only consulent, on the plan's hand-over copy.
     let mut consulent = Client::connect("gemeente", &server.url(), &consulent_token)
         .await
         .expect("consulent");
-    assert!(consulent.fetch(handed).await, "{:?}", consulent.notices);
-    let base = consulent.docs[&handed].clone();
+    let copy = buurtsync_e2e::http::handover_copy(server.addr, &consulent_token).await;
+    assert!(consulent.fetch(copy).await, "{:?}", consulent.notices);
+    let base = consulent.docs[&copy].clone();
     consulent
-        .send(&orphan_sync(&base, handed, 64 * 1024, add_goal))
+        .send(&orphan_sync(&base, copy, 64 * 1024, add_goal))
         .await;
     assert!(
         wait_for_error(&mut consulent, "may not change").await,
@@ -300,6 +302,111 @@ async fn moved_plan_carries_no_history() {
             );
         }
     }
+}
+
+/// Every state a document's history can be forked at, as JSON text: what anyone
+/// holding the document can read, now or from its history.
+fn readable_history(doc: &Automerge) -> String {
+    let mut all = serde_json::to_string(&automerge::AutoSerde::from(doc)).expect("json");
+    for change in doc.get_changes(&[]) {
+        if let Ok(earlier) = doc.fork_at(&[change.hash()]) {
+            let json = serde_json::to_string(&automerge::AutoSerde::from(&earlier));
+            all.push_str(&json.expect("json"));
+        }
+    }
+    all
+}
+
+/// Item 5: a contact note deleted before the hand-over cannot be read from anything
+/// the consulent receives: not from its copy's history, and the plan itself (which has
+/// the note in its history) is unavailable to it even by id. What the consulent does
+/// get is the plan's current state, and the team's later edits.
+#[tokio::test]
+async fn hand_over_gives_the_consulent_no_history() {
+    const NOTE: &str = "Huisbezoek: vermoeden van huiselijk geweld, niet delen";
+    let fx = Fixture::new();
+    let t = fx.seed();
+    fx.admin(&["user", "add", "consulent-1"]);
+    fx.admin(&["grant", "consulent-1", "consulent"]);
+    let consulent_token = fx.token("consulent-1");
+    let server = fx.start(&[]);
+    let mut prof = Client::connect("prof", &server.url(), &t.prof_noord)
+        .await
+        .expect("prof");
+    let plan = prof.create_plan("noord", "HH-O5").await;
+    prof.edit(plan, |d| {
+        let date = schema::Date::from_ymd(2028, 3, 14).expect("date");
+        schema::update::<Plan>(d, |p| {
+            p.contacts
+                .push(ContactMoment::new(date, ContactKind::Huisbezoek, NOTE))
+        })
+        .expect("edit");
+    })
+    .await;
+    assert!(prof.sync_acked(plan).await);
+    // The note is deleted, then the plan is handed over.
+    prof.edit(plan, |d| {
+        schema::update::<Plan>(d, |p| p.contacts.clear()).expect("edit");
+        add_goal(d, "Maatwerk: begeleiding thuis");
+    })
+    .await;
+    assert!(prof.sync_acked(plan).await);
+    prof.edit(plan, |d| {
+        schema::update::<Plan>(d, |p| p.handover.requested = true).expect("edit");
+    })
+    .await;
+    assert!(prof.sync_acked(plan).await);
+    assert!(
+        readable_history(&prof.docs[&plan]).contains(NOTE),
+        "control"
+    );
+
+    // Everything the consulent is offered, and the plan's id on top.
+    let mut consulent = Client::connect("gemeente", &server.url(), &consulent_token)
+        .await
+        .expect("consulent");
+    let offered = buurtsync_e2e::http::listed(server.addr, &consulent_token).await;
+    assert_eq!(offered.len(), 1, "{offered:?}");
+    let mut received = Vec::new();
+    for id in offered.iter().copied().chain([plan]) {
+        if consulent.fetch(id).await {
+            received.push(id);
+        }
+    }
+    assert!(!received.is_empty(), "the consulent received nothing");
+    for id in &received {
+        let doc = &consulent.docs[id];
+        let current = Plan::read(doc).expect("a plan");
+        assert!(current.handover.requested);
+        assert_eq!(
+            current.goals[0].description.as_str(),
+            "Maatwerk: begeleiding thuis"
+        );
+        assert!(
+            !readable_history(doc).contains(NOTE),
+            "the note deleted before the hand-over is readable from {id}, which the consulent received"
+        );
+    }
+    assert!(
+        !received.contains(&plan),
+        "the consulent received the plan itself"
+    );
+
+    // While the hand-over lasts the consulent follows the plan's current state.
+    let copy = received[0];
+    prof.edit(plan, |d| add_goal(d, "Na de overdracht")).await;
+    assert!(prof.sync_acked(plan).await);
+    let followed = consulent
+        .pump_until(WAIT, |c| {
+            Plan::read(&c.docs[&copy]).is_ok_and(|p| {
+                p.goals
+                    .iter()
+                    .any(|g| g.description.as_str() == "Na de overdracht")
+            })
+        })
+        .await;
+    assert!(followed, "a later edit did not reach the consulent's copy");
+    assert!(!readable_history(&consulent.docs[&copy]).contains(NOTE));
 }
 
 /// Item 10: a denied peer's `request` for a stored plan is decided from the catalog:

@@ -28,7 +28,7 @@ async fn list(addr: std::net::SocketAddr, token: &str, query: &str) -> Vec<Strin
 }
 
 /// The listing obeys the access policy: volunteers get no plan ids, other wijken get
-/// nothing, a consulent only handed-over plans; filters and the `since` cursor work.
+/// nothing, a consulent only hand-over copies; filters and the `since` cursor work.
 #[tokio::test]
 async fn listing_obeys_the_access_policy() {
     let fx = Fixture::new();
@@ -85,7 +85,16 @@ async fn listing_obeys_the_access_policy() {
     })
     .await;
     assert!(prof.sync_acked(plan).await);
-    assert_eq!(list(addr, &consulent, "").await, vec![plan_s]);
+    // The consulent is listed the plan's hand-over copy, never the plan (issue 16,
+    // item 5); the team is listed the plan, never the copy.
+    let copies = list(addr, &consulent, "").await;
+    assert_eq!(copies.len(), 1, "{copies:?}");
+    assert_ne!(copies[0], plan_s);
+    assert_eq!(
+        list(addr, &t.prof_noord, "?kind=plan").await,
+        vec![plan_s],
+        "the team was listed the hand-over copy"
+    );
 
     let (status, _) = http::request(addr, "GET", "/api/v1/documents", None, None).await;
     assert_eq!(status, 401);
@@ -138,7 +147,7 @@ fn ids(docs: &[(String, i64)]) -> Vec<String> {
 }
 
 /// `since` returns only documents created or handed over at or after it (per reader:
-/// a consulent gets the newly handed-over plan, a volunteer no plans), the full
+/// a consulent gets the new hand-over copy, a volunteer no plans), the full
 /// listing still returns everything readable, and `cursor` is never after `now`.
 #[tokio::test]
 async fn incremental_listing_returns_what_changed_since_the_cursor() {
@@ -198,11 +207,13 @@ async fn incremental_listing_returns_what_changed_since_the_cursor() {
     let mut expected = vec![old_plan.to_string(), new_plan.to_string()];
     expected.sort();
     assert_eq!(ids(&listing(addr, &t.prof_noord, &query).await.0), expected);
+    let copies = ids(&listing(addr, &consulent, &query).await.0);
     assert_eq!(
-        ids(&listing(addr, &consulent, &query).await.0),
-        vec![old_plan.to_string()],
-        "the consulent's incremental listing lacks the newly handed-over plan"
+        copies.len(),
+        1,
+        "the consulent's incremental listing lacks the new hand-over copy"
     );
+    assert_ne!(copies[0], old_plan.to_string());
     assert!(
         listing(addr, &t.vol_noord, &query).await.0.is_empty(),
         "a volunteer's listing named plans"

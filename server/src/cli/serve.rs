@@ -209,6 +209,7 @@ async fn seed_samples(
             partition,
             created_at: crate::store::now(),
             created_by: "demo".into(),
+            handover_of: None,
         };
         store
             .documents()

@@ -123,9 +123,16 @@ impl Audit<'_> {
         Ok(check.finish())
     }
 
-    /// One document's entries in `seq` order: "who looked at my file".
+    /// One document's entries in `seq` order, with those of its hand-over copies, live
+    /// or erased (a consulent reads a plan through its copy): "who looked at my file".
     pub async fn for_document(self, doc: &str) -> Result<Vec<AuditEntry>, Error> {
-        let sql = format!("SELECT {COLUMNS} FROM audit_log WHERE document = $1 ORDER BY seq");
+        let sql = format!(
+            "SELECT {COLUMNS} FROM audit_log WHERE document IN (
+                 SELECT $1
+                 UNION SELECT id FROM documents WHERE handover_of = $1
+                 UNION SELECT doc_id FROM tombstones WHERE handover_of = $1)
+             ORDER BY seq"
+        );
         with_pool!(self.0.pool(), p => {
             let rows = sqlx::query(&sql).bind(doc).fetch_all(p).await?;
             rows.iter()

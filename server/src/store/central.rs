@@ -48,10 +48,10 @@ impl Central<'_> {
     pub async fn changes_after(self, after: i64, limit: i64) -> Result<Vec<FeedRow>, Error> {
         let rows: Vec<FeedTuple> = with_pool!(self.0.pool(), p => sqlx::query_as(
             "SELECT change_seq, id, kind, wijk_id, created_at, updated_at, FALSE AS erased
-               FROM documents WHERE change_seq > $1
+               FROM documents WHERE change_seq > $1 AND handover_of IS NULL
              UNION ALL
              SELECT change_seq, doc_id, kind, wijk_id, NULL, erased_at, TRUE
-               FROM tombstones WHERE change_seq > $2
+               FROM tombstones WHERE change_seq > $2 AND handover_of IS NULL
              ORDER BY change_seq LIMIT $3",
         )
         .bind(after)

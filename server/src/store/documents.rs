@@ -34,6 +34,20 @@ pub struct CatalogEntry {
     pub partition: Partition,
     pub created_at: i64,
     pub created_by: String,
+    /// For a plan's hand-over copy (issue 16, item 5): the plan it copies. Fixed at
+    /// creation like the partition; the policy lets only a consulent read a copy.
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "ser_display_opt"
+    )]
+    pub handover_of: Option<DocumentId>,
+}
+
+fn ser_display_opt<S: serde::Serializer>(v: &Option<DocumentId>, s: S) -> Result<S::Ok, S::Error> {
+    match v {
+        Some(id) => s.collect_str(id),
+        None => s.serialize_none(),
+    }
 }
 
 fn ser_display<S: serde::Serializer>(v: &DocumentId, s: S) -> Result<S::Ok, S::Error> {
@@ -79,10 +93,15 @@ pub struct Tombstone {
     pub erased_by: String,
 }
 
-pub(super) type CatalogRow = (String, String, i64, String);
+/// The catalog columns `kind, wijk_id, created_at, created_by, handover_of`.
+pub(super) type CatalogRow = (String, String, i64, String, Option<String>);
 
 pub(super) fn entry_from_row(id: DocumentId, row: CatalogRow) -> Result<CatalogEntry, Error> {
-    let (kind, wijk, created_at, created_by) = row;
+    let (kind, wijk, created_at, created_by, handover_of) = row;
+    let handover_of = handover_of
+        .map(|plan| plan.parse::<DocumentId>())
+        .transpose()
+        .map_err(|e| Error::Corrupt(format!("document {id}: handover_of: {e}")))?;
     Ok(CatalogEntry {
         id,
         partition: Partition {
@@ -93,8 +112,12 @@ pub(super) fn entry_from_row(id: DocumentId, row: CatalogRow) -> Result<CatalogE
         },
         created_at,
         created_by,
+        handover_of,
     })
 }
+
+/// A catalog row with its id and hand-over flag, as `list_catalog` reads it.
+type CatalogListRow = (String, String, String, i64, String, bool, Option<String>);
 
 /// The PostgreSQL advisory lock key of a document's chunks (its id folded to 64 bits).
 fn lock_key(id: &DocumentId) -> i64 {
@@ -222,7 +245,7 @@ impl Documents<'_> {
         with_pool!(self.0.pool(), p => {
             let mut tx = p.begin().await?;
             let inserted = sqlx::query(
-                "INSERT INTO documents (id, kind, wijk_id, created_at, created_by, heads, access_changed_at) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                "INSERT INTO documents (id, kind, wijk_id, created_at, created_by, heads, access_changed_at, handover_of) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
             )
             .bind(&doc)
             .bind(entry.partition.kind.as_str())
@@ -231,6 +254,7 @@ impl Documents<'_> {
             .bind(&entry.created_by)
             .bind(heads.map(heads_text))
             .bind(now())
+            .bind(entry.handover_of.map(|plan| plan.to_string()))
             .execute(&mut *tx)
             .await
             .map(|_| ());
@@ -246,7 +270,7 @@ impl Documents<'_> {
     /// The catalog row of a document, if it exists.
     pub async fn catalog(self, id: &DocumentId) -> Result<Option<CatalogEntry>, Error> {
         let row: Option<CatalogRow> = with_pool!(self.0.pool(), p => sqlx::query_as(
-            "SELECT kind, wijk_id, created_at, created_by FROM documents WHERE id = $1"
+            "SELECT kind, wijk_id, created_at, created_by, handover_of FROM documents WHERE id = $1"
         )
         .bind(id.to_string())
         .fetch_optional(p)
@@ -269,6 +293,21 @@ impl Documents<'_> {
         Ok(())
     }
 
+    /// The hand-over copy of `plan`, if it has one (at most one at a time: a copy is
+    /// made when the plan is handed over and erased when that is withdrawn).
+    pub async fn handover_copy_of(self, plan: &DocumentId) -> Result<Option<DocumentId>, Error> {
+        let found: Option<String> = with_pool!(self.0.pool(), p => sqlx::query_scalar(
+            "SELECT id FROM documents WHERE handover_of = $1 ORDER BY created_at LIMIT 1",
+        )
+        .bind(plan.to_string())
+        .fetch_optional(p)
+        .await)?;
+        found
+            .map(|id| id.parse())
+            .transpose()
+            .map_err(|e| Error::Corrupt(format!("hand-over copy of {plan}: {e}")))
+    }
+
     /// Catalog rows with their hand-over flag, optionally of one wijk and/or kind,
     /// created at or after `since` (unix seconds), oldest first.
     pub async fn list_catalog(
@@ -277,8 +316,8 @@ impl Documents<'_> {
         kind: Option<DocumentKind>,
         since: i64,
     ) -> Result<Vec<(CatalogEntry, bool)>, Error> {
-        let rows: Vec<(String, String, String, i64, String, bool)> = with_pool!(self.0.pool(), p => sqlx::query_as(
-            "SELECT id, kind, wijk_id, created_at, created_by, handed_over FROM documents
+        let rows: Vec<CatalogListRow> = with_pool!(self.0.pool(), p => sqlx::query_as(
+            "SELECT id, kind, wijk_id, created_at, created_by, handed_over, handover_of FROM documents
              WHERE ($1 IS NULL OR wijk_id = $1) AND ($2 IS NULL OR kind = $2) AND created_at >= $3
              ORDER BY created_at, id",
         )
@@ -288,13 +327,16 @@ impl Documents<'_> {
         .fetch_all(p)
         .await)?;
         rows.into_iter()
-            .map(|(id, kind, wijk, created_at, created_by, handed_over)| {
-                let id = id
-                    .parse()
-                    .map_err(|e| Error::Corrupt(format!("catalog id {id:?}: {e}")))?;
-                let entry = entry_from_row(id, (kind, wijk, created_at, created_by))?;
-                Ok((entry, handed_over))
-            })
+            .map(
+                |(id, kind, wijk, created_at, created_by, handed_over, handover_of)| {
+                    let id = id
+                        .parse()
+                        .map_err(|e| Error::Corrupt(format!("catalog id {id:?}: {e}")))?;
+                    let entry =
+                        entry_from_row(id, (kind, wijk, created_at, created_by, handover_of))?;
+                    Ok((entry, handed_over))
+                },
+            )
             .collect()
     }
 
@@ -542,6 +584,11 @@ impl Documents<'_> {
     ) -> Result<Tombstone, Error> {
         let doc = id.to_string();
         let shared = self.0.is_shared();
+        // A plan's hand-over copy goes with it (and first: the copy holds nothing the
+        // plan does not).
+        if let Some(copy) = self.handover_copy_of(id).await? {
+            Box::pin(self.erase_with(&copy, by, journal)).await?;
+        }
         let tombstone = match self.catalog(id).await? {
             Some(entry) => {
                 let erased_at = now();
@@ -569,8 +616,8 @@ impl Documents<'_> {
                         .await?;
                     let seq = Engine::next_change_seq(&mut tx).await?;
                     sqlx::query(
-                        "INSERT INTO tombstones (doc_id, kind, wijk_id, erased_at, erased_by, change_seq)
-                         VALUES ($1, $2, $3, $4, $5, $6)",
+                        "INSERT INTO tombstones (doc_id, kind, wijk_id, erased_at, erased_by, change_seq, handover_of)
+                         VALUES ($1, $2, $3, $4, $5, $6, $7)",
                     )
                     .bind(&doc)
                     .bind(entry.partition.kind.as_str())
@@ -578,6 +625,7 @@ impl Documents<'_> {
                     .bind(erased_at)
                     .bind(by)
                     .bind(seq)
+                    .bind(entry.handover_of.map(|plan| plan.to_string()))
                     .execute(&mut *tx)
                     .await?;
                     sqlx::query("INSERT INTO access_changes (at, what) VALUES ($1, 'erase')")

@@ -12,24 +12,23 @@ use super::documents::{entry_from_row, CatalogRow};
 use super::{with_pool, CatalogEntry};
 use crate::error::Error;
 
-/// A catalog row with the hand-over flag and `access_changed_at`, as the listing reads it.
-type ListingRow = (String, String, String, i64, String, bool, i64);
+/// A catalog row with `handover_of` and `access_changed_at`, as the listing reads it.
+type ListingRow = (String, String, String, i64, String, Option<String>, i64);
 
-const COLUMNS: &str = "id, kind, wijk_id, created_at, created_by, handed_over, access_changed_at";
+const COLUMNS: &str = "id, kind, wijk_id, created_at, created_by, handover_of, access_changed_at";
 
 /// One document of a listing.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Listed {
+    /// The catalog row (`handover_of` set for a hand-over copy, which the policy needs).
     pub entry: CatalogEntry,
-    /// The committed hand-over flag (the policy needs it for a consulent).
-    pub handed_over: bool,
-    /// When its creation or hand-over flag last changed (unix seconds).
+    /// When it was created, or its hand-over flag last changed (unix seconds).
     pub changed_at: i64,
 }
 
 impl Documents<'_> {
-    /// Catalog rows (with their hand-over flag) in `scope`, optionally of one wijk
-    /// and/or kind, whose creation or hand-over flag changed at or after `since`
+    /// Catalog rows in `scope`, optionally of one wijk and/or kind, whose creation or
+    /// hand-over flag changed at or after `since`
     /// (unix seconds; 0 for all), oldest first, each once. The caller still applies
     /// the policy per row.
     pub async fn list_readable(
@@ -55,14 +54,13 @@ impl Documents<'_> {
                 .await)?;
             rows.extend(found);
         }
-        if scope.handed_over_plans && kind.is_none_or(|k| k == DocumentKind::Plan) {
+        if scope.handover_copies && kind.is_none_or(|k| k == DocumentKind::Plan) {
             let sql = format!(
                 "SELECT {COLUMNS} FROM documents
-                 WHERE handed_over = $1 AND kind = $2 AND access_changed_at >= $3
-                   AND ($4 IS NULL OR wijk_id = $4)"
+                 WHERE handover_of IS NOT NULL AND kind = $1 AND access_changed_at >= $2
+                   AND ($3 IS NULL OR wijk_id = $3)"
             );
             let found: Vec<ListingRow> = with_pool!(self.0.pool(), p => sqlx::query_as(&sql)
-                .bind(true)
                 .bind(DocumentKind::Plan.as_str())
                 .bind(since)
                 .bind(wijk.map(WijkId::as_str))
@@ -75,14 +73,13 @@ impl Documents<'_> {
         rows.sort_by(|a, b| (a.3, &a.0).cmp(&(b.3, &b.0)));
         rows.into_iter()
             .map(
-                |(id, kind, wijk, created_at, created_by, handed_over, changed_at)| {
+                |(id, kind, wijk, created_at, created_by, handover_of, changed_at)| {
                     let id = id
                         .parse()
                         .map_err(|e| Error::Corrupt(format!("catalog id {id:?}: {e}")))?;
-                    let row: CatalogRow = (kind, wijk, created_at, created_by);
+                    let row: CatalogRow = (kind, wijk, created_at, created_by, handover_of);
                     Ok(Listed {
                         entry: entry_from_row(id, row)?,
-                        handed_over,
                         changed_at,
                     })
                 },

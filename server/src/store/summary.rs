@@ -1,5 +1,6 @@
 //! The catalog facts a connect-time summary is answered from, for many documents in
-//! one query: partition and hand-over flag (what the access policy needs) and the
+//! one query: partition and whether it is a hand-over copy (what the access policy
+//! needs) and the
 //! committed heads, so "is this device in sync?" never loads a document.
 
 use std::collections::HashMap;
@@ -14,7 +15,8 @@ use crate::error::Error;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SummaryFacts {
     pub partition: Partition,
-    pub handed_over: bool,
+    /// A plan's hand-over copy (`handover_of` is set).
+    pub handover_copy: bool,
     /// The catalog's `heads` column (see `documents::heads_text`); `None`: unknown.
     pub heads: Option<String>,
 }
@@ -46,7 +48,7 @@ impl Summary<'_> {
         let rows: Vec<Row> = match self.0.pool() {
             Pool::Sqlite(p) => {
                 sqlx::query_as(
-                    "SELECT id, kind, wijk_id, handed_over, heads FROM documents
+                    "SELECT id, kind, wijk_id, handover_of IS NOT NULL, heads FROM documents
                      WHERE id IN (SELECT value FROM json_each($1))",
                 )
                 .bind(serde_json::Value::from(list).to_string())
@@ -54,14 +56,14 @@ impl Summary<'_> {
                 .await?
             }
             Pool::Postgres(p) => sqlx::query_as(
-                "SELECT id, kind, wijk_id, handed_over, heads FROM documents WHERE id = ANY($1)",
+                "SELECT id, kind, wijk_id, handover_of IS NOT NULL, heads FROM documents WHERE id = ANY($1)",
             )
             .bind(list)
             .fetch_all(p)
             .await?,
         };
         rows.into_iter()
-            .map(|(id, kind, wijk, handed_over, heads)| {
+            .map(|(id, kind, wijk, handover_copy, heads)| {
                 let doc: DocumentId = id
                     .parse()
                     .map_err(|e| Error::Corrupt(format!("catalog id {id:?}: {e}")))?;
@@ -76,7 +78,7 @@ impl Summary<'_> {
                     doc,
                     SummaryFacts {
                         partition,
-                        handed_over,
+                        handover_copy,
                         heads,
                     },
                 ))

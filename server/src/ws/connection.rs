@@ -423,7 +423,7 @@ impl Connection {
         };
         let doc_facts = policy::DocFacts {
             partition: &f.partition,
-            handed_over: f.handed_over,
+            handover_copy: f.handover_copy,
         };
         match policy::decide(&self.principal, doc_facts, Access::Read) {
             Ok(()) => Ok(false),
@@ -613,7 +613,7 @@ impl Connection {
                     Some(entry) => entry.facts(),
                     None => policy::DocFacts {
                         partition: &f.partition,
-                        handed_over: f.handed_over,
+                        handover_copy: f.handover_copy,
                     },
                 },
                 committed_heads: f.heads.as_deref(),
@@ -762,7 +762,7 @@ impl Connection {
                     Some(entry) => entry.facts(),
                     None => policy::DocFacts {
                         partition: &f.partition,
-                        handed_over: f.handed_over,
+                        handover_copy: f.handover_copy,
                     },
                 };
                 policy::decide(&self.principal, doc_facts, Access::Read).is_ok()

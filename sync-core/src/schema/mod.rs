@@ -117,7 +117,7 @@ pub(crate) use read::{hydrate_with_schema, schema_enum};
 pub use validate::{validate, validate_changes};
 pub(crate) use write::keyed_by_id;
 pub(crate) use write::*;
-pub use write::{current_state_only, new_document, update};
+pub use write::{current_state_only, mirror_current_state, new_document, update};
 
 /// Builders for documents written with raw automerge calls, as a JavaScript client would.
 #[cfg(test)]
@@ -182,7 +182,7 @@ mod tests {
     use super::testing::{activiteit, meta, plan, raw_doc};
     use super::*;
     use automerge::transaction::{Transactable, Transaction};
-    use automerge::{AutomergeError, ObjType, ROOT};
+    use automerge::{Automerge, AutomergeError, ObjType, ROOT};
 
     type Build = fn(&mut Transaction<'_>) -> Result<(), AutomergeError>;
 
@@ -386,6 +386,69 @@ mod tests {
             Ok(copy) => assert!(validate(&copy).is_ok()),
             Err(e) => assert!(matches!(e, SchemaError::Write(_)), "{e:?}"),
         }
+    }
+
+    /// Everything a document's history holds as text (every state at every change),
+    /// for "was this ever readable from it?".
+    fn every_state(doc: &Automerge) -> String {
+        let mut all = String::new();
+        for change in doc.get_changes(&[]) {
+            if let Ok(earlier) = doc.fork_at(&[change.hash()]) {
+                let json = serde_json::to_string(&automerge::AutoSerde::from(&earlier));
+                all.push_str(&json.expect("json"));
+            }
+        }
+        all
+    }
+
+    fn json(doc: &Automerge) -> serde_json::Value {
+        serde_json::to_value(automerge::AutoSerde::from(doc)).expect("json")
+    }
+
+    /// A hand-over copy starts from the current state only and follows later edits of
+    /// every kind (text, lists shrinking and growing, scalars, removed keys) to equal
+    /// the source; what was deleted before the copy never enters it.
+    #[test]
+    fn a_mirrored_copy_equals_the_source_without_its_earlier_history() {
+        let wijk = crate::partition::WijkId::new("noord").expect("wijk");
+        let date = Date::from_ymd(2028, 3, 1).expect("date");
+        let mut plan = Plan::new(wijk, "HH");
+        plan.goals.push(Goal::new(Leefdomein::Wonen, "woning"));
+        plan.goals
+            .push(Goal::new(Leefdomein::Financien, "schulden"));
+        plan.contacts.push(ContactMoment::new(
+            date.clone(),
+            ContactKind::Huisbezoek,
+            "GEHEIME NOTITIE",
+        ));
+        let mut source = new_document(&plan).expect("doc");
+        update::<Plan>(&mut source, |p| p.contacts.clear()).expect("delete the note");
+        let mut copy = current_state_only(&source).expect("copy");
+        assert_eq!(json(&copy), json(&source));
+        assert!(!mirror_current_state(&source, &mut copy).expect("mirror"));
+        // Later edits: a text change with non-ASCII, a goal removed at the front, new
+        // items at the end, a scalar set.
+        update::<Plan>(&mut source, |p| {
+            p.goals.remove(0);
+            p.goals[0] = Goal::new(Leefdomein::Financien, "schulden → budgetcoach ✓");
+            p.goals.push(Goal::new(Leefdomein::Gezondheid, "huisarts"));
+            p.contacts.push(ContactMoment::new(
+                date.clone(),
+                ContactKind::Telefoon,
+                "gebeld",
+            ));
+            p.status = PlanStatus::Intake;
+        })
+        .expect("edit");
+        assert!(mirror_current_state(&source, &mut copy).expect("mirror"));
+        assert_eq!(json(&copy), json(&source));
+        assert!(validate(&copy).is_ok());
+        assert!(!mirror_current_state(&source, &mut copy).expect("mirror"));
+        assert!(
+            !every_state(&copy).contains("GEHEIME NOTITIE"),
+            "the note deleted before the copy is in its history"
+        );
+        assert!(every_state(&source).contains("GEHEIME NOTITIE"));
     }
 
     /// Quoted client data in error messages is cut short.

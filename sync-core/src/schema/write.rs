@@ -1,4 +1,5 @@
-//! Writing documents: [`new_document`], [`current_state_only`] and [`update`], and the
+//! Writing documents: [`new_document`], [`current_state_only`], [`mirror_current_state`]
+//! and [`update`], and the
 //! small `Reconcile` helpers that keep each struct's `Reconcile` a list of its fields.
 
 use std::borrow::Cow;
@@ -91,6 +92,193 @@ pub fn current_state_only(doc: &Automerge) -> Result<Automerge, SchemaError> {
     tx.commit();
     validate(&out)?;
     Ok(out)
+}
+
+/// Makes `copy`'s current state equal to `source`'s, as one change of plain edits
+/// (puts, inserts, deletes, text diffs), and copies none of `source`'s history: what
+/// `source` held before and no longer holds never enters `copy`. Items equal at the
+/// start and end of a list are left alone. Returns whether `copy` changed. A result
+/// [`validate`] refuses is rolled back and returned as the error.
+///
+/// Keeps a plan's hand-over copy up to date (the server, issue 16 item 5): the copy
+/// started as [`current_state_only`] and follows the plan's later states.
+pub fn mirror_current_state(source: &Automerge, copy: &mut Automerge) -> Result<bool, SchemaError> {
+    let before = copy.get_heads();
+    let mut tx = copy.transaction();
+    mirror::object(
+        source,
+        &automerge::ROOT,
+        &mut tx,
+        &automerge::ROOT,
+        ObjType::Map,
+    )
+    .map_err(|e| SchemaError::Write(format!("mirroring the current state: {e}")))?;
+    if automerge::transaction::Transactable::pending_ops(&tx) == 0 {
+        tx.rollback();
+        return Ok(false);
+    }
+    tx.commit();
+    if let Err(e) = validate(copy) {
+        crate::guard::restore(copy, &before);
+        return Err(e);
+    }
+    Ok(true)
+}
+
+/// The recursive walk of [`mirror_current_state`].
+mod mirror {
+    use automerge::transaction::{Transactable, Transaction};
+    use automerge::{Automerge, AutomergeError, ObjId, ObjType, Prop, ReadDoc, Value};
+
+    /// Makes the object `to` (of the same type as `from`) equal to `from`.
+    pub(super) fn object(
+        source: &Automerge,
+        from: &ObjId,
+        tx: &mut Transaction<'_>,
+        to: &ObjId,
+        kind: ObjType,
+    ) -> Result<(), AutomergeError> {
+        match kind {
+            ObjType::Text => {
+                let want = source.text(from)?;
+                if tx.text(to)? != want {
+                    tx.update_text(to, want)?;
+                }
+            }
+            ObjType::Map | ObjType::Table => {
+                let keys: Vec<String> = source.keys(from).collect();
+                let stale: Vec<String> = tx.keys(to).filter(|k| !keys.contains(k)).collect();
+                for key in stale {
+                    tx.delete(to, key.as_str())?;
+                }
+                for key in keys {
+                    let want = source.get(from, key.as_str())?;
+                    let have = owned(tx.get(to, key.as_str())?);
+                    set(source, want, tx, to, Prop::Map(key), have)?;
+                }
+            }
+            ObjType::List => {
+                let (n_from, n_to) = (source.length(from), tx.length(to));
+                let shorter = n_from.min(n_to);
+                let mut head = 0;
+                while head < shorter && same_at(source, from, head, tx, to, head)? {
+                    head += 1;
+                }
+                let mut tail = 0;
+                while tail < shorter - head
+                    && same_at(source, from, n_from - 1 - tail, tx, to, n_to - 1 - tail)?
+                {
+                    tail += 1;
+                }
+                let (mid_from, mid_to) = (n_from - head - tail, n_to - head - tail);
+                for i in head..head + mid_from.min(mid_to) {
+                    let want = source.get(from, i)?;
+                    let have = owned(tx.get(to, i)?);
+                    set(source, want, tx, to, Prop::Seq(i), have)?;
+                }
+                for _ in mid_from..mid_to {
+                    tx.delete(to, head + mid_from)?;
+                }
+                for i in head + mid_to..head + mid_from {
+                    match source.get(from, i)? {
+                        Some((Value::Object(kind), id)) => {
+                            let child = tx.insert_object(to, i, kind)?;
+                            object(source, &id, tx, &child, kind)?;
+                        }
+                        Some((Value::Scalar(v), _)) => tx.insert(to, i, v.into_owned())?,
+                        None => {}
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    type Found<'a> = Option<(Value<'a>, ObjId)>;
+
+    /// A value read from the copy, detached from the transaction that is about to write.
+    fn owned(found: Found<'_>) -> Found<'static> {
+        found.map(|(v, id)| (v.into_owned(), id))
+    }
+
+    /// Writes `want` at `prop` of `to`, where `have` is (unless it is equal already).
+    fn set(
+        source: &Automerge,
+        want: Found<'_>,
+        tx: &mut Transaction<'_>,
+        to: &ObjId,
+        prop: Prop,
+        have: Found<'_>,
+    ) -> Result<(), AutomergeError> {
+        match (want, have) {
+            (None, Some(_)) => tx.delete(to, prop)?,
+            (None, None) => {}
+            (Some((Value::Scalar(a), _)), Some((Value::Scalar(b), _))) if a == b => {}
+            (Some((Value::Scalar(a), _)), _) => tx.put(to, prop, a.into_owned())?,
+            (Some((Value::Object(a), from)), Some((Value::Object(b), into))) if a == b => {
+                object(source, &from, tx, &into, a)?;
+            }
+            (Some((Value::Object(kind), from)), _) => {
+                let child = tx.put_object(to, prop, kind)?;
+                object(source, &from, tx, &child, kind)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Is item `i` of list `from` deeply equal to item `j` of list `to`?
+    fn same_at(
+        source: &Automerge,
+        from: &ObjId,
+        i: usize,
+        tx: &Transaction<'_>,
+        to: &ObjId,
+        j: usize,
+    ) -> Result<bool, AutomergeError> {
+        let (a, b) = (source.get(from, i)?, tx.get(to, j)?);
+        same(source, a, tx, b)
+    }
+
+    fn same(
+        source: &Automerge,
+        a: Found<'_>,
+        tx: &Transaction<'_>,
+        b: Found<'_>,
+    ) -> Result<bool, AutomergeError> {
+        Ok(match (a, b) {
+            (None, None) => true,
+            (Some((Value::Scalar(x), _)), Some((Value::Scalar(y), _))) => x == y,
+            (Some((Value::Object(x), from)), Some((Value::Object(y), to))) if x == y => match x {
+                ObjType::Text => source.text(&from)? == tx.text(&to)?,
+                ObjType::List => {
+                    let n = source.length(&from);
+                    if n != tx.length(&to) {
+                        return Ok(false);
+                    }
+                    for i in 0..n {
+                        if !same_at(source, &from, i, tx, &to, i)? {
+                            return Ok(false);
+                        }
+                    }
+                    true
+                }
+                ObjType::Map | ObjType::Table => {
+                    let keys: Vec<String> = source.keys(&from).collect();
+                    if keys != tx.keys(&to).collect::<Vec<_>>() {
+                        return Ok(false);
+                    }
+                    for key in keys {
+                        let (x, y) = (source.get(&from, key.as_str())?, tx.get(&to, key.as_str())?);
+                        if !same(source, x, tx, y)? {
+                            return Ok(false);
+                        }
+                    }
+                    true
+                }
+            },
+            _ => false,
+        })
+    }
 }
 
 /// Edits a typed document the way every client should: hydrate the current state, let
