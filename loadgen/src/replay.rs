@@ -14,7 +14,8 @@
 //!    valid against the server's state. Every connection answers a server message that
 //!    carries changes with the cheapest correct reply: "my heads are yours now"
 //!    (`heads` = `last_sync` = the server's heads, empty bloom), without applying
-//!    anything. No automerge work happens on the client: decoding the frame's heads
+//!    anything; and a message whose heads are ahead of what it holds but that carries
+//!    no changes with "I hold these heads", so the server sends what is missing. No automerge work happens on the client: decoding the frame's heads
 //!    and encoding a reply is all it does per delivery.
 //! 4. `drain`: after the last change is due, wait until every sent change is
 //!    committed and delivered (bounded), then stop.
@@ -203,6 +204,8 @@ struct Shared {
     /// Microseconds from the start of the window to the latest commit.
     last_commit_us: AtomicU64,
     rate: f64,
+    /// `BUURTSYNC_REPLAY_TRACE` set: print every sync frame received (debugging).
+    trace: bool,
     start: OnceLock<Instant>,
     probe: Probe,
 }
@@ -518,13 +521,31 @@ impl Conn {
                     self.unanswered = self.unanswered.saturating_sub(1);
                 }
                 let pos = shared.position(doc, &msg.heads);
-                shared.on_server_heads(doc, pos);
-                if msg.changes.is_empty() {
-                    return Ok(());
+                if shared.trace {
+                    eprintln!(
+                        "trace {} doc {doc} heads at {pos} changes {} have {:?}",
+                        self.me,
+                        msg.changes.len(),
+                        msg.have
+                            .iter()
+                            .map(|h| h.last_sync.len())
+                            .collect::<Vec<_>>()
+                    );
                 }
+                shared.on_server_heads(doc, pos);
                 let Some(held) = self.held.get_mut(&doc) else {
                     return Ok(());
                 };
+                if msg.changes.is_empty() {
+                    // The server is ahead but sent nothing (automerge-repo does this
+                    // after resetting a peer's session): say what we hold, so it sends
+                    // the rest. Otherwise we agree and there is nothing to say.
+                    if pos > *held {
+                        let heads = shared.heads_at(doc, *held);
+                        self.feed(shared, doc, heads).await?;
+                    }
+                    return Ok(());
+                }
                 if pos > *held {
                     let now = Instant::now();
                     let mut samples = Vec::new();
@@ -692,6 +713,7 @@ pub async fn replay(args: &ReplayArgs) -> Result<ReplayReport, Error> {
         held_back: AtomicU64::new(0),
         last_commit_us: AtomicU64::new(0),
         rate: args.rate,
+        trace: std::env::var_os("BUURTSYNC_REPLAY_TRACE").is_some(),
         start: OnceLock::new(),
         probe: Probe::default(),
         changes,
