@@ -83,7 +83,7 @@ cargo nextest run --workspace --no-fail-fast
 # Longer campaigns: scripts/fuzz.sh TARGET MINUTES (niced, minimises the corpus, saves
 # crashes to fuzz/regressions/TARGET/, prints runs and CPU seconds).
 step "fuzz targets (${FUZZ_SECONDS:-30}s each)"
-for target in codec apply stateful summary; do
+for target in codec apply stateful summary http; do
   scratch="$(mktemp -d)"
   # git keeps no empty folder: a target with no saved finding yet has none in a clone.
   mkdir -p "fuzz/regressions/$target"

@@ -10,10 +10,13 @@
 //!   message must leave no trace, not even in automerge's queue of changes waiting for
 //!   dependencies.
 //! - [`summary`]: the summary extension decoded and decided against invented catalogs.
+//! - [`http`]: the HTTP API's request parsing (listing, move, feed, aggregates, ids).
 
+mod http;
 mod stateful;
 mod summary;
 
+pub use http::http;
 pub use stateful::stateful;
 pub use summary::summary;
 

@@ -7,11 +7,11 @@
 
 use std::sync::Arc;
 
-use axum::extract::{Path, State};
+use axum::extract::{Path, RawQuery, State};
 use axum::Json;
-use serde::Deserialize;
 use serde_json::{json, Value};
-use sync_core::partition::{Partition, WijkId};
+use sync_core::api::{ListRequest, MoveBody, MoveRequest};
+use sync_core::partition::Partition;
 use sync_core::policy;
 use sync_core::protocol::DocumentId;
 use sync_core::schema::{self, Plan};
@@ -62,15 +62,6 @@ pub async fn me(
     })))
 }
 
-#[derive(Deserialize)]
-pub struct ListQuery {
-    pub wijk: Option<String>,
-    pub kind: Option<String>,
-    /// The `cursor` of an earlier listing (unix seconds): only documents created, or
-    /// whose hand-over flag changed, at or after it.
-    pub since: Option<i64>,
-}
-
 /// How far a listing's `cursor` lies before the listing itself: a creation or
 /// hand-over stamped just before a listing but committed just after it is still at or
 /// after the cursor, so the next listing returns it (at the price of repeating a few).
@@ -87,20 +78,20 @@ pub async fn list_documents(
         principal,
         token_id,
     }: Authenticated,
-    axum::extract::Query(query): axum::extract::Query<ListQuery>,
+    RawQuery(raw): RawQuery,
 ) -> Result<Json<Value>, Error> {
+    let query = ListRequest::parse_query(raw.as_deref().unwrap_or(""))?;
     let filter = list_filter(&query);
-    let wijk = query.wijk.map(WijkId::new).transpose()?;
-    let kind = query
-        .kind
-        .map(|k| k.parse::<sync_core::partition::DocumentKind>())
-        .transpose()
-        .map_err(sync_core::Error::from)?;
     let started = now();
     let scope = policy::read_scope(&principal);
     let rows = state
         .store
-        .list_readable(&scope, wijk.as_ref(), kind, query.since.unwrap_or(0))
+        .list_readable(
+            &scope,
+            query.wijk.as_ref(),
+            query.kind,
+            query.since.unwrap_or(0),
+        )
         .await?;
     let documents: Vec<Value> = rows
         .iter()
@@ -143,16 +134,15 @@ pub async fn list_documents(
     })))
 }
 
-/// A listing's filter as audit detail: `wijk=… kind=… since=…` (given parts only,
-/// each cut to 64 characters: it is the caller's text).
-fn list_filter(query: &ListQuery) -> String {
-    let cut = |s: &str| s.chars().take(64).collect::<String>();
+/// A listing's filter as audit detail: `wijk=… kind=… since=…` (given parts only; the
+/// request is checked, so each part is short and plain).
+fn list_filter(query: &ListRequest) -> String {
     let mut parts = Vec::new();
     if let Some(w) = &query.wijk {
-        parts.push(format!("wijk={}", cut(w)));
+        parts.push(format!("wijk={w}"));
     }
-    if let Some(k) = &query.kind {
-        parts.push(format!("kind={}", cut(k)));
+    if let Some(k) = query.kind {
+        parts.push(format!("kind={}", k.as_str()));
     }
     if let Some(since) = query.since {
         parts.push(format!("since={since}"));
@@ -164,16 +154,15 @@ fn list_filter(query: &ListQuery) -> String {
     }
 }
 
-#[derive(Deserialize)]
-pub struct MoveRequest {
-    /// The target wijk.
-    pub wijk: String,
-}
-
 /// `POST /api/v1/documents/{id}/move {"wijk": "…"}`: a coordinator moves a household
-/// plan to another wijk (verhuizing). The plan's current state becomes a new document
-/// in the target wijk's partition, and the old document is erased — devices of the old
-/// wijk are told to purge it. Partitions never change in place.
+/// plan to another wijk (verhuizing). The plan's current state — and nothing of its
+/// history — becomes a new document in the target wijk's partition, linked to the old
+/// one in the audit log, and the old document is erased: devices of the old wijk are
+/// told to purge it. Partitions never change in place.
+///
+/// Access is decided from the catalog before anything is loaded or decrypted, so a
+/// denied id costs what a missing one does. The move holds the old document's lock
+/// from its tombstone check to its erasure: concurrent moves of one plan make one copy.
 pub async fn move_document(
     State(state): State<Arc<AppState>>,
     Authenticated {
@@ -181,47 +170,33 @@ pub async fn move_document(
         token_id,
     }: Authenticated,
     Path(id): Path<String>,
-    Json(body): Json<MoveRequest>,
+    Json(body): Json<MoveBody>,
 ) -> Result<Json<Value>, Error> {
     let id: DocumentId = id.parse().map_err(|_| Error::NotFound("document".into()))?;
-    let target = WijkId::new(body.wijk)?;
-    let entry = state
-        .hub
-        .get(id)
-        .await?
-        .ok_or_else(|| Error::NotFound(format!("document {id}")))?;
+    let target = MoveRequest::try_from(body)?.wijk;
+    let not_found = || Error::NotFound(format!("document {id}"));
+    let old = state.store.catalog(&id).await?.ok_or_else(not_found)?;
     let device = format!("{token_id}/api");
-    if let Err(reason) = policy::may_move(&principal, &entry.catalog.partition) {
+    if let Err(reason) = policy::may_move(&principal, &old.partition) {
         tracing::info!(user = %principal.user_id, %id, %reason, "move denied");
         state
             .store
             .audit()
             .append(
                 &AuditEvent::new(&principal.user_id, &device, AuditAction::Denied)
-                    .on(&id, Some(&entry.catalog.partition))
+                    .on(&id, Some(&old.partition))
                     .with_detail(format!("move: {reason}")),
             )
             .await?;
-        drop(entry);
-        state.hub.release(id);
-        return Err(Error::NotFound(format!("document {id}")));
+        return Err(not_found());
     }
     if !state.store.accounts().wijk_exists(&target).await? {
         return Err(Error::Invalid(format!("unknown wijk {target}")));
     }
-    if target == entry.catalog.partition.wijk {
+    if target == old.partition.wijk {
         return Err(Error::Invalid("the plan is already in that wijk".into()));
     }
-    // The current state, history included, with meta.wijk set to the target: a new
-    // document (new id, new partition), never an in-place partition change.
-    let copy = {
-        let doc_state = state.hub.lock(&entry).await?;
-        let mut copy = doc_state.doc.fork();
-        schema::update::<Plan>(&mut copy, |plan| plan.meta.wijk = target.clone())
-            .map_err(sync_core::Error::from)?;
-        schema::validate(&copy).map_err(sync_core::Error::from)?;
-        copy
-    };
+    let entry = state.hub.get(id).await?.ok_or_else(not_found)?;
     let new_id = DocumentId::random();
     let old_partition = entry.catalog.partition.clone();
     let catalog = CatalogEntry {
@@ -233,29 +208,53 @@ pub async fn move_document(
         created_at: now(),
         created_by: principal.user_id.clone(),
     };
-    drop(entry);
     let new_partition = catalog.partition.clone();
-    state
-        .hub
-        .create(catalog, copy, (&principal.user_id, &device))
-        .await?;
-    state.store.erase(&id, &principal.user_id).await?;
-    state
-        .store
-        .audit()
-        .append_many(&[
+    {
+        // One move at a time per plan: a second move waits here, then finds the
+        // tombstone of the first.
+        let doc_state = state.hub.lock(&entry).await?;
+        if entry.is_erased() || state.store.tombstone(&id).await?.is_some() {
+            return Err(not_found());
+        }
+        // The current state only, as a new document without history, so deleted
+        // contact notes and earlier versions do not travel to the new wijk.
+        let mut copy =
+            schema::current_state_only(&doc_state.doc).map_err(sync_core::Error::from)?;
+        schema::update::<Plan>(&mut copy, |plan| plan.meta.wijk = target.clone())
+            .map_err(sync_core::Error::from)?;
+        schema::validate(&copy).map_err(sync_core::Error::from)?;
+        // The new document, its `create` entry and the `move` entry commit together.
+        let linked = [
             AuditEvent::new(&principal.user_id, &device, AuditAction::Move)
                 .on(&id, Some(&old_partition))
                 .with_detail(format!("to={new_id} wijk={target}")),
             AuditEvent::new(&principal.user_id, &device, AuditAction::Create)
                 .on(&new_id, Some(&new_partition))
                 .with_detail(format!("moved from {id}")),
-            AuditEvent::new(&principal.user_id, &device, AuditAction::Erase)
-                .on(&id, Some(&old_partition))
-                .with_detail("moved"),
-        ])
-        .await?;
-    state.hub.release(id);
+        ];
+        state
+            .hub
+            .create_with(
+                catalog,
+                copy,
+                (&principal.user_id, &device),
+                &linked,
+                Some(token_id.as_str()),
+            )
+            .await?;
+        state.store.erase(&id, &principal.user_id).await?;
+        state
+            .store
+            .audit()
+            .append(
+                &AuditEvent::new(&principal.user_id, &device, AuditAction::Erase)
+                    .on(&id, Some(&old_partition))
+                    .with_detail("moved"),
+            )
+            .await?;
+    }
+    drop(entry);
+    state.hub.erased(id);
     tracing::info!(user = %principal.user_id, old = %id, new = %new_id, wijk = %target, "plan moved");
     Ok(Json(json!({
         "old": id.to_string(),

@@ -41,6 +41,18 @@ pub enum Refusal {
     /// so creation attempts reveal nothing about other partitions.
     #[error("you may not create a document with this id in this partition")]
     NotPermitted,
+    /// Changes waiting for a missing dependency would take the document beyond
+    /// `max_document_bytes`: they are memory like any other, so they count.
+    #[error("changes waiting for missing dependencies would make the document larger than {limit} bytes; send the changes they depend on first")]
+    QueueTooLarge { limit: u64 },
+    /// Creation under an id that was erased or exists where this peer cannot read:
+    /// one wording for both.
+    #[error("document {0} cannot be stored under this id (it was erased or is taken); delete it from this device")]
+    IdNotFree(DocumentId),
+    /// A new document whose changes depend on changes not sent: the server holds
+    /// nothing of it, so nothing can be missing legitimately.
+    #[error("the changes depend on changes that were not sent; send the whole document")]
+    Incomplete,
 }
 
 impl Refusal {
@@ -52,6 +64,9 @@ impl Refusal {
             Refusal::MetaChanged { .. } => "meta-changed",
             Refusal::Schema(_) => "schema",
             Refusal::NotPermitted => "not-permitted",
+            Refusal::QueueTooLarge { .. } => "queue-too-large",
+            Refusal::Incomplete => "incomplete",
+            Refusal::IdNotFree(_) => "id-not-free",
         }
     }
 }
@@ -62,6 +77,10 @@ impl Refusal {
 pub struct Writer<'a> {
     pub principal: &'a Principal,
     pub device: &'a str,
+    /// The token id the connection authenticated with: nothing commits unless it is
+    /// still live inside the commit's transaction (revoked or expired: refused).
+    /// `None`: no token (tests).
+    pub token: Option<&'a str>,
 }
 
 impl Writer<'_> {
@@ -113,12 +132,23 @@ pub async fn apply(
             );
         }
     };
+    let stored_bytes = state.stored_bytes();
+    let limit = hub.max_document_bytes();
     // Applying and validating a large message is CPU work of milliseconds: keep it
     // off the reactor, so other connections' frames are not held up.
     let result = off_reactor(|| {
         engine.receive_checked(id, &mut state.doc, data, |doc, applied| {
+            // Runs for new heads and for changes queued behind a missing dependency
+            // alike: a reader cannot park bytes in memory either.
             if !may_write {
                 return Err(Refusal::NoWrite);
+            }
+            if stored_bytes.saturating_add(applied.queued_bytes) > limit {
+                return Err(Refusal::QueueTooLarge { limit });
+            }
+            if !applied.changed() {
+                // Only queued: nothing to read yet; checked when it applies.
+                return Ok(());
             }
             let meta = schema::meta::read_meta(doc)?;
             if meta.partition() != partition {
@@ -186,6 +216,7 @@ pub async fn apply(
             author,
             &events,
             flag_moves.then_some(handed_over),
+            writer.token,
         )
         .await;
     match committed {
@@ -213,6 +244,13 @@ pub async fn apply(
                     "document-too-large",
                     format!("document {id}: change rejected: {e}"),
                 )
+            } else if let Error::Unauthorized = e {
+                tracing::info!(user = %writer.principal.user_id, %id, "change rejected: token revoked or expired");
+                m::rejected("token-ended");
+                Outcome::refused(
+                    "token-ended",
+                    format!("document {id}: change rejected: token revoked or expired"),
+                )
             } else {
                 tracing::error!(%id, error = %e, "commit failed");
                 Outcome::refused(
@@ -236,8 +274,9 @@ pub async fn apply(
 pub enum Created {
     /// Committed and announced; the entry is loaded.
     Document(Arc<DocEntry>),
-    /// Nothing was stored. `erased`: the id was erased and the device should purge
-    /// it. `message` is the text for the peer.
+    /// Nothing was stored. `erased`: the id is not free (erased, or taken in a
+    /// partition the peer cannot read; the answer does not say which) and the device
+    /// should purge it. `message` is the text for the peer.
     Refused { erased: bool, message: String },
 }
 
@@ -275,6 +314,7 @@ pub async fn create(
             doc,
             (user, writer.device),
             std::slice::from_ref(&event),
+            writer.token,
         )
         .await
     {
@@ -285,14 +325,15 @@ pub async fn create(
             entry.announce();
             Created::Document(entry)
         }
-        Err(Error::Erased(_)) => {
-            // A stale device pushing an erased document: refuse and tell it to purge.
-            tracing::info!(%user, %id, "push of an erased document refused");
+        Err(Error::Erased(_) | Error::Conflict(_)) => {
+            // A stale device pushing an erased document, or an id that exists in a
+            // partition this peer may not read: one answer for both (and the device
+            // purges its copy), so creating reveals nothing of other partitions.
+            tracing::info!(%user, %id, "creation under an id that is not free refused");
+            m::rejected("id-not-free");
             Created::Refused {
                 erased: true,
-                message: format!(
-                    "document {id} was erased and cannot come back; delete it from this device"
-                ),
+                message: Refusal::IdNotFree(id).to_string(),
             }
         }
         Err(e @ Error::TooLarge { .. }) => {
@@ -302,10 +343,13 @@ pub async fn create(
                 message: format!("document {id}: change rejected: {e}"),
             }
         }
-        Err(Error::Conflict(_)) => Created::Refused {
-            erased: false,
-            message: format!("document {id}: change rejected: {}", Refusal::NotPermitted),
-        },
+        Err(Error::Unauthorized) => {
+            m::rejected("token-ended");
+            Created::Refused {
+                erased: false,
+                message: format!("document {id}: change rejected: token revoked or expired"),
+            }
+        }
         Err(e) => {
             tracing::error!(%id, error = %e, "creating document failed");
             Created::Refused {

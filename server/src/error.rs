@@ -38,6 +38,8 @@ pub enum Error {
     #[error(transparent)]
     Core(#[from] sync_core::Error),
     #[error(transparent)]
+    Request(#[from] sync_core::api::InvalidRequest),
+    #[error(transparent)]
     Wijk(#[from] sync_core::partition::InvalidWijkId),
     #[error("i/o: {0}")]
     Io(#[from] std::io::Error),
@@ -55,7 +57,7 @@ impl IntoResponse for Error {
             ),
             Error::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden"),
             Error::NotFound(_) | Error::Erased(_) => (StatusCode::NOT_FOUND, "not found"),
-            Error::Invalid(_) | Error::Core(_) | Error::Wijk(_) => {
+            Error::Invalid(_) | Error::Core(_) | Error::Wijk(_) | Error::Request(_) => {
                 (StatusCode::BAD_REQUEST, "bad request")
             }
             Error::Conflict(_) => (StatusCode::CONFLICT, "conflict"),

@@ -188,6 +188,9 @@ pub struct DocEntry {
     last_used: AtomicU64,
     /// The hub's watchers, told of every change like the subscribers.
     watchers: Arc<Watchers>,
+    /// Set when the document is erased ([`Hub::erased`]): connections holding this
+    /// entry close it at their next step and never serve it again.
+    erased: AtomicBool,
 }
 
 impl DocEntry {
@@ -200,7 +203,13 @@ impl DocEntry {
             handed_over,
             last_used: AtomicU64::new(0),
             watchers,
+            erased: AtomicBool::new(false),
         }
+    }
+
+    /// Was the document erased while loaded? Then it is served to nobody.
+    pub fn is_erased(&self) -> bool {
+        self.erased.load(Ordering::Acquire)
     }
 
     pub fn id(&self) -> DocumentId {
@@ -459,6 +468,12 @@ impl Hub {
         permit
     }
 
+    /// Largest stored size of a document (`Limits::max_document_bytes`); changes
+    /// queued behind a missing dependency count against it too (`commit::apply`).
+    pub fn max_document_bytes(&self) -> u64 {
+        self.max_document_bytes
+    }
+
     /// Stored bytes of the documents held in memory.
     pub fn cache_bytes(&self) -> u64 {
         self.cache_bytes.load(Ordering::Relaxed)
@@ -474,10 +489,57 @@ impl Hub {
     }
 
     /// The document, loading it from the store once however many ask at the same time.
-    /// `None` if the catalog does not know it.
+    /// `None` if the catalog does not know it, or it was erased: a copy already in
+    /// memory is served only after a tombstone check (another process may have erased
+    /// it since, and the access poll has not told us yet).
     pub async fn get(&self, id: DocumentId) -> Result<Option<Arc<DocEntry>>, Error> {
+        let found = self.get_loaded_or_load(id).await?;
+        let Some((entry, was_loaded)) = found else {
+            return Ok(None);
+        };
+        if entry.is_erased() {
+            return Ok(None);
+        }
+        if was_loaded && self.store.tombstone(&id).await?.is_some() {
+            drop(entry);
+            self.erased(id);
+            return Ok(None);
+        }
+        Ok(Some(entry))
+    }
+
+    /// The document was erased (here, through the change feed, or found by a
+    /// tombstone check): its in-memory copy goes at once. Connections holding it see
+    /// [`DocEntry::is_erased`] at their next step (they are woken now) and tell their
+    /// device it is unavailable.
+    pub fn erased(&self, id: DocumentId) {
+        let slot = lock(&self.docs).remove(&id);
+        let Some(Some(entry)) = slot.as_ref().and_then(|s| s.get().cloned()) else {
+            return;
+        };
+        entry.erased.store(true, Ordering::Release);
+        if let Ok(mut state) = entry.state.try_lock() {
+            let bytes = state.resident_bytes();
+            state.doc = Automerge::new();
+            state.resident = false;
+            let _ = self
+                .cache_bytes
+                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |v| {
+                    Some(v.saturating_sub(bytes))
+                });
+        }
+        entry.announce();
+    }
+
+    /// [`get`](Self::get) without the erasure checks; also says whether the entry
+    /// was in memory already (`true`) or loaded from the catalog just now.
+    async fn get_loaded_or_load(
+        &self,
+        id: DocumentId,
+    ) -> Result<Option<(Arc<DocEntry>, bool)>, Error> {
         for _ in 0..3 {
             let slot = lock(&self.docs).entry(id).or_default().clone();
+            let was_loaded = slot.initialized();
             let loaded = slot
                 .get_or_try_init(|| async { self.load(id).await })
                 .await
@@ -499,7 +561,7 @@ impl Hub {
                 }
                 _ => {}
             }
-            return loaded;
+            return loaded.map(|found| found.map(|entry| (entry, was_loaded)));
         }
         Err(Error::Conflict(format!("document {id} is being created")))
     }
@@ -546,18 +608,20 @@ impl Hub {
         doc: Automerge,
         author: (&str, &str),
     ) -> Result<Arc<DocEntry>, Error> {
-        self.create_with(catalog, doc, author, &[]).await
+        self.create_with(catalog, doc, author, &[], None).await
     }
 
     /// As [`create`](Self::create), with `audit` appended: catalog row, first
     /// snapshot, change authors, hand-over flag, audit events and change number in one
-    /// store transaction.
+    /// store transaction. `token`: the creator's token, which must still be live
+    /// inside that transaction (`Provenance::token`).
     pub async fn create_with(
         &self,
         catalog: CatalogEntry,
         doc: Automerge,
         author: (&str, &str),
         audit: &[AuditEvent],
+        token: Option<&str>,
     ) -> Result<Arc<DocEntry>, Error> {
         let snapshot = doc.save();
         if snapshot.len() as u64 > self.max_document_bytes {
@@ -575,6 +639,7 @@ impl Hub {
             author: Some(author),
             audit,
             handed_over: is_handed_over(&doc).then_some(true),
+            token,
         };
         let key = {
             let _one_at_a_time = self.creating.lock().await;
@@ -639,11 +704,13 @@ impl Hub {
         author: Option<(&str, &str)>,
         audit: &[AuditEvent],
     ) -> Result<bool, Error> {
-        self.persist_change(id, state, author, audit, None).await
+        self.persist_change(id, state, author, audit, None, None)
+            .await
     }
 
     /// As [`persist_with`](Self::persist_with), also moving the catalog's hand-over
-    /// flag to `handed_over` (when `Some`) in the same transaction.
+    /// flag to `handed_over` (when `Some`) in the same transaction, and storing
+    /// nothing (`Error::Unauthorized`) unless `token` is still live in it.
     pub async fn persist_change(
         &self,
         id: &DocumentId,
@@ -651,6 +718,7 @@ impl Hub {
         author: Option<(&str, &str)>,
         audit: &[AuditEvent],
         handed_over: Option<bool>,
+        token: Option<&str>,
     ) -> Result<bool, Error> {
         if !state.resident {
             // Evicted documents hold nothing uncommitted (only those are evicted).
@@ -671,6 +739,7 @@ impl Hub {
             author,
             audit,
             handed_over,
+            token,
         };
         let chunk = state.doc.save_after(&state.saved_heads);
         let incremental = state.incremental_bytes + chunk.len() as u64;

@@ -24,7 +24,8 @@ pub const CACHE_EVICTIONS: &str = "buurtsync_cache_evictions_total";
 /// Evicted documents loaded again because someone used them.
 pub const CACHE_RELOADS: &str = "buurtsync_cache_reloads_total";
 /// automerge documents loaded from the store into the hub: first loads and reloads
-/// after eviction (counter). What a reconnect costs the server in document work.
+/// after eviction (counter). What a reconnect costs the server in document work; a
+/// denied or missing id never counts (access is decided from the catalog first).
 pub const DOCUMENT_LOADS: &str = "buurtsync_document_loads_total";
 /// Protocol messages received, by `type` (counter).
 pub const MESSAGES_IN: &str = "buurtsync_messages_in_total";
@@ -91,6 +92,10 @@ fn describe() {
     describe_gauge!(CONNECTIONS, "Open websocket connections");
     describe_counter!(CONNECTIONS_TOTAL, "Websocket connections accepted");
     describe_gauge!(DOCUMENTS_LOADED, "Documents held in memory");
+    describe_counter!(
+        DOCUMENT_LOADS,
+        "Documents loaded and decrypted from the store"
+    );
     describe_gauge!(
         CACHE_BYTES,
         Unit::Bytes,

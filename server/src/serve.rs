@@ -305,6 +305,7 @@ async fn follow_changes(
                     }
                 });
             }
+            Ok(FeedEvent::Erased(id)) => state.hub.erased(id),
             Ok(FeedEvent::Lost) => {
                 tracing::warn!(
                     "change notifications may have been lost; re-reading loaded documents"

@@ -51,10 +51,15 @@ struct Fixture {
 
 impl Fixture {
     async fn new() -> Fixture {
+        Fixture::with_limit(u64::MAX).await
+    }
+
+    /// A fixture whose hub refuses documents beyond `max_document_bytes`.
+    async fn with_limit(max_document_bytes: u64) -> Fixture {
         let dir = tempfile::tempdir().expect("tempdir");
         let url = format!("sqlite://{}/db.sqlite3", dir.path().display());
         let store = Store::open(&url).await.expect("open");
-        let hub = Hub::new(store.clone(), 1, u64::MAX);
+        let hub = Hub::new(store.clone(), 1, max_document_bytes);
         let id = DocumentId::random();
         let plan = schema::new_document(&Plan::new(wijk(), "huishouden-1")).expect("plan");
         let catalog = CatalogEntry {
@@ -97,6 +102,7 @@ impl Fixture {
                 let writer = Writer {
                     principal,
                     device: "tok/phone",
+                    token: None,
                 };
                 outcomes.push(
                     commit::apply(
@@ -134,6 +140,61 @@ impl Fixture {
             .for_document(&self.id.to_string())
             .await
             .expect("audit")
+    }
+
+    /// Sends the relay `count` sync messages, each carrying one change of `bytes` of
+    /// text whose dependency (an edit made just before it) is never sent: automerge
+    /// queues such changes without moving the heads.
+    async fn send_orphans(
+        &mut self,
+        principal: &Principal,
+        count: usize,
+        bytes: usize,
+    ) -> Vec<Outcome> {
+        let mut outcomes = Vec::new();
+        for i in 0..count {
+            let mut ahead = self.device.fork();
+            add_contact(&mut ahead);
+            let date = Date::from_ymd(2028, 3, 15).expect("date");
+            let text = format!("{i}{}", "x".repeat(bytes));
+            schema::update::<Plan>(&mut ahead, |plan| {
+                plan.contacts
+                    .push(ContactMoment::new(date, ContactKind::Huisbezoek, &text))
+            })
+            .expect("edit");
+            let orphan = ahead.get_last_local_change().expect("change");
+            let message = sync::Message {
+                heads: ahead.get_heads(),
+                need: Vec::new(),
+                have: Vec::new(),
+                changes: sync::ChunkList::from(vec![orphan.raw_bytes().to_vec()]),
+                flags: None,
+                version: sync::MessageVersion::V1,
+            };
+            let writer = Writer {
+                principal,
+                device: "tok/phone",
+                token: None,
+            };
+            outcomes.push(
+                commit::apply(
+                    &self.hub,
+                    &self.store,
+                    &self.entry,
+                    &mut self.engine,
+                    writer,
+                    &message.encode(),
+                )
+                .await,
+            );
+        }
+        outcomes
+    }
+
+    /// Bytes automerge holds queued in the relay's copy of the document.
+    async fn queued(&self) -> u64 {
+        let state = self.hub.lock(&self.entry).await.expect("lock");
+        sync_core::engine::queued_bytes(&state.doc)
     }
 
     /// (heads in memory, committed heads in memory).
@@ -278,4 +339,43 @@ async fn hand_over_fails_with_the_document() {
         (fx.committed.clone(), fx.committed.clone())
     );
     assert_eq!(stored(&fx.url, &fx.id).await, (fx.committed.clone(), false));
+}
+
+/// A reader's changes that wait for a dependency it never sends are refused and
+/// leave nothing in automerge's queue (before: accepted silently, bytes kept).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queued_changes_of_a_reader_are_refused_and_dropped() {
+    let mut fx = Fixture::new().await;
+    let outcomes = fx.send_orphans(&principal(false), 4, 64 * 1024).await;
+    assert_eq!(refused(&outcomes), vec!["no-write"; 4], "{outcomes:?}");
+    assert_eq!(
+        fx.queued().await,
+        0,
+        "refused changes stayed queued in memory"
+    );
+    assert_eq!(
+        fx.memory().await,
+        (fx.committed.clone(), fx.committed.clone())
+    );
+}
+
+/// A writer's queued changes count against `max_document_bytes`: beyond it they are
+/// refused and dropped, so memory stays bounded by the document limit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queued_changes_count_against_the_document_limit() {
+    let mut fx = Fixture::with_limit(128 * 1024).await;
+    let outcomes = fx.send_orphans(&principal(true), 8, 64 * 1024).await;
+    assert!(
+        refused(&outcomes).contains(&"queue-too-large"),
+        "{outcomes:?}"
+    );
+    assert!(
+        fx.queued().await <= 128 * 1024,
+        "{} bytes queued",
+        fx.queued().await
+    );
+    // A writer's complete sync still goes through afterwards.
+    add_contact(&mut fx.device);
+    let outcomes = fx.sync(&principal(true)).await;
+    assert!(committed(&outcomes), "{outcomes:?}");
 }

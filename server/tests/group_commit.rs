@@ -58,6 +58,7 @@ async fn append(
                 author: Some((user, "tok/phone")),
                 audit: &audit,
                 handed_over: None,
+                token: None,
             },
         )
         .await

@@ -22,6 +22,7 @@ on_both_backends!(
     chunks_compact_and_reload,
     ids_are_unique_and_chunks_idempotent,
     sync_states_round_trip,
+    sync_states_belong_to_their_user,
     sync_states_are_capped_per_user_and_expire,
     tokens_and_grants,
     erasure_destroys_key_and_leaves_tombstone,
@@ -167,7 +168,7 @@ async fn sync_states_round_trip(backend: Backend) {
         .create_document(&entry(id), b"x", &DocKey::random())
         .await
         .expect("create");
-    assert_eq!(store.sync_state("peer", &id).await.expect("get"), None);
+    assert_eq!(store.sync_state("peer", "u", &id).await.expect("get"), None);
     store
         .put_sync_states(
             "peer",
@@ -189,10 +190,13 @@ async fn sync_states_round_trip(backend: Backend) {
         .await
         .expect("put");
     assert_eq!(
-        store.sync_state("peer", &id).await.expect("get"),
+        store.sync_state("peer", "u", &id).await.expect("get"),
         Some(vec![3])
     );
-    assert_eq!(store.sync_state("other", &id).await.expect("get"), None);
+    assert_eq!(
+        store.sync_state("other", "u", &id).await.expect("get"),
+        None
+    );
 }
 
 /// A client announcing a new storageId on every run (samod does) cannot grow the sync
@@ -237,7 +241,10 @@ async fn sync_states_are_capped_per_user_and_expire(backend: Backend) {
         1
     );
     assert_eq!(
-        store.sync_state("samod-run-39", &id).await.expect("get"),
+        store
+            .sync_state("samod-run-39", "fatima", &id)
+            .await
+            .expect("get"),
         Some(vec![1]),
         "the newest run keeps its state"
     );
@@ -255,7 +262,7 @@ async fn sync_states_are_capped_per_user_and_expire(backend: Backend) {
         .expect("put");
     assert_eq!(store.sync_state_storages(None).await.expect("count"), 1);
     assert_eq!(
-        store.sync_state("fresh", &id).await.expect("get"),
+        store.sync_state("fresh", "other", &id).await.expect("get"),
         Some(vec![3])
     );
 }
@@ -398,7 +405,10 @@ async fn erasure_destroys_key_and_leaves_tombstone(backend: Backend) {
         store.doc_key(&id).await.expect("key").is_none(),
         "key survived erasure"
     );
-    assert_eq!(store.sync_state("peer", &id).await.expect("state"), None);
+    assert_eq!(
+        store.sync_state("peer", "u", &id).await.expect("state"),
+        None
+    );
     assert!(store.change_authors(&id).await.expect("authors").is_empty());
     assert!(store.tombstone(&id).await.expect("tombstone").is_some());
     assert!(matches!(
@@ -744,8 +754,19 @@ async fn change_feed_reports_other_nodes_commits(backend: Backend) {
             assert_eq!(change.doc, id);
             assert_eq!(change.heads, doc.get_heads());
         }
+        FeedEvent::Erased(_) => panic!("a commit reported as an erasure"),
         FeedEvent::Lost => panic!("lost the connection"),
     }
+    // Another node's erasure reaches this node on the feed too (item 2 of issue 16).
+    a.erase(&id, "privacy-officer").await.expect("erase");
+    let event = tokio::time::timeout(std::time::Duration::from_secs(20), feed.next())
+        .await
+        .expect("a notification within the wait")
+        .expect("feed");
+    assert!(
+        matches!(event, FeedEvent::Erased(erased) if erased == id),
+        "{event:?}"
+    );
 }
 
 /// Every commit and erasure takes the next change number in order; `changes_after`
@@ -1099,5 +1120,36 @@ async fn catalog_heads_follow_commits(backend: Backend) {
     assert_eq!(
         heads_of(&facts, &id),
         Some(Some(heads_text(&all.get_heads())))
+    );
+}
+
+/// A storageId is self-described: another user announcing a device's storageId
+/// neither reads nor overwrites that device's sync states.
+async fn sync_states_belong_to_their_user(backend: Backend) {
+    let (_db, store) = open(backend).await;
+    let id = DocumentId::random();
+    store
+        .create_document(&entry(id), b"x", &DocKey::random())
+        .await
+        .expect("create");
+    let day = std::time::Duration::from_secs(86_400);
+    store
+        .put_sync_states("phone-1", "ann", &[(id, vec![1])], 16, day)
+        .await
+        .expect("put");
+    store
+        .put_sync_states("phone-1", "mallory", &[(id, vec![9])], 16, day)
+        .await
+        .expect("put");
+    assert_eq!(
+        store
+            .sync_state("phone-1", "mallory", &id)
+            .await
+            .expect("get"),
+        None
+    );
+    assert_eq!(
+        store.sync_state("phone-1", "ann", &id).await.expect("get"),
+        Some(vec![1])
     );
 }

@@ -15,7 +15,7 @@
 use std::collections::HashMap;
 
 use automerge::sync::{self, SyncDoc};
-use automerge::{Automerge, ChangeHash, ReadDoc};
+use automerge::{Automerge, ChangeHash, ReadDoc, SaveOptions};
 
 use crate::guard::{self, Panicked, Site};
 use crate::protocol::{DocumentId, Message};
@@ -45,12 +45,22 @@ pub enum Rejected<E> {
 pub struct Applied {
     pub heads_before: Vec<ChangeHash>,
     pub heads_after: Vec<ChangeHash>,
+    /// Bytes of changes automerge holds back after this message because a dependency
+    /// is missing ([`queued_bytes`]); they are part of the document's memory.
+    pub queued_bytes: u64,
+    /// Did this message add to that queue?
+    pub queue_grew: bool,
 }
 
 impl Applied {
     /// Did the document gain changes?
     pub fn changed(&self) -> bool {
         self.heads_before != self.heads_after
+    }
+
+    /// Did the message leave anything behind (applied or queued)? Then it is checked.
+    pub fn left_something(&self) -> bool {
+        self.changed() || self.queue_grew
     }
 }
 
@@ -114,6 +124,11 @@ impl PeerSync {
     /// Applies an incoming payload, then runs `check` on the result. If the check
     /// refuses, the document and this session are restored to what they were, so a
     /// refused message leaves no trace.
+    ///
+    /// The check runs whenever the message left something behind: new heads, or
+    /// changes automerge queued because their dependencies are missing (the heads do
+    /// not move for those, but their bytes stay in memory). A refusal drops the
+    /// document's whole queue with it ([`rollback`]).
     pub fn receive_checked<E>(
         &mut self,
         id: DocumentId,
@@ -136,11 +151,21 @@ impl PeerSync {
         let state = self.states.entry(id).or_default();
         let saved_state = state.clone();
         let heads_before = doc.get_heads();
-        let received = guard::run(Site::Receive, || doc.receive_sync_message(state, message));
-        let failure = match received {
-            Ok(Ok(())) => None,
-            Ok(Err(e)) => Some(SyncError::Apply(e.to_string())),
-            Err(panicked) => Some(SyncError::Panicked(panicked)),
+        let queued_before = if queue_was_empty {
+            0
+        } else {
+            queued_bytes(doc)
+        };
+        // The queue is measured inside the guard: it saves the document, queued
+        // (untrusted) changes included.
+        let received = guard::run(Site::Receive, || {
+            doc.receive_sync_message(state, message)
+                .map(|()| queued_bytes(doc))
+        });
+        let (failure, queued_after) = match received {
+            Ok(Ok(queued)) => (None, queued),
+            Ok(Err(e)) => (Some(SyncError::Apply(e.to_string())), 0),
+            Err(panicked) => (Some(SyncError::Panicked(panicked)), 0),
         };
         if let Some(e) = failure {
             *state = saved_state;
@@ -164,8 +189,10 @@ impl PeerSync {
         let applied = Applied {
             heads_after: doc.get_heads(),
             heads_before,
+            queued_bytes: queued_after,
+            queue_grew: queued_after > queued_before,
         };
-        if applied.changed() {
+        if applied.left_something() {
             let verdict = match guard::run(Site::Check, || check(doc, &applied)) {
                 Ok(Ok(())) => None,
                 Ok(Err(e)) => Some(Rejected::Check(e)),
@@ -265,6 +292,29 @@ fn check_bloom_filters(message: &sync::Message) -> Result<(), SyncError> {
         }
     }
     Ok(())
+}
+
+/// Does automerge hold changes back for this document because their dependencies
+/// are missing? Cheap: it walks only the queue, which is nearly always empty.
+pub fn has_queued(doc: &Automerge) -> bool {
+    !doc.get_missing_deps(&[]).is_empty()
+}
+
+/// Bytes of the changes automerge holds back (see [`has_queued`]): 0 without a queue
+/// (cheap); otherwise two saves of the document, with and without its orphans, as
+/// automerge 0.12 shows its queue no other way.
+pub fn queued_bytes(doc: &Automerge) -> u64 {
+    if !has_queued(doc) {
+        return 0;
+    }
+    let with = |retain_orphans| {
+        doc.save_with_options(SaveOptions {
+            deflate: false,
+            retain_orphans,
+        })
+        .len() as u64
+    };
+    with(true).saturating_sub(with(false))
 }
 
 /// Restores a document to the given heads (the rare path of a refused message or a
@@ -414,6 +464,64 @@ mod tests {
             .expect("get")
             .map(|(v, _)| v.to_string());
         assert_eq!(meta.as_deref(), Some("\"fixed\""));
+    }
+
+    /// A sync message carrying only `orphan`'s change (its dependency withheld).
+    fn orphan_message(doc: &Automerge) -> (Vec<u8>, Automerge) {
+        let mut ahead = doc.fork();
+        put(&mut ahead, "withheld", "x");
+        put(&mut ahead, "orphan", &"y".repeat(4096));
+        let orphan = ahead.get_last_local_change().expect("change");
+        let message = sync::Message {
+            heads: ahead.get_heads(),
+            need: Vec::new(),
+            have: Vec::new(),
+            changes: sync::ChunkList::from(vec![orphan.raw_bytes().to_vec()]),
+            flags: None,
+            version: sync::MessageVersion::V1,
+        };
+        (message.encode(), ahead)
+    }
+
+    /// A message whose changes wait for a missing dependency is checked (the heads do
+    /// not move), and a refusal leaves nothing in automerge's queue.
+    #[test]
+    fn queued_changes_are_checked_and_dropped_on_refusal() {
+        let id = DocumentId::random();
+        let mut doc = doc_with("k", "v");
+        let heads = doc.get_heads();
+        let (message, _) = orphan_message(&doc);
+        let mut peer = PeerSync::new();
+        let mut checked = None;
+        let result = peer.receive_checked(id, &mut doc, &message, |_, applied| {
+            checked = Some(applied.clone());
+            Err("read-only")
+        });
+        assert_eq!(result, Err(Rejected::Check("read-only")));
+        let applied = checked.expect("the check ran");
+        assert!(!applied.changed() && applied.queue_grew);
+        assert!(applied.queued_bytes >= 4096, "{}", applied.queued_bytes);
+        assert_eq!(doc.get_heads(), heads);
+        assert!(!has_queued(&doc), "the refused change stayed queued");
+        assert_eq!(queued_bytes(&doc), 0);
+    }
+
+    /// An accepted queued change waits, and applies once its dependency arrives.
+    #[test]
+    fn accepted_queued_changes_apply_when_the_dependency_arrives() {
+        let id = DocumentId::random();
+        let mut doc = doc_with("k", "v");
+        let (message, mut ahead) = orphan_message(&doc);
+        let mut peer = PeerSync::new();
+        let applied = peer
+            .receive_checked(id, &mut doc, &message, |_, _| Ok::<(), ()>(()))
+            .expect("accepted");
+        assert!(applied.queue_grew && !applied.changed());
+        assert!(has_queued(&doc));
+        let mut device = PeerSync::new();
+        converge(&mut device, &mut ahead, &mut peer, &mut doc, id);
+        assert_eq!(doc.get_heads(), ahead.get_heads());
+        assert!(!has_queued(&doc));
     }
 
     /// Garbage payloads are errors and change nothing.

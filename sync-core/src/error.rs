@@ -16,5 +16,7 @@ pub enum Error {
     #[error(transparent)]
     Kind(#[from] crate::partition::UnknownKind),
     #[error(transparent)]
+    Request(#[from] crate::api::InvalidRequest),
+    #[error(transparent)]
     Wijk(#[from] crate::partition::InvalidWijkId),
 }

@@ -1,6 +1,7 @@
 //! buurtsync's ground floor: everything about syncing that needs no I/O.
 //!
 //! Layout:
+//! - [`api`]: the HTTP API's requests (query strings, bodies), parsed and checked.
 //! - [`protocol`]: automerge-repo websocket protocol v1 — ids, messages, CBOR codec.
 //! - [`partition`]: kinds, wijk ids and the (wijk, kind) partition of a document.
 //! - [`schema`]: typed `plan` and `activiteit` documents (autosurgeon) and validation.
@@ -13,6 +14,7 @@
 //! reasons and is tested as tables of inputs and outputs.
 #![forbid(unsafe_code)]
 
+pub mod api;
 pub mod engine;
 pub mod error;
 pub mod guard;

@@ -136,3 +136,28 @@ fn summary_corpus_and_findings() {
         summary::summary(&data);
     }
 }
+
+/// The http target's driver, the very file the fuzz target runs.
+#[path = "../../fuzz/src/http.rs"]
+mod http;
+
+/// Every http input parses or is refused without a panic, and what parses writes back
+/// to the same request (the driver asserts it); the seeds reach every parser.
+#[test]
+fn http_corpus_and_findings() {
+    let files = inputs("http");
+    assert!(!files.is_empty(), "fuzz/corpus/http is missing");
+    let mut parsers = std::collections::BTreeSet::new();
+    for file in files {
+        let data = std::fs::read(&file).expect("read input");
+        if let Some(&which) = data.first() {
+            parsers.insert(which % 5);
+        }
+        http::http(&data);
+    }
+    assert_eq!(
+        parsers.len(),
+        5,
+        "the http corpus must reach all five parsers"
+    );
+}

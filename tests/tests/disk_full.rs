@@ -1,6 +1,7 @@
 //! A full disk under the server's SQLite database (issue 20): writes are refused with
-//! an `error` and never acknowledged, reads keep working, and once space returns the
-//! same change is committed and acknowledged.
+//! an `error` and never acknowledged, reads keep working as far as their audit entries
+//! can be stored (a read is never delivered without one: refused with "try again later"
+//! instead), and once space returns the same change is committed and acknowledged.
 //!
 //! The database lives on a small tmpfs mounted for the test (the suite runs as root, as
 //! CI does); filling it with a file and deleting that file makes "disk full" and "space
@@ -95,7 +96,8 @@ fn stored_heads_on_full_disk(fx: &Fixture, id: &str) -> serde_json::Value {
 }
 
 /// Disk full: the change gets an `error` and no acknowledgement, nothing is stored,
-/// reads and the listing still work, and after space returns the change is committed.
+/// reads and the listing are served or refused, never without their audit entry, and
+/// after space returns the change is committed and the refused read served.
 #[tokio::test]
 async fn full_disk_refuses_writes_cleanly_and_recovers() {
     let disk = SmallDisk::mount("24m");
@@ -149,11 +151,24 @@ async fn full_disk_refuses_writes_cleanly_and_recovers() {
         "the stored document changed on a full disk"
     );
 
-    // Reads go on: another device fetches a document; the listing answers.
+    // Reads go on where they can be audited. A sync message with content leaves only
+    // after its `read` entry is stored (issue 16), so on a full disk a fetch either
+    // arrives (the entry fit in space SQLite already holds) or is refused with "try
+    // again later" and no content; never content without its audit entry.
     let mut reader = Client::connect("reader", &server.url(), &t.prof2_noord)
         .await
         .expect("reader connects on a full disk");
-    assert!(reader.fetch(other).await, "a read failed on a full disk");
+    let read_on_full_disk = reader.fetch(other).await;
+    if !read_on_full_disk {
+        assert!(
+            reader
+                .errors()
+                .iter()
+                .any(|e| e.contains("try again later")),
+            "a refused read did not say why: {:?}",
+            reader.errors()
+        );
+    }
     let listing = buurtsync_e2e::http::get(
         server.addr,
         "/api/v1/documents",
@@ -199,5 +214,14 @@ async fn full_disk_refuses_writes_cleanly_and_recovers() {
         writer.heads_hex(id),
         "acknowledged heads are not stored"
     );
+    // And a read refused on the full disk is served now.
+    if !read_on_full_disk {
+        reader.disconnect().await;
+        reader.reconnect().await.expect("reader reconnects");
+        assert!(
+            reader.fetch(other).await,
+            "a read failed after space returned"
+        );
+    }
     drop(server);
 }

@@ -123,7 +123,9 @@ async fn erasure_shreds_live_store_and_old_backups() {
     prof.reconnect().await.expect("prof back");
     assert!(
         prof.pump_until(WAIT, |c| c.unavailable.contains(&id)
-            && c.errors().iter().any(|e| e.contains("was erased")))
+            && c.errors()
+                .iter()
+                .any(|e| e.contains("was erased or is taken")))
             .await,
         "stale push not refused: {:?}",
         prof.notices

@@ -19,7 +19,6 @@
 //! suppressed when fewer than k households are behind them or their count is.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::str::FromStr;
 
 use serde::Serialize;
 use sync_core::partition::WijkId;
@@ -29,45 +28,15 @@ use super::disclosure::{self, Input, Memory, Relation};
 use super::outcome::{self, Movement};
 use super::record::{Body, Facts, Month};
 
-/// The length of a period.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Period {
-    Month,
-    Quarter,
-    Year,
-}
+/// The length of a period (`month`, `quarter`, `year`), parsed by the API's requests.
+pub use sync_core::api::Period;
 
-impl Period {
-    /// The period a month falls in, spelled `2024-03`, `2024-Q1` or `2024`.
-    pub fn label(self, m: Month) -> String {
-        match self {
-            Period::Month => m.to_string(),
-            Period::Quarter => format!("{:04}-Q{}", m.year, m.quarter()),
-            Period::Year => format!("{:04}", m.year),
-        }
-    }
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Period::Month => "month",
-            Period::Quarter => "quarter",
-            Period::Year => "year",
-        }
-    }
-}
-
-impl FromStr for Period {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        match s {
-            "month" => Ok(Period::Month),
-            "quarter" => Ok(Period::Quarter),
-            "year" => Ok(Period::Year),
-            other => Err(format!(
-                "unknown period {other:?} (expected month, quarter or year)"
-            )),
-        }
+/// The period a month falls in, spelled `2024-03`, `2024-Q1` or `2024`.
+pub fn period_label(period: Period, m: Month) -> String {
+    match period {
+        Period::Month => m.to_string(),
+        Period::Quarter => format!("{:04}-Q{}", m.year, m.quarter()),
+        Period::Year => format!("{:04}", m.year),
     }
 }
 
@@ -398,7 +367,7 @@ fn release<'a>(
     let mut index: HashMap<(WijkId, String, String), usize> = HashMap::new();
     let mut push =
         |full: &mut Vec<Full>, wijk: &WijkId, metric: &str, period: Period, m: Month, acc: Acc| {
-            let label = period.label(m);
+            let label = period_label(period, m);
             index.insert((wijk.clone(), metric.to_owned(), label.clone()), full.len());
             full.push(Full {
                 wijk: wijk.clone(),

@@ -11,10 +11,10 @@
 use std::sync::Arc;
 
 use axum::body::{Body, Bytes};
-use axum::extract::{Query, State};
+use axum::extract::{RawQuery, State};
 use axum::http::{header, HeaderMap, HeaderValue};
 use axum::response::{IntoResponse, Response};
-use serde::Deserialize;
+use sync_core::api::{AggregateRequest, FeedRequest, Format};
 
 use super::aggregate::{self, Aggregates, Period};
 use super::audit_export;
@@ -27,37 +27,6 @@ use crate::state::AppState;
 
 /// Records per streamed body chunk.
 const CHUNK: usize = 200;
-/// Records per feed page, unless `limit` asks for fewer.
-pub const MAX_LIMIT: usize = 10_000;
-
-#[derive(Deserialize)]
-pub struct FeedQuery {
-    /// The `Buurtsync-Next-Cursor` of the previous call; 0 (everything) if absent.
-    pub cursor: Option<i64>,
-    pub limit: Option<usize>,
-    /// `ndjson` (default) or `csv`.
-    pub format: Option<String>,
-    /// For CSV: `comma` (default) or `semicolon`.
-    pub sep: Option<String>,
-}
-
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Format {
-    Ndjson,
-    Csv,
-    Json,
-}
-
-fn format(s: Option<&str>, default: Format) -> Result<Format, Error> {
-    match s {
-        None => Ok(default),
-        Some("ndjson") if default == Format::Ndjson => Ok(Format::Ndjson),
-        Some("json") if default == Format::Json => Ok(Format::Json),
-        Some("csv") => Ok(Format::Csv),
-        Some(other) => Err(Error::Invalid(format!("unknown format {other:?}"))),
-    }
-}
-
 /// `GET /api/v1/central/feed?cursor=&limit=&format=ndjson|csv&sep=`.
 pub async fn feed(
     State(state): State<Arc<AppState>>,
@@ -65,15 +34,14 @@ pub async fn feed(
         principal,
         token_id,
     }): CentralOffice,
-    Query(query): Query<FeedQuery>,
+    RawQuery(raw): RawQuery,
 ) -> Result<Response, Error> {
-    let format = format(query.format.as_deref(), Format::Ndjson)?;
-    let sep = Separator::parse(query.sep.as_deref())?;
-    let cursor = query.cursor.unwrap_or(0);
-    if cursor < 0 {
-        return Err(Error::Invalid("cursor must not be negative".into()));
-    }
-    let limit = query.limit.unwrap_or(MAX_LIMIT).clamp(1, MAX_LIMIT);
+    let FeedRequest {
+        cursor,
+        limit,
+        format,
+        sep,
+    } = FeedRequest::parse_query(raw.as_deref().unwrap_or(""))?;
     let view = state.central.facts.refresh(&state.store).await?;
     let page = view.after(cursor, limit + 1);
     let more = page.len() > limit;
@@ -89,11 +57,7 @@ pub async fn feed(
         &token_id,
         format!(
             "feed format={} cursor={cursor} records={} next={next}",
-            if format == Format::Csv {
-                "csv"
-            } else {
-                "ndjson"
-            },
+            format.as_str(),
             page.len()
         ),
     )
@@ -176,27 +140,6 @@ pub fn no_store(h: &mut HeaderMap) {
     );
 }
 
-#[derive(Deserialize)]
-pub struct AggregateQuery {
-    /// `month` (default), `quarter` or `year`.
-    pub period: Option<String>,
-    /// `json` (default) or `csv`.
-    pub format: Option<String>,
-    pub sep: Option<String>,
-    /// Raise (never lower) the server's suppression threshold for this export.
-    pub min_count: Option<u64>,
-}
-
-impl AggregateQuery {
-    pub fn period(&self) -> Result<Period, Error> {
-        self.period
-            .as_deref()
-            .unwrap_or("month")
-            .parse()
-            .map_err(Error::Invalid)
-    }
-}
-
 /// Computes the aggregates from the current facts.
 pub async fn compute(
     state: &AppState,
@@ -245,12 +188,15 @@ pub async fn aggregates(
         principal,
         token_id,
     }): CentralOffice,
-    Query(query): Query<AggregateQuery>,
+    RawQuery(raw): RawQuery,
 ) -> Result<Response, Error> {
-    let format = format(query.format.as_deref(), Format::Json)?;
-    let sep = Separator::parse(query.sep.as_deref())?;
-    let period = query.period()?;
-    let result = compute(&state, period, query.min_count).await?;
+    let AggregateRequest {
+        period,
+        format,
+        sep,
+        min_count,
+    } = AggregateRequest::parse_query(raw.as_deref().unwrap_or(""))?;
+    let result = compute(&state, period, min_count).await?;
     audit_export(
         &state.store,
         &principal,

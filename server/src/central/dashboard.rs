@@ -10,7 +10,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write;
 use std::sync::Arc;
 
-use axum::extract::{FromRequestParts, Query, State};
+use axum::extract::{FromRequestParts, RawQuery, State};
 use axum::http::request::Parts;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
@@ -19,15 +19,15 @@ use serde::Deserialize;
 use sync_core::schema::plan::ZrmDomein;
 
 use super::aggregate::{Aggregates, Cell, Period};
-use super::api::{aggregates_csv, compute, csv_response, AggregateQuery};
+use super::api::{aggregates_csv, compute, csv_response};
 use super::audit_export;
 use super::chart::{bars, escape, Series};
 use super::session;
-use super::spreadsheet::Separator;
 use crate::error::Error;
 use crate::extract::{self, Authenticated, CentralOffice, Credential};
 use crate::state::AppState;
 use crate::web_security::{is_cross_site, Transport};
+use sync_core::api::AggregateRequest;
 
 /// Who is looking: a bearer token, or a session cookie whose token is still live.
 /// `None`: nobody logged in. 401 for a bad bearer token, 403 for a logged-in user of
@@ -218,8 +218,9 @@ pub async fn logout(
 pub async fn download(
     State(state): State<Arc<AppState>>,
     Viewer(viewer): Viewer,
-    Query(query): Query<AggregateQuery>,
+    RawQuery(raw): RawQuery,
 ) -> Result<Response, Error> {
+    let query = AggregateRequest::parse_query(raw.as_deref().unwrap_or(""))?;
     let Some(CentralOffice(Authenticated {
         principal,
         token_id,
@@ -227,8 +228,7 @@ pub async fn download(
     else {
         return Err(Error::Unauthorized);
     };
-    let period = query.period()?;
-    let sep = Separator::parse(query.sep.as_deref())?;
+    let (period, sep) = (query.period, query.sep);
     let result = compute(&state, period, query.min_count).await?;
     audit_export(
         &state.store,
@@ -434,8 +434,9 @@ fn outcome_charts(
 pub async fn page(
     State(state): State<Arc<AppState>>,
     Viewer(viewer): Viewer,
-    Query(query): Query<AggregateQuery>,
+    RawQuery(raw): RawQuery,
 ) -> Result<Response, Error> {
+    let query = AggregateRequest::parse_query(raw.as_deref().unwrap_or(""))?;
     let Some(CentralOffice(Authenticated {
         principal,
         token_id,
@@ -443,7 +444,7 @@ pub async fn page(
     else {
         return Ok(login_page(StatusCode::OK, None));
     };
-    let period = query.period()?;
+    let period = query.period;
     let result = compute(&state, period, query.min_count).await?;
     audit_export(
         &state.store,

@@ -8,32 +8,8 @@ use crate::error::Error;
 /// The UTF-8 byte-order mark that makes Excel read the file as UTF-8.
 pub const BOM: &[u8] = b"\xEF\xBB\xBF";
 
-/// The field separator.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Separator {
-    Comma,
-    Semicolon,
-}
-
-impl Separator {
-    /// From the `sep` query parameter: `comma` (default) or `semicolon`.
-    pub fn parse(s: Option<&str>) -> Result<Separator, Error> {
-        match s {
-            None | Some("comma" | ",") => Ok(Separator::Comma),
-            Some("semicolon" | ";") => Ok(Separator::Semicolon),
-            Some(other) => Err(Error::Invalid(format!(
-                "unknown separator {other:?} (expected comma or semicolon)"
-            ))),
-        }
-    }
-
-    fn byte(self) -> u8 {
-        match self {
-            Separator::Comma => b',',
-            Separator::Semicolon => b';',
-        }
-    }
-}
+/// The field separator, from the `sep` query parameter (parsed with the API's requests).
+pub use sync_core::api::Separator;
 
 fn guard(field: &str) -> std::borrow::Cow<'_, str> {
     // Negative numbers stay numbers; anything else starting like a formula is quoted.

@@ -27,6 +27,22 @@ struct Payload {
     node: String,
     doc: String,
     heads: Vec<String>,
+    /// The document was erased: every node drops its copy at once (not only at its
+    /// next access poll). Absent in notices of older nodes.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    erased: bool,
+}
+
+/// The notification text for the erasure of `id` by `node` (sent in the erasing
+/// transaction).
+pub(crate) fn erased_payload(node: &str, id: &DocumentId) -> String {
+    serde_json::json!(Payload {
+        node: node.to_owned(),
+        doc: id.to_string(),
+        heads: Vec::new(),
+        erased: true,
+    })
+    .to_string()
 }
 
 /// The notification text for a commit of `id` with new `heads` by `node`.
@@ -40,6 +56,7 @@ pub(crate) fn payload(node: &str, id: &DocumentId, heads: &[ChangeHash]) -> Stri
         node: node.to_owned(),
         doc: id.to_string(),
         heads,
+        erased: false,
     })
     .to_string()
 }
@@ -56,6 +73,8 @@ pub struct RemoteChange {
 #[derive(Debug)]
 pub enum FeedEvent {
     Change(RemoteChange),
+    /// Another node erased this document.
+    Erased(DocumentId),
     /// Notifications may have been missed (the listener reconnected): re-read every
     /// loaded document.
     Lost,
@@ -106,6 +125,9 @@ impl ChangeFeed {
                 tracing::warn!("change notification for a malformed document id");
                 continue;
             };
+            if payload.erased {
+                return Ok(FeedEvent::Erased(doc));
+            }
             // A head that does not parse makes the hint useless: re-read instead.
             let heads = payload
                 .heads

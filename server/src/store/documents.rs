@@ -512,7 +512,9 @@ impl Store {
     /// Erases a document (AVG art. 17): chunks, sync states, authors and catalog row
     /// go in one transaction that also writes the tombstone; then its key is destroyed,
     /// so copies of the chunks in older backups cannot be decrypted either. Running
-    /// servers notice through `access_changes` and tell devices to purge.
+    /// servers notice through `access_changes` and tell devices to purge; on
+    /// PostgreSQL the transaction also notifies the other nodes (change feed), and
+    /// `Hub::get` checks the tombstone before it serves a copy held in memory.
     /// Idempotent: erasing again finishes an erasure that stopped half-way.
     /// On SQLite the erasure is first written to the journal `<database>.erasures`,
     /// so a restored backup forgets the document again (`store::erasures`).
@@ -570,6 +572,11 @@ impl Store {
                         .bind(erased_at)
                         .execute(&mut *tx)
                         .await?;
+                    if shared {
+                        // Other nodes drop their copy when this commits (change feed).
+                        let note = super::changes::erased_payload(&self.node, id);
+                        sqlx::query(NOTIFY).bind(CHANNEL).bind(&note).execute(&mut *tx).await?;
+                    }
                     tx.commit().await?;
                 });
                 Tombstone {
@@ -666,16 +673,21 @@ impl Store {
     }
 
     /// The persisted sync state of a peer store for a document.
+    /// Only `user`'s own: a storageId is the peer's self-description, so another
+    /// user announcing the same one reads nothing (and overwrites nothing, see
+    /// [`put_sync_states`](Self::put_sync_states)).
     pub async fn sync_state(
         &self,
         storage_id: &str,
+        user: &str,
         id: &DocumentId,
     ) -> Result<Option<Vec<u8>>, Error> {
         Ok(with_pool!(self.pool(), p => sqlx::query_scalar(
-            "SELECT state FROM sync_states WHERE storage_id = $1 AND doc_id = $2"
+            "SELECT state FROM sync_states WHERE storage_id = $1 AND doc_id = $2 AND user_id = $3"
         )
         .bind(storage_id)
         .bind(id.to_string())
+        .bind(user)
         .fetch_optional(p)
         .await)?)
     }
@@ -704,7 +716,8 @@ impl Store {
                     "INSERT INTO sync_states (storage_id, doc_id, state, updated_at, user_id)
                      VALUES ($1, $2, $3, $4, $5)
                      ON CONFLICT (storage_id, doc_id) DO UPDATE SET state = excluded.state,
-                       updated_at = excluded.updated_at, user_id = excluded.user_id",
+                       updated_at = excluded.updated_at, user_id = excluded.user_id
+                     WHERE sync_states.user_id IS NULL OR sync_states.user_id = excluded.user_id",
                 )
                 .bind(storage_id)
                 .bind(id.to_string())

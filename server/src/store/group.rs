@@ -53,7 +53,7 @@ const QUEUE: usize = 4096;
 /// What one job writes.
 #[derive(Debug)]
 enum Work {
-    Append(ChunkAppend),
+    Append(Box<ChunkAppend>),
     Audit(Vec<AuditEvent>),
 }
 
@@ -115,7 +115,7 @@ impl GroupWriter {
 
     /// Appends a sealed chunk with its provenance; answers after the commit.
     pub(crate) async fn append(&self, job: ChunkAppend) -> Result<Option<i64>, Error> {
-        match self.submit(Work::Append(job)).await? {
+        match self.submit(Work::Append(Box::new(job))).await? {
             Done::Append(seq) => Ok(seq),
             Done::Audit(_) => Err(stopped()),
         }

@@ -9,7 +9,8 @@
 //! call the same [`Engine::append_chunk`]; the callers own `BEGIN` and `COMMIT`.
 //!
 //! Lock order on PostgreSQL, in every transaction that takes more than one: the
-//! document's advisory lock, then the audit lock, then the change counter row.
+//! document's advisory lock, then the writer's token row (shared), then the audit
+//! lock, then the change counter row.
 
 use sqlx::postgres::Postgres;
 use sqlx::sqlite::Sqlite;
@@ -64,6 +65,10 @@ pub struct Provenance<'a> {
     /// A plan's hand-over flag as the commit leaves it, when the commit changes it:
     /// the catalog's `handed_over` moves in the same transaction as the change.
     pub handed_over: Option<bool>,
+    /// The token the changes came with: the commit stores nothing unless it is still
+    /// live (not revoked, not expired) inside this transaction, so a write committed
+    /// after `token revoke` returned is impossible. `None`: no token (CLI, tests).
+    pub token: Option<&'a str>,
 }
 
 /// [`Provenance`] owned: what a chunk append waiting in the group writer's queue
@@ -74,6 +79,7 @@ pub struct OwnedProvenance {
     pub author: Option<(String, String)>,
     pub audit: Vec<AuditEvent>,
     pub handed_over: Option<bool>,
+    pub token: Option<String>,
 }
 
 impl OwnedProvenance {
@@ -86,6 +92,7 @@ impl OwnedProvenance {
                 .map(|(user, device)| (user.as_str(), device.as_str())),
             audit: &self.audit,
             handed_over: self.handed_over,
+            token: self.token.as_deref(),
         }
     }
 }
@@ -99,6 +106,7 @@ impl From<&Provenance<'_>> for OwnedProvenance {
                 .map(|(user, device)| (user.to_owned(), device.to_owned())),
             audit: prov.audit.to_vec(),
             handed_over: prov.handed_over,
+            token: prov.token.map(str::to_owned),
         }
     }
 }
@@ -166,13 +174,35 @@ where
         Ok(())
     }
 
-    /// Writes `prov`: change authors, the hand-over flag, then the audit events
-    /// (PostgreSQL: under the audit lock, so before the change counter).
+    /// Refuses (`Unauthorized`) unless `token` is live: read inside the committing
+    /// transaction. SQLite: the transaction holds the write lock, so a revocation
+    /// either committed before (seen here) or waits for this commit. PostgreSQL:
+    /// `FOR SHARE` makes a concurrent revocation wait for this commit likewise.
+    async fn require_live_token(tx: &mut Transaction<'_, Self>, token: &str) -> Result<(), Error> {
+        let sql = if Self::SHARED {
+            "SELECT CAST(1 AS BIGINT) FROM tokens WHERE id = $1 AND revoked_at IS NULL AND expires_at > $2 FOR SHARE"
+        } else {
+            "SELECT CAST(1 AS BIGINT) FROM tokens WHERE id = $1 AND revoked_at IS NULL AND expires_at > $2"
+        };
+        let live: Option<i64> = sqlx::query_scalar(sql)
+            .bind(token)
+            .bind(now())
+            .fetch_optional(&mut **tx)
+            .await?;
+        live.map(|_| ()).ok_or(Error::Unauthorized)
+    }
+
+    /// Writes `prov`: first the token's liveness check, then change authors, the
+    /// hand-over flag, then the audit events (PostgreSQL: under the audit lock, so
+    /// before the change counter).
     async fn write_provenance(
         tx: &mut Transaction<'_, Self>,
         doc: &str,
         prov: &Provenance<'_>,
     ) -> Result<(), Error> {
+        if let Some(token) = prov.token {
+            Self::require_live_token(tx, token).await?;
+        }
         if let Some((user, device)) = prov.author {
             let at = now();
             for hash in prov.changes {

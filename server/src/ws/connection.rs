@@ -150,9 +150,23 @@ impl Connection {
                 if self.watched.contains(&document_id) {
                     self.open_watched(document_id).await;
                 }
-                // Only relayed within a document the sender may read (it is open).
-                if let Some(entry) = self.open.get(&document_id) {
-                    entry.relay_ephemeral(self.conn_id, &msg);
+                // Only relayed within a document the sender may read (it is open),
+                // and only while its token lives: a revocation takes effect here at
+                // once, not at the next access poll.
+                if let Some(entry) = self.open.get(&document_id).cloned() {
+                    match self
+                        .state
+                        .store
+                        .accounts()
+                        .live_token_user(&self.token_id)
+                        .await
+                    {
+                        Ok(Some(_)) => entry.relay_ephemeral(self.conn_id, &msg),
+                        Ok(None) => return self.refresh_access().await,
+                        Err(e) => {
+                            tracing::warn!(conn = self.conn_id, error = %e, "could not check the token; ephemeral message dropped");
+                        }
+                    }
                 }
                 Flow::Continue
             }
@@ -293,16 +307,20 @@ impl Connection {
         self.audit.push(event);
     }
 
-    /// Writes the noted audit events. A failure is logged loudly; syncing goes on, as
-    /// the change itself is already committed.
-    pub(super) async fn write_audit(&mut self) {
+    /// Writes the noted audit events; returns whether they are stored. A failure is
+    /// logged loudly. Reads write their entry before the content is sent (`flush`);
+    /// the other entries of a step (denials, closes) are written after it.
+    pub(super) async fn write_audit(&mut self) -> bool {
         if self.audit.is_empty() {
-            return;
+            return true;
         }
         let events = std::mem::take(&mut self.audit);
         if let Err(e) = self.state.store.audit().append_many(&events).await {
             tracing::error!(conn = self.conn_id, error = %e, lost = events.len(), "could not write audit events");
+            m::rejected("audit-failed");
+            return false;
         }
+        true
     }
 
     /// How this device is named in provenance and audit records: the token it
@@ -334,7 +352,9 @@ impl Connection {
 
     async fn on_sync_inner(&mut self, id: DocumentId, data: &[u8], is_request: bool) -> Flow {
         if let Some(entry) = self.open.get(&id).cloned() {
-            if policy::decide(&self.principal, entry.facts(), Access::Read).is_ok() {
+            if !entry.is_erased()
+                && policy::decide(&self.principal, entry.facts(), Access::Read).is_ok()
+            {
                 self.apply(entry, data).await;
             } else {
                 self.close_document(id).await;
@@ -342,6 +362,13 @@ impl Connection {
             return Flow::Continue;
         }
         if !self.pending.contains_key(&id) {
+            // Decide from the catalog first: a denied document is never loaded nor
+            // decrypted, so it answers as fast as a missing one.
+            match self.denied_by_catalog(id).await {
+                Ok(false) => {}
+                Ok(true) => return self.unknown_or_denied(id, data, is_request).await,
+                Err(()) => return Flow::Continue,
+            }
             let found = match self.state.hub.get(id).await {
                 Ok(found) => found,
                 Err(e) => {
@@ -364,20 +391,62 @@ impl Connection {
                     Err(reason) => self.deny_read(entry, &reason),
                 }
             }
-            // Missing, or denied: from here on both look exactly the same.
-            if is_request {
-                self.send_unavailable(id).await;
-                return Flow::Continue;
-            }
-            if self.pending.len() >= self.state.limits.max_pending_creations {
-                m::rejected("too-many-creations");
-                self.send_error("too many documents being created at once on this connection")
-                    .await;
-                return Flow::Continue;
-            }
+            return self.unknown_or_denied(id, data, is_request).await;
         }
         self.create(id, data).await;
         Flow::Continue
+    }
+
+    /// A `request` or `sync` for a missing or denied id: from here on both look
+    /// exactly the same (`doc-unavailable`, or the creation path).
+    async fn unknown_or_denied(&mut self, id: DocumentId, data: &[u8], is_request: bool) -> Flow {
+        if is_request {
+            self.send_unavailable(id).await;
+            return Flow::Continue;
+        }
+        if self.pending.len() >= self.state.limits.max_pending_creations {
+            m::rejected("too-many-creations");
+            self.send_error("too many documents being created at once on this connection")
+                .await;
+            return Flow::Continue;
+        }
+        self.create(id, data).await;
+        Flow::Continue
+    }
+
+    /// For a document not loaded here: does the catalog (partition, hand-over flag)
+    /// deny this peer reading it? A denial is logged and audited like `deny_read`.
+    /// `Err`: the store failed and the peer was told to try again.
+    async fn denied_by_catalog(&mut self, id: DocumentId) -> Result<bool, ()> {
+        if self.state.hub.loaded_entry(id).is_some() {
+            return Ok(false); // decided from the loaded entry's facts, at no cost
+        }
+        let facts = match self.state.store.summary_facts(&[id]).await {
+            Ok(facts) => facts,
+            Err(e) => {
+                tracing::error!(conn = self.conn_id, %id, error = %e, "reading the catalog failed");
+                self.send_error(&format!(
+                    "document {id} cannot be served right now; try again later"
+                ))
+                .await;
+                return Err(());
+            }
+        };
+        let Some(f) = facts.get(&id) else {
+            return Ok(false); // unknown: the caller finds it missing as well
+        };
+        let doc_facts = policy::DocFacts {
+            partition: &f.partition,
+            handed_over: f.handed_over,
+        };
+        match policy::decide(&self.principal, doc_facts, Access::Read) {
+            Ok(()) => Ok(false),
+            Err(reason) => {
+                let partition = f.partition.clone();
+                self.audit_denied_read(id, &partition, &reason);
+                Ok(true)
+            }
+        }
     }
 
     /// Subscribes to a readable document and resumes any persisted sync state.
@@ -392,7 +461,7 @@ impl Connection {
                 Some(storage) => self
                     .state
                     .store
-                    .sync_state(&storage, &id)
+                    .sync_state(&storage, &self.principal.user_id, &id)
                     .await
                     .ok()
                     .flatten(),
@@ -413,6 +482,7 @@ impl Connection {
         let writer = Writer {
             principal: &self.principal,
             device: &device,
+            token: Some(&self.token_id),
         };
         let state = &self.state;
         match commit::apply(
@@ -438,7 +508,12 @@ impl Connection {
     async fn create(&mut self, id: DocumentId, data: &[u8]) {
         let principal = &self.principal;
         let doc = self.pending.entry(id).or_default();
-        let result = self.engine.receive_checked(id, doc, data, |doc, _| {
+        let result = self.engine.receive_checked(id, doc, data, |doc, applied| {
+            // Runs for queued changes too (`Applied::left_something`): a peer that
+            // may create nothing cannot park bytes in a pending document.
+            if applied.queued_bytes > 0 {
+                return Err(Refusal::Incomplete);
+            }
             let meta = schema::meta::read_meta(doc)?;
             policy::may_create(principal, &meta.partition()).map_err(|_| Refusal::NotPermitted)?;
             schema::validate(doc)?;
@@ -479,6 +554,7 @@ impl Connection {
         let writer = Writer {
             principal: &self.principal,
             device: &device,
+            token: Some(&self.token_id),
         };
         match commit::create(&self.state.hub, doc, writer, id, &self.signal).await {
             Created::Document(entry) => {
@@ -488,7 +564,7 @@ impl Connection {
                 erased: true,
                 message,
             } => {
-                self.record(AuditAction::Denied, id, None, "push of an erased document");
+                self.record(AuditAction::Denied, id, None, "create: id not free");
                 self.send_error(&message).await;
                 self.send_unavailable(id).await;
             }
@@ -612,16 +688,26 @@ impl Connection {
     /// released (it was loaded only to decide). The caller answers as for a missing id.
     fn deny_read(&mut self, entry: Arc<DocEntry>, reason: &policy::Denied) {
         let id = entry.id();
-        tracing::info!(conn = self.conn_id, user = %self.principal.user_id, %id, %reason, "read denied");
         let partition = entry.catalog.partition.clone();
+        self.audit_denied_read(id, &partition, reason);
+        drop(entry);
+        self.state.hub.release(id);
+    }
+
+    /// Logs and audits a denied read (the one wording for every path).
+    fn audit_denied_read(
+        &mut self,
+        id: DocumentId,
+        partition: &sync_core::partition::Partition,
+        reason: &policy::Denied,
+    ) {
+        tracing::info!(conn = self.conn_id, user = %self.principal.user_id, %id, %reason, "read denied");
         self.record(
             AuditAction::Denied,
             id,
-            Some(&partition),
+            Some(partition),
             &format!("read: {reason}"),
         );
-        drop(entry);
-        self.state.hub.release(id);
     }
 
     async fn open_for_sync(&mut self, id: DocumentId) {
@@ -712,10 +798,9 @@ impl Connection {
                 // A change to a document the peer holds in sync: open it now.
                 self.open_watched(id).await;
             }
-            let still_readable = self
-                .open
-                .get(&id)
-                .map(|e| policy::decide(&self.principal, e.facts(), Access::Read).is_ok());
+            let still_readable = self.open.get(&id).map(|e| {
+                !e.is_erased() && policy::decide(&self.principal, e.facts(), Access::Read).is_ok()
+            });
             if still_readable == Some(false) {
                 self.close_document(id).await;
                 continue;
@@ -763,7 +848,19 @@ impl Connection {
                         .map(|m| !m.changes.is_empty())
                         .unwrap_or(false);
                     if carries_changes {
+                        // Fail closed: the read's audit entry is committed before the
+                        // content leaves; without it nothing is sent, and the session
+                        // starts over so the next flush offers the changes again.
                         self.record(AuditAction::Read, id, Some(partition), "");
+                        if !self.write_audit().await {
+                            self.engine.forget(&id);
+                            self.engine.open(id);
+                            self.send_error(&format!(
+                                "document {id} cannot be served right now; try again later"
+                            ))
+                            .await;
+                            continue;
+                        }
                     }
                 }
                 self.send(Message::Sync {
@@ -837,6 +934,8 @@ impl Connection {
                     match store.erased_among(&open).await {
                         Ok(erased) => {
                             for id in erased {
+                                // Erased by another process: no copy stays in memory.
+                                self.state.hub.erased(id);
                                 self.close_document(id).await;
                             }
                         }

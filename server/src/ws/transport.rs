@@ -194,7 +194,7 @@ async fn serve(
                 Flow::Close
             }
         };
-        conn.write_audit().await;
+        let _ = conn.write_audit().await;
         if conn.is_stalled() {
             tracing::info!(conn = conn.conn_id, user = %conn.principal.user_id, "peer does not read its messages; dropping the slow consumer");
             m::rejected("slow-consumer");

@@ -117,7 +117,7 @@ pub(crate) use read::{hydrate_with_schema, schema_enum};
 pub use validate::{validate, validate_changes};
 pub(crate) use write::keyed_by_id;
 pub(crate) use write::*;
-pub use write::{new_document, update};
+pub use write::{current_state_only, new_document, update};
 
 /// Builders for documents written with raw automerge calls, as a JavaScript client would.
 #[cfg(test)]

@@ -1,5 +1,5 @@
-//! Writing documents: [`new_document`] and [`update`], and the small `Reconcile`
-//! helpers that keep each struct's `Reconcile` a list of its fields.
+//! Writing documents: [`new_document`], [`current_state_only`] and [`update`], and the
+//! small `Reconcile` helpers that keep each struct's `Reconcile` a list of its fields.
 
 use std::borrow::Cow;
 
@@ -34,6 +34,63 @@ pub fn new_document<T: Reconcile>(value: &T) -> Result<Automerge, SchemaError> {
     })??;
     validate(&doc)?;
     Ok(doc)
+}
+
+/// A new document holding `doc`'s current state and none of its history: what was
+/// deleted or overwritten before (a contact note, an earlier goal) cannot be read from
+/// it at any of its heads. One change, by a fresh actor; validated like `new_document`.
+/// Used where a document's content goes to a new audience (a wijk move).
+pub fn current_state_only(doc: &Automerge) -> Result<Automerge, SchemaError> {
+    use automerge::transaction::Transactable;
+    use automerge::ROOT;
+
+    fn copy(
+        doc: &Automerge,
+        from: &ObjId,
+        kind: ObjType,
+        tx: &mut automerge::transaction::Transaction<'_>,
+        to: &ObjId,
+    ) -> Result<(), automerge::AutomergeError> {
+        match kind {
+            ObjType::Text => {
+                let text = automerge::ReadDoc::text(doc, from)?;
+                tx.splice_text(to, 0, 0, &text)?;
+            }
+            ObjType::List => {
+                for i in 0..automerge::ReadDoc::length(doc, from) {
+                    match automerge::ReadDoc::get(doc, from, i)? {
+                        Some((Value::Object(kind), id)) => {
+                            let child = tx.insert_object(to, i, kind)?;
+                            copy(doc, &id, kind, tx, &child)?;
+                        }
+                        Some((Value::Scalar(v), _)) => tx.insert(to, i, v.into_owned())?,
+                        None => {}
+                    }
+                }
+            }
+            ObjType::Map | ObjType::Table => {
+                for key in automerge::ReadDoc::keys(doc, from) {
+                    match automerge::ReadDoc::get(doc, from, key.as_str())? {
+                        Some((Value::Object(kind), id)) => {
+                            let child = tx.put_object(to, key.as_str(), kind)?;
+                            copy(doc, &id, kind, tx, &child)?;
+                        }
+                        Some((Value::Scalar(v), _)) => tx.put(to, key.as_str(), v.into_owned())?,
+                        None => {}
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    let mut out = Automerge::new();
+    let mut tx = out.transaction();
+    copy(doc, &ROOT, ObjType::Map, &mut tx, &ROOT)
+        .map_err(|e| SchemaError::Write(format!("copying the current state: {e}")))?;
+    tx.commit();
+    validate(&out)?;
+    Ok(out)
 }
 
 /// Edits a typed document the way every client should: hydrate the current state, let
