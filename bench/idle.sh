@@ -16,6 +16,7 @@ cd "$(dirname "$0")/.."
 CONNECTIONS=${CONNECTIONS:-50000}
 HOLD_SECS=${HOLD_SECS:-20}
 OUT=${OUT:-$(mktemp -d)}
+mkdir -p "$OUT"
 
 if [[ -z "${BUURTSYNC:-}" || -z "${LOADGEN:-}" ]]; then
   cargo build --release -p buurtsync-server -p buurtsync-loadgen --bins

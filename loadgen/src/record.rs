@@ -292,9 +292,12 @@ pub fn load(path: &Path) -> Result<Recording, Error> {
     Ok(rec)
 }
 
+/// A recorded change's hash → (document, position in its line).
+pub type ByHash = HashMap<ChangeHash, (usize, u32)>;
+
 /// Positions of the recorded changes within their document's line of history (1 for
 /// the first recorded change of a document), and each change's hash to (doc, position).
-pub fn positions(rec: &Recording) -> Result<(Vec<u32>, HashMap<ChangeHash, (usize, u32)>), Error> {
+pub fn positions(rec: &Recording) -> Result<(Vec<u32>, ByHash), Error> {
     let mut next = vec![0u32; rec.documents.len()];
     let mut pos = Vec::with_capacity(rec.changes.len());
     let mut by_hash = HashMap::with_capacity(rec.changes.len());

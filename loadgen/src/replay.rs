@@ -188,8 +188,7 @@ impl ReplayReport {
 struct Shared {
     ids: Vec<DocumentId>,
     doc_ids: HashMap<DocumentId, usize>,
-    /// A recorded change's hash → (document, position in its line).
-    by_hash: HashMap<ChangeHash, (usize, u32)>,
+    by_hash: record::ByHash,
     /// Per document, the indices of its recorded changes in position order.
     doc_changes: Vec<Vec<usize>>,
     /// Per document, the heads before any recorded change.
