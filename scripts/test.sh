@@ -37,6 +37,11 @@ cargo clippy --workspace --all-targets -- -D warnings
 step "build binaries used by the end-to-end tests"
 cargo build --workspace
 
+step "sqlite3 command-line tool (central_outcomes wipes a store's release memory with it)"
+if ! command -v sqlite3 >/dev/null 2>&1; then
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq sqlite3 >/dev/null
+fi
+
 step "Python for the client library's tests and examples (Debian python3 if missing)"
 if ! command -v python3 >/dev/null 2>&1; then
   apt-get update -qq && apt-get install -y -qq python3 >/dev/null

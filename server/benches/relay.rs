@@ -315,6 +315,7 @@ fn load(c: &mut Criterion) {
             s.rt.block_on(async {
                 let stored = s
                     .store
+                    .documents()
                     .load_document(&s.id)
                     .await
                     .expect("load")

@@ -1,14 +1,15 @@
 //! Measures the central office's export path at "assen" scale: N plans (default 5 000,
 //! each with goals and contact moments) in a real SQLite store, then the cold facts
 //! refresh (every document decrypted and read once), a warm refresh after one change,
-//! the monthly aggregates and the NDJSON records of one recipient.
+//! the monthly aggregates, the release memory's write and read, the feed's
+//! generalisation and the NDJSON records of one recipient.
 //!
 //! `cargo run -p buurtsync-server --example central_export -- 5000`
 //! Figures go to docs/performance.md.
 
 use std::time::Instant;
 
-use buurtsync_server::central::{aggregate, record, Central};
+use buurtsync_server::central::{aggregate, anonymity, record, Central};
 use buurtsync_server::hub::Hub;
 use buurtsync_server::store::{now, CatalogEntry, Store};
 use sync_core::partition::{DocumentKind, Partition, WijkId};
@@ -94,7 +95,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         5,
         5,
         today,
-        Some(&mut memory),
+        aggregate::Method::Suppression(Some(&mut memory)),
     );
     println!(
         "monthly aggregates, first release (secondary suppression included): {:.0} ms ({} cells)",
@@ -108,7 +109,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         5,
         5,
         today,
-        Some(&mut memory),
+        aggregate::Method::Suppression(Some(&mut memory)),
     );
     println!(
         "monthly aggregates, next release (against the first): {:.0} ms ({} cells)",
@@ -116,11 +117,41 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         agg.cells.len()
     );
 
+    let t = Instant::now();
+    let changed = memory.changed();
+    store.releases().record(0, &changed).await?;
+    println!(
+        "release memory, first release recorded: {:.0} ms ({} cells)",
+        t.elapsed().as_secs_f64() * 1e3,
+        changed.len()
+    );
+    let t = Instant::now();
+    let loaded = store.releases().load().await?;
+    println!(
+        "release memory, loaded for the next release: {:.0} ms ({} cells)",
+        t.elapsed().as_secs_f64() * 1e3,
+        loaded.cells.len()
+    );
+
+    let t = Instant::now();
+    let release = aggregate::release_all(view.current(), 5, today, None);
+    let floors = anonymity::floors(&release);
+    let g = anonymity::generalise(view.current(), 5, &floors);
+    println!(
+        "feed generalisation (k = 5, Datafly per wijk, floors from the whole release): {:.0} ms",
+        t.elapsed().as_secs_f64() * 1e3
+    );
+    let levels: Vec<String> = anonymity::Attr::ALL
+        .iter()
+        .zip(g.levels(&wijken[0]))
+        .map(|(a, l)| format!("{}={}", a.as_str(), a.levels()[l]))
+        .collect();
+    println!("  levels in {}: {}", wijken[0], levels.join(" "));
     let p = central.pseudonymiser(&store, "office").await?;
     let t = Instant::now();
     let mut bytes = 0;
     for f in view.after(0, usize::MAX) {
-        bytes += serde_json::to_vec(&record::record(&f, &p))?.len() + 1;
+        bytes += serde_json::to_vec(&record::record(&f, &p, &g))?.len() + 1;
     }
     println!(
         "NDJSON records for one recipient: {:.0} ms ({} KiB)",

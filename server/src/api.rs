@@ -29,13 +29,7 @@ pub async fn me(
     State(state): State<Arc<AppState>>,
     Authenticated { principal, .. }: Authenticated,
 ) -> Result<Json<Value>, Error> {
-    let names: std::collections::HashMap<String, String> = state
-        .store
-        .accounts()
-        .list_wijken()
-        .await?
-        .into_iter()
-        .collect();
+    let names = state.store.accounts().wijk_names().await?;
     let mut wijken: std::collections::BTreeMap<&str, Vec<policy::WijkRole>> =
         std::collections::BTreeMap::new();
     for grant in &principal.grants {
@@ -86,6 +80,7 @@ pub async fn list_documents(
     let scope = policy::read_scope(&principal);
     let rows = state
         .store
+        .documents()
         .list_readable(
             &scope,
             query.wijk.as_ref(),
@@ -175,7 +170,12 @@ pub async fn move_document(
     let id: DocumentId = id.parse().map_err(|_| Error::NotFound("document".into()))?;
     let target = MoveRequest::try_from(body)?.wijk;
     let not_found = || Error::NotFound(format!("document {id}"));
-    let old = state.store.catalog(&id).await?.ok_or_else(not_found)?;
+    let old = state
+        .store
+        .documents()
+        .catalog(&id)
+        .await?
+        .ok_or_else(not_found)?;
     let device = format!("{token_id}/api");
     if let Err(reason) = policy::may_move(&principal, &old.partition) {
         tracing::info!(user = %principal.user_id, %id, %reason, "move denied");
@@ -213,7 +213,7 @@ pub async fn move_document(
         // One move at a time per plan: a second move waits here, then finds the
         // tombstone of the first.
         let doc_state = state.hub.lock(&entry).await?;
-        if entry.is_erased() || state.store.tombstone(&id).await?.is_some() {
+        if entry.is_erased() || state.store.documents().tombstone(&id).await?.is_some() {
             return Err(not_found());
         }
         // The current state only, as a new document without history, so deleted
@@ -242,7 +242,11 @@ pub async fn move_document(
                 Some(token_id.as_str()),
             )
             .await?;
-        state.store.erase(&id, &principal.user_id).await?;
+        state
+            .store
+            .documents()
+            .erase(&id, &principal.user_id)
+            .await?;
         state
             .store
             .audit()

@@ -41,7 +41,7 @@ pub fn app(state: Arc<AppState>) -> Router {
     }
     router
         .merge(crate::central::routes::routes())
-        .merge(crate::identity::routes())
+        .merge(crate::identity::http::routes())
         .merge(crate::beheer::routes())
         .with_state(state)
         .layer(axum::middleware::from_fn(crate::web_security::harden))

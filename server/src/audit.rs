@@ -156,7 +156,7 @@ impl FromStr for AuditAction {
 }
 
 /// One thing to record. The store adds the time, the `seq` and the hashes.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct AuditEvent {
     pub user_id: String,
     /// The device: for a websocket peer its token id and peerId, `cli` for the CLI.
@@ -198,20 +198,31 @@ impl AuditEvent {
         self.detail = detail.into();
         self
     }
+
+    /// What the hash of this event's entry covers, recorded as entry `seq` at `at_ms`.
+    pub fn hashed(&self, seq: i64, at_ms: i64) -> HashedFields<'_> {
+        HashedFields {
+            seq,
+            at_ms,
+            user_id: &self.user_id,
+            device: &self.device,
+            document: self.document.as_deref(),
+            partition: self.partition.as_deref(),
+            action: self.action.as_str(),
+            detail: &self.detail,
+        }
+    }
 }
 
-/// One recorded entry, as stored (hashes in hex).
+/// One recorded entry, as stored: the event with its place in the chain (hashes in
+/// hex).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct AuditEntry {
     pub seq: i64,
     /// Unix milliseconds (UTC).
     pub at_ms: i64,
-    pub user_id: String,
-    pub device: String,
-    pub document: Option<String>,
-    pub partition: Option<String>,
-    pub action: AuditAction,
-    pub detail: String,
+    #[serde(flatten)]
+    pub event: AuditEvent,
     pub prev_hash: String,
     pub hash: String,
 }
@@ -520,11 +531,11 @@ fn export_fields(e: &AuditEntry) -> [String; 7] {
     [
         e.seq.to_string(),
         e.time(),
-        e.user_id.clone(),
-        e.device.clone(),
-        e.action.as_str().to_owned(),
-        e.partition.clone().unwrap_or_default(),
-        e.detail.clone(),
+        e.event.user_id.clone(),
+        e.event.device.clone(),
+        e.event.action.as_str().to_owned(),
+        e.event.partition.clone().unwrap_or_default(),
+        e.event.detail.clone(),
     ]
 }
 
@@ -637,12 +648,7 @@ mod tests {
         let entry = AuditEntry {
             seq: 1,
             at_ms: 0,
-            user_id: "=cmd()".into(),
-            device: "a,b".into(),
-            document: None,
-            partition: None,
-            action: AuditAction::Read,
-            detail: "say \"hi\"".into(),
+            event: AuditEvent::new("=cmd()", "a,b", AuditAction::Read).with_detail("say \"hi\""),
             prev_hash: String::new(),
             hash: String::new(),
         };

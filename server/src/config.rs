@@ -128,6 +128,12 @@ pub struct ServeSettings {
     /// volunteers) than this are suppressed.
     #[arg(long, env = "BUURTSYNC_CENTRAL_MIN_COUNT", default_value_t = defaults().central_min_count, value_parser = clap::value_parser!(u64).range(1..))]
     pub central_min_count: u64,
+    /// How the aggregates are protected: `suppression` (primary and secondary, kept
+    /// consistent across releases) or `cell-key` (every count with consistent noise,
+    /// docs/central-office.md).
+    #[arg(long, env = "BUURTSYNC_CENTRAL_DISCLOSURE", value_enum, default_value_t = defaults().central_disclosure)]
+    #[serde(default)]
+    pub central_disclosure: crate::central::cellkey::Disclosure,
     /// Directory of the built volunteer web app, served at `/app/` (default:
     /// `mobile-examples/web-volunteer/dist` when it exists in the working directory).
     #[arg(long, env = "BUURTSYNC_WEB_APP_DIR")]
@@ -168,6 +174,7 @@ impl Default for ServeSettings {
             sync_states_per_user: 16,
             sync_state_ttl: Duration::from_secs(90 * 24 * 3600).into(),
             central_min_count: 5,
+            central_disclosure: crate::central::cellkey::Disclosure::Suppression,
             web_app_dir: None,
             metrics_listen: None,
             identity: crate::identity::IdentityArgs::default(),
@@ -225,6 +232,7 @@ impl ServeSettings {
             sync_states_per_user: self.sync_states_per_user,
             sync_state_ttl: *self.sync_state_ttl,
             central_min_count: self.central_min_count,
+            central_disclosure: self.central_disclosure,
             max_pending_creations: MAX_PENDING_CREATIONS,
         }
     }

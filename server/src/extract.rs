@@ -8,21 +8,23 @@
 //! for a role that may not use the endpoint.
 //!
 //! One parser ([`presented`]) finds the credential and one function ([`principal_for`])
-//! turns a [`Credential`] into a principal, through [`crate::identity::authenticate`]
+//! turns a [`Credential`] into a principal, through [`authenticate`]
 //! (the one place credentials become principals): service tokens and device sessions'
 //! access tokens (both rows of the `tokens` table). Identity providers' tokens are
-//! taken only by sign-in and `/beheer` (`AllowOidc::Yes` there), which parse their own
-//! bearer headers.
+//! taken only by sign-in and `/beheer` (`AllowOidc::Yes` there), which read the
+//! header with the same parser ([`bearer`]).
 
 use std::sync::Arc;
 
 use axum::extract::{FromRequestParts, Query};
 use axum::http::request::Parts;
+use axum::http::HeaderMap;
 use serde::Deserialize;
 use sync_core::policy::{self, Principal};
 
 use crate::audit::{AuditAction, AuditEvent};
 use crate::error::Error;
+use crate::identity::principal::{authenticate, AllowOidc};
 use crate::state::AppState;
 use crate::store::Store;
 
@@ -32,6 +34,22 @@ pub enum Credential {
     /// A `bst_…` token secret (`auth`): a service token or a device session's access
     /// token.
     Bearer(String),
+}
+
+impl Credential {
+    /// The secret as presented.
+    pub fn secret(&self) -> &str {
+        match self {
+            Credential::Bearer(secret) => secret,
+        }
+    }
+
+    /// The secret as presented, owned.
+    pub fn into_secret(self) -> String {
+        match self {
+            Credential::Bearer(secret) => secret,
+        }
+    }
 }
 
 /// An authenticated caller: the principal and the id of the token it used (devices and
@@ -47,24 +65,26 @@ struct TokenQuery {
     token: Option<String>,
 }
 
-/// The credential of a request: `Authorization: Bearer …` (the scheme in any case),
-/// then, only where `query_allowed`, `?token=…`.
-pub fn presented(parts: &Parts, query_allowed: bool) -> Option<Credential> {
-    let header = parts
-        .headers
+/// The credential in `Authorization: Bearer …` (the scheme in any case).
+pub fn bearer(headers: &HeaderMap) -> Option<Credential> {
+    headers
         .get(axum::http::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.split_once(' '))
         .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
-        .map(|(_, token)| token.trim().to_owned());
-    header
-        .or_else(|| {
-            query_allowed
-                .then(|| Query::<TokenQuery>::try_from_uri(&parts.uri).ok())
-                .flatten()
-                .and_then(|Query(q)| q.token)
-        })
-        .map(Credential::Bearer)
+        .map(|(_, token)| Credential::Bearer(token.trim().to_owned()))
+}
+
+/// The credential of a request: the [`bearer`] header, then, only where
+/// `query_allowed`, `?token=…`.
+pub fn presented(parts: &Parts, query_allowed: bool) -> Option<Credential> {
+    bearer(&parts.headers).or_else(|| {
+        query_allowed
+            .then(|| Query::<TokenQuery>::try_from_uri(&parts.uri).ok())
+            .flatten()
+            .and_then(|Query(q)| q.token)
+            .map(Credential::Bearer)
+    })
 }
 
 /// The principal a credential stands for; `Unauthorized` for anything unknown,
@@ -75,9 +95,7 @@ pub async fn principal_for(
 ) -> Result<Authenticated, Error> {
     match credential {
         Credential::Bearer(secret) => {
-            let (principal, token_id) =
-                crate::identity::authenticate(state, secret, crate::identity::AllowOidc::No)
-                    .await?;
+            let (principal, token_id) = authenticate(state, secret, AllowOidc::No).await?;
             Ok(Authenticated {
                 principal,
                 token_id,

@@ -357,9 +357,14 @@ impl Hub {
     /// panic in automerge on it (issue 20): the copy may be inconsistent, the store's is
     /// not. The next [`Hub::lock`] reloads it, exactly as after an eviction.
     pub fn discard(&self, state: &mut DocState) {
-        if !state.resident {
-            return;
+        if state.resident {
+            self.unload(state);
         }
+    }
+
+    /// Drops a resident document's in-memory copy and its bytes from the cache's
+    /// count (eviction and [`Hub::discard`]); the next [`Hub::lock`] reloads it.
+    fn unload(&self, state: &mut DocState) {
         let bytes = state.stored_bytes();
         state.doc = Automerge::new();
         state.resident = false;
@@ -381,6 +386,7 @@ impl Hub {
     async fn reload(&self, id: DocumentId, state: &mut DocState) -> Result<(), Error> {
         let stored = self
             .store
+            .documents()
             .load_document(&id)
             .await?
             .ok_or_else(|| Error::Corrupt(format!("document {id} vanished from the store")))?;
@@ -425,14 +431,7 @@ impl Hub {
             if !state.resident || state.doc.get_heads() != state.saved_heads {
                 continue;
             }
-            let bytes = state.stored_bytes();
-            state.doc = Automerge::new();
-            state.resident = false;
-            let _ = self
-                .cache_bytes
-                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |v| {
-                    Some(v.saturating_sub(bytes))
-                });
+            self.unload(&mut state);
             self.evictions.fetch_add(1, Ordering::Relaxed);
             metrics::counter!(crate::metrics::CACHE_EVICTIONS).increment(1);
         }
@@ -500,7 +499,7 @@ impl Hub {
         if entry.is_erased() {
             return Ok(None);
         }
-        if was_loaded && self.store.tombstone(&id).await?.is_some() {
+        if was_loaded && self.store.documents().tombstone(&id).await?.is_some() {
             drop(entry);
             self.erased(id);
             return Ok(None);
@@ -519,14 +518,7 @@ impl Hub {
         };
         entry.erased.store(true, Ordering::Release);
         if let Ok(mut state) = entry.state.try_lock() {
-            let bytes = state.resident_bytes();
-            state.doc = Automerge::new();
-            state.resident = false;
-            let _ = self
-                .cache_bytes
-                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |v| {
-                    Some(v.saturating_sub(bytes))
-                });
+            self.discard(&mut state);
         }
         entry.announce();
     }
@@ -568,7 +560,7 @@ impl Hub {
 
     async fn load(&self, id: DocumentId) -> Result<Option<Arc<DocEntry>>, Error> {
         let started = std::time::Instant::now();
-        let stored = self.store.load_document(&id).await?;
+        let stored = self.store.documents().load_document(&id).await?;
         metrics::histogram!(crate::metrics::STORE_LATENCY, "op" => "load")
             .record(started.elapsed().as_secs_f64());
         let Some(stored) = stored else {
@@ -646,6 +638,7 @@ impl Hub {
             let started = std::time::Instant::now();
             let key = self
                 .store
+                .documents()
                 .create_document_with(
                     &catalog,
                     &snapshot,
@@ -756,6 +749,7 @@ impl Hub {
             let doc = &mut state.doc;
             let compacted = self
                 .store
+                .documents()
                 .compact_with(
                     id,
                     &state.key,
@@ -774,6 +768,7 @@ impl Hub {
         } else {
             if let Some(seq) = self
                 .store
+                .documents()
                 .append_chunk_with(
                     id,
                     &state.key,
@@ -833,7 +828,11 @@ impl Hub {
         // Without heads to check against, read everything: a chunk may have committed
         // below `seen_seq` (sequence values are not handed out in commit order).
         let after = if heads.is_empty() { 0 } else { state.seen_seq };
-        let newer = self.store.chunks_after(&id, &state.key, after).await?;
+        let newer = self
+            .store
+            .documents()
+            .chunks_after(&id, &state.key, after)
+            .await?;
         self.merge_stored(&id, &mut state, &newer.bytes)?;
         state.seen_seq = state.seen_seq.max(newer.last_seq);
         state.incremental_bytes += newer.incremental_bytes;
@@ -841,7 +840,11 @@ impl Hub {
             .fetch_add(newer.incremental_bytes, Ordering::Relaxed);
         if !heads.is_empty() && !has_all(&state.doc) {
             // A chunk committed out of seq order (or compacted away): read everything.
-            let all = self.store.chunks_after(&id, &state.key, 0).await?;
+            let all = self
+                .store
+                .documents()
+                .chunks_after(&id, &state.key, 0)
+                .await?;
             self.merge_stored(&id, &mut state, &all.bytes)?;
             state.seen_seq = state.seen_seq.max(all.last_seq);
         }

@@ -16,6 +16,7 @@
 //! - [`auth`]: tokens, hashed at rest.
 //! - [`identity`]: OIDC sign-in, enrolment codes, device sessions (refresh/access tokens).
 //! - [`beheer`]: `/beheer`, the coordinator's page (server-rendered, no scripts).
+//! - [`html`]: what the server's own pages share: escaping, the shell, their headers.
 //! - [`audit`]: the append-only, hash-chained audit log (NEN 7513) and its export.
 //! - [`metrics`]: Prometheus series names and the recorder behind `/metrics`.
 //! - [`error`]: the crate's error and its HTTP translation.
@@ -33,6 +34,7 @@ pub mod commit;
 pub mod config;
 pub mod error;
 pub mod extract;
+pub mod html;
 pub mod hub;
 pub mod identity;
 pub mod metrics;

@@ -9,6 +9,7 @@
 
 use std::sync::OnceLock;
 
+use metrics::{KeyName, Unit};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
 /// Open websocket connections (gauge).
@@ -87,57 +88,51 @@ pub fn install() -> PrometheusHandle {
         .clone()
 }
 
+/// What a series is, for its description.
+#[derive(Clone, Copy)]
+enum Kind {
+    Counter,
+    Gauge,
+    Histogram,
+}
+
+/// Every series with its kind, unit and help text (`# HELP` on `/metrics`).
+#[rustfmt::skip]
+const DESCRIBED: &[(&str, Kind, Option<Unit>, &str)] = &[
+    (CONNECTIONS, Kind::Gauge, None, "Open websocket connections"),
+    (CONNECTIONS_TOTAL, Kind::Counter, None, "Websocket connections accepted"),
+    (DOCUMENTS_LOADED, Kind::Gauge, None, "Documents held in memory"),
+    (DOCUMENT_LOADS, Kind::Counter, None, "Documents loaded and decrypted from the store"),
+    (CACHE_BYTES, Kind::Gauge, Some(Unit::Bytes), "Stored size of the documents in memory"),
+    (CACHE_EVICTIONS, Kind::Counter, None, "Documents evicted from memory to keep the cache within its budget"),
+    (CACHE_RELOADS, Kind::Counter, None, "Evicted documents loaded again on use"),
+    (MESSAGES_IN, Kind::Counter, None, "Protocol messages received, by type"),
+    (MESSAGES_OUT, Kind::Counter, None, "Protocol messages sent, by type"),
+    (BYTES_IN, Kind::Counter, Some(Unit::Bytes), "Websocket payload bytes received"),
+    (BYTES_OUT, Kind::Counter, Some(Unit::Bytes), "Websocket payload bytes sent"),
+    (SYNC_LATENCY, Kind::Histogram, Some(Unit::Seconds), "Sync payload received to committed"),
+    (STORE_LATENCY, Kind::Histogram, Some(Unit::Seconds), "Store operations, by op"),
+    (STORE_BATCH_JOBS, Kind::Histogram, Some(Unit::Count), "Jobs per SQLite group commit (one transaction, one fsync)"),
+    (REJECTED, Kind::Counter, None, "Refused messages and connections, by reason"),
+    (COMMITS, Kind::Counter, None, "Committed changes, by document kind"),
+    (CREATED, Kind::Counter, None, "Documents created, by document kind"),
+    (WIJK_QUEUE_WAIT, Kind::Histogram, Some(Unit::Seconds), "Waiting for the wijk's work quota"),
+    (SUMMARY_DOCUMENTS, Kind::Counter, None, "Documents in connect-time summaries, by answer (in-sync, changed)"),
+    (TLS_RELOADS, Kind::Counter, None, "TLS certificate reloads, by result"),
+    (PANICS_CAUGHT, Kind::Counter, None, "Panics in the document library caught by the guard, by site"),
+];
+
 fn describe() {
-    use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
-    describe_gauge!(CONNECTIONS, "Open websocket connections");
-    describe_counter!(CONNECTIONS_TOTAL, "Websocket connections accepted");
-    describe_gauge!(DOCUMENTS_LOADED, "Documents held in memory");
-    describe_counter!(
-        DOCUMENT_LOADS,
-        "Documents loaded and decrypted from the store"
-    );
-    describe_gauge!(
-        CACHE_BYTES,
-        Unit::Bytes,
-        "Stored size of the documents in memory"
-    );
-    describe_counter!(
-        CACHE_EVICTIONS,
-        "Documents evicted from memory to keep the cache within its budget"
-    );
-    describe_counter!(CACHE_RELOADS, "Evicted documents loaded again on use");
-    describe_counter!(MESSAGES_IN, "Protocol messages received, by type");
-    describe_counter!(MESSAGES_OUT, "Protocol messages sent, by type");
-    describe_counter!(BYTES_IN, Unit::Bytes, "Websocket payload bytes received");
-    describe_counter!(BYTES_OUT, Unit::Bytes, "Websocket payload bytes sent");
-    describe_histogram!(
-        SYNC_LATENCY,
-        Unit::Seconds,
-        "Sync payload received to committed"
-    );
-    describe_histogram!(STORE_LATENCY, Unit::Seconds, "Store operations, by op");
-    describe_histogram!(
-        STORE_BATCH_JOBS,
-        Unit::Count,
-        "Jobs per SQLite group commit (one transaction, one fsync)"
-    );
-    describe_counter!(REJECTED, "Refused messages and connections, by reason");
-    describe_counter!(COMMITS, "Committed changes, by document kind");
-    describe_counter!(CREATED, "Documents created, by document kind");
-    describe_histogram!(
-        WIJK_QUEUE_WAIT,
-        Unit::Seconds,
-        "Waiting for the wijk's work quota"
-    );
-    describe_counter!(
-        SUMMARY_DOCUMENTS,
-        "Documents in connect-time summaries, by answer (in-sync, changed)"
-    );
-    describe_counter!(TLS_RELOADS, "TLS certificate reloads, by result");
-    describe_counter!(
-        PANICS_CAUGHT,
-        "Panics in the document library caught by the guard, by site"
-    );
+    metrics::with_recorder(|r| {
+        for &(name, kind, unit, help) in DESCRIBED {
+            let name = KeyName::from_const_str(name);
+            match kind {
+                Kind::Counter => r.describe_counter(name, unit, help.into()),
+                Kind::Gauge => r.describe_gauge(name, unit, help.into()),
+                Kind::Histogram => r.describe_histogram(name, unit, help.into()),
+            }
+        }
+    });
 }
 
 /// Counts and logs (one bounded line) a panic the guard caught; `doc` is the document

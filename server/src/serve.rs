@@ -50,23 +50,37 @@ fn install_crypto_provider() {
     let _ = rustls::crypto::ring::default_provider().install_default();
 }
 
-/// Serves on `listener` until `stop` resolves: TLS with `tls`, plain HTTP without;
-/// `web_app_dir` is served at `/app/`, `/metrics` only on `metrics` (its own listener,
-/// loopback by default: issue 16, item 7).
-#[expect(
-    clippy::too_many_arguments,
-    reason = "one argument per listener and setting group; issue 14's ServeSettings folds them"
-)]
+/// What [`serve_until`] serves with: the listeners, bound by the caller (so a bad
+/// address fails before anything runs), and the settings, already checked
+/// (`config::ServeSettings` makes them).
+pub struct Setup {
+    /// The public listener: the API, `/sync`, the pages and `/app/`.
+    pub listener: TcpListener,
+    /// `/metrics` only, on its own listener (loopback by default: issue 16, item 7);
+    /// `None`: no metrics.
+    pub metrics: Option<TcpListener>,
+    pub limits: Limits,
+    /// TLS files; `None`: plain HTTP.
+    pub tls: Option<TlsFiles>,
+    /// Served at `/app/`.
+    pub web_app_dir: Option<PathBuf>,
+    pub identity: crate::identity::Identity,
+}
+
+/// Serves `setup` until `stop` resolves: TLS with its TLS files, plain HTTP without.
 pub async fn serve_until(
-    listener: TcpListener,
     store: Store,
-    limits: Limits,
-    tls: Option<TlsFiles>,
-    web_app_dir: Option<PathBuf>,
-    metrics: Option<TcpListener>,
-    identity: crate::identity::Identity,
+    setup: Setup,
     stop: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), Error> {
+    let Setup {
+        listener,
+        metrics,
+        limits,
+        tls,
+        web_app_dir,
+        identity,
+    } = setup;
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let (alive_tx, mut alive_rx) = mpsc::channel::<()>(1);
     let (access_tx, access_rx) = watch::channel(0u64);

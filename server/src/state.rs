@@ -54,6 +54,8 @@ pub struct Limits {
     /// Central-office aggregates backed by fewer units (households, sessions,
     /// activiteiten, volunteers) than this are suppressed.
     pub central_min_count: u64,
+    /// Suppression or cell-key perturbation of the aggregates.
+    pub central_disclosure: crate::central::cellkey::Disclosure,
 }
 
 /// Everything a request handler or connection needs; shared as `Arc<AppState>`.

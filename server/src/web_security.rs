@@ -96,6 +96,15 @@ impl Transport {
     pub fn is_tls(self) -> bool {
         self == Transport::Tls
     }
+
+    /// How this request arrived (what the extractor gives, for other extractors).
+    pub fn of(parts: &Parts) -> Transport {
+        match parts.extensions.get::<Transport>() {
+            Some(Transport::Tls) => Transport::Tls,
+            _ if forwarded_https(&parts.headers) => Transport::Tls,
+            _ => Transport::Plain,
+        }
+    }
 }
 
 /// A TLS-terminating proxy in front says so with `X-Forwarded-Proto: https`.
@@ -104,6 +113,16 @@ pub fn forwarded_https(headers: &HeaderMap) -> bool {
         .get("x-forwarded-proto")
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.eq_ignore_ascii_case("https"))
+}
+
+/// Headers of an answer that holds something personal or secret (tokens, aggregates,
+/// pages behind a login): never cached, never sniffed.
+pub fn no_store(h: &mut HeaderMap) {
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
 }
 
 /// The value of the first cookie called one of `names` (the plain and the
@@ -123,12 +142,7 @@ impl<S: Send + Sync> FromRequestParts<S> for Transport {
     type Rejection = std::convert::Infallible;
 
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
-        let proxied = forwarded_https(&parts.headers);
-        Ok(match parts.extensions.get::<Transport>() {
-            Some(Transport::Tls) => Transport::Tls,
-            _ if proxied => Transport::Tls,
-            _ => Transport::Plain,
-        })
+        Ok(Transport::of(parts))
     }
 }
 

@@ -421,9 +421,11 @@ async fn entries_for_one_document(backend: Backend) {
         .await
         .expect("for doc");
     assert_eq!(b.iter().map(|e| e.seq).collect::<Vec<_>>(), [1, 4, 7, 10]);
-    assert!(b.iter().all(|e| e.document.as_deref() == Some("doc-b")));
-    assert_eq!(b[1].action, AuditAction::Write);
-    assert_eq!(b[1].user_id, "user-0");
+    assert!(b
+        .iter()
+        .all(|e| e.event.document.as_deref() == Some("doc-b")));
+    assert_eq!(b[1].event.action, AuditAction::Write);
+    assert_eq!(b[1].event.user_id, "user-0");
     assert_eq!(
         db.store
             .audit()

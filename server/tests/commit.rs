@@ -208,6 +208,7 @@ impl Fixture {
 async fn stored(url: &str, id: &DocumentId) -> (Vec<ChangeHash>, bool) {
     let store = Store::open(url).await.expect("reopen");
     let bytes = store
+        .documents()
         .load_document(id)
         .await
         .expect("load")
@@ -215,6 +216,7 @@ async fn stored(url: &str, id: &DocumentId) -> (Vec<ChangeHash>, bool) {
         .bytes;
     let heads = Automerge::load(&bytes).expect("loads").get_heads();
     let (_, handed_over) = store
+        .documents()
         .list_catalog(None, None, 0)
         .await
         .expect("catalog")
@@ -267,7 +269,7 @@ async fn accepted_change_is_committed_and_audited() {
     assert_eq!(saved, heads, "committed heads move with the commit");
     assert_eq!(stored(&fx.url, &fx.id).await.0, heads);
     let audit = fx.audit().await;
-    assert!(audit.iter().any(|e| e.action == AuditAction::Write));
+    assert!(audit.iter().any(|e| e.event.action == AuditAction::Write));
 }
 
 /// A refused change leaves the store and the relay's memory as they were (and is
@@ -275,7 +277,7 @@ async fn accepted_change_is_committed_and_audited() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn refused_change_leaves_store_and_memory_unchanged() {
     let mut fx = Fixture::new().await;
-    let seq_before = fx.store.last_change_seq().await.expect("seq");
+    let seq_before = fx.store.central().last_change_seq().await.expect("seq");
     add_contact(&mut fx.device);
     let outcomes = fx.sync(&principal(false)).await;
     assert!(!committed(&outcomes), "{outcomes:?}");
@@ -285,12 +287,15 @@ async fn refused_change_leaves_store_and_memory_unchanged() {
         (fx.committed.clone(), fx.committed.clone())
     );
     assert_eq!(stored(&fx.url, &fx.id).await, (fx.committed.clone(), false));
-    assert_eq!(fx.store.last_change_seq().await.expect("seq"), seq_before);
+    assert_eq!(
+        fx.store.central().last_change_seq().await.expect("seq"),
+        seq_before
+    );
     let audit = fx.audit().await;
     assert!(audit
         .iter()
-        .any(|e| e.action == AuditAction::Denied && e.detail == "write: no-write"));
-    assert!(!audit.iter().any(|e| e.action == AuditAction::Write));
+        .any(|e| e.event.action == AuditAction::Denied && e.event.detail == "write: no-write"));
+    assert!(!audit.iter().any(|e| e.event.action == AuditAction::Write));
 }
 
 /// A write the store cannot take (its pool is closed) rolls memory back to the
@@ -321,7 +326,9 @@ async fn hand_over_commits_with_the_document() {
     assert!(fx.entry.facts().handed_over);
     assert_eq!(stored(&fx.url, &fx.id).await, (fx.device.get_heads(), true));
     let audit = fx.audit().await;
-    assert!(audit.iter().any(|e| e.action == AuditAction::HandOver));
+    assert!(audit
+        .iter()
+        .any(|e| e.event.action == AuditAction::HandOver));
 }
 
 /// A hand-over request whose commit fails leaves neither the flag nor the document

@@ -78,7 +78,13 @@ async fn erased_key_and_change_hashes_leave_no_remains_in_the_files() {
             .collect()
     };
     drop(e);
-    let key = store.doc_key(&id).await.expect("key").expect("a key").0;
+    let key = store
+        .documents()
+        .doc_key(&id)
+        .await
+        .expect("key")
+        .expect("a key")
+        .0;
     // Positive controls: before the erasure both are in the files.
     assert!(
         !files_holding(&db, &key).is_empty(),
@@ -90,7 +96,11 @@ async fn erased_key_and_change_hashes_leave_no_remains_in_the_files() {
         "change hashes are stored where the scan looks"
     );
 
-    store.erase(&id, "privacy-officer").await.expect("erase");
+    store
+        .documents()
+        .erase(&id, "privacy-officer")
+        .await
+        .expect("erase");
 
     let hits = files_holding(&db, &key);
     assert!(hits.is_empty(), "the destroyed key is still in {hits:?}");

@@ -47,6 +47,7 @@ async fn append(
     let changes = [format!("hash of {chunk}")];
     let audit = [write_event(id, user)];
     store
+        .documents()
         .append_chunk_with(
             id,
             key,
@@ -69,6 +70,7 @@ async fn create_docs(store: &Store, n: usize) -> Vec<(DocumentId, DocKey)> {
     for _ in 0..n {
         let id = DocumentId::random();
         let key = store
+            .documents()
             .create_document(&entry(id), b"first", &DocKey::random())
             .await
             .expect("create");
@@ -190,13 +192,18 @@ async fn concurrent_writes_land_each_with_its_own_outcome(backend: Backend) {
         "each racing pair: one Some, one None"
     );
     for (id, _) in &docs {
-        let stored = store.load_document(id).await.expect("load").expect("doc");
+        let stored = store
+            .documents()
+            .load_document(id)
+            .await
+            .expect("load")
+            .expect("doc");
         assert_eq!(
             stored.chunks as usize,
             1 + TASKS_PER_DOC * APPENDS + 1,
             "every chunk of {id} landed"
         );
-        let authors = store.change_authors(id).await.expect("authors");
+        let authors = store.documents().change_authors(id).await.expect("authors");
         assert_eq!(authors.len(), TASKS_PER_DOC * APPENDS + 1);
     }
     let report = store.audit().verify().await.expect("verify");
@@ -208,8 +215,11 @@ async fn concurrent_writes_land_each_with_its_own_outcome(backend: Backend) {
     );
     // One change number per commit that stored something, none skipped or repeated.
     let total = i64::try_from(DOCS + appends + DOCS).expect("small");
-    assert_eq!(store.last_change_seq().await.expect("last"), total);
-    let feed = store.changes_after(0, 1000).await.expect("feed");
+    assert_eq!(
+        store.central().last_change_seq().await.expect("last"),
+        total
+    );
+    let feed = store.central().changes_after(0, 1000).await.expect("feed");
     assert_eq!(feed.len(), DOCS);
     assert!(feed.windows(2).all(|w| w[0].seq < w[1].seq));
     assert_eq!(feed.last().map(|r| r.seq), Some(total));
@@ -239,8 +249,12 @@ async fn a_failing_write_fails_only_itself(backend: Backend) {
     let store = Arc::new(Store::open(&db.url).await.expect("open"));
     let docs = create_docs(&store, 2).await;
     let ((live, live_key), (gone, gone_key)) = (docs[0].clone(), docs[1].clone());
-    store.erase(&gone, "privacy-officer").await.expect("erase");
-    let seq_before = store.last_change_seq().await.expect("seq");
+    store
+        .documents()
+        .erase(&gone, "privacy-officer")
+        .await
+        .expect("erase");
+    let seq_before = store.central().last_change_seq().await.expect("seq");
     let lock = match backend {
         Backend::Sqlite => Some(hold_write_lock(&db.url).await),
         Backend::Postgres => None,
@@ -270,12 +284,18 @@ async fn a_failing_write_fails_only_itself(backend: Backend) {
         }
     }
     let stored = store
+        .documents()
         .load_document(&live)
         .await
         .expect("load")
         .expect("doc");
     assert_eq!(stored.chunks as usize, 1 + EACH);
-    assert!(store.load_document(&gone).await.expect("load").is_none());
+    assert!(store
+        .documents()
+        .load_document(&gone)
+        .await
+        .expect("load")
+        .is_none());
     let report = store.audit().verify().await.expect("verify");
     assert!(report.is_ok(), "audit chain intact: {report:?}");
     assert_eq!(report.entries as usize, EACH, "only the committed writes");
@@ -286,7 +306,7 @@ async fn a_failing_write_fails_only_itself(backend: Backend) {
         .expect("audit");
     assert!(entries.is_empty(), "no write entry of a refused append");
     assert_eq!(
-        store.last_change_seq().await.expect("seq"),
+        store.central().last_change_seq().await.expect("seq"),
         seq_before + i64::try_from(EACH).expect("small")
     );
     if backend == Backend::Sqlite {

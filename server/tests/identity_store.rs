@@ -70,6 +70,7 @@ async fn enrolment_codes_rotation_and_revocation(backend: Backend) {
         .expect("grant");
     let code = hash_secret("ABCDEFGH");
     store
+        .identity()
         .insert_enrolment_code("enr_1", &code, "vera", &noord, "coord", now() + 900)
         .await
         .expect("code");
@@ -86,22 +87,35 @@ async fn enrolment_codes_rotation_and_revocation(backend: Backend) {
     };
     // After its expiry the code is spent, not enrolled.
     assert_eq!(
-        store.enrol(&code, &new, now() + 901).await.expect("late"),
+        store
+            .identity()
+            .enrol(&code, &new, now() + 901)
+            .await
+            .expect("late"),
         Redeemed::Spent
     );
     assert_eq!(
-        store.enrol(&code, &new, now()).await.expect("enrol"),
+        store
+            .identity()
+            .enrol(&code, &new, now())
+            .await
+            .expect("enrol"),
         Redeemed::Enrolled {
             user: "vera".into(),
             wijk: "noord".into()
         }
     );
     assert_eq!(
-        store.enrol(&code, &new, now()).await.expect("again"),
+        store
+            .identity()
+            .enrol(&code, &new, now())
+            .await
+            .expect("again"),
         Redeemed::Spent
     );
     assert_eq!(
         store
+            .identity()
             .enrol(&hash_secret("ZZZZZZZZ"), &new, now())
             .await
             .expect("unknown"),
@@ -121,6 +135,7 @@ async fn enrolment_codes_rotation_and_revocation(backend: Backend) {
     };
     assert_eq!(
         store
+            .identity()
             .rotate_refresh(&r1, &r2, access, now() + 3600, now())
             .await
             .expect("rotate"),
@@ -137,6 +152,7 @@ async fn enrolment_codes_rotation_and_revocation(backend: Backend) {
     };
     assert_eq!(
         store
+            .identity()
             .rotate_refresh(&r1, &hash_secret("r3"), access, now() + 3600, now())
             .await
             .expect("reuse"),
@@ -146,6 +162,7 @@ async fn enrolment_codes_rotation_and_revocation(backend: Backend) {
     );
     assert_eq!(
         store
+            .identity()
             .rotate_refresh(
                 &hash_secret("never"),
                 &hash_secret("r4"),
@@ -160,6 +177,7 @@ async fn enrolment_codes_rotation_and_revocation(backend: Backend) {
 
     let version = store.accounts().access_version().await.expect("version");
     let ended = store
+        .identity()
         .revoke_device_session("ses_1", "test")
         .await
         .expect("revoke");
@@ -174,6 +192,7 @@ async fn enrolment_codes_rotation_and_revocation(backend: Backend) {
     );
     assert_eq!(
         store
+            .identity()
             .rotate_refresh(&r2, &hash_secret("r5"), access, now() + 3600, now())
             .await
             .expect("ended"),
@@ -183,23 +202,30 @@ async fn enrolment_codes_rotation_and_revocation(backend: Backend) {
     // Removal from the wijk ends the sessions enrolled for it.
     let code2 = hash_secret("BCDEFGHJ");
     store
+        .identity()
         .insert_enrolment_code("enr_2", &code2, "vera", &noord, "coord", now() + 900)
         .await
         .expect("code");
     let (r6, a6) = (hash_secret("r6"), hash_secret(&secret("a6")));
     let second = session("ses_2", &r6, "tok_a6", &a6);
     assert!(matches!(
-        store.enrol(&code2, &second, now()).await.expect("enrol"),
+        store
+            .identity()
+            .enrol(&code2, &second, now())
+            .await
+            .expect("enrol"),
         Redeemed::Enrolled { .. }
     ));
     assert_eq!(
         store
+            .identity()
             .remove_from_wijk("vera", &noord)
             .await
             .expect("remove"),
         ["volunteer"]
     );
     let s2 = store
+        .identity()
         .device_session("ses_2")
         .await
         .expect("read")
@@ -208,7 +234,12 @@ async fn enrolment_codes_rotation_and_revocation(backend: Backend) {
         s2.revoked_at.is_some(),
         "removal from the wijk left the device on"
     );
-    assert!(store.wijk_people(&noord).await.expect("people").is_empty());
+    assert!(store
+        .identity()
+        .wijk_people(&noord)
+        .await
+        .expect("people")
+        .is_empty());
 }
 
 /// A subject links to one user, a second link is a conflict, unlinking removes it.
@@ -226,13 +257,19 @@ async fn oidc_subjects_map_to_one_user(backend: Backend) {
         .await
         .expect("user");
     store
+        .identity()
         .link_oidc("anna", "anna@gemeente.test")
         .await
         .expect("link");
-    assert!(store.link_oidc("bert", "anna@gemeente.test").await.is_err());
-    assert!(store.link_oidc("nobody", "x").await.is_err());
+    assert!(store
+        .identity()
+        .link_oidc("bert", "anna@gemeente.test")
+        .await
+        .is_err());
+    assert!(store.identity().link_oidc("nobody", "x").await.is_err());
     assert_eq!(
         store
+            .identity()
             .oidc_user("anna@gemeente.test")
             .await
             .expect("read")
@@ -240,11 +277,16 @@ async fn oidc_subjects_map_to_one_user(backend: Backend) {
         Some("anna")
     );
     assert!(store
+        .identity()
         .unlink_oidc("anna@gemeente.test")
         .await
         .expect("unlink"));
     assert_eq!(
-        store.oidc_user("anna@gemeente.test").await.expect("read"),
+        store
+            .identity()
+            .oidc_user("anna@gemeente.test")
+            .await
+            .expect("read"),
         None
     );
 }

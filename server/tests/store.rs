@@ -89,6 +89,7 @@ async fn chunks_compact_and_reload(backend: Backend) {
             "nothing new, nothing written"
         );
         let stored = store
+            .documents()
             .load_document(&id)
             .await
             .expect("load")
@@ -130,27 +131,35 @@ async fn ids_are_unique_and_chunks_idempotent(backend: Backend) {
     let id = DocumentId::random();
     let key = DocKey::random();
     store
+        .documents()
         .create_document(&entry(id), b"x", &key)
         .await
         .expect("create");
     assert!(matches!(
         store
+            .documents()
             .create_document(&entry(id), b"y", &DocKey::random())
             .await,
         Err(Error::Conflict(_))
     ));
-    assert_eq!(store.catalog(&id).await.expect("catalog"), Some(entry(id)));
+    assert_eq!(
+        store.documents().catalog(&id).await.expect("catalog"),
+        Some(entry(id))
+    );
     // Chunk keys are content hashes: the same chunk twice is stored once.
     store
+        .documents()
         .append_chunk(&id, &key, b"chunk", &[])
         .await
         .expect("append");
     store
+        .documents()
         .append_chunk(&id, &key, b"chunk", &[])
         .await
         .expect("append again");
     assert_eq!(
         store
+            .documents()
             .load_document(&id)
             .await
             .expect("load")
@@ -165,12 +174,21 @@ async fn sync_states_round_trip(backend: Backend) {
     let (_db, store) = open(backend).await;
     let id = DocumentId::random();
     store
+        .documents()
         .create_document(&entry(id), b"x", &DocKey::random())
         .await
         .expect("create");
-    assert_eq!(store.sync_state("peer", "u", &id).await.expect("get"), None);
+    assert_eq!(
+        store
+            .sync_states()
+            .get("peer", "u", &id)
+            .await
+            .expect("get"),
+        None
+    );
     store
-        .put_sync_states(
+        .sync_states()
+        .put(
             "peer",
             "u",
             &[(id, vec![1, 2])],
@@ -180,7 +198,8 @@ async fn sync_states_round_trip(backend: Backend) {
         .await
         .expect("put");
     store
-        .put_sync_states(
+        .sync_states()
+        .put(
             "peer",
             "u",
             &[(id, vec![3])],
@@ -190,11 +209,19 @@ async fn sync_states_round_trip(backend: Backend) {
         .await
         .expect("put");
     assert_eq!(
-        store.sync_state("peer", "u", &id).await.expect("get"),
+        store
+            .sync_states()
+            .get("peer", "u", &id)
+            .await
+            .expect("get"),
         Some(vec![3])
     );
     assert_eq!(
-        store.sync_state("other", "u", &id).await.expect("get"),
+        store
+            .sync_states()
+            .get("other", "u", &id)
+            .await
+            .expect("get"),
         None
     );
 }
@@ -206,13 +233,15 @@ async fn sync_states_are_capped_per_user_and_expire(backend: Backend) {
     let (_db, store) = open(backend).await;
     let id = DocumentId::random();
     store
+        .documents()
         .create_document(&entry(id), b"x", &DocKey::random())
         .await
         .expect("create");
     let day = std::time::Duration::from_secs(24 * 3600);
     for run in 0..40 {
         store
-            .put_sync_states(
+            .sync_states()
+            .put(
                 &format!("samod-run-{run}"),
                 "fatima",
                 &[(id, vec![1])],
@@ -223,26 +252,30 @@ async fn sync_states_are_capped_per_user_and_expire(backend: Backend) {
             .expect("put");
     }
     store
-        .put_sync_states("joop-phone", "joop", &[(id, vec![2])], 16, day)
+        .sync_states()
+        .put("joop-phone", "joop", &[(id, vec![2])], 16, day)
         .await
         .expect("put");
     assert_eq!(
         store
-            .sync_state_storages(Some("fatima"))
+            .sync_states()
+            .storages(Some("fatima"))
             .await
             .expect("count"),
         16
     );
     assert_eq!(
         store
-            .sync_state_storages(Some("joop"))
+            .sync_states()
+            .storages(Some("joop"))
             .await
             .expect("count"),
         1
     );
     assert_eq!(
         store
-            .sync_state("samod-run-39", "fatima", &id)
+            .sync_states()
+            .get("samod-run-39", "fatima", &id)
             .await
             .expect("get"),
         Some(vec![1]),
@@ -251,7 +284,8 @@ async fn sync_states_are_capped_per_user_and_expire(backend: Backend) {
     // Expiry: after a second has passed, a zero TTL drops every older state.
     tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
     store
-        .put_sync_states(
+        .sync_states()
+        .put(
             "fresh",
             "other",
             &[(id, vec![3])],
@@ -260,9 +294,13 @@ async fn sync_states_are_capped_per_user_and_expire(backend: Backend) {
         )
         .await
         .expect("put");
-    assert_eq!(store.sync_state_storages(None).await.expect("count"), 1);
+    assert_eq!(store.sync_states().storages(None).await.expect("count"), 1);
     assert_eq!(
-        store.sync_state("fresh", "other", &id).await.expect("get"),
+        store
+            .sync_states()
+            .get("fresh", "other", &id)
+            .await
+            .expect("get"),
         Some(vec![3])
     );
 }
@@ -378,7 +416,11 @@ async fn erasure_destroys_key_and_leaves_tombstone(backend: Backend) {
             .await
             .expect("persist");
     }
-    let authors = store.change_authors(&id).await.expect("authors");
+    let authors = store
+        .documents()
+        .change_authors(&id)
+        .await
+        .expect("authors");
     assert_eq!(authors.len(), 2);
     let mut who: Vec<(&str, &str)> = authors
         .iter()
@@ -387,7 +429,8 @@ async fn erasure_destroys_key_and_leaves_tombstone(backend: Backend) {
     who.sort();
     assert_eq!(who, vec![("ann", "tok/phone"), ("bob", "tok2/tablet")]);
     store
-        .put_sync_states(
+        .sync_states()
+        .put(
             "peer",
             "u",
             &[(id, vec![1])],
@@ -397,30 +440,63 @@ async fn erasure_destroys_key_and_leaves_tombstone(backend: Backend) {
         .await
         .expect("state");
 
-    let tomb = store.erase(&id, "privacy-officer").await.expect("erase");
+    let tomb = store
+        .documents()
+        .erase(&id, "privacy-officer")
+        .await
+        .expect("erase");
     assert_eq!(tomb.erased_by, "privacy-officer");
-    assert!(store.catalog(&id).await.expect("catalog").is_none());
-    assert!(store.load_document(&id).await.expect("load").is_none());
+    assert!(store
+        .documents()
+        .catalog(&id)
+        .await
+        .expect("catalog")
+        .is_none());
+    assert!(store
+        .documents()
+        .load_document(&id)
+        .await
+        .expect("load")
+        .is_none());
     assert!(
-        store.doc_key(&id).await.expect("key").is_none(),
+        store.documents().doc_key(&id).await.expect("key").is_none(),
         "key survived erasure"
     );
     assert_eq!(
-        store.sync_state("peer", "u", &id).await.expect("state"),
+        store
+            .sync_states()
+            .get("peer", "u", &id)
+            .await
+            .expect("state"),
         None
     );
-    assert!(store.change_authors(&id).await.expect("authors").is_empty());
-    assert!(store.tombstone(&id).await.expect("tombstone").is_some());
+    assert!(store
+        .documents()
+        .change_authors(&id)
+        .await
+        .expect("authors")
+        .is_empty());
+    assert!(store
+        .documents()
+        .tombstone(&id)
+        .await
+        .expect("tombstone")
+        .is_some());
     assert!(matches!(
         store
+            .documents()
             .create_document(&entry(id), b"again", &DocKey::random())
             .await,
         Err(Error::Erased(_))
     ));
     // Erasing again is harmless; erasing the unknown is NotFound.
-    store.erase(&id, "again").await.expect("idempotent");
+    store
+        .documents()
+        .erase(&id, "again")
+        .await
+        .expect("idempotent");
     assert!(matches!(
-        store.erase(&DocumentId::random(), "x").await,
+        store.documents().erase(&DocumentId::random(), "x").await,
         Err(Error::NotFound(_))
     ));
 }
@@ -432,6 +508,7 @@ async fn listing_and_hand_over_flag(backend: Backend) {
     let a = DocumentId::random();
     let b = DocumentId::random();
     store
+        .documents()
         .create_document(&entry(a), b"x", &DocKey::random())
         .await
         .expect("create");
@@ -439,28 +516,43 @@ async fn listing_and_hand_over_flag(backend: Backend) {
     zuid.partition.wijk = WijkId::new("zuid").expect("wijk");
     zuid.created_at = 5;
     store
+        .documents()
         .create_document(&zuid, b"y", &DocKey::random())
         .await
         .expect("create");
-    store.set_handed_over(&a, true).await.expect("flag");
-    let all = store.list_catalog(None, None, 0).await.expect("list");
+    store
+        .documents()
+        .set_handed_over(&a, true)
+        .await
+        .expect("flag");
+    let all = store
+        .documents()
+        .list_catalog(None, None, 0)
+        .await
+        .expect("list");
     assert_eq!(
         all.iter().map(|(e, h)| (e.id, *h)).collect::<Vec<_>>(),
         vec![(a, true), (b, false)]
     );
     let noord = WijkId::new("noord").expect("wijk");
     let only_noord = store
+        .documents()
         .list_catalog(Some(&noord), Some(DocumentKind::Plan), 0)
         .await
         .expect("list");
     assert_eq!(only_noord.len(), 1);
     assert_eq!(only_noord[0].0.id, a);
-    let since = store.list_catalog(None, None, 2).await.expect("list");
+    let since = store
+        .documents()
+        .list_catalog(None, None, 2)
+        .await
+        .expect("list");
     assert_eq!(since.len(), 1);
     assert_eq!(since[0].0.id, b);
-    store.erase(&b, "officer").await.expect("erase");
+    store.documents().erase(&b, "officer").await.expect("erase");
     assert_eq!(
         store
+            .documents()
             .erased_among(&[a, b, DocumentId::random()])
             .await
             .expect("erased"),
@@ -487,6 +579,7 @@ async fn listing_by_read_scope(backend: Backend) {
         let mut e = entry(DocumentId::random());
         e.partition = partition;
         store
+            .documents()
             .create_document(&e, b"x", &DocKey::random())
             .await
             .expect("create");
@@ -515,6 +608,7 @@ async fn listing_by_read_scope(backend: Backend) {
         let (store, scope) = (store.clone(), scope.clone());
         async move {
             store
+                .documents()
                 .list_readable(&scope, None, None, since)
                 .await
                 .expect("list")
@@ -530,8 +624,13 @@ async fn listing_by_read_scope(backend: Backend) {
     };
     assert!(list(&consulent, 0).await.is_empty());
     let created_at = list(&professional, 0).await[0].changed_at;
-    store.set_handed_over(&zuid_plan, true).await.expect("flag");
     store
+        .documents()
+        .set_handed_over(&zuid_plan, true)
+        .await
+        .expect("flag");
+    store
+        .documents()
         .set_handed_over(&noord_plan, true)
         .await
         .expect("flag");
@@ -554,6 +653,7 @@ async fn listing_by_read_scope(backend: Backend) {
     assert!(list(&both, later).await.is_empty());
     let noord = WijkId::new("noord").expect("wijk");
     let filtered = store
+        .documents()
         .list_readable(&both, Some(&noord), Some(DocumentKind::Plan), 0)
         .await
         .expect("list");
@@ -608,7 +708,12 @@ async fn another_node_catches_up(backend: Backend) {
     let h1 = on1.state.lock().await.doc.get_heads();
     let h2 = on2.state.lock().await.doc.get_heads();
     assert_eq!(h1, h2);
-    let stored = store1.load_document(&id).await.expect("load").expect("doc");
+    let stored = store1
+        .documents()
+        .load_document(&id)
+        .await
+        .expect("load")
+        .expect("doc");
     let reloaded = Automerge::load(&stored.bytes).expect("loads");
     assert_eq!(reloaded.get_heads(), h1);
     assert_eq!(
@@ -632,6 +737,7 @@ async fn stale_compaction_keeps_other_nodes_chunks(backend: Backend) {
     let mut base = Automerge::new();
     put(&mut base, 0);
     let key = a
+        .documents()
         .create_document(&entry(id), &base.save(), &DocKey::random())
         .await
         .expect("create");
@@ -639,27 +745,35 @@ async fn stale_compaction_keeps_other_nodes_chunks(backend: Backend) {
     let mut on_b = fork_of(&base);
     put(&mut on_a, 1);
     put(&mut on_b, 2);
-    a.append_chunk(
-        &id,
-        &key,
-        &on_a.save_after(&base.get_heads()),
-        &on_a.get_heads(),
-    )
-    .await
-    .expect("append a");
-    b.append_chunk(
-        &id,
-        &key,
-        &on_b.save_after(&base.get_heads()),
-        &on_b.get_heads(),
-    )
-    .await
-    .expect("append b");
+    a.documents()
+        .append_chunk(
+            &id,
+            &key,
+            &on_a.save_after(&base.get_heads()),
+            &on_a.get_heads(),
+        )
+        .await
+        .expect("append a");
+    b.documents()
+        .append_chunk(
+            &id,
+            &key,
+            &on_b.save_after(&base.get_heads()),
+            &on_b.get_heads(),
+        )
+        .await
+        .expect("append b");
     // Node a never heard of b's change, and compacts.
-    a.compact(&id, &key, |stored| merge_and_save(&mut on_a, stored))
+    a.documents()
+        .compact(&id, &key, |stored| merge_and_save(&mut on_a, stored))
         .await
         .expect("compact");
-    let stored = a.load_document(&id).await.expect("load").expect("doc");
+    let stored = a
+        .documents()
+        .load_document(&id)
+        .await
+        .expect("load")
+        .expect("doc");
     assert_eq!(stored.chunks, 1, "one snapshot replaced the chunks");
     let doc = Automerge::load(&stored.bytes).expect("loads");
     for k in ["k0", "k1", "k2"] {
@@ -685,6 +799,7 @@ async fn concurrent_compactions_lose_nothing(backend: Backend) {
     let mut base = Automerge::new();
     put(&mut base, 0);
     let key = a
+        .documents()
         .create_document(&entry(id), &base.save(), &DocKey::random())
         .await
         .expect("create");
@@ -697,18 +812,26 @@ async fn concurrent_compactions_lose_nothing(backend: Backend) {
             let before = doc.get_heads();
             put(doc, k);
             store
+                .documents()
                 .append_chunk(&id, &key, &doc.save_after(&before), &doc.get_heads())
                 .await
                 .expect("append");
             expected.push(format!("k{k}"));
         }
         let (ra, rb) = tokio::join!(
-            a.compact(&id, &key, |stored| merge_and_save(&mut on_a, stored)),
-            b.compact(&id, &key, |stored| merge_and_save(&mut on_b, stored)),
+            a.documents()
+                .compact(&id, &key, |stored| merge_and_save(&mut on_a, stored)),
+            b.documents()
+                .compact(&id, &key, |stored| merge_and_save(&mut on_b, stored)),
         );
         ra.expect("compact a");
         rb.expect("compact b");
-        let stored = b.load_document(&id).await.expect("load").expect("doc");
+        let stored = b
+            .documents()
+            .load_document(&id)
+            .await
+            .expect("load")
+            .expect("doc");
         let doc = Automerge::load(&stored.bytes).expect("loads");
         for k in &expected {
             assert!(
@@ -733,16 +856,19 @@ async fn change_feed_reports_other_nodes_commits(backend: Backend) {
     let mut doc = Automerge::new();
     put(&mut doc, 0);
     let key = a
+        .documents()
         .create_document(&entry(id), &doc.save(), &DocKey::random())
         .await
         .expect("create");
     let before = doc.get_heads();
     put(&mut doc, 1);
     // b's own commit first: b must skip it and report a's.
-    b.append_chunk(&id, &key, b"own", &before)
+    b.documents()
+        .append_chunk(&id, &key, b"own", &before)
         .await
         .expect("own append");
-    a.append_chunk(&id, &key, &doc.save_after(&before), &doc.get_heads())
+    a.documents()
+        .append_chunk(&id, &key, &doc.save_after(&before), &doc.get_heads())
         .await
         .expect("append");
     let event = tokio::time::timeout(std::time::Duration::from_secs(20), feed.next())
@@ -758,7 +884,10 @@ async fn change_feed_reports_other_nodes_commits(backend: Backend) {
         FeedEvent::Lost => panic!("lost the connection"),
     }
     // Another node's erasure reaches this node on the feed too (item 2 of issue 16).
-    a.erase(&id, "privacy-officer").await.expect("erase");
+    a.documents()
+        .erase(&id, "privacy-officer")
+        .await
+        .expect("erase");
     let event = tokio::time::timeout(std::time::Duration::from_secs(20), feed.next())
         .await
         .expect("a notification within the wait")
@@ -786,7 +915,7 @@ async fn change_numbers_feed_the_cursor(backend: Backend) {
                 .expect("create"),
         );
     }
-    let all = store.changes_after(0, 100).await.expect("feed");
+    let all = store.central().changes_after(0, 100).await.expect("feed");
     assert_eq!(
         all.iter().map(|r| (r.id, r.seq)).collect::<Vec<_>>(),
         [(a, 1), (b, 2)]
@@ -798,25 +927,34 @@ async fn change_numbers_feed_the_cursor(backend: Backend) {
         put(&mut state.doc, 1);
         hub.persist(&a, &mut state, None).await.expect("persist");
     }
-    let after = store.changes_after(2, 100).await.expect("feed");
+    let after = store.central().changes_after(2, 100).await.expect("feed");
     assert_eq!(
         after.iter().map(|r| (r.id, r.seq)).collect::<Vec<_>>(),
         [(a, 3)]
     );
-    assert_eq!(store.changes_after(0, 1).await.expect("limit")[0].id, b);
+    assert_eq!(
+        store.central().changes_after(0, 1).await.expect("limit")[0].id,
+        b
+    );
 
     drop(entries);
-    store.erase(&b, "admin").await.expect("erase");
-    let after = store.changes_after(3, 100).await.expect("feed");
+    store.documents().erase(&b, "admin").await.expect("erase");
+    let after = store.central().changes_after(3, 100).await.expect("feed");
     assert_eq!(after.len(), 1);
     assert!(after[0].erased && after[0].id == b && after[0].seq == 4);
-    assert_eq!(store.last_change_seq().await.expect("last"), 4);
+    assert_eq!(store.central().last_change_seq().await.expect("last"), 4);
 
-    let secret = store.pseudonym_secret().await.expect("secret");
-    assert_eq!(store.pseudonym_secret().await.expect("again"), secret);
+    let secret = store.central().pseudonym_secret().await.expect("secret");
+    assert_eq!(
+        store.central().pseudonym_secret().await.expect("again"),
+        secret
+    );
     store.close().await;
     let reopened = Store::open(&db.url).await.expect("reopen");
-    assert_eq!(reopened.pseudonym_secret().await.expect("kept"), secret);
+    assert_eq!(
+        reopened.central().pseudonym_secret().await.expect("kept"),
+        secret
+    );
     assert_ne!(secret, [0u8; 32]);
 }
 
@@ -833,6 +971,7 @@ async fn change_numbers_follow_commit_order(backend: Backend) {
     for _ in 0..DOCS {
         let id = DocumentId::random();
         let key = a
+            .documents()
             .create_document(&entry(id), b"first", &DocKey::random())
             .await
             .expect("create");
@@ -847,7 +986,12 @@ async fn change_numbers_follow_commit_order(backend: Backend) {
             loop {
                 // Read the flag first: a poll after the writers finished sees all.
                 let last_round = done.load(std::sync::atomic::Ordering::SeqCst);
-                for row in store.changes_after(cursor, 1000).await.expect("feed") {
+                for row in store
+                    .central()
+                    .changes_after(cursor, 1000)
+                    .await
+                    .expect("feed")
+                {
                     assert!(row.seq > cursor, "the feed went backwards");
                     cursor = row.seq;
                     seen.insert(row.id, row.seq);
@@ -866,6 +1010,7 @@ async fn change_numbers_follow_commit_order(backend: Backend) {
             for i in 0..APPENDS {
                 let chunk = format!("{id} {i}");
                 store
+                    .documents()
                     .append_chunk(&id, &key, chunk.as_bytes(), &[])
                     .await
                     .expect("append")
@@ -878,7 +1023,7 @@ async fn change_numbers_follow_commit_order(backend: Backend) {
     }
     done.store(true, std::sync::atomic::Ordering::SeqCst);
     let seen = reader.await.expect("reader");
-    let all = a.changes_after(0, 1000).await.expect("feed");
+    let all = a.central().changes_after(0, 1000).await.expect("feed");
     assert_eq!(all.len(), DOCS);
     for row in &all {
         assert_eq!(
@@ -889,12 +1034,15 @@ async fn change_numbers_follow_commit_order(backend: Backend) {
         );
     }
     let total = i64::try_from(DOCS * (1 + APPENDS)).expect("small");
-    assert_eq!(a.last_change_seq().await.expect("last"), total);
+    assert_eq!(a.central().last_change_seq().await.expect("last"), total);
     assert_eq!(all.last().map(|r| r.seq), Some(total));
     // A chunk stored already is no change: no number.
     let (id, key) = &docs[0];
-    b.append_chunk(id, key, b"first", &[]).await.expect("again");
-    assert_eq!(a.last_change_seq().await.expect("last"), total);
+    b.documents()
+        .append_chunk(id, key, b"first", &[])
+        .await
+        .expect("again");
+    assert_eq!(a.central().last_change_seq().await.expect("last"), total);
 }
 
 /// A relayed change is one commit: chunk, change authors, the write's audit entry and
@@ -917,7 +1065,7 @@ async fn commit_records_authors_and_audit_together(backend: Backend) {
         let hash = state.doc.get_heads()[0].to_string();
         let event = AuditEvent::new("bob", "tok/phone", AuditAction::Write)
             .on(&id, Some(&entry_.catalog.partition));
-        let seq_before = store.last_change_seq().await.expect("seq");
+        let seq_before = store.central().last_change_seq().await.expect("seq");
         assert!(hub
             .persist_with(
                 &id,
@@ -928,9 +1076,18 @@ async fn commit_records_authors_and_audit_together(backend: Backend) {
             .await
             .expect("persist"));
         drop(state);
-        let stored = store.load_document(&id).await.expect("load").expect("doc");
+        let stored = store
+            .documents()
+            .load_document(&id)
+            .await
+            .expect("load")
+            .expect("doc");
         saw_compaction |= stored.chunks == 1;
-        let authors = store.change_authors(&id).await.expect("authors");
+        let authors = store
+            .documents()
+            .change_authors(&id)
+            .await
+            .expect("authors");
         assert!(
             authors
                 .iter()
@@ -943,11 +1100,11 @@ async fn commit_records_authors_and_audit_together(backend: Backend) {
             .await
             .expect("audit")
             .into_iter()
-            .filter(|e| e.action == AuditAction::Write)
+            .filter(|e| e.event.action == AuditAction::Write)
             .count();
         assert_eq!(writes, i, "one write entry per commit");
         assert!(
-            store.last_change_seq().await.expect("seq") > seq_before,
+            store.central().last_change_seq().await.expect("seq") > seq_before,
             "commit {i} took a new change number"
         );
     }
@@ -1002,6 +1159,7 @@ async fn cache_budget_evicts_and_reloads(backend: Backend) {
         let now = state.doc.get_heads();
         drop(state);
         let stored = store
+            .documents()
             .load_document(&id)
             .await
             .expect("load")
@@ -1045,6 +1203,7 @@ async fn catalog_heads_follow_commits(backend: Backend) {
     let mut doc = Automerge::new();
     put(&mut doc, 0);
     let key = store
+        .documents()
         .create_document_with_heads(
             &entry(id),
             &doc.save(),
@@ -1054,7 +1213,7 @@ async fn catalog_heads_follow_commits(backend: Backend) {
         .await
         .expect("create");
     let unknown = DocumentId::random();
-    let facts = store.summary_facts(&[id, unknown]).await.expect("facts");
+    let facts = store.summary().facts(&[id, unknown]).await.expect("facts");
     assert_eq!(
         heads_of(&facts, &id),
         Some(Some(heads_text(&doc.get_heads())))
@@ -1066,6 +1225,7 @@ async fn catalog_heads_follow_commits(backend: Backend) {
     let base = doc.get_heads();
     put(&mut doc, 1);
     store
+        .documents()
         .append_chunk_with(
             &id,
             &key,
@@ -1076,7 +1236,7 @@ async fn catalog_heads_follow_commits(backend: Backend) {
         )
         .await
         .expect("append");
-    let facts = store.summary_facts(&[id]).await.expect("facts");
+    let facts = store.summary().facts(&[id]).await.expect("facts");
     assert_eq!(
         heads_of(&facts, &id),
         Some(Some(heads_text(&doc.get_heads())))
@@ -1086,6 +1246,7 @@ async fn catalog_heads_follow_commits(backend: Backend) {
     let mut other = doc.fork();
     put(&mut other, 2);
     store
+        .documents()
         .append_chunk_with(
             &id,
             &key,
@@ -1096,7 +1257,7 @@ async fn catalog_heads_follow_commits(backend: Backend) {
         )
         .await
         .expect("stale append");
-    let facts = store.summary_facts(&[id]).await.expect("facts");
+    let facts = store.summary().facts(&[id]).await.expect("facts");
     assert_eq!(
         heads_of(&facts, &id),
         Some(None),
@@ -1105,6 +1266,7 @@ async fn catalog_heads_follow_commits(backend: Backend) {
 
     // Compaction reads every chunk under the lock: its heads are the stored ones.
     let merged = store
+        .documents()
         .compact(&id, &key, |stored| {
             let mut all = Automerge::load(stored).map_err(|e| Error::Corrupt(e.to_string()))?;
             all.merge(&mut other)
@@ -1114,9 +1276,14 @@ async fn catalog_heads_follow_commits(backend: Backend) {
         .await
         .expect("compact");
     assert!(merged.snapshot_bytes > 0);
-    let stored = store.load_document(&id).await.expect("load").expect("doc");
+    let stored = store
+        .documents()
+        .load_document(&id)
+        .await
+        .expect("load")
+        .expect("doc");
     let all = Automerge::load(&stored.bytes).expect("loads");
-    let facts = store.summary_facts(&[id]).await.expect("facts");
+    let facts = store.summary().facts(&[id]).await.expect("facts");
     assert_eq!(
         heads_of(&facts, &id),
         Some(Some(heads_text(&all.get_heads())))
@@ -1129,27 +1296,35 @@ async fn sync_states_belong_to_their_user(backend: Backend) {
     let (_db, store) = open(backend).await;
     let id = DocumentId::random();
     store
+        .documents()
         .create_document(&entry(id), b"x", &DocKey::random())
         .await
         .expect("create");
     let day = std::time::Duration::from_secs(86_400);
     store
-        .put_sync_states("phone-1", "ann", &[(id, vec![1])], 16, day)
+        .sync_states()
+        .put("phone-1", "ann", &[(id, vec![1])], 16, day)
         .await
         .expect("put");
     store
-        .put_sync_states("phone-1", "mallory", &[(id, vec![9])], 16, day)
+        .sync_states()
+        .put("phone-1", "mallory", &[(id, vec![9])], 16, day)
         .await
         .expect("put");
     assert_eq!(
         store
-            .sync_state("phone-1", "mallory", &id)
+            .sync_states()
+            .get("phone-1", "mallory", &id)
             .await
             .expect("get"),
         None
     );
     assert_eq!(
-        store.sync_state("phone-1", "ann", &id).await.expect("get"),
+        store
+            .sync_states()
+            .get("phone-1", "ann", &id)
+            .await
+            .expect("get"),
         Some(vec![1])
     );
 }

@@ -194,6 +194,9 @@ type Table = Vec<(String, String, String, Option<f64>)>;
 /// A cell of the attacker's system: (release, wijk, period label, metric).
 type Key = (usize, String, String, String);
 
+/// Which cells (wijk, period label, metric) the attacker knows a change did not touch.
+type Untouched = dyn Fn(&str, &str, &str) -> bool;
+
 /// Is this metric a sum over months (so quarter = Σ months, year = Σ quarters)?
 fn additive(metric: &str) -> bool {
     !(metric == "activiteiten"
@@ -208,7 +211,7 @@ fn additive(metric: &str) -> bool {
 /// Σ goals per leefdomein = Σ goals per status, and across releases a cell of a wijk
 /// the change did not touch is the same in both. Returns the hidden cells whose exact
 /// value follows (by elimination, or because bounds meet).
-fn attack(releases: &[Table], untouched: &dyn Fn(&str) -> bool, today: &str) -> BTreeSet<Key> {
+fn attack(releases: &[Table], untouched: &Untouched, today: &str) -> BTreeSet<Key> {
     let mut value: HashMap<Key, Option<f64>> = HashMap::new();
     let mut groups: BTreeSet<(usize, String, String, String)> = BTreeSet::new();
     for (r, cells) in releases.iter().enumerate() {
@@ -289,7 +292,7 @@ fn attack(releases: &[Table], untouched: &dyn Fn(&str) -> bool, today: &str) -> 
     }
     // Differencing: an untouched cell is the same in every release.
     for (r, w, p, m) in value.keys() {
-        if *r > 0 && untouched(w) {
+        if *r > 0 && untouched(w, p, m) {
             eq(vec![
                 ((0, w.clone(), p.clone(), m.clone()), 1.0),
                 ((*r, w.clone(), p.clone(), m.clone()), -1.0),
@@ -515,7 +518,8 @@ async fn outcomes_merge_count_and_resist_differencing() {
         assert!(z.sync_acked(id).await);
     }
 
-    // The feed: the "3 March" intake counts in March, known in the month it synced.
+    // The feed at k = 5: no personal data; a record for every plan, generalised so that
+    // no combination of its fields is shared by fewer than 5 (issue 16, item 9).
     let r = http::get(addr, "/api/v1/central/feed", Some(&office)).await;
     assert_eq!(r.status, 200);
     let feed = r.text();
@@ -530,32 +534,12 @@ async fn outcomes_merge_count_and_resist_differencing() {
     ] {
         assert!(!feed.contains(word), "the feed holds {word:?}");
     }
-    let records: Vec<Value> = feed
+    let plan_records = feed
         .lines()
-        .map(|l| serde_json::from_str(l).expect("json"))
-        .collect();
-    let march: Vec<&Value> = records
-        .iter()
-        .flat_map(|r| r["status_history"].as_array().into_iter().flatten())
-        .filter(|h| h["status"] == "intake" && h["month"] == "2025-03")
-        .collect();
-    assert_eq!(march.len(), 6, "six intakes entered in March 2025");
-    for h in march {
-        let known = h["known_month"].as_str().expect("known month");
-        assert!(
-            known == before || known == after,
-            "known at {known}, synced {before}..{after}"
-        );
-    }
-    let v1_record = records
-        .iter()
-        .filter(|r| r["kind"] == "plan" && r["status"] == "uitvoering");
-    assert!(
-        v1_record
-            .clone()
-            .any(|r| r["status_history"] == serde_json::json!([])),
-        "the v1 plan is in the feed with no history"
-    );
+        .map(|l| serde_json::from_str::<Value>(l).expect("json"))
+        .filter(|r| r["kind"] == "plan")
+        .count();
+    assert_eq!(plan_records, households.len() + 1 + small.len());
 
     // Release 1: every table. Compare with counts computed here.
     let release1 = fetch_all(addr, &office).await;
@@ -637,7 +621,7 @@ async fn outcomes_merge_count_and_resist_differencing() {
 
     // The attack on everything the central office holds recovers nothing hidden.
     let today = now_month();
-    let untouched = |w: &str| w != "zuid";
+    let untouched = |w: &str, _: &str, _: &str| w != "zuid";
     let releases = [table(&release1), table(&release2)];
     let hidden = releases.iter().flatten().filter(|c| c.3.is_none()).count();
     assert!(hidden >= 5, "the test needs hidden cells ({hidden})");
@@ -655,6 +639,271 @@ async fn outcomes_merge_count_and_resist_differencing() {
             .iter()
             .any(|k| k.2 == "2025-02" && k.3 == "outcome.started" && k.1 == "noord"),
         "primary suppression alone gives away noord's February intakes: {recovered:?}"
+    );
+
+    // The feed at k = 1 (no generalisation), on the same database: the "3 March"
+    // intake is entered in March and known in the month it synced. The release memory
+    // is wiped first: it holds the k = 5 releases, whose hidden cells would keep the
+    // feed's months coarse (a test-only setting: nothing is protected at k = 1).
+    assert!(server.stop(), "clean shutdown");
+    wipe_release_memory(&fx);
+    let server = fx.start(&["--central-min-count", "1"]);
+    let r = http::get(server.addr, "/api/v1/central/feed", Some(&office)).await;
+    assert_eq!(r.status, 200);
+    let feed = r.text();
+    let records: Vec<Value> = feed
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("json"))
+        .collect();
+    let march: Vec<&Value> = records
+        .iter()
+        .flat_map(|r| r["status_history"].as_array().into_iter().flatten())
+        .filter(|h| h["status"] == "intake" && h["month"] == "2025-03")
+        .collect();
+    assert_eq!(march.len(), 6, "six intakes entered in March 2025");
+    for h in march {
+        let known = h["known_month"].as_str().expect("known month");
+        assert!(
+            known == before || known == after,
+            "known at {known}, synced {before}..{after}"
+        );
+    }
+    let v1_record = records
+        .iter()
+        .filter(|r| r["kind"] == "plan" && r["status"] == "uitvoering");
+    assert!(
+        v1_record
+            .clone()
+            .any(|r| r["status_history"] == serde_json::json!([])),
+        "the v1 plan is in the feed with no history"
+    );
+}
+
+/// Empties the release memory of a stopped server's SQLite database.
+fn wipe_release_memory(fx: &Fixture) {
+    let path = fx.db_url.trim_start_matches("sqlite://");
+    let out = std::process::Command::new("sqlite3")
+        .arg(path)
+        .arg("DELETE FROM central_release_cells; DELETE FROM central_releases;")
+        .output()
+        .expect("run sqlite3 (Debian package sqlite3)");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Where the second release of [`second_release`] is made.
+enum Second {
+    /// The same server's database after a restart, with the release memory kept or
+    /// wiped (wiped: what a restart did before the memory was the store's).
+    Restart { wipe: bool },
+    /// Another node on the same PostgreSQL database, while the first keeps running.
+    OtherNode,
+}
+
+/// Noord plans through `client`: aanmelding and intake on the given dates.
+async fn intakes(client: &mut Client, households: &[Household], tag: &str) {
+    for (i, h) in households.iter().enumerate() {
+        let mut plan = Plan::new(
+            WijkId::new("noord").expect("wijk"),
+            format!("gezin-{tag}{i}"),
+        );
+        plan.change_status(PlanStatus::Aanmelding, date(&h.aanmelding));
+        plan.change_status(PlanStatus::Intake, date(&h.intake));
+        let id = client
+            .add_document(schema::new_document(&plan).expect("plan"))
+            .await;
+        assert!(client.sync_acked(id).await, "plan {tag}{i} synced");
+    }
+}
+
+/// Release 1: noord's intakes of 2025 are 5 in January, 2 in February, 6 in March, so
+/// February is hidden with January (the smaller neighbour) beside it. Then two more
+/// January intakes and release 2 (`second` says where). Without the memory of release
+/// 1, release 2 hides February with March (now the smaller neighbour); March was
+/// published in release 1 and did not change, so February follows. Returns what the
+/// attacker recovers from both releases.
+async fn second_release(fx: Fixture, second: Second) -> BTreeSet<Key> {
+    let t = fx.seed();
+    fx.admin(&["user", "add", "office"]);
+    fx.admin(&["grant", "office", "central_office"]);
+    let office = fx.token("office");
+    let first = fx.start(&[]);
+    let mut a = Client::connect("device-a", &first.url(), &t.prof_noord)
+        .await
+        .expect("a");
+    let households: Vec<Household> = noord()
+        .into_iter()
+        .map(|h| Household { end: None, ..h })
+        .collect();
+    intakes(&mut a, &households, "").await;
+    let release1 = fetch_all(first.addr, &office).await;
+    let cell = |cells: &[Value], p: &str| {
+        cells
+            .iter()
+            .find(|c| c["wijk"] == "noord" && c["period"] == p && c["metric"] == "outcome.started")
+            .map(|c| c["value"].clone())
+            .unwrap_or_else(|| panic!("no outcome.started {p}"))
+    };
+    assert_eq!(
+        cell(&release1, "2025-02"),
+        Value::Null,
+        "February is hidden"
+    );
+    assert_eq!(cell(&release1, "2025-03"), 6.0, "March is published");
+    a.disconnect().await;
+
+    let january = [
+        Household {
+            aanmelding: "2025-01-15".into(),
+            intake: "2025-01-27".into(),
+            end: None,
+        },
+        Household {
+            aanmelding: "2025-01-16".into(),
+            intake: "2025-01-28".into(),
+            end: None,
+        },
+    ];
+    let (release2, _servers) = match second {
+        Second::Restart { wipe } => {
+            assert!(first.stop(), "the server stops cleanly");
+            if wipe {
+                wipe_release_memory(&fx);
+            }
+            let server = fx.start(&[]);
+            let mut a = Client::connect("device-a2", &server.url(), &t.prof_noord)
+                .await
+                .expect("a after restart");
+            intakes(&mut a, &january, "j").await;
+            (fetch_all(server.addr, &office).await, vec![server])
+        }
+        Second::OtherNode => {
+            let node2 = fx.start(&[]);
+            let mut a = Client::connect("device-a2", &first.url(), &t.prof_noord)
+                .await
+                .expect("a on node 1");
+            intakes(&mut a, &january, "j").await;
+            (fetch_all(node2.addr, &office).await, vec![first, node2])
+        }
+    };
+    assert_eq!(cell(&release2, "2025-Q1"), 15.0, "both new intakes counted");
+    // The change touched January 2025 (and its quarter and year) and this year's
+    // snapshot cells; the attacker knows every other cell stayed the same.
+    let today = now_month();
+    let this_year = today[..4].to_owned();
+    let untouched = move |_: &str, p: &str, _: &str| {
+        !(p.starts_with("2025-01") || p == "2025-Q1" || p == "2025" || p.starts_with(&this_year))
+    };
+    attack(&[table(&release1), table(&release2)], &untouched, &today)
+}
+
+/// The release memory is the store's: a release, a restart, a second release, and the
+/// attacker holding both recovers nothing; with the memory wiped at the restart the
+/// same attack recovers February's intakes (so the stored memory is what protects).
+#[tokio::test]
+async fn release_memory_survives_a_restart() {
+    let kept = second_release(Fixture::new(), Second::Restart { wipe: false }).await;
+    assert!(kept.is_empty(), "recovered hidden cells: {kept:?}");
+    let wiped = second_release(Fixture::new(), Second::Restart { wipe: true }).await;
+    assert!(
+        wiped
+            .iter()
+            .any(|k| k.1 == "noord" && k.2 == "2025-02" && k.3 == "outcome.started"),
+        "without the stored memory, February's intakes follow: {wiped:?}"
+    );
+}
+
+/// Two nodes on one PostgreSQL database share the release memory: node 2's release
+/// after node 1's is consistent with it, and the attacker holding both recovers nothing.
+#[tokio::test]
+async fn two_nodes_share_the_release_memory() {
+    let recovered = second_release(Fixture::postgres(), Second::OtherNode).await;
+    assert!(
+        recovered.is_empty(),
+        "recovered hidden cells: {recovered:?}"
+    );
+}
+
+/// `--central-disclosure cell-key`: every count is published (nothing suppressed but
+/// small magnitudes and quantiles), no count of 1 to 4 appears (zuid's small cells are 0
+/// or 5), every count is within 2 of the truth from 5 on, and a second release of the
+/// same data is identical (so differencing gives nothing).
+#[tokio::test]
+async fn cell_key_perturbation_through_the_server() {
+    let fx = Fixture::new();
+    let t = fx.seed();
+    fx.admin(&["user", "add", "office"]);
+    fx.admin(&["grant", "office", "central_office"]);
+    let office = fx.token("office");
+    let server = fx.start(&["--central-disclosure", "cell-key"]);
+    let mut a = Client::connect("device-a", &server.url(), &t.prof_noord)
+        .await
+        .expect("a");
+    let mut z = Client::connect("device-z", &server.url(), &t.prof_zuid)
+        .await
+        .expect("z");
+    let households: Vec<Household> = noord()
+        .into_iter()
+        .map(|h| Household { end: None, ..h })
+        .collect();
+    intakes(&mut a, &households, "").await;
+    let small = zuid(3);
+    for (i, h) in small.iter().enumerate() {
+        let mut plan = Plan::new(WijkId::new("zuid").expect("wijk"), format!("gezin-z{i}"));
+        plan.change_status(PlanStatus::Aanmelding, date(&h.aanmelding));
+        plan.change_status(PlanStatus::Intake, date(&h.intake));
+        let id = z
+            .add_document(schema::new_document(&plan).expect("plan"))
+            .await;
+        assert!(z.sync_acked(id).await);
+    }
+    let r = http::get(
+        server.addr,
+        "/api/v1/central/aggregates?period=month",
+        Some(&office),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let body: Value = serde_json::from_slice(&r.body).expect("json");
+    assert_eq!(body["method"], "cell-key");
+    let first = fetch_all(server.addr, &office).await;
+    let want = expected(&[("noord", &households), ("zuid", &small)]);
+    let got: HashMap<(String, String, String), &Value> = first
+        .iter()
+        .map(|c| {
+            let s = |k: &str| c[k].as_str().expect(k).to_owned();
+            ((s("wijk"), s("period"), s("metric")), c)
+        })
+        .collect();
+    for ((w, m, metric), (value, _)) in &want {
+        let key = (w.clone(), m.clone(), metric.clone());
+        let cell = got.get(&key).unwrap_or_else(|| panic!("no cell {key:?}"));
+        assert_eq!(cell["suppressed"], false, "{key:?}");
+        let v = cell["value"].as_f64().expect("a value");
+        if *value < 5.0 {
+            assert!(v == 0.0 || v == 5.0, "{key:?}: {value} published as {v}");
+        } else {
+            assert!(
+                (v - value).abs() <= 2.0 && v >= 5.0,
+                "{key:?}: {value} as {v}"
+            );
+        }
+    }
+    for c in &first {
+        let metric = c["metric"].as_str().unwrap_or_default();
+        if let Some(v) = c["value"].as_f64() {
+            if !metric.ends_with(".median") && !metric.ends_with(".p75") {
+                assert!(v == 0.0 || v >= 5.0, "a small count published: {c}");
+            }
+        }
+    }
+    assert_eq!(
+        fetch_all(server.addr, &office).await,
+        first,
+        "the same data, the same release"
     );
 }
 

@@ -21,9 +21,10 @@ pub mod page;
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
-use axum::extract::{Path, Query, State};
-use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
-use axum::response::{IntoResponse, Response};
+use axum::extract::{FromRequestParts, Path, Query, State};
+use axum::http::request::Parts;
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::Response;
 use axum::routing::{get, post};
 use axum::{Form, Router};
 use serde::Deserialize;
@@ -31,9 +32,14 @@ use sync_core::partition::WijkId;
 use sync_core::policy::{Principal, WijkRole};
 
 use crate::audit::{AuditAction, AuditEvent};
+use crate::central::session::{self, LoginCookie};
 use crate::error::Error;
-use crate::identity::{enrolment, AllowOidc};
+use crate::extract;
+use crate::html::LoginForm;
+use crate::identity::enrolment;
+use crate::identity::principal::{authenticate, AllowOidc};
 use crate::state::AppState;
+use crate::web_security::{is_cross_site, Transport};
 
 /// The routes under `/beheer`.
 pub fn routes() -> Router<Arc<AppState>> {
@@ -46,11 +52,15 @@ pub fn routes() -> Router<Arc<AppState>> {
         .route("/beheer/people/{user}/remove", post(remove))
 }
 
-const COOKIE_PLAIN: &str = "buurtsync_beheer";
-const COOKIE_TLS: &str = "__Host-buurtsync_beheer";
+/// The login cookie (`Path=/beheer` over plain HTTP).
+const COOKIE: LoginCookie = LoginCookie {
+    plain: "buurtsync_beheer",
+    tls: "__Host-buurtsync_beheer",
+    plain_path: "/beheer",
+};
 
 /// Who is acting: their principal, credential id, and the wijken they coordinate.
-struct Coordinator {
+pub struct Coordinator {
     principal: Principal,
     credential: String,
     wijken: BTreeSet<WijkId>,
@@ -71,30 +81,11 @@ fn coordinated(p: &Principal) -> BTreeSet<WijkId> {
         .collect()
 }
 
-fn secure_request(state: &AppState, headers: &HeaderMap) -> bool {
-    state.identity.tls || crate::web_security::forwarded_https(headers)
-}
-
-fn cookie_value(headers: &HeaderMap) -> Option<String> {
-    crate::web_security::cookie(headers, &[COOKIE_PLAIN, COOKIE_TLS])
-}
-
-fn bearer(headers: &HeaderMap) -> Option<String> {
-    headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| {
-            v.strip_prefix("Bearer ")
-                .or_else(|| v.strip_prefix("bearer "))
-        })
-        .map(|v| v.trim().to_owned())
-}
-
 /// Is the credential behind a login still good? Service and access tokens must still
 /// be live; an identity provider login lasts as long as the cookie.
 async fn still_live(state: &AppState, user: &str, credential: &str) -> Result<bool, Error> {
     if credential.starts_with("oidc:") {
-        return Ok(state.store.user_name(user).await?.is_some());
+        return Ok(state.store.identity().user_name(user).await?.is_some());
     }
     Ok(state
         .store
@@ -107,12 +98,16 @@ async fn still_live(state: &AppState, user: &str, credential: &str) -> Result<bo
 
 /// The coordinator looking: `Ok(None)` when nobody is logged in; 403 for a logged-in
 /// user who coordinates no wijk.
-async fn viewer(state: &AppState, headers: &HeaderMap) -> Result<Option<Coordinator>, Error> {
-    let (principal, credential, by_cookie) = if let Some(token) = bearer(headers) {
-        let (p, c) = crate::identity::authenticate(state, &token, AllowOidc::Yes).await?;
+async fn viewer(
+    state: &AppState,
+    transport: Transport,
+    headers: &HeaderMap,
+) -> Result<Option<Coordinator>, Error> {
+    let (principal, credential, by_cookie) = if let Some(token) = extract::bearer(headers) {
+        let (p, c) = authenticate(state, token.secret(), AllowOidc::Yes).await?;
         (p, c, false)
     } else {
-        let Some(cookie) = cookie_value(headers) else {
+        let Some(cookie) = COOKIE.read(headers, transport) else {
             return Ok(None);
         };
         let Some(s) = state.identity.beheer_sessions.get(&cookie) else {
@@ -160,31 +155,20 @@ async fn deny(state: &AppState, user: &str, device: &str, detail: &str) -> Resul
     .await
 }
 
-/// A post that carries the cookie must come from a page of this origin: the cookie is
-/// `SameSite=Strict` already; these checks also hold for browsers without it.
-/// `Sec-Fetch-Site` decides when the browser sends it; otherwise `Origin` must name
-/// this host (our pages send `Referrer-Policy: same-origin`, so browsers send a real
-/// `Origin` rather than `null` on their own posts).
-fn same_origin(headers: &HeaderMap) -> bool {
-    if let Some(site) = headers.get("sec-fetch-site").and_then(|v| v.to_str().ok()) {
-        return site == "same-origin" || site == "none";
-    }
-    match headers.get(header::ORIGIN).and_then(|v| v.to_str().ok()) {
-        None => true,
-        Some(origin) => {
-            let host = headers.get(header::HOST).and_then(|v| v.to_str().ok());
-            let authority = origin
-                .strip_prefix("https://")
-                .or_else(|| origin.strip_prefix("http://"));
-            authority.is_some() && authority == host
-        }
-    }
-}
-
-/// The acting coordinator for a post, with the CSRF checks; 401 without a login.
-async fn actor(state: &AppState, headers: &HeaderMap) -> Result<Coordinator, Error> {
-    let who = viewer(state, headers).await?.ok_or(Error::Unauthorized)?;
-    if who.by_cookie && !same_origin(headers) {
+/// The acting coordinator for a post, with the CSRF check; 401 without a login. A
+/// post that carries the cookie must come from a page of this origin
+/// ([`is_cross_site`]): the cookie is `SameSite=Strict` already; the check also holds
+/// for browsers without it (our pages send `Referrer-Policy: same-origin`, so browsers
+/// send a real `Origin` rather than `null` on their own posts).
+async fn actor(
+    state: &AppState,
+    transport: Transport,
+    headers: &HeaderMap,
+) -> Result<Coordinator, Error> {
+    let who = viewer(state, transport, headers)
+        .await?
+        .ok_or(Error::Unauthorized)?;
+    if who.by_cookie && is_cross_site(headers) {
         deny(
             state,
             &who.principal.user_id,
@@ -195,6 +179,34 @@ async fn actor(state: &AppState, headers: &HeaderMap) -> Result<Coordinator, Err
         return Err(Error::Forbidden("cross-site request".into()));
     }
     Ok(who)
+}
+
+/// The coordinator acting in a post ([`actor`]); handlers take it as an extractor.
+impl FromRequestParts<Arc<AppState>> for Coordinator {
+    type Rejection = Error;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &Arc<AppState>,
+    ) -> Result<Self, Self::Rejection> {
+        actor(state, Transport::of(parts), &parts.headers).await
+    }
+}
+
+/// Who is looking at a page ([`viewer`]): a coordinator, or nobody yet (the login).
+pub struct Looking(Option<Coordinator>);
+
+impl FromRequestParts<Arc<AppState>> for Looking {
+    type Rejection = Error;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &Arc<AppState>,
+    ) -> Result<Self, Self::Rejection> {
+        viewer(state, Transport::of(parts), &parts.headers)
+            .await
+            .map(Looking)
+    }
 }
 
 /// Refuses (403, audited) unless the coordinator coordinates `wijk`.
@@ -227,27 +239,21 @@ pub struct OverviewQuery {
 /// `GET /beheer[?wijk=…]`: the login form, or the coordinator's wijken.
 pub async fn overview(
     State(state): State<Arc<AppState>>,
-    headers: HeaderMap,
+    Looking(who): Looking,
     Query(q): Query<OverviewQuery>,
 ) -> Result<Response, Error> {
-    let Some(who) = viewer(&state, &headers).await? else {
+    let Some(who) = who else {
         return Ok(page::login(StatusCode::OK, None));
     };
     let shown: Vec<WijkId> = match &q.wijk {
         Some(w) => vec![require_wijk(&state, &who, w, "view").await?],
         None => who.wijken.iter().cloned().collect(),
     };
-    let names: std::collections::HashMap<String, String> = state
-        .store
-        .accounts()
-        .list_wijken()
-        .await?
-        .into_iter()
-        .collect();
+    let names = state.store.accounts().wijk_names().await?;
     let mut sections = Vec::new();
     for wijk in shown {
-        let people = state.store.wijk_people(&wijk).await?;
-        let devices = state.store.wijk_device_sessions(&wijk).await?;
+        let people = state.store.identity().wijk_people(&wijk).await?;
+        let devices = state.store.identity().wijk_device_sessions(&wijk).await?;
         let name = names
             .get(wijk.as_str())
             .cloned()
@@ -262,25 +268,21 @@ pub async fn overview(
     Ok(page::overview(&who.principal.user_id, &sections, None))
 }
 
-#[derive(Deserialize)]
-pub struct LoginForm {
-    pub token: String,
-}
-
 /// `POST /beheer/login` (form field `token`: a token or the identity provider's token).
 pub async fn login(
     State(state): State<Arc<AppState>>,
+    transport: Transport,
     headers: HeaderMap,
     Form(form): Form<LoginForm>,
 ) -> Result<Response, Error> {
-    if !same_origin(&headers) {
+    if is_cross_site(&headers) {
         return Ok(page::login(
             StatusCode::FORBIDDEN,
             Some("Inloggen kan alleen vanaf deze pagina."),
         ));
     }
     let (principal, credential) =
-        match crate::identity::authenticate(&state, form.token.trim(), AllowOidc::Yes).await {
+        match authenticate(&state, form.token.trim(), AllowOidc::Yes).await {
             Ok(found) => found,
             Err(Error::Unauthorized) => {
                 return Ok(page::login(
@@ -313,17 +315,7 @@ pub async fn login(
         .identity
         .beheer_sessions
         .start(&principal.user_id, &credential);
-    let set_cookie = if secure_request(&state, &headers) {
-        format!(
-            "{COOKIE_TLS}={cookie}; HttpOnly; SameSite=Strict; Secure; Path=/; Max-Age={}",
-            crate::central::session::LIFETIME.as_secs()
-        )
-    } else {
-        format!(
-            "{COOKIE_PLAIN}={cookie}; HttpOnly; SameSite=Strict; Path=/beheer; Max-Age={}",
-            crate::central::session::LIFETIME.as_secs()
-        )
-    };
+    let set_cookie = COOKIE.set(&cookie, transport, session::LIFETIME.as_secs());
     audit(
         &state,
         AuditEvent::new(
@@ -334,29 +326,19 @@ pub async fn login(
         .with_detail("beheer login"),
     )
     .await?;
-    let mut response = (StatusCode::SEE_OTHER, [(header::LOCATION, "/beheer")]).into_response();
-    response.headers_mut().insert(
-        header::SET_COOKIE,
-        HeaderValue::from_str(&set_cookie).map_err(|e| Error::Invalid(e.to_string()))?,
-    );
-    Ok(response)
+    page::PAGE.redirect("/beheer", Some(&set_cookie))
 }
 
 /// `POST /beheer/logout`.
-pub async fn logout(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Response {
-    if let Some(cookie) = cookie_value(&headers) {
+pub async fn logout(
+    State(state): State<Arc<AppState>>,
+    transport: Transport,
+    headers: HeaderMap,
+) -> Result<Response, Error> {
+    if let Some(cookie) = COOKIE.read(&headers, transport) {
         state.identity.beheer_sessions.end(&cookie);
     }
-    let clear = if secure_request(&state, &headers) {
-        format!("{COOKIE_TLS}=; HttpOnly; SameSite=Strict; Secure; Path=/; Max-Age=0")
-    } else {
-        format!("{COOKIE_PLAIN}=; HttpOnly; SameSite=Strict; Path=/beheer; Max-Age=0")
-    };
-    let mut response = (StatusCode::SEE_OTHER, [(header::LOCATION, "/beheer")]).into_response();
-    if let Ok(v) = HeaderValue::from_str(&clear) {
-        response.headers_mut().insert(header::SET_COOKIE, v);
-    }
-    response
+    page::PAGE.redirect("/beheer", Some(&COOKIE.set("", transport, 0)))
 }
 
 #[derive(Deserialize)]
@@ -400,10 +382,11 @@ fn user_id_from(name: &str) -> String {
 /// coordinator coordinates (a coordinator cannot enrol a device as a professional).
 pub async fn invite(
     State(state): State<Arc<AppState>>,
+    who: Coordinator,
+    transport: Transport,
     headers: HeaderMap,
     Form(form): Form<InviteForm>,
 ) -> Result<Response, Error> {
-    let who = actor(&state, &headers).await?;
     let wijk = require_wijk(&state, &who, &form.wijk, "invite").await?;
     let name: String = form
         .name
@@ -422,7 +405,7 @@ pub async fn invite(
         id
     } else {
         let existing = state.store.accounts().principal(&user).await?;
-        let known = state.store.user_name(&user).await?.is_some();
+        let known = state.store.identity().user_name(&user).await?.is_some();
         let only_volunteer_here = existing.global_roles.is_empty()
             && existing
                 .grants
@@ -461,6 +444,7 @@ pub async fn invite(
     // A clash with another live code's hash is astronomically rare; draw again.
     while let Err(Error::Conflict(_)) = state
         .store
+        .identity()
         .insert_enrolment_code(
             &id,
             &crate::auth::hash_secret(&code),
@@ -490,11 +474,7 @@ pub async fn invite(
             .get(header::HOST)
             .and_then(|v| v.to_str().ok())
             .unwrap_or("localhost");
-        let scheme = if secure_request(&state, &headers) {
-            "https"
-        } else {
-            "http"
-        };
+        let scheme = if transport.is_tls() { "https" } else { "http" };
         format!("{scheme}://{host}")
     });
     let link = enrolment::link(&base, &code);
@@ -514,11 +494,10 @@ pub async fn invite(
 /// coordinator's wijken.
 pub async fn switch_off(
     State(state): State<Arc<AppState>>,
-    headers: HeaderMap,
+    who: Coordinator,
     Path(id): Path<String>,
 ) -> Result<Response, Error> {
-    let who = actor(&state, &headers).await?;
-    let session = state.store.device_session(&id).await?;
+    let session = state.store.identity().device_session(&id).await?;
     let theirs = match &session {
         Some(s) => {
             let p = state.store.accounts().principal(&s.user_id).await?;
@@ -538,6 +517,7 @@ pub async fn switch_off(
     };
     if state
         .store
+        .identity()
         .revoke_device_session(&session.id, "switched off on /beheer")
         .await?
         .is_some()
@@ -557,7 +537,7 @@ pub async fn switch_off(
         .await?;
         tracing::info!(by = %who.principal.user_id, session = %session.id, user = %session.user_id, "device switched off");
     }
-    Ok((StatusCode::SEE_OTHER, [(header::LOCATION, "/beheer")]).into_response())
+    page::PAGE.redirect("/beheer", None)
 }
 
 #[derive(Deserialize)]
@@ -569,11 +549,10 @@ pub struct RemoveForm {
 /// ends their devices enrolled for it. Coordinators (and oneself) only by an admin.
 pub async fn remove(
     State(state): State<Arc<AppState>>,
-    headers: HeaderMap,
+    who: Coordinator,
     Path(user): Path<String>,
     Form(form): Form<RemoveForm>,
 ) -> Result<Response, Error> {
-    let who = actor(&state, &headers).await?;
     let wijk = require_wijk(&state, &who, &form.wijk, "remove a person").await?;
     let target = state.store.accounts().principal(&user).await?;
     let roles: Vec<WijkRole> = target
@@ -604,7 +583,11 @@ pub async fn remove(
             "coordinators are removed by an administrator".into(),
         ));
     }
-    let removed = state.store.remove_from_wijk(&user, &wijk).await?;
+    let removed = state
+        .store
+        .identity()
+        .remove_from_wijk(&user, &wijk)
+        .await?;
     audit(
         &state,
         AuditEvent::new(
@@ -618,5 +601,5 @@ pub async fn remove(
         )),
     )
     .await?;
-    Ok((StatusCode::SEE_OTHER, [(header::LOCATION, "/beheer")]).into_response())
+    page::PAGE.redirect("/beheer", None)
 }

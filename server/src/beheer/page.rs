@@ -2,11 +2,11 @@
 
 use std::fmt::Write;
 
-use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
-use axum::response::{Html, IntoResponse, Response};
+use axum::http::StatusCode;
+use axum::response::Response;
 use sync_core::partition::WijkId;
 
-use crate::central::chart::escape;
+use crate::html::{escape, Login, Page, Referrer};
 use crate::store::identity::SessionInfo;
 
 /// One wijk as the coordinator sees it.
@@ -29,32 +29,15 @@ pub struct Invited<'a> {
     pub expires_at: i64,
 }
 
-fn secure_headers(h: &mut HeaderMap) {
-    h.insert(
-        header::CONTENT_SECURITY_POLICY,
-        HeaderValue::from_static(
-            "default-src 'none'; style-src 'unsafe-inline'; img-src 'self' data:; \
-             form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
-        ),
-    );
-    h.insert(
-        header::REFERRER_POLICY,
-        HeaderValue::from_static("same-origin"),
-    );
-    h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
-    crate::central::api::no_store(h);
-}
+/// Every `/beheer` page: its posts carry a real `Origin` for the cross-site check.
+pub const PAGE: Page<'static> = Page {
+    title: "buurtsync — beheer",
+    style: STYLE,
+    referrer: Referrer::SameOrigin,
+};
 
 fn html(status: StatusCode, title: &str, body: &str) -> Response {
-    let page = format!(
-        "<!doctype html><html lang=\"nl\"><head><meta charset=\"utf-8\"><title>{}</title>\
-         <meta name=\"viewport\" content=\"width=device-width\"><style>{STYLE}</style></head>\
-         <body>{body}</body></html>",
-        escape(title)
-    );
-    let mut response = (status, Html(page)).into_response();
-    secure_headers(response.headers_mut());
-    response
+    Page { title, ..PAGE }.respond(status, body)
 }
 
 const STYLE: &str = "body{font-family:system-ui,sans-serif;margin:2rem;color:#222;max-width:1100px}\
@@ -74,24 +57,18 @@ fn when(t: i64) -> String {
     text.trim_end_matches('Z').replacen('T', " ", 1) + " UTC"
 }
 
+const LOGIN: Login<'static> = Login {
+    heading: "buurtsync — beheer voor coördinatoren",
+    action: "/beheer/login",
+    label: "Token of inlogtoken van uw organisatie",
+    size: 60,
+    note: "Voor coördinatoren: de mensen en apparaten van uw wijk. \
+           Vrijwilligers uitnodigen, een kwijtgeraakt apparaat uitschakelen.",
+};
+
 /// The login form (optionally with a message).
 pub fn login(status: StatusCode, message: Option<&str>) -> Response {
-    let message = message
-        .map(|m| format!("<p class=\"error\" id=\"login-error\">{}</p>", escape(m)))
-        .unwrap_or_default();
-    html(
-        status,
-        "buurtsync — beheer",
-        &format!(
-            "<h1>buurtsync — beheer voor coördinatoren</h1>{message}\
-             <form method=\"post\" action=\"/beheer/login\" id=\"login\">\
-             <label>Token of inlogtoken van uw organisatie \
-             <input type=\"password\" name=\"token\" id=\"token\" autocomplete=\"off\" required size=\"60\"></label> \
-             <button class=\"button\" type=\"submit\">Inloggen</button></form>\
-             <p class=\"note\">Voor coördinatoren: de mensen en apparaten van uw wijk. \
-             Vrijwilligers uitnodigen, een kwijtgeraakt apparaat uitschakelen.</p>"
-        ),
-    )
+    PAGE.respond(status, &LOGIN.body(message))
 }
 
 /// The coordinator's wijken.

@@ -24,7 +24,8 @@ use serde::Serialize;
 use sync_core::partition::WijkId;
 use sync_core::schema::plan::{PlanStatus, ZrmDomein};
 
-use super::disclosure::{self, Input, Memory, Relation};
+use super::cellkey::{self, CellKeys, Disclosure};
+use super::disclosure::{self, Input, Memory, Protection, Relation};
 use super::outcome::{self, Movement};
 use super::record::{Body, Facts, Month};
 
@@ -57,6 +58,8 @@ pub struct Aggregates {
     pub period: Period,
     /// Cells backed by fewer units than this are suppressed.
     pub min_count: u64,
+    /// Suppression, or cell-key perturbation (`--central-disclosure`).
+    pub method: Disclosure,
     pub cells: Vec<Cell>,
 }
 
@@ -67,6 +70,21 @@ enum Unit {
     Session(String, usize),
     Activiteit(String),
     Volunteer([u8; 32]),
+}
+
+impl Unit {
+    /// The unit as bytes for its cell-key record key: a tag, then its identity.
+    fn bytes(&self) -> Vec<u8> {
+        let (tag, rest): (u8, Vec<u8>) = match self {
+            Unit::Household(h) => (b'h', h.as_bytes().to_vec()),
+            Unit::Session(doc, i) => (b's', format!("{doc}/{i}").into_bytes()),
+            Unit::Activiteit(doc) => (b'a', doc.as_bytes().to_vec()),
+            Unit::Volunteer(hash) => (b'v', hash.to_vec()),
+        };
+        let mut out = vec![tag];
+        out.extend(rest);
+        out
+    }
 }
 
 #[derive(Default, Clone)]
@@ -333,25 +351,51 @@ pub fn aggregate<'a>(
     min_count: u64,
     base: u64,
     today: Month,
-    memory: Option<&mut Memory>,
+    method: Method<'_>,
 ) -> Aggregates {
-    let release = release(facts, min_count, base.min(min_count), today, memory);
+    let disclosure = match method {
+        Method::Suppression(_) => Disclosure::Suppression,
+        Method::CellKey(_) => Disclosure::CellKey,
+    };
+    let release = release(facts, min_count, base.min(min_count), today, method);
     let cells = release
         .into_iter()
-        .filter(|c| c.period == period.as_str())
+        .filter(|c| c.period == period)
         .map(|c| c.cell)
         .collect();
     Aggregates {
         period,
         min_count,
+        method: disclosure,
         cells,
     }
 }
 
+/// How a release is protected.
+pub enum Method<'a> {
+    /// Primary and secondary suppression, consistent with the memory of earlier
+    /// releases when one is given (and updated with this one).
+    Suppression(Option<&'a mut Memory>),
+    /// Cell-key perturbation with these record keys.
+    CellKey(&'a CellKeys),
+}
+
 /// A cell with the period length it belongs to.
-struct Released {
-    period: &'static str,
-    cell: Cell,
+#[derive(Clone, Debug, PartialEq)]
+pub struct Released {
+    pub period: Period,
+    pub cell: Cell,
+}
+
+/// The server's whole release at threshold `base`: every cell of every period length,
+/// consistent with `memory` (when given), which is updated with it.
+pub fn release_all<'a>(
+    facts: impl IntoIterator<Item = &'a Facts>,
+    base: u64,
+    today: Month,
+    memory: Option<&mut Memory>,
+) -> Vec<Released> {
+    release(facts, base, base, today, Method::Suppression(memory))
 }
 
 fn release<'a>(
@@ -359,7 +403,7 @@ fn release<'a>(
     min_count: u64,
     base: u64,
     today: Month,
-    memory: Option<&mut Memory>,
+    method: Method<'_>,
 ) -> Vec<Released> {
     let acc = accumulate(facts);
     let mut full: Vec<Full> = Vec::new();
@@ -484,10 +528,21 @@ fn release<'a>(
         .iter()
         .map(|c| format!("{}|{}|{}", c.wijk, c.label, c.metric))
         .collect();
+    if let Method::CellKey(keys) = method {
+        return perturbed(&full, &inputs, &index, min_count, base, keys);
+    }
+    let memory = match method {
+        Method::Suppression(memory) => memory,
+        Method::CellKey(_) => None,
+    };
     let server_release = match memory {
         Some(memory) => {
-            let s =
-                disclosure::protect_all(&inputs, &relations, base, Some((&keys, &*memory)), None);
+            let how = Protection {
+                min_count: base,
+                keys: Some((&keys, &*memory)),
+                floor: None,
+            };
+            let s = disclosure::protect_all(&inputs, &relations, how);
             memory.remember(
                 keys.iter()
                     .zip(&inputs)
@@ -496,13 +551,63 @@ fn release<'a>(
             );
             s
         }
-        None => disclosure::protect_all(&inputs, &relations, base, None, None),
+        None => disclosure::protect_all(&inputs, &relations, Protection::alone(base)),
     };
     let suppressed = if min_count > base {
-        disclosure::protect_all(&inputs, &relations, min_count, None, Some(&server_release))
+        let how = Protection {
+            floor: Some(&server_release),
+            ..Protection::alone(min_count)
+        };
+        disclosure::protect_all(&inputs, &relations, how)
     } else {
         server_release
     };
+    let published: Vec<Option<f64>> = inputs
+        .iter()
+        .zip(&suppressed)
+        .map(|(i, s)| (!s).then_some(i.value))
+        .collect();
+    cells_of(&full, &published, &index, min_count)
+}
+
+/// Cell-key perturbation (`super::cellkey`): every count with its cell's noise (the
+/// server's threshold `base` as js, whatever a request asks: a threshold per request
+/// would let one cell be perturbed many ways); magnitudes backed by fewer than
+/// `min_count` units suppressed.
+fn perturbed(
+    full: &[Full],
+    inputs: &[Input],
+    index: &HashMap<(WijkId, String, String), usize>,
+    min_count: u64,
+    base: u64,
+    keys: &CellKeys,
+) -> Vec<Released> {
+    let published: Vec<Option<f64>> = full
+        .iter()
+        .zip(inputs)
+        .map(|(c, i)| {
+            if MAGNITUDES.contains(&c.metric.as_str()) {
+                return (i.units == 0 || i.units >= min_count).then_some(i.value);
+            }
+            let ck = cellkey::cell_key(c.acc.units.iter().map(|u| keys.record_key(&u.bytes())));
+            // Counts are whole numbers; the cast cannot lose anything that matters.
+            Some(cellkey::perturb(i.value.max(0.0) as u64, ck, base) as f64)
+        })
+        .collect();
+    cells_of(full, &published, index, min_count)
+}
+
+/// Metrics that sum magnitudes, not units: suppressed, never perturbed.
+const MAGNITUDES: &[&str] = &["participants", "volunteer_hours"];
+
+/// The released cells: `published[i]` is cell i's value, `None` when suppressed.
+fn cells_of(
+    full: &[Full],
+    published: &[Option<f64>],
+    index: &HashMap<(WijkId, String, String), usize>,
+    min_count: u64,
+) -> Vec<Released> {
+    let suppressed: Vec<bool> = published.iter().map(Option::is_none).collect();
     let mut out: Vec<Released> = Vec::new();
     for (i, c) in full.iter().enumerate() {
         if QUANTILES.iter().any(|q| q.1 == c.metric) {
@@ -516,7 +621,7 @@ fn release<'a>(
                 }
                 let hidden = (c.acc.units.len() as u64) < min_count || companion_hidden;
                 out.push(Released {
-                    period: c.period.as_str(),
+                    period: c.period,
                     cell: Cell {
                         wijk: c.wijk.clone(),
                         period: c.label.clone(),
@@ -537,12 +642,12 @@ fn release<'a>(
             continue;
         }
         out.push(Released {
-            period: c.period.as_str(),
+            period: c.period,
             cell: Cell {
                 wijk: c.wijk.clone(),
                 period: c.label.clone(),
                 metric: c.metric.clone(),
-                value: (!suppressed[i]).then_some(inputs[i].value),
+                value: published[i],
                 suppressed: suppressed[i],
             },
         });
@@ -625,7 +730,14 @@ mod tests {
     #[test]
     fn suppression_counts_households() {
         let busy = plan("hh-1", &[("2024-03-01", ContactKind::Huisbezoek); 6]);
-        let a = aggregate([&busy], Period::Month, 5, 1, month("2024-12"), None);
+        let a = aggregate(
+            [&busy],
+            Period::Month,
+            5,
+            1,
+            month("2024-12"),
+            Method::Suppression(None),
+        );
         let c = cell(&a, "2024-03", "contacts.huisbezoek").expect("cell");
         assert!(c.suppressed && c.value.is_none(), "{c:?}");
 
@@ -637,7 +749,14 @@ mod tests {
                 )
             })
             .collect();
-        let a = aggregate(&five, Period::Quarter, 5, 1, month("2024-12"), None);
+        let a = aggregate(
+            &five,
+            Period::Quarter,
+            5,
+            1,
+            month("2024-12"),
+            Method::Suppression(None),
+        );
         assert_eq!(
             cell(&a, "2024-Q1", "contacts.huisbezoek").and_then(|c| c.value),
             Some(5.0)
@@ -650,8 +769,52 @@ mod tests {
             cell(&a, "2024-Q2", "plans_status.intake").and_then(|c| c.value),
             Some(5.0)
         );
-        let a = aggregate(&five, Period::Year, 6, 1, month("2024-12"), None);
+        let a = aggregate(
+            &five,
+            Period::Year,
+            6,
+            1,
+            month("2024-12"),
+            Method::Suppression(None),
+        );
         assert!(cell(&a, "2024", "plans_new").is_some_and(|c| c.suppressed));
+    }
+
+    /// Cell-key perturbation: no count of 1 to k-1 is published (a lone household's
+    /// cell is 0 or k), nothing is suppressed but small magnitudes, and the same units
+    /// give the same values again.
+    #[test]
+    fn cell_key_perturbation() {
+        let keys = CellKeys::new(&[3; 32]);
+        let lone = plan("hh-1", &[("2024-03-01", ContactKind::Huisbezoek)]);
+        let many: Vec<Facts> = (0..12)
+            .map(|i| plan(&format!("hh-{i}"), &[("2024-03-09", ContactKind::Telefoon)]))
+            .collect();
+        let all: Vec<&Facts> = std::iter::once(&lone).chain(&many).collect();
+        let run = || {
+            let method = Method::CellKey(&keys);
+            aggregate(
+                all.iter().copied(),
+                Period::Month,
+                5,
+                5,
+                month("2024-12"),
+                method,
+            )
+        };
+        let a = run();
+        assert_eq!(a.method, Disclosure::CellKey);
+        assert_eq!(a, run(), "the same units, the same noise");
+        for c in &a.cells {
+            assert!(!c.suppressed, "{c:?}");
+            let v = c.value.expect("published");
+            assert!(v == 0.0 || v >= 5.0, "{c:?}");
+        }
+        let phone = cell(&a, "2024-03", "contacts.telefoon").and_then(|c| c.value);
+        assert!(
+            phone.is_some_and(|v| (10.0..=14.0).contains(&v)),
+            "{phone:?}"
+        );
     }
 
     /// Sessions count per month; a volunteer counts once per period however many
@@ -676,7 +839,14 @@ mod tests {
             (month("2024-02"), 8, 1.5),
         ]);
         let a2 = act(vec![(month("2024-02"), 7, 1.0)]);
-        let a = aggregate([&a1, &a2], Period::Quarter, 1, 1, month("2024-12"), None);
+        let a = aggregate(
+            [&a1, &a2],
+            Period::Quarter,
+            1,
+            1,
+            month("2024-12"),
+            Method::Suppression(None),
+        );
         let value = |m: &str| cell(&a, "2024-Q1", m).and_then(|c| c.value);
         assert_eq!(value("sessions"), Some(3.0));
         assert_eq!(value("participants"), Some(25.0));

@@ -12,12 +12,16 @@ use std::sync::Arc;
 
 use axum::body::{Body, Bytes};
 use axum::extract::{RawQuery, State};
-use axum::http::{header, HeaderMap, HeaderValue};
+use axum::http::{header, HeaderValue};
 use axum::response::{IntoResponse, Response};
 use sync_core::api::{AggregateRequest, FeedRequest, Format};
 
-use super::aggregate::{self, Aggregates, Period};
+use super::aggregate::{self, Aggregates, Method, Period, Released};
+use super::anonymity::{self, Generalisation};
 use super::audit_export;
+use super::cellkey::Disclosure;
+use super::disclosure::Memory;
+use super::feed::View;
 use super::pseudonym::Pseudonymiser;
 use super::record::{self, Facts};
 use super::spreadsheet::{self, Separator};
@@ -51,6 +55,14 @@ pub async fn feed(
         .central
         .pseudonymiser(&state.store, &principal.user_id)
         .await?;
+    // The page is a slice of one release: generalised over every current plan, never
+    // finer than the aggregates' suppression allows.
+    let floors = anonymity::floors(&server_release(&state, &view).await?);
+    let generalisation = Arc::new(anonymity::generalise(
+        view.current(),
+        state.limits.central_min_count,
+        &floors,
+    ));
     audit_export(
         &state.store,
         &principal,
@@ -71,16 +83,24 @@ pub async fn feed(
                 .chunks(CHUNK)
                 .map(<[Arc<Facts>]>::to_vec)
                 .collect::<Vec<_>>();
+            let g = generalisation;
             let rows = futures_util::stream::iter(chunks).map(move |chunk| {
-                spreadsheet::rows(sep, chunk.iter().map(|f| record::csv_row(f, &pseudonyms)))
-                    .map(Bytes::from)
+                spreadsheet::rows(
+                    sep,
+                    chunk
+                        .iter()
+                        .map(|f| record::csv_row(&record::record(f, &pseudonyms, &g))),
+                )
+                .map(Bytes::from)
             });
             Body::from_stream(
                 futures_util::stream::once(async move { Ok::<_, Error>(Bytes::from(head)) })
                     .chain(rows),
             )
         }
-        Format::Ndjson | Format::Json => Body::from_stream(ndjson(page, pseudonyms)),
+        Format::Ndjson | Format::Json => {
+            Body::from_stream(ndjson(page, pseudonyms, generalisation))
+        }
     };
     let mut response = body.into_response();
     let h = response.headers_mut();
@@ -115,6 +135,7 @@ use futures_util::StreamExt;
 fn ndjson(
     page: Vec<Arc<Facts>>,
     pseudonyms: Pseudonymiser,
+    g: Arc<Generalisation>,
 ) -> impl futures_util::Stream<Item = Result<Bytes, Error>> {
     let chunks = page
         .chunks(CHUNK)
@@ -123,7 +144,7 @@ fn ndjson(
     futures_util::stream::iter(chunks).map(move |chunk| {
         let mut out = Vec::new();
         for f in chunk {
-            serde_json::to_writer(&mut out, &record::record(&f, &pseudonyms))
+            serde_json::to_writer(&mut out, &record::record(&f, &pseudonyms, &g))
                 .map_err(|e| Error::Invalid(e.to_string()))?;
             out.push(b'\n');
         }
@@ -131,16 +152,15 @@ fn ndjson(
     })
 }
 
-/// Nothing the central office receives is kept in shared caches.
-pub fn no_store(h: &mut HeaderMap) {
-    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    h.insert(
-        header::X_CONTENT_TYPE_OPTIONS,
-        HeaderValue::from_static("nosniff"),
-    );
-}
+pub use crate::web_security::no_store;
 
-/// Computes the aggregates from the current facts.
+/// How often a release is decided again when other nodes recorded theirs first (each
+/// loss means another release was recorded meanwhile, so this bounds contention, not
+/// a failure).
+const RELEASE_ATTEMPTS: usize = 8;
+
+/// Computes the aggregates from the current facts: a release consistent with every
+/// earlier one on any node (the memory is the store's, `store.releases()`).
 pub async fn compute(
     state: &AppState,
     period: Period,
@@ -152,23 +172,96 @@ pub async fn compute(
         .max(min_count.unwrap_or(0))
         .max(1);
     let view = state.central.facts.refresh(&state.store).await?;
-    let today = super::record::Month::of_unix(crate::store::now())
-        .ok_or_else(|| Error::Invalid("the server clock is before 1900".into()))?;
-    // Held while computing (no await inside): releases are made one at a time, each
-    // consistent with all before it.
-    let mut memory = state
-        .central
-        .releases
-        .lock()
-        .map_err(|_| Error::Corrupt("the release memory lock is poisoned".into()))?;
-    Ok(aggregate::aggregate(
-        view.current(),
-        period,
-        threshold,
-        state.limits.central_min_count.max(1),
-        today,
-        Some(&mut memory),
+    let today = today()?;
+    let base = state.limits.central_min_count.max(1);
+    if state.limits.central_disclosure == Disclosure::CellKey {
+        // Consistent by construction (the noise follows the cell's units): no memory.
+        let keys = state.central.cell_keys(&state.store).await?;
+        let method = Method::CellKey(&keys);
+        return Ok(aggregate::aggregate(
+            view.current(),
+            period,
+            threshold,
+            base,
+            today,
+            method,
+        ));
+    }
+    decided(state, |memory| {
+        let method = Method::Suppression(Some(memory));
+        aggregate::aggregate(view.current(), period, threshold, base, today, method)
+    })
+    .await
+}
+
+/// The server's whole release now (every period length at the server's threshold),
+/// recorded like any other: what the feed's generalisation must not undo. Always the
+/// suppression release, also under cell-key perturbation: the feed's exact counts
+/// must not be finer than what suppression would hide.
+pub async fn server_release(state: &AppState, view: &View) -> Result<Vec<Released>, Error> {
+    let today = today()?;
+    let base = state.limits.central_min_count.max(1);
+    decided(state, |memory| {
+        aggregate::release_all(view.current(), base, today, Some(memory))
+    })
+    .await
+}
+
+fn today() -> Result<super::record::Month, Error> {
+    super::record::Month::of_unix(crate::store::now())
+        .ok_or_else(|| Error::Invalid("the server clock is before 1900".into()))
+}
+
+/// Decides a release from the store's memory and records it. Decided without a lock;
+/// recorded under the next release number. When another node recorded that number
+/// first, this release was decided from an older memory: it is decided again from the
+/// new one, and only a recorded release leaves. A release that changes nothing in the
+/// memory tells the attacker nothing new and records nothing.
+async fn decided<T>(
+    state: &AppState,
+    mut decide: impl FnMut(&mut Memory) -> T,
+) -> Result<T, Error> {
+    for _ in 0..RELEASE_ATTEMPTS {
+        let before = state.store.releases().load().await?;
+        let mut memory = Memory::from_store(before.cells);
+        let result = decide(&mut memory);
+        let changed = memory.changed();
+        if changed.is_empty() || state.store.releases().record(before.seq, &changed).await? {
+            return Ok(result);
+        }
+        tracing::info!(
+            after = before.seq,
+            "another node released first; deciding again"
+        );
+    }
+    Err(Error::Conflict(
+        "other nodes kept releasing aggregates; try again".into(),
     ))
+}
+
+/// A release for one recipient: computed, then audited as `what` (the export or view)
+/// before anything leaves.
+pub async fn release(
+    state: &AppState,
+    who: &Authenticated,
+    period: Period,
+    min_count: Option<u64>,
+    what: &str,
+) -> Result<Aggregates, Error> {
+    let result = compute(state, period, min_count).await?;
+    audit_export(
+        &state.store,
+        &who.principal,
+        &who.token_id,
+        format!(
+            "{what} period={} min_count={} cells={}",
+            period.as_str(),
+            result.min_count,
+            result.cells.len()
+        ),
+    )
+    .await?;
+    Ok(result)
 }
 
 /// The aggregates as a CSV body (BOM, header row).
@@ -184,10 +277,7 @@ pub fn aggregates_csv(aggregates: &Aggregates, sep: Separator) -> Result<Vec<u8>
 /// `GET /api/v1/central/aggregates?period=&format=json|csv&min_count=&sep=`.
 pub async fn aggregates(
     State(state): State<Arc<AppState>>,
-    CentralOffice(Authenticated {
-        principal,
-        token_id,
-    }): CentralOffice,
+    CentralOffice(who): CentralOffice,
     RawQuery(raw): RawQuery,
 ) -> Result<Response, Error> {
     let AggregateRequest {
@@ -196,19 +286,7 @@ pub async fn aggregates(
         sep,
         min_count,
     } = AggregateRequest::parse_query(raw.as_deref().unwrap_or(""))?;
-    let result = compute(&state, period, min_count).await?;
-    audit_export(
-        &state.store,
-        &principal,
-        &token_id,
-        format!(
-            "aggregates period={} min_count={} cells={}",
-            period.as_str(),
-            result.min_count,
-            result.cells.len()
-        ),
-    )
-    .await?;
+    let result = release(&state, &who, period, min_count, "aggregates").await?;
     let mut response = if format == Format::Csv {
         csv_response(
             aggregates_csv(&result, sep)?,

@@ -5,21 +5,7 @@
 
 use std::fmt::Write;
 
-/// Escapes text for HTML and SVG (element content and quoted attributes).
-pub fn escape(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
-    out
-}
+use crate::html::escape;
 
 /// One series: its label, its colour, one value per period (`None`: suppressed,
 /// `Some(0.0)`: nothing happened).

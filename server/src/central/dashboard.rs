@@ -12,19 +12,18 @@ use std::sync::Arc;
 
 use axum::extract::{FromRequestParts, RawQuery, State};
 use axum::http::request::Parts;
-use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
-use axum::response::{Html, IntoResponse, Response};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::Response;
 use axum::Form;
-use serde::Deserialize;
 use sync_core::schema::plan::ZrmDomein;
 
 use super::aggregate::{Aggregates, Cell, Period};
-use super::api::{aggregates_csv, compute, csv_response};
-use super::audit_export;
-use super::chart::{bars, escape, Series};
+use super::api::{aggregates_csv, csv_response, release};
+use super::chart::{bars, Series};
 use super::session;
 use crate::error::Error;
 use crate::extract::{self, Authenticated, CentralOffice, Credential};
+use crate::html::{escape, Login, LoginForm, Page, Referrer};
 use crate::state::AppState;
 use crate::web_security::{is_cross_site, Transport};
 use sync_core::api::AggregateRequest;
@@ -47,11 +46,8 @@ impl FromRequestParts<Arc<AppState>> for Viewer {
                 .await
                 .map(|c| Viewer(Some(c)));
         }
-        let transport = match Transport::from_request_parts(parts, state).await {
-            Ok(transport) => transport,
-            Err(never) => match never {},
-        };
-        let Some(cookie) = session::from_headers(&parts.headers, transport) else {
+        let transport = Transport::of(parts);
+        let Some(cookie) = session::DASHBOARD.read(&parts.headers, transport) else {
             return Ok(Viewer(None));
         };
         let Some(s) = state.central.sessions.get(&cookie) else {
@@ -79,27 +75,12 @@ impl FromRequestParts<Arc<AppState>> for Viewer {
     }
 }
 
-fn secure_headers(h: &mut HeaderMap) {
-    h.insert(
-        header::CONTENT_SECURITY_POLICY,
-        HeaderValue::from_static(
-            "default-src 'none'; style-src 'unsafe-inline'; img-src 'self' data:; \
-             form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
-        ),
-    );
-    h.insert(
-        header::REFERRER_POLICY,
-        HeaderValue::from_static("no-referrer"),
-    );
-    h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
-    super::api::no_store(h);
-}
-
-fn html(status: StatusCode, body: String) -> Response {
-    let mut response = (status, Html(body)).into_response();
-    secure_headers(response.headers_mut());
-    response
-}
+/// Every dashboard page.
+const PAGE: Page<'static> = Page {
+    title: "buurtsync — dashboard centraal bureau",
+    style: STYLE,
+    referrer: Referrer::Never,
+};
 
 const STYLE: &str = "body{font-family:system-ui,sans-serif;margin:2rem;color:#222;max-width:1400px}\
 h1{font-size:1.5rem}h2{font-size:1.2rem;margin-top:2rem;border-bottom:1px solid #ccc}\
@@ -108,38 +89,21 @@ figure{margin:0}figcaption{font-size:.9rem;color:#444}\
 .button{display:inline-block;padding:.5rem 1rem;background:#0b5394;color:#fff;border-radius:4px;text-decoration:none;border:0;font-size:1rem;cursor:pointer}\
 nav a{margin-right:1rem}.note{color:#555;font-size:.9rem}.error{color:#a00}";
 
-fn shell(title: &str, body: &str) -> String {
-    format!(
-        "<!doctype html><html lang=\"nl\"><head><meta charset=\"utf-8\"><title>{}</title>\
-         <meta name=\"viewport\" content=\"width=device-width\"><style>{STYLE}</style></head>\
-         <body>{body}</body></html>",
-        escape(title)
-    )
-}
+const LOGIN: Login<'static> = Login {
+    heading: "buurtsync — dashboard centraal bureau",
+    action: "/dashboard/login",
+    label: "Token",
+    size: 70,
+    note: "Alleen voor het centraal bureau: geaggregeerde, gepseudonimiseerde gegevens. \
+           Kleine aantallen (minder dan de drempel) worden niet getoond.",
+};
 
 fn login_page(status: StatusCode, message: Option<&str>) -> Response {
-    let message = message
-        .map(|m| format!("<p class=\"error\" id=\"login-error\">{}</p>", escape(m)))
-        .unwrap_or_default();
-    html(
-        status,
-        shell(
-            "buurtsync — centraal bureau",
-            &format!(
-                "<h1>buurtsync — dashboard centraal bureau</h1>{message}\
-                 <form method=\"post\" action=\"/dashboard/login\" id=\"login\">\
-                 <label>Token <input type=\"password\" name=\"token\" id=\"token\" autocomplete=\"off\" required size=\"70\"></label> \
-                 <button class=\"button\" type=\"submit\">Inloggen</button></form>\
-                 <p class=\"note\">Alleen voor het centraal bureau: geaggregeerde, gepseudonimiseerde gegevens. \
-                 Kleine aantallen (minder dan de drempel) worden niet getoond.</p>"
-            ),
-        ),
-    )
-}
-
-#[derive(Deserialize)]
-pub struct LoginForm {
-    pub token: String,
+    Page {
+        title: "buurtsync — centraal bureau",
+        ..PAGE
+    }
+    .respond(status, &LOGIN.body(message))
 }
 
 /// `POST /dashboard/login` (form field `token`): a session cookie and a redirect to the
@@ -184,15 +148,9 @@ pub async fn login(
     let cookie = state.central.sessions.start(&principal.user_id, &token_id);
     // Secure (and `__Host-`) when the server serves TLS itself or sits behind a TLS
     // proxy that says so (`Transport`).
-    let set_cookie = session::set_cookie(&cookie, transport, session::LIFETIME.as_secs());
+    let set_cookie = session::DASHBOARD.set(&cookie, transport, session::LIFETIME.as_secs());
     tracing::info!(user = %principal.user_id, token = %token_id, "dashboard login");
-    let mut response = (StatusCode::SEE_OTHER, [(header::LOCATION, "/dashboard")]).into_response();
-    response.headers_mut().insert(
-        header::SET_COOKIE,
-        HeaderValue::from_str(&set_cookie).map_err(|e| Error::Invalid(e.to_string()))?,
-    );
-    secure_headers(response.headers_mut());
-    Ok(response)
+    PAGE.redirect("/dashboard", Some(&set_cookie))
 }
 
 /// `POST /dashboard/logout`: ends the session and clears the cookie.
@@ -200,18 +158,17 @@ pub async fn logout(
     State(state): State<Arc<AppState>>,
     transport: Transport,
     headers: HeaderMap,
-) -> Response {
+) -> Result<Response, Error> {
     if is_cross_site(&headers) {
-        return login_page(StatusCode::FORBIDDEN, None);
+        return Ok(login_page(StatusCode::FORBIDDEN, None));
     }
-    if let Some(cookie) = session::from_headers(&headers, transport) {
+    if let Some(cookie) = session::DASHBOARD.read(&headers, transport) {
         state.central.sessions.end(&cookie);
     }
-    let mut response = (StatusCode::SEE_OTHER, [(header::LOCATION, "/dashboard")]).into_response();
-    if let Ok(clear) = HeaderValue::from_str(&session::set_cookie("", transport, 0)) {
-        response.headers_mut().insert(header::SET_COOKIE, clear);
-    }
-    response
+    PAGE.redirect(
+        "/dashboard",
+        Some(&session::DASHBOARD.set("", transport, 0)),
+    )
 }
 
 /// `GET /dashboard/aggregates.csv?period=&sep=`: the download button.
@@ -221,30 +178,13 @@ pub async fn download(
     RawQuery(raw): RawQuery,
 ) -> Result<Response, Error> {
     let query = AggregateRequest::parse_query(raw.as_deref().unwrap_or(""))?;
-    let Some(CentralOffice(Authenticated {
-        principal,
-        token_id,
-    })) = viewer
-    else {
+    let Some(CentralOffice(who)) = viewer else {
         return Err(Error::Unauthorized);
     };
-    let (period, sep) = (query.period, query.sep);
-    let result = compute(&state, period, query.min_count).await?;
-    audit_export(
-        &state.store,
-        &principal,
-        &token_id,
-        format!(
-            "dashboard csv period={} min_count={} cells={}",
-            period.as_str(),
-            result.min_count,
-            result.cells.len()
-        ),
-    )
-    .await?;
+    let result = release(&state, &who, query.period, query.min_count, "dashboard csv").await?;
     csv_response(
-        aggregates_csv(&result, sep)?,
-        &format!("buurtsync-aggregaten-{}.csv", period.as_str()),
+        aggregates_csv(&result, query.sep)?,
+        &format!("buurtsync-aggregaten-{}.csv", result.period.as_str()),
     )
 }
 
@@ -257,62 +197,89 @@ fn shown(period: Period) -> usize {
     }
 }
 
-/// One bar series of a chart: metric, label, colour.
-type Bar = (&'static str, &'static str, &'static str);
+/// Series colours, in the order of a chart's series.
+const PALETTE: [&str; 6] = [
+    "#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b",
+];
 
-/// The charts of one wijk: (id suffix, title, bars).
-const CHARTS: &[(&str, &str, &[Bar])] = &[
+/// One series of a chart: (metric, label).
+type Metric = (&'static str, &'static str);
+
+/// The charts of one wijk: (id suffix, title, its series); the series take the
+/// [`PALETTE`]'s colours in order.
+const CHARTS: &[(&str, &str, &[Metric])] = &[
     (
         "plannen",
         "Plannen: nieuw, afgesloten en overdrachten aan de gemeente",
         &[
-            ("plans_new", "nieuw", "#1f77b4"),
-            ("plans_closed", "afgesloten", "#2ca02c"),
-            ("handovers", "overdracht", "#d62728"),
+            ("plans_new", "nieuw"),
+            ("plans_closed", "afgesloten"),
+            ("handovers", "overdracht"),
         ],
     ),
     (
         "contacten",
         "Contactmomenten per soort",
         &[
-            ("contacts.huisbezoek", "huisbezoek", "#1f77b4"),
-            ("contacts.wijkcentrum", "wijkcentrum", "#ff7f0e"),
-            ("contacts.school", "school", "#2ca02c"),
-            ("contacts.telefoon", "telefoon", "#9467bd"),
-            ("contacts.digitaal", "digitaal", "#8c564b"),
+            ("contacts.huisbezoek", "huisbezoek"),
+            ("contacts.wijkcentrum", "wijkcentrum"),
+            ("contacts.school", "school"),
+            ("contacts.telefoon", "telefoon"),
+            ("contacts.digitaal", "digitaal"),
         ],
     ),
     (
         "activiteiten",
         "Activiteiten: bijeenkomsten, deelnemers, vrijwilligers en uren",
         &[
-            ("sessions", "bijeenkomsten", "#1f77b4"),
-            ("participants", "deelnemers", "#ff7f0e"),
-            ("unique_volunteers", "vrijwilligers", "#2ca02c"),
-            ("volunteer_hours", "vrijwilligersuren", "#9467bd"),
+            ("sessions", "bijeenkomsten"),
+            ("participants", "deelnemers"),
+            ("unique_volunteers", "vrijwilligers"),
+            ("volunteer_hours", "vrijwilligersuren"),
         ],
     ),
     (
         "doelen",
         "Doelen per leefdomein (stand bij laatste wijziging)",
         &[
-            ("goals_leefdomein.financien", "financiën", "#1f77b4"),
-            ("goals_leefdomein.wonen", "wonen", "#ff7f0e"),
-            ("goals_leefdomein.opvoeding", "opvoeding", "#2ca02c"),
-            ("goals_leefdomein.gezondheid", "gezondheid", "#d62728"),
-            (
-                "goals_leefdomein.sociaal_netwerk",
-                "sociaal netwerk",
-                "#9467bd",
-            ),
-            (
-                "goals_leefdomein.werk_en_inkomen",
-                "werk en inkomen",
-                "#8c564b",
-            ),
+            ("goals_leefdomein.financien", "financiën"),
+            ("goals_leefdomein.wonen", "wonen"),
+            ("goals_leefdomein.opvoeding", "opvoeding"),
+            ("goals_leefdomein.gezondheid", "gezondheid"),
+            ("goals_leefdomein.sociaal_netwerk", "sociaal netwerk"),
+            ("goals_leefdomein.werk_en_inkomen", "werk en inkomen"),
         ],
     ),
 ];
+
+/// One wijk's cells by (period, metric).
+type WijkCells<'a> = BTreeMap<(&'a str, &'a str), &'a Cell>;
+
+/// A metric's value in a period: a cell's value (`None`: suppressed), or zero where
+/// no cell was sent (nothing happened).
+fn value(cells: &WijkCells<'_>, period: &str, metric: &str) -> Option<f64> {
+    match cells.get(&(period, metric)) {
+        Some(cell) => cell.value,
+        None => Some(0.0),
+    }
+}
+
+/// Writes one chart with its caption.
+fn figure(
+    body: &mut String,
+    id: &str,
+    title: &str,
+    groups: &[String],
+    series: &[Series<'_>],
+    min_count: u64,
+) {
+    let _ = write!(
+        body,
+        "<figure>{}<figcaption>{}</figcaption></figure>",
+        bars(id, title, groups, series, min_count),
+        escape(title)
+    );
+}
 
 /// The outcome charts of one wijk (schema 2): waiting time and duration over the
 /// periods, and the movement in zelfredzaamheid per domain (and on the
@@ -321,15 +288,11 @@ const CHARTS: &[(&str, &str, &[Bar])] = &[
 fn outcome_charts(
     body: &mut String,
     wijk: &str,
-    cells: &BTreeMap<(&str, &str), &Cell>,
+    cells: &WijkCells<'_>,
     periods: &[String],
     min_count: u64,
 ) {
-    let value = |period: &str, metric: &str| match cells.get(&(period, metric)) {
-        Some(cell) => cell.value,
-        None => Some(0.0),
-    };
-    let waiting: [Bar; 3] = [
+    let waiting = [
         (
             "outcome.waiting_days.median",
             "wachttijd mediaan",
@@ -347,21 +310,16 @@ fn outcome_charts(
         .map(|(metric, label, color)| Series {
             label,
             color,
-            values: periods.iter().map(|p| value(p, metric)).collect(),
+            values: periods.iter().map(|p| value(cells, p, metric)).collect(),
         })
         .collect();
-    let title = "Wachttijd (aanmelding → intake) en duur van de ondersteuning, in dagen";
-    let _ = write!(
+    figure(
         body,
-        "<figure>{}<figcaption>{}</figcaption></figure>",
-        bars(
-            &format!("chart-{}-wachttijd", escape(wijk)),
-            title,
-            periods,
-            &series,
-            min_count
-        ),
-        escape(title)
+        &format!("chart-{}-wachttijd", escape(wijk)),
+        "Wachttijd (aanmelding → intake) en duur van de ondersteuning, in dagen",
+        periods,
+        &series,
+        min_count,
     );
 
     // The latest period with any zrm or participatieladder cell.
@@ -407,7 +365,7 @@ fn outcome_charts(
                 } else {
                     format!("zrm.{}.{}", name.replace(' ', "_"), moves[i])
                 };
-                latest.and_then(|p| value(p, &metric))
+                latest.and_then(|p| value(cells, p, &metric))
             })
             .collect(),
     })
@@ -416,17 +374,13 @@ fn outcome_charts(
         "Zelfredzaamheid per domein en participatieladder: intake → eindevaluatie ({})",
         latest.map_or("geen metingen", String::as_str)
     );
-    let _ = write!(
+    figure(
         body,
-        "<figure>{}<figcaption>{}</figcaption></figure>",
-        bars(
-            &format!("chart-{}-zelfredzaamheid", escape(wijk)),
-            &title,
-            &labels,
-            &series,
-            min_count
-        ),
-        escape(&title)
+        &format!("chart-{}-zelfredzaamheid", escape(wijk)),
+        &title,
+        &labels,
+        &series,
+        min_count,
     );
 }
 
@@ -437,35 +391,26 @@ pub async fn page(
     RawQuery(raw): RawQuery,
 ) -> Result<Response, Error> {
     let query = AggregateRequest::parse_query(raw.as_deref().unwrap_or(""))?;
-    let Some(CentralOffice(Authenticated {
-        principal,
-        token_id,
-    })) = viewer
-    else {
+    let Some(CentralOffice(who)) = viewer else {
         return Ok(login_page(StatusCode::OK, None));
     };
-    let period = query.period;
-    let result = compute(&state, period, query.min_count).await?;
-    audit_export(
-        &state.store,
-        &principal,
-        &token_id,
-        format!(
-            "dashboard view period={} min_count={}",
-            period.as_str(),
-            result.min_count
-        ),
+    let result = release(
+        &state,
+        &who,
+        query.period,
+        query.min_count,
+        "dashboard view",
     )
     .await?;
     let wijken = state.store.accounts().list_wijken().await?;
-    Ok(html(StatusCode::OK, render(&result, &wijken)))
+    Ok(PAGE.respond(StatusCode::OK, &render(&result, &wijken)))
 }
 
 fn render(result: &Aggregates, wijken: &[(String, String)]) -> String {
     let periods: BTreeSet<&str> = result.cells.iter().map(|c| c.period.as_str()).collect();
     let skip = periods.len().saturating_sub(shown(result.period));
     let periods: Vec<String> = periods.into_iter().skip(skip).map(str::to_owned).collect();
-    let mut by_wijk: BTreeMap<&str, BTreeMap<(&str, &str), &Cell>> = BTreeMap::new();
+    let mut by_wijk: BTreeMap<&str, WijkCells<'_>> = BTreeMap::new();
     for c in &result.cells {
         by_wijk
             .entry(c.wijk.as_str())
@@ -504,28 +449,25 @@ fn render(result: &Aggregates, wijken: &[(String, String)]) -> String {
         for (suffix, title, metrics) in CHARTS {
             let series: Vec<Series<'_>> = metrics
                 .iter()
-                .map(|(metric, label, color)| Series {
+                .zip(PALETTE)
+                .map(|((metric, label), color)| Series {
                     label,
                     color,
-                    values: periods
-                        .iter()
-                        .map(|period| match cells.get(&(period.as_str(), *metric)) {
-                            Some(cell) => cell.value,
-                            None => Some(0.0),
-                        })
-                        .collect(),
+                    values: periods.iter().map(|p| value(cells, p, metric)).collect(),
                 })
                 .collect();
             let chart_id = format!("chart-{id}-{suffix}");
-            let _ = write!(
-                body,
-                "<figure>{}<figcaption>{}</figcaption></figure>",
-                bars(&chart_id, title, &periods, &series, result.min_count),
-                escape(title)
+            figure(
+                &mut body,
+                &chart_id,
+                title,
+                &periods,
+                &series,
+                result.min_count,
             );
         }
         outcome_charts(&mut body, id, cells, &periods, result.min_count);
         body.push_str("</div></section>");
     }
-    shell("buurtsync — dashboard centraal bureau", &body)
+    body
 }

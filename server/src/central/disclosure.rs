@@ -35,6 +35,8 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
+pub use crate::store::releases::Released;
+
 /// One cell to protect: its value, the number of distinct units behind it.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Input {
@@ -58,16 +60,7 @@ impl Relation {
 
 /// [`protect`] for each connected set of cells on its own (cells share no equation
 /// across sets, and the exact attack is cubic in the unknowns of one system).
-///
-/// `floor`: cells hidden whatever happens (a stricter export starts from the server's
-/// own release, so it publishes a subset of what that release publishes).
-pub fn protect_all(
-    cells: &[Input],
-    relations: &[Relation],
-    min_count: u64,
-    keys: Option<(&[String], &Memory)>,
-    floor: Option<&[bool]>,
-) -> Vec<bool> {
+pub fn protect_all(cells: &[Input], relations: &[Relation], how: Protection<'_>) -> Vec<bool> {
     let n = cells.len();
     let mut parent: Vec<usize> = (0..n).collect();
     fn root(parent: &mut [usize], mut i: usize) -> usize {
@@ -114,15 +107,19 @@ pub fn protect_all(
                     .collect()
             })
             .unwrap_or_default();
-        let sub_keys: Option<Vec<String>> =
-            keys.map(|(k, _)| members.iter().map(|&i| k[i].clone()).collect());
-        let sub_floor: Option<Vec<bool>> = floor.map(|f| members.iter().map(|&i| f[i]).collect());
+        let sub_keys: Option<Vec<String>> = how
+            .keys
+            .map(|(k, _)| members.iter().map(|&i| k[i].clone()).collect());
+        let sub_floor: Option<Vec<bool>> =
+            how.floor.map(|f| members.iter().map(|&i| f[i]).collect());
         let s = protect(
             &sub_cells,
             &sub_relations,
-            min_count,
-            sub_keys.as_deref().zip(keys.map(|(_, m)| m)),
-            sub_floor.as_deref(),
+            Protection {
+                min_count: how.min_count,
+                keys: sub_keys.as_deref().zip(how.keys.map(|(_, m)| m)),
+                floor: sub_floor.as_deref(),
+            },
         );
         for (j, &i) in members.iter().enumerate() {
             out[i] = s[j];
@@ -132,34 +129,81 @@ pub fn protect_all(
 }
 
 /// What earlier releases published, per cell key: the value and whether it was hidden.
+/// Loaded from the store (`store.releases()`) before a release and written back with
+/// it, so it survives restarts and is shared by every node.
 #[derive(Debug, Default)]
 pub struct Memory {
-    released: HashMap<String, (f64, bool)>,
+    released: HashMap<String, Released>,
+    /// Keys whose entry [`remember`](Self::remember) changed: what the store must write.
+    changed: BTreeSet<String>,
 }
 
 impl Memory {
-    /// Remembers a release.
-    pub fn remember<'a>(&mut self, cells: impl IntoIterator<Item = (&'a str, f64, bool)>) {
-        for (key, value, suppressed) in cells {
-            self.released.insert(key.to_owned(), (value, suppressed));
+    /// The memory as the store keeps it.
+    pub fn from_store(released: HashMap<String, Released>) -> Memory {
+        Memory {
+            released,
+            changed: BTreeSet::new(),
         }
     }
 
+    /// Remembers a release.
+    pub fn remember<'a>(&mut self, cells: impl IntoIterator<Item = (&'a str, f64, bool)>) {
+        for (key, value, suppressed) in cells {
+            let new = Released { value, suppressed };
+            let old = self.released.insert(key.to_owned(), new);
+            if old.is_none_or(|o| o.suppressed != suppressed || !same(o.value, value)) {
+                self.changed.insert(key.to_owned());
+            }
+        }
+    }
+
+    /// The entries changed since [`from_store`](Self::from_store), in key order.
+    pub fn changed(&self) -> Vec<(String, Released)> {
+        self.changed
+            .iter()
+            .filter_map(|k| Some((k.clone(), *self.released.get(k)?)))
+            .collect()
+    }
+
     fn get(&self, key: &str) -> Option<(f64, bool)> {
-        self.released.get(key).copied()
+        self.released.get(key).map(|r| (r.value, r.suppressed))
+    }
+}
+
+/// What to protect against: the threshold, earlier releases, and cells hidden anyway.
+#[derive(Clone, Copy, Debug)]
+pub struct Protection<'a> {
+    /// k: a cell resting on 1 to k-1 units is suppressed.
+    pub min_count: u64,
+    /// The cells' keys and the memory of earlier releases; `None` protects one release
+    /// on its own.
+    pub keys: Option<(&'a [String], &'a Memory)>,
+    /// Cells hidden whatever happens (a stricter export starts from the server's own
+    /// release, so it publishes a subset of what that release publishes).
+    pub floor: Option<&'a [bool]>,
+}
+
+impl Protection<'_> {
+    /// One release on its own at threshold `min_count`.
+    pub fn alone(min_count: u64) -> Protection<'static> {
+        Protection {
+            min_count,
+            keys: None,
+            floor: None,
+        }
     }
 }
 
 /// Which cells to suppress: primary (1 to `min_count - 1` units), then secondary until
 /// no suppressed cell follows from the relations, this release and earlier ones.
-/// `keys` name the cells for [`Memory`]; `None` protects one release on its own.
-pub fn protect(
-    cells: &[Input],
-    relations: &[Relation],
-    min_count: u64,
-    keys: Option<(&[String], &Memory)>,
-    floor: Option<&[bool]>,
-) -> Vec<bool> {
+/// `how.keys` name the cells for [`Memory`].
+pub fn protect(cells: &[Input], relations: &[Relation], how: Protection<'_>) -> Vec<bool> {
+    let Protection {
+        min_count,
+        keys,
+        floor,
+    } = how;
     let n = cells.len();
     let mut suppressed: Vec<bool> = cells
         .iter()
@@ -416,6 +460,14 @@ mod tests {
             .collect()
     }
 
+    fn remembering<'a>(keys: &'a [String], memory: &'a Memory) -> Protection<'a> {
+        Protection {
+            min_count: 5,
+            keys: Some((keys, memory)),
+            floor: None,
+        }
+    }
+
     fn hidden_indices(s: &[bool]) -> Vec<usize> {
         s.iter()
             .enumerate()
@@ -431,7 +483,7 @@ mod tests {
         let check = |months: [u64; 12], expected: &[usize]| {
             let cells = year(months);
             let rel = year_relations();
-            let s = protect(&cells, &rel, 5, None, None);
+            let s = protect(&cells, &rel, Protection::alone(5));
             assert_eq!(hidden_indices(&s), expected, "{months:?}");
             let values: Vec<f64> = cells.iter().map(|c| c.value).collect();
             assert!(determined(&values, &s, &rel).is_empty(), "{months:?}");
@@ -486,7 +538,7 @@ mod tests {
         let keys: Vec<String> = (0..17).map(|i| format!("c{i}")).collect();
         let mut memory = Memory::default();
         let first = year([9, 2, 9, 9, 9, 9, 9, 9, 9, 9, 9, 9]);
-        let s1 = protect(&first, &rel, 5, Some((&keys, &memory)), None);
+        let s1 = protect(&first, &rel, remembering(&keys, &memory));
         assert_eq!(hidden_indices(&s1), [0, 1]);
         memory.remember(
             keys.iter()
@@ -496,7 +548,7 @@ mod tests {
         );
         // Tonight month 1 reached 5 and a small month 2 appeared (it had 9).
         let second = year([9, 5, 2, 9, 9, 9, 9, 9, 9, 9, 9, 9]);
-        let s2 = protect(&second, &rel, 5, Some((&keys, &memory)), None);
+        let s2 = protect(&second, &rel, remembering(&keys, &memory));
         // Month 0 (unchanged, hidden yesterday) stays hidden: with month 1 published now
         // and month 2 hidden, still two unknowns in quarter 1.
         assert!(s2[0] && s2[2] && !s2[1], "{:?}", hidden_indices(&s2));

@@ -84,7 +84,7 @@ impl FactsCache {
         let mut next: Option<Snapshot> = None;
         loop {
             let after = next.as_ref().map_or(guard.last_seq, |s| s.last_seq);
-            let rows = store.changes_after(after, PAGE).await?;
+            let rows = store.central().changes_after(after, PAGE).await?;
             if rows.is_empty() {
                 break;
             }
@@ -119,7 +119,7 @@ async fn load_facts(store: &Store, row: &FeedRow) -> Result<Facts, Error> {
     if row.erased {
         return Ok(Facts::extract(row, None, &HashMap::new()));
     }
-    let stored = match store.load_document(&row.id).await {
+    let stored = match store.documents().load_document(&row.id).await {
         Ok(stored) => stored,
         // Erased since the feed query: its tombstone comes with a later number.
         Err(Error::Corrupt(e)) => {
@@ -131,6 +131,7 @@ async fn load_facts(store: &Store, row: &FeedRow) -> Result<Facts, Error> {
     // The commit times of the plan's changes: the known-at dates of its status history.
     let authors: HashMap<String, i64> = match (&stored, row.partition.kind) {
         (Some(_), sync_core::partition::DocumentKind::Plan) => store
+            .documents()
             .change_authors(&row.id)
             .await?
             .into_iter()

@@ -2,7 +2,7 @@
 //! recipient from the server secret.
 //!
 //! The server secret (32 random bytes) is created on first use and kept in the key
-//! store's `secrets` table (`Store::pseudonym_secret`), never in the main database.
+//! store's `secrets` table (`store.central().pseudonym_secret()`), never in the main database.
 //! Each central-office user gets their own key, `HMAC(secret, "recipient" ‖ user id)`,
 //! so one recipient's pseudonyms are stable across runs (records of one household link
 //! over time) while two recipients cannot join their exports on them. Without the
@@ -31,7 +31,7 @@ impl std::fmt::Debug for Pseudonymiser {
     }
 }
 
-fn mac(key: &[u8], parts: &[&[u8]]) -> [u8; 32] {
+pub(crate) fn mac(key: &[u8], parts: &[&[u8]]) -> [u8; 32] {
     // HMAC takes keys of any length: `new_from_slice` cannot fail for it.
     let mut mac = HmacSha256::new_from_slice(key).unwrap_or_else(|_| unreachable!());
     for part in parts {

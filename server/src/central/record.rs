@@ -23,6 +23,7 @@ use sync_core::schema::plan::{
 };
 use sync_core::schema::{Activiteit, Date, Plan};
 
+use super::anonymity::Generalisation;
 use super::outcome::{self, HistoryFact, Outcome};
 use super::pseudonym::Pseudonymiser;
 use crate::store::central::FeedRow;
@@ -241,42 +242,24 @@ fn month(m: Option<Month>) -> Value {
     m.map_or(Value::Null, |m| Value::String(m.to_string()))
 }
 
-/// The record one recipient receives: pseudonyms keyed for that recipient.
-pub fn record(facts: &Facts, p: &Pseudonymiser) -> Value {
+/// The record one recipient receives: pseudonyms keyed for that recipient, a plan's
+/// fields generalised as `g` decided for the whole release (`super::anonymity`).
+pub fn record(facts: &Facts, p: &Pseudonymiser, g: &Generalisation) -> Value {
     let mut out = json!({
         "seq": facts.seq,
         "record": p.record(&facts.id),
         "kind": facts.kind,
-        "wijk": facts.wijk,
-        "created_month": month(facts.created),
-        "changed_month": month(facts.changed),
     });
     let extra = match &facts.body {
+        Body::Plan(_) if g.withheld(&facts.id) => json!({ "withheld": true }),
+        Body::Plan(plan) => {
+            let mut fields = g.plan_fields(facts, plan);
+            fields.insert("wijk".into(), json!(facts.wijk));
+            fields.insert("household".into(), json!(p.household(&plan.household)));
+            Value::Object(fields)
+        }
         Body::Erased => json!({ "erased": true }),
         Body::Unreadable => json!({ "unreadable": true }),
-        Body::Plan(plan) => json!({
-            "household": p.household(&plan.household),
-            "status": plan.status.as_str(),
-            "goals": plan.goals.iter().map(|(domain, status, health)| json!({
-                "leefdomein": domain.as_str(),
-                "status": status.as_str(),
-                "positive_health": health.map(PositiveHealth::as_str),
-            })).collect::<Vec<_>>(),
-            "actions": plan.actions,
-            "actions_done": plan.actions_done,
-            "contacts": plan.contacts.iter().map(|(m, kind)| json!({
-                "month": m.to_string(),
-                "kind": kind.as_str(),
-            })).collect::<Vec<_>>(),
-            "consents_active": plan.consents_active,
-            "handed_over": plan.handed_over,
-            "handover_month": month(plan.handover_month),
-            "status_history": plan.history.iter().map(|h| json!({
-                "status": h.status.as_str(),
-                "month": month(Month::of_date(&h.date)),
-                "known_month": month(h.known_at.and_then(Month::of_unix)),
-            })).collect::<Vec<_>>(),
-        }),
         Body::Activiteit(act) => json!({
             "sessions": act.sessions.iter().map(|(m, attendance, hours)| json!({
                 "month": m.to_string(),
@@ -286,6 +269,16 @@ pub fn record(facts: &Facts, p: &Pseudonymiser) -> Value {
             "volunteers": act.volunteers.len(),
         }),
     };
+    if !matches!(facts.body, Body::Plan(_)) {
+        let common = json!({
+            "wijk": facts.wijk,
+            "created_month": month(facts.created),
+            "changed_month": month(facts.changed),
+        });
+        if let (Value::Object(out), Value::Object(common)) = (&mut out, common) {
+            out.extend(common);
+        }
+    }
     if let (Value::Object(out), Value::Object(extra)) = (&mut out, extra) {
         out.extend(extra);
     }
@@ -301,6 +294,7 @@ pub const CSV_COLUMNS: &[&str] = &[
     "created_month",
     "changed_month",
     "erased",
+    "withheld",
     "household",
     "status",
     "goals",
@@ -323,66 +317,69 @@ pub const CSV_COLUMNS: &[&str] = &[
     "volunteers",
 ];
 
-/// One CSV row in the order of [`CSV_COLUMNS`].
-pub fn csv_row(facts: &Facts, p: &Pseudonymiser) -> Vec<String> {
-    let opt = |m: Option<Month>| m.map(|m| m.to_string()).unwrap_or_default();
-    let mut row = vec![
-        facts.seq.to_string(),
-        p.record(&facts.id),
-        facts.kind.as_str().to_owned(),
-        facts.wijk.as_str().to_owned(),
-        opt(facts.created),
-        opt(facts.changed),
-        matches!(facts.body, Body::Erased).to_string(),
-    ];
-    let mut rest = vec![String::new(); CSV_COLUMNS.len() - row.len()];
-    match &facts.body {
-        Body::Plan(plan) => {
-            let kinds = [
-                ContactKind::Huisbezoek,
-                ContactKind::Wijkcentrum,
-                ContactKind::School,
-                ContactKind::Telefoon,
-                ContactKind::Digitaal,
-            ];
-            let mut plan_cols = vec![
-                p.household(&plan.household),
-                plan.status.as_str().to_owned(),
-                plan.goals.len().to_string(),
-                plan.goals
-                    .iter()
-                    .filter(|g| g.1 == GoalStatus::Behaald)
-                    .count()
-                    .to_string(),
-                plan.actions.to_string(),
-                plan.actions_done.to_string(),
-                plan.contacts.len().to_string(),
-            ];
-            plan_cols.extend(kinds.iter().map(|k| {
-                plan.contacts
-                    .iter()
-                    .filter(|c| c.1 == *k)
-                    .count()
-                    .to_string()
-            }));
-            plan_cols.push(plan.consents_active.to_string());
-            plan_cols.push(plan.handed_over.to_string());
-            plan_cols.push(opt(plan.handover_month));
-            plan_cols.push(plan.history.len().to_string());
-            for (slot, value) in rest.iter_mut().zip(plan_cols) {
-                *slot = value;
-            }
+/// One CSV row of a [`record`], in the order of [`CSV_COLUMNS`]. Made from the record
+/// itself, so every column is a function of what the NDJSON record sends (a
+/// generalised field stays generalised; a field not sent is an empty column).
+pub fn csv_row(r: &Value) -> Vec<String> {
+    fn text(v: &Value) -> String {
+        match v {
+            Value::Null => String::new(),
+            Value::String(s) => s.clone(),
+            other => other.to_string(),
         }
-        Body::Activiteit(act) => {
-            let n = rest.len();
-            rest[n - 4] = act.sessions.len().to_string();
-            rest[n - 3] = act.sessions.iter().map(|s| s.1).sum::<u64>().to_string();
-            rest[n - 2] = act.sessions.iter().map(|s| s.2).sum::<f64>().to_string();
-            rest[n - 1] = act.volunteers.len().to_string();
-        }
-        Body::Erased | Body::Unreadable => {}
     }
-    row.append(&mut rest);
+    // A list's length; a band or nothing as sent.
+    let count = |k: &str| match &r[k] {
+        Value::Array(a) => a.len().to_string(),
+        other => text(other),
+    };
+    // How many entries of a list have `field` = `value`; empty when the list (or that
+    // field of its entries) was not sent.
+    let count_where = |k: &str, field: &str, value: &str| match &r[k] {
+        Value::Array(a) if a.iter().all(|x| x.get(field).is_some()) => {
+            a.iter().filter(|x| x[field] == value).count().to_string()
+        }
+        _ => String::new(),
+    };
+    let sessions = r["sessions"].as_array();
+    let sum = |field: &str| {
+        sessions.map_or(String::new(), |s| {
+            let total: f64 = s.iter().filter_map(|x| x[field].as_f64()).sum();
+            total.to_string()
+        })
+    };
+    // The common columns, by name.
+    let mut row: Vec<String> = CSV_COLUMNS[..6].iter().map(|k| text(&r[*k])).collect();
+    row.push((r["erased"] == true).to_string());
+    row.push((r["withheld"] == true).to_string());
+    row.extend([
+        text(&r["household"]),
+        text(&r["status"]),
+        count("goals"),
+        count_where("goals", "status", GoalStatus::Behaald.as_str()),
+        text(&r["actions"]),
+        text(&r["actions_done"]),
+        count("contacts"),
+    ]);
+    for kind in [
+        ContactKind::Huisbezoek,
+        ContactKind::Wijkcentrum,
+        ContactKind::School,
+        ContactKind::Telefoon,
+        ContactKind::Digitaal,
+    ] {
+        row.push(count_where("contacts", "kind", kind.as_str()));
+    }
+    row.extend([
+        text(&r["consents_active"]),
+        text(&r["handed_over"]),
+        text(&r["handover_month"]),
+        count("status_history"),
+        count("sessions"),
+        sum("attendance"),
+        sum("volunteer_hours"),
+        text(&r["volunteers"]),
+    ]);
     row
 }
 

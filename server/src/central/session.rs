@@ -1,4 +1,5 @@
-//! Dashboard logins. The central-office user posts their token once to
+//! Logins of the server's own pages: the dashboard's ([`DASHBOARD`]) and `/beheer`'s
+//! (its own [`LoginCookie`]). The central-office user posts their token once to
 //! `/dashboard/login`; the server checks it and answers with a session cookie
 //! (`HttpOnly; SameSite=Strict; Path=/dashboard`; under TLS `__Host-…; Secure; Path=/`,
 //! so neither a plain-HTTP page nor a sibling subdomain can set or read it). Safer than keeping the token in
@@ -18,31 +19,53 @@ use sha2::{Digest, Sha256};
 
 use crate::web_security::Transport;
 
-/// The cookie's name over plain HTTP (loopback, the demo).
-pub const COOKIE: &str = "buurtsync_dashboard";
-
-/// The cookie's name under TLS: browsers accept a `__Host-` cookie only with `Secure`,
-/// `Path=/` and no `Domain`, so no other origin can plant one (issue 16, item 13).
-pub const SECURE_COOKIE: &str = "__Host-buurtsync_dashboard";
-
-/// The cookie's name for this transport.
-pub fn cookie_name(transport: Transport) -> &'static str {
-    if transport.is_tls() {
-        SECURE_COOKIE
-    } else {
-        COOKIE
-    }
+/// A login cookie (the dashboard's, `/beheer`'s): its name over plain HTTP
+/// (loopback, the demo) and under TLS, and the path it is sent to over plain HTTP.
+/// Under TLS browsers accept a `__Host-` cookie only with `Secure`, `Path=/` and no
+/// `Domain`, so no other origin can plant one (issue 16, item 13).
+#[derive(Debug, Clone, Copy)]
+pub struct LoginCookie {
+    pub plain: &'static str,
+    pub tls: &'static str,
+    pub plain_path: &'static str,
 }
 
-/// The `Set-Cookie` value that sets (or, with `max_age` 0 and an empty value, clears)
-/// the session cookie for this transport.
-pub fn set_cookie(value: &str, transport: Transport, max_age: u64) -> String {
-    if transport.is_tls() {
-        format!(
-            "{SECURE_COOKIE}={value}; HttpOnly; SameSite=Strict; Secure; Path=/; Max-Age={max_age}"
-        )
-    } else {
-        format!("{COOKIE}={value}; HttpOnly; SameSite=Strict; Path=/dashboard; Max-Age={max_age}")
+/// The dashboard's cookie.
+pub const DASHBOARD: LoginCookie = LoginCookie {
+    plain: "buurtsync_dashboard",
+    tls: "__Host-buurtsync_dashboard",
+    plain_path: "/dashboard",
+};
+
+impl LoginCookie {
+    /// The cookie's name for this transport.
+    pub fn name(self, transport: Transport) -> &'static str {
+        if transport.is_tls() {
+            self.tls
+        } else {
+            self.plain
+        }
+    }
+
+    /// The `Set-Cookie` value that sets (or, with `max_age` 0 and an empty value,
+    /// clears) the cookie for this transport.
+    pub fn set(self, value: &str, transport: Transport, max_age: u64) -> String {
+        if transport.is_tls() {
+            format!(
+                "{}={value}; HttpOnly; SameSite=Strict; Secure; Path=/; Max-Age={max_age}",
+                self.tls
+            )
+        } else {
+            format!(
+                "{}={value}; HttpOnly; SameSite=Strict; Path={}; Max-Age={max_age}",
+                self.plain, self.plain_path
+            )
+        }
+    }
+
+    /// The cookie's value (the name this transport uses) in the `Cookie` headers.
+    pub fn read(self, headers: &axum::http::HeaderMap, transport: Transport) -> Option<String> {
+        crate::web_security::cookie(headers, &[self.name(transport)])
     }
 }
 
@@ -119,11 +142,6 @@ impl Sessions {
     }
 }
 
-/// The value of our cookie (the name this transport uses) in a `Cookie` header.
-pub fn from_headers(headers: &axum::http::HeaderMap, transport: Transport) -> Option<String> {
-    crate::web_security::cookie(headers, &[cookie_name(transport)])
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -147,10 +165,10 @@ mod tests {
             axum::http::HeaderValue::from_static("a=1; buurtsync_dashboard=abc; b=2"),
         );
         assert_eq!(
-            from_headers(&headers, Transport::Plain).as_deref(),
+            DASHBOARD.read(&headers, Transport::Plain).as_deref(),
             Some("abc")
         );
         // Under TLS only the `__Host-` cookie counts.
-        assert_eq!(from_headers(&headers, Transport::Tls), None);
+        assert_eq!(DASHBOARD.read(&headers, Transport::Tls), None);
     }
 }

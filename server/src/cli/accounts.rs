@@ -54,7 +54,7 @@ pub async fn user(store: &Store, cmd: UserCmd, json_out: bool) -> Result<(), Err
             );
         }
         UserCmd::LinkOidc { user, subject } => {
-            store.link_oidc(&user, &subject).await?;
+            store.identity().link_oidc(&user, &subject).await?;
             store
                 .audit()
                 .append(
@@ -69,7 +69,7 @@ pub async fn user(store: &Store, cmd: UserCmd, json_out: bool) -> Result<(), Err
             );
         }
         UserCmd::UnlinkOidc { subject } => {
-            let removed = store.unlink_oidc(&subject).await?;
+            let removed = store.identity().unlink_oidc(&subject).await?;
             if removed {
                 store
                     .audit()
@@ -182,6 +182,7 @@ pub async fn token(store: &Store, cmd: TokenCmd, json_out: bool) -> Result<(), E
         }
         TokenCmd::Revoke { token } if token.starts_with("ses_") => {
             let Some(session) = store
+                .identity()
                 .revoke_device_session(&token, "revoked by an admin")
                 .await?
             else {

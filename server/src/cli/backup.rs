@@ -66,7 +66,7 @@ pub async fn restore(
     )
     .await?;
     let store = Store::open_with_keys(database, keys_store).await?;
-    let reapplied = store.reapply_erasures(&journal).await?;
+    let reapplied = store.documents().reapply_erasures(&journal).await?;
     store.close().await;
     let mut value = json!(report);
     value["erasures"] = json!(reapplied);

@@ -18,6 +18,7 @@ pub async fn doc(store: &Store, cmd: DocCmd, json_out: bool) -> Result<(), Error
         DocCmd::Info { id } => {
             let id: DocumentId = id.parse().map_err(sync_core::Error::from)?;
             let stored = store
+                .documents()
                 .load_document(&id)
                 .await?
                 .ok_or_else(|| Error::NotFound(format!("document {id}")))?;
@@ -34,7 +35,8 @@ pub async fn doc(store: &Store, cmd: DocCmd, json_out: bool) -> Result<(), Error
             let heads: Vec<String> = doc.get_heads().iter().map(ToString::to_string).collect();
             // The heads the catalog holds for connect-time summaries.
             let catalog_heads = store
-                .summary_facts(&[id])
+                .summary()
+                .facts(&[id])
                 .await?
                 .remove(&id)
                 .and_then(|f| f.heads);
@@ -60,8 +62,8 @@ pub async fn doc(store: &Store, cmd: DocCmd, json_out: bool) -> Result<(), Error
         }
         DocCmd::Authors { id } => {
             let id: DocumentId = id.parse().map_err(sync_core::Error::from)?;
-            let rows = store.change_authors(&id).await?;
-            let partition = store.catalog(&id).await?.map(|e| e.partition);
+            let rows = store.documents().change_authors(&id).await?;
+            let partition = store.documents().catalog(&id).await?.map(|e| e.partition);
             store
                 .audit()
                 .append(
@@ -94,7 +96,7 @@ pub async fn doc(store: &Store, cmd: DocCmd, json_out: bool) -> Result<(), Error
                     ))
                 }
             };
-            let docs = store.list_documents(partition.as_ref()).await?;
+            let docs = store.documents().list_documents(partition.as_ref()).await?;
             let filter = partition.map_or_else(|| "all".to_owned(), |p| format!("partition={p}"));
             store
                 .audit()
@@ -122,7 +124,7 @@ pub async fn erase(
     json_out: bool,
 ) -> Result<(), Error> {
     let id: DocumentId = document.parse().map_err(sync_core::Error::from)?;
-    let tomb = store.erase(&id, &by).await?;
+    let tomb = store.documents().erase(&id, &by).await?;
     store
         .audit()
         .append(

@@ -50,7 +50,7 @@ pub fn apply_config(cli: &mut Cli, matches: &ArgMatches) -> Result<(), Error> {
     };
     settings
         .identity
-        .apply_file(sub, file.identity, file.oidc)?;
+        .apply_file(|id| defaulted(sub, id), file.identity, file.oidc)?;
     settings.layer(sub, file.serve, &path)
 }
 

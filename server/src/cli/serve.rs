@@ -11,23 +11,15 @@ use crate::error::Error;
 use crate::store::Store;
 
 pub async fn serve(store: Store, args: ServeSettings) -> Result<(), Error> {
-    let limits = args.limits()?;
-    let tls = args.tls()?;
-    let web_app_dir = args.web_app_dir()?;
-    let identity = args.identity.build(tls.is_some())?;
-    let listener = tokio::net::TcpListener::bind(args.listen).await?;
-    let metrics = crate::serve::bind_metrics(args.metrics_listen).await?;
-    crate::serve::serve_until(
-        listener,
-        store,
-        limits,
-        tls,
-        web_app_dir,
-        metrics,
-        identity,
-        crate::serve::shutdown_signal(),
-    )
-    .await
+    let setup = crate::serve::Setup {
+        limits: args.limits()?,
+        tls: args.tls()?,
+        web_app_dir: args.web_app_dir()?,
+        identity: args.identity.build()?,
+        listener: tokio::net::TcpListener::bind(args.listen).await?,
+        metrics: crate::serve::bind_metrics(args.metrics_listen).await?,
+    };
+    crate::serve::serve_until(store, setup, crate::serve::shutdown_signal()).await
 }
 
 /// `config check`: every setting parsed and checked, TLS files loaded, nothing served.
@@ -51,7 +43,7 @@ pub async fn config_check(
     };
     let limits = args.limits()?;
     let tls = args.tls()?;
-    args.identity.build(tls.is_some())?;
+    args.identity.build()?;
     if let Some(files) = &tls {
         crate::serve::load_tls(files).await?;
     }
@@ -63,6 +55,7 @@ pub async fn config_check(
         "keys": keys,
         "web_app_dir": web_app_dir.map(|d| d.display().to_string()),
         "central_min_count": limits.central_min_count,
+        "central_disclosure": limits.central_disclosure,
         "listen": args.listen.to_string(),
         "metrics_listen": args
             .metrics_listen
@@ -187,7 +180,12 @@ async fn seed_samples(
             wijk: wijk.clone(),
             kind,
         };
-        if let Some(existing) = store.list_documents(Some(&partition)).await?.first() {
+        if let Some(existing) = store
+            .documents()
+            .list_documents(Some(&partition))
+            .await?
+            .first()
+        {
             out.push((kind.as_str(), existing.id));
             continue;
         }
@@ -213,6 +211,7 @@ async fn seed_samples(
             created_by: "demo".into(),
         };
         store
+            .documents()
             .create_document_with_heads(
                 &entry,
                 &doc.save(),

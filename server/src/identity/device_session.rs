@@ -43,17 +43,58 @@ pub enum Ended {
     Reused { session: String },
 }
 
+/// A new access token and refresh token, with the hashes the store keeps of them.
 struct Secrets {
     access_id: String,
     access: String,
     refresh: String,
+    access_hash: Vec<u8>,
+    refresh_hash: Vec<u8>,
 }
 
 fn secrets() -> Secrets {
+    let access = format!("bst_{}", hex::encode(random_bytes::<32>()));
+    let refresh = format!("bsr_{}", hex::encode(random_bytes::<32>()));
     Secrets {
         access_id: format!("tok_{}", hex::encode(random_bytes::<6>())),
-        access: format!("bst_{}", hex::encode(random_bytes::<32>())),
-        refresh: format!("bsr_{}", hex::encode(random_bytes::<32>())),
+        access_hash: hash_secret(&access),
+        refresh_hash: hash_secret(&refresh),
+        access,
+        refresh,
+    }
+}
+
+impl Secrets {
+    /// The access token's row, issued at `at`.
+    fn access_row(&self, l: &Lifetimes, at: i64) -> NewAccess<'_> {
+        NewAccess {
+            id: &self.access_id,
+            hash: &self.access_hash,
+            expires_at: at + l.access,
+        }
+    }
+
+    /// A new session `id` of `user` (empty: the enrolment code's person) on `device`,
+    /// started at `at`.
+    fn session<'a>(
+        &'a self,
+        id: &'a str,
+        user: &'a str,
+        device: &'a str,
+        via: Via,
+        l: &Lifetimes,
+        at: i64,
+    ) -> NewSession<'a> {
+        NewSession {
+            id,
+            user,
+            device_name: device,
+            via,
+            wijk: None,
+            expires_at: at + l.refresh_idle,
+            refresh_hash: &self.refresh_hash,
+            access: self.access_row(l, at),
+        }
     }
 }
 
@@ -96,20 +137,8 @@ pub async fn start_oidc(
     let s = secrets();
     let id = format!("ses_{}", hex::encode(random_bytes::<8>()));
     store
-        .start_device_session(&NewSession {
-            id: &id,
-            user,
-            device_name: device,
-            via: Via::Oidc,
-            wijk: None,
-            expires_at: at + l.refresh_idle,
-            refresh_hash: &hash_secret(&s.refresh),
-            access: NewAccess {
-                id: &s.access_id,
-                hash: &hash_secret(&s.access),
-                expires_at: at + l.access,
-            },
-        })
+        .identity()
+        .start_device_session(&s.session(&id, user, device, Via::Oidc, l, at))
         .await?;
     Ok(granted(id, user.to_owned(), s, l, at))
 }
@@ -126,22 +155,10 @@ pub async fn start_enrolment(
     let s = secrets();
     let id = format!("ses_{}", hex::encode(random_bytes::<8>()));
     let outcome = store
+        .identity()
         .enrol(
             &hash_secret(code),
-            &NewSession {
-                id: &id,
-                user: "",
-                device_name: device,
-                via: Via::Enrolment,
-                wijk: None,
-                expires_at: at + l.refresh_idle,
-                refresh_hash: &hash_secret(&s.refresh),
-                access: NewAccess {
-                    id: &s.access_id,
-                    hash: &hash_secret(&s.access),
-                    expires_at: at + l.access,
-                },
-            },
+            &s.session(&id, "", device, Via::Enrolment, l, at),
             at,
         )
         .await?;
@@ -165,14 +182,11 @@ pub async fn refresh(
     let at = now();
     let s = secrets();
     let outcome = store
+        .identity()
         .rotate_refresh(
             &hash_secret(refresh_token),
-            &hash_secret(&s.refresh),
-            NewAccess {
-                id: &s.access_id,
-                hash: &hash_secret(&s.access),
-                expires_at: at + l.access,
-            },
+            &s.refresh_hash,
+            s.access_row(l, at),
             at + l.refresh_idle,
             at,
         )
@@ -181,6 +195,7 @@ pub async fn refresh(
         Rotation::Rotated { session, user } => Ok(granted(session, user, s, l, at)),
         Rotation::Reused { session } => {
             store
+                .identity()
                 .revoke_device_session(&session, "refresh token reused")
                 .await?;
             Err(Ended::Reused { session })
@@ -198,7 +213,7 @@ pub async fn list_with_sessions(
     tokens_text: String,
     tokens_json: serde_json::Value,
 ) -> Result<(String, serde_json::Value), Error> {
-    let sessions = store.list_device_sessions(user).await?;
+    let sessions = store.identity().list_device_sessions(user).await?;
     let at = now();
     let mut text = tokens_text;
     let mut list = match tokens_json {

@@ -90,6 +90,7 @@ pub async fn demo_code(
         hex::encode(crate::store::crypto::random_bytes::<6>())
     );
     store
+        .identity()
         .insert_enrolment_code(
             &id,
             &crate::auth::hash_secret(&code),

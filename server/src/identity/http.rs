@@ -20,10 +20,13 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::device_session::{self, Ended, Granted};
-use super::{enrolment, OidcOutcome};
+use super::enrolment;
+use super::principal::{oidc_user, OidcOutcome};
 use crate::audit::{AuditAction, AuditEvent};
 use crate::error::Error;
+use crate::extract::{self, Authenticated, Credential};
 use crate::state::AppState;
+use crate::web_security::Transport;
 
 /// A refusal with a code and a reason the device can show.
 pub fn refusal(status: StatusCode, error: &str, message: &str) -> Response {
@@ -34,13 +37,13 @@ pub fn refusal(status: StatusCode, error: &str, message: &str) -> Response {
             HeaderValue::from_static("Bearer realm=\"buurtsync\", error=\"invalid_token\""),
         );
     }
-    crate::central::api::no_store(response.headers_mut());
+    crate::web_security::no_store(response.headers_mut());
     response
 }
 
 fn granted(g: &Granted) -> Response {
     let mut response = Json(g).into_response();
-    crate::central::api::no_store(response.headers_mut());
+    crate::web_security::no_store(response.headers_mut());
     response
 }
 
@@ -48,10 +51,6 @@ fn granted(g: &Granted) -> Response {
 /// script, can read it), `SameSite=Strict`, sent only to `/api/v1/session…`.
 const REFRESH_COOKIE: &str = "buurtsync_refresh";
 const REFRESH_COOKIE_TLS: &str = "__Secure-buurtsync_refresh";
-
-fn secure(state: &AppState, headers: &HeaderMap) -> bool {
-    state.identity.tls || crate::web_security::forwarded_https(headers)
-}
 
 fn refresh_cookie(headers: &HeaderMap) -> Option<String> {
     crate::web_security::cookie(headers, &[REFRESH_COOKIE, REFRESH_COOKIE_TLS])
@@ -61,10 +60,10 @@ fn refresh_cookie(headers: &HeaderMap) -> Option<String> {
 /// out of the body, so the page never holds a long-lived secret.
 fn granted_in_cookie(
     state: &AppState,
-    headers: &HeaderMap,
+    transport: Transport,
     g: &Granted,
 ) -> Result<Response, Error> {
-    let (name, flags) = if secure(state, headers) {
+    let (name, flags) = if transport.is_tls() {
         (REFRESH_COOKIE_TLS, "; Secure")
     } else {
         (REFRESH_COOKIE, "")
@@ -78,7 +77,7 @@ fn granted_in_cookie(
         map.remove("refresh_token");
     }
     let mut response = Json(body).into_response();
-    crate::central::api::no_store(response.headers_mut());
+    crate::web_security::no_store(response.headers_mut());
     response.headers_mut().insert(
         header::SET_COOKIE,
         HeaderValue::from_str(&cookie).map_err(|e| Error::Invalid(e.to_string()))?,
@@ -88,15 +87,35 @@ fn granted_in_cookie(
 
 fn answer(
     state: &AppState,
-    headers: &HeaderMap,
+    transport: Transport,
     g: &Granted,
     cookie: bool,
 ) -> Result<Response, Error> {
     if cookie {
-        granted_in_cookie(state, headers, g)
+        granted_in_cookie(state, transport, g)
     } else {
         Ok(granted(g))
     }
+}
+
+/// A device session just started (`how`: by what): audited as `token_issued`, then
+/// answered.
+async fn started(
+    state: &AppState,
+    transport: Transport,
+    g: &Granted,
+    cookie: bool,
+    how: &str,
+) -> Result<Response, Error> {
+    audit(
+        state,
+        &g.user,
+        &g.session,
+        AuditAction::TokenIssued,
+        format!("device session {} via {how}", g.session),
+    )
+    .await?;
+    answer(state, transport, g, cookie)
 }
 
 #[derive(Deserialize)]
@@ -109,15 +128,13 @@ pub struct SignIn {
     pub cookie: bool,
 }
 
-fn bearer(headers: &HeaderMap) -> Option<String> {
-    headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| {
-            v.strip_prefix("Bearer ")
-                .or_else(|| v.strip_prefix("bearer "))
-        })
-        .map(|v| v.trim().to_owned())
+/// `/api/v1/session…`.
+pub fn routes() -> axum::Router<Arc<AppState>> {
+    use axum::routing::post;
+    axum::Router::new()
+        .route("/api/v1/session", post(sign_in))
+        .route("/api/v1/session/refresh", post(refresh))
+        .route("/api/v1/session/end", post(end))
 }
 
 pub(crate) async fn audit(
@@ -139,6 +156,7 @@ pub(crate) async fn audit(
 pub async fn sign_in(
     State(state): State<Arc<AppState>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    transport: Transport,
     headers: HeaderMap,
     Json(body): Json<SignIn>,
 ) -> Result<Response, Error> {
@@ -163,19 +181,9 @@ pub async fn sign_in(
         };
         return match outcome {
             Ok((g, wijk)) => {
-                audit(
-                    &state,
-                    &g.user,
-                    &g.session,
-                    AuditAction::TokenIssued,
-                    format!(
-                        "device session {} via enrolment code, wijk={wijk} device={device:?}",
-                        g.session
-                    ),
-                )
-                .await?;
                 tracing::info!(user = %g.user, session = %g.session, %wijk, "device enrolled");
-                answer(&state, &headers, &g, body.cookie)
+                let how = format!("enrolment code, wijk={wijk} device={device:?}");
+                started(&state, transport, &g, body.cookie, &how).await
             }
             Err(spent) => {
                 state.identity.guesses.wrong(source, Instant::now());
@@ -192,25 +200,16 @@ pub async fn sign_in(
             }
         };
     }
-    let Some(token) = body.id_token.clone().or_else(|| bearer(&headers)) else {
+    let presented = extract::bearer(&headers).map(Credential::into_secret);
+    let Some(token) = body.id_token.clone().or(presented) else {
         return Err(Error::Invalid("give enrolment_code or id_token".into()));
     };
-    match super::oidc_user(&state, &token).await {
+    match oidc_user(&state, &token).await {
         Ok(user) => {
             let g = device_session::start_oidc(&state.store, &lifetimes, &user, &device).await?;
-            audit(
-                &state,
-                &g.user,
-                &g.session,
-                AuditAction::TokenIssued,
-                format!(
-                    "device session {} via identity provider, device={device:?}",
-                    g.session
-                ),
-            )
-            .await?;
             tracing::info!(user = %g.user, session = %g.session, "signed in with the identity provider");
-            answer(&state, &headers, &g, body.cookie)
+            let how = format!("identity provider, device={device:?}");
+            started(&state, transport, &g, body.cookie, &how).await
         }
         Err(OidcOutcome::Refused(reason)) => {
             tracing::info!(%reason, "identity provider token refused");
@@ -246,6 +245,7 @@ pub struct RefreshRequest {
 /// token is used up. Reuse of an old one ends the session.
 pub async fn refresh(
     State(state): State<Arc<AppState>>,
+    transport: Transport,
     headers: HeaderMap,
     body: Option<Json<RefreshRequest>>,
 ) -> Result<Response, Error> {
@@ -256,10 +256,11 @@ pub async fn refresh(
         None => (refresh_cookie(&headers).unwrap_or_default(), true),
     };
     match device_session::refresh(&state.store, &lifetimes, &presented).await? {
-        Ok(g) => answer(&state, &headers, &g, cookie),
+        Ok(g) => answer(&state, transport, &g, cookie),
         Err(Ended::Reused { session }) => {
             let user = state
                 .store
+                .identity()
                 .device_session(&session)
                 .await?
                 .map_or_else(|| "?".to_owned(), |s| s.user_id);
@@ -294,17 +295,19 @@ pub async fn refresh(
 /// `POST /api/v1/session/end` (bearer: the device's access token): signs this device out.
 pub async fn end(
     State(state): State<Arc<AppState>>,
-    headers: HeaderMap,
+    Authenticated {
+        principal,
+        token_id,
+    }: Authenticated,
 ) -> Result<Response, Error> {
-    let token = bearer(&headers).ok_or(Error::Unauthorized)?;
-    let (principal, token_id) = crate::auth::authenticate(&state.store, &token).await?;
-    let Some(session) = state.store.session_of_token(&token_id).await? else {
+    let Some(session) = state.store.identity().session_of_token(&token_id).await? else {
         return Err(Error::Invalid(
             "a service token has no device session to end".into(),
         ));
     };
     if state
         .store
+        .identity()
         .revoke_device_session(&session, "signed out")
         .await?
         .is_some()

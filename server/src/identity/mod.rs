@@ -7,23 +7,26 @@
 //!   short-lived access tokens.
 //! - [`enrolment`]: codes a coordinator gives a volunteer, their QR code, guess limits.
 //! - [`http`]: `POST /api/v1/session`, `/session/refresh`, `/session/end`.
+//! - [`principal`]: [`principal::authenticate`], any presented credential to a
+//!   principal.
+//!
+//! Here: the runtime [`Identity`] (`AppState::identity`) built from the settings.
 //!
 //! Access tokens of device sessions are rows of the `tokens` table bound to their
 //! session, so today's token checks (websocket upgrade, API, the live re-check of a
-//! connection) accept them without change. [`authenticate`] is the one function that
-//! also knows the identity provider's tokens, for the places that allow them.
+//! connection) accept them without change. [`principal::authenticate`] is the one
+//! function that also knows the identity provider's tokens, for the places that allow
+//! them.
 
 pub mod device_session;
 pub mod enrolment;
 pub mod http;
 pub mod jwks;
 pub mod oidc;
+pub mod principal;
 pub mod settings;
 
-use sync_core::policy::Principal;
-
 use crate::error::Error;
-use crate::state::AppState;
 
 pub use settings::IdentityArgs;
 
@@ -45,8 +48,6 @@ pub struct Identity {
     pub public_url: Option<String>,
     /// Wrong enrolment codes per source and in all.
     pub guesses: enrolment::Guesses,
-    /// Serving TLS itself: cookies get `Secure` and the `__Host-` prefix.
-    pub tls: bool,
     /// `/beheer` logins (cookie → checked credential), like the dashboard's.
     pub beheer_sessions: crate::central::session::Sessions,
 }
@@ -62,7 +63,6 @@ impl Default for Identity {
             oidc: None,
             public_url: None,
             guesses: enrolment::Guesses::default(),
-            tls: false,
             beheer_sessions: crate::central::session::Sessions::default(),
         }
     }
@@ -79,7 +79,7 @@ fn secs(d: humantime::Duration, name: &str) -> Result<i64, Error> {
 impl IdentityArgs {
     /// The runtime identity state; refuses nonsense (zero lifetimes, HMAC algorithms,
     /// an issuer without an audience).
-    pub fn build(&self, tls: bool) -> Result<Identity, Error> {
+    pub fn build(&self) -> Result<Identity, Error> {
         Ok(Identity {
             lifetimes: Lifetimes {
                 access: secs(self.access_token_ttl, "access_token_ttl")?,
@@ -89,82 +89,7 @@ impl IdentityArgs {
             oidc: oidc::OidcVerifier::from_settings(self)?,
             public_url: self.public_url.clone(),
             guesses: enrolment::Guesses::default(),
-            tls,
             beheer_sessions: crate::central::session::Sessions::default(),
         })
     }
-}
-
-/// The user an identity provider's token stands for: verified, then mapped through
-/// `buurtsync user link-oidc`. `Unauthorized`-like refusals carry their reason;
-/// an unlinked subject is `Forbidden` (never an automatic account).
-pub async fn oidc_user(state: &AppState, token: &str) -> Result<String, OidcOutcome> {
-    let Some(verifier) = &state.identity.oidc else {
-        return Err(OidcOutcome::Refused(
-            "sign-in with an identity provider is not configured on this server".into(),
-        ));
-    };
-    let subject = verifier
-        .verify(token)
-        .await
-        .map_err(|r| OidcOutcome::Refused(r.0))?;
-    match state.store.oidc_user(&subject).await {
-        Ok(Some(user)) => Ok(user),
-        Ok(None) => Err(OidcOutcome::Unlinked(subject)),
-        Err(e) => Err(OidcOutcome::Failed(e)),
-    }
-}
-
-/// Why an identity provider's token gave no user.
-#[derive(Debug)]
-pub enum OidcOutcome {
-    /// The token is not valid here; the reason is safe to show.
-    Refused(String),
-    /// Valid, but no buurtsync user is linked to this subject.
-    Unlinked(String),
-    Failed(Error),
-}
-
-/// Whether a presented credential may be an identity provider's token.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum AllowOidc {
-    Yes,
-    No,
-}
-
-/// The principal of a presented credential and its credential id: a service token or
-/// a device session's access token (`tok_…`), or — where `allow` says so — an identity
-/// provider's token (`oidc:<subject>`). Everything else is `Unauthorized`; an unlinked
-/// subject is `Forbidden`.
-pub async fn authenticate(
-    state: &AppState,
-    presented: &str,
-    allow: AllowOidc,
-) -> Result<(Principal, String), Error> {
-    if allow == AllowOidc::Yes && oidc::OidcVerifier::looks_like_jwt(presented) {
-        return match oidc_user(state, presented).await {
-            Ok(user) => {
-                let subject = format!("oidc:{user}");
-                Ok((state.store.accounts().principal(&user).await?, subject))
-            }
-            Err(OidcOutcome::Refused(reason)) => {
-                tracing::info!(%reason, "identity provider token refused");
-                Err(Error::Unauthorized)
-            }
-            Err(OidcOutcome::Unlinked(subject)) => Err(Error::Forbidden(format!(
-                "no buurtsync user is linked to {subject:?}"
-            ))),
-            Err(OidcOutcome::Failed(e)) => Err(e),
-        };
-    }
-    crate::auth::authenticate(&state.store, presented).await
-}
-
-/// `/api/v1/session…`.
-pub fn routes() -> axum::Router<std::sync::Arc<AppState>> {
-    use axum::routing::post;
-    axum::Router::new()
-        .route("/api/v1/session", post(http::sign_in))
-        .route("/api/v1/session/refresh", post(http::refresh))
-        .route("/api/v1/session/end", post(http::end))
 }

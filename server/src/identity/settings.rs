@@ -2,24 +2,27 @@
 //! configuration file's `[identity]` and `[oidc]` sections fill where clap used its
 //! defaults. Turned into the runtime [`super::Identity`] by [`IdentityArgs::build`].
 
-use clap::parser::ValueSource;
-use clap::{ArgMatches, Args};
+use clap::Args;
 use serde::Deserialize;
 
 use crate::error::Error;
+
+fn defaults() -> IdentityArgs {
+    IdentityArgs::default()
+}
 
 /// Token lifetimes, enrolment and the OpenID Connect issuer.
 #[derive(Args, Debug, Clone)]
 pub struct IdentityArgs {
     /// Lifetime of a device session's access token (what the websocket and the API
     /// accept). Short: a copied access token is useless soon; devices refresh.
-    #[arg(long, env = "BUURTSYNC_ACCESS_TOKEN_TTL", default_value = "10m")]
+    #[arg(long, env = "BUURTSYNC_ACCESS_TOKEN_TTL", default_value_t = defaults().access_token_ttl)]
     pub access_token_ttl: humantime::Duration,
     /// A device session not refreshed for this long ends (a phone left in a drawer).
-    #[arg(long, env = "BUURTSYNC_REFRESH_TOKEN_IDLE", default_value = "30days")]
+    #[arg(long, env = "BUURTSYNC_REFRESH_TOKEN_IDLE", default_value_t = defaults().refresh_token_idle)]
     pub refresh_token_idle: humantime::Duration,
     /// How long an enrolment code from /beheer can be used.
-    #[arg(long, env = "BUURTSYNC_ENROLMENT_CODE_TTL", default_value = "15m")]
+    #[arg(long, env = "BUURTSYNC_ENROLMENT_CODE_TTL", default_value_t = defaults().enrolment_code_ttl)]
     pub enrolment_code_ttl: humantime::Duration,
     /// Public base URL of this server (e.g. `https://sync.gemeente.nl`), for the
     /// enrolment link in the QR code; default: the request's own host.
@@ -36,28 +39,27 @@ pub struct IdentityArgs {
     pub oidc_jwks_url: Option<String>,
     /// The claim that names the person; its value is linked to a user with
     /// `buurtsync user link-oidc USER --subject VALUE`.
-    #[arg(long, env = "BUURTSYNC_OIDC_USER_CLAIM", default_value = "sub")]
+    #[arg(long, env = "BUURTSYNC_OIDC_USER_CLAIM", default_value_t = defaults().oidc_user_claim)]
     pub oidc_user_claim: String,
     /// Accepted signature algorithms (comma-separated): RS256, RS384, RS512, PS256,
     /// ES256, ES384. `none` and HMAC (HS*) are never accepted.
     #[arg(
         long,
         env = "BUURTSYNC_OIDC_ALGORITHMS",
-        default_value = "RS256,ES256",
+        default_values_t = defaults().oidc_algorithms,
         value_delimiter = ','
     )]
     pub oidc_algorithms: Vec<String>,
     /// Clock skew allowed on `exp` and `nbf`.
-    #[arg(long, env = "BUURTSYNC_OIDC_CLOCK_SKEW", default_value = "60s")]
+    #[arg(long, env = "BUURTSYNC_OIDC_CLOCK_SKEW", default_value_t = defaults().oidc_clock_skew)]
     pub oidc_clock_skew: humantime::Duration,
     /// The JWKS is fetched again for an unknown `kid` at most this often.
-    #[arg(long, env = "BUURTSYNC_OIDC_JWKS_MIN_REFRESH", default_value = "30s")]
+    #[arg(long, env = "BUURTSYNC_OIDC_JWKS_MIN_REFRESH", default_value_t = defaults().oidc_jwks_min_refresh)]
     pub oidc_jwks_min_refresh: humantime::Duration,
 }
 
 impl Default for IdentityArgs {
-    /// The same values as the flags' defaults (for [`crate::config::ServeSettings`]
-    /// built without clap, as in tests).
+    /// The one place the defaults are written (clap's come from here too).
     fn default() -> Self {
         let secs = |s: u64| humantime::Duration::from(std::time::Duration::from_secs(s));
         IdentityArgs {
@@ -99,23 +101,17 @@ pub struct OidcSection {
     pub jwks_min_refresh: Option<String>,
 }
 
-fn defaulted(m: &ArgMatches, id: &str) -> bool {
-    !matches!(
-        m.value_source(id),
-        Some(ValueSource::CommandLine | ValueSource::EnvVariable)
-    )
-}
-
 fn duration(key: &str, text: &str) -> Result<humantime::Duration, Error> {
     text.parse::<humantime::Duration>()
         .map_err(|e| Error::Config(format!("{key} = {text:?}: {e}")))
 }
 
 impl IdentityArgs {
-    /// Fills what clap took from its defaults with the file's `[identity]` and `[oidc]`.
+    /// Fills what clap took from its defaults (`defaulted(id)`: `config::defaulted`)
+    /// with the file's `[identity]` and `[oidc]`.
     pub fn apply_file(
         &mut self,
-        m: &ArgMatches,
+        defaulted: impl Fn(&str) -> bool,
         identity: IdentitySection,
         oidc: OidcSection,
     ) -> Result<(), Error> {
@@ -147,7 +143,7 @@ impl IdentityArgs {
             ),
         ];
         for (id, value, field) in pairs {
-            if let Some(v) = value.filter(|_| defaulted(m, id)) {
+            if let Some(v) = value.filter(|_| defaulted(id)) {
                 *field = duration(id, &v)?;
             }
         }
@@ -158,14 +154,14 @@ impl IdentityArgs {
             ("oidc_jwks_url", oidc.jwks_url, &mut self.oidc_jwks_url),
         ];
         for (id, value, field) in options {
-            if let Some(v) = value.filter(|_| defaulted(m, id)) {
+            if let Some(v) = value.filter(|_| defaulted(id)) {
                 *field = Some(v);
             }
         }
-        if let Some(v) = oidc.user_claim.filter(|_| defaulted(m, "oidc_user_claim")) {
+        if let Some(v) = oidc.user_claim.filter(|_| defaulted("oidc_user_claim")) {
             self.oidc_user_claim = v;
         }
-        if let Some(v) = oidc.algorithms.filter(|_| defaulted(m, "oidc_algorithms")) {
+        if let Some(v) = oidc.algorithms.filter(|_| defaulted("oidc_algorithms")) {
             self.oidc_algorithms = v;
         }
         Ok(())

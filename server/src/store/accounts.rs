@@ -48,7 +48,7 @@ impl Accounts<'_> {
 
     /// Records that access changed, so running servers (every node of a shared
     /// store) re-check live connections.
-    async fn access_changed(&self, what: &str) -> Result<(), Error> {
+    async fn access_changed(self, what: &str) -> Result<(), Error> {
         with_pool!(self.pool(), p => sqlx::query("INSERT INTO access_changes (at, what) VALUES ($1, $2)")
             .bind(now())
             .bind(what)
@@ -59,7 +59,7 @@ impl Accounts<'_> {
     }
 
     /// A number that grows whenever a grant or token changes.
-    pub async fn access_version(&self) -> Result<i64, Error> {
+    pub async fn access_version(self) -> Result<i64, Error> {
         Ok(with_pool!(self.pool(), p => sqlx::query_scalar(
             "SELECT COALESCE(MAX(id), 0) FROM access_changes"
         )
@@ -69,11 +69,24 @@ impl Accounts<'_> {
 
     /// The user of a token that is still live, by token id (for re-checking a live
     /// connection).
-    pub async fn live_token_user(&self, token_id: &str) -> Result<Option<String>, Error> {
-        Ok(with_pool!(self.pool(), p => sqlx::query_scalar(
-            "SELECT user_id FROM tokens WHERE id = $1 AND revoked_at IS NULL AND expires_at > $2",
+    pub async fn live_token_user(self, token_id: &str) -> Result<Option<String>, Error> {
+        let found = self.live_token(Some(token_id), None).await?;
+        Ok(found.map(|(_, user)| user))
+    }
+
+    /// (token id, user) of a live (unrevoked, unexpired) token, by id or by secret
+    /// hash (as `revoke_token` finds one).
+    async fn live_token(
+        self,
+        id: Option<&str>,
+        secret_hash: Option<&[u8]>,
+    ) -> Result<Option<(String, String)>, Error> {
+        Ok(with_pool!(self.pool(), p => sqlx::query_as(
+            "SELECT id, user_id FROM tokens
+             WHERE (id = $1 OR secret_hash = $2) AND revoked_at IS NULL AND expires_at > $3",
         )
-        .bind(token_id)
+        .bind(id.unwrap_or(""))
+        .bind(secret_hash.unwrap_or(&[]))
         .bind(now())
         .fetch_optional(p)
         .await)?)
@@ -82,10 +95,7 @@ impl Accounts<'_> {
     /// A token's expiry (unix seconds) and revocation time, by token id: a live
     /// connection arms a timer at the expiry and, when the token stops working, tells
     /// the peer which of the two ended it. `None` for an unknown id.
-    pub async fn token_lifetime(
-        &self,
-        token_id: &str,
-    ) -> Result<Option<(i64, Option<i64>)>, Error> {
+    pub async fn token_lifetime(self, token_id: &str) -> Result<Option<(i64, Option<i64>)>, Error> {
         Ok(with_pool!(self.pool(), p => sqlx::query_as(
             "SELECT expires_at, revoked_at FROM tokens WHERE id = $1",
         )
@@ -94,7 +104,7 @@ impl Accounts<'_> {
         .await)?)
     }
 
-    pub async fn add_wijk(&self, id: &WijkId, name: &str) -> Result<(), Error> {
+    pub async fn add_wijk(self, id: &WijkId, name: &str) -> Result<(), Error> {
         let result = with_pool!(self.pool(), p => sqlx::query(
             "INSERT INTO wijken (id, name, created_at) VALUES ($1, $2, $3)"
         )
@@ -107,7 +117,7 @@ impl Accounts<'_> {
         conflict_if_duplicate(result, || format!("wijk {id} already exists"))
     }
 
-    pub async fn wijk_exists(&self, id: &WijkId) -> Result<bool, Error> {
+    pub async fn wijk_exists(self, id: &WijkId) -> Result<bool, Error> {
         let found: Option<String> = with_pool!(self.pool(), p => sqlx::query_scalar(
             "SELECT id FROM wijken WHERE id = $1"
         )
@@ -117,7 +127,7 @@ impl Accounts<'_> {
         Ok(found.is_some())
     }
 
-    pub async fn list_wijken(&self) -> Result<Vec<(String, String)>, Error> {
+    pub async fn list_wijken(self) -> Result<Vec<(String, String)>, Error> {
         Ok(with_pool!(self.pool(), p => sqlx::query_as(
             "SELECT id, name FROM wijken ORDER BY id"
         )
@@ -125,7 +135,12 @@ impl Accounts<'_> {
         .await)?)
     }
 
-    pub async fn add_user(&self, id: &str, name: &str) -> Result<(), Error> {
+    /// Every wijk's name by its id.
+    pub async fn wijk_names(self) -> Result<std::collections::HashMap<String, String>, Error> {
+        Ok(self.list_wijken().await?.into_iter().collect())
+    }
+
+    pub async fn add_user(self, id: &str, name: &str) -> Result<(), Error> {
         if id.is_empty() || id.len() > 128 || id.chars().any(char::is_whitespace) {
             return Err(Error::Invalid(format!(
                 "invalid user id {id:?}: 1-128 characters, no spaces"
@@ -143,7 +158,7 @@ impl Accounts<'_> {
         conflict_if_duplicate(result, || format!("user {id} already exists"))
     }
 
-    async fn require_user(&self, id: &str) -> Result<(), Error> {
+    async fn require_user(self, id: &str) -> Result<(), Error> {
         let found: Option<String> = with_pool!(self.pool(), p => sqlx::query_scalar(
             "SELECT id FROM users WHERE id = $1"
         )
@@ -156,7 +171,7 @@ impl Accounts<'_> {
     }
 
     /// Grants a role in a wijk. Granting twice is harmless.
-    pub async fn grant(&self, user: &str, wijk: &WijkId, role: WijkRole) -> Result<(), Error> {
+    pub async fn grant(self, user: &str, wijk: &WijkId, role: WijkRole) -> Result<(), Error> {
         self.require_user(user).await?;
         if !self.wijk_exists(wijk).await? {
             return Err(Error::NotFound(format!("wijk {wijk}")));
@@ -177,7 +192,7 @@ impl Accounts<'_> {
     }
 
     /// Grants a role that is not tied to a wijk.
-    pub async fn grant_global(&self, user: &str, role: GlobalRole) -> Result<(), Error> {
+    pub async fn grant_global(self, user: &str, role: GlobalRole) -> Result<(), Error> {
         self.require_user(user).await?;
         with_pool!(self.pool(), p => sqlx::query(
             "INSERT INTO global_grants (user_id, role, created_at) VALUES ($1, $2, $3)
@@ -195,7 +210,7 @@ impl Accounts<'_> {
 
     /// Removes a role in a wijk; returns whether there was one.
     pub async fn revoke_grant(
-        &self,
+        self,
         user: &str,
         wijk: &WijkId,
         role: WijkRole,
@@ -216,7 +231,7 @@ impl Accounts<'_> {
     /// Removes a global role (consulent, central office, admin); returns whether there
     /// was one. Like every grant change, live connections and dashboard sessions
     /// re-read the principal through `access_changes` (issue 16, item 14).
-    pub async fn revoke_global(&self, user: &str, role: GlobalRole) -> Result<bool, Error> {
+    pub async fn revoke_global(self, user: &str, role: GlobalRole) -> Result<bool, Error> {
         let removed = with_pool!(self.pool(), p => sqlx::query(
             "DELETE FROM global_grants WHERE user_id = $1 AND role = $2"
         )
@@ -230,7 +245,7 @@ impl Accounts<'_> {
     }
 
     /// The user's grants as the policy sees them.
-    pub async fn principal(&self, user: &str) -> Result<Principal, Error> {
+    pub async fn principal(self, user: &str) -> Result<Principal, Error> {
         let rows: Vec<(String, String)> = with_pool!(self.pool(), p => sqlx::query_as(
             "SELECT wijk_id, role FROM grants WHERE user_id = $1 ORDER BY wijk_id, role",
         )
@@ -257,7 +272,7 @@ impl Accounts<'_> {
         })
     }
 
-    pub async fn list_users(&self) -> Result<Vec<UserInfo>, Error> {
+    pub async fn list_users(self) -> Result<Vec<UserInfo>, Error> {
         let rows: Vec<(String, String)> = with_pool!(self.pool(), p => sqlx::query_as(
             "SELECT id, name FROM users ORDER BY id"
         )
@@ -277,7 +292,7 @@ impl Accounts<'_> {
     }
 
     pub async fn insert_token(
-        &self,
+        self,
         id: &str,
         user: &str,
         secret_hash: &[u8],
@@ -299,19 +314,13 @@ impl Accounts<'_> {
     }
 
     /// The user a live (unrevoked, unexpired) token belongs to.
-    pub async fn token_user(&self, secret_hash: &[u8]) -> Result<Option<(String, String)>, Error> {
-        Ok(with_pool!(self.pool(), p => sqlx::query_as(
-            "SELECT id, user_id FROM tokens WHERE secret_hash = $1 AND revoked_at IS NULL AND expires_at > $2",
-        )
-        .bind(secret_hash)
-        .bind(now())
-        .fetch_optional(p)
-        .await)?)
+    pub async fn token_user(self, secret_hash: &[u8]) -> Result<Option<(String, String)>, Error> {
+        self.live_token(None, Some(secret_hash)).await
     }
 
     /// Revokes by token id or by secret hash; returns the revoked token's id.
     pub async fn revoke_token(
-        &self,
+        self,
         id: Option<&str>,
         secret_hash: Option<&[u8]>,
     ) -> Result<Option<String>, Error> {
@@ -327,7 +336,7 @@ impl Accounts<'_> {
         Ok(revoked)
     }
 
-    pub async fn list_tokens(&self, user: Option<&str>) -> Result<Vec<TokenInfo>, Error> {
+    pub async fn list_tokens(self, user: Option<&str>) -> Result<Vec<TokenInfo>, Error> {
         let rows: Vec<(String, String, i64, i64, Option<i64>)> = with_pool!(self.pool(), p => sqlx::query_as(
             "SELECT id, user_id, created_at, expires_at, revoked_at FROM tokens
              WHERE ($1 IS NULL OR user_id = $1) AND session_id IS NULL ORDER BY created_at, id",

@@ -40,7 +40,7 @@ impl Store {
 
 impl Audit<'_> {
     /// Appends one event to the audit log and returns it as recorded.
-    pub async fn append(&self, event: &AuditEvent) -> Result<AuditEntry, Error> {
+    pub async fn append(self, event: &AuditEvent) -> Result<AuditEntry, Error> {
         self.append_all(std::slice::from_ref(event))
             .await?
             .pop()
@@ -48,11 +48,11 @@ impl Audit<'_> {
     }
 
     /// Appends several events in one transaction (all or none), in order.
-    pub async fn append_many(&self, events: &[AuditEvent]) -> Result<(), Error> {
+    pub async fn append_many(self, events: &[AuditEvent]) -> Result<(), Error> {
         self.append_all(events).await.map(|_| ())
     }
 
-    async fn append_all(&self, events: &[AuditEvent]) -> Result<Vec<AuditEntry>, Error> {
+    async fn append_all(self, events: &[AuditEvent]) -> Result<Vec<AuditEntry>, Error> {
         if events.is_empty() {
             return Ok(Vec::new());
         }
@@ -83,13 +83,13 @@ impl Audit<'_> {
     /// Walks the whole chain in `seq` order and reports every problem it finds.
     /// Truncation of the newest entries needs an anchor: see
     /// [`verify_against`](Self::verify_against).
-    pub async fn verify(&self) -> Result<AuditReport, Error> {
+    pub async fn verify(self) -> Result<AuditReport, Error> {
         self.verify_against(None).await
     }
 
     /// As [`verify`](Self::verify), and also checks the chain against a
     /// head kept outside the database.
-    pub async fn verify_against(&self, anchor: Option<&AuditAnchor>) -> Result<AuditReport, Error> {
+    pub async fn verify_against(self, anchor: Option<&AuditAnchor>) -> Result<AuditReport, Error> {
         let mut check = ChainCheck::new(anchor.cloned());
         // One read transaction: every page comes from the same snapshot (readers do
         // not block the appenders).
@@ -124,11 +124,13 @@ impl Audit<'_> {
     }
 
     /// One document's entries in `seq` order: "who looked at my file".
-    pub async fn for_document(&self, doc: &str) -> Result<Vec<AuditEntry>, Error> {
+    pub async fn for_document(self, doc: &str) -> Result<Vec<AuditEntry>, Error> {
         let sql = format!("SELECT {COLUMNS} FROM audit_log WHERE document = $1 ORDER BY seq");
         with_pool!(self.0.pool(), p => {
             let rows = sqlx::query(&sql).bind(doc).fetch_all(p).await?;
-            rows.iter().map(entry).collect()
+            rows.iter()
+                .map(|row| entry(row.try_get("seq")?, stored_row(row)))
+                .collect()
         })
     }
 }
@@ -163,18 +165,11 @@ where
     })
 }
 
-/// A row as an entry; a row that does not read back is corrupt.
-fn entry<R>(row: &R) -> Result<AuditEntry, Error>
-where
-    R: Row,
-    for<'a> &'a str: ColumnIndex<R>,
-    for<'r> i64: Decode<'r, R::Database> + Type<R::Database>,
-    for<'r> String: Decode<'r, R::Database> + Type<R::Database>,
-    for<'r> Vec<u8>: Decode<'r, R::Database> + Type<R::Database>,
-{
-    let seq: i64 = row.try_get("seq")?;
-    let stored = stored_row(row)
-        .map_err(|what| Error::Corrupt(format!("audit entry {seq}: unreadable {what}")))?;
+/// A row (its `seq` and [`stored_row`]'s reading) as an entry; a row that does not
+/// read back is corrupt.
+fn entry(seq: i64, stored: Result<StoredRow, String>) -> Result<AuditEntry, Error> {
+    let stored =
+        stored.map_err(|what| Error::Corrupt(format!("audit entry {seq}: unreadable {what}")))?;
     let action: AuditAction = stored.action.parse().map_err(|_| {
         Error::Corrupt(format!(
             "audit entry {seq}: unknown action {:?}",
@@ -184,12 +179,14 @@ where
     Ok(AuditEntry {
         seq,
         at_ms: stored.at_ms,
-        user_id: stored.user_id,
-        device: stored.device,
-        document: stored.document,
-        partition: stored.partition,
-        action,
-        detail: stored.detail,
+        event: AuditEvent {
+            user_id: stored.user_id,
+            device: stored.device,
+            document: stored.document,
+            partition: stored.partition,
+            action,
+            detail: stored.detail,
+        },
         prev_hash: hex::encode(stored.prev_hash),
         hash: hex::encode(stored.hash),
     })

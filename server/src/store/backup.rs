@@ -141,7 +141,7 @@ async fn vacuum_into(pool: &sqlx::SqlitePool, dest: &Path) -> Result<(), Error> 
 /// `db_path` with its key store at `keys_path`. The key store copy is `keys_backup`,
 /// else `<backup>.keys`. The server must be stopped. Existing files are replaced only
 /// with `force`. The caller then re-applies the erasure journal
-/// (`Store::reapply_erasures`).
+/// (`store.documents().reapply_erasures`).
 pub async fn restore(
     backup: &Path,
     keys_backup: Option<&Path>,

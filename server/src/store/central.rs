@@ -30,11 +30,23 @@ type FeedTuple = (i64, String, String, String, Option<i64>, i64, bool);
 /// The name of the pseudonym secret in the key store's `secrets` table.
 const PSEUDONYM_SECRET: &str = "central_pseudonym";
 
+/// The central office's view: the change feed, its cursor and the pseudonym secret
+/// (`store.central()`).
+#[derive(Clone, Copy, Debug)]
+pub struct Central<'a>(&'a Store);
+
 impl Store {
+    /// The central office's view of this store.
+    pub fn central(&self) -> Central<'_> {
+        Central(self)
+    }
+}
+
+impl Central<'_> {
     /// Documents committed and documents erased after change number `after`, oldest
     /// change first, at most `limit`. A document appears once, with its last change.
-    pub async fn changes_after(&self, after: i64, limit: i64) -> Result<Vec<FeedRow>, Error> {
-        let rows: Vec<FeedTuple> = with_pool!(self.pool(), p => sqlx::query_as(
+    pub async fn changes_after(self, after: i64, limit: i64) -> Result<Vec<FeedRow>, Error> {
+        let rows: Vec<FeedTuple> = with_pool!(self.0.pool(), p => sqlx::query_as(
             "SELECT change_seq, id, kind, wijk_id, created_at, updated_at, FALSE AS erased
                FROM documents WHERE change_seq > $1
              UNION ALL
@@ -67,8 +79,8 @@ impl Store {
     }
 
     /// The highest change number handed out so far.
-    pub async fn last_change_seq(&self) -> Result<i64, Error> {
-        let seq: i64 = with_pool!(self.pool(), p => sqlx::query_scalar(
+    pub async fn last_change_seq(self) -> Result<i64, Error> {
+        let seq: i64 = with_pool!(self.0.pool(), p => sqlx::query_scalar(
             "SELECT seq FROM change_counter WHERE id = 1"
         )
         .fetch_one(p)
@@ -78,9 +90,9 @@ impl Store {
 
     /// The 32-byte secret the central office's pseudonyms derive from, created from OS
     /// randomness on first use and kept in the key store (never the main database).
-    pub async fn pseudonym_secret(&self) -> Result<[u8; 32], Error> {
+    pub async fn pseudonym_secret(self) -> Result<[u8; 32], Error> {
         // Nodes asking at once agree: the first insert wins, the others read it.
-        with_pool!(self.keys(), p => sqlx::query(
+        with_pool!(self.0.keys(), p => sqlx::query(
             "INSERT INTO secrets (name, value, created_at) VALUES ($1, $2, $3)
              ON CONFLICT (name) DO NOTHING",
         )
@@ -90,7 +102,7 @@ impl Store {
         .execute(p)
         .await
         .map(|_| ()))?;
-        let value: Vec<u8> = with_pool!(self.keys(), p => sqlx::query_scalar(
+        let value: Vec<u8> = with_pool!(self.0.keys(), p => sqlx::query_scalar(
             "SELECT value FROM secrets WHERE name = $1"
         )
         .bind(PSEUDONYM_SECRET)

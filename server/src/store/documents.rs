@@ -1,5 +1,4 @@
-//! Documents: the catalog (id → fixed partition), the automerge chunks, and persisted
-//! sync states.
+//! Documents: the catalog (id → fixed partition) and the automerge chunks.
 //!
 //! Chunks are appended per commit (`incremental`) and replaced by one `snapshot` when
 //! their total outgrows it. Loading concatenates every chunk and hands the bytes to
@@ -148,14 +147,26 @@ fn open_chunks(
     Ok(out)
 }
 
+/// Documents: the catalog, chunks, compaction, erasure, authors and listings
+/// (`store.documents()`).
+#[derive(Clone, Copy, Debug)]
+pub struct Documents<'a>(pub(super) &'a Store);
+
 impl Store {
+    /// The documents view of this store.
+    pub fn documents(&self) -> Documents<'_> {
+        Documents(self)
+    }
+}
+
+impl Documents<'_> {
     /// Creates the document: its key in the key store, then the catalog row and the
     /// first chunk in one transaction. Returns the key the chunks are sealed with (a
     /// key left by a creation that stopped before its commit is reused, so two nodes
     /// creating one id at once agree on it). `Conflict` if the id is taken, `Erased`
     /// if it was erased.
     pub async fn create_document(
-        &self,
+        self,
         entry: &CatalogEntry,
         first_chunk: &[u8],
         key: &DocKey,
@@ -167,7 +178,7 @@ impl Store {
     /// As [`create_document`](Self::create_document), recording the first chunk's
     /// `heads` as the committed heads in the catalog (`None`: unknown).
     pub async fn create_document_with_heads(
-        &self,
+        self,
         entry: &CatalogEntry,
         first_chunk: &[u8],
         heads: Option<&[ChangeHash]>,
@@ -180,7 +191,7 @@ impl Store {
     /// As [`create_document_with_heads`](Self::create_document_with_heads), recording
     /// `prov` (authors, audit, hand-over flag) in the creation's transaction.
     pub async fn create_document_with(
-        &self,
+        self,
         entry: &CatalogEntry,
         first_chunk: &[u8],
         heads: Option<&[ChangeHash]>,
@@ -194,7 +205,7 @@ impl Store {
             return Err(Error::Conflict(format!("document {} exists", entry.id)));
         }
         let doc = entry.id.to_string();
-        with_pool!(self.keys(), p => sqlx::query(
+        with_pool!(self.0.keys(), p => sqlx::query(
             "INSERT INTO doc_keys (doc_id, key, created_at) VALUES ($1, $2, $3)
              ON CONFLICT (doc_id) DO NOTHING",
         )
@@ -208,7 +219,7 @@ impl Store {
             Error::Conflict(format!("document {} was erased while created", entry.id))
         })?;
         let (hash, data) = sealed(&entry.id, &key, first_chunk)?;
-        with_pool!(self.pool(), p => {
+        with_pool!(self.0.pool(), p => {
             let mut tx = p.begin().await?;
             let inserted = sqlx::query(
                 "INSERT INTO documents (id, kind, wijk_id, created_at, created_by, heads, access_changed_at) VALUES ($1, $2, $3, $4, $5, $6, $7)",
@@ -233,8 +244,8 @@ impl Store {
     }
 
     /// The catalog row of a document, if it exists.
-    pub async fn catalog(&self, id: &DocumentId) -> Result<Option<CatalogEntry>, Error> {
-        let row: Option<CatalogRow> = with_pool!(self.pool(), p => sqlx::query_as(
+    pub async fn catalog(self, id: &DocumentId) -> Result<Option<CatalogEntry>, Error> {
+        let row: Option<CatalogRow> = with_pool!(self.0.pool(), p => sqlx::query_as(
             "SELECT kind, wijk_id, created_at, created_by FROM documents WHERE id = $1"
         )
         .bind(id.to_string())
@@ -245,8 +256,8 @@ impl Store {
 
     /// Records a plan's committed hand-over flag in the catalog (for listings); a flip
     /// moves `access_changed_at`, so incremental listings report it.
-    pub async fn set_handed_over(&self, id: &DocumentId, handed_over: bool) -> Result<(), Error> {
-        with_pool!(self.pool(), p => sqlx::query(
+    pub async fn set_handed_over(self, id: &DocumentId, handed_over: bool) -> Result<(), Error> {
+        with_pool!(self.0.pool(), p => sqlx::query(
             "UPDATE documents SET handed_over = $1, access_changed_at = $3 WHERE id = $2 AND handed_over <> $1",
         )
             .bind(handed_over)
@@ -261,12 +272,12 @@ impl Store {
     /// Catalog rows with their hand-over flag, optionally of one wijk and/or kind,
     /// created at or after `since` (unix seconds), oldest first.
     pub async fn list_catalog(
-        &self,
+        self,
         wijk: Option<&WijkId>,
         kind: Option<DocumentKind>,
         since: i64,
     ) -> Result<Vec<(CatalogEntry, bool)>, Error> {
-        let rows: Vec<(String, String, String, i64, String, bool)> = with_pool!(self.pool(), p => sqlx::query_as(
+        let rows: Vec<(String, String, String, i64, String, bool)> = with_pool!(self.0.pool(), p => sqlx::query_as(
             "SELECT id, kind, wijk_id, created_at, created_by, handed_over FROM documents
              WHERE ($1 IS NULL OR wijk_id = $1) AND ($2 IS NULL OR kind = $2) AND created_at >= $3
              ORDER BY created_at, id",
@@ -289,7 +300,7 @@ impl Store {
 
     /// Catalog rows of a partition (or all), oldest first.
     pub async fn list_documents(
-        &self,
+        self,
         partition: Option<&Partition>,
     ) -> Result<Vec<CatalogEntry>, Error> {
         let rows = self
@@ -299,8 +310,8 @@ impl Store {
     }
 
     /// The document's key, if it was not destroyed.
-    pub async fn doc_key(&self, id: &DocumentId) -> Result<Option<DocKey>, Error> {
-        let key: Option<Vec<u8>> = with_pool!(self.keys(), p => sqlx::query_scalar(
+    pub async fn doc_key(self, id: &DocumentId) -> Result<Option<DocKey>, Error> {
+        let key: Option<Vec<u8>> = with_pool!(self.0.keys(), p => sqlx::query_scalar(
             "SELECT key FROM doc_keys WHERE doc_id = $1"
         )
         .bind(id.to_string())
@@ -315,7 +326,7 @@ impl Store {
     }
 
     /// The catalog row and all chunks, decrypted and concatenated in write order.
-    pub async fn load_document(&self, id: &DocumentId) -> Result<Option<StoredDocument>, Error> {
+    pub async fn load_document(self, id: &DocumentId) -> Result<Option<StoredDocument>, Error> {
         let Some(entry) = self.catalog(id).await? else {
             return Ok(None);
         };
@@ -339,12 +350,12 @@ impl Store {
     /// The chunks written after `seq` (0: all), decrypted and concatenated in write
     /// order: how a node catches up with what other nodes committed.
     pub async fn chunks_after(
-        &self,
+        self,
         id: &DocumentId,
         key: &DocKey,
         after: i64,
     ) -> Result<Chunks, Error> {
-        let rows: Vec<(i64, String, Vec<u8>)> = with_pool!(self.pool(), p => sqlx::query_as(
+        let rows: Vec<(i64, String, Vec<u8>)> = with_pool!(self.0.pool(), p => sqlx::query_as(
             "SELECT seq, kind, data FROM chunks WHERE doc_id = $1 AND seq > $2 ORDER BY seq"
         )
         .bind(id.to_string())
@@ -359,7 +370,7 @@ impl Store {
     /// transaction (PostgreSQL delivers the notification only if the commit happens).
     /// Returns the chunk's `seq`, or `None` if it was stored already.
     pub async fn append_chunk(
-        &self,
+        self,
         id: &DocumentId,
         key: &DocKey,
         data: &[u8],
@@ -378,7 +389,7 @@ impl Store {
     /// (one fsync for all of them) and answers after that commit; a failure of this
     /// append fails only this append.
     pub async fn append_chunk_with(
-        &self,
+        self,
         id: &DocumentId,
         key: &DocKey,
         data: &[u8],
@@ -395,15 +406,15 @@ impl Store {
             heads: heads_text(heads),
             prov: prov.into(),
         };
-        if let Some(writer) = self.writer() {
+        if let Some(writer) = self.0.writer() {
             // SQLite: the group writer commits it with whatever else is queued.
             return writer.append(job).await;
         }
         // PostgreSQL: a transaction of its own (the server merges concurrent WAL
         // flushes itself; see `store::group` for why we leave it so).
-        let shared = self.is_shared();
-        let note = payload(&self.node, id, heads);
-        let seq = with_pool!(self.pool(), p => {
+        let shared = self.0.is_shared();
+        let note = payload(&self.0.node, id, heads);
+        let seq = with_pool!(self.0.pool(), p => {
             // (SQLite without a writer, which `Store::open` never makes: IMMEDIATE, as
             // the audit chain needs; see `audit`.)
             let mut tx = if shared { p.begin().await? } else { p.begin_with("BEGIN IMMEDIATE").await? };
@@ -420,7 +431,7 @@ impl Store {
     /// caller's document and returns its snapshot and new heads), then deletes exactly
     /// the chunks it read and inserts the snapshot. Other nodes are notified of the heads.
     pub async fn compact<F>(
-        &self,
+        self,
         id: &DocumentId,
         key: &DocKey,
         build: F,
@@ -434,7 +445,7 @@ impl Store {
 
     /// As [`compact`](Self::compact), recording `prov` in the same transaction.
     pub async fn compact_with<F>(
-        &self,
+        self,
         id: &DocumentId,
         key: &DocKey,
         build: F,
@@ -443,9 +454,9 @@ impl Store {
     where
         F: FnOnce(&[u8]) -> Result<(Vec<u8>, Vec<ChangeHash>), Error> + Send,
     {
-        let shared = self.is_shared();
+        let shared = self.0.is_shared();
         let doc = id.to_string();
-        let compacted = with_pool!(self.pool(), p => {
+        let compacted = with_pool!(self.0.pool(), p => {
             // SQLite: IMMEDIATE takes the write lock before the read, so nothing is
             // appended between reading the chunks and deleting them.
             let mut tx = if shared { p.begin().await? } else { p.begin_with("BEGIN IMMEDIATE").await? };
@@ -476,7 +487,7 @@ impl Store {
                 .execute(&mut *tx)
                 .await?;
             if shared {
-                let note = payload(&self.node, id, &heads);
+                let note = payload(&self.0.node, id, &heads);
                 sqlx::query(NOTIFY).bind(CHANNEL).bind(&note).execute(&mut *tx).await?;
             }
             tx.commit().await?;
@@ -486,8 +497,8 @@ impl Store {
     }
 
     /// The tombstone of an erased document.
-    pub async fn tombstone(&self, id: &DocumentId) -> Result<Option<Tombstone>, Error> {
-        let row: Option<(String, String, i64, String)> = with_pool!(self.pool(), p => sqlx::query_as(
+    pub async fn tombstone(self, id: &DocumentId) -> Result<Option<Tombstone>, Error> {
+        let row: Option<(String, String, i64, String)> = with_pool!(self.0.pool(), p => sqlx::query_as(
             "SELECT kind, wijk_id, erased_at, erased_by FROM tombstones WHERE doc_id = $1",
         )
         .bind(id.to_string())
@@ -518,27 +529,28 @@ impl Store {
     /// Idempotent: erasing again finishes an erasure that stopped half-way.
     /// On SQLite the erasure is first written to the journal `<database>.erasures`,
     /// so a restored backup forgets the document again (`store::erasures`).
-    pub async fn erase(&self, id: &DocumentId, by: &str) -> Result<Tombstone, Error> {
+    pub async fn erase(self, id: &DocumentId, by: &str) -> Result<Tombstone, Error> {
         self.erase_with(id, by, true).await
     }
 
     /// [`erase`](Self::erase), journaled or not (re-applying the journal itself).
     pub(crate) async fn erase_with(
-        &self,
+        self,
         id: &DocumentId,
         by: &str,
         journal: bool,
     ) -> Result<Tombstone, Error> {
         let doc = id.to_string();
-        let shared = self.is_shared();
+        let shared = self.0.is_shared();
         let tombstone = match self.catalog(id).await? {
             Some(entry) => {
                 let erased_at = now();
                 if journal {
-                    self.journal_erasure(id, &entry.partition, erased_at, by)
+                    self.0
+                        .journal_erasure(id, &entry.partition, erased_at, by)
                         .await?;
                 }
-                with_pool!(self.pool(), p => {
+                with_pool!(self.0.pool(), p => {
                     let mut tx = p.begin().await?;
                     if shared {
                         // No node may append while the rows go (the chunk's foreign
@@ -574,7 +586,7 @@ impl Store {
                         .await?;
                     if shared {
                         // Other nodes drop their copy when this commits (change feed).
-                        let note = super::changes::erased_payload(&self.node, id);
+                        let note = super::changes::erased_payload(&self.0.node, id);
                         sqlx::query(NOTIFY).bind(CHANNEL).bind(&note).execute(&mut *tx).await?;
                     }
                     tx.commit().await?;
@@ -590,24 +602,24 @@ impl Store {
                 .await?
                 .ok_or_else(|| Error::NotFound(format!("document {id}")))?,
         };
-        with_pool!(self.keys(), p => sqlx::query("DELETE FROM doc_keys WHERE doc_id = $1")
+        with_pool!(self.0.keys(), p => sqlx::query("DELETE FROM doc_keys WHERE doc_id = $1")
             .bind(&doc)
             .execute(p)
             .await
             .map(|_| ()))?;
         // Leave no readable remains of the key or the rows in free pages or logs.
-        self.shred_remains().await?;
+        self.0.shred_remains().await?;
         Ok(tombstone)
     }
 
     /// Which of these documents were erased: one query however many ids (a
     /// connection asks for all its open documents whenever access changes).
-    pub async fn erased_among(&self, ids: &[DocumentId]) -> Result<Vec<DocumentId>, Error> {
+    pub async fn erased_among(self, ids: &[DocumentId]) -> Result<Vec<DocumentId>, Error> {
         if ids.is_empty() {
             return Ok(Vec::new());
         }
         let list: Vec<String> = ids.iter().map(ToString::to_string).collect();
-        let erased: Vec<String> = match self.pool() {
+        let erased: Vec<String> = match self.0.pool() {
             Pool::Sqlite(p) => sqlx::query_scalar(
                 "SELECT doc_id FROM tombstones WHERE doc_id IN (SELECT value FROM json_each($1))",
             )
@@ -630,7 +642,7 @@ impl Store {
 
     /// Records who delivered which changes (author binding).
     pub async fn record_authors(
-        &self,
+        self,
         id: &DocumentId,
         hashes: &[String],
         user: &str,
@@ -639,7 +651,7 @@ impl Store {
         if hashes.is_empty() {
             return Ok(());
         }
-        with_pool!(self.pool(), p => {
+        with_pool!(self.0.pool(), p => {
             let mut tx = p.begin().await?;
             for hash in hashes {
                 sqlx::query(
@@ -661,102 +673,14 @@ impl Store {
 
     /// Who delivered each change of a document: (change hash, user, device, unix time).
     pub async fn change_authors(
-        &self,
+        self,
         id: &DocumentId,
     ) -> Result<Vec<(String, String, String, i64)>, Error> {
-        Ok(with_pool!(self.pool(), p => sqlx::query_as(
+        Ok(with_pool!(self.0.pool(), p => sqlx::query_as(
             "SELECT change_hash, user_id, device, at FROM change_authors WHERE doc_id = $1 ORDER BY at, change_hash",
         )
         .bind(id.to_string())
         .fetch_all(p)
         .await)?)
-    }
-
-    /// The persisted sync state of a peer store for a document.
-    /// Only `user`'s own: a storageId is the peer's self-description, so another
-    /// user announcing the same one reads nothing (and overwrites nothing, see
-    /// [`put_sync_states`](Self::put_sync_states)).
-    pub async fn sync_state(
-        &self,
-        storage_id: &str,
-        user: &str,
-        id: &DocumentId,
-    ) -> Result<Option<Vec<u8>>, Error> {
-        Ok(with_pool!(self.pool(), p => sqlx::query_scalar(
-            "SELECT state FROM sync_states WHERE storage_id = $1 AND doc_id = $2 AND user_id = $3"
-        )
-        .bind(storage_id)
-        .bind(id.to_string())
-        .bind(user)
-        .fetch_optional(p)
-        .await)?)
-    }
-
-    /// Persists sync states of one peer store saved by `user`'s connection, in one
-    /// transaction, and keeps the table bounded: only the user's `per_user` most
-    /// recently used peer stores keep states, and states older than `ttl` go.
-    pub async fn put_sync_states(
-        &self,
-        storage_id: &str,
-        user: &str,
-        states: &[(DocumentId, Vec<u8>)],
-        per_user: usize,
-        ttl: std::time::Duration,
-    ) -> Result<(), Error> {
-        if states.is_empty() {
-            return Ok(());
-        }
-        let at = now();
-        let per_user = i64::try_from(per_user.max(1)).unwrap_or(i64::MAX);
-        let oldest = at.saturating_sub(i64::try_from(ttl.as_secs()).unwrap_or(i64::MAX));
-        with_pool!(self.pool(), p => {
-            let mut tx = p.begin().await?;
-            for (id, state) in states {
-                sqlx::query(
-                    "INSERT INTO sync_states (storage_id, doc_id, state, updated_at, user_id)
-                     VALUES ($1, $2, $3, $4, $5)
-                     ON CONFLICT (storage_id, doc_id) DO UPDATE SET state = excluded.state,
-                       updated_at = excluded.updated_at, user_id = excluded.user_id
-                     WHERE sync_states.user_id IS NULL OR sync_states.user_id = excluded.user_id",
-                )
-                .bind(storage_id)
-                .bind(id.to_string())
-                .bind(state)
-                .bind(at)
-                .bind(user)
-                .execute(&mut *tx)
-                .await?;
-            }
-            // Keep the user's `per_user` most recently used peer stores (the one saving
-            // now always among them), and drop every state older than the TTL.
-            sqlx::query(
-                "DELETE FROM sync_states WHERE user_id = $1 AND storage_id NOT IN (
-                     SELECT storage_id FROM sync_states WHERE user_id = $1
-                     GROUP BY storage_id ORDER BY MAX(updated_at) DESC, storage_id = $2 DESC
-                     LIMIT $3)",
-            )
-            .bind(user)
-            .bind(storage_id)
-            .bind(per_user)
-            .execute(&mut *tx)
-            .await?;
-            sqlx::query("DELETE FROM sync_states WHERE updated_at < $1")
-                .bind(oldest)
-                .execute(&mut *tx)
-                .await?;
-            tx.commit().await?;
-        });
-        Ok(())
-    }
-
-    /// Distinct peer stores with persisted sync states, of one user or of everyone.
-    pub async fn sync_state_storages(&self, user: Option<&str>) -> Result<u64, Error> {
-        let n: i64 = with_pool!(self.pool(), p => sqlx::query_scalar(
-            "SELECT COUNT(DISTINCT storage_id) FROM sync_states WHERE $1 IS NULL OR user_id = $1",
-        )
-        .bind(user)
-        .fetch_one(p)
-        .await)?;
-        Ok(u64::try_from(n).unwrap_or(0))
     }
 }

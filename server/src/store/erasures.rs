@@ -10,7 +10,7 @@
 //! `<database>.erasures`: one JSON line per erasure, appended and fsynced before the
 //! erasure's transaction, kept beside the database but never inside it or the key
 //! store, so a backup restored from before an erasure can re-apply it
-//! ([`Store::reapply_erasures`]). It holds ids, partitions, times and who asked:
+//! ([`Documents::reapply_erasures`]). It holds ids, partitions, times and who asked:
 //! no content. PostgreSQL stores write no journal (their restores are pg_dump or
 //! PITR; docs/operations.md says what to do).
 
@@ -21,6 +21,8 @@ use serde::{Deserialize, Serialize};
 use sync_core::partition::{Partition, WijkId};
 use sync_core::protocol::DocumentId;
 
+use super::documents::Documents;
+use super::tx::Engine;
 use super::{with_pool, Pool, Store};
 use crate::audit::{AuditAction, AuditEvent};
 use crate::error::Error;
@@ -183,10 +185,46 @@ impl Store {
         Ok(())
     }
 
+    /// A tombstone for a document this database never held (it was created and
+    /// erased after the backup, as the journal's `entry` says), with the next change
+    /// number for the central feed.
+    async fn insert_tombstone(
+        &self,
+        id: &DocumentId,
+        partition: &Partition,
+        entry: &JournalEntry,
+    ) -> Result<(), Error> {
+        with_pool!(self.pool(), p => {
+            let mut tx = p.begin().await?;
+            let seq = Engine::next_change_seq(&mut tx).await?;
+            sqlx::query(
+                "INSERT INTO tombstones (doc_id, kind, wijk_id, erased_at, erased_by, change_seq)
+                 VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (doc_id) DO NOTHING",
+            )
+            .bind(id.to_string())
+            .bind(partition.kind.as_str())
+            .bind(partition.wijk.as_str())
+            .bind(entry.erased_at)
+            .bind(entry.erased_by.as_str())
+            .bind(seq)
+            .execute(&mut *tx)
+            .await?;
+            tx.commit().await?;
+        });
+        with_pool!(self.keys(), p => sqlx::query("DELETE FROM doc_keys WHERE doc_id = $1")
+            .bind(id.to_string())
+            .execute(p)
+            .await
+            .map(|_| ()))?;
+        self.shred_remains().await
+    }
+}
+
+impl Documents<'_> {
     /// Re-applies the erasures of a journal to this (just restored) store: a document
     /// it holds is erased again, one it does not know gets its tombstone, and a key
     /// left in the key store goes. Each re-applied erasure is audited.
-    pub async fn reapply_erasures(&self, journal: &Path) -> Result<Reapplied, Error> {
+    pub async fn reapply_erasures(self, journal: &Path) -> Result<Reapplied, Error> {
         let (entries, unreadable) = read_journal(journal)?;
         let mut done = Reapplied {
             journaled: u64::try_from(entries.len()).unwrap_or(u64::MAX),
@@ -216,11 +254,11 @@ impl Store {
                 self.erase_with(&id, &entry.erased_by, false).await?;
                 done.erased += 1;
             } else {
-                self.insert_tombstone(&id, &partition, entry.erased_at, &entry.erased_by)
-                    .await?;
+                self.0.insert_tombstone(&id, &partition, &entry).await?;
                 done.tombstoned += 1;
             }
-            self.audit()
+            self.0
+                .audit()
                 .append(
                     &AuditEvent::new(entry.erased_by.as_str(), "cli", AuditAction::Erase)
                         .on(&id, Some(&partition))
@@ -229,44 +267,6 @@ impl Store {
                 .await?;
         }
         Ok(done)
-    }
-
-    /// A tombstone for a document this database never held (it was created and
-    /// erased after the backup), with the next change number for the central feed.
-    async fn insert_tombstone(
-        &self,
-        id: &DocumentId,
-        partition: &Partition,
-        erased_at: i64,
-        by: &str,
-    ) -> Result<(), Error> {
-        with_pool!(self.pool(), p => {
-            let mut tx = p.begin().await?;
-            let seq: i64 = sqlx::query_scalar(
-                "UPDATE change_counter SET seq = seq + 1 WHERE id = 1 RETURNING seq",
-            )
-            .fetch_one(&mut *tx)
-            .await?;
-            sqlx::query(
-                "INSERT INTO tombstones (doc_id, kind, wijk_id, erased_at, erased_by, change_seq)
-                 VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (doc_id) DO NOTHING",
-            )
-            .bind(id.to_string())
-            .bind(partition.kind.as_str())
-            .bind(partition.wijk.as_str())
-            .bind(erased_at)
-            .bind(by)
-            .bind(seq)
-            .execute(&mut *tx)
-            .await?;
-            tx.commit().await?;
-        });
-        with_pool!(self.keys(), p => sqlx::query("DELETE FROM doc_keys WHERE doc_id = $1")
-            .bind(id.to_string())
-            .execute(p)
-            .await
-            .map(|_| ()))?;
-        self.shred_remains().await
     }
 }
 

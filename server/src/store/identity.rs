@@ -137,12 +137,25 @@ macro_rules! insert_session_rows {
     }};
 }
 
+/// People's sign-in (`store.identity()`): device sessions with their refresh and
+/// access tokens, enrolment codes, identity provider links, and the people of a wijk
+/// as `/beheer` shows and changes them.
+#[derive(Clone, Copy, Debug)]
+pub struct Identity<'a>(&'a Store);
+
 impl Store {
+    /// The identity view of this store.
+    pub fn identity(&self) -> Identity<'_> {
+        Identity(self)
+    }
+}
+
+impl Identity<'_> {
     /// Starts a device session (OIDC sign-in): session, refresh token and first access
     /// token in one transaction.
-    pub async fn start_device_session(&self, new: &NewSession<'_>) -> Result<(), Error> {
+    pub async fn start_device_session(self, new: &NewSession<'_>) -> Result<(), Error> {
         let at = now();
-        with_pool!(self.pool(), p => async {
+        with_pool!(self.0.pool(), p => async {
             let mut tx = p.begin().await?;
             insert_session_rows!(tx, new, at);
             tx.commit().await
@@ -154,12 +167,12 @@ impl Store {
     /// transaction: a code is used at most once, even by two devices at the same time.
     /// `new.user` and `new.wijk` are ignored: the code decides them.
     pub async fn enrol(
-        &self,
+        self,
         code_hash: &[u8],
         new: &NewSession<'_>,
         at: i64,
     ) -> Result<Redeemed, Error> {
-        let outcome: Redeemed = with_pool!(self.pool(), p => async {
+        let outcome: Redeemed = with_pool!(self.0.pool(), p => async {
             let mut tx = p.begin().await?;
             // The person must still be in the wijk the code was made for.
             let taken: Option<(String, String, String)> = sqlx::query_as(
@@ -197,14 +210,14 @@ impl Store {
     /// idle limit. The old token is marked used atomically, so two concurrent uses of
     /// one token cannot both rotate.
     pub async fn rotate_refresh(
-        &self,
+        self,
         old_hash: &[u8],
         new_hash: &[u8],
         access: NewAccess<'_>,
         expires_at: i64,
         at: i64,
     ) -> Result<Rotation, Error> {
-        let outcome: Rotation = with_pool!(self.pool(), p => async {
+        let outcome: Rotation = with_pool!(self.0.pool(), p => async {
             let mut tx = p.begin().await?;
             let taken: Option<String> = sqlx::query_scalar(
                 "UPDATE refresh_tokens SET used_at = $2 WHERE secret_hash = $1 AND used_at IS NULL
@@ -272,12 +285,12 @@ impl Store {
     /// an access change is recorded (live connections close within one poll), all in
     /// one transaction. Returns the session as it was, `None` if it was not live.
     pub async fn revoke_device_session(
-        &self,
+        self,
         id: &str,
         why: &str,
     ) -> Result<Option<SessionInfo>, Error> {
         let at = now();
-        let revoked: Option<SessionInfo> = with_pool!(self.pool(), p => async {
+        let revoked: Option<SessionInfo> = with_pool!(self.0.pool(), p => async {
             let mut tx = p.begin().await?;
             let row: Option<SessionInfo> = sqlx::query_as(&format!(
                 "UPDATE device_sessions SET revoked_at = $2, revoked_why = $3
@@ -307,8 +320,8 @@ impl Store {
     }
 
     /// One device session.
-    pub async fn device_session(&self, id: &str) -> Result<Option<SessionInfo>, Error> {
-        Ok(with_pool!(self.pool(), p => sqlx::query_as(&format!(
+    pub async fn device_session(self, id: &str) -> Result<Option<SessionInfo>, Error> {
+        Ok(with_pool!(self.0.pool(), p => sqlx::query_as(&format!(
             "SELECT {SESSION_COLUMNS} FROM device_sessions WHERE id = $1"
         ))
         .bind(id)
@@ -317,8 +330,8 @@ impl Store {
     }
 
     /// The device session an access token belongs to (`None`: a service token).
-    pub async fn session_of_token(&self, token_id: &str) -> Result<Option<String>, Error> {
-        let found: Option<Option<String>> = with_pool!(self.pool(), p => sqlx::query_scalar(
+    pub async fn session_of_token(self, token_id: &str) -> Result<Option<String>, Error> {
+        let found: Option<Option<String>> = with_pool!(self.0.pool(), p => sqlx::query_scalar(
             "SELECT session_id FROM tokens WHERE id = $1"
         )
         .bind(token_id)
@@ -328,11 +341,8 @@ impl Store {
     }
 
     /// Device sessions, of one user or all, newest first.
-    pub async fn list_device_sessions(
-        &self,
-        user: Option<&str>,
-    ) -> Result<Vec<SessionInfo>, Error> {
-        Ok(with_pool!(self.pool(), p => sqlx::query_as(&format!(
+    pub async fn list_device_sessions(self, user: Option<&str>) -> Result<Vec<SessionInfo>, Error> {
+        Ok(with_pool!(self.0.pool(), p => sqlx::query_as(&format!(
             "SELECT {SESSION_COLUMNS} FROM device_sessions WHERE ($1 IS NULL OR user_id = $1)
              ORDER BY created_at DESC, id"
         ))
@@ -342,8 +352,8 @@ impl Store {
     }
 
     /// Device sessions of the people who hold a role in `wijk`, newest first.
-    pub async fn wijk_device_sessions(&self, wijk: &WijkId) -> Result<Vec<SessionInfo>, Error> {
-        Ok(with_pool!(self.pool(), p => sqlx::query_as(&format!(
+    pub async fn wijk_device_sessions(self, wijk: &WijkId) -> Result<Vec<SessionInfo>, Error> {
+        Ok(with_pool!(self.0.pool(), p => sqlx::query_as(&format!(
             "SELECT {SESSION_COLUMNS} FROM device_sessions
              WHERE user_id IN (SELECT user_id FROM grants WHERE wijk_id = $1)
              ORDER BY created_at DESC, id"
@@ -355,10 +365,10 @@ impl Store {
 
     /// The people of a wijk: (user id, name, roles in the wijk), by id.
     pub async fn wijk_people(
-        &self,
+        self,
         wijk: &WijkId,
     ) -> Result<Vec<(String, String, Vec<String>)>, Error> {
-        let rows: Vec<(String, String, String)> = with_pool!(self.pool(), p => sqlx::query_as(
+        let rows: Vec<(String, String, String)> = with_pool!(self.0.pool(), p => sqlx::query_as(
             "SELECT u.id, u.name, g.role FROM grants g JOIN users u ON u.id = g.user_id
              WHERE g.wijk_id = $1 ORDER BY u.id, g.role",
         )
@@ -377,9 +387,9 @@ impl Store {
 
     /// Takes every role of `user` in `wijk` away and ends the device sessions enrolled
     /// for that wijk, in one transaction with an access change. Returns the roles.
-    pub async fn remove_from_wijk(&self, user: &str, wijk: &WijkId) -> Result<Vec<String>, Error> {
+    pub async fn remove_from_wijk(self, user: &str, wijk: &WijkId) -> Result<Vec<String>, Error> {
         let at = now();
-        let roles: Vec<String> = with_pool!(self.pool(), p => async {
+        let roles: Vec<String> = with_pool!(self.0.pool(), p => async {
             let mut tx = p.begin().await?;
             let roles: Vec<String> = sqlx::query_scalar(
                 "DELETE FROM grants WHERE user_id = $1 AND wijk_id = $2 RETURNING role",
@@ -420,7 +430,7 @@ impl Store {
     /// Stores a new enrolment code (its hash). A clash with a live code's hash is a
     /// `Conflict` (the caller draws another code).
     pub async fn insert_enrolment_code(
-        &self,
+        self,
         id: &str,
         code_hash: &[u8],
         user: &str,
@@ -428,7 +438,7 @@ impl Store {
         created_by: &str,
         expires_at: i64,
     ) -> Result<(), Error> {
-        let result = with_pool!(self.pool(), p => sqlx::query(
+        let result = with_pool!(self.0.pool(), p => sqlx::query(
             "INSERT INTO enrolment_codes (id, code_hash, user_id, wijk_id, created_by, created_at, expires_at)
              VALUES ($1, $2, $3, $4, $5, $6, $7)",
         )
@@ -446,11 +456,11 @@ impl Store {
     }
 
     /// Links an identity provider subject to a user (one user per subject).
-    pub async fn link_oidc(&self, user: &str, subject: &str) -> Result<(), Error> {
+    pub async fn link_oidc(self, user: &str, subject: &str) -> Result<(), Error> {
         if subject.is_empty() || subject.len() > 512 {
             return Err(Error::Invalid("subject: 1-512 characters".into()));
         }
-        let known: Option<String> = with_pool!(self.pool(), p => sqlx::query_scalar(
+        let known: Option<String> = with_pool!(self.0.pool(), p => sqlx::query_scalar(
             "SELECT id FROM users WHERE id = $1"
         )
         .bind(user)
@@ -459,7 +469,7 @@ impl Store {
         if known.is_none() {
             return Err(Error::NotFound(format!("user {user}")));
         }
-        let result = with_pool!(self.pool(), p => sqlx::query(
+        let result = with_pool!(self.0.pool(), p => sqlx::query(
             "INSERT INTO oidc_subjects (subject, user_id, created_at) VALUES ($1, $2, $3)",
         )
         .bind(subject)
@@ -472,14 +482,14 @@ impl Store {
     }
 
     /// Removes a subject's link; returns whether there was one.
-    pub async fn unlink_oidc(&self, subject: &str) -> Result<bool, Error> {
-        let n = with_pool!(self.pool(), p => sqlx::query("DELETE FROM oidc_subjects WHERE subject = $1")
+    pub async fn unlink_oidc(self, subject: &str) -> Result<bool, Error> {
+        let n = with_pool!(self.0.pool(), p => sqlx::query("DELETE FROM oidc_subjects WHERE subject = $1")
             .bind(subject)
             .execute(p)
             .await
             .map(|d| d.rows_affected()))?;
         if n > 0 {
-            with_pool!(self.pool(), p => sqlx::query("INSERT INTO access_changes (at, what) VALUES ($1, $2)")
+            with_pool!(self.0.pool(), p => sqlx::query("INSERT INTO access_changes (at, what) VALUES ($1, $2)")
                 .bind(now())
                 .bind("oidc unlinked")
                 .execute(p)
@@ -490,8 +500,8 @@ impl Store {
     }
 
     /// The user a subject is linked to.
-    pub async fn oidc_user(&self, subject: &str) -> Result<Option<String>, Error> {
-        Ok(with_pool!(self.pool(), p => sqlx::query_scalar(
+    pub async fn oidc_user(self, subject: &str) -> Result<Option<String>, Error> {
+        Ok(with_pool!(self.0.pool(), p => sqlx::query_scalar(
             "SELECT user_id FROM oidc_subjects WHERE subject = $1"
         )
         .bind(subject)
@@ -500,8 +510,8 @@ impl Store {
     }
 
     /// A user's name, if the user exists.
-    pub async fn user_name(&self, user: &str) -> Result<Option<String>, Error> {
-        Ok(with_pool!(self.pool(), p => sqlx::query_scalar(
+    pub async fn user_name(self, user: &str) -> Result<Option<String>, Error> {
+        Ok(with_pool!(self.0.pool(), p => sqlx::query_scalar(
             "SELECT name FROM users WHERE id = $1"
         )
         .bind(user)

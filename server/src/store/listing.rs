@@ -7,8 +7,9 @@ use std::collections::HashSet;
 use sync_core::partition::{DocumentKind, Partition, WijkId};
 use sync_core::policy::ReadScope;
 
+use super::documents::Documents;
 use super::documents::{entry_from_row, CatalogRow};
-use super::{with_pool, CatalogEntry, Store};
+use super::{with_pool, CatalogEntry};
 use crate::error::Error;
 
 /// A catalog row with the hand-over flag and `access_changed_at`, as the listing reads it.
@@ -26,13 +27,13 @@ pub struct Listed {
     pub changed_at: i64,
 }
 
-impl Store {
+impl Documents<'_> {
     /// Catalog rows (with their hand-over flag) in `scope`, optionally of one wijk
     /// and/or kind, whose creation or hand-over flag changed at or after `since`
     /// (unix seconds; 0 for all), oldest first, each once. The caller still applies
     /// the policy per row.
     pub async fn list_readable(
-        &self,
+        self,
         scope: &ReadScope,
         wijk: Option<&WijkId>,
         kind: Option<DocumentKind>,
@@ -46,7 +47,7 @@ impl Store {
                 "SELECT {COLUMNS} FROM documents
                  WHERE wijk_id = $1 AND kind = $2 AND access_changed_at >= $3"
             );
-            let found: Vec<ListingRow> = with_pool!(self.pool(), p => sqlx::query_as(&sql)
+            let found: Vec<ListingRow> = with_pool!(self.0.pool(), p => sqlx::query_as(&sql)
                 .bind(partition.wijk.as_str())
                 .bind(partition.kind.as_str())
                 .bind(since)
@@ -60,7 +61,7 @@ impl Store {
                  WHERE handed_over = $1 AND kind = $2 AND access_changed_at >= $3
                    AND ($4 IS NULL OR wijk_id = $4)"
             );
-            let found: Vec<ListingRow> = with_pool!(self.pool(), p => sqlx::query_as(&sql)
+            let found: Vec<ListingRow> = with_pool!(self.0.pool(), p => sqlx::query_as(&sql)
                 .bind(true)
                 .bind(DocumentKind::Plan.as_str())
                 .bind(since)

@@ -9,8 +9,9 @@
 //! facts of a connect-time summary in `summary`, online backup and restore of a
 //! SQLite store in `backup` (PostgreSQL: pg_dump/PITR, docs/operations.md), the
 //! erasure journal and the shredding of an erasure's remains in `erasures`,
-//! SQLite's group commit of chunk and audit appends in `group`, and the document
-//! listing's index-served catalog queries in `listing`.
+//! SQLite's group commit of chunk and audit appends in `group`, the document
+//! listing's index-served catalog queries in `listing`, and the central office's
+//! release memory (a view: `store.releases()`) in `releases`.
 //! Nothing above this module writes SQL.
 //!
 //! Why an enum of backends and not `sqlx::Any` or a trait: each query is written once,
@@ -32,7 +33,9 @@ pub mod erasures;
 pub mod group;
 pub mod identity;
 pub mod listing;
+pub mod releases;
 pub mod summary;
+pub mod sync_states;
 pub mod tx;
 
 use std::str::FromStr;

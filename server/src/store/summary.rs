@@ -21,18 +21,29 @@ pub struct SummaryFacts {
 
 type Row = (String, String, String, bool, Option<String>);
 
+/// The catalog facts connect-time summaries are answered from (`store.summary()`).
+#[derive(Clone, Copy, Debug)]
+pub struct Summary<'a>(&'a Store);
+
 impl Store {
+    /// The summary view of this store.
+    pub fn summary(&self) -> Summary<'_> {
+        Summary(self)
+    }
+}
+
+impl Summary<'_> {
     /// The catalog facts of those of `ids` the catalog knows (unknown and erased ids
     /// are simply absent), in one query however many ids.
-    pub async fn summary_facts(
-        &self,
+    pub async fn facts(
+        self,
         ids: &[DocumentId],
     ) -> Result<HashMap<DocumentId, SummaryFacts>, Error> {
         if ids.is_empty() {
             return Ok(HashMap::new());
         }
         let list: Vec<String> = ids.iter().map(ToString::to_string).collect();
-        let rows: Vec<Row> = match self.pool() {
+        let rows: Vec<Row> = match self.0.pool() {
             Pool::Sqlite(p) => {
                 sqlx::query_as(
                     "SELECT id, kind, wijk_id, handed_over, heads FROM documents

@@ -16,7 +16,7 @@ use sqlx::postgres::Postgres;
 use sqlx::sqlite::Sqlite;
 use sqlx::{ColumnIndex, Database, Decode, Encode, Executor, IntoArguments, Transaction, Type};
 
-use crate::audit::{entry_hash, AuditEntry, AuditEvent, HashedFields, GENESIS};
+use crate::audit::{entry_hash, AuditEntry, AuditEvent, GENESIS};
 use crate::error::Error;
 
 /// Seconds since the Unix epoch, the unit of every time column.
@@ -119,7 +119,7 @@ pub(crate) struct ChunkAppend {
     pub hash: Vec<u8>,
     pub data: Vec<u8>,
     /// The catalog's committed heads become `heads` only if they were `base` (see
-    /// `Store::append_chunk_with`), as text (`heads_text`).
+    /// `Documents::append_chunk_with`), as text (`heads_text`).
     pub base: Option<String>,
     pub heads: String,
     pub prov: OwnedProvenance,
@@ -281,19 +281,7 @@ where
                 .ok_or_else(|| Error::Corrupt("audit log seq overflow".into()))?;
             let at_ms = now_ms();
             let action = event.action.as_str();
-            let hash = entry_hash(
-                &prev_hash,
-                &HashedFields {
-                    seq,
-                    at_ms,
-                    user_id: &event.user_id,
-                    device: &event.device,
-                    document: event.document.as_deref(),
-                    partition: event.partition.as_deref(),
-                    action,
-                    detail: &event.detail,
-                },
-            );
+            let hash = entry_hash(&prev_hash, &event.hashed(seq, at_ms));
             sqlx::query(
                 "INSERT INTO audit_log (seq, at_ms, user_id, device, document, partition, action, detail, prev_hash, hash) \
                  VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
@@ -313,12 +301,7 @@ where
             out.push(AuditEntry {
                 seq,
                 at_ms,
-                user_id: event.user_id.clone(),
-                device: event.device.clone(),
-                document: event.document.clone(),
-                partition: event.partition.clone(),
-                action: event.action,
-                detail: event.detail.clone(),
+                event: event.clone(),
                 prev_hash: hex::encode(&prev_hash),
                 hash: hex::encode(hash),
             });

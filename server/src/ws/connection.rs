@@ -191,15 +191,9 @@ impl Connection {
                 // and only while its token lives: a revocation takes effect here at
                 // once, not at the next access poll.
                 if let Some(entry) = self.open.get(&document_id).cloned() {
-                    match self
-                        .state
-                        .store
-                        .accounts()
-                        .live_token_user(&self.token_id)
-                        .await
-                    {
-                        Ok(Some(_)) => entry.relay_ephemeral(self.conn_id, &msg),
-                        Ok(None) => return self.refresh_access().await,
+                    match self.token_lives().await {
+                        Ok(true) => entry.relay_ephemeral(self.conn_id, &msg),
+                        Ok(false) => return self.refresh_access().await,
                         Err(e) => {
                             tracing::warn!(conn = self.conn_id, error = %e, "could not check the token; ephemeral message dropped");
                         }
@@ -455,11 +449,7 @@ impl Connection {
             let found = match self.state.hub.get(id).await {
                 Ok(found) => found,
                 Err(e) => {
-                    tracing::error!(conn = self.conn_id, %id, error = %e, "loading document failed");
-                    self.send_error(&format!(
-                        "document {id} cannot be served right now; try again later"
-                    ))
-                    .await;
+                    self.try_again_later(id, "loading document", &e).await;
                     return Flow::Continue;
                 }
             };
@@ -504,14 +494,10 @@ impl Connection {
         if self.state.hub.loaded_entry(id).is_some() {
             return Ok(false); // decided from the loaded entry's facts, at no cost
         }
-        let facts = match self.state.store.summary_facts(&[id]).await {
+        let facts = match self.state.store.summary().facts(&[id]).await {
             Ok(facts) => facts,
             Err(e) => {
-                tracing::error!(conn = self.conn_id, %id, error = %e, "reading the catalog failed");
-                self.send_error(&format!(
-                    "document {id} cannot be served right now; try again later"
-                ))
-                .await;
+                self.try_again_later(id, "reading the catalog", &e).await;
                 return Err(());
             }
         };
@@ -544,7 +530,8 @@ impl Connection {
                 Some(storage) => self
                     .state
                     .store
-                    .sync_state(&storage, &self.principal.user_id, &id)
+                    .sync_states()
+                    .get(&storage, &self.principal.user_id, &id)
                     .await
                     .ok()
                     .flatten(),
@@ -685,7 +672,7 @@ impl Connection {
         for id in &asked {
             self.state.hub.watch(*id, &self.signal);
         }
-        let facts = match self.state.store.summary_facts(&asked).await {
+        let facts = match self.state.store.summary().facts(&asked).await {
             Ok(facts) => facts,
             Err(e) => {
                 tracing::error!(conn = self.conn_id, error = %e, "reading the catalog for a summary failed");
@@ -807,11 +794,7 @@ impl Connection {
             },
             Ok(None) => self.send_unavailable(id).await,
             Err(e) => {
-                tracing::error!(conn = self.conn_id, %id, error = %e, "loading document failed");
-                self.send_error(&format!(
-                    "document {id} cannot be served right now; try again later"
-                ))
-                .await;
+                self.try_again_later(id, "loading document", &e).await;
             }
         }
     }
@@ -844,7 +827,7 @@ impl Connection {
             return;
         }
         let ids: Vec<DocumentId> = self.watched.iter().copied().collect();
-        let facts = match self.state.store.summary_facts(&ids).await {
+        let facts = match self.state.store.summary().facts(&ids).await {
             Ok(facts) => facts,
             Err(e) => {
                 // Cannot tell: open them all, so flush re-checks each one.
@@ -939,10 +922,7 @@ impl Connection {
                             self.reads.remove(&id);
                             self.engine.forget(&id);
                             self.engine.open(id);
-                            self.send_error(&format!(
-                                "document {id} cannot be served right now; try again later"
-                            ))
-                            .await;
+                            self.send_try_again_later(id).await;
                             continue;
                         }
                     }
@@ -1016,7 +996,7 @@ impl Connection {
                 Ok(principal) => {
                     let mut open: Vec<DocumentId> = self.open.keys().copied().collect();
                     open.extend(self.watched.iter().copied());
-                    match store.erased_among(&open).await {
+                    match store.documents().erased_among(&open).await {
                         Ok(erased) => {
                             for id in erased {
                                 // Erased by another process: no copy stays in memory.
@@ -1086,6 +1066,25 @@ impl Connection {
         .await;
     }
 
+    /// Tells the peer that `id` cannot be served now (the store failed: `what`, logged
+    /// with the error, never sent).
+    async fn try_again_later(
+        &self,
+        id: DocumentId,
+        what: &str,
+        e: &(dyn std::fmt::Display + Sync),
+    ) {
+        tracing::error!(conn = self.conn_id, %id, error = %e, "{what} failed");
+        self.send_try_again_later(id).await;
+    }
+
+    async fn send_try_again_later(&self, id: DocumentId) {
+        self.send_error(&format!(
+            "document {id} cannot be served right now; try again later"
+        ))
+        .await;
+    }
+
     pub(super) async fn send_error(&self, message: &str) {
         self.send(Message::Error {
             sender_id: Some(self.state.peer_id.clone()),
@@ -1140,7 +1139,8 @@ impl Connection {
             if let Err(e) = self
                 .state
                 .store
-                .put_sync_states(
+                .sync_states()
+                .put(
                     &storage,
                     &self.principal.user_id,
                     &states,
@@ -1236,20 +1236,25 @@ impl Connection {
 
     /// At the token's expiry: ends the connection if the token no longer works.
     pub(super) async fn check_token(&mut self) -> Flow {
-        match self
-            .state
-            .store
-            .accounts()
-            .live_token_user(&self.token_id)
-            .await
-        {
-            Ok(Some(_)) => Flow::Continue,
-            Ok(None) => self.token_ended().await,
+        match self.token_lives().await {
+            Ok(true) => Flow::Continue,
+            Ok(false) => self.token_ended().await,
             Err(e) => {
                 tracing::warn!(conn = self.conn_id, error = %e, "could not re-check token");
                 Flow::Continue
             }
         }
+    }
+
+    /// Is the connection's token still live (neither revoked nor expired)?
+    async fn token_lives(&self) -> Result<bool, crate::error::Error> {
+        let user = self
+            .state
+            .store
+            .accounts()
+            .live_token_user(&self.token_id)
+            .await?;
+        Ok(user.is_some())
     }
 
     /// The token expired or was revoked: say which in an `error`, close with
