@@ -138,18 +138,10 @@ done
 run_ours() {
   local round=$1 dir
   dir=$(mktemp -d)
-  local db="sqlite://$dir/buurtsync.sqlite3"
-  "$LOADGEN" seed --buurtsync "$BUURTSYNC" --database "$db" --out "$dir/tokens.json" >/dev/null
-  BUURTSYNC_LOG="warn,buurtsync_server::serve=info" "$BUURTSYNC" --database "$db" --log-json serve --listen 127.0.0.1:0 \
-    --insecure-plain-http --max-connections-per-user 100000 --cache-budget-mib "$CACHE_BUDGET_MIB" \
-    2>"$OUT/buurtsync-$round.log" &
-  SERVER_PID=$!
-  # The listening line is logged at info; ask for it explicitly.
-  local addr
-  addr=$(wait_for "$OUT/buurtsync-$round.log" '127\.0\.0\.1:[0-9]+')
-  step "round $round: buurtsync on $addr (pid $SERVER_PID)"
+  start_ours "$dir" "$OUT/buurtsync-$round.log"
+  step "round $round: buurtsync on $ADDR (pid $SERVER_PID)"
   # shellcheck disable=SC2086
-  "$LOADGEN" run --url "ws://$addr/sync" --tokens "$dir/tokens.json" --label buurtsync \
+  "$LOADGEN" run --url "ws://$ADDR/sync" --tokens "$dir/tokens.json" --label buurtsync \
     --scale "$SCALE" --pid "$SERVER_PID" --out "$OUT/buurtsync-$round.json" $LOADGEN_ARGS
   stop_server
   rm -rf "$dir"
@@ -158,13 +150,10 @@ run_ours() {
 run_reference() {
   local round=$1 dir
   dir=$(mktemp -d)
-  node bench/reference/server.mjs "$dir/store" 0 >"$OUT/reference-$round.log" 2>&1 &
-  SERVER_PID=$!
-  local port
-  port=$(wait_for "$OUT/reference-$round.log" 'listening [0-9]+' | awk '{print $2}')
-  step "round $round: reference on 127.0.0.1:$port (pid $SERVER_PID)"
+  start_reference "$dir" "$OUT/reference-$round.log"
+  step "round $round: reference on $ADDR (pid $SERVER_PID)"
   # shellcheck disable=SC2086
-  "$LOADGEN" run --url "ws://127.0.0.1:$port/sync" --label reference \
+  "$LOADGEN" run --url "ws://$ADDR/sync" --label reference \
     --scale "$SCALE" --pid "$SERVER_PID" --out "$OUT/reference-$round.json" $LOADGEN_ARGS
   stop_server
   rm -rf "$dir"
