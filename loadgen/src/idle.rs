@@ -1,14 +1,27 @@
 //! Idle connections: open many websockets that join and then say nothing, and weigh
-//! them in the server's resident memory (target: at most 64 KiB each; 10,000 work).
+//! them in the server's resident memory (issue 18: 50,000 on one node, at most 16 KiB
+//! each).
+//!
+//! One loopback address gives a client at most the ephemeral port range (about 28,000
+//! ports) towards one server port, so the sockets are spread over `--source-addrs`
+//! addresses of 127.0.0.0/8 (127.0.0.2, 127.0.0.3, …), each socket bound to its
+//! address before it connects. Every connection keeps a task reading it, so the
+//! server's pings are answered (as a real device's library does) and a connection the
+//! server closes is counted.
 
+use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt, StreamExt};
 use sync_core::protocol::{self, Message, PeerMetadata};
+use tokio::net::TcpSocket;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::HeaderValue;
 use tokio_tungstenite::tungstenite::Message as WsMessage;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 use crate::metrics::{proc_stat, ticks_per_second};
 use crate::Error;
@@ -31,21 +44,60 @@ pub struct IdleArgs {
     /// How long to hold the connections after all joined.
     #[arg(long, default_value_t = 2.0)]
     hold_secs: f64,
+    /// Loopback source addresses to spread the sockets over (127.0.0.2 onwards);
+    /// default: one per 20,000 connections.
+    #[arg(long)]
+    source_addrs: Option<usize>,
+    /// Connections being opened at once.
+    #[arg(long, default_value_t = 200)]
+    parallel: usize,
 }
 
-async fn open(url: &str, token: Option<&str>, i: usize) -> Result<impl Sized, String> {
+/// The server's address in a `ws://host:port/...` URL (loopback benchmarks only).
+fn server_addr(url: &str) -> Result<SocketAddr, String> {
+    let rest = url
+        .strip_prefix("ws://")
+        .ok_or_else(|| format!("{url}: only ws:// URLs can be spread over source addresses"))?;
+    let host_port = rest.split('/').next().unwrap_or(rest);
+    host_port
+        .parse()
+        .map_err(|e| format!("{url}: the host must be an IP address and port: {e}"))
+}
+
+/// The `i`th loopback source address of `addrs`: 127.0.0.2, 127.0.0.3, …
+fn source(i: usize, addrs: usize) -> Ipv4Addr {
+    let n = (i % addrs.max(1)) as u32 + 2;
+    Ipv4Addr::from(u32::from(Ipv4Addr::new(127, 0, 0, 0)) + n)
+}
+
+async fn open(
+    url: &str,
+    server: SocketAddr,
+    from: Ipv4Addr,
+    token: Option<&str>,
+    i: usize,
+) -> Result<WebSocketStream<MaybeTlsStream<tokio::net::TcpStream>>, String> {
     let mut request = url.into_client_request().map_err(|e| e.to_string())?;
     if let Some(t) = token {
         let v = HeaderValue::from_str(&format!("Bearer {t}")).map_err(|e| e.to_string())?;
         request.headers_mut().insert("Authorization", v);
     }
-    let (mut ws, _) = tokio::time::timeout(
-        Duration::from_secs(30),
-        tokio_tungstenite::connect_async(request),
-    )
-    .await
-    .map_err(|_| "connect timed out".to_owned())?
-    .map_err(|e| e.to_string())?;
+    let connect = async {
+        let socket = TcpSocket::new_v4().map_err(|e| format!("socket: {e}"))?;
+        socket
+            .bind(SocketAddr::from((from, 0)))
+            .map_err(|e| format!("bind {from}: {e}"))?;
+        let stream = socket
+            .connect(server)
+            .await
+            .map_err(|e| format!("connect from {from}: {e}"))?;
+        tokio_tungstenite::client_async(request, MaybeTlsStream::Plain(stream))
+            .await
+            .map_err(|e| e.to_string())
+    };
+    let (mut ws, _) = tokio::time::timeout(Duration::from_secs(30), connect)
+        .await
+        .map_err(|_| "connect timed out".to_owned())??;
     let join = Message::Join {
         sender_id: format!("idle-{i}"),
         peer_metadata: Some(PeerMetadata {
@@ -82,33 +134,58 @@ pub async fn run(args: IdleArgs) -> Result<(), Error> {
         }
         (None, None) => None,
     };
+    let server = server_addr(&args.url).map_err(Error::Setup)?;
+    let addrs = args
+        .source_addrs
+        .unwrap_or(args.connections / 20_000 + 1)
+        .clamp(1, 250);
     let ticks = ticks_per_second();
     let before = args.pid.and_then(|p| proc_stat(p, ticks));
     let started = Instant::now();
+    let closed = Arc::new(AtomicU64::new(0));
     let mut held = Vec::with_capacity(args.connections);
     let mut failed = 0usize;
-    // Open in batches so the accept queue is not flooded.
-    for chunk in (0..args.connections).collect::<Vec<_>>().chunks(100) {
-        let opened = futures_util::future::join_all(
-            chunk.iter().map(|i| open(&args.url, token.as_deref(), *i)),
-        )
-        .await;
-        for o in opened {
-            match o {
-                Ok(ws) => held.push(ws),
-                Err(e) => {
-                    if failed < 3 {
-                        eprintln!("connection failed: {e}");
+    // A bounded number at once, so the accept queue is not flooded.
+    let mut opening = futures_util::stream::iter(0..args.connections)
+        .map(|i| {
+            let token = token.clone();
+            let url = args.url.clone();
+            async move { open(&url, server, source(i, addrs), token.as_deref(), i).await }
+        })
+        .buffer_unordered(args.parallel.max(1));
+    while let Some(o) = opening.next().await {
+        match o {
+            Ok(ws) => {
+                // Read it, so pings are answered; count what the server closes.
+                let closed = closed.clone();
+                held.push(tokio::spawn(async move {
+                    let mut ws = ws;
+                    while let Some(Ok(frame)) = ws.next().await {
+                        if frame.is_close() {
+                            break;
+                        }
                     }
-                    failed += 1;
+                    closed.fetch_add(1, Ordering::Relaxed);
+                }));
+            }
+            Err(e) => {
+                if failed < 3 {
+                    eprintln!("connection failed: {e}");
                 }
+                failed += 1;
             }
         }
     }
     let took = started.elapsed();
+    eprintln!(
+        "{} connections open from {addrs} source addresses in {:.1} s ({failed} failed)",
+        held.len(),
+        took.as_secs_f64()
+    );
     tokio::time::sleep(Duration::from_secs_f64(args.hold_secs)).await;
     let after = args.pid.and_then(|p| proc_stat(p, ticks));
-    let n = held.len();
+    let closed = closed.load(Ordering::Relaxed) as usize;
+    let n = held.len() - closed.min(held.len());
     let per_conn_kib = match (before, after) {
         (Some(b), Some(a)) if n > 0 => (a.rss_kib.saturating_sub(b.rss_kib)) as f64 / n as f64,
         _ => f64::NAN,
@@ -116,15 +193,19 @@ pub async fn run(args: IdleArgs) -> Result<(), Error> {
     let report = serde_json::json!({
         "connections": n,
         "failed": failed,
+        "closed_by_server": closed,
+        "source_addrs": addrs,
         "open_secs": took.as_secs_f64(),
         "rss_before_mib": before.map(|s| s.rss_kib as f64 / 1024.0),
         "rss_after_mib": after.map(|s| s.rss_kib as f64 / 1024.0),
         "kib_per_connection": per_conn_kib,
     });
     println!("{report}");
-    drop(held);
-    if failed > 0 {
-        return Err(Error::Failed(failed as u64));
+    for task in held {
+        task.abort();
+    }
+    if failed + closed > 0 {
+        return Err(Error::Failed((failed + closed) as u64));
     }
     Ok(())
 }

@@ -10,10 +10,16 @@
 //! - [`report`]: the JSON report and the comparison against the targets.
 //! - [`seed`]: users and tokens on our server through its admin CLI.
 //! - [`idle`]: many idle connections, to weigh what one costs the server.
+//! - [`record`]: the live phase's documents and writer frames, recorded once.
+//! - [`replay`]: a recording replayed against a fresh server at a chosen rate.
+//! - [`capacity`]: replays at several rates as a curve per server, its knee, targets.
 
+mod capacity;
 mod device;
 mod idle;
 mod metrics;
+mod record;
+mod replay;
 mod report;
 mod run;
 mod seed;
@@ -58,6 +64,50 @@ enum Cmd {
     Compare(CompareArgs),
     /// Open many idle connections and weigh them in the server's RSS.
     Idle(idle::IdleArgs),
+    /// Record the live phase's documents and writer frames once (no server needed).
+    Record(RecordArgs),
+    /// Replay a recording against a fresh server at a chosen rate.
+    Replay(Box<replay::ReplayArgs>),
+    /// Print capacity curves of replay reports against both servers, with the targets.
+    Capacity(CapacityArgs),
+}
+
+#[derive(Args, Debug)]
+struct RecordArgs {
+    /// Fraction of full "assen" (as `run --scale`).
+    #[arg(long, default_value_t = 0.05)]
+    scale: f64,
+    #[arg(long)]
+    wijken: Option<usize>,
+    #[arg(long)]
+    professionals: Option<usize>,
+    #[arg(long)]
+    volunteers: Option<usize>,
+    #[arg(long)]
+    plans: Option<usize>,
+    #[arg(long)]
+    activiteiten: Option<usize>,
+    /// Changes each document has before the replay starts.
+    #[arg(long, default_value_t = 20)]
+    history: usize,
+    /// Changes to record (a replay sends min(this, rate × secs)).
+    #[arg(long, default_value_t = 8000)]
+    changes: usize,
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Write the recording here.
+    #[arg(long)]
+    out: PathBuf,
+}
+
+#[derive(Args, Debug)]
+struct CapacityArgs {
+    /// Replay reports against buurtsync (one per rate).
+    #[arg(long, num_args = 1.., required = true)]
+    ours: Vec<PathBuf>,
+    /// Replay reports against the reference server (one per rate).
+    #[arg(long, num_args = 1.., required = true)]
+    reference: Vec<PathBuf>,
 }
 
 #[derive(Args, Debug)]
@@ -179,16 +229,60 @@ fn write(path: &PathBuf, text: &str) -> Result<(), Error> {
     std::fs::write(path, text).map_err(|e| Error::Io(path.display().to_string(), e))
 }
 
+/// "assen" at `scale`, with any count set on its own.
+fn sizes(
+    scale: f64,
+    wijken: Option<usize>,
+    professionals: Option<usize>,
+    volunteers: Option<usize>,
+    plans: Option<usize>,
+    activiteiten: Option<usize>,
+) -> workload::Sizes {
+    let mut sizes = workload::Sizes::scaled(scale);
+    sizes.wijken = wijken.unwrap_or(sizes.wijken).max(1);
+    sizes.professionals = professionals.unwrap_or(sizes.professionals);
+    sizes.volunteers = volunteers.unwrap_or(sizes.volunteers);
+    sizes.plans = plans.unwrap_or(sizes.plans).max(sizes.wijken);
+    sizes.activiteiten = activiteiten.unwrap_or(sizes.activiteiten).max(sizes.wijken);
+    sizes
+}
+
+fn record(args: RecordArgs) -> Result<(), Error> {
+    let settings = record::RecordSettings {
+        sizes: sizes(
+            args.scale,
+            args.wijken,
+            args.professionals,
+            args.volunteers,
+            args.plans,
+            args.activiteiten,
+        ),
+        history: args.history,
+        changes: args.changes,
+        seed: args.seed,
+    };
+    let rec = record::record(&settings)?;
+    let json = serde_json::to_string(&rec).map_err(|e| Error::Json("recording".into(), e))?;
+    write(&args.out, &json)?;
+    eprintln!(
+        "recorded {} documents, {} devices, {} changes to {}",
+        rec.documents.len(),
+        rec.devices.len(),
+        rec.changes.len(),
+        args.out.display()
+    );
+    Ok(())
+}
+
 async fn run(args: RunArgs) -> Result<(), Error> {
-    let mut sizes = workload::Sizes::scaled(args.scale);
-    sizes.wijken = args.wijken.unwrap_or(sizes.wijken).max(1);
-    sizes.professionals = args.professionals.unwrap_or(sizes.professionals);
-    sizes.volunteers = args.volunteers.unwrap_or(sizes.volunteers);
-    sizes.plans = args.plans.unwrap_or(sizes.plans).max(sizes.wijken);
-    sizes.activiteiten = args
-        .activiteiten
-        .unwrap_or(sizes.activiteiten)
-        .max(sizes.wijken);
+    let sizes = sizes(
+        args.scale,
+        args.wijken,
+        args.professionals,
+        args.volunteers,
+        args.plans,
+        args.activiteiten,
+    );
     let tokens = match &args.tokens {
         Some(path) => Some(read_json(path)?),
         None => None,
@@ -258,6 +352,20 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             );
         }
         Cmd::Idle(args) => idle::run(args).await?,
+        Cmd::Record(args) => tokio::task::block_in_place(|| record(args))?,
+        Cmd::Replay(args) => replay::run(*args).await?,
+        Cmd::Capacity(args) => {
+            let read = |paths: &[PathBuf]| {
+                paths
+                    .iter()
+                    .map(read_json)
+                    .collect::<Result<Vec<replay::ReplayReport>, _>>()
+            };
+            print!(
+                "{}",
+                capacity::compare(&read(&args.ours)?, &read(&args.reference)?)
+            );
+        }
     }
     Ok(())
 }

@@ -83,7 +83,7 @@ fn token(settings: &Settings, wijk: usize, role: Role) -> Result<Option<String>,
 const CREATE_BATCH: usize = 100;
 
 /// Spreads `n` items over `parts` (the first parts get one more).
-fn share(n: usize, parts: usize, i: usize) -> usize {
+pub(crate) fn share(n: usize, parts: usize, i: usize) -> usize {
     n / parts + usize::from(i < n % parts)
 }
 
@@ -538,8 +538,23 @@ async fn catchup_probe(settings: &Settings, docs: &[DocumentId]) -> Result<Catch
 /// writer's sync message, answer it, generate one message per subscriber and take
 /// each subscriber's answer. The same plan documents and edits as the live phase.
 fn floor(settings: &Settings, fanout: usize) -> Result<Floor, Error> {
-    let mut rng = fastrand::Rng::with_seed(settings.seed);
-    let base = workload::new_plan(&workload::wijk_id(0), 0, settings.history, &mut rng)
+    floor_for(
+        settings.seed,
+        settings.history,
+        settings.floor_rounds,
+        fanout,
+    )
+}
+
+/// [`floor`] for a plan of `history` changes; the replay measures it too.
+pub(crate) fn floor_for(
+    seed: u64,
+    history: usize,
+    floor_rounds: usize,
+    fanout: usize,
+) -> Result<Floor, Error> {
+    let mut rng = fastrand::Rng::with_seed(seed);
+    let base = workload::new_plan(&workload::wijk_id(0), 0, history, &mut rng)
         .map_err(|e| Error::Setup(e.to_string()))?;
     let fanout = fanout.max(1);
     let mut server = base.clone();
@@ -558,7 +573,7 @@ fn floor(settings: &Settings, fanout: usize) -> Result<Floor, Error> {
     for (doc, s_side, p_side) in &mut peers {
         settle_pair(&mut server, s_side, doc, p_side);
     }
-    let rounds = settings.floor_rounds.max(1);
+    let rounds = floor_rounds.max(1);
     let mut spent = Duration::ZERO;
     for _ in 0..rounds {
         workload::edit_plan(&mut writer, &mut rng).map_err(|e| Error::Setup(e.to_string()))?;
@@ -593,7 +608,7 @@ fn floor(settings: &Settings, fanout: usize) -> Result<Floor, Error> {
     }
     Ok(Floor {
         fanout,
-        history: settings.history,
+        history,
         us_per_change: spent.as_secs_f64() * 1e6 / rounds as f64,
     })
 }

@@ -35,7 +35,7 @@ const WIJK_NAMES: [&str; 8] = [
 ];
 
 /// Counts of the workload's population.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Sizes {
     pub wijken: usize,
     pub professionals: usize,

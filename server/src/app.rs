@@ -15,8 +15,10 @@ use crate::error::Error;
 use crate::extract::{Authenticated, SocketAuthenticated};
 use crate::state::AppState;
 
-/// The websocket read buffer per connection (issue 7: an idle device ≤ 64 KiB).
-const WS_READ_BUFFER: usize = 8 * 1024;
+/// The websocket read buffer per connection (issue 7: an idle device ≤ 64 KiB; issue
+/// 18: ≤ 16 KiB). Most protocol frames are smaller; a larger frame grows the buffer
+/// to its length while it is read.
+const WS_READ_BUFFER: usize = 2 * 1024;
 
 /// The router; tests build it without `main`.
 pub fn app(state: Arc<AppState>) -> Router {

@@ -42,17 +42,77 @@ fn loadgen_smoke_converges_with_a_zero_cache_budget() {
     );
 }
 
-/// Seeds, starts the server with `extra` flags, runs the smoke workload against it and
-/// asserts correctness; returns the (still running) server.
-fn smoke(fx: &Fixture, extra: &[&str]) -> ServerProcess {
+/// A recorded live phase replayed against a fresh server delivers every recorded change:
+/// all of them committed, every holder other than the writer received each one, and
+/// every connection ends at its documents' last recorded change (issue 18, item 1).
+#[test]
+fn replay_delivers_every_recorded_change() {
+    let fx = Fixture::new();
+    let loadgen = loadgen();
+    let tokens = seed(&fx, &loadgen);
+    let recording = fx.dir.path().join("recording.json");
+    let recorded = Command::new(&loadgen)
+        .args(["record", "--wijken", "2", "--professionals", "4"])
+        .args(["--volunteers", "2", "--plans", "6", "--activiteiten", "2"])
+        .args(["--history", "3", "--changes", "60", "--out"])
+        .arg(&recording)
+        .output()
+        .expect("run loadgen record");
+    assert!(
+        recorded.status.success(),
+        "record failed: {}",
+        String::from_utf8_lossy(&recorded.stderr)
+    );
+    let server = fx.start(&["--max-connections-per-user", "100000"]);
+    let report_path = fx.dir.path().join("replay.json");
+    let run = Command::new(&loadgen)
+        .args(["replay", "--url", &server.url(), "--label", "smoke"])
+        .arg("--tokens")
+        .arg(&tokens)
+        .arg("--recording")
+        .arg(&recording)
+        .args(["--rate", "60", "--secs", "1", "--floor-rounds", "0"])
+        .args(["--drain-secs", "60", "--check", "--pid"])
+        .arg(server.pid().to_string())
+        .arg("--out")
+        .arg(&report_path)
+        .output()
+        .expect("run loadgen replay");
+    let stdout = String::from_utf8_lossy(&run.stdout);
+    assert!(
+        run.status.success(),
+        "replay failed: {stdout}\n{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let report: Value =
+        serde_json::from_slice(&std::fs::read(&report_path).expect("report written"))
+            .expect("report is JSON");
+    assert_eq!(report["changes_scheduled"], 60, "{stdout}");
+    assert_eq!(report["changes_sent"], 60, "{stdout}");
+    assert_eq!(report["changes_committed"], 60, "{stdout}");
+    assert!(report["expected_deliveries"].as_u64() > Some(0), "{stdout}");
+    assert_eq!(
+        report["deliveries"], report["expected_deliveries"],
+        "{stdout}"
+    );
+    assert_eq!(report["heads_mismatched"], 0, "{stdout}");
+    assert_eq!(report["errors"], 0, "{stdout}");
+}
+
+fn loadgen() -> std::path::PathBuf {
     let loadgen = binary().with_file_name("buurtsync-loadgen");
     assert!(
         loadgen.exists(),
         "{} not found: run `cargo build --bins` first",
         loadgen.display()
     );
+    loadgen
+}
+
+/// Seeds two wijken through the admin CLI; returns the tokens file.
+fn seed(fx: &Fixture, loadgen: &std::path::Path) -> std::path::PathBuf {
     let tokens = fx.dir.path().join("tokens.json");
-    let seeded = Command::new(&loadgen)
+    let seeded = Command::new(loadgen)
         .args([
             "seed",
             "--wijken",
@@ -71,6 +131,14 @@ fn smoke(fx: &Fixture, extra: &[&str]) -> ServerProcess {
         "seed failed: {}",
         String::from_utf8_lossy(&seeded.stderr)
     );
+    tokens
+}
+
+/// Seeds, starts the server with `extra` flags, runs the smoke workload against it and
+/// asserts correctness; returns the (still running) server.
+fn smoke(fx: &Fixture, extra: &[&str]) -> ServerProcess {
+    let loadgen = loadgen();
+    let tokens = seed(fx, &loadgen);
 
     // The seed shares one token per role per wijk among many devices: lift the
     // per-user connection cap, as bench/compare.sh does.

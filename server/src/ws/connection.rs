@@ -64,11 +64,47 @@ pub(super) struct Connection {
     bad_frames: u32,
     /// Audit events of the current step, written together after it (one transaction).
     audit: Vec<AuditEvent>,
+    /// Reads of the current minute per document (issue 18): the window's first
+    /// delivery is audited before it leaves, the rest only counted, and the window's
+    /// summary (first, last, how often) is audited when it closes.
+    reads: HashMap<DocumentId, ReadWindow>,
     /// automerge-repo ignores a remote-heads timestamp that is not greater than the
     /// last one, so acknowledgements use a strictly increasing clock.
     last_timestamp: u64,
     /// Set when the outbox stayed full for `send_timeout`: the peer is not reading.
     stalled: AtomicBool,
+}
+
+/// How long a read window lasts: reads of one document on one connection within it
+/// share one opening and one summary entry (issue 18, item 3).
+pub(super) const READ_WINDOW: Duration = Duration::from_secs(60);
+
+/// One document's reads on one connection within a [`READ_WINDOW`].
+struct ReadWindow {
+    partition: sync_core::partition::Partition,
+    /// Unix milliseconds of the window's first and last delivery.
+    first_ms: u64,
+    last_ms: u64,
+    /// Deliveries of content in the window.
+    count: u64,
+}
+
+impl ReadWindow {
+    /// The summary entry's detail: `first=… last=… count=N` (times to the second).
+    fn summary(&self) -> String {
+        format!(
+            "window=closed first={} last={} count={}",
+            rfc3339_s(self.first_ms),
+            rfc3339_s(self.last_ms),
+            self.count
+        )
+    }
+}
+
+/// RFC 3339 to the second, UTC.
+fn rfc3339_s(ms: u64) -> String {
+    let t = std::time::UNIX_EPOCH + Duration::from_millis(ms);
+    humantime::format_rfc3339_seconds(t).to_string()
 }
 
 /// What the read loop should do next.
@@ -100,6 +136,7 @@ impl Connection {
             out,
             bad_frames: 0,
             audit: Vec::new(),
+            reads: HashMap::new(),
             last_timestamp: 0,
             stalled: AtomicBool::new(false),
         }
@@ -299,6 +336,52 @@ impl Connection {
             .on(&id, partition)
             .with_detail(detail);
         self.audit.push(event);
+    }
+
+    /// Counts a delivery of `id`'s content in its read window; returns whether the
+    /// delivery opened a window (its entry is noted and must be written before the
+    /// content leaves). A window older than [`READ_WINDOW`] is summarised first.
+    fn note_read(&mut self, id: DocumentId, partition: &sync_core::partition::Partition) -> bool {
+        let now = now_ms();
+        if let Some(window) = self.reads.get_mut(&id) {
+            if now.saturating_sub(window.first_ms) < READ_WINDOW.as_millis() as u64 {
+                window.last_ms = now;
+                window.count += 1;
+                return false;
+            }
+            self.summarise_read(id);
+        }
+        self.reads.insert(
+            id,
+            ReadWindow {
+                partition: partition.clone(),
+                first_ms: now,
+                last_ms: now,
+                count: 1,
+            },
+        );
+        self.record(
+            AuditAction::Read,
+            id,
+            Some(partition),
+            &format!("window=open first={}", rfc3339_s(now)),
+        );
+        true
+    }
+
+    /// Notes the summary entry of `id`'s read window and closes it.
+    fn summarise_read(&mut self, id: DocumentId) {
+        if let Some(w) = self.reads.remove(&id) {
+            self.record(AuditAction::Read, id, Some(&w.partition), &w.summary());
+        }
+    }
+
+    /// Notes the summary of every open read window (the connection is ending).
+    pub(super) fn summarise_reads(&mut self) {
+        let ids: Vec<DocumentId> = self.reads.keys().copied().collect();
+        for id in ids {
+            self.summarise_read(id);
+        }
     }
 
     /// Writes the noted audit events; returns whether they are stored. A failure is
@@ -831,11 +914,12 @@ impl Connection {
                         .map(|m| !m.changes.is_empty())
                         .unwrap_or(false);
                     if carries_changes {
-                        // Fail closed: the read's audit entry is committed before the
-                        // content leaves; without it nothing is sent, and the session
-                        // starts over so the next flush offers the changes again.
-                        self.record(AuditAction::Read, id, Some(partition), "");
-                        if !self.write_audit().await {
+                        // Fail closed: a read window's opening entry is committed
+                        // before its first content leaves; without it nothing is
+                        // sent, and the session starts over so the next flush offers
+                        // the changes again. Later reads of the window are counted.
+                        if self.note_read(id, partition) && !self.write_audit().await {
+                            self.reads.remove(&id);
                             self.engine.forget(&id);
                             self.engine.open(id);
                             self.send_try_again_later(id).await;
@@ -892,6 +976,7 @@ impl Connection {
             self.state.hub.unwatch(id, self.conn_id);
         }
         self.told_heads.remove(&id);
+        self.summarise_read(id);
         tracing::info!(conn = self.conn_id, user = %self.principal.user_id, %id, "access to open document ended");
         self.record(
             AuditAction::Denied,
@@ -1042,6 +1127,8 @@ impl Connection {
 
     /// Persists sync states for a returning peer and leaves every document.
     pub(super) async fn close(&mut self) {
+        self.summarise_reads();
+        let _ = self.write_audit().await;
         if let Some(storage) = self.persistent_storage() {
             let states: Vec<_> = self
                 .open
