@@ -76,6 +76,9 @@ pub struct Device {
     confirmed: HashMap<DocumentId, Vec<ChangeHash>>,
 }
 
+/// Documents a device puts on the server before it waits for them (`push_all`).
+pub const PUSH_BATCH: usize = 100;
+
 impl Device {
     pub fn new(idx: usize, spec: DeviceSpec, url: &str, token: Option<String>, seed: u64) -> Self {
         Device {
@@ -123,6 +126,32 @@ impl Device {
         self.engine.open(id);
         self.unsynced.insert(id);
         self.push(id, probe, false).await;
+    }
+
+    /// Puts `docs` on the server in batches of [`PUSH_BATCH`] (a server may limit how
+    /// many creations one connection has in flight; ours: 256), waiting after each
+    /// batch until the server took it; on a timeout, why not.
+    pub async fn push_all(
+        &mut self,
+        docs: Vec<(DocumentId, Automerge, bool)>,
+        probe: &Probe,
+        limit: Duration,
+    ) -> Result<(), String> {
+        let mut docs = docs.into_iter().peekable();
+        while docs.peek().is_some() {
+            for (id, doc, is_plan) in docs.by_ref().take(PUSH_BATCH) {
+                self.add_and_push(id, doc, is_plan, probe).await;
+            }
+            self.send_queued(probe).await;
+            if !self.pump_until_synced(probe, Instant::now() + limit).await {
+                return Err(format!(
+                    "{} {:?}",
+                    self.why_unsynced(),
+                    probe.error_samples()
+                ));
+            }
+        }
+        Ok(())
     }
 
     /// Sends what `add_and_push` queued.

@@ -59,8 +59,6 @@ type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
 /// How long connecting and joining may take.
 const CONNECT_WAIT: Duration = Duration::from_secs(30);
-/// Documents an uploading device puts on the server before it waits for them.
-const UPLOAD_BATCH: usize = 100;
 
 #[derive(clap::Args, Debug)]
 pub struct ReplayArgs {
@@ -327,20 +325,11 @@ async fn upload(
         let probe = probe.clone();
         tasks.push(tokio::spawn(async move {
             dev.connect(&probe).await.map_err(Error::Setup)?;
-            let mut docs = docs.into_iter().peekable();
-            while docs.peek().is_some() {
-                for (id, doc, is_plan) in docs.by_ref().take(UPLOAD_BATCH) {
-                    dev.add_and_push(id, doc, is_plan, &probe).await;
-                }
-                dev.send_queued(&probe).await;
-                if !dev.pump_until_synced(&probe, Instant::now() + limit).await {
-                    return Err(Error::Setup(format!(
-                        "upload to wijk {w}: the server did not take every document: {} {:?}",
-                        dev.why_unsynced(),
-                        probe.error_samples()
-                    )));
-                }
-            }
+            dev.push_all(docs, &probe, limit).await.map_err(|why| {
+                Error::Setup(format!(
+                    "upload to wijk {w}: the server did not take every document: {why}"
+                ))
+            })?;
             dev.disconnect().await;
             Ok::<_, Error>(())
         }));

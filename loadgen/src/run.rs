@@ -79,9 +79,6 @@ fn token(settings: &Settings, wijk: usize, role: Role) -> Result<Option<String>,
         })
 }
 
-/// Documents a seeding device creates before waiting for the server to take them.
-const CREATE_BATCH: usize = 100;
-
 /// Spreads `n` items over `parts` (the first parts get one more).
 pub(crate) fn share(n: usize, parts: usize, i: usize) -> usize {
     n / parts + usize::from(i < n % parts)
@@ -151,22 +148,11 @@ pub async fn run(settings: Settings) -> Result<Report, Error> {
                 Ok::<_, Error>(())
             })?;
             dev.connect(&probe).await.map_err(Error::Setup)?;
-            // In batches: a server may limit how many creations one connection has
-            // in flight (ours: 256).
-            let mut built = built.into_iter().peekable();
-            while built.peek().is_some() {
-                for (id, doc, is_plan) in built.by_ref().take(CREATE_BATCH) {
-                    dev.add_and_push(id, doc, is_plan, &probe).await;
-                }
-                dev.send_queued(&probe).await;
-                if !dev.pump_until_synced(&probe, Instant::now() + limit).await {
-                    return Err(Error::Setup(format!(
-                        "wijk {wijk}: created documents were not all taken by the server: {} {:?}",
-                        dev.why_unsynced(),
-                        probe.error_samples()
-                    )));
-                }
-            }
+            dev.push_all(built, &probe, limit).await.map_err(|why| {
+                Error::Setup(format!(
+                    "wijk {wijk}: created documents were not all taken by the server: {why}"
+                ))
+            })?;
             dev.disconnect().await;
             Ok::<_, Error>((docs, probe_docs))
         }));
