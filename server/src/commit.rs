@@ -25,7 +25,7 @@ use sync_core::schema::{self, is_handed_over};
 use crate::audit::{AuditAction, AuditEvent};
 use crate::error::Error;
 use crate::handover;
-use crate::hub::{off_reactor, ConnSignal, DocEntry, Hub};
+use crate::hub::{off_reactor, ConnSignal, DocEntry, DocState, Hub};
 use crate::metrics as m;
 use crate::store::{now, CatalogEntry, Store};
 
@@ -46,6 +46,10 @@ pub enum Refusal {
     /// `max_document_bytes`: they are memory like any other, so they count.
     #[error("changes waiting for missing dependencies would make the document larger than {limit} bytes; send the changes they depend on first")]
     QueueTooLarge { limit: u64 },
+    /// The writer's changes waiting for missing dependencies, in all documents
+    /// together, would exceed `max_queued_bytes_per_user` (`queue_budget`).
+    #[error("your changes waiting for missing dependencies would exceed {limit} bytes across your documents; send the changes they depend on first")]
+    UserQueueTooLarge { limit: u64 },
     /// Creation under an id that was erased or exists where this peer cannot read:
     /// one wording for both.
     #[error("document {0} cannot be stored under this id (it was erased or is taken); delete it from this device")]
@@ -66,6 +70,7 @@ impl Refusal {
             Refusal::Schema(_) => "schema",
             Refusal::NotPermitted => "not-permitted",
             Refusal::QueueTooLarge { .. } => "queue-too-large",
+            Refusal::UserQueueTooLarge { .. } => "user-queue-too-large",
             Refusal::Incomplete => "incomplete",
             Refusal::IdNotFree(_) => "id-not-free",
         }
@@ -135,10 +140,15 @@ pub async fn apply(
     };
     let stored_bytes = state.stored_bytes();
     let limit = hub.max_document_bytes();
+    let user = writer.principal.user_id.as_str();
+    // The queue may have drained since (another node's chunks brought what it
+    // waited for): then nobody pays for it any more.
+    settle_queue(&mut state);
+    let DocState { doc, queue, .. } = &mut *state;
     // Applying and validating a large message is CPU work of milliseconds: keep it
     // off the reactor, so other connections' frames are not held up.
     let result = off_reactor(|| {
-        engine.receive_checked(id, &mut state.doc, data, |doc, applied| {
+        engine.receive_checked(id, doc, data, |doc, applied| {
             // Runs for new heads and for changes queued behind a missing dependency
             // alike: a reader cannot park bytes in memory either.
             if !may_write {
@@ -147,9 +157,13 @@ pub async fn apply(
             if stored_bytes.saturating_add(applied.queued_bytes) > limit {
                 return Err(Refusal::QueueTooLarge { limit });
             }
+            let grown = applied.queued_bytes.saturating_sub(applied.queued_before);
             if !applied.changed() {
-                // Only queued: nothing to read yet; checked when it applies.
-                return Ok(());
+                // Only queued: nothing to read yet; checked when it applies. The
+                // writer pays for the growth (the last check: nothing refuses after).
+                return queue
+                    .charge(user, grown)
+                    .map_err(|over| Refusal::UserQueueTooLarge { limit: over.limit });
             }
             let meta = schema::meta::read_meta(doc)?;
             if meta.partition() != partition {
@@ -161,9 +175,14 @@ pub async fn apply(
             // The committed document was valid: only what the new changes touched is
             // read again (a whole plan costs milliseconds).
             schema::validate_changes(doc, &applied.heads_before)?;
-            Ok(())
+            queue
+                .charge(user, grown)
+                .map_err(|over| Refusal::UserQueueTooLarge { limit: over.limit })
         })
     });
+    // A refusal rebuilt the document without its queue; changes that applied may have
+    // drained it.
+    settle_queue(&mut state);
     // The permit bounds CPU work; the commit below is a wait for the store (the
     // document lock still keeps others from reading the uncommitted change). Holding
     // it there would cap a wijk at one commit per fsync.
@@ -243,7 +262,10 @@ pub async fn apply(
         Err(e) => {
             // Not durable, so not kept: memory stays equal to the store.
             let state = &mut *state;
-            if !engine::rollback(&mut state.doc, &state.saved_heads) {
+            let rolled_back = engine::rollback(&mut state.doc, &state.saved_heads);
+            // The rebuilt document has no queue (nor has a reloaded one).
+            state.queue.clear();
+            if !rolled_back {
                 // The rebuild failed and emptied the copy: reload it from the store.
                 hub.discard(state);
             }
@@ -286,6 +308,14 @@ pub async fn apply(
     metrics::counter!(m::COMMITS, "kind" => partition.kind.as_str()).increment(1);
     entry.announce();
     Outcome::Committed
+}
+
+/// Gives back what users were charged for the document's queue once it is empty
+/// (cheap: one look at automerge's missing dependencies while anyone is charged).
+fn settle_queue(state: &mut DocState) {
+    if !state.queue.is_empty() && !engine::has_queued(&state.doc) {
+        state.queue.clear();
+    }
 }
 
 /// What became of a creation.

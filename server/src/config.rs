@@ -87,6 +87,10 @@ pub struct ServeSettings {
     /// Largest stored size of one document, in bytes.
     #[arg(long, env = "BUURTSYNC_MAX_DOCUMENT_BYTES", default_value_t = defaults().max_document_bytes)]
     pub max_document_bytes: u64,
+    /// Bytes of changes waiting for missing dependencies (automerge's queue) that one
+    /// user may keep in memory across all documents; more are refused.
+    #[arg(long, env = "BUURTSYNC_MAX_QUEUED_BYTES_PER_USER", default_value_t = defaults().max_queued_bytes_per_user)]
+    pub max_queued_bytes_per_user: u64,
     /// Memory budget of the document cache in MiB (estimated resident memory of the
     /// documents held in memory); the least recently used are evicted beyond it. 0 keeps
     /// only documents being worked on at this moment.
@@ -163,6 +167,7 @@ impl Default for ServeSettings {
             insecure_plain_http: false,
             max_frame_bytes: 32 * 1024 * 1024,
             max_document_bytes: 64 * 1024 * 1024,
+            max_queued_bytes_per_user: 16 * 1024 * 1024,
             cache_budget_mib: 512,
             max_messages_per_sec: 500,
             max_connections_per_user: 32,
@@ -221,6 +226,7 @@ impl ServeSettings {
         Limits {
             max_frame_bytes: self.max_frame_bytes,
             max_document_bytes: self.max_document_bytes,
+            max_queued_bytes_per_user: self.max_queued_bytes_per_user,
             cache_budget_mib: self.cache_budget_mib,
             max_messages_per_sec: self.max_messages_per_sec,
             max_connections_per_user: self.max_connections_per_user,
@@ -244,6 +250,10 @@ impl ServeSettings {
         let zero = [
             ("max_frame_bytes", limits.max_frame_bytes == 0),
             ("max_document_bytes", limits.max_document_bytes == 0),
+            (
+                "max_queued_bytes_per_user",
+                limits.max_queued_bytes_per_user == 0,
+            ),
             ("max_messages_per_sec", limits.max_messages_per_sec == 0),
             (
                 "max_connections_per_user",

@@ -21,6 +21,7 @@ use tokio::sync::{mpsc, Notify, OnceCell, OwnedSemaphorePermit, Semaphore};
 
 use crate::audit::AuditEvent;
 use crate::error::Error;
+use crate::queue_budget::{QueueCharges, QueueLedger};
 use crate::store::crypto::DocKey;
 use crate::store::{CatalogEntry, Provenance, Store};
 
@@ -150,6 +151,9 @@ pub struct DocState {
     /// budget: `doc` is then empty and [`Hub::lock`] reloads it from the store before
     /// anyone reads it. Everything else here stays valid while evicted.
     resident: bool,
+    /// Which users grew this document's queue of changes waiting for a dependency,
+    /// and by how much (`queue_budget`); released when the queue goes.
+    pub queue: QueueCharges,
 }
 
 impl DocState {
@@ -294,6 +298,8 @@ pub struct Hub {
     evictions: AtomicU64,
     /// Connections watching documents they hold in sync (see [`Watchers`]).
     watchers: Arc<Watchers>,
+    /// Bytes each user keeps queued behind missing dependencies, in all documents.
+    queue_ledger: Arc<QueueLedger>,
 }
 
 /// Resident memory of a loaded automerge document per byte it occupies in the store
@@ -319,7 +325,21 @@ impl Hub {
             use_clock: AtomicU64::new(0),
             evictions: AtomicU64::new(0),
             watchers: Arc::new(Watchers::default()),
+            queue_ledger: QueueLedger::new(u64::MAX),
         }
+    }
+
+    /// Bounds the bytes one user may keep queued behind missing dependencies in all
+    /// documents together (`Limits::max_queued_bytes_per_user`; unbounded without).
+    #[must_use]
+    pub fn with_queue_budget(mut self, bytes: u64) -> Self {
+        self.queue_ledger = QueueLedger::new(bytes);
+        self
+    }
+
+    /// The per-user tally of queued bytes (`commit::apply` charges it).
+    pub fn queue_ledger(&self) -> &QueueLedger {
+        &self.queue_ledger
     }
 
     /// Bounds the document cache to `bytes` of estimated resident memory: when the
@@ -375,6 +395,8 @@ impl Hub {
         let bytes = state.stored_bytes();
         state.doc = Automerge::new();
         state.resident = false;
+        // The queue went with the document.
+        state.queue.clear();
         let _ = self
             .cache_bytes
             .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |v| {
@@ -596,6 +618,7 @@ impl Hub {
                 snapshot_bytes: stored.snapshot_bytes,
                 seen_seq: stored.last_seq,
                 resident: true,
+                queue: QueueCharges::new(self.queue_ledger.clone()),
             },
             self.watchers.clone(),
         ));
@@ -676,6 +699,7 @@ impl Hub {
                 snapshot_bytes: snapshot.len() as u64,
                 seen_seq: 0,
                 resident: true,
+                queue: QueueCharges::new(self.queue_ledger.clone()),
             },
             self.watchers.clone(),
         ));

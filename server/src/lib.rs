@@ -39,6 +39,7 @@ pub mod html;
 pub mod hub;
 pub mod identity;
 pub mod metrics;
+pub mod queue_budget;
 pub mod serve;
 pub mod state;
 pub mod store;

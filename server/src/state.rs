@@ -25,6 +25,9 @@ pub struct Limits {
     /// Largest stored size of one document; a change that would grow it beyond is
     /// refused (and not stored), so one document cannot eat the disk or the cache.
     pub max_document_bytes: u64,
+    /// Bytes of changes waiting for missing dependencies one user may keep in memory,
+    /// in all documents together (`queue_budget`); beyond it such changes are refused.
+    pub max_queued_bytes_per_user: u64,
     /// Memory budget of the document cache, in MiB of estimated resident memory:
     /// beyond it the least recently used documents are evicted (`Hub::enforce_budget`).
     pub cache_budget_mib: u64,
@@ -151,7 +154,8 @@ impl AppState {
                 limits.max_busy_per_wijk,
                 limits.max_document_bytes,
             )
-            .with_cache_budget(limits.cache_budget_mib.saturating_mul(1024 * 1024)),
+            .with_cache_budget(limits.cache_budget_mib.saturating_mul(1024 * 1024))
+            .with_queue_budget(limits.max_queued_bytes_per_user),
             store,
             limits,
             storage_id,

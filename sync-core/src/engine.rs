@@ -48,6 +48,9 @@ pub struct Applied {
     /// Bytes of changes automerge holds back after this message because a dependency
     /// is missing ([`queued_bytes`]); they are part of the document's memory.
     pub queued_bytes: u64,
+    /// The queue's bytes before this message: `queued_bytes - queued_before` is what
+    /// this message added (the sender's share, `queue_budget` on the server).
+    pub queued_before: u64,
     /// Did this message add to that queue?
     pub queue_grew: bool,
 }
@@ -190,6 +193,7 @@ impl PeerSync {
             heads_after: doc.get_heads(),
             heads_before,
             queued_bytes: queued_after,
+            queued_before,
             queue_grew: queued_after > queued_before,
         };
         if applied.left_something() {

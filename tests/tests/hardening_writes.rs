@@ -23,33 +23,64 @@ fn add_goal(doc: &mut Automerge, text: &str) {
         .expect("edit");
 }
 
-/// A `sync` frame carrying only the last of two new changes on top of `base`: the
-/// first (its dependency) is withheld, so automerge can only queue what it receives.
-/// `edit` makes each change; the second carries `bytes` of text.
+/// Two new changes on top of `base`, as two `sync` frames: the first carries the
+/// dependency, the second only the change that depends on it. Sent alone, the second
+/// can only be queued by automerge; the first, sent later, lets it apply. `edit` makes
+/// each change; the second carries `bytes` of text. Also returns the heads after both.
+fn dependency_and_orphan(
+    base: &Automerge,
+    id: DocumentId,
+    bytes: usize,
+    edit: impl Fn(&mut Automerge, &str),
+) -> (Message, Message, Vec<String>) {
+    let mut ahead = base.fork();
+    edit(&mut ahead, "withheld");
+    let dependency = ahead.get_last_local_change().expect("change").clone();
+    edit(&mut ahead, &noise(bytes));
+    let orphan = ahead.get_last_local_change().expect("change").clone();
+    let frame = |change: &automerge::Change| {
+        let message = sync::Message {
+            heads: ahead.get_heads(),
+            need: Vec::new(),
+            have: Vec::new(),
+            changes: sync::ChunkList::from(vec![change.raw_bytes().to_vec()]),
+            flags: None,
+            version: sync::MessageVersion::V1,
+        };
+        Message::Sync {
+            sender_id: "attacker".into(),
+            target_id: "server".into(),
+            document_id: id,
+            data: message.encode(),
+        }
+    };
+    let heads = ahead.get_heads().iter().map(ToString::to_string).collect();
+    (frame(&dependency), frame(&orphan), heads)
+}
+
+/// A `sync` frame carrying only a change whose dependency is withheld, so automerge can
+/// only queue what it receives (see [`dependency_and_orphan`]).
 fn orphan_sync(
     base: &Automerge,
     id: DocumentId,
     bytes: usize,
     edit: impl Fn(&mut Automerge, &str),
 ) -> Message {
-    let mut ahead = base.fork();
-    edit(&mut ahead, "withheld");
-    edit(&mut ahead, &"x".repeat(bytes));
-    let orphan = ahead.get_last_local_change().expect("change");
-    let message = sync::Message {
-        heads: ahead.get_heads(),
-        need: Vec::new(),
-        have: Vec::new(),
-        changes: sync::ChunkList::from(vec![orphan.raw_bytes().to_vec()]),
-        flags: None,
-        version: sync::MessageVersion::V1,
-    };
-    Message::Sync {
-        sender_id: "attacker".into(),
-        target_id: "server".into(),
-        document_id: id,
-        data: message.encode(),
-    }
+    dependency_and_orphan(base, id, bytes, edit).1
+}
+
+/// `len` letters that do not compress (a fixed xorshift sequence): queued bytes are
+/// measured as automerge stores them, compressed.
+fn noise(len: usize) -> String {
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            char::from(b'a' + (x % 26) as u8)
+        })
+        .collect()
 }
 
 async fn wait_for_error(client: &mut Client, words: &str) -> bool {
@@ -156,6 +187,92 @@ async fn changes_parked_behind_a_missing_dependency_are_refused() {
         "{:?}",
         volunteer.notices
     );
+}
+
+/// Item 1, per user: one writer's changes waiting for missing dependencies count
+/// against one budget across all the documents they may write
+/// (`--max-queued-bytes-per-user`), not the document limit in each. Parking in a
+/// second activiteit is refused; once the first one's dependency arrives and its queue
+/// drains, the budget is given back. Before, a volunteer could park up to the document
+/// limit in every activiteit of their wijk.
+#[tokio::test]
+async fn queued_changes_count_against_one_budget_per_user() {
+    let fx = Fixture::new();
+    let t = fx.seed();
+    let server = fx.start(&["--max-queued-bytes-per-user", "120000"]);
+    let mut volunteer = Client::connect("vol", &server.url(), &t.vol_noord)
+        .await
+        .expect("volunteer");
+    let rename = |doc: &mut Automerge, text: &str| {
+        schema::update::<Activiteit>(doc, |a| a.title = text.to_owned()).expect("edit");
+    };
+    let mut activiteiten = Vec::new();
+    for title in ["Taalcafe", "Moestuin"] {
+        let id = volunteer
+            .add_document(schema::new_document(&Activiteit::new(noord(), title)).expect("new"))
+            .await;
+        assert!(volunteer.sync_acked(id).await, "{:?}", volunteer.notices);
+        activiteiten.push(id);
+    }
+    let (first, second) = (activiteiten[0], activiteiten[1]);
+    let (first_dependency, first_orphan, first_heads) =
+        dependency_and_orphan(&volunteer.docs[&first].clone(), first, 80 * 1024, rename);
+    let (second_dependency, second_orphan, second_heads) =
+        dependency_and_orphan(&volunteer.docs[&second].clone(), second, 80 * 1024, rename);
+
+    // 80 KiB parked in the first activiteit: within the budget, taken silently.
+    volunteer.send(&first_orphan).await;
+    // 80 KiB more in the second: beyond the user's 120,000 bytes, refused.
+    volunteer.send(&second_orphan).await;
+    assert!(
+        wait_for_error(&mut volunteer, "across your documents").await,
+        "a second document's queued changes were taken beyond the user's budget: {:?}",
+        volunteer.notices
+    );
+    let errors = volunteer.errors().join("\n");
+    assert!(errors.contains(&second.to_string()), "{errors}");
+    assert!(
+        !errors.contains(&first.to_string()),
+        "the first document's queued change was refused: {errors}"
+    );
+
+    // The dependency arrives: the first activiteit's queue drains into a commit of
+    // both changes, and the budget is given back.
+    volunteer.send(&first_dependency).await;
+    assert!(
+        heads_become(&fx, first, &first_heads).await,
+        "the queued change did not apply when its dependency arrived"
+    );
+    // Now the second activiteit may park as much, and it applies with its dependency:
+    // had the orphan been refused again, the stored heads would stop at the dependency.
+    volunteer.send(&second_orphan).await;
+    volunteer.send(&second_dependency).await;
+    assert!(
+        heads_become(&fx, second, &second_heads).await,
+        "the budget was not given back when the first queue drained: {:?}",
+        volunteer.notices
+    );
+}
+
+/// Polls the store (`doc info`) until the document's stored heads are `heads`.
+async fn heads_become(fx: &Fixture, id: DocumentId, heads: &[String]) -> bool {
+    let mut want = heads.to_vec();
+    want.sort();
+    for _ in 0..50 {
+        let info = fx.doc_info(&id.to_string());
+        let mut stored: Vec<String> = info["heads"]
+            .as_array()
+            .expect("heads")
+            .iter()
+            .map(|h| h.as_str().expect("head").to_owned())
+            .collect();
+        stored.sort();
+        if stored == want {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    false
 }
 
 /// Item 12: writes sent right after `token revoke` returned are not committed, even
