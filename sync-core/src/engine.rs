@@ -17,6 +17,7 @@ use std::collections::HashMap;
 use automerge::sync::{self, SyncDoc};
 use automerge::{Automerge, ChangeHash, ReadDoc, SaveOptions};
 
+use crate::chunks;
 use crate::guard::{self, Panicked, Site};
 use crate::protocol::{DocumentId, Message};
 
@@ -71,6 +72,11 @@ impl Applied {
 #[derive(Debug, Default, Clone)]
 pub struct PeerSync {
     states: HashMap<DocumentId, sync::State>,
+    /// Tests only: hand payloads to automerge without `chunks::screen`, so the panic
+    /// path below is exercised with a real automerge panic (every known one is
+    /// screened out before automerge now).
+    #[cfg(test)]
+    unscreened: bool,
 }
 
 impl PeerSync {
@@ -143,6 +149,15 @@ impl PeerSync {
             .map_err(|p| Rejected::Sync(p.into()))?
             .map_err(|e| Rejected::Sync(SyncError::InvalidMessage(e.to_string())))?;
         check_bloom_filters(&message).map_err(Rejected::Sync)?;
+        // Sizes automerge would trust: bundles and deflate bombs (crate::chunks).
+        #[cfg(test)]
+        let screened = !self.unscreened;
+        #[cfg(not(test))]
+        let screened = true;
+        if screened {
+            chunks::screen(&message, chunks::MAX_INFLATED_BYTES)
+                .map_err(|e| Rejected::Sync(SyncError::InvalidMessage(e.to_string())))?;
+        }
         // automerge keeps changes whose dependencies are missing in a queue. A failed
         // receive must not leave any there; with an empty queue before (the usual case)
         // that is cheap to see afterwards. `get_missing_deps(&[])` is empty exactly when
@@ -554,6 +569,8 @@ mod tests {
 
     /// A payload on which automerge 0.12 panics (hexane `decode_delta_int` unwrap, found
     /// by the `apply` fuzz target) is a typed error; document and sessions are as before.
+    /// The chunk screen refuses it before automerge (its bundle chunk), so this test
+    /// turns the screen off to reach the panic.
     #[test]
     fn library_panic_is_an_error_and_leaves_no_trace() {
         crate::guard::install_panic_hook();
@@ -562,7 +579,15 @@ mod tests {
         let id = DocumentId::random();
         let mut doc = doc_with("k", "v");
         let heads = doc.get_heads();
-        let mut peer = PeerSync::new();
+        let mut screened = PeerSync::new();
+        assert!(
+            matches!(screened.receive(id, &mut doc, payload), Err(SyncError::InvalidMessage(m)) if m.contains("bundle")),
+            "the screen let the finding through"
+        );
+        let mut peer = PeerSync {
+            unscreened: true,
+            ..PeerSync::new()
+        };
         match peer.receive(id, &mut doc, payload) {
             Err(SyncError::Panicked(p)) => assert_eq!(p.site, crate::guard::Site::Receive),
             other => panic!("expected a caught panic, got {other:?}"),

@@ -15,6 +15,7 @@
 #![forbid(unsafe_code)]
 
 pub mod api;
+pub mod chunks;
 pub mod engine;
 pub mod error;
 pub mod guard;
