@@ -201,6 +201,13 @@ pub async fn run(args: IdleArgs) -> Result<(), Error> {
         "kib_per_connection": per_conn_kib,
     });
     println!("{report}");
+    // Issue 18's target, met or not: 50,000 idle connections, ≤ 16 KiB each.
+    let verdict = |ok: bool| if ok { "met" } else { "NOT met" };
+    eprintln!(
+        "target: 50,000 idle connections: {n} held: {}; ≤ 16 KiB each: {per_conn_kib:.1} KiB: {}",
+        verdict(n >= 50_000),
+        verdict(per_conn_kib <= 16.0)
+    );
     for task in held {
         task.abort();
     }

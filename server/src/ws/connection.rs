@@ -192,7 +192,7 @@ impl Connection {
                 // once, not at the next access poll.
                 if let Some(entry) = self.open.get(&document_id).cloned() {
                     match self.token_lives().await {
-                        Ok(true) => entry.relay_ephemeral(self.conn_id, &msg),
+                        Ok(true) => entry.relay_ephemeral(self.conn_id, msg),
                         Ok(false) => return self.refresh_access().await,
                         Err(e) => {
                             tracing::warn!(conn = self.conn_id, error = %e, "could not check the token; ephemeral message dropped");
@@ -1031,7 +1031,7 @@ impl Connection {
         }
     }
 
-    pub(super) async fn forward_ephemeral(&mut self, msg: Message) -> Flow {
+    pub(super) async fn forward_ephemeral(&mut self, msg: Arc<Message>) -> Flow {
         if let Message::Ephemeral {
             sender_id,
             count,
@@ -1039,16 +1039,16 @@ impl Connection {
             document_id,
             data,
             ..
-        } = msg
+        } = &*msg
         {
-            if self.open.contains_key(&document_id) {
+            if self.open.contains_key(document_id) {
                 self.send(Message::Ephemeral {
-                    sender_id,
+                    sender_id: sender_id.clone(),
                     target_id: self.peer_id(),
-                    count,
-                    session_id,
-                    document_id,
-                    data,
+                    count: *count,
+                    session_id: session_id.clone(),
+                    document_id: *document_id,
+                    data: data.clone(),
                 })
                 .await;
             }

@@ -109,7 +109,7 @@ impl RateLimit {
 async fn serve(
     conn: &mut Connection,
     mut stream: futures_util::stream::SplitStream<WebSocket>,
-    mut ephemeral: mpsc::Receiver<Message>,
+    mut ephemeral: mpsc::Receiver<Arc<Message>>,
 ) {
     let mut shutdown = conn.state.shutdown.clone();
     let mut access = conn.state.access.clone();
@@ -140,7 +140,11 @@ async fn serve(
                             tokio::time::sleep(wait).await;
                         }
                         metrics::counter!(m::BYTES_IN).increment(bytes.len() as u64);
-                        conn.on_frame(&bytes).await
+                        // Boxed: handling a frame (commit, creation) is a future of
+                        // ≈ 18 KiB, and inline it would make every connection's task
+                        // that large for its whole life, idle or not (issue 18: idle
+                        // memory). One allocation per frame instead.
+                        Box::pin(conn.on_frame(&bytes)).await
                     }
                     Some(Ok(WsMessage::Text(_))) => {
                         m::rejected("text-frame");
