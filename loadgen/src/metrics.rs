@@ -160,6 +160,19 @@ pub struct ServerUse {
     pub end_rss_mib: f64,
 }
 
+impl ServerUse {
+    /// Several processes (nodes) as one: CPU and memory added up (peaks as if they
+    /// coincided, an upper bound).
+    pub fn sum(uses: impl IntoIterator<Item = ServerUse>) -> ServerUse {
+        uses.into_iter()
+            .fold(ServerUse::default(), |a, b| ServerUse {
+                cpu_s: a.cpu_s + b.cpu_s,
+                peak_rss_mib: a.peak_rss_mib + b.peak_rss_mib,
+                end_rss_mib: a.end_rss_mib + b.end_rss_mib,
+            })
+    }
+}
+
 impl ServerWatch {
     pub fn start(pid: Option<u32>, ticks: u64) -> ServerWatch {
         let peak = std::sync::Arc::new(AtomicU64::new(0));

@@ -62,9 +62,11 @@ const CONNECT_WAIT: Duration = Duration::from_secs(30);
 
 #[derive(clap::Args, Debug)]
 pub struct ReplayArgs {
-    /// Websocket URL of a fresh server, e.g. ws://127.0.0.1:8080/sync.
-    #[arg(long)]
-    url: String,
+    /// Websocket URL of a fresh server, e.g. ws://127.0.0.1:8080/sync. Repeat it for
+    /// several nodes on one store: device `i` connects to the `i mod n`-th (the
+    /// upload goes to the first).
+    #[arg(long, required = true)]
+    url: Vec<String>,
     /// Tokens file (`seed` writes it); omit for the reference server.
     #[arg(long)]
     tokens: Option<PathBuf>,
@@ -80,9 +82,10 @@ pub struct ReplayArgs {
     /// Name in the report.
     #[arg(long, default_value = "server")]
     label: String,
-    /// Server process to read CPU and RSS of, from /proc.
+    /// Server processes to read CPU and RSS of, from /proc (repeat it per node; the
+    /// report sums them).
     #[arg(long)]
-    pid: Option<u32>,
+    pid: Vec<u32>,
     /// Longest the drain after the window (and any setup step) may take, seconds.
     #[arg(long, default_value_t = 60)]
     drain_secs: u64,
@@ -708,7 +711,7 @@ pub async fn replay(args: &ReplayArgs) -> Result<ReplayReport, Error> {
     });
 
     let setup = Instant::now();
-    upload(&rec, &args.url, &tokens, limit).await?;
+    upload(&rec, &args.url[0], &tokens, limit).await?;
     eprintln!(
         "[{}] uploaded {} documents in {:.1} s",
         args.label,
@@ -719,7 +722,7 @@ pub async fn replay(args: &ReplayArgs) -> Result<ReplayReport, Error> {
     for (dev, spec) in rec.devices.iter().enumerate() {
         let token = token_for(&tokens, spec.wijk, spec.role())?;
         let shared = shared.clone();
-        let url = args.url.clone();
+        let url = args.url[dev % args.url.len()].clone();
         let name = spec.name.clone();
         let held = holdings[dev].clone();
         let docs = rec.documents.len();
@@ -755,7 +758,11 @@ pub async fn replay(args: &ReplayArgs) -> Result<ReplayReport, Error> {
     let ticks = ticks_per_second();
     let me = std::process::id();
     let client_before = proc_stat(me, ticks);
-    let watch = ServerWatch::start(args.pid, ticks);
+    let watches: Vec<ServerWatch> = args
+        .pid
+        .iter()
+        .map(|&pid| ServerWatch::start(Some(pid), ticks))
+        .collect();
     let start = Instant::now();
     let _ = shared.start.set(start);
     let mut senders = Vec::new();
@@ -789,7 +796,7 @@ pub async fn replay(args: &ReplayArgs) -> Result<ReplayReport, Error> {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let secs = start.elapsed().as_secs_f64();
-    let server = watch.finish();
+    let server = ServerUse::sum(watches.into_iter().map(ServerWatch::finish));
     let client_after = proc_stat(me, ticks);
     drop(senders);
     let mut finished = Vec::new();
@@ -848,7 +855,7 @@ pub async fn replay(args: &ReplayArgs) -> Result<ReplayReport, Error> {
     let commit_ms = Percentiles::of(&lock(&probe.commit_us), 1000.0);
     let report = ReplayReport {
         label: args.label.clone(),
-        url: args.url.clone(),
+        url: args.url.join(","),
         rate: args.rate,
         window_secs: window.as_secs_f64(),
         connections: finished.len(),
