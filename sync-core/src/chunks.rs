@@ -7,13 +7,16 @@
 //! more than 4 GiB of memory, which no panic guard catches (the allocator aborts the
 //! process). Found by the `apply` fuzz target
 //! (`fuzz/regressions/apply/oom-37a1fb2daa8460cd13b84192bed04120d35be73a`). And a
-//! compressed change chunk is inflated with no bound (`storage/chunk.rs`,
-//! `read_to_end`): a deflate bomb in a 32 MiB frame inflates to gigabytes.
+//! compressed change chunk, and each compressed column of a document chunk (which a
+//! version 2 sync message carries for a first sync), is inflated with no bound
+//! (`storage/chunk.rs`, `storage/columns/raw_column.rs`, `read_to_end`): a deflate bomb
+//! in a 32 MiB frame inflates to gigabytes.
 //!
 //! So before automerge sees a message, [`screen`] walks its chunks' headers and refuses
 //! bundle chunks (automerge's sync protocol never sends them: `save_bundle` is an
-//! experimental storage API) and compressed changes that inflate beyond a budget.
-//! Change and document chunks pass as they are.
+//! experimental storage API), and inflates compressed changes and compressed document
+//! columns within one budget per message. Change chunks, whose columns are never
+//! compressed one by one (automerge refuses that), pass as they are.
 
 use std::io::Read;
 
@@ -23,10 +26,16 @@ use automerge::sync;
 const MAGIC: [u8; 4] = [0x85, 0x6f, 0x4a, 0x83];
 /// Magic, checksum, chunk type.
 const FIXED_HEADER: usize = 9;
+const CHUNK_DOCUMENT: u8 = 0;
 const CHUNK_COMPRESSED_CHANGE: u8 = 2;
+/// A column specification's bit for "this column's data is deflated".
+const COLUMN_DEFLATE: u64 = 0b1000;
+/// Bytes of a change hash (document heads).
+const HASH_BYTES: u64 = 32;
 const CHUNK_BUNDLE: u8 = 3;
 
-/// Bytes the compressed changes of one message may inflate to, all together, unless
+/// Bytes the compressed changes and document columns of one message may inflate to,
+/// all together, unless
 /// the caller gives another budget: twice the server's default frame limit.
 pub const MAX_INFLATED_BYTES: u64 = 64 * 1024 * 1024;
 
@@ -53,6 +62,11 @@ pub fn screen(message: &sync::Message, max_inflated: u64) -> Result<(), ChunkErr
             match kind {
                 CHUNK_BUNDLE => return Err(ChunkError::Bundle),
                 CHUNK_COMPRESSED_CHANGE => budget -= inflated_within(data, budget)?,
+                CHUNK_DOCUMENT => {
+                    for column in deflated_document_columns(data)? {
+                        budget -= inflated_within(column, budget)?;
+                    }
+                }
                 _ => {}
             }
             rest = after;
@@ -77,6 +91,53 @@ fn next_chunk(bytes: &[u8]) -> Result<(u8, &[u8], &[u8]), ChunkError> {
     }
     let (data, after) = rest.split_at(len);
     Ok((kind, data, after))
+}
+
+/// The data of a document chunk's deflated columns. The layout (automerge's
+/// `storage/document.rs`): actors (count, then length-prefixed ids), heads (count, then
+/// 32-byte hashes), the change columns' and the op columns' metadata (count, then
+/// pairs of specification and length), then the change columns' data and the op
+/// columns' data in that order.
+fn deflated_document_columns(data: &[u8]) -> Result<Vec<&[u8]>, ChunkError> {
+    let (actors, mut rest) = uleb(data)?;
+    for _ in 0..actors {
+        let (len, after) = uleb(rest)?;
+        rest = skip(after, len)?;
+    }
+    let (heads, after) = uleb(rest)?;
+    rest = skip(after, heads.saturating_mul(HASH_BYTES))?;
+    let mut columns = Vec::new();
+    for _ in 0..2 {
+        let (count, after) = uleb(rest)?;
+        rest = after;
+        for _ in 0..count {
+            let (spec, after) = uleb(rest)?;
+            let (len, after) = uleb(after)?;
+            rest = after;
+            columns.push((spec & COLUMN_DEFLATE != 0, len));
+        }
+    }
+    let mut deflated = Vec::new();
+    for (is_deflated, len) in columns {
+        let len = usize::try_from(len).map_err(|_| ChunkError::Malformed("length too large"))?;
+        if rest.len() < len {
+            return Err(ChunkError::Malformed("column longer than the chunk"));
+        }
+        let (column, after) = rest.split_at(len);
+        if is_deflated {
+            deflated.push(column);
+        }
+        rest = after;
+    }
+    Ok(deflated)
+}
+
+/// `bytes` without its first `n`.
+fn skip(bytes: &[u8], n: u64) -> Result<&[u8], ChunkError> {
+    usize::try_from(n)
+        .ok()
+        .and_then(|n| bytes.get(n..))
+        .ok_or(ChunkError::Malformed("field longer than the chunk"))
 }
 
 /// An unsigned LEB128 number (at most 64 bits) and the bytes after it.
@@ -217,6 +278,53 @@ mod tests {
         );
     }
 
+    /// A document's deflated columns are inflated within the budget: automerge's own
+    /// compressed save passes with room and is refused with none; a crafted column of
+    /// 2 MiB of zeros in a chunk of a few KiB stops at a 1 MiB budget.
+    #[test]
+    fn document_columns_inflate_within_the_budget() {
+        let mut doc = AutoCommit::new();
+        let text: String = (0..20_000)
+            .map(|i| char::from(b'a' + (i % 7) as u8))
+            .collect();
+        doc.put(ROOT, "notes", text).expect("put");
+        let saved = doc.save();
+        let (kind, data, _) = next_chunk(&saved).expect("chunk");
+        assert_eq!(kind, CHUNK_DOCUMENT);
+        assert!(
+            !deflated_document_columns(data).expect("columns").is_empty(),
+            "automerge compressed no column of a 20 KB value"
+        );
+        assert_eq!(
+            screen(&message(vec![saved.clone()]), MAX_INFLATED_BYTES),
+            Ok(())
+        );
+        assert!(matches!(
+            screen(&message(vec![saved]), 100),
+            Err(ChunkError::Inflates { limit: 100 })
+        ));
+
+        let bomb = deflate(&vec![0u8; 2 * 1024 * 1024]);
+        let mut body = vec![0, 0]; // no actors, no heads
+        body.push(1); // one change column: id 1, type 0, deflated, then its length
+        body.push((1 << 4) | COLUMN_DEFLATE as u8);
+        let mut len = bomb.len();
+        while len >= 0x80 {
+            body.push((len as u8 & 0x7f) | 0x80);
+            len >>= 7;
+        }
+        body.push(len as u8);
+        body.push(0); // no op columns
+        body.extend(&bomb);
+        let chunk = chunk(CHUNK_DOCUMENT, &body);
+        assert!(chunk.len() < 8 * 1024, "{} bytes", chunk.len());
+        assert_eq!(
+            screen(&message(vec![chunk.clone()]), 1024 * 1024),
+            Err(ChunkError::Inflates { limit: 1024 * 1024 })
+        );
+        assert_eq!(screen(&message(vec![chunk]), 4 * 1024 * 1024), Ok(()));
+    }
+
     /// Garbage framing is a clear error, never a read past the end.
     #[test]
     fn malformed_framing_is_an_error() {
@@ -234,6 +342,15 @@ mod tests {
             (
                 [&MAGIC[..], &[0, 0, 0, 0, 1], &[0xff; 9], &[0x7f]].concat(),
                 "length overflows",
+            ),
+            // A document claiming 2^60 heads, and one whose column runs past its end.
+            (
+                [&MAGIC[..], &[0, 0, 0, 0, 0, 10, 0], &[0x80; 8], &[0x10]].concat(),
+                "field longer than the chunk",
+            ),
+            (
+                [&MAGIC[..], &[0, 0, 0, 0, 0, 6, 0, 0, 1, 0x18, 9, 0]].concat(),
+                "column longer than the chunk",
             ),
         ];
         for (bytes, why) in cases {
