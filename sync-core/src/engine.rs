@@ -72,11 +72,6 @@ impl Applied {
 #[derive(Debug, Default, Clone)]
 pub struct PeerSync {
     states: HashMap<DocumentId, sync::State>,
-    /// Tests only: hand payloads to automerge without `chunks::screen`, so the panic
-    /// path below is exercised with a real automerge panic (every known one is
-    /// screened out before automerge now).
-    #[cfg(test)]
-    unscreened: bool,
 }
 
 impl PeerSync {
@@ -150,14 +145,8 @@ impl PeerSync {
             .map_err(|e| Rejected::Sync(SyncError::InvalidMessage(e.to_string())))?;
         check_bloom_filters(&message).map_err(Rejected::Sync)?;
         // Sizes automerge would trust: bundles and deflate bombs (crate::chunks).
-        #[cfg(test)]
-        let screened = !self.unscreened;
-        #[cfg(not(test))]
-        let screened = true;
-        if screened {
-            chunks::screen(&message, chunks::MAX_INFLATED_BYTES)
-                .map_err(|e| Rejected::Sync(SyncError::InvalidMessage(e.to_string())))?;
-        }
+        chunks::screen(&message, chunks::MAX_INFLATED_BYTES)
+            .map_err(|e| Rejected::Sync(SyncError::InvalidMessage(e.to_string())))?;
         // automerge keeps changes whose dependencies are missing in a queue. A failed
         // receive must not leave any there; with an empty queue before (the usual case)
         // that is cheap to see afterwards. `get_missing_deps(&[])` is empty exactly when
@@ -567,27 +556,21 @@ mod tests {
         }
     }
 
-    /// A payload on which automerge 0.12 panics (hexane `decode_delta_int` unwrap, found
-    /// by the `apply` fuzz target) is a typed error; document and sessions are as before.
-    /// The chunk screen refuses it before automerge (its bundle chunk), so this test
-    /// turns the screen off to reach the panic.
+    /// A payload on which automerge 0.12 panics is a typed error; document and sessions
+    /// are as before. The payload: a version 2 sync message carrying a whole document
+    /// whose value column is cut short (hexane `RawColumnIter::take` "would cross slab
+    /// boundary"). The earlier finding, through a bundle chunk, no longer reaches
+    /// automerge (`chunks`).
     #[test]
     fn library_panic_is_an_error_and_leaves_no_trace() {
         crate::guard::install_panic_hook();
-        let finding = include_bytes!("../../fuzz/regressions/apply/hexane-decode-delta-int-unwrap");
+        let finding =
+            include_bytes!("../../fuzz/regressions/apply/hexane-raw-column-take-v2-document");
         let payload = &finding[1..]; // the first byte is the fuzz target's mode byte
         let id = DocumentId::random();
         let mut doc = doc_with("k", "v");
         let heads = doc.get_heads();
-        let mut screened = PeerSync::new();
-        assert!(
-            matches!(screened.receive(id, &mut doc, payload), Err(SyncError::InvalidMessage(m)) if m.contains("bundle")),
-            "the screen let the finding through"
-        );
-        let mut peer = PeerSync {
-            unscreened: true,
-            ..PeerSync::new()
-        };
+        let mut peer = PeerSync::new();
         match peer.receive(id, &mut doc, payload) {
             Err(SyncError::Panicked(p)) => assert_eq!(p.site, crate::guard::Site::Receive),
             other => panic!("expected a caught panic, got {other:?}"),

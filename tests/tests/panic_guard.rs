@@ -1,8 +1,9 @@
 //! Payloads that break automerge never reach a connection (issue 20): the peer gets an
-//! `error`, the same socket keeps syncing, and nothing stored changes. The known ones
-//! are refused before automerge parses them (`sync_core::chunks`); what automerge still
-//! panics on is caught by `sync_core::guard` (its unit tests, and the `apply`,
-//! `stateful` fuzz targets) and counted in `buurtsync_panics_caught_total`.
+//! `error`, the same socket keeps syncing, and nothing stored changes. A panic inside
+//! automerge is caught by `sync_core::guard` and counted in
+//! `buurtsync_panics_caught_total`; payloads that would make automerge expand beyond
+//! any bound (an abort, not a panic) are refused before it parses them
+//! (`sync_core::chunks`).
 
 use std::time::Duration;
 
@@ -15,6 +16,12 @@ use sync_core::schema::{self, Goal, Leefdomein, Plan};
 /// The finding of the `apply` fuzz target that panics in automerge 0.12's decoder
 /// (hexane `decode_delta_int` unwrap); first byte is the target's mode byte.
 const CRASH: &[u8] = include_bytes!("../../fuzz/regressions/apply/hexane-decode-delta-int-unwrap");
+
+/// A version 2 sync message carrying a whole document whose value column is cut short:
+/// automerge 0.12 panics loading it (hexane `RawColumnIter::take`, "would cross slab
+/// boundary"). Found by mutating a saved document's columns.
+const PANICS: &[u8] =
+    include_bytes!("../../fuzz/regressions/apply/hexane-raw-column-take-v2-document");
 
 /// The `apply` fuzz target's finding that made automerge 0.12 expand a bundle chunk's
 /// column into more than 4 GiB (an allocator abort, which no panic guard catches).
@@ -56,6 +63,74 @@ async fn metric(addr: std::net::SocketAddr, name: &str) -> f64 {
         .sum()
 }
 
+/// The panicking sync for a writable plan: `error` to the peer, stored heads unchanged,
+/// the panic counter moved, and the same connection then syncs another document and a
+/// change to the target itself.
+#[tokio::test]
+async fn automerge_panic_is_an_error_and_the_connection_lives_on() {
+    let fx = Fixture::new();
+    let t = fx.seed();
+    let server = fx.start(&[]);
+    let mut device = Client::connect("device", &server.url(), &t.prof_noord)
+        .await
+        .expect("connect");
+    let target = device.create_plan("noord", "HH-PANIC-1").await;
+    let other = device.create_plan("noord", "HH-PANIC-2").await;
+    let stored_before = fx.doc_info(&target.to_string());
+    let panics = "buurtsync_panics_caught_total";
+    let panics_before = metric(server.metrics(), panics).await;
+    let connections_before = metric(server.metrics(), "buurtsync_connections_total").await;
+
+    send_finding(&mut device, target, PANICS).await;
+    let answered = device
+        .pump_until(Duration::from_secs(10), |c| !c.errors().is_empty())
+        .await;
+    assert!(answered, "no error message for the panicking payload");
+    let error = device.errors()[0].to_owned();
+    assert!(error.contains(&target.to_string()), "{error}");
+    assert!(
+        !error.contains(".rs:"),
+        "library internals leak to the peer: {error}"
+    );
+    assert_eq!(
+        fx.doc_info(&target.to_string()),
+        stored_before,
+        "the panicking payload changed the stored document"
+    );
+    assert!(
+        metric(server.metrics(), panics).await > panics_before,
+        "the panic metric did not move"
+    );
+    assert!(device.is_online(), "the socket was dropped");
+    edit_both_and_sync(&mut device, [other, target]).await;
+    assert_eq!(
+        metric(server.metrics(), "buurtsync_connections_total").await,
+        connections_before,
+        "the device had to reconnect"
+    );
+    assert_ne!(
+        fx.doc_info(&target.to_string()),
+        stored_before,
+        "the later good change was not stored"
+    );
+}
+
+/// Edits each document and waits until the server acknowledged it.
+async fn edit_both_and_sync(device: &mut Client, ids: [sync_core::protocol::DocumentId; 2]) {
+    for id in ids {
+        device
+            .edit(id, |doc| {
+                schema::update::<Plan>(doc, |p| {
+                    p.goals
+                        .push(Goal::new(Leefdomein::Financien, "na de paniek"));
+                })
+                .expect("edit plan");
+            })
+            .await;
+        assert!(device.sync_acked(id).await, "{id} not synced afterwards");
+    }
+}
+
 /// Both findings of the `apply` fuzz target that broke automerge 0.12 through a bundle
 /// chunk (a panic in hexane's decoder; an expansion into more than 4 GiB, which no
 /// panic guard catches) are refused before automerge parses them
@@ -63,7 +138,7 @@ async fn metric(addr: std::net::SocketAddr, name: &str) -> f64 {
 /// changes, automerge's guard is not even reached (the panic counter stays), and the
 /// same connection then syncs another document and the target itself.
 #[tokio::test]
-async fn automerge_breaking_chunks_are_errors_and_the_connection_lives_on() {
+async fn bundle_chunks_are_refused_before_automerge() {
     let fx = Fixture::new();
     let t = fx.seed();
     let server = fx.start(&[]);
@@ -111,21 +186,7 @@ async fn automerge_breaking_chunks_are_errors_and_the_connection_lives_on() {
     );
 
     // The same socket syncs another document, and a change to the target itself.
-    for id in [other, target] {
-        device
-            .edit(id, |doc| {
-                schema::update::<Plan>(doc, |p| {
-                    p.goals
-                        .push(Goal::new(Leefdomein::Financien, "na de paniek"));
-                })
-                .expect("edit plan");
-            })
-            .await;
-        assert!(
-            device.sync_acked(id).await,
-            "{id} not synced after the findings"
-        );
-    }
+    edit_both_and_sync(&mut device, [other, target]).await;
     assert_eq!(
         metric(server.metrics(), "buurtsync_connections_total").await,
         connections_before,
