@@ -63,9 +63,24 @@ async fn write_loop(
     send_timeout: Duration,
 ) {
     while let Some(msg) = rx.recv().await {
-        let closing = matches!(msg, WsMessage::Close(_));
-        match tokio::time::timeout(send_timeout, sink.send(msg)).await {
-            Ok(Ok(())) if !closing => {}
+        // Whatever else is queued by now goes out with this frame: one flush (one
+        // write to the socket) for the lot rather than one per frame (issue 18: a
+        // relayed change sends a peer a sync message and a heads notice at once).
+        let batch = async {
+            let mut closing = matches!(msg, WsMessage::Close(_));
+            sink.feed(msg).await?;
+            for _ in 1..OUTBOX {
+                if closing {
+                    break;
+                }
+                let Ok(next) = rx.try_recv() else { break };
+                closing = matches!(next, WsMessage::Close(_));
+                sink.feed(next).await?;
+            }
+            sink.flush().await.map(|()| closing)
+        };
+        match tokio::time::timeout(send_timeout, batch).await {
+            Ok(Ok(false)) => {}
             Ok(_) => break,
             Err(_) => {
                 tracing::info!("peer does not read; dropping the slow consumer");
