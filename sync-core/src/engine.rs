@@ -34,6 +34,14 @@ pub enum SyncError {
     Panicked(#[from] Panicked),
 }
 
+/// A generated sync message, encoded, and whether it hands over changes (document
+/// content: the server audits that as a read) or is only bookkeeping.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Outgoing {
+    pub data: Vec<u8>,
+    pub carries_changes: bool,
+}
+
 /// A payload applied under a check: either the check's refusal or a sync error.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Rejected<E> {
@@ -250,7 +258,10 @@ impl PeerSync {
     /// The next payload to send for this document, if there is anything to say. A panic
     /// in automerge ends the session (see [`Self::try_generate`]) and says nothing.
     pub fn generate(&mut self, id: DocumentId, doc: &Automerge) -> Option<Vec<u8>> {
-        self.try_generate(id, doc).ok().flatten()
+        self.try_generate(id, doc)
+            .ok()
+            .flatten()
+            .map(|out| out.data)
     }
 
     /// [`Self::generate`] that reports a panic in automerge instead of hiding it. The
@@ -260,10 +271,13 @@ impl PeerSync {
         &mut self,
         id: DocumentId,
         doc: &Automerge,
-    ) -> Result<Option<Vec<u8>>, SyncError> {
+    ) -> Result<Option<Outgoing>, SyncError> {
         let state = self.states.entry(id).or_default();
         match guard::run(Site::Generate, || {
-            doc.generate_sync_message(state).map(sync::Message::encode)
+            doc.generate_sync_message(state).map(|message| Outgoing {
+                carries_changes: !message.changes.is_empty(),
+                data: message.encode(),
+            })
         }) {
             Ok(payload) => Ok(payload),
             Err(panicked) => {

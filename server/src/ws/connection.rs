@@ -15,7 +15,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use automerge::{Automerge, ChangeHash};
 use axum::extract::ws::{CloseFrame, Message as WsMessage};
-use sync_core::engine::{PeerSync, Rejected, SyncError};
+use sync_core::engine::{Outgoing, PeerSync, Rejected, SyncError};
 use sync_core::policy::{self, Access, Principal};
 use sync_core::protocol::{
     self, encode_heads, DocumentId, HeadsAtTime, Message, PeerMetadata, SUMMARY_CAPABILITY,
@@ -900,19 +900,27 @@ impl Connection {
                 };
                 (payload, Some(state.saved_heads.clone()))
             } else if let Some(doc) = self.pending.get(&id) {
-                (self.engine.generate(id, doc), None)
+                (
+                    // The peer's own creation in progress: not a read to audit.
+                    self.engine.generate(id, doc).map(|data| Outgoing {
+                        data,
+                        carries_changes: false,
+                    }),
+                    None,
+                )
             } else {
                 continue;
             };
             if let Some(message) = generate_failed {
                 self.send_error(&message).await;
             }
-            if let Some(data) = payload {
+            if let Some(Outgoing {
+                data,
+                carries_changes,
+            }) = payload
+            {
                 // A read, for the audit: the message hands document content to the device.
                 if let Some(partition) = &partition {
-                    let carries_changes = automerge::sync::Message::decode(&data)
-                        .map(|m| !m.changes.is_empty())
-                        .unwrap_or(false);
                     if carries_changes {
                         // Fail closed: a read window's opening entry is committed
                         // before its first content leaves; without it nothing is
