@@ -54,23 +54,6 @@ impl Drop for SmallDisk {
     }
 }
 
-/// Goal texts that compress badly (xorshift letters), `count` of `len` characters.
-fn bulky_goals(count: usize, len: usize, seed: u64) -> Vec<String> {
-    let mut x = seed | 1;
-    (0..count)
-        .map(|_| {
-            (0..len)
-                .map(|_| {
-                    x ^= x << 13;
-                    x ^= x >> 7;
-                    x ^= x << 17;
-                    char::from(b'a' + (x % 26) as u8)
-                })
-                .collect()
-        })
-        .collect()
-}
-
 fn stored_heads(fx: &Fixture, id: &str) -> serde_json::Value {
     fx.doc_info(id)["heads"].clone()
 }
@@ -121,13 +104,11 @@ async fn full_disk_refuses_writes_cleanly_and_recovers() {
 
     // One goal of 300 k random letters: the commit must grow the WAL (a small database
     // is never checkpointed, so its WAL only grows), and there is no byte left.
-    let texts = bulky_goals(1, 300_000, 7);
+    let text = buurtsync_e2e::incompressible(300_000, 7);
     writer
         .edit(id, move |doc| {
             schema::update::<Plan>(doc, |p| {
-                for text in &texts {
-                    p.goals.push(Goal::new(Leefdomein::Wonen, text));
-                }
+                p.goals.push(Goal::new(Leefdomein::Wonen, &text));
             })
             .expect("edit plan");
         })

@@ -69,18 +69,10 @@ fn orphan_sync(
     dependency_and_orphan(base, id, bytes, edit).1
 }
 
-/// `len` letters that do not compress (a fixed xorshift sequence): queued bytes are
-/// measured as automerge stores them, compressed.
+/// `len` letters that do not compress: queued bytes are measured as automerge stores
+/// them, compressed.
 fn noise(len: usize) -> String {
-    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            char::from(b'a' + (x % 26) as u8)
-        })
-        .collect()
+    buurtsync_e2e::incompressible(len, 0x9e37_79b9_7f4a_7c15)
 }
 
 async fn wait_for_error(client: &mut Client, words: &str) -> bool {

@@ -63,23 +63,63 @@ async fn metric(addr: std::net::SocketAddr, name: &str) -> f64 {
         .sum()
 }
 
+const PANICS_CAUGHT: &str = "buurtsync_panics_caught_total";
+const CONNECTIONS: &str = "buurtsync_connections_total";
+
+/// A server, a device connected as a professional with two plans of its wijk (the
+/// target and another), and what the store and the metrics said before the attack.
+struct Setup {
+    fx: Fixture,
+    server: buurtsync_e2e::server::ServerProcess,
+    device: Client,
+    target: sync_core::protocol::DocumentId,
+    other: sync_core::protocol::DocumentId,
+    stored_before: serde_json::Value,
+    panics_before: f64,
+    connections_before: f64,
+}
+
+impl Setup {
+    async fn new() -> Setup {
+        let fx = Fixture::new();
+        let t = fx.seed();
+        let server = fx.start(&[]);
+        let mut device = Client::connect("device", &server.url(), &t.prof_noord)
+            .await
+            .expect("connect");
+        let target = device.create_plan("noord", "HH-PANIC-1").await;
+        let other = device.create_plan("noord", "HH-PANIC-2").await;
+        let stored_before = fx.doc_info(&target.to_string());
+        let panics_before = metric(server.metrics(), PANICS_CAUGHT).await;
+        let connections_before = metric(server.metrics(), CONNECTIONS).await;
+        Setup {
+            fx,
+            server,
+            device,
+            target,
+            other,
+            stored_before,
+            panics_before,
+            connections_before,
+        }
+    }
+}
+
 /// The panicking sync for a writable plan: `error` to the peer, stored heads unchanged,
 /// the panic counter moved, and the same connection then syncs another document and a
 /// change to the target itself.
 #[tokio::test]
 async fn automerge_panic_is_an_error_and_the_connection_lives_on() {
-    let fx = Fixture::new();
-    let t = fx.seed();
-    let server = fx.start(&[]);
-    let mut device = Client::connect("device", &server.url(), &t.prof_noord)
-        .await
-        .expect("connect");
-    let target = device.create_plan("noord", "HH-PANIC-1").await;
-    let other = device.create_plan("noord", "HH-PANIC-2").await;
-    let stored_before = fx.doc_info(&target.to_string());
-    let panics = "buurtsync_panics_caught_total";
-    let panics_before = metric(server.metrics(), panics).await;
-    let connections_before = metric(server.metrics(), "buurtsync_connections_total").await;
+    let Setup {
+        fx,
+        server,
+        mut device,
+        target,
+        other,
+        stored_before,
+        panics_before,
+        connections_before,
+    } = Setup::new().await;
 
     send_finding(&mut device, target, PANICS).await;
     let answered = device
@@ -98,13 +138,13 @@ async fn automerge_panic_is_an_error_and_the_connection_lives_on() {
         "the panicking payload changed the stored document"
     );
     assert!(
-        metric(server.metrics(), panics).await > panics_before,
+        metric(server.metrics(), PANICS_CAUGHT).await > panics_before,
         "the panic metric did not move"
     );
     assert!(device.is_online(), "the socket was dropped");
     edit_both_and_sync(&mut device, [other, target]).await;
     assert_eq!(
-        metric(server.metrics(), "buurtsync_connections_total").await,
+        metric(server.metrics(), CONNECTIONS).await,
         connections_before,
         "the device had to reconnect"
     );
@@ -139,18 +179,16 @@ async fn edit_both_and_sync(device: &mut Client, ids: [sync_core::protocol::Docu
 /// same connection then syncs another document and the target itself.
 #[tokio::test]
 async fn bundle_chunks_are_refused_before_automerge() {
-    let fx = Fixture::new();
-    let t = fx.seed();
-    let server = fx.start(&[]);
-    let mut device = Client::connect("device", &server.url(), &t.prof_noord)
-        .await
-        .expect("connect");
-    let target = device.create_plan("noord", "HH-PANIC-1").await;
-    let other = device.create_plan("noord", "HH-PANIC-2").await;
-    let stored_before = fx.doc_info(&target.to_string());
-    let panics = "buurtsync_panics_caught_total";
-    let panics_before = metric(server.metrics(), panics).await;
-    let connections_before = metric(server.metrics(), "buurtsync_connections_total").await;
+    let Setup {
+        fx,
+        server,
+        mut device,
+        target,
+        other,
+        stored_before,
+        panics_before,
+        connections_before,
+    } = Setup::new().await;
     let rejected_before = metric(server.metrics(), "buurtsync_rejected_total").await;
 
     for (n, finding) in [CRASH, EXPANSION].into_iter().enumerate() {
@@ -176,7 +214,7 @@ async fn bundle_chunks_are_refused_before_automerge() {
         assert!(device.is_online(), "the socket was dropped");
     }
     assert_eq!(
-        metric(server.metrics(), panics).await,
+        metric(server.metrics(), PANICS_CAUGHT).await,
         panics_before,
         "a finding reached automerge"
     );
@@ -188,7 +226,7 @@ async fn bundle_chunks_are_refused_before_automerge() {
     // The same socket syncs another document, and a change to the target itself.
     edit_both_and_sync(&mut device, [other, target]).await;
     assert_eq!(
-        metric(server.metrics(), "buurtsync_connections_total").await,
+        metric(server.metrics(), CONNECTIONS).await,
         connections_before,
         "the device had to reconnect"
     );
