@@ -12,7 +12,7 @@
 
 use sqlx::{ColumnIndex, Decode, Row, Type};
 
-use super::tx::Engine;
+use super::tx::{Engine, TxMemo};
 use super::{with_pool, Store};
 use crate::audit::{
     AuditAction, AuditAnchor, AuditEntry, AuditEvent, AuditReport, ChainCheck, StoredRow,
@@ -73,7 +73,7 @@ impl Audit<'_> {
             } else {
                 p.begin_with("BEGIN IMMEDIATE").await?
             };
-            let out = Engine::append_audit(&mut tx, events).await?;
+            let out = Engine::append_audit(&mut tx, events, &mut TxMemo::default()).await?;
             tx.commit().await?;
             out
         });

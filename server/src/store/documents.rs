@@ -22,7 +22,7 @@ use sync_core::protocol::DocumentId;
 
 use super::changes::payload;
 use super::crypto::DocKey;
-use super::tx::{ChunkAppend, Engine, Provenance, CHANNEL, NOTIFY};
+use super::tx::{ChunkAppend, Engine, Provenance, TxMemo, CHANNEL, NOTIFY};
 use super::{conflict_if_duplicate, now, with_pool, Pool, Store};
 use crate::error::Error;
 
@@ -260,7 +260,7 @@ impl Documents<'_> {
             .map(|_| ());
             conflict_if_duplicate(inserted, || format!("document {} exists", entry.id))?;
             Engine::insert_chunk(&mut tx, &doc, "snapshot", &hash, &data).await?;
-            Engine::write_provenance(&mut tx, &doc, prov).await?;
+            Engine::write_provenance(&mut tx, &doc, prov, &mut TxMemo::default()).await?;
             Engine::mark_changed(&mut tx, &doc).await?;
             tx.commit().await?;
         });
@@ -460,7 +460,7 @@ impl Documents<'_> {
             // (SQLite without a writer, which `Store::open` never makes: IMMEDIATE, as
             // the audit chain needs; see `audit`.)
             let mut tx = if shared { p.begin().await? } else { p.begin_with("BEGIN IMMEDIATE").await? };
-            let seq = Engine::append_chunk(&mut tx, &job, lock_key(id), &note).await?;
+            let seq = Engine::append_chunk(&mut tx, &job, lock_key(id), &note, &mut TxMemo::default()).await?;
             tx.commit().await?;
             seq
         });
@@ -520,7 +520,7 @@ impl Documents<'_> {
                 .execute(&mut *tx)
                 .await?;
             let seq = Engine::insert_chunk(&mut tx, &doc, "snapshot", &hash, &data).await?;
-            Engine::write_provenance(&mut tx, &doc, prov).await?;
+            Engine::write_provenance(&mut tx, &doc, prov, &mut TxMemo::default()).await?;
             Engine::mark_changed(&mut tx, &doc).await?;
             // Under the exclusive lock the snapshot holds every stored change.
             sqlx::query("UPDATE documents SET heads = $1 WHERE id = $2")

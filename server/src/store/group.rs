@@ -39,7 +39,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use sqlx::Sqlite;
 
-use super::tx::{ChunkAppend, Engine};
+use super::tx::{ChunkAppend, Engine, TxMemo};
 use crate::audit::{AuditEntry, AuditEvent};
 use crate::error::Error;
 
@@ -219,35 +219,61 @@ async fn run_batch(pool: &SqlitePool, works: &[Work]) -> Result<Vec<Result<Done,
     }
 }
 
-/// [`run_batch`] on one connection.
+/// [`run_batch`] on one connection. The jobs share a [`TxMemo`] (the audit chain's
+/// tail and the tokens found live are read once per batch); a job rolled back to its
+/// savepoint restores the memo it started with. A batch of one job needs no savepoint:
+/// its failure rolls back the transaction.
 async fn batch_on(
     conn: &mut sqlx::SqliteConnection,
     works: &[Work],
 ) -> Result<Vec<Result<Done, Error>>, Error> {
     let mut tx = sqlx::Connection::begin_with(conn, "BEGIN IMMEDIATE").await?;
+    let mut memo = TxMemo::default();
+    if let [work] = works {
+        return match run_job(&mut tx, work, &mut memo).await {
+            Ok(done) => {
+                tx.commit().await?;
+                Ok(vec![Ok(done)])
+            }
+            Err(e) => {
+                tx.rollback().await?;
+                Ok(vec![Err(e)])
+            }
+        };
+    }
     let mut outcomes = Vec::with_capacity(works.len());
     for work in works {
         let mut job = sqlx::Acquire::begin(&mut tx).await?;
-        let outcome = match work {
-            // No advisory lock and no notice: SQLite has one node.
-            Work::Append(append) => <Sqlite as Engine>::append_chunk(&mut job, append, 0, "")
-                .await
-                .map(Done::Append),
-            Work::Audit(events) => <Sqlite as Engine>::append_audit(&mut job, events)
-                .await
-                .map(Done::Audit),
-        };
-        match outcome {
+        let before = memo.clone();
+        match run_job(&mut job, work, &mut memo).await {
             Ok(done) => {
                 job.commit().await?;
                 outcomes.push(Ok(done));
             }
             Err(e) => {
                 job.rollback().await?;
+                memo = before;
                 outcomes.push(Err(e));
             }
         }
     }
     tx.commit().await?;
     Ok(outcomes)
+}
+
+/// One job's writes in `tx` (a transaction or a savepoint).
+async fn run_job(
+    tx: &mut sqlx::Transaction<'_, Sqlite>,
+    work: &Work,
+    memo: &mut TxMemo,
+) -> Result<Done, Error> {
+    match work {
+        // No advisory lock and no notice: SQLite has one node.
+        Work::Append(append) => <Sqlite as Engine>::append_chunk(tx, append, 0, "", memo)
+            .await
+            .map(Done::Append),
+        Work::Audit(events) => <Sqlite as Engine>::append_audit(tx, events, memo)
+            .await
+            .map(Done::Audit),
+    }
 }

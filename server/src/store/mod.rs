@@ -311,6 +311,9 @@ pub(crate) fn conflict_if_duplicate<T>(
 /// A pool on one SQLite file: WAL, `synchronous=FULL` (a returned commit is on disk),
 /// foreign keys on, `secure_delete` (deleted rows and freed pages are zeroed, so an
 /// erased document's hashes and a destroyed key leave no remains: `erasures`).
+/// No ping before each acquire (sqlx's default): a connection to a local file does not
+/// go stale, and the ping is a round trip to the connection's worker thread on every
+/// use (the group writer closes a connection whose transaction failed itself).
 async fn sqlite_pool(path: &str, shown: &str) -> Result<SqlitePool, Error> {
     let options = SqliteConnectOptions::from_str(&format!("sqlite://{path}"))
         .map_err(|e| Error::Config(format!("database {shown:?}: {e}")))?
@@ -322,6 +325,7 @@ async fn sqlite_pool(path: &str, shown: &str) -> Result<SqlitePool, Error> {
         .busy_timeout(Duration::from_secs(10));
     Ok(SqlitePoolOptions::new()
         .max_connections(8)
+        .test_before_acquire(false)
         .connect_with(options)
         .await?)
 }

@@ -47,10 +47,48 @@ pub(crate) const LOCK_SHARED: &str = "SELECT pg_advisory_xact_lock_shared($1)";
 pub(crate) const INSERT_CHUNK: &str =
     "INSERT INTO chunks (doc_id, kind, hash, data, created_at) VALUES ($1, $2, $3, $4, $5)
      ON CONFLICT (doc_id, hash) DO NOTHING RETURNING seq";
-/// After an append: the catalog's committed heads become the new heads if they were the
-/// heads the writer started from, else unknown (another node appended meanwhile).
-const SET_HEADS: &str =
-    "UPDATE documents SET heads = CASE WHEN heads = $1 THEN $2 ELSE NULL END WHERE id = $3";
+/// After an append: the document's change number and time, and its committed heads:
+/// the new heads if they were the heads the writer started from, else unknown
+/// (another node appended meanwhile). One statement (see [`Engine::mark_changed`]).
+const MARK_APPENDED: &str = "UPDATE documents SET change_seq = $1, updated_at = $2,
+     heads = CASE WHEN heads = $3 THEN $4 ELSE NULL END WHERE id = $5";
+/// Rows per multi-row `INSERT`: far below SQLite's 32,766 bound parameters (an audit
+/// row binds 10).
+const ROWS_PER_INSERT: usize = 256;
+
+/// `insert` followed by ` VALUES ($1, …), (…), …` for `rows` rows of `columns`
+/// parameters each (placeholders both engines read).
+fn multi_row(insert: &str, columns: usize, rows: usize) -> String {
+    use std::fmt::Write as _;
+    let mut sql = String::with_capacity(insert.len() + 8 + rows * columns * 5);
+    sql.push_str(insert);
+    sql.push_str(" VALUES ");
+    for row in 0..rows {
+        sql.push_str(if row == 0 { "(" } else { ", (" });
+        for column in 0..columns {
+            let sep = if column == 0 { "" } else { ", " };
+            let _ = write!(sql, "{sep}${}", row * columns + column + 1);
+        }
+        sql.push(')');
+    }
+    sql
+}
+
+/// What one transaction has read or written already, so its later steps need not ask
+/// the database again: the audit chain's tail after the transaction's last append, and
+/// the tokens found live in it. The SQLite group writer keeps one per batch across its
+/// jobs (each statement is a round trip to sqlx's worker thread); a job rolled back to
+/// its savepoint puts back the memo it started with. Valid only inside the
+/// transaction that filled it: it holds the write lock (SQLite) or the audit lock and
+/// the tokens' `FOR SHARE` row locks (PostgreSQL), so nothing it records can change
+/// under it.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct TxMemo {
+    /// (seq, hash) of the newest audit entry this transaction appended.
+    audit_tail: Option<(i64, Vec<u8>)>,
+    /// Tokens this transaction found live.
+    live_tokens: Vec<String>,
+}
 
 /// What a commit records beside its chunk, in the same transaction: who delivered
 /// which changes (author binding), the audit events of the write, and the hand-over
@@ -178,7 +216,14 @@ where
     /// transaction. SQLite: the transaction holds the write lock, so a revocation
     /// either committed before (seen here) or waits for this commit. PostgreSQL:
     /// `FOR SHARE` makes a concurrent revocation wait for this commit likewise.
-    async fn require_live_token(tx: &mut Transaction<'_, Self>, token: &str) -> Result<(), Error> {
+    async fn require_live_token(
+        tx: &mut Transaction<'_, Self>,
+        token: &str,
+        memo: &mut TxMemo,
+    ) -> Result<(), Error> {
+        if memo.live_tokens.iter().any(|live| live == token) {
+            return Ok(());
+        }
         let sql = if Self::SHARED {
             "SELECT CAST(1 AS BIGINT) FROM tokens WHERE id = $1 AND revoked_at IS NULL AND expires_at > $2 FOR SHARE"
         } else {
@@ -189,34 +234,41 @@ where
             .bind(now())
             .fetch_optional(&mut **tx)
             .await?;
-        live.map(|_| ()).ok_or(Error::Unauthorized)
+        live.ok_or(Error::Unauthorized)?;
+        memo.live_tokens.push(token.to_owned());
+        Ok(())
     }
 
-    /// Writes `prov`: first the token's liveness check, then change authors, the
-    /// hand-over flag, then the audit events (PostgreSQL: under the audit lock, so
-    /// before the change counter).
+    /// Writes `prov`: first the token's liveness check, then change authors (one
+    /// multi-row insert), the hand-over flag, then the audit events (PostgreSQL: under
+    /// the audit lock, so before the change counter).
     async fn write_provenance(
         tx: &mut Transaction<'_, Self>,
         doc: &str,
         prov: &Provenance<'_>,
+        memo: &mut TxMemo,
     ) -> Result<(), Error> {
         if let Some(token) = prov.token {
-            Self::require_live_token(tx, token).await?;
+            Self::require_live_token(tx, token, memo).await?;
         }
         if let Some((user, device)) = prov.author {
             let at = now();
-            for hash in prov.changes {
-                sqlx::query(
-                    "INSERT INTO change_authors (doc_id, change_hash, user_id, device, at) VALUES ($1, $2, $3, $4, $5)
-                     ON CONFLICT DO NOTHING",
-                )
-                .bind(doc)
-                .bind(hash.as_str())
-                .bind(user)
-                .bind(device)
-                .bind(at)
-                .execute(&mut **tx)
-                .await?;
+            for hashes in prov.changes.chunks(ROWS_PER_INSERT) {
+                let sql = multi_row(
+                    "INSERT INTO change_authors (doc_id, change_hash, user_id, device, at)",
+                    5,
+                    hashes.len(),
+                ) + " ON CONFLICT DO NOTHING";
+                let mut insert = sqlx::query(&sql);
+                for hash in hashes {
+                    insert = insert
+                        .bind(doc)
+                        .bind(hash.as_str())
+                        .bind(user)
+                        .bind(device)
+                        .bind(at);
+                }
+                insert.execute(&mut **tx).await?;
             }
         }
         if let Some(handed_over) = prov.handed_over {
@@ -231,20 +283,87 @@ where
                 .await?;
         }
         if !prov.audit.is_empty() {
-            Self::append_audit(tx, prov.audit).await?;
+            Self::append_audit(tx, prov.audit, memo).await?;
         }
         Ok(())
     }
 
-    /// Appends `events` to the audit hash chain and returns the entries as recorded.
-    /// SQLite: the transaction began `IMMEDIATE` (the write lock is held before the
-    /// last hash is read). PostgreSQL: the audit advisory lock is taken first. CASTs
-    /// (SQLite): a row tampered into other types must not stop new entries being
-    /// written; verification reports it.
+    /// Appends `events` to the audit hash chain and returns the entries as recorded,
+    /// in multi-row inserts. The chain's tail is read once per transaction (then kept
+    /// in `memo`). SQLite: the transaction began `IMMEDIATE` (the write lock is held
+    /// before the last hash is read). PostgreSQL: the audit advisory lock is taken
+    /// first. CASTs (SQLite): a row tampered into other types must not stop new
+    /// entries being written; verification reports it.
     async fn append_audit(
         tx: &mut Transaction<'_, Self>,
         events: &[AuditEvent],
+        memo: &mut TxMemo,
     ) -> Result<Vec<AuditEntry>, Error> {
+        if events.is_empty() {
+            return Ok(Vec::new());
+        }
+        let (mut seq, mut prev_hash) = match memo.audit_tail.take() {
+            Some(tail) => tail,
+            None => Self::audit_tail(tx).await?,
+        };
+        // (seq, at_ms, event, prev_hash, hash) per entry, chained in order.
+        let mut rows = Vec::with_capacity(events.len());
+        for event in events {
+            seq = seq
+                .checked_add(1)
+                .ok_or_else(|| Error::Corrupt("audit log seq overflow".into()))?;
+            let at_ms = now_ms();
+            let hash = entry_hash(&prev_hash, &event.hashed(seq, at_ms)).to_vec();
+            let prev = std::mem::replace(&mut prev_hash, hash.clone());
+            rows.push((seq, at_ms, event, prev, hash));
+        }
+        for some in rows.chunks(ROWS_PER_INSERT) {
+            let sql = multi_row(
+                "INSERT INTO audit_log (seq, at_ms, user_id, device, document, partition, action, detail, prev_hash, hash)",
+                10,
+                some.len(),
+            );
+            let mut insert = sqlx::query(&sql);
+            for (seq, at_ms, event, prev, hash) in some {
+                insert = insert
+                    .bind(*seq)
+                    .bind(*at_ms)
+                    .bind(event.user_id.as_str())
+                    .bind(event.device.as_str())
+                    .bind(event.document.as_deref())
+                    .bind(event.partition.as_deref())
+                    .bind(event.action.as_str())
+                    .bind(event.detail.as_str())
+                    .bind(&prev[..])
+                    .bind(&hash[..]);
+            }
+            insert.execute(&mut **tx).await?;
+        }
+        let out = rows
+            .into_iter()
+            .map(|(seq, at_ms, event, prev, hash)| AuditEntry {
+                seq,
+                at_ms,
+                event: event.clone(),
+                prev_hash: hex::encode(prev),
+                hash: hex::encode(hash),
+            })
+            .collect();
+        if Self::SHARED {
+            sqlx::query("UPDATE audit_issued SET issued = $1 WHERE id = 1")
+                .bind(seq)
+                .execute(&mut **tx)
+                .await?;
+        }
+        memo.audit_tail = Some((seq, prev_hash));
+        Ok(out)
+    }
+
+    /// The audit chain's tail as this transaction starts appending: the highest seq
+    /// ever handed out (even if its row is gone: the first append after a truncation
+    /// then leaves a gap that verification sees) and the newest entry's hash
+    /// (PostgreSQL: after taking the audit lock).
+    async fn audit_tail(tx: &mut Transaction<'_, Self>) -> Result<(i64, Vec<u8>), Error> {
         let (last_sql, issued_sql) = if Self::SHARED {
             (
                 "SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1",
@@ -264,56 +383,14 @@ where
         }
         let last: Option<(i64, Option<Vec<u8>>)> =
             sqlx::query_as(last_sql).fetch_optional(&mut **tx).await?;
-        // The highest seq ever handed out, even if its row is gone: the first append
-        // after a truncation then leaves a gap that verification sees.
         let issued: Option<Option<i64>> = sqlx::query_scalar(issued_sql)
             .fetch_optional(&mut **tx)
             .await?;
-        let (last_seq, mut prev_hash) = match last {
+        let (last_seq, prev_hash) = match last {
             Some((seq, hash)) => (seq, hash.unwrap_or_default()),
             None => (0, GENESIS.to_vec()),
         };
-        let mut seq = last_seq.max(issued.flatten().unwrap_or(0));
-        let mut out: Vec<AuditEntry> = Vec::with_capacity(events.len());
-        for event in events {
-            seq = seq
-                .checked_add(1)
-                .ok_or_else(|| Error::Corrupt("audit log seq overflow".into()))?;
-            let at_ms = now_ms();
-            let action = event.action.as_str();
-            let hash = entry_hash(&prev_hash, &event.hashed(seq, at_ms));
-            sqlx::query(
-                "INSERT INTO audit_log (seq, at_ms, user_id, device, document, partition, action, detail, prev_hash, hash) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
-            )
-            .bind(seq)
-            .bind(at_ms)
-            .bind(event.user_id.as_str())
-            .bind(event.device.as_str())
-            .bind(event.document.as_deref())
-            .bind(event.partition.as_deref())
-            .bind(action)
-            .bind(event.detail.as_str())
-            .bind(&prev_hash[..])
-            .bind(&hash[..])
-            .execute(&mut **tx)
-            .await?;
-            out.push(AuditEntry {
-                seq,
-                at_ms,
-                event: event.clone(),
-                prev_hash: hex::encode(&prev_hash),
-                hash: hex::encode(hash),
-            });
-            prev_hash = hash.to_vec();
-        }
-        if Self::SHARED && !out.is_empty() {
-            sqlx::query("UPDATE audit_issued SET issued = $1 WHERE id = 1")
-                .bind(seq)
-                .execute(&mut **tx)
-                .await?;
-        }
-        Ok(out)
+        Ok((last_seq.max(issued.flatten().unwrap_or(0)), prev_hash))
     }
 
     /// Inserts one sealed chunk; its seq, or `None` when the chunk is stored already
@@ -345,6 +422,7 @@ where
         job: &ChunkAppend,
         lock: i64,
         note: &str,
+        memo: &mut TxMemo,
     ) -> Result<Option<i64>, Error> {
         if Self::SHARED {
             sqlx::query(LOCK_SHARED)
@@ -353,11 +431,13 @@ where
                 .await?;
         }
         let seq = Self::insert_chunk(tx, &job.doc, "incremental", &job.hash, &job.data).await?;
-        Self::write_provenance(tx, &job.doc, &job.prov.borrowed()).await?;
+        Self::write_provenance(tx, &job.doc, &job.prov.borrowed(), memo).await?;
         // A chunk stored already changes nothing: no change number, no new heads.
         if seq.is_some() {
-            Self::mark_changed(tx, &job.doc).await?;
-            sqlx::query(SET_HEADS)
+            let change_seq = Self::next_change_seq(tx).await?;
+            sqlx::query(MARK_APPENDED)
+                .bind(change_seq)
+                .bind(now())
                 .bind(job.base.as_deref())
                 .bind(job.heads.as_str())
                 .bind(job.doc.as_str())
@@ -381,4 +461,21 @@ impl Engine for Sqlite {
 
 impl Engine for Postgres {
     const SHARED: bool = true;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::multi_row;
+
+    #[test]
+    fn multi_row_numbers_every_placeholder_once_in_order() {
+        assert_eq!(
+            multi_row("INSERT INTO t (a, b)", 2, 3),
+            "INSERT INTO t (a, b) VALUES ($1, $2), ($3, $4), ($5, $6)"
+        );
+        assert_eq!(
+            multi_row("INSERT INTO t (a)", 1, 1),
+            "INSERT INTO t (a) VALUES ($1)"
+        );
+    }
 }
