@@ -334,3 +334,62 @@ async fn a_lone_write_is_one_batch() {
     let stats = store.group_stats().expect("sqlite has a writer");
     assert_eq!((stats.submitted, stats.jobs, stats.batches), (1, 1, 1));
 }
+
+/// A job that fails *after* its audit entry was written (here: a trigger refuses the
+/// document's change number) is rolled back with that entry, and the jobs after it in
+/// the same batch chain from the last committed entry: the writer reads the chain's
+/// tail once per batch and must forget what a rolled-back job appended.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_failing_after_its_audit_entry_leaves_the_chain_whole() {
+    const EACH: usize = 10;
+    let db = backends::database(Backend::Sqlite).await;
+    let store = Arc::new(Store::open(&db.url).await.expect("open"));
+    let docs = create_docs(&store, 2).await;
+    let ((good, good_key), (bad, bad_key)) = (docs[0].clone(), docs[1].clone());
+    let mut side = SqliteConnection::connect(&db.url).await.expect("connect");
+    sqlx::query(&format!(
+        "CREATE TRIGGER refuse_bad BEFORE UPDATE OF change_seq ON documents \
+         WHEN NEW.id = '{bad}' BEGIN SELECT RAISE(ABORT, 'refused by the test'); END"
+    ))
+    .execute(&mut side)
+    .await
+    .expect("trigger");
+    drop(side);
+    let lock = hold_write_lock(&db.url).await;
+    let mut tasks = Vec::new();
+    for i in 0..EACH {
+        for (id, key, user) in [(good, &good_key, "bob"), (bad, &bad_key, "eve")] {
+            let (store, key) = (store.clone(), key.clone());
+            tasks.push(tokio::spawn(async move {
+                let outcome = append(&store, &id, &key, &format!("chunk {i}"), user).await;
+                (id, outcome)
+            }));
+        }
+    }
+    release_after_submitted(&store, lock, 2 * EACH as u64).await;
+    for task in tasks {
+        let (id, outcome) = task.await.expect("task");
+        if id == good {
+            assert!(matches!(outcome, Ok(Some(_))), "good append: {outcome:?}");
+        } else {
+            assert!(
+                outcome.is_err(),
+                "the trigger refused the append: {outcome:?}"
+            );
+        }
+    }
+    let stats = store.group_stats().expect("sqlite has a writer");
+    assert!(
+        stats.batches < stats.jobs,
+        "the refused and the good appends shared transactions: {stats:?}"
+    );
+    let report = store.audit().verify().await.expect("verify");
+    assert!(report.is_ok(), "audit chain intact: {report:?}");
+    assert_eq!(report.entries as usize, EACH, "only the committed writes");
+    let entries = store
+        .audit()
+        .for_document(&bad.to_string())
+        .await
+        .expect("audit");
+    assert!(entries.is_empty(), "no write entry of a refused append");
+}

@@ -1,4 +1,4 @@
-//! Group commit for SQLite: one writer task per store that commits many writes with
+//! Group commit for SQLite: one writer thread per store that commits many writes with
 //! one transaction and one fsync.
 //!
 //! With `synchronous=FULL` every SQLite commit is an fsync of the WAL (≈ 10 ms on the
@@ -22,6 +22,15 @@
 //! - jobs run in queue order inside one transaction, so audit entries chain in that
 //!   order and change numbers (`tx::Engine::next_change_seq`) are handed out in commit order.
 //!
+//! The writer is a thread of its own with its own connection (rusqlite on the same
+//! bundled SQLite as sqlx), not a task on sqlx's pool: sqlx runs every statement of a
+//! SQLite connection on that connection's worker thread, a round trip per statement,
+//! and a commit is about ten statements; the replay profile was dominated by those
+//! hand-offs (docs/performance.md). Here a job costs one hand-off each way. The steps
+//! are `tx::Engine::append_chunk`'s, in the same order with the same SQL (`tx`'s
+//! constants) and the same audit chaining (`tx::chain`); `Engine` keeps them for
+//! PostgreSQL and for SQLite's other writers.
+//!
 //! Other SQLite writers (document creation, compaction, erasure, sync states, the admin
 //! CLI in another process) keep their own transactions; SQLite's write lock orders
 //! them against the writer's batches (the pool's `busy_timeout` bounds the wait).
@@ -31,15 +40,19 @@
 //! document → audit → change counter per transaction; a batch of several documents in
 //! one transaction would hold many advisory locks at once against other nodes.
 
+use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
-use sqlx::SqlitePool;
+use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 use tokio::sync::{mpsc, oneshot};
 
-use sqlx::Sqlite;
-
-use super::tx::{ChunkAppend, Engine, TxMemo};
+use super::tx::{
+    chain, multi_row, now, recorded, tail_of, ChunkAppend, TxMemo, AUTHORS_CONFLICT, INSERT_AUDIT,
+    INSERT_AUTHORS, INSERT_CHUNK, MARK_APPENDED, NEXT_CHANGE_SEQ, ROWS_PER_INSERT, SET_HANDED_OVER,
+    SQLITE_AUDIT_ISSUED, SQLITE_AUDIT_LAST, TOKEN_LIVE,
+};
 use crate::audit::{AuditEntry, AuditEvent};
 use crate::error::Error;
 
@@ -49,6 +62,8 @@ pub const MAX_JOBS: usize = 256;
 pub const MAX_BYTES: usize = 8 << 20;
 /// Jobs that may wait in the queue; senders beyond it wait (backpressure).
 const QUEUE: usize = 4096;
+/// How long the writer waits for another connection's write lock (the pool's too).
+const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// What one job writes.
 #[derive(Debug)]
@@ -71,6 +86,15 @@ struct Job {
     reply: oneshot::Sender<Result<Done, Error>>,
 }
 
+/// What the writer's queue carries.
+#[derive(Debug)]
+enum Msg {
+    Job(Job),
+    /// `Store::close`: commit what was queued before, close the connection, refuse
+    /// every later job; answer when done.
+    Close(oneshot::Sender<()>),
+}
+
 /// How much batching happened: jobs committed and the transactions they took.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct GroupStats {
@@ -89,20 +113,27 @@ struct Counters {
     batches: AtomicU64,
 }
 
-/// The handle to a store's writer task; the task ends when the last handle is dropped.
+/// The handle to a store's writer thread; the thread ends when the last handle is
+/// dropped.
 #[derive(Debug)]
 pub(crate) struct GroupWriter {
-    queue: mpsc::Sender<Job>,
+    queue: mpsc::Sender<Msg>,
     counters: Arc<Counters>,
 }
 
 impl GroupWriter {
-    /// Starts the writer task on the current tokio runtime.
-    pub(crate) fn spawn(pool: SqlitePool) -> GroupWriter {
+    /// Opens the writer's connection to the SQLite file at `path` (migrated already)
+    /// and starts its thread.
+    pub(crate) fn spawn(path: &str) -> Result<GroupWriter, Error> {
+        let path = Path::new(path).to_owned();
+        let conn = open(&path)?;
         let (queue, jobs) = mpsc::channel(QUEUE);
         let counters = Arc::new(Counters::default());
-        tokio::spawn(run(pool, jobs, counters.clone()));
-        GroupWriter { queue, counters }
+        let mine = counters.clone();
+        std::thread::Builder::new()
+            .name("buurtsync-writer".into())
+            .spawn(move || run(&path, conn, jobs, &mine))?;
+        Ok(GroupWriter { queue, counters })
     }
 
     pub(crate) fn stats(&self) -> GroupStats {
@@ -129,10 +160,19 @@ impl GroupWriter {
         }
     }
 
+    /// Commits what is queued, then closes the writer's connection; later writes fail
+    /// with [`Error::WriterStopped`].
+    pub(crate) async fn close(&self) {
+        let (done, closed) = oneshot::channel();
+        if self.queue.send(Msg::Close(done)).await.is_ok() {
+            let _ = closed.await;
+        }
+    }
+
     async fn submit(&self, work: Work) -> Result<Done, Error> {
         let (reply, answer) = oneshot::channel();
         self.queue
-            .send(Job { work, reply })
+            .send(Msg::Job(Job { work, reply }))
             .await
             .map_err(|_| stopped())?;
         self.counters.submitted.fetch_add(1, Ordering::SeqCst);
@@ -153,67 +193,132 @@ impl Work {
     }
 }
 
-/// The writer task: batch, commit, answer, until every handle is gone.
-async fn run(pool: SqlitePool, mut queue: mpsc::Receiver<Job>, counters: Arc<Counters>) {
-    while let Some(first) = queue.recv().await {
+/// The writer's connection, set up as the pool's (`store::sqlite_pool`): WAL,
+/// `synchronous=FULL` (a returned commit is on disk), foreign keys, `secure_delete`.
+fn open(path: &Path) -> Result<Connection, Error> {
+    let conn = Connection::open(path)?;
+    conn.busy_timeout(BUSY_TIMEOUT)?;
+    let mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |row| row.get(0))?;
+    if !mode.eq_ignore_ascii_case("wal") {
+        return Err(Error::Config(format!(
+            "{}: SQLite refused WAL mode (journal_mode is {mode})",
+            path.display()
+        )));
+    }
+    conn.pragma_update(None, "synchronous", "FULL")?;
+    conn.pragma_update(None, "foreign_keys", "ON")?;
+    conn.pragma_update(None, "secure_delete", "ON")?;
+    conn.set_prepared_statement_cache_capacity(64);
+    Ok(conn)
+}
+
+/// The writer thread: batch, commit, answer, until every handle is gone.
+fn run(path: &Path, conn: Connection, mut queue: mpsc::Receiver<Msg>, counters: &Counters) {
+    let mut conn = Some(conn);
+    let mut closed = false;
+    let mut next = queue.blocking_recv();
+    while let Some(msg) = next.take() {
+        let first = match msg {
+            Msg::Close(done) => {
+                closed = true;
+                conn = None;
+                let _ = done.send(());
+                next = queue.blocking_recv();
+                continue;
+            }
+            Msg::Job(job) if closed => {
+                let _ = job.reply.send(Err(stopped()));
+                next = queue.blocking_recv();
+                continue;
+            }
+            Msg::Job(job) => job,
+        };
         let mut bytes = first.work.bytes();
         let mut batch = vec![first];
-        // Only what is queued now: waiting for company would add latency when idle.
+        // Only what is queued now: waiting for company would add latency when idle. A
+        // close waits for this batch (it comes next).
         while batch.len() < MAX_JOBS && bytes < MAX_BYTES {
             match queue.try_recv() {
-                Ok(job) => {
+                Ok(Msg::Job(job)) => {
                     bytes += job.work.bytes();
                     batch.push(job);
+                }
+                Ok(close) => {
+                    next = Some(close);
+                    break;
                 }
                 Err(_) => break,
             }
         }
-        metrics::histogram!(crate::metrics::STORE_BATCH_JOBS).record(batch.len() as f64);
-        let (works, replies): (Vec<Work>, Vec<_>) =
-            batch.into_iter().map(|job| (job.work, job.reply)).unzip();
-        let outcomes = match run_batch(&pool, &works).await {
-            Ok(outcomes) => {
-                counters.batches.fetch_add(1, Ordering::SeqCst);
-                outcomes
-            }
-            Err(e) => {
-                // The transaction failed as a whole: nothing of it is stored. Each job
-                // again on its own, so each caller gets its own outcome.
-                tracing::warn!(jobs = works.len(), error = %e, "group commit failed; committing its jobs one by one");
-                let mut outcomes = Vec::with_capacity(works.len());
-                for work in &works {
-                    counters.batches.fetch_add(1, Ordering::SeqCst);
-                    outcomes.push(match run_batch(&pool, std::slice::from_ref(work)).await {
-                        Ok(mut one) => one.pop().unwrap_or_else(|| Err(stopped())),
-                        Err(e) => Err(e),
-                    });
-                }
-                outcomes
-            }
-        };
-        counters
-            .jobs
-            .fetch_add(replies.len() as u64, Ordering::SeqCst);
-        for (reply, outcome) in replies.into_iter().zip(outcomes) {
-            // A caller that went away (its connection closed) no longer listens; its
-            // write is committed all the same.
-            let _ = reply.send(outcome);
+        // A panic in a batch (none is known) must not stop the writer: its callers
+        // get `WriterStopped` (their replies are dropped), the connection is closed,
+        // and the next batch opens another.
+        let guarded = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            commit_batch(path, &mut conn, batch, counters)
+        }));
+        if guarded.is_err() {
+            tracing::error!("the group writer panicked in a batch; its jobs failed");
+            conn = None;
         }
+        if next.is_none() {
+            next = queue.blocking_recv();
+        }
+    }
+}
+
+/// Commits `batch` and answers each job.
+fn commit_batch(path: &Path, conn: &mut Option<Connection>, batch: Vec<Job>, counters: &Counters) {
+    metrics::histogram!(crate::metrics::STORE_BATCH_JOBS).record(batch.len() as f64);
+    let (works, replies): (Vec<Work>, Vec<_>) =
+        batch.into_iter().map(|job| (job.work, job.reply)).unzip();
+    let outcomes = match run_batch(path, conn, &works) {
+        Ok(outcomes) => {
+            counters.batches.fetch_add(1, Ordering::SeqCst);
+            outcomes
+        }
+        Err(e) => {
+            // The transaction failed as a whole: nothing of it is stored. Each job
+            // again on its own, so each caller gets its own outcome.
+            tracing::warn!(jobs = works.len(), error = %e, "group commit failed; committing its jobs one by one");
+            let mut outcomes = Vec::with_capacity(works.len());
+            for work in &works {
+                counters.batches.fetch_add(1, Ordering::SeqCst);
+                outcomes.push(match run_batch(path, conn, std::slice::from_ref(work)) {
+                    Ok(mut one) => one.pop().unwrap_or_else(|| Err(stopped())),
+                    Err(e) => Err(e),
+                });
+            }
+            outcomes
+        }
+    };
+    counters
+        .jobs
+        .fetch_add(replies.len() as u64, Ordering::SeqCst);
+    for (reply, outcome) in replies.into_iter().zip(outcomes) {
+        // A caller that went away (its connection closed) no longer listens; its
+        // write is committed all the same.
+        let _ = reply.send(outcome);
     }
 }
 
 /// One transaction for `works`, each in its own savepoint. `Err`: the transaction
 /// failed as a whole (nothing committed); `Ok`: committed, with each job's outcome.
-async fn run_batch(pool: &SqlitePool, works: &[Work]) -> Result<Vec<Result<Done, Error>>, Error> {
-    let mut conn = pool.acquire().await?;
-    match batch_on(&mut conn, works).await {
+fn run_batch(
+    path: &Path,
+    conn: &mut Option<Connection>,
+    works: &[Work],
+) -> Result<Vec<Result<Done, Error>>, Error> {
+    let db = match conn {
+        Some(db) => db,
+        None => conn.insert(open(path)?),
+    };
+    match batch_on(db, works) {
         Ok(outcomes) => Ok(outcomes),
         Err(e) => {
-            // A failed batch can leave transaction state behind on its connection: on a
-            // full disk the failed COMMIT kept SQLite's transaction open and the next
-            // batch on that pooled connection failed with "begin_with at non-zero
-            // transaction depth", forever. Close it rather than give it back.
-            let _ = sqlx::Connection::close(conn.detach()).await;
+            // A failed batch can leave transaction state behind on its connection (on
+            // a full disk a failed COMMIT keeps SQLite's transaction open, and every
+            // later BEGIN on it would fail). Close it; the next batch opens another.
+            *conn = None;
             Err(e)
         }
     }
@@ -223,57 +328,173 @@ async fn run_batch(pool: &SqlitePool, works: &[Work]) -> Result<Vec<Result<Done,
 /// tail and the tokens found live are read once per batch); a job rolled back to its
 /// savepoint restores the memo it started with. A batch of one job needs no savepoint:
 /// its failure rolls back the transaction.
-async fn batch_on(
-    conn: &mut sqlx::SqliteConnection,
-    works: &[Work],
-) -> Result<Vec<Result<Done, Error>>, Error> {
-    let mut tx = sqlx::Connection::begin_with(conn, "BEGIN IMMEDIATE").await?;
+fn batch_on(db: &mut Connection, works: &[Work]) -> Result<Vec<Result<Done, Error>>, Error> {
+    let mut tx = db.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let mut memo = TxMemo::default();
     if let [work] = works {
-        return match run_job(&mut tx, work, &mut memo).await {
+        return match run_job(&tx, work, &mut memo) {
             Ok(done) => {
-                tx.commit().await?;
+                tx.commit()?;
                 Ok(vec![Ok(done)])
             }
             Err(e) => {
-                tx.rollback().await?;
+                tx.rollback()?;
                 Ok(vec![Err(e)])
             }
         };
     }
     let mut outcomes = Vec::with_capacity(works.len());
     for work in works {
-        let mut job = sqlx::Acquire::begin(&mut tx).await?;
+        let mut job = tx.savepoint()?;
         let before = memo.clone();
-        match run_job(&mut job, work, &mut memo).await {
+        match run_job(&job, work, &mut memo) {
             Ok(done) => {
-                job.commit().await?;
+                job.commit()?;
                 outcomes.push(Ok(done));
             }
             Err(e) => {
-                job.rollback().await?;
+                // ROLLBACK TO undoes the job; RELEASE then drops its (empty) savepoint.
+                job.rollback()?;
+                job.commit()?;
                 memo = before;
                 outcomes.push(Err(e));
             }
         }
     }
-    tx.commit().await?;
+    tx.commit()?;
     Ok(outcomes)
 }
 
-/// One job's writes in `tx` (a transaction or a savepoint).
-async fn run_job(
-    tx: &mut sqlx::Transaction<'_, Sqlite>,
-    work: &Work,
-    memo: &mut TxMemo,
-) -> Result<Done, Error> {
+/// `sql` as rusqlite prepares it: `tx`'s constants number parameters `$N` (both sqlx
+/// drivers read that); SQLite reads `$N` as a *name*, numbered by first appearance,
+/// but `?N` as position N.
+fn positional(sql: &str) -> String {
+    sql.replace('$', "?")
+}
+
+/// One job's writes in `db` (a transaction or a savepoint).
+fn run_job(db: &Connection, work: &Work, memo: &mut TxMemo) -> Result<Done, Error> {
     match work {
-        // No advisory lock and no notice: SQLite has one node.
-        Work::Append(append) => <Sqlite as Engine>::append_chunk(tx, append, 0, "", memo)
-            .await
-            .map(Done::Append),
-        Work::Audit(events) => <Sqlite as Engine>::append_audit(tx, events, memo)
-            .await
-            .map(Done::Audit),
+        Work::Append(append) => append_chunk(db, append, memo).map(Done::Append),
+        Work::Audit(events) => append_audit(db, events, memo).map(Done::Audit),
+    }
+}
+
+/// `tx::Engine::append_chunk` for SQLite (no advisory lock, no notice: one node).
+fn append_chunk(
+    db: &Connection,
+    job: &ChunkAppend,
+    memo: &mut TxMemo,
+) -> Result<Option<i64>, Error> {
+    let seq: Option<i64> = db
+        .prepare_cached(&positional(INSERT_CHUNK))?
+        .query_row(
+            params![job.doc, "incremental", job.hash, job.data, now()],
+            |row| row.get(0),
+        )
+        .optional()?;
+    let prov = job.prov.borrowed();
+    if let Some(token) = prov.token {
+        if !memo.live_tokens.iter().any(|live| live == token) {
+            let live: Option<i64> = db
+                .prepare_cached(&positional(TOKEN_LIVE))?
+                .query_row(params![token, now()], |row| row.get(0))
+                .optional()?;
+            live.ok_or(Error::Unauthorized)?;
+            memo.live_tokens.push(token.to_owned());
+        }
+    }
+    if let Some((user, device)) = prov.author {
+        let at = now();
+        for hashes in prov.changes.chunks(ROWS_PER_INSERT) {
+            let sql = multi_row(INSERT_AUTHORS, 5, hashes.len()) + AUTHORS_CONFLICT;
+            let mut insert = db.prepare_cached(&positional(&sql))?;
+            let mut at_index = 1;
+            for hash in hashes {
+                insert.raw_bind_parameter(at_index, &job.doc)?;
+                insert.raw_bind_parameter(at_index + 1, hash)?;
+                insert.raw_bind_parameter(at_index + 2, user)?;
+                insert.raw_bind_parameter(at_index + 3, device)?;
+                insert.raw_bind_parameter(at_index + 4, at)?;
+                at_index += 5;
+            }
+            insert.raw_execute()?;
+        }
+    }
+    if let Some(handed_over) = prov.handed_over {
+        db.prepare_cached(&positional(SET_HANDED_OVER))?
+            .execute(params![handed_over, job.doc, now()])?;
+    }
+    append_audit(db, prov.audit, memo)?;
+    // A chunk stored already changes nothing: no change number, no new heads.
+    if seq.is_some() {
+        let change_seq: i64 = db
+            .prepare_cached(NEXT_CHANGE_SEQ)?
+            .query_row([], |row| row.get(0))?;
+        db.prepare_cached(&positional(MARK_APPENDED))?
+            .execute(params![change_seq, now(), job.base, job.heads, job.doc])?;
+    }
+    Ok(seq)
+}
+
+/// `tx::Engine::append_audit` for SQLite: the same chaining (`tx::chain`), the tail
+/// read once per transaction.
+fn append_audit(
+    db: &Connection,
+    events: &[AuditEvent],
+    memo: &mut TxMemo,
+) -> Result<Vec<AuditEntry>, Error> {
+    if events.is_empty() {
+        return Ok(Vec::new());
+    }
+    let start = match memo.audit_tail.take() {
+        Some(tail) => tail,
+        None => {
+            let last: Option<(i64, Option<Vec<u8>>)> = db
+                .prepare_cached(SQLITE_AUDIT_LAST)?
+                .query_row([], |row| Ok((row.get(0)?, row.get(1)?)))
+                .optional()?;
+            let issued: Option<Option<i64>> = db
+                .prepare_cached(SQLITE_AUDIT_ISSUED)?
+                .query_row([], |row| row.get(0))
+                .optional()?;
+            tail_of(last, issued.flatten())
+        }
+    };
+    let (rows, tail) = chain(events, start)?;
+    for some in rows.chunks(ROWS_PER_INSERT) {
+        let sql = multi_row(INSERT_AUDIT, 10, some.len());
+        let mut insert = db.prepare_cached(&positional(&sql))?;
+        let mut at_index = 1;
+        for (seq, at_ms, event, prev, hash) in some {
+            insert.raw_bind_parameter(at_index, seq)?;
+            insert.raw_bind_parameter(at_index + 1, at_ms)?;
+            insert.raw_bind_parameter(at_index + 2, &event.user_id)?;
+            insert.raw_bind_parameter(at_index + 3, &event.device)?;
+            insert.raw_bind_parameter(at_index + 4, &event.document)?;
+            insert.raw_bind_parameter(at_index + 5, &event.partition)?;
+            insert.raw_bind_parameter(at_index + 6, event.action.as_str())?;
+            insert.raw_bind_parameter(at_index + 7, &event.detail)?;
+            insert.raw_bind_parameter(at_index + 8, prev)?;
+            insert.raw_bind_parameter(at_index + 9, hash)?;
+            at_index += 10;
+        }
+        insert.raw_execute()?;
+    }
+    memo.audit_tail = Some(tail);
+    Ok(recorded(rows))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::positional;
+
+    #[test]
+    fn positional_keeps_each_parameter_at_its_number() {
+        // "$1 … $3 … $2 … $1" as names would be numbered 1, 2, 3 by first appearance.
+        assert_eq!(
+            positional("SET a = $1, b = $3 WHERE id = $2 AND a <> $1"),
+            "SET a = ?1, b = ?3 WHERE id = ?2 AND a <> ?1"
+        );
     }
 }

@@ -148,7 +148,7 @@ impl Store {
             open_sqlite(url, keys).await?
         };
         let writer = match &pool {
-            Pool::Sqlite(p) => Some(Arc::new(group::GroupWriter::spawn(p.clone()))),
+            Pool::Sqlite(_) => Some(Arc::new(group::GroupWriter::spawn(sqlite_path(url)?)?)),
             Pool::Postgres(_) => None,
         };
         let store = Store {
@@ -223,7 +223,12 @@ impl Store {
         Ok(())
     }
 
+    /// Closes the store: the group writer commits what is queued and stops (later
+    /// writes fail), then the pools close.
     pub async fn close(&self) {
+        if let Some(writer) = &self.writer {
+            writer.close().await;
+        }
         with_pool!(&self.pool, p => p.close().await);
         with_pool!(&self.keys, p => p.close().await);
     }
@@ -311,9 +316,6 @@ pub(crate) fn conflict_if_duplicate<T>(
 /// A pool on one SQLite file: WAL, `synchronous=FULL` (a returned commit is on disk),
 /// foreign keys on, `secure_delete` (deleted rows and freed pages are zeroed, so an
 /// erased document's hashes and a destroyed key leave no remains: `erasures`).
-/// No ping before each acquire (sqlx's default): a connection to a local file does not
-/// go stale, and the ping is a round trip to the connection's worker thread on every
-/// use (the group writer closes a connection whose transaction failed itself).
 async fn sqlite_pool(path: &str, shown: &str) -> Result<SqlitePool, Error> {
     let options = SqliteConnectOptions::from_str(&format!("sqlite://{path}"))
         .map_err(|e| Error::Config(format!("database {shown:?}: {e}")))?
@@ -325,7 +327,6 @@ async fn sqlite_pool(path: &str, shown: &str) -> Result<SqlitePool, Error> {
         .busy_timeout(Duration::from_secs(10));
     Ok(SqlitePoolOptions::new()
         .max_connections(8)
-        .test_before_acquire(false)
         .connect_with(options)
         .await?)
 }

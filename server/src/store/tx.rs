@@ -50,15 +50,41 @@ pub(crate) const INSERT_CHUNK: &str =
 /// After an append: the document's change number and time, and its committed heads:
 /// the new heads if they were the heads the writer started from, else unknown
 /// (another node appended meanwhile). One statement (see [`Engine::mark_changed`]).
-const MARK_APPENDED: &str = "UPDATE documents SET change_seq = $1, updated_at = $2,
+pub(crate) const MARK_APPENDED: &str = "UPDATE documents SET change_seq = $1, updated_at = $2,
      heads = CASE WHEN heads = $3 THEN $4 ELSE NULL END WHERE id = $5";
+/// The store-wide change counter's next number.
+pub(crate) const NEXT_CHANGE_SEQ: &str =
+    "UPDATE change_counter SET seq = seq + 1 WHERE id = 1 RETURNING seq";
+/// A token that is live now (`$2`); SQLite (PostgreSQL adds `FOR SHARE`).
+pub(crate) const TOKEN_LIVE: &str =
+    "SELECT CAST(1 AS BIGINT) FROM tokens WHERE id = $1 AND revoked_at IS NULL AND expires_at > $2";
+/// The start of the change authors' multi-row insert ([`multi_row`], 5 columns).
+pub(crate) const INSERT_AUTHORS: &str =
+    "INSERT INTO change_authors (doc_id, change_hash, user_id, device, at)";
+/// What follows the authors' rows: a change delivered again keeps its first author.
+pub(crate) const AUTHORS_CONFLICT: &str = " ON CONFLICT DO NOTHING";
+/// A plan's hand-over flag; a flip moves `access_changed_at`, so incremental listings
+/// report it.
+pub(crate) const SET_HANDED_OVER: &str =
+    "UPDATE documents SET handed_over = $1, access_changed_at = $3 WHERE id = $2 AND handed_over <> $1";
+/// The start of the audit log's multi-row insert ([`multi_row`], 10 columns).
+pub(crate) const INSERT_AUDIT: &str =
+    "INSERT INTO audit_log (seq, at_ms, user_id, device, document, partition, action, detail, prev_hash, hash)";
+/// SQLite: the newest audit entry, and the highest seq ever handed out. CASTs: a row
+/// tampered into other types must not stop new entries being written; verification
+/// reports it.
+pub(crate) const SQLITE_AUDIT_LAST: &str =
+    "SELECT seq, CAST(hash AS BLOB) FROM audit_log ORDER BY seq DESC LIMIT 1";
+pub(crate) const SQLITE_AUDIT_ISSUED: &str =
+    "SELECT CAST(seq AS INTEGER) FROM sqlite_sequence WHERE name = 'audit_log'";
+
 /// Rows per multi-row `INSERT`: far below SQLite's 32,766 bound parameters (an audit
 /// row binds 10).
-const ROWS_PER_INSERT: usize = 256;
+pub(crate) const ROWS_PER_INSERT: usize = 256;
 
 /// `insert` followed by ` VALUES ($1, …), (…), …` for `rows` rows of `columns`
 /// parameters each (placeholders both engines read).
-fn multi_row(insert: &str, columns: usize, rows: usize) -> String {
+pub(crate) fn multi_row(insert: &str, columns: usize, rows: usize) -> String {
     use std::fmt::Write as _;
     let mut sql = String::with_capacity(insert.len() + 8 + rows * columns * 5);
     sql.push_str(insert);
@@ -85,9 +111,59 @@ fn multi_row(insert: &str, columns: usize, rows: usize) -> String {
 #[derive(Debug, Clone, Default)]
 pub(crate) struct TxMemo {
     /// (seq, hash) of the newest audit entry this transaction appended.
-    audit_tail: Option<(i64, Vec<u8>)>,
+    pub(crate) audit_tail: Option<(i64, Vec<u8>)>,
     /// Tokens this transaction found live.
-    live_tokens: Vec<String>,
+    pub(crate) live_tokens: Vec<String>,
+}
+
+/// One audit entry ready to insert: (seq, at_ms, event, prev_hash, hash).
+pub(crate) type ChainRow<'e> = (i64, i64, &'e AuditEvent, Vec<u8>, Vec<u8>);
+/// The audit chain's tail: the newest entry's seq and hash.
+pub(crate) type Tail = (i64, Vec<u8>);
+
+/// Chains `events` after the entry (`seq`, `prev_hash`): each gets the next seq, the
+/// time now and its hash over the previous one. Returns the rows to insert and the new
+/// tail. The one place audit entries are numbered and hashed (both engines, and
+/// SQLite's group writer).
+pub(crate) fn chain(
+    events: &[AuditEvent],
+    (mut seq, mut prev_hash): Tail,
+) -> Result<(Vec<ChainRow<'_>>, Tail), Error> {
+    let mut rows = Vec::with_capacity(events.len());
+    for event in events {
+        seq = seq
+            .checked_add(1)
+            .ok_or_else(|| Error::Corrupt("audit log seq overflow".into()))?;
+        let at_ms = now_ms();
+        let hash = entry_hash(&prev_hash, &event.hashed(seq, at_ms)).to_vec();
+        let prev = std::mem::replace(&mut prev_hash, hash.clone());
+        rows.push((seq, at_ms, event, prev, hash));
+    }
+    Ok((rows, (seq, prev_hash)))
+}
+
+/// The entries as recorded, from [`chain`]'s rows.
+pub(crate) fn recorded(rows: Vec<ChainRow<'_>>) -> Vec<AuditEntry> {
+    rows.into_iter()
+        .map(|(seq, at_ms, event, prev, hash)| AuditEntry {
+            seq,
+            at_ms,
+            event: event.clone(),
+            prev_hash: hex::encode(prev),
+            hash: hex::encode(hash),
+        })
+        .collect()
+}
+
+/// The audit tail from the newest entry (`last`: seq and hash, if any) and the highest
+/// seq ever handed out (`issued`): a gap after a truncation stays visible to
+/// verification.
+pub(crate) fn tail_of(last: Option<(i64, Option<Vec<u8>>)>, issued: Option<i64>) -> (i64, Vec<u8>) {
+    let (last_seq, prev_hash) = match last {
+        Some((seq, hash)) => (seq, hash.unwrap_or_default()),
+        None => (0, GENESIS.to_vec()),
+    };
+    (last_seq.max(issued.unwrap_or(0)), prev_hash)
 }
 
 /// What a commit records beside its chunk, in the same transaction: who delivered
@@ -191,11 +267,9 @@ where
     /// until the commit, so a concurrent transaction gets its number (the next one)
     /// only after this one is visible. Nothing else is locked after it (no deadlock).
     async fn next_change_seq(tx: &mut Transaction<'_, Self>) -> Result<i64, Error> {
-        let seq: i64 = sqlx::query_scalar(
-            "UPDATE change_counter SET seq = seq + 1 WHERE id = 1 RETURNING seq",
-        )
-        .fetch_one(&mut **tx)
-        .await?;
+        let seq: i64 = sqlx::query_scalar(NEXT_CHANGE_SEQ)
+            .fetch_one(&mut **tx)
+            .await?;
         Ok(seq)
     }
 
@@ -225,11 +299,11 @@ where
             return Ok(());
         }
         let sql = if Self::SHARED {
-            "SELECT CAST(1 AS BIGINT) FROM tokens WHERE id = $1 AND revoked_at IS NULL AND expires_at > $2 FOR SHARE"
+            std::borrow::Cow::Owned(format!("{TOKEN_LIVE} FOR SHARE"))
         } else {
-            "SELECT CAST(1 AS BIGINT) FROM tokens WHERE id = $1 AND revoked_at IS NULL AND expires_at > $2"
+            std::borrow::Cow::Borrowed(TOKEN_LIVE)
         };
-        let live: Option<i64> = sqlx::query_scalar(sql)
+        let live: Option<i64> = sqlx::query_scalar(&sql)
             .bind(token)
             .bind(now())
             .fetch_optional(&mut **tx)
@@ -254,11 +328,7 @@ where
         if let Some((user, device)) = prov.author {
             let at = now();
             for hashes in prov.changes.chunks(ROWS_PER_INSERT) {
-                let sql = multi_row(
-                    "INSERT INTO change_authors (doc_id, change_hash, user_id, device, at)",
-                    5,
-                    hashes.len(),
-                ) + " ON CONFLICT DO NOTHING";
+                let sql = multi_row(INSERT_AUTHORS, 5, hashes.len()) + AUTHORS_CONFLICT;
                 let mut insert = sqlx::query(&sql);
                 for hash in hashes {
                     insert = insert
@@ -272,13 +342,10 @@ where
             }
         }
         if let Some(handed_over) = prov.handed_over {
-            // A flip moves `access_changed_at`, so incremental listings report it.
-            sqlx::query(
-                "UPDATE documents SET handed_over = $1, access_changed_at = $3 WHERE id = $2 AND handed_over <> $1",
-            )
-            .bind(handed_over)
-            .bind(doc)
-            .bind(now())
+            sqlx::query(SET_HANDED_OVER)
+                .bind(handed_over)
+                .bind(doc)
+                .bind(now())
                 .execute(&mut **tx)
                 .await?;
         }
@@ -292,8 +359,7 @@ where
     /// in multi-row inserts. The chain's tail is read once per transaction (then kept
     /// in `memo`). SQLite: the transaction began `IMMEDIATE` (the write lock is held
     /// before the last hash is read). PostgreSQL: the audit advisory lock is taken
-    /// first. CASTs (SQLite): a row tampered into other types must not stop new
-    /// entries being written; verification reports it.
+    /// first.
     async fn append_audit(
         tx: &mut Transaction<'_, Self>,
         events: &[AuditEvent],
@@ -302,27 +368,13 @@ where
         if events.is_empty() {
             return Ok(Vec::new());
         }
-        let (mut seq, mut prev_hash) = match memo.audit_tail.take() {
+        let start = match memo.audit_tail.take() {
             Some(tail) => tail,
             None => Self::audit_tail(tx).await?,
         };
-        // (seq, at_ms, event, prev_hash, hash) per entry, chained in order.
-        let mut rows = Vec::with_capacity(events.len());
-        for event in events {
-            seq = seq
-                .checked_add(1)
-                .ok_or_else(|| Error::Corrupt("audit log seq overflow".into()))?;
-            let at_ms = now_ms();
-            let hash = entry_hash(&prev_hash, &event.hashed(seq, at_ms)).to_vec();
-            let prev = std::mem::replace(&mut prev_hash, hash.clone());
-            rows.push((seq, at_ms, event, prev, hash));
-        }
+        let (rows, tail) = chain(events, start)?;
         for some in rows.chunks(ROWS_PER_INSERT) {
-            let sql = multi_row(
-                "INSERT INTO audit_log (seq, at_ms, user_id, device, document, partition, action, detail, prev_hash, hash)",
-                10,
-                some.len(),
-            );
+            let sql = multi_row(INSERT_AUDIT, 10, some.len());
             let mut insert = sqlx::query(&sql);
             for (seq, at_ms, event, prev, hash) in some {
                 insert = insert
@@ -339,24 +391,15 @@ where
             }
             insert.execute(&mut **tx).await?;
         }
-        let out = rows
-            .into_iter()
-            .map(|(seq, at_ms, event, prev, hash)| AuditEntry {
-                seq,
-                at_ms,
-                event: event.clone(),
-                prev_hash: hex::encode(prev),
-                hash: hex::encode(hash),
-            })
-            .collect();
+        let seq = tail.0;
         if Self::SHARED {
             sqlx::query("UPDATE audit_issued SET issued = $1 WHERE id = 1")
                 .bind(seq)
                 .execute(&mut **tx)
                 .await?;
         }
-        memo.audit_tail = Some((seq, prev_hash));
-        Ok(out)
+        memo.audit_tail = Some(tail);
+        Ok(recorded(rows))
     }
 
     /// The audit chain's tail as this transaction starts appending: the highest seq
@@ -370,10 +413,7 @@ where
                 "SELECT issued FROM audit_issued WHERE id = 1",
             )
         } else {
-            (
-                "SELECT seq, CAST(hash AS BLOB) FROM audit_log ORDER BY seq DESC LIMIT 1",
-                "SELECT CAST(seq AS INTEGER) FROM sqlite_sequence WHERE name = 'audit_log'",
-            )
+            (SQLITE_AUDIT_LAST, SQLITE_AUDIT_ISSUED)
         };
         if Self::SHARED {
             sqlx::query("SELECT pg_advisory_xact_lock($1)")
@@ -386,11 +426,7 @@ where
         let issued: Option<Option<i64>> = sqlx::query_scalar(issued_sql)
             .fetch_optional(&mut **tx)
             .await?;
-        let (last_seq, prev_hash) = match last {
-            Some((seq, hash)) => (seq, hash.unwrap_or_default()),
-            None => (0, GENESIS.to_vec()),
-        };
-        Ok((last_seq.max(issued.flatten().unwrap_or(0)), prev_hash))
+        Ok(tail_of(last, issued.flatten()))
     }
 
     /// Inserts one sealed chunk; its seq, or `None` when the chunk is stored already
