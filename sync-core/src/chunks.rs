@@ -6,7 +6,7 @@
 //! vector of billions of integers (`storage/bundle/storage.rs`, `decode_delta_int`):
 //! more than 4 GiB of memory, which no panic guard catches (the allocator aborts the
 //! process). Found by the `apply` fuzz target
-//! (`fuzz/regressions/apply/oom-37a1fb2daa8460cd13b84192bed04120d35be73a`). And a
+//! (`fuzz/regressions/apply/bundle-delta-column-oom`). And a
 //! compressed change chunk, and each compressed column of a document chunk (which a
 //! version 2 sync message carries for a first sync), is inflated with no bound
 //! (`storage/chunk.rs`, `storage/columns/raw_column.rs`, `read_to_end`): a deflate bomb
