@@ -157,6 +157,10 @@ pub struct DocState {
     /// Which users grew this document's queue of changes waiting for a dependency,
     /// and by how much (`queue_budget`); released when the queue goes.
     pub queue: QueueCharges,
+    /// The last commit's new changes, encoded once (they were for its chunk): every
+    /// subscriber's sync message carries these bytes rather than automerge encoding
+    /// the same changes again per subscriber (`PeerSync::try_generate_with`).
+    pub recent: Vec<(ChangeHash, Vec<u8>)>,
 }
 
 impl DocState {
@@ -399,6 +403,7 @@ impl Hub {
         let bytes = state.stored_bytes();
         state.doc = Automerge::new();
         state.resident = false;
+        state.recent = Vec::new();
         // The queue went with the document.
         state.queue.clear();
         let _ = self
@@ -623,6 +628,7 @@ impl Hub {
                 seen_seq: stored.last_seq,
                 resident: true,
                 queue: QueueCharges::new(self.queue_ledger.clone()),
+                recent: Vec::new(),
             },
             self.watchers.clone(),
         ));
@@ -704,6 +710,7 @@ impl Hub {
                 seen_seq: 0,
                 resident: true,
                 queue: QueueCharges::new(self.queue_ledger.clone()),
+                recent: Vec::new(),
             },
             self.watchers.clone(),
         ));
@@ -761,12 +768,14 @@ impl Hub {
         if heads == state.saved_heads {
             return Ok(false);
         }
-        let new_changes: Vec<String> = state
+        // The new changes, encoded once: for the chunk and for the subscribers' messages.
+        let encoded: Vec<(ChangeHash, Vec<u8>)> = state
             .doc
-            .get_changes_meta(&state.saved_heads)
+            .get_changes(&state.saved_heads)
             .iter()
-            .map(|c| c.hash.to_string())
+            .map(|c| (c.hash(), c.raw_bytes().to_vec()))
             .collect();
+        let new_changes: Vec<String> = encoded.iter().map(|(hash, _)| hash.to_string()).collect();
         let prov = Provenance {
             changes: &new_changes,
             author,
@@ -774,7 +783,11 @@ impl Hub {
             handed_over,
             token,
         };
-        let chunk = state.doc.save_after(&state.saved_heads);
+        // What `save_after(saved_heads)` would make, without encoding the changes again.
+        let chunk: Vec<u8> = encoded
+            .iter()
+            .flat_map(|(_, bytes)| bytes.iter().copied())
+            .collect();
         let incremental = state.incremental_bytes + chunk.len() as u64;
         let before = state.stored_bytes();
         if state.snapshot_bytes + incremental > self.max_document_bytes {
@@ -835,6 +848,7 @@ impl Hub {
                 .fetch_sub(before - after, Ordering::Relaxed);
         }
         state.saved_heads = heads;
+        state.recent = encoded;
         self.enforce_budget();
         Ok(true)
     }

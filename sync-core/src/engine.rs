@@ -264,6 +264,65 @@ impl PeerSync {
             .map(|out| out.data)
     }
 
+    /// [`Self::try_generate`] for a document whose newest changes are already encoded
+    /// (`encoded`): automerge is told they are sent, generates the rest of the message
+    /// (heads, have, need, any older changes) and moves the sync state as ever, and the
+    /// encoded bytes are added to the message's changes. The message carries the same
+    /// changes and leaves the same sync state as [`Self::try_generate`]'s; only when
+    /// [`ours_to_send`] finds them on automerge's ordinary path, else this is
+    /// `try_generate`.
+    pub fn try_generate_with(
+        &mut self,
+        id: DocumentId,
+        doc: &Automerge,
+        encoded: &EncodedChanges,
+    ) -> Result<Option<Outgoing>, SyncError> {
+        let state = self.states.entry(id).or_default();
+        let ours = ours_to_send(state, doc, encoded);
+        if ours.is_empty() {
+            return self.try_generate(id, doc);
+        }
+        let before = state.clone();
+        for (hash, _) in &ours {
+            state.sent_hashes.insert(*hash);
+        }
+        let generated = guard::run(Site::Generate, || doc.generate_sync_message(state));
+        let message = match generated {
+            Ok(Some(message)) => message,
+            Ok(None) => {
+                // Nothing else to say: automerge would still have sent our changes.
+                *state = before;
+                return self.try_generate(id, doc);
+            }
+            Err(panicked) => {
+                *state = sync::State::new();
+                return Err(panicked.into());
+            }
+        };
+        let mut chunks: Vec<Vec<u8>> = message.changes.iter().map(<[u8]>::to_vec).collect();
+        if chunks.first().is_some_and(|chunk| is_document_chunk(chunk)) {
+            // automerge chose to send the whole document (it holds our changes too)
+            // and marked every hash as sent.
+        } else if message.version == sync::MessageVersion::V1 {
+            chunks.extend(ours.iter().map(|(_, bytes)| bytes.clone()));
+        } else {
+            // Version 2 carries changes as one chunk of concatenated changes.
+            let mut joined = chunks.concat();
+            for (_, bytes) in &ours {
+                joined.extend_from_slice(bytes);
+            }
+            chunks = vec![joined];
+        }
+        let message = sync::Message {
+            changes: chunks.into(),
+            ..message
+        };
+        Ok(Some(Outgoing {
+            carries_changes: !message.changes.is_empty(),
+            data: message.encode(),
+        }))
+    }
+
     /// [`Self::generate`] that reports a panic in automerge instead of hiding it. The
     /// session is then reset to a fresh one: the state that made automerge panic (say, a
     /// hostile bloom filter the peer sent earlier) would make it panic again.
@@ -286,6 +345,60 @@ impl PeerSync {
             }
         }
     }
+}
+
+/// Changes encoded once for every peer they go to: (hash, the change's raw bytes), as
+/// `Automerge::get_changes` gives them. The server keeps a commit's new changes so; each
+/// subscriber's message then carries these bytes instead of automerge encoding the same
+/// changes again per subscriber ([`PeerSync::try_generate_with`]).
+pub type EncodedChanges = [(ChangeHash, Vec<u8>)];
+
+/// The changes of `encoded` that automerge's generate would send to this peer and that
+/// it may leave to us: automerge's own path for them is the ordinary one (the peer has
+/// said what it has and needs, it is not read-only, not at its first sync, no reset is
+/// due), and the peer has not got them (not sent in this session, not among its heads,
+/// not in any bloom filter it sent, not asked for by hash). Empty when any of that
+/// does not hold: then automerge generates as always.
+fn ours_to_send<'e>(
+    state: &sync::State,
+    doc: &Automerge,
+    encoded: &'e EncodedChanges,
+) -> Vec<&'e (ChangeHash, Vec<u8>)> {
+    let (Some(have), Some(need), Some(their_heads)) = (
+        state.their_have.as_ref(),
+        state.their_need.as_ref(),
+        state.their_heads.as_ref(),
+    ) else {
+        return Vec::new();
+    };
+    if state.is_peer_read_only() || their_heads.is_empty() || !need.is_empty() {
+        return Vec::new();
+    }
+    // automerge answers with a reset when the peer's last sync names changes we lack.
+    if let Some(first) = have.first() {
+        if first
+            .last_sync
+            .iter()
+            .any(|hash| doc.get_change_meta_by_hash(hash).is_none())
+        {
+            return Vec::new();
+        }
+    }
+    encoded
+        .iter()
+        .filter(|(hash, _)| {
+            !state.sent_hashes.contains(hash)
+                && !their_heads.contains(hash)
+                && have.iter().all(|h| !h.bloom.contains_hash(hash))
+                && doc.get_change_meta_by_hash(hash).is_some()
+        })
+        .collect()
+}
+
+/// Is `chunk` a whole document (automerge's "send everything" answer) rather than
+/// changes? Its header: 4 magic bytes, 4 checksum bytes, then the chunk type (0).
+fn is_document_chunk(chunk: &[u8]) -> bool {
+    chunk.get(8) == Some(&0)
 }
 
 /// Refuses bloom filters automerge 0.12 would panic on. Its decoder accepts a filter
@@ -418,6 +531,146 @@ mod tests {
             }
         }
         panic!("did not converge in 20 rounds");
+    }
+
+    /// The message, and the changes it hands to a peer holding `base`: their hashes,
+    /// sorted.
+    fn change_hashes(data: &[u8], base: &Automerge) -> (sync::Message, Vec<ChangeHash>) {
+        let message = sync::Message::decode(data).expect("decodes");
+        let mut peer = base.clone();
+        for chunk in message.changes.iter() {
+            peer.load_incremental(chunk).expect("chunk loads");
+        }
+        let mut hashes: Vec<ChangeHash> = peer
+            .get_changes(&base.get_heads())
+            .iter()
+            .map(|c| c.hash())
+            .collect();
+        hashes.sort();
+        (message, hashes)
+    }
+
+    /// A subscriber's message built from changes encoded once carries the same changes
+    /// and leaves the same sync state as automerge's own; the writer (who has the
+    /// changes) and a peer that asked for nothing new get automerge's own message.
+    #[test]
+    fn encoded_changes_give_automerges_message_and_state() {
+        let id = DocumentId::random();
+        let mut server = doc_with("k0", "v0");
+        for i in 1..30 {
+            put(&mut server, &format!("k{i}"), "history");
+        }
+        let (mut to_reader, mut to_writer) = (PeerSync::new(), PeerSync::new());
+        let mut reader = Automerge::new();
+        let mut writer = Automerge::new();
+        let (mut reader_side, mut writer_side) = (PeerSync::new(), PeerSync::new());
+        converge(
+            &mut to_reader,
+            &mut server,
+            &mut reader_side,
+            &mut reader,
+            id,
+        );
+        converge(
+            &mut to_writer,
+            &mut server,
+            &mut writer_side,
+            &mut writer,
+            id,
+        );
+
+        // The writer makes two changes and sends them; the server applies them.
+        let before = server.get_heads();
+        put(&mut writer, "new", "one");
+        put(&mut writer, "new", "two");
+        let message = writer_side
+            .generate(id, &writer)
+            .expect("writer says something");
+        to_writer
+            .receive(id, &mut server, &message)
+            .expect("server applies");
+        let encoded: Vec<(ChangeHash, Vec<u8>)> = server
+            .get_changes(&before)
+            .iter()
+            .map(|c| (c.hash(), c.raw_bytes().to_vec()))
+            .collect();
+        assert_eq!(encoded.len(), 2);
+
+        // To the reader: our bytes, automerge's message and state.
+        let reader_state = to_reader.states.get(&id).expect("state");
+        assert_eq!(
+            ours_to_send(reader_state, &server, &encoded).len(),
+            2,
+            "both new changes are ours to send to the reader"
+        );
+        // Both message versions: a peer that advertised version 2 gets its changes as
+        // one chunk.
+        let (mut v1, mut v2) = (to_reader.clone(), to_reader.clone());
+        for (peer, capability) in [
+            (&mut v1, sync::Capability::MessageV1),
+            (&mut v2, sync::Capability::MessageV2),
+        ] {
+            if let Some(state) = peer.states.get_mut(&id) {
+                state.their_capabilities = Some(vec![capability]);
+            }
+        }
+        let mut b = None;
+        for (peer, version) in [
+            (&v1, sync::MessageVersion::V1),
+            (&v2, sync::MessageVersion::V2),
+        ] {
+            let mut plain = peer.clone();
+            let mut cached = peer.clone();
+            let a = plain.try_generate(id, &server).expect("ok").expect("some");
+            let ours = cached
+                .try_generate_with(id, &server, &encoded)
+                .expect("ok")
+                .expect("some");
+            let (ma, ha) = change_hashes(&a.data, &reader);
+            let (mb, hb) = change_hashes(&ours.data, &reader);
+            assert_eq!(ha, hb, "the same changes ({version:?})");
+            assert_eq!(ha.len(), 2);
+            assert_eq!((ma.heads, ma.need, ma.have), (mb.heads, mb.need, mb.have));
+            assert_eq!(mb.version, version);
+            assert_eq!((ma.version, ma.flags), (mb.version, mb.flags));
+            assert_eq!(a.carries_changes, ours.carries_changes);
+            assert_eq!(
+                plain.states.get(&id),
+                cached.states.get(&id),
+                "the same sync state"
+            );
+            b.get_or_insert(ours);
+        }
+        let b = b.expect("a message");
+
+        // The reader applies it and the two converge as ever.
+        reader_side
+            .receive(id, &mut reader, &b.data)
+            .expect("reader applies");
+        assert_eq!(reader.get_heads(), server.get_heads());
+
+        // To the writer, who has them: nothing of ours to add.
+        let writer_state = to_writer.states.get(&id).expect("state");
+        assert!(ours_to_send(writer_state, &server, &encoded).is_empty());
+        let mut plain = to_writer.clone();
+        let mut cached = to_writer.clone();
+        let a = plain.try_generate(id, &server).expect("ok");
+        let b = cached.try_generate_with(id, &server, &encoded).expect("ok");
+        assert_eq!(a, b, "the writer gets automerge's own message");
+        assert_eq!(plain.states.get(&id), cached.states.get(&id));
+
+        // Generated once, the changes count as sent: a second call adds nothing.
+        let again = cached_again(&mut cached, id, &server, &encoded);
+        assert!(again.is_none_or(|out| !out.carries_changes));
+    }
+
+    fn cached_again(
+        sync: &mut PeerSync,
+        id: DocumentId,
+        doc: &Automerge,
+        encoded: &EncodedChanges,
+    ) -> Option<Outgoing> {
+        sync.try_generate_with(id, doc, encoded).expect("ok")
     }
 
     /// Two sides with different edits converge to the same heads and content.

@@ -888,7 +888,7 @@ impl Connection {
                         continue;
                     }
                 };
-                let payload = match self.engine.try_generate(id, &state.doc) {
+                let payload = match self.engine.try_generate_with(id, &state.doc, &state.recent) {
                     Ok(payload) => payload,
                     Err(e) => {
                         if let SyncError::Panicked(panicked) = &e {
