@@ -270,7 +270,10 @@ impl PeerSync {
     /// encoded bytes are added to the message's changes. The message carries the same
     /// changes and leaves the same sync state as [`Self::try_generate`]'s; only when
     /// [`ours_to_send`] finds them on automerge's ordinary path, else this is
-    /// `try_generate`.
+    /// `try_generate`. One difference is left: to a peer that reads version 2,
+    /// automerge sends the whole document instead when the changes to send are more
+    /// than a third of all (a document of fewer than three changes per new one); here
+    /// the changes go as changes. Both bring the peer to the same heads.
     pub fn try_generate_with(
         &mut self,
         id: DocumentId,
