@@ -784,10 +784,10 @@ impl Hub {
             token,
         };
         // What `save_after(saved_heads)` would make, without encoding the changes again.
-        let chunk: Vec<u8> = encoded
-            .iter()
-            .flat_map(|(_, bytes)| bytes.iter().copied())
-            .collect();
+        let mut chunk = Vec::with_capacity(encoded.iter().map(|(_, bytes)| bytes.len()).sum());
+        for (_, bytes) in &encoded {
+            chunk.extend_from_slice(bytes);
+        }
         let incremental = state.incremental_bytes + chunk.len() as u64;
         let before = state.stored_bytes();
         if state.snapshot_bytes + incremental > self.max_document_bytes {

@@ -111,7 +111,7 @@ pub(crate) fn multi_row(insert: &str, columns: usize, rows: usize) -> String {
 #[derive(Debug, Clone, Default)]
 pub(crate) struct TxMemo {
     /// (seq, hash) of the newest audit entry this transaction appended.
-    pub(crate) audit_tail: Option<(i64, Vec<u8>)>,
+    pub(crate) audit_tail: Option<Tail>,
     /// Tokens this transaction found live.
     pub(crate) live_tokens: Vec<String>,
 }
@@ -158,7 +158,7 @@ pub(crate) fn recorded(rows: Vec<ChainRow<'_>>) -> Vec<AuditEntry> {
 /// The audit tail from the newest entry (`last`: seq and hash, if any) and the highest
 /// seq ever handed out (`issued`): a gap after a truncation stays visible to
 /// verification.
-pub(crate) fn tail_of(last: Option<(i64, Option<Vec<u8>>)>, issued: Option<i64>) -> (i64, Vec<u8>) {
+pub(crate) fn tail_of(last: Option<(i64, Option<Vec<u8>>)>, issued: Option<i64>) -> Tail {
     let (last_seq, prev_hash) = match last {
         Some((seq, hash)) => (seq, hash.unwrap_or_default()),
         None => (0, GENESIS.to_vec()),
@@ -406,7 +406,7 @@ where
     /// ever handed out (even if its row is gone: the first append after a truncation
     /// then leaves a gap that verification sees) and the newest entry's hash
     /// (PostgreSQL: after taking the audit lock).
-    async fn audit_tail(tx: &mut Transaction<'_, Self>) -> Result<(i64, Vec<u8>), Error> {
+    async fn audit_tail(tx: &mut Transaction<'_, Self>) -> Result<Tail, Error> {
         let (last_sql, issued_sql) = if Self::SHARED {
             (
                 "SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1",
