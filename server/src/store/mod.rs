@@ -297,6 +297,7 @@ async fn pg_pool(options: PgConnectOptions) -> Result<PgPool, Error> {
     Ok(PgPoolOptions::new()
         .max_connections(PG_POOL_SIZE)
         .acquire_timeout(Duration::from_secs(10))
+        .before_acquire(|conn, _| Box::pin(async move { Ok(outside_transaction(conn)) }))
         .connect_with(options)
         .await?)
 }
@@ -327,8 +328,28 @@ async fn sqlite_pool(path: &str, shown: &str) -> Result<SqlitePool, Error> {
         .busy_timeout(Duration::from_secs(10));
     Ok(SqlitePoolOptions::new()
         .max_connections(8)
+        .before_acquire(|conn, _| Box::pin(async move { Ok(outside_transaction(conn)) }))
         .connect_with(options)
         .await?)
+}
+
+/// Whether an idle pooled connection may be handed out: not if sqlx still counts it
+/// inside a transaction. That happens after a COMMIT fails in a way that ends the
+/// transaction in the database (SQLite rolls back by itself on a full disk): sqlx keeps
+/// its depth, its queued ROLLBACK then fails ("no transaction is active"), and every
+/// later `begin_with` on that connection would fail with "non-zero transaction depth".
+/// sqlx pings an idle connection (flushing a queued rollback) before this check runs,
+/// so a connection counted inside a transaction here is stuck; the pool closes it and
+/// opens a fresh one.
+fn outside_transaction<C: sqlx::Connection>(conn: &C) -> bool {
+    if conn.is_in_transaction() {
+        tracing::warn!(
+            "a pooled database connection was left inside a transaction (a failed COMMIT?); \
+             closing it"
+        );
+        return false;
+    }
+    true
 }
 
 /// A random id in UUID spelling, from the OS random source.
@@ -342,4 +363,53 @@ pub fn uuid_like() -> String {
         hex::encode(&b[8..10]),
         hex::encode(&b[10..16])
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What a COMMIT failing on a full disk leaves behind, made without a full disk:
+    /// the transaction ends in SQLite while sqlx still counts it open. The next
+    /// `BEGIN IMMEDIATE` from the pool must get a usable connection (before the
+    /// `before_acquire` check it failed with "non-zero transaction depth").
+    #[tokio::test]
+    async fn a_connection_left_inside_a_transaction_is_not_handed_out_again() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("pool.sqlite3");
+        let path = path.to_str().expect("utf-8 path");
+        let pool = sqlite_pool(path, path).await.expect("pool");
+        sqlx::raw_sql("CREATE TABLE t (x INTEGER)")
+            .execute(&pool)
+            .await
+            .expect("create");
+        {
+            let mut tx = pool.begin_with("BEGIN IMMEDIATE").await.expect("begin");
+            sqlx::raw_sql("ROLLBACK")
+                .execute(&mut *tx)
+                .await
+                .expect("end the transaction behind sqlx's back");
+            assert!(
+                tx.commit().await.is_err(),
+                "committing a transaction SQLite already ended must fail"
+            );
+        }
+        for round in 0..3 {
+            let mut tx = pool
+                .begin_with("BEGIN IMMEDIATE")
+                .await
+                .unwrap_or_else(|e| panic!("round {round}: begin after a failed commit: {e}"));
+            sqlx::query("INSERT INTO t (x) VALUES ($1)")
+                .bind(round)
+                .execute(&mut *tx)
+                .await
+                .expect("insert");
+            tx.commit().await.expect("commit");
+        }
+        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM t")
+            .fetch_one(&pool)
+            .await
+            .expect("count");
+        assert_eq!(n, 3, "every later transaction committed");
+    }
 }
