@@ -435,6 +435,18 @@ fn check_bloom_filters(message: &sync::Message) -> Result<(), SyncError> {
     Ok(())
 }
 
+/// Does this payload carry changes? Only then is receiving it CPU work worth
+/// moving off the reactor: without changes automerge compares heads and a bloom
+/// filter (microseconds), with changes it applies them (milliseconds, growing
+/// with the document's history). Undecodable bytes say `false`: receiving them
+/// fails at the decode, which is as cheap.
+pub fn carries_changes(data: &[u8]) -> bool {
+    matches!(
+        guard::run(Site::Receive, || sync::Message::decode(data)),
+        Ok(Ok(message)) if !message.changes.is_empty()
+    )
+}
+
 /// Does automerge hold changes back for this document because their dependencies
 /// are missing? Cheap: it walks only the queue, which is nearly always empty.
 pub fn has_queued(doc: &Automerge) -> bool {
@@ -537,6 +549,34 @@ mod tests {
             }
         }
         panic!("did not converge in 20 rounds");
+    }
+
+    /// What the relay decides to move off the reactor: a message with changes, not an
+    /// answer that only reports heads, nor bytes that do not decode.
+    #[test]
+    fn carries_changes_tells_changes_from_answers() {
+        let id = DocumentId::random();
+        let mut writer_doc = doc_with("a", "1");
+        let mut writer = PeerSync::default();
+        let mut server_doc = Automerge::new();
+        let mut server = PeerSync::default();
+        converge(
+            &mut writer,
+            &mut writer_doc,
+            &mut server,
+            &mut server_doc,
+            id,
+        );
+        put(&mut writer_doc, "b", "2");
+        let with_change = writer.generate(id, &writer_doc).expect("a change to send");
+        assert!(carries_changes(&with_change));
+        server
+            .receive(id, &mut server_doc, &with_change)
+            .expect("server receives");
+        let answer = server.generate(id, &server_doc).expect("an answer");
+        assert!(!carries_changes(&answer), "the answer only reports heads");
+        assert!(!carries_changes(b"not a sync message"));
+        assert!(!carries_changes(&[]));
     }
 
     /// The message, and the changes it hands to a peer holding `base`: their hashes,
