@@ -156,6 +156,7 @@ mod tests {
                 fanout: 8,
                 history: 20,
                 us_per_change: 500.0,
+                ..Floor::default()
             },
             ..ReplayReport::default()
         }

@@ -86,6 +86,10 @@ pub struct Floor {
     pub fanout: usize,
     pub history: usize,
     pub us_per_change: f64,
+    /// What `us_per_change` counts: "thread CPU time" (comparable with the server's
+    /// CPU time) or "wall time" (kernels without schedstat; older reports).
+    #[serde(default)]
+    pub clock: String,
 }
 
 /// A whole run.
@@ -372,6 +376,7 @@ mod tests {
                 fanout: 3,
                 history: 10,
                 us_per_change: 100.0,
+                ..Floor::default()
             },
             converged: true,
             errors: 0,

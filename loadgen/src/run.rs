@@ -24,7 +24,7 @@ use automerge::Automerge;
 use sync_core::protocol::DocumentId;
 
 use crate::device::{Coord, Device};
-use crate::metrics::{lock, Percentiles, Probe, ServerWatch};
+use crate::metrics::{lock, CpuStopwatch, Percentiles, Probe, ServerWatch};
 use crate::report::{CatchupProbe, Floor, PhaseReport, Report};
 use crate::workload::{self, DeviceSpec, Role, Sizes, WijkDocs};
 use crate::Error;
@@ -561,21 +561,23 @@ pub(crate) fn floor_for(
     }
     let rounds = floor_rounds.max(1);
     let mut spent = Duration::ZERO;
+    let watch = CpuStopwatch::new();
     for _ in 0..rounds {
         workload::edit_plan(&mut writer, &mut rng).map_err(|e| Error::Setup(e.to_string()))?;
         let Some(msg) = writer.generate_sync_message(&mut w_state.1) else {
             continue;
         };
-        let t = Instant::now();
-        server
-            .receive_sync_message(&mut w_state.0, msg)
-            .map_err(|e| Error::Setup(e.to_string()))?;
-        let ack = server.generate_sync_message(&mut w_state.0);
-        let mut outgoing = Vec::with_capacity(peers.len());
-        for (_, s_side, _) in &mut peers {
-            outgoing.push(server.generate_sync_message(s_side));
-        }
-        spent += t.elapsed();
+        let (relayed, took) = watch.time(|| {
+            server.receive_sync_message(&mut w_state.0, msg)?;
+            let ack = server.generate_sync_message(&mut w_state.0);
+            let outgoing: Vec<_> = peers
+                .iter_mut()
+                .map(|(_, s_side, _)| server.generate_sync_message(s_side))
+                .collect();
+            Ok::<_, automerge::AutomergeError>((ack, outgoing))
+        });
+        spent += took;
+        let (ack, outgoing) = relayed.map_err(|e| Error::Setup(e.to_string()))?;
         if let Some(ack) = ack {
             let _ = writer.receive_sync_message(&mut w_state.1, ack);
         }
@@ -584,10 +586,11 @@ pub(crate) fn floor_for(
                 let _ = doc.receive_sync_message(p_side, out);
             }
             if let Some(reply) = doc.generate_sync_message(p_side) {
-                let t = Instant::now();
-                let _ = server.receive_sync_message(s_side, reply);
-                let _ = server.generate_sync_message(s_side);
-                spent += t.elapsed();
+                let ((), took) = watch.time(|| {
+                    let _ = server.receive_sync_message(s_side, reply);
+                    let _ = server.generate_sync_message(s_side);
+                });
+                spent += took;
             }
         }
         settle_pair(&mut server, &mut w_state.0, &mut writer, &mut w_state.1);
@@ -595,6 +598,7 @@ pub(crate) fn floor_for(
     Ok(Floor {
         fanout,
         history,
+        clock: watch.clock().to_owned(),
         us_per_change: spent.as_secs_f64() * 1e6 / rounds as f64,
     })
 }
