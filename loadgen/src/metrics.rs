@@ -101,22 +101,18 @@ impl Percentiles {
     }
 }
 
-/// Times work in this thread's CPU time (`/proc/thread-self/schedstat`, nanoseconds),
-/// so the automerge floor compares with the server's CPU time, not with wall time that
-/// grows when other processes share the cores. Falls back to wall time where the
-/// kernel does not offer it. What reading the clock itself costs is measured once and
+/// Times work in this thread's CPU time (`CLOCK_THREAD_CPUTIME_ID`), so the automerge
+/// floor compares with the server's CPU time, not with wall time that grows when other
+/// processes share the cores. What reading the clock itself costs is measured once and
 /// taken off every span.
 pub struct CpuStopwatch {
     overhead: Duration,
-    cpu: bool,
 }
 
 impl CpuStopwatch {
     pub fn new() -> Self {
-        let cpu = thread_cpu().is_some();
         let mut watch = CpuStopwatch {
             overhead: Duration::ZERO,
-            cpu,
         };
         // The cheapest of a few empty spans is the reading's own cost.
         watch.overhead = (0..16)
@@ -126,38 +122,30 @@ impl CpuStopwatch {
         watch
     }
 
-    /// Runs `work`; its result and the CPU time (or wall time) it took.
+    /// Runs `work`; its result and the CPU time it took.
     pub fn time<R>(&self, work: impl FnOnce() -> R) -> (R, Duration) {
-        if self.cpu {
-            let before = thread_cpu().unwrap_or_default();
-            let out = work();
-            let after = thread_cpu().unwrap_or_default();
-            (
-                out,
-                after.saturating_sub(before).saturating_sub(self.overhead),
-            )
-        } else {
-            let started = Instant::now();
-            let out = work();
-            (out, started.elapsed())
-        }
+        let before = thread_cpu();
+        let out = work();
+        let after = thread_cpu();
+        (
+            out,
+            after.saturating_sub(before).saturating_sub(self.overhead),
+        )
     }
 
     /// What the spans measure, for reports.
     pub fn clock(&self) -> &'static str {
-        if self.cpu {
-            "thread CPU time"
-        } else {
-            "wall time"
-        }
+        "thread CPU time"
     }
 }
 
-/// This thread's CPU time so far: the first field of `/proc/thread-self/schedstat`.
-fn thread_cpu() -> Option<Duration> {
-    let text = std::fs::read_to_string("/proc/thread-self/schedstat").ok()?;
-    let ns: u64 = text.split_whitespace().next()?.parse().ok()?;
-    Some(Duration::from_nanos(ns))
+/// This thread's CPU time so far.
+fn thread_cpu() -> Duration {
+    let t = rustix::time::clock_gettime(rustix::time::ClockId::ThreadCPUTime);
+    Duration::new(
+        u64::try_from(t.tv_sec).unwrap_or(0),
+        u32::try_from(t.tv_nsec).unwrap_or(0),
+    )
 }
 
 /// CPU time and resident memory of one process, from `/proc/<pid>`.

@@ -87,7 +87,7 @@ pub struct Floor {
     pub history: usize,
     pub us_per_change: f64,
     /// What `us_per_change` counts: "thread CPU time" (comparable with the server's
-    /// CPU time) or "wall time" (kernels without schedstat; older reports).
+    /// CPU time); empty in reports made before it was (wall time).
     #[serde(default)]
     pub clock: String,
 }
