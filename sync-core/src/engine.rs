@@ -119,6 +119,13 @@ impl PeerSync {
         self.states.get(id).map(sync::State::encode)
     }
 
+    /// The session's automerge state, to read: what the peer said it has, needs and holds,
+    /// and what was sent to it. For oracles that compare two ways of generating
+    /// (the `stateful` fuzz target); nothing else needs it.
+    pub fn session(&self, id: &DocumentId) -> Option<&sync::State> {
+        self.states.get(id)
+    }
+
     /// Applies an incoming `sync`/`request` payload.
     pub fn receive(
         &mut self,
