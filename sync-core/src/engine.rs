@@ -281,7 +281,9 @@ impl PeerSync {
     /// automerge sends the whole document instead when the changes to send are more
     /// than a third of all (a document of fewer than three changes per new one); here
     /// the changes go as changes, and only they are marked sent (automerge marks every
-    /// change of the document). Both bring the peer to the same heads.
+    /// change of the document). Both bring the peer to the same heads, the changes
+    /// perhaps a round later: they are those automerge sends a version 1 peer, without
+    /// a change the peer's bloom filter claims wrongly, which the peer then asks for.
     pub fn try_generate_with(
         &mut self,
         id: DocumentId,
