@@ -12,7 +12,7 @@
 //! autosurgeon) runs behind [`crate::guard`]: a panic in the library on a hostile payload
 //! becomes [`SyncError::Panicked`] and is rolled back like any other refusal.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use automerge::sync::{self, SyncDoc};
 use automerge::{Automerge, ChangeHash, ReadDoc, SaveOptions};
@@ -117,6 +117,13 @@ impl PeerSync {
     /// The state worth persisting across connections (the shared heads).
     pub fn persistable_state(&self, id: &DocumentId) -> Option<Vec<u8>> {
         self.states.get(id).map(sync::State::encode)
+    }
+
+    /// The session's automerge state, to read: what the peer said it has, needs and holds,
+    /// and what was sent to it. For oracles that compare two ways of generating
+    /// (the `stateful` fuzz target); nothing else needs it.
+    pub fn session(&self, id: &DocumentId) -> Option<&sync::State> {
+        self.states.get(id)
     }
 
     /// Applies an incoming `sync`/`request` payload.
@@ -273,7 +280,10 @@ impl PeerSync {
     /// `try_generate`. One difference is left: to a peer that reads version 2,
     /// automerge sends the whole document instead when the changes to send are more
     /// than a third of all (a document of fewer than three changes per new one); here
-    /// the changes go as changes. Both bring the peer to the same heads.
+    /// the changes go as changes, and only they are marked sent (automerge marks every
+    /// change of the document). Both bring the peer to the same heads, the changes
+    /// perhaps a round later: they are those automerge sends a version 1 peer, without
+    /// a change the peer's bloom filter claims wrongly, which the peer then asks for.
     pub fn try_generate_with(
         &mut self,
         id: DocumentId,
@@ -363,8 +373,8 @@ pub type EncodedChanges = [(ChangeHash, Vec<u8>)];
 /// it may leave to us: automerge's own path for them is the ordinary one (the peer has
 /// said what it has and needs, it is not read-only, not at its first sync, no reset is
 /// due), and the peer has not got them (not sent in this session, not among its heads,
-/// not in any bloom filter it sent, not asked for by hash). Empty when any of that
-/// does not hold: then automerge generates as always.
+/// not in any bloom filter it sent, not asked for by hash, not before its last sync).
+/// Empty when any of that does not hold: then automerge generates as always.
 fn ours_to_send<'e>(
     state: &sync::State,
     doc: &Automerge,
@@ -380,17 +390,19 @@ fn ours_to_send<'e>(
     if state.is_peer_read_only() || their_heads.is_empty() || !need.is_empty() {
         return Vec::new();
     }
+    // Without a summary of what the peer has, automerge sends only what it asked for.
+    let Some(first) = have.first() else {
+        return Vec::new();
+    };
     // automerge answers with a reset when the peer's last sync names changes we lack.
-    if let Some(first) = have.first() {
-        if first
-            .last_sync
-            .iter()
-            .any(|hash| doc.get_change_meta_by_hash(hash).is_none())
-        {
-            return Vec::new();
-        }
+    if first
+        .last_sync
+        .iter()
+        .any(|hash| doc.get_change_meta_by_hash(hash).is_none())
+    {
+        return Vec::new();
     }
-    encoded
+    let mut ours: Vec<_> = encoded
         .iter()
         .filter(|(hash, _)| {
             !state.sent_hashes.contains(hash)
@@ -398,7 +410,24 @@ fn ours_to_send<'e>(
                 && have.iter().all(|h| !h.bloom.contains_hash(hash))
                 && doc.get_change_meta_by_hash(hash).is_some()
         })
-        .collect()
+        .collect();
+    // automerge offers only the changes after the peer's last sync (the heads named in
+    // all its summaries): those before, the peer had then. Its bloom filters cover only
+    // the changes after, so a change before is in none of them. Usually the peer's last
+    // sync is recent and few changes follow it.
+    let last_sync: Vec<ChangeHash> = have
+        .iter()
+        .flat_map(|h| h.last_sync.iter().copied())
+        .collect();
+    if !ours.is_empty() && !last_sync.is_empty() {
+        let after: HashSet<ChangeHash> = doc
+            .get_changes_meta(&last_sync)
+            .into_iter()
+            .map(|c| c.hash)
+            .collect();
+        ours.retain(|(hash, _)| after.contains(hash));
+    }
+    ours
 }
 
 /// Is `chunk` a whole document (automerge's "send everything" answer) rather than
@@ -708,6 +737,107 @@ mod tests {
         // Generated once, the changes count as sent: a second call adds nothing.
         let again = cached.try_generate_with(id, &server, &encoded).expect("ok");
         assert!(again.is_none_or(|out| !out.carries_changes));
+    }
+
+    /// A peer that had the encoded changes at its last sync gets none of them, also when
+    /// its heads have moved past them to a change we lack (a device back from offline
+    /// edits): automerge offers only changes after the last sync. Found by the
+    /// `stateful` fuzz target, which compares the two generates.
+    #[test]
+    fn encoded_changes_before_the_peers_last_sync_stay_out() {
+        let id = DocumentId::random();
+        let mut server = doc_with("k0", "v0");
+        for i in 1..30 {
+            put(&mut server, &format!("k{i}"), "history");
+        }
+        let mut device = Automerge::new();
+        let (mut to_device, mut device_side) = (PeerSync::new(), PeerSync::new());
+        converge(
+            &mut to_device,
+            &mut server,
+            &mut device_side,
+            &mut device,
+            id,
+        );
+        // A commit the device then syncs: the server keeps it encoded.
+        let before = server.get_heads();
+        put(&mut server, "new", "commit");
+        let encoded: Vec<(ChangeHash, Vec<u8>)> = server
+            .get_changes(&before)
+            .iter()
+            .map(|c| (c.hash(), c.raw_bytes().to_vec()))
+            .collect();
+        converge(
+            &mut to_device,
+            &mut server,
+            &mut device_side,
+            &mut device,
+            id,
+        );
+        // Offline, the device edits; it reconnects from its persisted session and says
+        // only its heads and what it has since the last sync.
+        put(&mut device, "offline", "edit");
+        let persisted = device_side.persistable_state(&id).expect("session");
+        let mut device_side = PeerSync::new();
+        device_side.resume(id, &persisted);
+        let mut to_device = PeerSync::new();
+        let hello = device_side
+            .generate(id, &device)
+            .expect("device says hello");
+        to_device
+            .receive(id, &mut server, &hello)
+            .expect("server takes the hello");
+
+        check_automerges_own(&to_device, id, &server, &encoded);
+    }
+
+    /// A peer that summarised nothing it has (no bloom filter, as only a hand-made
+    /// message does) and asked for nothing gets none of the encoded changes: automerge
+    /// then sends only what was asked for.
+    #[test]
+    fn encoded_changes_stay_out_without_a_summary() {
+        let id = DocumentId::random();
+        let mut server = doc_with("k0", "v0");
+        let mut device = server.fork();
+        let before = server.get_heads();
+        put(&mut server, "new", "commit");
+        let encoded: Vec<(ChangeHash, Vec<u8>)> = server
+            .get_changes(&before)
+            .iter()
+            .map(|c| (c.hash(), c.raw_bytes().to_vec()))
+            .collect();
+        put(&mut device, "own", "edit");
+        let bare = sync::Message {
+            heads: device.get_heads(),
+            need: Vec::new(),
+            have: Vec::new(),
+            changes: device.get_changes(&before)[0].raw_bytes().to_vec().into(),
+            flags: None,
+            version: sync::MessageVersion::V1,
+        };
+        let mut to_device = PeerSync::new();
+        to_device
+            .receive(id, &mut server, &bare.encode())
+            .expect("server takes the bare message");
+        check_automerges_own(&to_device, id, &server, &encoded);
+    }
+
+    /// None of `encoded` is ours to send to this peer, and the message and the state
+    /// are automerge's own.
+    fn check_automerges_own(
+        to_peer: &PeerSync,
+        id: DocumentId,
+        server: &Automerge,
+        encoded: &EncodedChanges,
+    ) {
+        let state = to_peer.states.get(&id).expect("state");
+        assert!(ours_to_send(state, server, encoded).is_empty());
+        let mut plain = to_peer.clone();
+        let mut cached = to_peer.clone();
+        let a = plain.try_generate(id, server).expect("ok");
+        let b = cached.try_generate_with(id, server, encoded).expect("ok");
+        assert_eq!(a, b, "automerge's own message");
+        assert_eq!(plain.states.get(&id), cached.states.get(&id));
     }
 
     /// Two sides with different edits converge to the same heads and content.
