@@ -430,16 +430,37 @@ fn ours_to_send<'e>(
     ours
 }
 
+/// An unsigned LEB128 value, `u64::MAX` where it does not fit (automerge's decoder
+/// takes no more than 64 bits either; here only the bounds matter).
+fn leb128_saturating(bytes: &[u8]) -> u64 {
+    let mut value: u128 = 0;
+    for (i, b) in bytes.iter().enumerate() {
+        if i >= 10 {
+            return u64::MAX;
+        }
+        value |= u128::from(b & 0x7f) << (7 * i);
+    }
+    u64::try_from(value).unwrap_or(u64::MAX)
+}
+
 /// Is `chunk` a whole document (automerge's "send everything" answer) rather than
 /// changes? Its header: 4 magic bytes, 4 checksum bytes, then the chunk type (0).
 fn is_document_chunk(chunk: &[u8]) -> bool {
     chunk.get(8) == Some(&0)
 }
 
-/// Refuses bloom filters automerge 0.12 would panic on. Its decoder accepts a filter
-/// that claims entries but has zero bits per entry; probing it then divides by zero
-/// (`sync/bloom.rs`). Found by the `apply` fuzz target
-/// (`fuzz/regressions/apply/bloom-zero-bits`).
+/// The most probes per hash a peer's bloom filter may ask for. automerge and
+/// automerge-repo make filters with 7; automerge computes every probe for every hash it
+/// checks against the filter, so a hand-made filter with millions of probes made one
+/// generate of a 21-change document take seconds (found by the helper that wrote the
+/// `stateful` oracle).
+pub const MAX_BLOOM_PROBES: u64 = 32;
+
+/// Refuses bloom filters automerge 0.12 would panic on or spend unbounded time probing.
+/// Its decoder accepts a filter that claims entries but has zero bits per entry;
+/// probing it then divides by zero (`sync/bloom.rs`; found by the `apply` fuzz target,
+/// `fuzz/regressions/apply/bloom-zero-bits`). And it takes any number of probes per
+/// hash ([`MAX_BLOOM_PROBES`]).
 fn check_bloom_filters(message: &sync::Message) -> Result<(), SyncError> {
     for have in &message.have {
         let bytes = have.bloom.to_bytes();
@@ -448,12 +469,20 @@ fn check_bloom_filters(message: &sync::Message) -> Result<(), SyncError> {
         }
         // num_entries, num_bits_per_entry, num_probes (LEB128), then the bits.
         let mut rest = bytes.as_slice();
-        for _ in 0..3 {
+        let mut header = [0u64; 3];
+        for field in &mut header {
             let end = rest
                 .iter()
                 .position(|b| b & 0x80 == 0)
                 .ok_or_else(|| SyncError::InvalidMessage("truncated bloom filter header".into()))?;
+            *field = leb128_saturating(&rest[..=end]);
             rest = &rest[end + 1..];
+        }
+        let probes = header[2];
+        if probes > MAX_BLOOM_PROBES {
+            return Err(SyncError::InvalidMessage(format!(
+                "bloom filter with {probes} probes per hash (at most {MAX_BLOOM_PROBES})"
+            )));
         }
         if rest.is_empty() {
             return Err(SyncError::InvalidMessage(
@@ -578,6 +607,68 @@ mod tests {
             }
         }
         panic!("did not converge in 20 rounds");
+    }
+
+    /// A bloom filter asking for more probes per hash than automerge ever makes is
+    /// refused at the door, before automerge computes a single probe; one with the
+    /// usual 7 is not.
+    #[test]
+    fn bloom_filters_with_too_many_probes_are_refused() {
+        let id = DocumentId::random();
+        let mut writer_doc = doc_with("a", "1");
+        let mut writer = PeerSync::default();
+        let mut server_doc = Automerge::new();
+        let mut server = PeerSync::default();
+        converge(
+            &mut writer,
+            &mut writer_doc,
+            &mut server,
+            &mut server_doc,
+            id,
+        );
+        put(&mut writer_doc, "b", "2");
+        let sent = writer.generate(id, &writer_doc).expect("a message");
+        let message = sync::Message::decode(&sent).expect("decodes");
+        assert!(
+            !message.have.is_empty(),
+            "the writer summarises what it has"
+        );
+        let with_probes = |probes: u64| {
+            // 1 entry, 10 bits per entry, `probes` probes (LEB128), 2 bytes of bits.
+            let mut bytes = vec![1, 10];
+            let mut rest = probes;
+            loop {
+                let low = (rest & 0x7f) as u8;
+                rest >>= 7;
+                if rest == 0 {
+                    bytes.push(low);
+                    break;
+                }
+                bytes.push(low | 0x80);
+            }
+            bytes.extend([0xff, 0xff]);
+            let mut m = message.clone();
+            m.have[0].bloom = sync::BloomFilter::try_from(bytes.as_slice()).expect("a filter");
+            m.encode()
+        };
+        let mut doc = server_doc.clone();
+        let heads = doc.get_heads();
+        let mut fresh = PeerSync::default();
+        match fresh.receive(id, &mut doc, &with_probes(10_000_000)) {
+            Err(SyncError::InvalidMessage(why)) => assert!(why.contains("probes"), "{why}"),
+            other => panic!("a 10-million-probe filter was not refused: {other:?}"),
+        }
+        assert_eq!(
+            doc.get_heads(),
+            heads,
+            "a refused message changed the document"
+        );
+        fresh
+            .receive(id, &mut doc, &with_probes(7))
+            .expect("seven probes, as automerge makes them");
+        assert_eq!(leb128_saturating(&[0xff; 11]), u64::MAX);
+        assert_eq!(leb128_saturating(&[0x80, 0x80, 0x00]), 0);
+        assert_eq!(leb128_saturating(&[0xe5, 0x8e, 0x26]), 624_485);
     }
 
     /// What the relay decides to move off the reactor: a message with changes, not an
