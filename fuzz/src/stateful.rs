@@ -7,6 +7,7 @@
 
 use automerge::sync::{self, SyncDoc};
 use automerge::{Automerge, Change, ChangeHash, ReadDoc};
+use sync_core::chunks;
 use sync_core::engine::{EncodedChanges, Outgoing, PeerSync, SyncError};
 use sync_core::guard::{self, Site};
 use sync_core::partition::{Partition, WijkId};
@@ -485,9 +486,12 @@ fn outcome(result: &Result<Option<Outgoing>, SyncError>) -> String {
 }
 
 /// Does the message carry the whole document (automerge's "send everything" answer)?
-/// A storage chunk's header: 4 magic bytes, 4 checksum bytes, then its type (0).
 fn is_whole_document(message: &sync::Message) -> bool {
-    message.changes.iter().next().and_then(|c| c.get(8)) == Some(&0)
+    message
+        .changes
+        .iter()
+        .next()
+        .is_some_and(chunks::is_document)
 }
 
 /// The hashes of the changes a message carries, sorted, each as often as it is carried:
@@ -497,39 +501,10 @@ fn is_whole_document(message: &sync::Message) -> bool {
 fn change_hashes(message: &sync::Message) -> Option<Vec<ChangeHash>> {
     let mut hashes = Vec::new();
     for chunk in message.changes.iter() {
-        for change in split_chunks(chunk)? {
+        for change in chunks::split(chunk).ok()? {
             hashes.push(Change::try_from(change).ok()?.hash());
         }
     }
     hashes.sort();
     Some(hashes)
-}
-
-/// Concatenated storage chunks, split: each is magic (4 bytes), checksum (4), type (1),
-/// the body's length (unsigned LEB128) and the body. None when the bytes are not that.
-fn split_chunks(mut bytes: &[u8]) -> Option<Vec<&[u8]>> {
-    let mut chunks = Vec::new();
-    while !bytes.is_empty() {
-        let (mut len, mut shift, mut at) = (0u64, 0u32, 9usize);
-        loop {
-            let b = *bytes.get(at)?;
-            at += 1;
-            if shift >= 64 {
-                return None;
-            }
-            len |= u64::from(b & 0x7f) << shift;
-            if b & 0x80 == 0 {
-                break;
-            }
-            shift += 7;
-        }
-        let end = at.checked_add(usize::try_from(len).ok()?)?;
-        if end > bytes.len() {
-            return None;
-        }
-        let (chunk, rest) = bytes.split_at(end);
-        chunks.push(chunk);
-        bytes = rest;
-    }
-    Some(chunks)
 }

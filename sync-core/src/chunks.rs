@@ -75,6 +75,25 @@ pub fn screen(message: &sync::Message, max_inflated: u64) -> Result<(), ChunkErr
     Ok(())
 }
 
+/// Concatenated storage chunks (a version 2 sync message's changes), split into whole
+/// chunks, headers included.
+pub fn split(mut bytes: &[u8]) -> Result<Vec<&[u8]>, ChunkError> {
+    let mut chunks = Vec::new();
+    while !bytes.is_empty() {
+        let (_, _, after) = next_chunk(bytes)?;
+        let (chunk, rest) = bytes.split_at(bytes.len() - after.len());
+        chunks.push(chunk);
+        bytes = rest;
+    }
+    Ok(chunks)
+}
+
+/// Is `chunk` a whole document (automerge's "send everything" answer) rather than
+/// changes? Its header: 4 magic bytes, 4 checksum bytes, then the chunk type (0).
+pub fn is_document(chunk: &[u8]) -> bool {
+    chunk.get(8) == Some(&CHUNK_DOCUMENT)
+}
+
 /// One chunk's type and data, and what follows it.
 fn next_chunk(bytes: &[u8]) -> Result<(u8, &[u8], &[u8]), ChunkError> {
     if bytes.len() < FIXED_HEADER {
@@ -141,7 +160,7 @@ fn skip(bytes: &[u8], n: u64) -> Result<&[u8], ChunkError> {
 }
 
 /// An unsigned LEB128 number (at most 64 bits) and the bytes after it.
-fn uleb(bytes: &[u8]) -> Result<(u64, &[u8]), ChunkError> {
+pub(crate) fn uleb(bytes: &[u8]) -> Result<(u64, &[u8]), ChunkError> {
     let mut value = 0u64;
     for (i, byte) in bytes.iter().enumerate().take(10) {
         let bits = u64::from(byte & 0x7f);
@@ -323,6 +342,19 @@ mod tests {
             Err(ChunkError::Inflates { limit: 1024 * 1024 })
         );
         assert_eq!(screen(&message(vec![chunk]), 4 * 1024 * 1024), Ok(()));
+    }
+
+    /// Concatenated chunks split back into the whole chunks, headers included; a
+    /// truncated one is an error, and the type byte tells a document.
+    #[test]
+    fn concatenated_chunks_split_back() {
+        let a = chunk(1, b"first change");
+        let b = chunk(CHUNK_DOCUMENT, &[7u8; 200]);
+        let joined = [a.clone(), b.clone()].concat();
+        assert_eq!(split(&joined), Ok(vec![a.as_slice(), b.as_slice()]));
+        assert!(!is_document(&a) && is_document(&b));
+        assert!(split(&joined[..joined.len() - 1]).is_err());
+        assert_eq!(split(&[]), Ok(Vec::new()));
     }
 
     /// Garbage framing is a clear error, never a read past the end.

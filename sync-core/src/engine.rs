@@ -316,7 +316,10 @@ impl PeerSync {
             }
         };
         let mut chunks: Vec<Vec<u8>> = message.changes.iter().map(<[u8]>::to_vec).collect();
-        if chunks.first().is_some_and(|chunk| is_document_chunk(chunk)) {
+        if chunks
+            .first()
+            .is_some_and(|chunk| chunks::is_document(chunk))
+        {
             // automerge chose to send the whole document (it holds our changes too)
             // and marked every hash as sent.
         } else if message.version == sync::MessageVersion::V1 {
@@ -430,25 +433,6 @@ fn ours_to_send<'e>(
     ours
 }
 
-/// An unsigned LEB128 value, `u64::MAX` where it does not fit (automerge's decoder
-/// takes no more than 64 bits either; here only the bounds matter).
-fn leb128_saturating(bytes: &[u8]) -> u64 {
-    let mut value: u128 = 0;
-    for (i, b) in bytes.iter().enumerate() {
-        if i >= 10 {
-            return u64::MAX;
-        }
-        value |= u128::from(b & 0x7f) << (7 * i);
-    }
-    u64::try_from(value).unwrap_or(u64::MAX)
-}
-
-/// Is `chunk` a whole document (automerge's "send everything" answer) rather than
-/// changes? Its header: 4 magic bytes, 4 checksum bytes, then the chunk type (0).
-fn is_document_chunk(chunk: &[u8]) -> bool {
-    chunk.get(8) == Some(&0)
-}
-
 /// The most probes per hash a peer's bloom filter may ask for. automerge and
 /// automerge-repo make filters with 7; automerge computes every probe for every hash it
 /// checks against the filter, so a hand-made filter with millions of probes made one
@@ -471,12 +455,8 @@ fn check_bloom_filters(message: &sync::Message) -> Result<(), SyncError> {
         let mut rest = bytes.as_slice();
         let mut header = [0u64; 3];
         for field in &mut header {
-            let end = rest
-                .iter()
-                .position(|b| b & 0x80 == 0)
-                .ok_or_else(|| SyncError::InvalidMessage("truncated bloom filter header".into()))?;
-            *field = leb128_saturating(&rest[..=end]);
-            rest = &rest[end + 1..];
+            (*field, rest) = chunks::uleb(rest)
+                .map_err(|_| SyncError::InvalidMessage("malformed bloom filter header".into()))?;
         }
         let probes = header[2];
         if probes > MAX_BLOOM_PROBES {
@@ -618,11 +598,9 @@ mod tests {
         panic!("did not converge in 20 rounds");
     }
 
-    /// A bloom filter asking for more probes per hash than automerge ever makes is
-    /// refused at the door, before automerge computes a single probe; one with the
-    /// usual 7 is not.
-    #[test]
-    fn bloom_filters_with_too_many_probes_are_refused() {
+    /// A writer and a server in sync, then the writer's message with one new change:
+    /// the id, the server's document and session, and the message.
+    fn synced_then_changed() -> (DocumentId, Automerge, PeerSync, Vec<u8>) {
         let id = DocumentId::random();
         let mut writer_doc = doc_with("a", "1");
         let mut writer = PeerSync::default();
@@ -636,7 +614,16 @@ mod tests {
             id,
         );
         put(&mut writer_doc, "b", "2");
-        let sent = writer.generate(id, &writer_doc).expect("a message");
+        let sent = writer.generate(id, &writer_doc).expect("a change to send");
+        (id, server_doc, server, sent)
+    }
+
+    /// A bloom filter asking for more probes per hash than automerge ever makes is
+    /// refused at the door, before automerge computes a single probe; one with the
+    /// usual 7 is not.
+    #[test]
+    fn bloom_filters_with_too_many_probes_are_refused() {
+        let (id, server_doc, _, sent) = synced_then_changed();
         let message = sync::Message::decode(&sent).expect("decodes");
         assert!(
             !message.have.is_empty(),
@@ -675,29 +662,21 @@ mod tests {
         fresh
             .receive(id, &mut doc, &with_probes(7))
             .expect("seven probes, as automerge makes them");
-        assert_eq!(leb128_saturating(&[0xff; 11]), u64::MAX);
-        assert_eq!(leb128_saturating(&[0x80, 0x80, 0x00]), 0);
-        assert_eq!(leb128_saturating(&[0xe5, 0x8e, 0x26]), 624_485);
+        // The most automerge's decoder takes (a u32) is refused too.
+        assert!(
+            matches!(
+                PeerSync::default().receive(id, &mut doc, &with_probes(u64::from(u32::MAX))),
+                Err(SyncError::InvalidMessage(_))
+            ),
+            "u32::MAX probes were taken"
+        );
     }
 
     /// What the relay decides to move off the reactor: a message with changes, not an
     /// answer that only reports heads, nor bytes that do not decode.
     #[test]
     fn carries_changes_tells_changes_from_answers() {
-        let id = DocumentId::random();
-        let mut writer_doc = doc_with("a", "1");
-        let mut writer = PeerSync::default();
-        let mut server_doc = Automerge::new();
-        let mut server = PeerSync::default();
-        converge(
-            &mut writer,
-            &mut writer_doc,
-            &mut server,
-            &mut server_doc,
-            id,
-        );
-        put(&mut writer_doc, "b", "2");
-        let with_change = writer.generate(id, &writer_doc).expect("a change to send");
+        let (id, mut server_doc, mut server, with_change) = synced_then_changed();
         assert!(carries_changes(&with_change));
         server
             .receive(id, &mut server_doc, &with_change)
