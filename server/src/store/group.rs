@@ -8,9 +8,11 @@
 //! ([`ChunkAppend`], with its provenance) and every audit-only append of this process
 //! goes into one bounded queue. The writer takes the first job as soon as it arrives,
 //! then whatever else is queued *at that moment* (at most [`MAX_JOBS`] jobs or about
-//! [`MAX_BYTES`] of chunks: no timer waits for company, so an idle server adds no
-//! latency), runs them in one `BEGIN IMMEDIATE` transaction, each inside a savepoint
-//! of its own, commits once, and only then answers each job on its oneshot. So:
+//! [`MAX_BYTES`] of chunks), runs them in one `BEGIN IMMEDIATE` transaction, each
+//! inside a savepoint of its own, commits once, and only then answers each job on its
+//! oneshot. When jobs have lately been arriving faster than one per [`COMMIT_DELAY`],
+//! the writer first waits out that delay for company (PostgreSQL's `commit_delay`, but
+//! only under load: [`Arrivals`]); an idle or quiet server adds no latency. So:
 //!
 //! - a caller is answered only after the commit that contains its job has returned
 //!   (durability as before: nothing is acknowledged before it is on disk);
@@ -43,7 +45,7 @@
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 use tokio::sync::{mpsc, oneshot};
@@ -64,6 +66,56 @@ pub const MAX_BYTES: usize = 8 << 20;
 const QUEUE: usize = 4096;
 /// How long the writer waits for another connection's write lock (the pool's too).
 const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
+/// The longest a first job waits for company when jobs arrive faster than this apart.
+/// Each transaction writes its dirty pages to the WAL whole and fsyncs once, so jobs
+/// that share one share those costs: at the capacity knee the writer used to commit
+/// 1.8 jobs a transaction (docs/performance.md, "Group commit waits for company").
+pub const COMMIT_DELAY: Duration = Duration::from_millis(2);
+/// How far back the writer looks to judge the arrival rate.
+const RATE_WINDOW: Duration = Duration::from_millis(200);
+
+/// The writer's view of how fast jobs arrive, to decide whether a batch should wait
+/// for company: only when another job is expected within [`COMMIT_DELAY`] (on
+/// average), judged over the last [`RATE_WINDOW`] or so. Times are passed in, so the
+/// rule is tested without a clock.
+#[derive(Debug)]
+pub(crate) struct Arrivals {
+    /// Start of the current window and the jobs taken in it.
+    since: Instant,
+    taken: u64,
+    /// Jobs a second in the last complete window.
+    rate: f64,
+}
+
+impl Arrivals {
+    pub(crate) fn new(now: Instant) -> Self {
+        Arrivals {
+            since: now,
+            taken: 0,
+            rate: 0.0,
+        }
+    }
+
+    /// Counts `jobs` taken from the queue at `now`.
+    pub(crate) fn took(&mut self, jobs: usize, now: Instant) {
+        self.taken += jobs as u64;
+        let span = now.saturating_duration_since(self.since);
+        if span >= RATE_WINDOW {
+            self.rate = self.taken as f64 / span.as_secs_f64();
+            self.since = now;
+            self.taken = 0;
+        }
+    }
+
+    /// Should a batch that is not full wait for company? Only if the last window's
+    /// rate says another job comes within the delay, and that window is recent (a
+    /// quiet spell since makes it stale: no). After a burst ends, at most one window's
+    /// worth of jobs waits needlessly.
+    pub(crate) fn worth_waiting(&self, now: Instant) -> bool {
+        now.saturating_duration_since(self.since) < RATE_WINDOW * 2
+            && self.rate * COMMIT_DELAY.as_secs_f64() >= 1.0
+    }
+}
 
 /// What one job writes.
 #[derive(Debug)]
@@ -216,6 +268,7 @@ fn open(path: &Path) -> Result<Connection, Error> {
 fn run(path: &Path, conn: Connection, mut queue: mpsc::Receiver<Msg>, counters: &Counters) {
     let mut conn = Some(conn);
     let mut closed = false;
+    let mut arrivals = Arrivals::new(Instant::now());
     let mut next = queue.blocking_recv();
     while let Some(msg) = next.take() {
         let first = match msg {
@@ -233,23 +286,17 @@ fn run(path: &Path, conn: Connection, mut queue: mpsc::Receiver<Msg>, counters: 
             }
             Msg::Job(job) => job,
         };
+        let taken_at = Instant::now();
         let mut bytes = first.work.bytes();
         let mut batch = vec![first];
-        // Only what is queued now: waiting for company would add latency when idle. A
+        // What is queued now; then, under load only, what comes within the delay. A
         // close waits for this batch (it comes next).
-        while batch.len() < MAX_JOBS && bytes < MAX_BYTES {
-            match queue.try_recv() {
-                Ok(Msg::Job(job)) => {
-                    bytes += job.work.bytes();
-                    batch.push(job);
-                }
-                Ok(close) => {
-                    next = Some(close);
-                    break;
-                }
-                Err(_) => break,
-            }
+        let full = take_queued(&mut queue, &mut batch, &mut bytes, &mut next);
+        if !full && next.is_none() && arrivals.worth_waiting(taken_at) {
+            std::thread::sleep(COMMIT_DELAY.saturating_sub(taken_at.elapsed()));
+            take_queued(&mut queue, &mut batch, &mut bytes, &mut next);
         }
+        arrivals.took(batch.len(), taken_at);
         // A panic in a batch (none is known) must not stop the writer: its callers
         // get `WriterStopped` (their replies are dropped), the connection is closed,
         // and the next batch opens another.
@@ -264,6 +311,30 @@ fn run(path: &Path, conn: Connection, mut queue: mpsc::Receiver<Msg>, counters: 
             next = queue.blocking_recv();
         }
     }
+}
+
+/// Moves queued jobs into `batch` until it is full ([`MAX_JOBS`], [`MAX_BYTES`]) or the
+/// queue is empty; a close message stops it and is left in `next`. `true`: full.
+fn take_queued(
+    queue: &mut mpsc::Receiver<Msg>,
+    batch: &mut Vec<Job>,
+    bytes: &mut usize,
+    next: &mut Option<Msg>,
+) -> bool {
+    while batch.len() < MAX_JOBS && *bytes < MAX_BYTES {
+        match queue.try_recv() {
+            Ok(Msg::Job(job)) => {
+                *bytes += job.work.bytes();
+                batch.push(job);
+            }
+            Ok(close) => {
+                *next = Some(close);
+                return false;
+            }
+            Err(_) => return false,
+        }
+    }
+    true
 }
 
 /// Commits `batch` and answers each job.
@@ -487,7 +558,52 @@ fn append_audit(
 
 #[cfg(test)]
 mod tests {
-    use super::positional;
+    use std::time::{Duration, Instant};
+
+    use super::{positional, Arrivals, COMMIT_DELAY, RATE_WINDOW};
+
+    /// Jobs taken one at a time, `gap` apart, from `start` for `span`; returns the
+    /// time after the last.
+    fn steady(arrivals: &mut Arrivals, start: Instant, gap: Duration, span: Duration) -> Instant {
+        let mut at = start;
+        while at < start + span {
+            arrivals.took(1, at);
+            at += gap;
+        }
+        at
+    }
+
+    #[test]
+    fn a_batch_waits_for_company_only_while_jobs_come_faster_than_the_delay() {
+        let start = Instant::now();
+        let mut arrivals = Arrivals::new(start);
+        // A fresh writer knows of no load: the first jobs never wait.
+        assert!(!arrivals.worth_waiting(start));
+        // Two jobs per delay: waiting pays.
+        let busy = steady(&mut arrivals, start, COMMIT_DELAY / 2, RATE_WINDOW * 3);
+        assert!(arrivals.worth_waiting(busy));
+        // One job per two delays: each would wait alone; it must not.
+        let quiet = steady(&mut arrivals, busy, COMMIT_DELAY * 2, RATE_WINDOW * 3);
+        assert!(!arrivals.worth_waiting(quiet));
+        // Busy again, then silence for two windows: the old rate is stale.
+        let busy = steady(&mut arrivals, quiet, COMMIT_DELAY / 4, RATE_WINDOW * 3);
+        assert!(arrivals.worth_waiting(busy));
+        assert!(!arrivals.worth_waiting(busy + RATE_WINDOW * 2));
+    }
+
+    #[test]
+    fn batches_of_many_jobs_count_every_job() {
+        let start = Instant::now();
+        let mut arrivals = Arrivals::new(start);
+        // One batch of 20 jobs every 10 ms is 2,000 jobs a second, though the writer
+        // wakes only 100 times a second.
+        let mut at = start;
+        while at < start + RATE_WINDOW * 2 {
+            arrivals.took(20, at);
+            at += Duration::from_millis(10);
+        }
+        assert!(arrivals.worth_waiting(at));
+    }
 
     #[test]
     fn positional_keeps_each_parameter_at_its_number() {
