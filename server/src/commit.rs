@@ -15,8 +15,8 @@
 
 use std::sync::Arc;
 
-use automerge::Automerge;
-use sync_core::engine::{self, PeerSync, Rejected, SyncError};
+use automerge::{Automerge, ChangeHash};
+use sync_core::engine::{self, Outgoing, PeerSync, Rejected, SyncError};
 use sync_core::partition::Partition;
 use sync_core::policy::{self, Access, Principal};
 use sync_core::protocol::DocumentId;
@@ -100,11 +100,23 @@ impl Writer<'_> {
 pub enum Outcome {
     /// New changes are committed and announced (the writer's connection included).
     Committed,
-    /// Nothing new to commit (the payload was sync bookkeeping); the caller answers.
-    Unchanged,
+    /// Nothing new to commit (the payload was sync bookkeeping: a subscriber's answer
+    /// to a relayed change, 8 of 9 messages in the live phase). The reply to it was
+    /// generated under the same document lock; the caller sends it.
+    Unchanged(Answer),
     /// Nothing was kept: store and memory are as before. `kind` labels the reason
     /// for logs and metrics; `message` is the text for the peer.
     Refused { kind: &'static str, message: String },
+}
+
+/// A reply generated for a peer's message while its document was locked, and the
+/// committed heads at that moment (for `remote-heads-changed`).
+#[derive(Debug)]
+pub struct Answer {
+    /// The sync payload to send, if there is anything to say; an error if automerge
+    /// panicked (its session was reset).
+    pub payload: Result<Option<Outgoing>, SyncError>,
+    pub saved_heads: Vec<ChangeHash>,
 }
 
 impl Outcome {
@@ -197,7 +209,16 @@ pub async fn apply(
     drop(permit);
     match result {
         Ok(applied) if applied.changed() => {}
-        Ok(_) => return Outcome::Unchanged,
+        Ok(_) => {
+            // Answered now, under this lock, rather than by marking the document for
+            // the connection's next flush, which would take the wijk's permit and
+            // this lock again for the same generate (issue 18).
+            let payload = engine.try_generate_with(id, &state.doc, &state.recent);
+            return Outcome::Unchanged(Answer {
+                payload,
+                saved_heads: state.saved_heads.clone(),
+            });
+        }
         Err(Rejected::Sync(e)) => {
             m::rejected("invalid-sync");
             // issue 20: automerge panicked under sync_core::guard. The engine rebuilt

@@ -566,7 +566,16 @@ impl Connection {
         .await
         {
             Outcome::Committed => {}
-            Outcome::Unchanged => self.signal.mark(entry.id()),
+            Outcome::Unchanged(answer) => {
+                let partition = &entry.catalog.partition;
+                self.deliver(
+                    entry.id(),
+                    Some(partition),
+                    answer.payload,
+                    Some(answer.saved_heads),
+                )
+                .await;
+            }
             Outcome::Refused { message, .. } => self.send_error(&message).await,
         }
     }
@@ -871,11 +880,7 @@ impl Connection {
                 self.close_document(id).await;
                 continue;
             }
-            let mut partition = None;
-            // issue 20: a panic in automerge's generate, counted and told to the peer.
-            let mut generate_failed = None;
-            let (payload, saved) = if let Some(entry) = self.open.get(&id).cloned() {
-                partition = Some(entry.catalog.partition.clone());
+            let (payload, saved, entry) = if let Some(entry) = self.open.get(&id).cloned() {
                 let _permit = self
                     .state
                     .hub
@@ -888,83 +893,95 @@ impl Connection {
                         continue;
                     }
                 };
-                let payload = match self.engine.try_generate_with(id, &state.doc, &state.recent) {
-                    Ok(payload) => payload,
-                    Err(e) => {
-                        if let SyncError::Panicked(panicked) = &e {
-                            m::panic_caught(panicked, &id);
-                        }
-                        generate_failed = Some(format!("document {id}: {e}"));
-                        None
-                    }
-                };
-                (payload, Some(state.saved_heads.clone()))
+                let payload = self.engine.try_generate_with(id, &state.doc, &state.recent);
+                let saved = state.saved_heads.clone();
+                drop(state);
+                (payload, Some(saved), Some(entry))
             } else if let Some(doc) = self.pending.get(&id) {
-                (
-                    // The peer's own creation in progress: not a read to audit.
-                    self.engine.generate(id, doc).map(|data| Outgoing {
-                        data,
-                        carries_changes: false,
-                    }),
-                    None,
-                )
+                // The peer's own creation in progress: not a read to audit.
+                let payload = self.engine.generate(id, doc).map(|data| Outgoing {
+                    data,
+                    carries_changes: false,
+                });
+                (Ok(payload), None, None)
             } else {
                 continue;
             };
-            if let Some(message) = generate_failed {
-                self.send_error(&message).await;
-            }
-            if let Some(Outgoing {
-                data,
-                carries_changes,
-            }) = payload
-            {
-                // A read, for the audit: the message hands document content to the device.
-                if let Some(partition) = &partition {
-                    if carries_changes {
-                        // Fail closed: a read window's opening entry is committed
-                        // before its first content leaves; without it nothing is
-                        // sent, and the session starts over so the next flush offers
-                        // the changes again. Later reads of the window are counted.
-                        if self.note_read(id, partition) && !self.write_audit().await {
-                            self.reads.remove(&id);
-                            self.engine.forget(&id);
-                            self.engine.open(id);
-                            self.send_try_again_later(id).await;
-                            continue;
-                        }
-                    }
+            let partition = entry.as_ref().map(|e| &e.catalog.partition);
+            self.deliver(id, partition, payload, saved).await;
+        }
+        Flow::Continue
+    }
+
+    /// Sends a generated reply for `id`: an `error` if automerge panicked, the sync
+    /// message (a read of `partition`'s content, audited first when it carries
+    /// changes), and the committed heads `saved` when they moved since last told.
+    /// `partition` and `saved` are `None` for a creation in progress.
+    async fn deliver(
+        &mut self,
+        id: DocumentId,
+        partition: Option<&sync_core::partition::Partition>,
+        payload: Result<Option<Outgoing>, SyncError>,
+        saved: Option<Vec<ChangeHash>>,
+    ) {
+        let payload = match payload {
+            Ok(payload) => payload,
+            Err(e) => {
+                // issue 20: a panic in automerge's generate, counted and told to the peer.
+                if let SyncError::Panicked(panicked) = &e {
+                    m::panic_caught(panicked, &id);
                 }
-                self.send(Message::Sync {
+                self.send_error(&format!("document {id}: {e}")).await;
+                None
+            }
+        };
+        if let Some(Outgoing {
+            data,
+            carries_changes,
+        }) = payload
+        {
+            // A read, for the audit: the message hands document content to the device.
+            if let (Some(partition), true) = (partition, carries_changes) {
+                // Fail closed: a read window's opening entry is committed before its
+                // first content leaves; without it nothing is sent, and the session
+                // starts over so the next flush offers the changes again. Later reads
+                // of the window are counted.
+                if self.note_read(id, partition) && !self.write_audit().await {
+                    self.reads.remove(&id);
+                    self.engine.forget(&id);
+                    self.engine.open(id);
+                    self.send_try_again_later(id).await;
+                    return;
+                }
+            }
+            self.send(Message::Sync {
+                sender_id: self.state.peer_id.clone(),
+                target_id: self.peer_id(),
+                document_id: id,
+                data,
+            })
+            .await;
+        }
+        if let Some(saved) = saved {
+            if !saved.is_empty() && self.told_heads.get(&id) != Some(&saved) {
+                let mut new_heads = BTreeMap::new();
+                new_heads.insert(
+                    self.state.storage_id.clone(),
+                    HeadsAtTime {
+                        heads: encode_heads(&saved),
+                        timestamp: self.next_timestamp(),
+                    },
+                );
+                self.send(Message::RemoteHeadsChanged {
                     sender_id: self.state.peer_id.clone(),
                     target_id: self.peer_id(),
                     document_id: id,
-                    data,
+                    new_heads,
                 })
                 .await;
-            }
-            if let Some(saved) = saved {
-                if !saved.is_empty() && self.told_heads.get(&id) != Some(&saved) {
-                    let mut new_heads = BTreeMap::new();
-                    new_heads.insert(
-                        self.state.storage_id.clone(),
-                        HeadsAtTime {
-                            heads: encode_heads(&saved),
-                            timestamp: self.next_timestamp(),
-                        },
-                    );
-                    self.send(Message::RemoteHeadsChanged {
-                        sender_id: self.state.peer_id.clone(),
-                        target_id: self.peer_id(),
-                        document_id: id,
-                        new_heads,
-                    })
-                    .await;
-                    self.told_heads.insert(id, saved);
-                }
+                self.told_heads.insert(id, saved);
             }
         }
-        Flow::Continue
     }
 
     fn next_timestamp(&mut self) -> u64 {
