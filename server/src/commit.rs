@@ -157,11 +157,15 @@ pub async fn apply(
     // waited for): then nobody pays for it any more.
     settle_queue(&mut state);
     let DocState { doc, queue, .. } = &mut *state;
-    // Applying and validating changes is CPU work of milliseconds: keep it off the
-    // reactor, so other connections' frames are not held up. A message without
-    // changes (a subscriber's answer to a relayed change: 8 of 9 messages in the live
-    // phase) is microseconds of work, less than handing the worker thread over
-    // (`block_in_place`) costs: it runs here (issue 18: −15 % CPU per change).
+    // Applying and validating a large payload is CPU work of milliseconds: keep it off
+    // the reactor, so other connections' frames are not held up. A small one (a live
+    // edit, or a subscriber's answer: all of the live phase) is less work than handing
+    // the worker thread over (`block_in_place` wakes a thread of the blocking pool to
+    // take the worker's queue, and back: ≈ 3 context switches per relayed change, and
+    // ≈ 8 % of the server's CPU per change in the replay at 400/s, issue 18); it runs
+    // here. Its cost is bounded by its bytes (about
+    // 0.5 µs an op, one op or more per byte for ordinary edits), and while one worker
+    // runs it the other steals its queued tasks.
     let mut work = || {
         engine.receive_checked(id, doc, data, |doc, applied| {
             // Runs for new heads and for changes queued behind a missing dependency
@@ -195,7 +199,7 @@ pub async fn apply(
                 .map_err(|over| Refusal::UserQueueTooLarge { limit: over.limit })
         })
     };
-    let result = if engine::carries_changes(data) {
+    let result = if data.len() > engine::ANSWER_BYTES {
         off_reactor(work)
     } else {
         work()
