@@ -97,7 +97,7 @@ pub fn stateful(data: &[u8]) {
     let mut pending = Automerge::new();
     // The last accepted commit's new changes, encoded once, as the server's hub keeps
     // them for every subscriber's next message (`DocState::recent`, which
-    // `Hub::persist_change` sets to the changes since the previous commit's heads).
+    // `Hub::persist_change` sets to the changes the commit's message added).
     let mut recent: Vec<(ChangeHash, Vec<u8>)> = Vec::new();
     let mut peers = [true, false].map(|writer| Peer {
         device: server.fork(),
@@ -248,7 +248,7 @@ pub fn stateful(data: &[u8]) {
                     if meta.partition() != partition {
                         return Err("meta changed".to_string());
                     }
-                    schema::validate_changes(doc, &applied.heads_before)
+                    schema::validate_changes(doc, &applied.heads_before, applied.new_changes(doc))
                         .map(|_| ())
                         .map_err(|e| e.to_string())
                 });
@@ -280,11 +280,20 @@ pub fn stateful(data: &[u8]) {
             Ok(applied) => {
                 schema::validate(&server).expect("an accepted document validates");
                 if applied.changed() {
-                    recent = server
-                        .get_changes(&applied.heads_before)
-                        .iter()
-                        .map(|c| (c.hash(), c.raw_bytes().to_vec()))
-                        .collect();
+                    // The changes handed out (mostly the message's own) are automerge's.
+                    let raw = |changes: &[Change]| -> Vec<(ChangeHash, Vec<u8>)> {
+                        changes
+                            .iter()
+                            .map(|c| (c.hash(), c.raw_bytes().to_vec()))
+                            .collect()
+                    };
+                    let handed_out = raw(applied.new_changes(&server));
+                    assert_eq!(
+                        handed_out,
+                        raw(&server.get_changes(&applied.heads_before)),
+                        "the changes the message added are not get_changes(heads before)"
+                    );
+                    recent = handed_out;
                 }
             }
         }

@@ -273,6 +273,50 @@ async fn accepted_change_is_committed_and_audited() {
     assert!(audit.iter().any(|e| e.event.action == AuditAction::Write));
 }
 
+/// A commit stores, and keeps for the subscribers' messages, exactly the bytes
+/// automerge gives for the new changes (the relay takes them from the device's
+/// message): hashes, order and bytes of the chunk after the snapshot.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn commit_stores_automerges_bytes_of_the_new_changes() {
+    let mut fx = Fixture::new().await;
+    // Some history first, so that the device sends its next edits as changes (not as
+    // the whole document) and they fit in a chunk after a compacted snapshot.
+    for _ in 0..12 {
+        add_contact(&mut fx.device);
+    }
+    assert!(committed(&fx.sync(&principal(true)).await));
+    let before = fx.memory().await.1;
+    for _ in 0..3 {
+        add_contact(&mut fx.device);
+    }
+    assert!(committed(&fx.sync(&principal(true)).await));
+    let state = fx.hub.lock(&fx.entry).await.expect("lock");
+    let automerges: Vec<(ChangeHash, Vec<u8>)> = state
+        .doc
+        .get_changes(&before)
+        .iter()
+        .map(|c| (c.hash(), c.raw_bytes().to_vec()))
+        .collect();
+    assert_eq!(automerges.len(), 3);
+    assert_eq!(state.recent, automerges, "kept for the subscribers");
+    drop(state);
+    let stored = fx
+        .store
+        .documents()
+        .load_document(&fx.id)
+        .await
+        .expect("load")
+        .expect("exists");
+    let chunk: Vec<u8> = automerges.iter().flat_map(|(_, b)| b.clone()).collect();
+    assert_eq!(
+        stored.incremental_bytes,
+        chunk.len() as u64,
+        "{} chunks",
+        stored.chunks
+    );
+    assert!(stored.bytes.ends_with(&chunk), "the stored chunk");
+}
+
 /// A refused change leaves the store and the relay's memory as they were (and is
 /// audited as a denied write).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
