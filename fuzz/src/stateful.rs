@@ -98,7 +98,7 @@ pub fn stateful(data: &[u8]) {
     // The last accepted commit's new changes, encoded once, as the server's hub keeps
     // them for every subscriber's next message (`DocState::recent`, which
     // `Hub::persist_change` sets to the changes the commit's message added).
-    let mut recent: Vec<(ChangeHash, Vec<u8>)> = Vec::new();
+    let mut recent = EncodedChanges::default();
     let mut peers = [true, false].map(|writer| Peer {
         device: server.fork(),
         device_engine: PeerSync::new(),
@@ -281,16 +281,10 @@ pub fn stateful(data: &[u8]) {
                 schema::validate(&server).expect("an accepted document validates");
                 if applied.changed() {
                     // The changes handed out (mostly the message's own) are automerge's.
-                    let raw = |changes: &[Change]| -> Vec<(ChangeHash, Vec<u8>)> {
-                        changes
-                            .iter()
-                            .map(|c| (c.hash(), c.raw_bytes().to_vec()))
-                            .collect()
-                    };
-                    let handed_out = raw(applied.new_changes(&server));
+                    let handed_out = EncodedChanges::applied(&applied, &server);
                     assert_eq!(
                         handed_out,
-                        raw(&server.get_changes(&applied.heads_before)),
+                        EncodedChanges::since(&server, &applied.heads_before),
                         "the changes the message added are not get_changes(heads before)"
                     );
                     recent = handed_out;
@@ -432,7 +426,7 @@ fn check_spliced(
                 )
             };
             assert_eq!(
-                sync_on(&a.data, theirs.1, &[]),
+                sync_on(&a.data, theirs.1, &EncodedChanges::default()),
                 sync_on(&b.data, ours.1, encoded),
                 "the device syncs on to other heads from the spliced message"
             );

@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use automerge::{Automerge, ChangeHash, ReadDoc};
-use sync_core::engine::Applied;
+use sync_core::engine::{Applied, EncodedChanges};
 use sync_core::partition::WijkId;
 use sync_core::policy::DocFacts;
 use sync_core::protocol::{DocumentId, Message};
@@ -158,10 +158,12 @@ pub struct DocState {
     /// Which users grew this document's queue of changes waiting for a dependency,
     /// and by how much (`queue_budget`); released when the queue goes.
     pub queue: QueueCharges,
-    /// The last commit's new changes, encoded once (they were its chunk): every
-    /// subscriber's sync message carries these bytes rather than automerge encoding
-    /// the same changes again per subscriber (`PeerSync::try_generate_with`).
-    pub recent: Vec<(ChangeHash, Vec<u8>)>,
+    /// The last commit's new changes, encoded once (they were its chunk), with the
+    /// heads after them: every subscriber's sync message carries these bytes rather
+    /// than automerge encoding the same changes again per subscriber
+    /// (`PeerSync::try_generate_with`). Stale once the document gains other changes
+    /// (another node's, caught up); the engine then sees the heads differ.
+    pub recent: EncodedChanges,
 }
 
 impl DocState {
@@ -421,7 +423,7 @@ impl Hub {
         let bytes = state.stored_bytes();
         state.doc = Automerge::new();
         state.resident = false;
-        state.recent = Vec::new();
+        state.recent = EncodedChanges::default();
         // The queue went with the document.
         state.queue.clear();
         let _ = self
@@ -646,7 +648,7 @@ impl Hub {
                 seen_seq: stored.last_seq,
                 resident: true,
                 queue: QueueCharges::new(self.queue_ledger.clone()),
-                recent: Vec::new(),
+                recent: EncodedChanges::default(),
             },
             self.watchers.clone(),
         ));
@@ -728,7 +730,7 @@ impl Hub {
                 seen_seq: 0,
                 resident: true,
                 queue: QueueCharges::new(self.queue_ledger.clone()),
-                recent: Vec::new(),
+                recent: EncodedChanges::default(),
             },
             self.watchers.clone(),
         ));
@@ -792,15 +794,19 @@ impl Hub {
         // The receive that brought them has them when it started from the committed
         // heads and nothing came since (usually: read from its message); else automerge
         // encodes them from its op set.
-        let encoded: Vec<(ChangeHash, Vec<u8>)> = match commit.applied {
+        let encoded = match commit.applied {
             Some(applied)
                 if applied.heads_before == state.saved_heads && applied.heads_after == heads =>
             {
-                raw(applied.new_changes(&state.doc))
+                EncodedChanges::applied(applied, &state.doc)
             }
-            _ => raw(&state.doc.get_changes(&state.saved_heads)),
+            _ => EncodedChanges::since(&state.doc, &state.saved_heads),
         };
-        let new_changes: Vec<String> = encoded.iter().map(|(hash, _)| hash.to_string()).collect();
+        let new_changes: Vec<String> = encoded
+            .changes()
+            .iter()
+            .map(|(hash, _)| hash.to_string())
+            .collect();
         let prov = Provenance {
             changes: &new_changes,
             author: commit.author,
@@ -809,10 +815,7 @@ impl Hub {
             token: commit.token,
         };
         // What `save_after(saved_heads)` would make, without encoding the changes again.
-        let mut chunk = Vec::with_capacity(encoded.iter().map(|(_, bytes)| bytes.len()).sum());
-        for (_, bytes) in &encoded {
-            chunk.extend_from_slice(bytes);
-        }
+        let chunk = encoded.concatenated();
         let incremental = state.incremental_bytes + chunk.len() as u64;
         let before = state.stored_bytes();
         if state.snapshot_bytes + incremental > self.max_document_bytes {
@@ -999,14 +1002,6 @@ impl Hub {
             }
         }
     }
-}
-
-/// Changes as (hash, raw bytes): the chunk and `DocState::recent`.
-fn raw(changes: &[automerge::Change]) -> Vec<(ChangeHash, Vec<u8>)> {
-    changes
-        .iter()
-        .map(|c| (c.hash(), c.raw_bytes().to_vec()))
-        .collect()
 }
 
 /// issue 20: a guarded load's failure as `Error::Corrupt`, counting a caught panic.

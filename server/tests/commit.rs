@@ -9,7 +9,7 @@ use buurtsync_server::audit::{AuditAction, AuditEntry};
 use buurtsync_server::commit::{self, Outcome, Writer};
 use buurtsync_server::hub::{DocEntry, Hub};
 use buurtsync_server::store::{CatalogEntry, Store};
-use sync_core::engine::PeerSync;
+use sync_core::engine::{EncodedChanges, PeerSync};
 use sync_core::partition::{DocumentKind, Partition, WijkId};
 use sync_core::policy::{Grant, Principal, WijkRole};
 use sync_core::protocol::DocumentId;
@@ -291,13 +291,8 @@ async fn commit_stores_automerges_bytes_of_the_new_changes() {
     }
     assert!(committed(&fx.sync(&principal(true)).await));
     let state = fx.hub.lock(&fx.entry).await.expect("lock");
-    let automerges: Vec<(ChangeHash, Vec<u8>)> = state
-        .doc
-        .get_changes(&before)
-        .iter()
-        .map(|c| (c.hash(), c.raw_bytes().to_vec()))
-        .collect();
-    assert_eq!(automerges.len(), 3);
+    let automerges = EncodedChanges::since(&state.doc, &before);
+    assert_eq!(automerges.changes().len(), 3);
     assert_eq!(state.recent, automerges, "kept for the subscribers");
     drop(state);
     let stored = fx
@@ -307,7 +302,7 @@ async fn commit_stores_automerges_bytes_of_the_new_changes() {
         .await
         .expect("load")
         .expect("exists");
-    let chunk: Vec<u8> = automerges.iter().flat_map(|(_, b)| b.clone()).collect();
+    let chunk = automerges.concatenated();
     assert_eq!(
         stored.incremental_bytes,
         chunk.len() as u64,
