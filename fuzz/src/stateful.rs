@@ -97,8 +97,8 @@ pub fn stateful(data: &[u8]) {
     let mut pending = Automerge::new();
     // The last accepted commit's new changes, encoded once, as the server's hub keeps
     // them for every subscriber's next message (`DocState::recent`, which
-    // `Hub::persist_change` sets to the changes since the previous commit's heads).
-    let mut recent: Vec<(ChangeHash, Vec<u8>)> = Vec::new();
+    // `Hub::persist_change` sets to the changes the commit's message added).
+    let mut recent = EncodedChanges::default();
     let mut peers = [true, false].map(|writer| Peer {
         device: server.fork(),
         device_engine: PeerSync::new(),
@@ -248,7 +248,7 @@ pub fn stateful(data: &[u8]) {
                     if meta.partition() != partition {
                         return Err("meta changed".to_string());
                     }
-                    schema::validate_changes(doc, &applied.heads_before)
+                    schema::validate_changes(doc, &applied.heads_before, applied.new_changes(doc))
                         .map(|_| ())
                         .map_err(|e| e.to_string())
                 });
@@ -280,11 +280,14 @@ pub fn stateful(data: &[u8]) {
             Ok(applied) => {
                 schema::validate(&server).expect("an accepted document validates");
                 if applied.changed() {
-                    recent = server
-                        .get_changes(&applied.heads_before)
-                        .iter()
-                        .map(|c| (c.hash(), c.raw_bytes().to_vec()))
-                        .collect();
+                    // The changes handed out (mostly the message's own) are automerge's.
+                    let handed_out = EncodedChanges::applied(&applied, &server);
+                    assert_eq!(
+                        handed_out,
+                        EncodedChanges::since(&server, &applied.heads_before),
+                        "the changes the message added are not get_changes(heads before)"
+                    );
+                    recent = handed_out;
                 }
             }
         }
@@ -423,7 +426,7 @@ fn check_spliced(
                 )
             };
             assert_eq!(
-                sync_on(&a.data, theirs.1, &[]),
+                sync_on(&a.data, theirs.1, &EncodedChanges::default()),
                 sync_on(&b.data, ours.1, encoded),
                 "the device syncs on to other heads from the spliced message"
             );

@@ -5,7 +5,8 @@
 //! - `floor`: automerge's own `receive_sync_message` + `generate_sync_message` for one
 //!   change, on a plan with 150 changes of history (the "assen" lifetime).
 //! - `receive_and_store`: the same change through `PeerSync::receive_checked` with the
-//!   server's check (partition, schema) and `Hub::persist` into a real SQLite file.
+//!   server's check (partition, schema) and `Hub::persist_change` into a real SQLite
+//!   file, with the changes the receive handed out, as `commit::apply` does.
 //! - `check`: the relay's acceptance check without the store (`validate_changes`),
 //!   and the whole-document `validate` it replaced.
 //! - `fan_out`: after one change, generating the sync message for N subscribed peers.
@@ -19,7 +20,7 @@ use std::hint::black_box;
 use automerge::sync::{self, SyncDoc};
 use automerge::transaction::Transactable;
 use automerge::{Automerge, ROOT};
-use buurtsync_server::hub::Hub;
+use buurtsync_server::hub::{ChangeCommit, Hub};
 use buurtsync_server::store::{now, CatalogEntry, Store};
 use criterion::{criterion_group, criterion_main, BatchSize, BenchmarkId, Criterion};
 use sync_core::engine::PeerSync;
@@ -148,7 +149,12 @@ fn check(c: &mut Criterion) {
                     .receive_checked(id, &mut doc, &pair.message, |doc, applied| {
                         let meta = schema::meta::read_meta(doc)?;
                         black_box(meta.partition());
-                        schema::validate_changes(doc, &applied.heads_before).map(|_| ())
+                        schema::validate_changes(
+                            doc,
+                            &applied.heads_before,
+                            applied.new_changes(doc),
+                        )
+                        .map(|_| ())
                     })
                     .expect("applied");
                 assert!(applied.changed());
@@ -239,12 +245,21 @@ fn receive_and_store(c: &mut Criterion) {
                     let before = state.doc.get_heads();
                     let applied = engine
                         .receive_checked(s.id, &mut state.doc, &pair.message, |doc, applied| {
-                            schema::validate_changes(doc, &applied.heads_before).map(|_| ())
+                            schema::validate_changes(
+                                doc,
+                                &applied.heads_before,
+                                applied.new_changes(doc),
+                            )
+                            .map(|_| ())
                         })
                         .expect("applied");
                     assert!(applied.changed());
+                    let commit = ChangeCommit {
+                        applied: Some(&applied),
+                        ..ChangeCommit::default()
+                    };
                     s.hub
-                        .persist(&s.id, &mut state, None)
+                        .persist_change(&s.id, &mut state, commit)
                         .await
                         .expect("persist");
                     // Undo in memory only, so the next iteration stores the change again.

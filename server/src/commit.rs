@@ -25,7 +25,7 @@ use sync_core::schema::{self, is_handed_over};
 use crate::audit::{AuditAction, AuditEvent};
 use crate::error::Error;
 use crate::handover;
-use crate::hub::{off_reactor, ConnSignal, DocEntry, DocState, Hub};
+use crate::hub::{off_reactor, ChangeCommit, ConnSignal, DocEntry, DocState, Hub};
 use crate::metrics as m;
 use crate::store::{now, CatalogEntry, Store};
 
@@ -192,8 +192,9 @@ pub async fn apply(
                 });
             }
             // The committed document was valid: only what the new changes touched is
-            // read again (a whole plan costs milliseconds).
-            schema::validate_changes(doc, &applied.heads_before)?;
+            // read again (a whole plan costs milliseconds). The changes are handed out
+            // once: the commit below stores and announces the same ones.
+            schema::validate_changes(doc, &applied.heads_before, applied.new_changes(doc))?;
             queue
                 .charge(user, grown)
                 .map_err(|over| Refusal::UserQueueTooLarge { limit: over.limit })
@@ -211,8 +212,8 @@ pub async fn apply(
     // document lock still keeps others from reading the uncommitted change). Holding
     // it there would cap a wijk at one commit per fsync.
     drop(permit);
-    match result {
-        Ok(applied) if applied.changed() => {}
+    let applied = match result {
+        Ok(applied) if applied.changed() => applied,
         Ok(_) => {
             // Answered now, under this lock, rather than by marking the document for
             // the connection's next flush, which would take the wijk's permit and
@@ -248,7 +249,7 @@ pub async fn apply(
             }
             return Outcome::refused(kind, format!("document {id}: change rejected: {refusal}"));
         }
-    }
+    };
     // Everything the change brings commits together.
     let handed_over = is_handed_over(&state.doc);
     let flag_moves = handed_over != entry.handed_over();
@@ -271,15 +272,14 @@ pub async fn apply(
     };
     let committed = match withdrawn {
         Ok(()) => {
-            hub.persist_change(
-                &id,
-                &mut state,
-                Some(cause),
-                &events,
-                flag_moves.then_some(handed_over),
-                writer.token,
-            )
-            .await
+            let commit = ChangeCommit {
+                author: Some(cause),
+                audit: &events,
+                handed_over: flag_moves.then_some(handed_over),
+                token: writer.token,
+                applied: Some(&applied),
+            };
+            hub.persist_change(&id, &mut state, commit).await
         }
         Err(e) => Err(e),
     };

@@ -13,6 +13,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use automerge::{Automerge, ChangeHash, ReadDoc};
+use sync_core::engine::{Applied, EncodedChanges};
 use sync_core::partition::WijkId;
 use sync_core::policy::DocFacts;
 use sync_core::protocol::{DocumentId, Message};
@@ -157,10 +158,12 @@ pub struct DocState {
     /// Which users grew this document's queue of changes waiting for a dependency,
     /// and by how much (`queue_budget`); released when the queue goes.
     pub queue: QueueCharges,
-    /// The last commit's new changes, encoded once (they were for its chunk): every
-    /// subscriber's sync message carries these bytes rather than automerge encoding
-    /// the same changes again per subscriber (`PeerSync::try_generate_with`).
-    pub recent: Vec<(ChangeHash, Vec<u8>)>,
+    /// The last commit's new changes, encoded once (they were its chunk), with the
+    /// heads after them: every subscriber's sync message carries these bytes rather
+    /// than automerge encoding the same changes again per subscriber
+    /// (`PeerSync::try_generate_with`). Stale once the document gains other changes
+    /// (another node's, caught up); the engine then sees the heads differ.
+    pub recent: EncodedChanges,
 }
 
 impl DocState {
@@ -278,6 +281,23 @@ impl DocEntry {
 }
 
 type Slot = Arc<OnceCell<Option<Arc<DocEntry>>>>;
+
+/// What commits with a change besides its chunk ([`Hub::persist_change`]).
+#[derive(Debug, Default, Clone, Copy)]
+pub struct ChangeCommit<'a> {
+    /// (user, device), recorded against every new change hash.
+    pub author: Option<(&'a str, &'a str)>,
+    /// Audit entries appended in the same transaction.
+    pub audit: &'a [AuditEvent],
+    /// The catalog's hand-over flag, moved to this when `Some`.
+    pub handed_over: Option<bool>,
+    /// The writer's token, which must still be live inside the transaction
+    /// (`Provenance::token`); `None`: no token (tests, the server's own writes).
+    pub token: Option<&'a str>,
+    /// The receive that brought the changes (`commit::apply`): its changes
+    /// (`Applied::new_changes`) are the chunk when it started from the committed heads.
+    pub applied: Option<&'a Applied>,
+}
 
 /// The registry of loaded documents.
 #[derive(Debug)]
@@ -403,7 +423,7 @@ impl Hub {
         let bytes = state.stored_bytes();
         state.doc = Automerge::new();
         state.resident = false;
-        state.recent = Vec::new();
+        state.recent = EncodedChanges::default();
         // The queue went with the document.
         state.queue.clear();
         let _ = self
@@ -628,7 +648,7 @@ impl Hub {
                 seen_seq: stored.last_seq,
                 resident: true,
                 queue: QueueCharges::new(self.queue_ledger.clone()),
-                recent: Vec::new(),
+                recent: EncodedChanges::default(),
             },
             self.watchers.clone(),
         ));
@@ -710,7 +730,7 @@ impl Hub {
                 seen_seq: 0,
                 resident: true,
                 queue: QueueCharges::new(self.queue_ledger.clone()),
-                recent: Vec::new(),
+                recent: EncodedChanges::default(),
             },
             self.watchers.clone(),
         ));
@@ -744,21 +764,23 @@ impl Hub {
         author: Option<(&str, &str)>,
         audit: &[AuditEvent],
     ) -> Result<bool, Error> {
-        self.persist_change(id, state, author, audit, None, None)
-            .await
+        let commit = ChangeCommit {
+            author,
+            audit,
+            ..ChangeCommit::default()
+        };
+        self.persist_change(id, state, commit).await
     }
 
-    /// As [`persist_with`](Self::persist_with), also moving the catalog's hand-over
-    /// flag to `handed_over` (when `Some`) in the same transaction, and storing
-    /// nothing (`Error::Unauthorized`) unless `token` is still live in it.
+    /// As [`persist_with`](Self::persist_with), with everything else `commit` says:
+    /// the catalog's hand-over flag moved in the same transaction, nothing stored
+    /// (`Error::Unauthorized`) unless the writer's token is still live in it, and the
+    /// changes taken from the receive that made them.
     pub async fn persist_change(
         &self,
         id: &DocumentId,
         state: &mut DocState,
-        author: Option<(&str, &str)>,
-        audit: &[AuditEvent],
-        handed_over: Option<bool>,
-        token: Option<&str>,
+        commit: ChangeCommit<'_>,
     ) -> Result<bool, Error> {
         if !state.resident {
             // Evicted documents hold nothing uncommitted (only those are evicted).
@@ -769,25 +791,31 @@ impl Hub {
             return Ok(false);
         }
         // The new changes, encoded once: for the chunk and for the subscribers' messages.
-        let encoded: Vec<(ChangeHash, Vec<u8>)> = state
-            .doc
-            .get_changes(&state.saved_heads)
+        // The receive that brought them has them when it started from the committed
+        // heads and nothing came since (usually: read from its message); else automerge
+        // encodes them from its op set.
+        let encoded = match commit.applied {
+            Some(applied)
+                if applied.heads_before == state.saved_heads && applied.heads_after == heads =>
+            {
+                EncodedChanges::applied(applied, &state.doc)
+            }
+            _ => EncodedChanges::since(&state.doc, &state.saved_heads),
+        };
+        let new_changes: Vec<String> = encoded
+            .changes()
             .iter()
-            .map(|c| (c.hash(), c.raw_bytes().to_vec()))
+            .map(|(hash, _)| hash.to_string())
             .collect();
-        let new_changes: Vec<String> = encoded.iter().map(|(hash, _)| hash.to_string()).collect();
         let prov = Provenance {
             changes: &new_changes,
-            author,
-            audit,
-            handed_over,
-            token,
+            author: commit.author,
+            audit: commit.audit,
+            handed_over: commit.handed_over,
+            token: commit.token,
         };
         // What `save_after(saved_heads)` would make, without encoding the changes again.
-        let mut chunk = Vec::with_capacity(encoded.iter().map(|(_, bytes)| bytes.len()).sum());
-        for (_, bytes) in &encoded {
-            chunk.extend_from_slice(bytes);
-        }
+        let chunk = encoded.concatenated();
         let incremental = state.incremental_bytes + chunk.len() as u64;
         let before = state.stored_bytes();
         if state.snapshot_bytes + incremental > self.max_document_bytes {

@@ -9,7 +9,7 @@ use buurtsync_server::audit::{AuditAction, AuditEntry};
 use buurtsync_server::commit::{self, Outcome, Writer};
 use buurtsync_server::hub::{DocEntry, Hub};
 use buurtsync_server::store::{CatalogEntry, Store};
-use sync_core::engine::PeerSync;
+use sync_core::engine::{EncodedChanges, PeerSync};
 use sync_core::partition::{DocumentKind, Partition, WijkId};
 use sync_core::policy::{Grant, Principal, WijkRole};
 use sync_core::protocol::DocumentId;
@@ -279,6 +279,45 @@ async fn accepted_change_is_committed_and_audited() {
     assert_eq!(stored(&fx.url, &fx.id).await.0, heads);
     let audit = fx.audit().await;
     assert!(audit.iter().any(|e| e.event.action == AuditAction::Write));
+}
+
+/// A commit stores, and keeps for the subscribers' messages, exactly the bytes
+/// automerge gives for the new changes (the relay takes them from the device's
+/// message): hashes, order and bytes of the chunk after the snapshot.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn commit_stores_automerges_bytes_of_the_new_changes() {
+    let mut fx = Fixture::new().await;
+    // Some history first, so that the device sends its next edits as changes (not as
+    // the whole document) and they fit in a chunk after a compacted snapshot.
+    for _ in 0..12 {
+        add_contact(&mut fx.device);
+    }
+    assert!(committed(&fx.sync(&principal(true)).await));
+    let before = fx.memory().await.1;
+    for _ in 0..3 {
+        add_contact(&mut fx.device);
+    }
+    assert!(committed(&fx.sync(&principal(true)).await));
+    let state = fx.hub.lock(&fx.entry).await.expect("lock");
+    let automerges = EncodedChanges::since(&state.doc, &before);
+    assert_eq!(automerges.changes().len(), 3);
+    assert_eq!(state.recent, automerges, "kept for the subscribers");
+    drop(state);
+    let stored = fx
+        .store
+        .documents()
+        .load_document(&fx.id)
+        .await
+        .expect("load")
+        .expect("exists");
+    let chunk = automerges.concatenated();
+    assert_eq!(
+        stored.incremental_bytes,
+        chunk.len() as u64,
+        "{} chunks",
+        stored.chunks
+    );
+    assert!(stored.bytes.ends_with(&chunk), "the stored chunk");
 }
 
 /// A refused change leaves the store and the relay's memory as they were (and is

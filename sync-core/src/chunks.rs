@@ -17,6 +17,10 @@
 //! experimental storage API), and inflates compressed changes and compressed document
 //! columns within one budget per message. Change chunks, whose columns are never
 //! compressed one by one (automerge refuses that), pass as they are.
+//!
+//! The same framing tells the engine which chunks are plain changes ([`is_change`],
+//! [`checksum`]): those it can hand on as they came instead of asking automerge to
+//! encode them again (`engine::Applied::new_changes`).
 
 use std::io::Read;
 
@@ -27,6 +31,7 @@ const MAGIC: [u8; 4] = [0x85, 0x6f, 0x4a, 0x83];
 /// Magic, checksum, chunk type.
 const FIXED_HEADER: usize = 9;
 const CHUNK_DOCUMENT: u8 = 0;
+const CHUNK_CHANGE: u8 = 1;
 const CHUNK_COMPRESSED_CHANGE: u8 = 2;
 /// A column specification's bit for "this column's data is deflated".
 const COLUMN_DEFLATE: u64 = 0b1000;
@@ -92,6 +97,18 @@ pub fn split(mut bytes: &[u8]) -> Result<Vec<&[u8]>, ChunkError> {
 /// changes? Its header: 4 magic bytes, 4 checksum bytes, then the chunk type (0).
 pub fn is_document(chunk: &[u8]) -> bool {
     chunk.get(8) == Some(&CHUNK_DOCUMENT)
+}
+
+/// Is `chunk` one uncompressed change (what automerge's sync sends), rather than a
+/// compressed change, a document or a bundle? Its type byte says.
+pub fn is_change(chunk: &[u8]) -> bool {
+    chunk.get(8) == Some(&CHUNK_CHANGE)
+}
+
+/// The checksum `chunk`'s header claims (the 4 bytes after the magic). automerge
+/// loads a chunk only when it is the start of the chunk's hash.
+pub fn checksum(chunk: &[u8]) -> Option<&[u8]> {
+    chunk.get(4..8)
 }
 
 /// One chunk's type and data, and what follows it.
@@ -353,6 +370,10 @@ mod tests {
         let joined = [a.clone(), b.clone()].concat();
         assert_eq!(split(&joined), Ok(vec![a.as_slice(), b.as_slice()]));
         assert!(!is_document(&a) && is_document(&b));
+        assert!(is_change(&a) && !is_change(&b));
+        assert!(!is_change(&chunk(CHUNK_COMPRESSED_CHANGE, b"x")));
+        assert_eq!(checksum(&a), Some(&[0u8, 0, 0, 0][..]));
+        assert_eq!(checksum(&a[..7]), None);
         assert!(split(&joined[..joined.len() - 1]).is_err());
         assert_eq!(split(&[]), Ok(Vec::new()));
     }

@@ -1,7 +1,7 @@
 //! The checks: [`validate`] (a whole document, the check every document passes) and
 //! [`validate_changes`] (only what new changes touched, the relay's per-change check).
 
-use automerge::{Automerge, ChangeHash, ObjId};
+use automerge::{Automerge, Change, ChangeHash, ObjId};
 use autosurgeon::ReadDoc;
 
 use super::*;
@@ -31,19 +31,25 @@ type Touched = std::collections::BTreeMap<String, Option<std::collections::BTree
 /// field (goals, contacts, sessions, ...) only the items written to.
 ///
 /// `before` are heads at which the document was valid (the relay commits nothing
-/// else). A schema has no rule across fields or list items, so a part no change touched
+/// else), and `changes` every change the document has beyond them: what
+/// `doc.get_changes(before)` gives, which the relay takes from the received message
+/// (`engine::Applied::new_changes`) rather than have automerge encode them again. A schema has no rule across fields or list items, so a part no change touched
 /// is as valid as it was. Reading a whole plan costs milliseconds in automerge 0.12 (a
 /// map lookup is microseconds), which made validation nearly all of a relayed change's
 /// CPU; this makes it proportional to the change. When the touched parts cannot be told
 /// (an object no longer in the document, a scalar put straight into a list) it falls
 /// back to [`validate`], so it never accepts what [`validate`] would refuse.
-pub fn validate_changes(doc: &Automerge, before: &[ChangeHash]) -> Result<Meta, SchemaError> {
+pub fn validate_changes(
+    doc: &Automerge,
+    before: &[ChangeHash],
+    changes: &[Change],
+) -> Result<Meta, SchemaError> {
     let meta = read_meta(doc)?;
     if before.is_empty() {
         return validate(doc);
     }
     // A changed `meta` may change the kind, and with it what every field must be.
-    let Some(touched) = touched(doc, before).filter(|t| !t.contains_key("meta")) else {
+    let Some(touched) = touched(doc, changes).filter(|t| !t.contains_key("meta")) else {
         return validate(doc);
     };
     let root = MapReader::new(doc, automerge::ROOT, Path::root(meta.kind.as_str()));
@@ -56,9 +62,9 @@ pub fn validate_changes(doc: &Automerge, before: &[ChangeHash]) -> Result<Meta, 
     Ok(meta)
 }
 
-/// The top-level fields and list items the changes after `before` wrote to; `None` if
-/// that cannot be told cheaply and exactly.
-fn touched(doc: &Automerge, before: &[ChangeHash]) -> Option<Touched> {
+/// The top-level fields and list items `changes` wrote to; `None` if that cannot be
+/// told cheaply and exactly.
+fn touched(doc: &Automerge, changes: &[Change]) -> Option<Touched> {
     use automerge::legacy::{Key, ObjectId, OpType};
     let mut touched = Touched::new();
     // Paths of objects already looked up: a change writes many keys of one object.
@@ -75,7 +81,7 @@ fn touched(doc: &Automerge, before: &[ChangeHash]) -> Option<Touched> {
         paths.insert(id, path.clone());
         Some(path)
     };
-    for change in doc.get_changes(before) {
+    for change in changes {
         let expanded = change.decode();
         let actor = expanded.actor_id.to_hex_string();
         for (n, op) in expanded.operations.iter().enumerate() {
