@@ -4,6 +4,14 @@
 //! tolerate (floats for integers, `undefined` for absent fields, byte-string document
 //! ids, tag 64 around byte arrays) and every malformed input becomes a [`DecodeError`].
 //! Nesting is capped at [`MAX_NESTING`] levels, so hostile input cannot exhaust the stack.
+//! [`encode`] writes messages straight to bytes (`write.rs`), the very bytes ciborium
+//! wrote from a `Value` tree before (`value_encode.rs`, the tests' oracle).
+
+#[cfg(test)]
+mod value_encode;
+mod write;
+
+pub use write::encode;
 
 use std::collections::BTreeMap;
 
@@ -11,7 +19,7 @@ use ciborium::Value;
 
 use automerge::ChangeHash;
 
-use super::ids::{decode_heads, encode_heads, DocumentId};
+use super::ids::{decode_heads, DocumentId};
 use super::message::{
     HeadsAtTime, Message, PeerMetadata, CAPABILITIES_KEY, MAX_SUMMARY_DOCUMENTS, MAX_SUMMARY_HEADS,
     PROTOCOL_VERSION,
@@ -185,186 +193,6 @@ pub fn decode(bytes: &[u8]) -> Result<Message, DecodeError> {
     Ok(msg)
 }
 
-/// Encodes a message as one CBOR map, the way automerge-repo's JS peers do: byte fields
-/// as plain byte strings, integers as integers, absent optional fields left out.
-pub fn encode(msg: &Message) -> Vec<u8> {
-    let mut map: Vec<(Value, Value)> = vec![(text("type"), text(msg.type_name()))];
-    let mut put = |k: &str, v: Value| map.push((text(k), v));
-    match msg {
-        Message::Join {
-            sender_id,
-            peer_metadata,
-            supported_protocol_versions,
-        } => {
-            put("senderId", text(sender_id));
-            if let Some(meta) = peer_metadata {
-                put("peerMetadata", encode_metadata(meta));
-            }
-            put(
-                "supportedProtocolVersions",
-                Value::Array(supported_protocol_versions.iter().map(text).collect()),
-            );
-        }
-        Message::Peer {
-            sender_id,
-            target_id,
-            peer_metadata,
-            selected_protocol_version,
-        } => {
-            put("senderId", text(sender_id));
-            put("targetId", text(target_id));
-            if let Some(meta) = peer_metadata {
-                put("peerMetadata", encode_metadata(meta));
-            }
-            put("selectedProtocolVersion", text(selected_protocol_version));
-        }
-        Message::Leave { sender_id } => put("senderId", text(sender_id)),
-        Message::Error {
-            sender_id,
-            target_id,
-            message,
-        } => {
-            if let Some(s) = sender_id {
-                put("senderId", text(s));
-            }
-            if let Some(t) = target_id {
-                put("targetId", text(t));
-            }
-            put("message", text(message));
-        }
-        Message::Request {
-            sender_id,
-            target_id,
-            document_id,
-            data,
-        }
-        | Message::Sync {
-            sender_id,
-            target_id,
-            document_id,
-            data,
-        } => {
-            put("senderId", text(sender_id));
-            put("targetId", text(target_id));
-            put("documentId", text(document_id.to_string()));
-            put("data", Value::Bytes(data.clone()));
-        }
-        Message::DocUnavailable {
-            sender_id,
-            target_id,
-            document_id,
-        } => {
-            put("senderId", text(sender_id));
-            put("targetId", text(target_id));
-            put("documentId", text(document_id.to_string()));
-        }
-        Message::Ephemeral {
-            sender_id,
-            target_id,
-            count,
-            session_id,
-            document_id,
-            data,
-        } => {
-            put("senderId", text(sender_id));
-            put("targetId", text(target_id));
-            put("count", js_number(*count));
-            put("sessionId", text(session_id));
-            put("documentId", text(document_id.to_string()));
-            put("data", Value::Bytes(data.clone()));
-        }
-        Message::RemoteSubscriptionChange {
-            sender_id,
-            target_id,
-            add,
-            remove,
-        } => {
-            put("senderId", text(sender_id));
-            put("targetId", text(target_id));
-            if !add.is_empty() {
-                put("add", Value::Array(add.iter().map(text).collect()));
-            }
-            put("remove", Value::Array(remove.iter().map(text).collect()));
-        }
-        Message::RemoteHeadsChanged {
-            sender_id,
-            target_id,
-            document_id,
-            new_heads,
-        } => {
-            put("senderId", text(sender_id));
-            put("targetId", text(target_id));
-            put("documentId", text(document_id.to_string()));
-            let heads = new_heads
-                .iter()
-                .map(|(storage, at)| {
-                    let entry = Value::Map(vec![
-                        (
-                            text("heads"),
-                            Value::Array(at.heads.iter().map(text).collect()),
-                        ),
-                        (text("timestamp"), js_number(at.timestamp)),
-                    ]);
-                    (text(storage), entry)
-                })
-                .collect();
-            put("newHeads", Value::Map(heads));
-        }
-        Message::Summary {
-            sender_id,
-            target_id,
-            documents,
-        } => {
-            put("senderId", text(sender_id));
-            put("targetId", text(target_id));
-            let docs = documents
-                .iter()
-                .map(|(id, heads)| {
-                    (
-                        text(id.to_string()),
-                        Value::Array(encode_heads(heads).iter().map(text).collect()),
-                    )
-                })
-                .collect();
-            put("documents", Value::Map(docs));
-        }
-        Message::SummaryAnswer {
-            sender_id,
-            target_id,
-            in_sync,
-        } => {
-            put("senderId", text(sender_id));
-            put("targetId", text(target_id));
-            put(
-                "inSync",
-                Value::Array(in_sync.iter().map(|id| text(id.to_string())).collect()),
-            );
-        }
-    }
-    let mut out = Vec::new();
-    // Writing into a Vec cannot fail, and every Value we build is encodable.
-    if ciborium::ser::into_writer(&Value::Map(map), &mut out).is_err() {
-        out.clear();
-    }
-    out
-}
-
-fn text(s: impl AsRef<str>) -> Value {
-    Value::Text(s.as_ref().to_owned())
-}
-
-/// A number as cbor-x writes a JS number: integers above 32 bits as float64 (cbor-x
-/// would read a 64-bit CBOR integer back as a BigInt, which JS code does not expect).
-fn js_number(n: u64) -> Value {
-    if n <= u64::from(u32::MAX) {
-        Value::Integer(n.into())
-    } else {
-        // Exact for every value below 2^53, which covers millisecond clocks.
-        #[allow(clippy::cast_precision_loss)]
-        Value::Float(n as f64)
-    }
-}
-
 fn truncate(s: &str) -> String {
     s.chars().take(64).collect()
 }
@@ -519,24 +347,6 @@ fn peer_metadata(v: &Value) -> Result<PeerMetadata, DecodeError> {
     })
 }
 
-fn encode_metadata(meta: &PeerMetadata) -> Value {
-    let mut m = Vec::new();
-    if let Some(s) = &meta.storage_id {
-        m.push((text("storageId"), text(s)));
-    }
-    if let Some(e) = meta.is_ephemeral {
-        m.push((text("isEphemeral"), Value::Bool(e)));
-    }
-    if let Some(caps) = &meta.capabilities {
-        let caps = caps
-            .iter()
-            .map(|(name, version)| (text(name), js_number(*version)))
-            .collect();
-        m.push((text(CAPABILITIES_KEY), Value::Map(caps)));
-    }
-    Value::Map(m)
-}
-
 /// `peerMetadata.buurtsync`: a map of capability name to version number.
 fn capabilities(v: &Value) -> Result<BTreeMap<String, u64>, DecodeError> {
     const FIELD: &str = "peerMetadata.buurtsync";
@@ -647,6 +457,8 @@ fn new_heads(v: &Value) -> Result<BTreeMap<String, HeadsAtTime>, DecodeError> {
 
 #[cfg(test)]
 mod tests {
+    use super::super::ids::encode_heads;
+    use super::value_encode::{encode_via_value, text};
     use super::*;
 
     fn doc() -> DocumentId {
@@ -661,6 +473,18 @@ mod tests {
 
     fn map(entries: Vec<(&str, Value)>) -> Value {
         Value::Map(entries.into_iter().map(|(k, v)| (text(k), v)).collect())
+    }
+
+    /// The value of `key` in an encoded frame.
+    fn field(bytes: &[u8], key: &str) -> Option<Value> {
+        let value: Value = ciborium::de::from_reader(bytes).expect("cbor");
+        let Value::Map(entries) = value else {
+            panic!("not a map")
+        };
+        entries
+            .into_iter()
+            .find(|(k, _)| *k == text(key))
+            .map(|(_, v)| v)
     }
 
     fn all_messages() -> Vec<Message> {
@@ -1028,20 +852,8 @@ mod tests {
             document_id: doc(),
             data: vec![0x42],
         });
-        let value: Value = ciborium::de::from_reader(bytes.as_slice()).expect("cbor");
-        let Value::Map(entries) = value else {
-            panic!("not a map")
-        };
-        let data = entries
-            .iter()
-            .find(|(k, _)| *k == text("data"))
-            .map(|(_, v)| v.clone());
-        assert_eq!(data, Some(Value::Bytes(vec![0x42])));
-        let doc_id = entries
-            .iter()
-            .find(|(k, _)| *k == text("documentId"))
-            .map(|(_, v)| v.clone());
-        assert_eq!(doc_id, Some(text(doc().to_string())));
+        assert_eq!(field(&bytes, "data"), Some(Value::Bytes(vec![0x42])));
+        assert_eq!(field(&bytes, "documentId"), Some(text(doc().to_string())));
     }
 
     /// The `buurtsync` metadata key: decoded into capabilities (unknown ones kept, so
@@ -1095,17 +907,22 @@ mod tests {
             "{bad:?}"
         );
         // Encoding metadata without capabilities writes only the automerge-repo keys.
-        let plain = encode_metadata(&PeerMetadata {
-            storage_id: Some("st".into()),
-            is_ephemeral: Some(false),
-            capabilities: None,
+        let plain = encode(&Message::Peer {
+            sender_id: "server".into(),
+            target_id: "a".into(),
+            peer_metadata: Some(PeerMetadata {
+                storage_id: Some("st".into()),
+                is_ephemeral: Some(false),
+                capabilities: None,
+            }),
+            selected_protocol_version: "1".into(),
         });
         assert_eq!(
-            plain,
-            map(vec![
+            field(&plain, "peerMetadata"),
+            Some(map(vec![
                 ("storageId", text("st")),
                 ("isEphemeral", Value::Bool(false))
-            ])
+            ]))
         );
     }
 
@@ -1152,10 +969,208 @@ mod tests {
     /// integer would reach JS as a BigInt); small numbers stay integers.
     #[test]
     fn large_numbers_are_js_numbers() {
-        assert_eq!(js_number(5), Value::Integer(5.into()));
+        let count = |count| {
+            field(
+                &encode(&Message::Ephemeral {
+                    sender_id: "a".into(),
+                    target_id: "b".into(),
+                    count,
+                    session_id: "s".into(),
+                    document_id: doc(),
+                    data: vec![1],
+                }),
+                "count",
+            )
+        };
+        assert_eq!(count(5), Some(Value::Integer(5.into())));
         assert_eq!(
-            js_number(1_700_000_000_000),
-            Value::Float(1_700_000_000_000.0)
+            count(1_700_000_000_000),
+            Some(Value::Float(1_700_000_000_000.0))
         );
+    }
+
+    /// Messages whose strings, payloads, lists and numbers sit on both sides of every
+    /// CBOR head width (23/24, 255/256, 65 535/65 536 bytes or entries) and of the
+    /// number forms (integer up to 2^32 - 1, then float32 when exact, else float64).
+    fn generated_messages() -> Vec<Message> {
+        const LENGTHS: [usize; 8] = [0, 1, 23, 24, 255, 256, 65_535, 65_536];
+        const NUMBERS: [u64; 13] = [
+            0,
+            23,
+            24,
+            255,
+            256,
+            65_535,
+            65_536,
+            u32::MAX as u64,
+            u32::MAX as u64 + 1,
+            1 << 33,
+            1_700_000_000_123,
+            (1 << 53) + 1,
+            u64::MAX,
+        ];
+        let metadata = |i: usize| PeerMetadata {
+            storage_id: (i & 1 != 0).then(|| format!("st-{i}")),
+            is_ephemeral: (i & 2 != 0).then_some(i & 4 != 0),
+            capabilities: (i & 8 != 0).then(|| {
+                (0..i % 30)
+                    .map(|c| (format!("cap-{c}"), NUMBERS[c % NUMBERS.len()]))
+                    .collect()
+            }),
+        };
+        let mut out = Vec::new();
+        for (i, &len) in LENGTHS.iter().enumerate() {
+            let long = "p".repeat(len);
+            let data: Vec<u8> = (0..len).map(|b| (b % 251) as u8).collect();
+            let few = len.min(300);
+            let doc_i = DocumentId::from_bytes([i as u8; 16]);
+            out.extend([
+                Message::Sync {
+                    sender_id: long.clone(),
+                    target_id: "server".into(),
+                    document_id: doc_i,
+                    data: data.clone(),
+                },
+                Message::Request {
+                    sender_id: "alice".into(),
+                    target_id: long.clone(),
+                    document_id: DocumentId::random(),
+                    data: data.clone(),
+                },
+                Message::Ephemeral {
+                    sender_id: "alice".into(),
+                    target_id: "server".into(),
+                    count: NUMBERS[i],
+                    session_id: long.clone(),
+                    document_id: doc_i,
+                    data,
+                },
+                Message::DocUnavailable {
+                    sender_id: long.clone(),
+                    target_id: long.clone(),
+                    document_id: doc_i,
+                },
+                Message::Leave {
+                    sender_id: long.clone(),
+                },
+                Message::Error {
+                    sender_id: (i % 2 == 0).then(|| long.clone()),
+                    target_id: (i % 4 < 2).then(|| "peer".to_string()),
+                    message: long.clone(),
+                },
+                Message::Join {
+                    sender_id: "alice".into(),
+                    peer_metadata: (i > 0).then(|| PeerMetadata {
+                        storage_id: Some(long.clone()),
+                        is_ephemeral: Some(i % 2 == 0),
+                        capabilities: Some(
+                            (0..few)
+                                .map(|c| (format!("c{c}"), NUMBERS[c % NUMBERS.len()]))
+                                .collect(),
+                        ),
+                    }),
+                    supported_protocol_versions: vec!["1".into(); few],
+                },
+                Message::Peer {
+                    sender_id: "server".into(),
+                    target_id: long.clone(),
+                    peer_metadata: (i > 0).then(|| metadata(i * 3)),
+                    selected_protocol_version: long.clone(),
+                },
+                Message::RemoteSubscriptionChange {
+                    sender_id: "alice".into(),
+                    target_id: "server".into(),
+                    add: (0..few).map(|n| format!("st-{n}")).collect(),
+                    remove: (0..few / 2).map(|n| format!("gone-{n}")).collect(),
+                },
+                Message::RemoteHeadsChanged {
+                    sender_id: "server".into(),
+                    target_id: long.clone(),
+                    document_id: doc_i,
+                    new_heads: (0..few)
+                        .map(|n| {
+                            let heads = encode_heads(&vec![ChangeHash([n as u8; 32]); n % 30]);
+                            let timestamp = NUMBERS[n % NUMBERS.len()];
+                            (format!("st-{n}"), HeadsAtTime { heads, timestamp })
+                        })
+                        .collect(),
+                },
+                Message::Summary {
+                    sender_id: "alice".into(),
+                    target_id: "server".into(),
+                    documents: (0..few)
+                        .map(|n| {
+                            let mut id = [0u8; 16];
+                            id[..8].copy_from_slice(&(n as u64).to_le_bytes());
+                            (
+                                DocumentId::from_bytes(id),
+                                vec![ChangeHash([n as u8; 32]); n % 3],
+                            )
+                        })
+                        .collect(),
+                },
+                Message::SummaryAnswer {
+                    sender_id: "server".into(),
+                    target_id: "alice".into(),
+                    in_sync: (0..few)
+                        .map(|n| DocumentId::from_bytes([n as u8; 16]))
+                        .collect(),
+                },
+            ]);
+        }
+        for (i, &n) in NUMBERS.iter().enumerate() {
+            out.push(Message::RemoteHeadsChanged {
+                sender_id: "server".into(),
+                target_id: "alice".into(),
+                document_id: doc(),
+                new_heads: [(
+                    "st".to_string(),
+                    HeadsAtTime {
+                        heads: vec![],
+                        timestamp: n,
+                    },
+                )]
+                .into_iter()
+                .collect(),
+            });
+            out.push(Message::Join {
+                sender_id: "alice".into(),
+                peer_metadata: Some(metadata(i)),
+                supported_protocol_versions: vec![],
+            });
+        }
+        for i in 0..16 {
+            out.push(Message::Peer {
+                sender_id: "server".into(),
+                target_id: "alice".into(),
+                peer_metadata: Some(metadata(i)),
+                selected_protocol_version: "1".into(),
+            });
+        }
+        out
+    }
+
+    /// The direct writer gives the bytes the `Value`-tree encoder gave (same key order,
+    /// integer widths and float forms), for every message type and size.
+    #[test]
+    fn encoder_writes_what_the_value_encoder_wrote() {
+        let messages: Vec<Message> = all_messages()
+            .into_iter()
+            .chain(generated_messages())
+            .collect();
+        assert!(messages.len() > 100);
+        for (i, msg) in messages.iter().enumerate() {
+            let direct = encode(msg);
+            let via_value = encode_via_value(msg);
+            assert!(
+                direct == via_value,
+                "message {i} ({}): {} bytes written, the Value encoder wrote {}; first \
+                 difference at byte {:?}",
+                msg.type_name(),
+                direct.len(),
+                via_value.len(),
+                direct.iter().zip(&via_value).position(|(a, b)| a != b)
+            );
+        }
     }
 }
