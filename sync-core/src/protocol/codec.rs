@@ -1,16 +1,21 @@
 //! CBOR encoding and decoding of protocol messages.
 //!
-//! Decoding goes through `ciborium::Value` so that the quirks of real senders are easy to
-//! tolerate (floats for integers, `undefined` for absent fields, byte-string document
-//! ids, tag 64 around byte arrays) and every malformed input becomes a [`DecodeError`].
-//! Nesting is capped at [`MAX_NESTING`] levels, so hostile input cannot exhaust the stack.
-//! [`encode`] writes messages straight to bytes (`write.rs`), the very bytes ciborium
-//! wrote from a `Value` tree before (`value_encode.rs`, the tests' oracle).
+//! [`decode`] reads every frame through `ciborium::Value` ([`decode_general`]), so that
+//! the quirks of real senders are easy to tolerate (floats for integers, `undefined` for
+//! absent fields, byte-string document ids, tag 64 around byte arrays) and every
+//! malformed input becomes a [`DecodeError`] — except the common `sync`/`request` frame,
+//! which [`decode_fast`] reads without the tree when it has exactly the usual shape
+//! (`fast.rs`); it declines anything else and never decides an error. Nesting is capped
+//! at [`MAX_NESTING`] levels, so hostile input cannot exhaust the stack. [`encode`]
+//! writes messages straight to bytes (`write.rs`), the very bytes ciborium wrote from a
+//! `Value` tree before (`value_encode.rs`, the tests' oracle).
 
+mod fast;
 #[cfg(test)]
 mod value_encode;
 mod write;
 
+pub use fast::decode_fast;
 pub use write::encode;
 
 use std::collections::BTreeMap;
@@ -83,6 +88,16 @@ pub fn check_peer_id(field: &'static str, id: &str) -> Result<(), DecodeError> {
 
 /// Decodes one frame into a message.
 pub fn decode(bytes: &[u8]) -> Result<Message, DecodeError> {
+    match decode_fast(bytes) {
+        Some(msg) => Ok(msg),
+        None => decode_general(bytes),
+    }
+}
+
+/// Decodes any frame through a `ciborium::Value` tree: the decoder that decides every
+/// frame [`decode_fast`] declines and every error. Public so that the `codec` fuzz
+/// target can hold the fast path against it.
+pub fn decode_general(bytes: &[u8]) -> Result<Message, DecodeError> {
     let mut reader = bytes;
     let value: Value = ciborium::de::from_reader_with_recursion_limit(&mut reader, MAX_NESTING)
         .map_err(|e| DecodeError::Cbor(e.to_string()))?;
@@ -1171,6 +1186,207 @@ mod tests {
                 via_value.len(),
                 direct.iter().zip(&via_value).position(|(a, b)| a != b)
             );
+        }
+    }
+
+    /// The fast path reads the usual `sync`/`request` shapes (ours, automerge-repo's key
+    /// order, long-form heads) and declines everything else; what it reads is the
+    /// general decoder's message, and `decode` answers every input as the general
+    /// decoder does.
+    #[test]
+    fn fast_path_reads_the_usual_shape_and_declines_the_rest() {
+        let check = |name: &str, input: &[u8], fast: bool| {
+            let general = decode_general(input);
+            match decode_fast(input) {
+                Some(msg) => {
+                    assert!(fast, "{name}: taken by the fast path");
+                    assert_eq!(Ok(msg), general, "{name}: fast path differs");
+                }
+                None => assert!(!fast, "{name}: declined ({general:?})"),
+            }
+            assert_eq!(decode(input), general, "{name}: decode differs");
+        };
+        let id = doc().to_string();
+        // automerge-repo's order: type, targetId, data, documentId, senderId.
+        let js = |kind: &str, data: Value, document: Value| {
+            vec![
+                ("type", text(kind)),
+                ("targetId", text("server")),
+                ("data", data),
+                ("documentId", document),
+                ("senderId", text("peer-k3j2h1g0")),
+            ]
+        };
+        let usual = || js("sync", Value::Bytes(vec![0x42, 7]), text(&id));
+        let frame = |entries: Vec<(&str, Value)>| cbor(map(entries));
+        let with = |key: &str, value: Value| {
+            let mut entries = usual();
+            for entry in &mut entries {
+                if entry.0 == key {
+                    entry.1 = value.clone();
+                }
+            }
+            frame(entries)
+        };
+
+        for msg in &all_messages() {
+            let sync = matches!(msg, Message::Sync { .. } | Message::Request { .. });
+            check(msg.type_name(), &encode(msg), sync);
+        }
+        check("js order", &frame(usual()), true);
+        check(
+            "js request",
+            &frame(js("request", Value::Bytes(vec![1]), text(&id))),
+            true,
+        );
+        check("empty data", &with("data", Value::Bytes(vec![])), true);
+        check(
+            "big data",
+            &with("data", Value::Bytes(vec![5; 70_000])),
+            true,
+        );
+        check(
+            "url id",
+            &with("documentId", text(format!("automerge:{id}"))),
+            true,
+        );
+        // Every head in its longest form: map, keys, values, data.
+        let mut long_form = vec![0xbb, 0, 0, 0, 0, 0, 0, 0, 5];
+        for (key, value) in [
+            ("type", "sync"),
+            ("senderId", "a"),
+            ("targetId", "b"),
+            ("documentId", id.as_str()),
+        ] {
+            for text in [key, value] {
+                long_form.extend_from_slice(&[0x7b, 0, 0, 0, 0, 0, 0, 0, text.len() as u8]);
+                long_form.extend_from_slice(text.as_bytes());
+            }
+        }
+        long_form.extend_from_slice(&[0x78, 4]);
+        long_form.extend_from_slice(b"data");
+        long_form.extend_from_slice(&[0x5a, 0, 0, 0, 2, 0x42, 0x43]);
+        check("long-form heads", &long_form, true);
+
+        // Declined: shapes the general decoder reads (or refuses) itself.
+        check(
+            "other type",
+            &frame(js("ephemeral", Value::Bytes(vec![1]), text(&id))),
+            false,
+        );
+        check("unknown type", &with("type", text("teleport")), false);
+        check(
+            "type not text",
+            &with("type", Value::Integer(1.into())),
+            false,
+        );
+        check(
+            "byte-string id",
+            &with("documentId", Value::Bytes(id.clone().into_bytes())),
+            false,
+        );
+        check(
+            "raw 16-byte id",
+            &with("documentId", Value::Bytes(vec![9; 16])),
+            false,
+        );
+        check("bad id", &with("documentId", text("not-an-id")), false);
+        check(
+            "tagged data",
+            &with("data", Value::Tag(64, Box::new(Value::Bytes(vec![1])))),
+            false,
+        );
+        check("text data", &with("data", text("x")), false);
+        check("null sender", &with("senderId", Value::Null), false);
+        check("empty sender", &with("senderId", text("")), false);
+        check("spaced target", &with("targetId", text("a b")), false);
+        check(
+            "long target",
+            &with("targetId", text("p".repeat(MAX_PEER_ID_LEN + 1))),
+            false,
+        );
+        let mut extra = usual();
+        extra.push(("extra", Value::Null));
+        check("extra key", &frame(extra), false);
+        let mut missing = usual();
+        missing.retain(|(k, _)| *k != "data");
+        check("missing data", &frame(missing.clone()), false);
+        let mut repeated = missing.clone();
+        repeated.push(("type", text("sync")));
+        check("repeated key, five entries", &frame(repeated), false);
+        let mut first_wins = usual();
+        first_wins.insert(0, ("type", text("request")));
+        check("repeated key, six entries", &frame(first_wins), false);
+        let bytes_key = Value::Map(
+            usual()
+                .into_iter()
+                .map(|(k, v)| {
+                    let key = if k == "type" {
+                        Value::Bytes(k.as_bytes().to_vec())
+                    } else {
+                        text(k)
+                    };
+                    (key, v)
+                })
+                .collect(),
+        );
+        check("byte-string key", &cbor(bytes_key), false);
+        check(
+            "tagged map",
+            &cbor(Value::Tag(55_799, Box::new(map(usual())))),
+            false,
+        );
+        let good = frame(usual());
+        let mut indefinite = vec![0xbf];
+        indefinite.extend_from_slice(&good[1..]);
+        indefinite.push(0xff);
+        check("indefinite map", &indefinite, false);
+        // senderId as an indefinite text of two chunks.
+        let sender = cbor(text("peer-k3j2h1g0"));
+        let at = good
+            .windows(sender.len())
+            .position(|w| w == sender.as_slice())
+            .expect("sender in frame");
+        let mut chunked = good[..at].to_vec();
+        chunked.extend_from_slice(&[0x7f, 0x64]);
+        chunked.extend_from_slice(b"peer");
+        chunked.push(0x69);
+        chunked.extend_from_slice(b"-k3j2h1g0");
+        chunked.push(0xff);
+        chunked.extend_from_slice(&good[at + sender.len()..]);
+        check("indefinite text", &chunked, false);
+        let mut not_utf8 = good.clone();
+        not_utf8[at + 1] = 0xff;
+        check("sender not UTF-8", &not_utf8, false);
+        let mut trailing = good.clone();
+        trailing.push(0);
+        check("trailing byte", &trailing, false);
+        let mut reserved = good.clone();
+        reserved[0] = 0xbc;
+        check("reserved head", &reserved, false);
+        // Our order puts `data` last: claim 2^62 bytes of it.
+        let ours = encode(&Message::Sync {
+            sender_id: "a".into(),
+            target_id: "b".into(),
+            document_id: doc(),
+            data: vec![1, 2, 3],
+        });
+        let huge = [&ours[..ours.len() - 4], &[0x5b, 0x40, 0, 0, 0, 0, 0, 0, 0]].concat();
+        check("huge data", &huge, false);
+        for end in 0..good.len() {
+            check("truncated", &good[..end], false);
+        }
+        // Every byte of a usual frame altered: whatever the fast path reads is right.
+        for at in 0..good.len() {
+            for byte in [0x00, 0x17, 0x18, 0x1f, 0x40, 0x60, 0xa0, 0xf6, 0xff] {
+                let mut altered = good.clone();
+                altered[at] = byte;
+                let general = decode_general(&altered);
+                if let Some(msg) = decode_fast(&altered) {
+                    assert_eq!(Ok(msg), general, "byte {at} set to {byte:#x}");
+                }
+                assert_eq!(decode(&altered), general, "byte {at} set to {byte:#x}");
+            }
         }
     }
 }
