@@ -608,6 +608,22 @@ mod tests {
         }
     }
 
+    /// Each message type has its own `type_index`, the position of its wire name in
+    /// `TYPE_NAMES`: the server keeps its per-type metric handles at that index.
+    #[test]
+    fn type_indexes_are_distinct() {
+        let mut seen = std::collections::BTreeSet::new();
+        for msg in all_messages() {
+            assert_eq!(Message::TYPE_NAMES[msg.type_index()], msg.type_name());
+            seen.insert(msg.type_index());
+        }
+        assert_eq!(
+            seen.len(),
+            Message::TYPE_NAMES.len(),
+            "a type is missing or shared"
+        );
+    }
+
     /// The quirks of real senders listed in PROTOCOL.md decode to the same messages.
     #[test]
     fn tolerates_real_sender_quirks() {
