@@ -1,8 +1,9 @@
 //! What the fuzz targets exercise, as plain functions so `seed-corpus` and the
 //! regression test in `sync-core/tests/fuzz_regressions.rs` run the very same steps.
 //!
-//! - [`codec`]: decode any bytes; whatever decodes re-encodes to bytes that decode to
-//!   the same message.
+//! - [`codec`] (`src/codec.rs`): decode any bytes; the fast path for `sync`/`request`
+//!   frames declines or agrees with the general decoder, and whatever decodes
+//!   re-encodes to bytes that decode to the same message.
 //! - [`apply`]: the server's handling of a decoded message against a document:
 //!   sync-core's engine applies the payload under the server's check (partition
 //!   unchanged, schema valid) and generates the answer. No I/O, as on the server.
@@ -12,10 +13,12 @@
 //! - [`summary`]: the summary extension decoded and decided against invented catalogs.
 //! - [`http`]: the HTTP API's request parsing (listing, move, feed, aggregates, ids).
 
+mod codec;
 mod http;
 mod stateful;
 mod summary;
 
+pub use codec::codec;
 pub use http::http;
 pub use stateful::stateful;
 pub use summary::summary;
@@ -25,15 +28,6 @@ use sync_core::engine::{PeerSync, Rejected};
 use sync_core::partition::{Partition, WijkId};
 use sync_core::protocol::{self, DocumentId, Message};
 use sync_core::schema::{self, Plan};
-
-/// Decodes `data`; a decoded message must survive an encode/decode round trip.
-pub fn codec(data: &[u8]) {
-    if let Ok(msg) = protocol::decode(data) {
-        let bytes = protocol::encode(&msg);
-        let again = protocol::decode(&bytes).expect("our own encoding must decode");
-        assert_eq!(again, msg, "encode/decode round trip changed the message");
-    }
-}
 
 /// The stored plan the fuzzed peer syncs against: fixed bytes (written by
 /// `seed-corpus`), so the corpus's changes build on the very same history.

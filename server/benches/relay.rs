@@ -1,7 +1,8 @@
 //! Criterion micro-benchmarks of the relay's hot paths, each beside the floor it cannot
 //! beat, so the relay's overhead reads as a ratio:
 //!
-//! - `codec`: protocol v1 encode and decode of a one-change `sync` message.
+//! - `codec`: protocol v1 encode and decode of a one-change `sync` message, and the
+//!   encoding of the `remote-heads-changed` that follows it to every subscriber.
 //! - `floor`: automerge's own `receive_sync_message` + `generate_sync_message` for one
 //!   change, on a plan with 150 changes of history (the "assen" lifetime).
 //! - `receive_and_store`: the same change through `PeerSync::receive_checked` with the
@@ -104,9 +105,28 @@ fn codec(c: &mut Criterion) {
         data: pair.message.clone(),
     };
     let bytes = protocol::encode(&msg);
+    // What the relay sends each subscriber after a commit, beside the sync message: the
+    // store's storageId, one head, a millisecond clock (written as float64).
+    let heads = Message::RemoteHeadsChanged {
+        sender_id: "buurtsync-0123456789ab".into(),
+        target_id: "prof-1-1".into(),
+        document_id: DocumentId::random(),
+        new_heads: [(
+            "buurtsync-store-0123456789ab".to_string(),
+            protocol::HeadsAtTime {
+                heads: protocol::encode_heads(&pair.relay.get_heads()),
+                timestamp: 1_800_000_000_123,
+            },
+        )]
+        .into_iter()
+        .collect(),
+    };
     let mut g = c.benchmark_group("codec");
     g.bench_function("encode_sync", |b| {
         b.iter(|| protocol::encode(black_box(&msg)))
+    });
+    g.bench_function("encode_remote_heads_changed", |b| {
+        b.iter(|| protocol::encode(black_box(&heads)))
     });
     g.bench_function("decode_sync", |b| {
         b.iter(|| protocol::decode(black_box(&bytes)).expect("decode"))

@@ -9,8 +9,9 @@
 
 use std::sync::OnceLock;
 
-use metrics::{KeyName, Unit};
+use metrics::{Counter, KeyName, Unit};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use sync_core::protocol::Message;
 
 /// Open websocket connections (gauge).
 pub const CONNECTIONS: &str = "buurtsync_connections";
@@ -140,6 +141,48 @@ fn describe() {
 pub fn panic_caught(panicked: &sync_core::guard::Panicked, doc: &dyn std::fmt::Display) {
     metrics::counter!(PANICS_CAUGHT, "site" => panicked.site.as_str()).increment(1);
     tracing::warn!(site = panicked.site.as_str(), %doc, message = %panicked.message, "panic in the document library caught");
+}
+
+/// Counts one protocol message received (`MESSAGES_IN`, by `type`).
+pub fn message_in(msg: &Message) {
+    RECEIVED.count(msg);
+}
+
+/// Counts one protocol message sent (`MESSAGES_OUT`, by `type`).
+pub fn message_out(msg: &Message) {
+    SENT.count(msg);
+}
+
+static RECEIVED: ByType = ByType::new(MESSAGES_IN);
+static SENT: ByType = ByType::new(MESSAGES_OUT);
+
+/// One counter's handles, one per message type. `counter!` builds the key, hashes it
+/// and looks it up in the registry at every call, and a relayed change counts 26
+/// messages; a handle is looked up once per type and kept. Handles are taken only
+/// after [`install`]: one taken before the recorder would count into nothing for good.
+struct ByType {
+    name: &'static str,
+    handles: [OnceLock<Counter>; Message::TYPE_NAMES.len()],
+}
+
+impl ByType {
+    const fn new(name: &'static str) -> Self {
+        ByType {
+            name,
+            handles: [const { OnceLock::new() }; Message::TYPE_NAMES.len()],
+        }
+    }
+
+    fn count(&self, msg: &Message) {
+        let (name, label) = (self.name, msg.type_name());
+        if HANDLE.get().is_none() {
+            metrics::counter!(name, "type" => label).increment(1);
+            return;
+        }
+        self.handles[msg.type_index()]
+            .get_or_init(|| metrics::counter!(name, "type" => label))
+            .increment(1);
+    }
 }
 
 /// Counts one refusal.

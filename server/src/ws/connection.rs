@@ -162,7 +162,7 @@ impl Connection {
                 return self.on_bad_frame().await;
             }
         };
-        metrics::counter!(m::MESSAGES_IN, "type" => msg.type_name()).increment(1);
+        m::message_in(&msg);
         self.bad_frames = 0;
         if self.peer.is_none() {
             return self.on_join(msg).await;
@@ -1124,7 +1124,7 @@ impl Connection {
             return;
         }
         let bytes = protocol::encode(&msg);
-        metrics::counter!(m::MESSAGES_OUT, "type" => msg.type_name()).increment(1);
+        m::message_out(&msg);
         metrics::counter!(m::BYTES_OUT).increment(bytes.len() as u64);
         // A failed send means the writer is gone; the read loop notices the close. A
         // full outbox for `send_timeout` means the peer stopped reading: drop it.

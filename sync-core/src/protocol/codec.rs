@@ -1,9 +1,22 @@
 //! CBOR encoding and decoding of protocol messages.
 //!
-//! Decoding goes through `ciborium::Value` so that the quirks of real senders are easy to
-//! tolerate (floats for integers, `undefined` for absent fields, byte-string document
-//! ids, tag 64 around byte arrays) and every malformed input becomes a [`DecodeError`].
-//! Nesting is capped at [`MAX_NESTING`] levels, so hostile input cannot exhaust the stack.
+//! [`decode`] reads every frame through `ciborium::Value` ([`decode_general`]), so that
+//! the quirks of real senders are easy to tolerate (floats for integers, `undefined` for
+//! absent fields, byte-string document ids, tag 64 around byte arrays) and every
+//! malformed input becomes a [`DecodeError`] — except the common `sync`/`request` frame,
+//! which [`decode_fast`] reads without the tree when it has exactly the usual shape
+//! (`fast.rs`); it declines anything else and never decides an error. Nesting is capped
+//! at [`MAX_NESTING`] levels, so hostile input cannot exhaust the stack. [`encode`]
+//! writes messages straight to bytes (`write.rs`), the very bytes ciborium wrote from a
+//! `Value` tree before (`value_encode.rs`, the tests' oracle).
+
+mod fast;
+#[cfg(test)]
+mod value_encode;
+mod write;
+
+pub use fast::decode_fast;
+pub use write::encode;
 
 use std::collections::BTreeMap;
 
@@ -11,7 +24,7 @@ use ciborium::Value;
 
 use automerge::ChangeHash;
 
-use super::ids::{decode_heads, encode_heads, DocumentId};
+use super::ids::{decode_heads, DocumentId};
 use super::message::{
     HeadsAtTime, Message, PeerMetadata, CAPABILITIES_KEY, MAX_SUMMARY_DOCUMENTS, MAX_SUMMARY_HEADS,
     PROTOCOL_VERSION,
@@ -75,6 +88,16 @@ pub fn check_peer_id(field: &'static str, id: &str) -> Result<(), DecodeError> {
 
 /// Decodes one frame into a message.
 pub fn decode(bytes: &[u8]) -> Result<Message, DecodeError> {
+    match decode_fast(bytes) {
+        Some(msg) => Ok(msg),
+        None => decode_general(bytes),
+    }
+}
+
+/// Decodes any frame through a `ciborium::Value` tree: the decoder that decides every
+/// frame [`decode_fast`] declines and every error. Public so that the `codec` fuzz
+/// target can hold the fast path against it.
+pub fn decode_general(bytes: &[u8]) -> Result<Message, DecodeError> {
     let mut reader = bytes;
     let value: Value = ciborium::de::from_reader_with_recursion_limit(&mut reader, MAX_NESTING)
         .map_err(|e| DecodeError::Cbor(e.to_string()))?;
@@ -183,186 +206,6 @@ pub fn decode(bytes: &[u8]) -> Result<Message, DecodeError> {
         other => return Err(DecodeError::UnknownType(truncate(other))),
     };
     Ok(msg)
-}
-
-/// Encodes a message as one CBOR map, the way automerge-repo's JS peers do: byte fields
-/// as plain byte strings, integers as integers, absent optional fields left out.
-pub fn encode(msg: &Message) -> Vec<u8> {
-    let mut map: Vec<(Value, Value)> = vec![(text("type"), text(msg.type_name()))];
-    let mut put = |k: &str, v: Value| map.push((text(k), v));
-    match msg {
-        Message::Join {
-            sender_id,
-            peer_metadata,
-            supported_protocol_versions,
-        } => {
-            put("senderId", text(sender_id));
-            if let Some(meta) = peer_metadata {
-                put("peerMetadata", encode_metadata(meta));
-            }
-            put(
-                "supportedProtocolVersions",
-                Value::Array(supported_protocol_versions.iter().map(text).collect()),
-            );
-        }
-        Message::Peer {
-            sender_id,
-            target_id,
-            peer_metadata,
-            selected_protocol_version,
-        } => {
-            put("senderId", text(sender_id));
-            put("targetId", text(target_id));
-            if let Some(meta) = peer_metadata {
-                put("peerMetadata", encode_metadata(meta));
-            }
-            put("selectedProtocolVersion", text(selected_protocol_version));
-        }
-        Message::Leave { sender_id } => put("senderId", text(sender_id)),
-        Message::Error {
-            sender_id,
-            target_id,
-            message,
-        } => {
-            if let Some(s) = sender_id {
-                put("senderId", text(s));
-            }
-            if let Some(t) = target_id {
-                put("targetId", text(t));
-            }
-            put("message", text(message));
-        }
-        Message::Request {
-            sender_id,
-            target_id,
-            document_id,
-            data,
-        }
-        | Message::Sync {
-            sender_id,
-            target_id,
-            document_id,
-            data,
-        } => {
-            put("senderId", text(sender_id));
-            put("targetId", text(target_id));
-            put("documentId", text(document_id.to_string()));
-            put("data", Value::Bytes(data.clone()));
-        }
-        Message::DocUnavailable {
-            sender_id,
-            target_id,
-            document_id,
-        } => {
-            put("senderId", text(sender_id));
-            put("targetId", text(target_id));
-            put("documentId", text(document_id.to_string()));
-        }
-        Message::Ephemeral {
-            sender_id,
-            target_id,
-            count,
-            session_id,
-            document_id,
-            data,
-        } => {
-            put("senderId", text(sender_id));
-            put("targetId", text(target_id));
-            put("count", js_number(*count));
-            put("sessionId", text(session_id));
-            put("documentId", text(document_id.to_string()));
-            put("data", Value::Bytes(data.clone()));
-        }
-        Message::RemoteSubscriptionChange {
-            sender_id,
-            target_id,
-            add,
-            remove,
-        } => {
-            put("senderId", text(sender_id));
-            put("targetId", text(target_id));
-            if !add.is_empty() {
-                put("add", Value::Array(add.iter().map(text).collect()));
-            }
-            put("remove", Value::Array(remove.iter().map(text).collect()));
-        }
-        Message::RemoteHeadsChanged {
-            sender_id,
-            target_id,
-            document_id,
-            new_heads,
-        } => {
-            put("senderId", text(sender_id));
-            put("targetId", text(target_id));
-            put("documentId", text(document_id.to_string()));
-            let heads = new_heads
-                .iter()
-                .map(|(storage, at)| {
-                    let entry = Value::Map(vec![
-                        (
-                            text("heads"),
-                            Value::Array(at.heads.iter().map(text).collect()),
-                        ),
-                        (text("timestamp"), js_number(at.timestamp)),
-                    ]);
-                    (text(storage), entry)
-                })
-                .collect();
-            put("newHeads", Value::Map(heads));
-        }
-        Message::Summary {
-            sender_id,
-            target_id,
-            documents,
-        } => {
-            put("senderId", text(sender_id));
-            put("targetId", text(target_id));
-            let docs = documents
-                .iter()
-                .map(|(id, heads)| {
-                    (
-                        text(id.to_string()),
-                        Value::Array(encode_heads(heads).iter().map(text).collect()),
-                    )
-                })
-                .collect();
-            put("documents", Value::Map(docs));
-        }
-        Message::SummaryAnswer {
-            sender_id,
-            target_id,
-            in_sync,
-        } => {
-            put("senderId", text(sender_id));
-            put("targetId", text(target_id));
-            put(
-                "inSync",
-                Value::Array(in_sync.iter().map(|id| text(id.to_string())).collect()),
-            );
-        }
-    }
-    let mut out = Vec::new();
-    // Writing into a Vec cannot fail, and every Value we build is encodable.
-    if ciborium::ser::into_writer(&Value::Map(map), &mut out).is_err() {
-        out.clear();
-    }
-    out
-}
-
-fn text(s: impl AsRef<str>) -> Value {
-    Value::Text(s.as_ref().to_owned())
-}
-
-/// A number as cbor-x writes a JS number: integers above 32 bits as float64 (cbor-x
-/// would read a 64-bit CBOR integer back as a BigInt, which JS code does not expect).
-fn js_number(n: u64) -> Value {
-    if n <= u64::from(u32::MAX) {
-        Value::Integer(n.into())
-    } else {
-        // Exact for every value below 2^53, which covers millisecond clocks.
-        #[allow(clippy::cast_precision_loss)]
-        Value::Float(n as f64)
-    }
 }
 
 fn truncate(s: &str) -> String {
@@ -519,24 +362,6 @@ fn peer_metadata(v: &Value) -> Result<PeerMetadata, DecodeError> {
     })
 }
 
-fn encode_metadata(meta: &PeerMetadata) -> Value {
-    let mut m = Vec::new();
-    if let Some(s) = &meta.storage_id {
-        m.push((text("storageId"), text(s)));
-    }
-    if let Some(e) = meta.is_ephemeral {
-        m.push((text("isEphemeral"), Value::Bool(e)));
-    }
-    if let Some(caps) = &meta.capabilities {
-        let caps = caps
-            .iter()
-            .map(|(name, version)| (text(name), js_number(*version)))
-            .collect();
-        m.push((text(CAPABILITIES_KEY), Value::Map(caps)));
-    }
-    Value::Map(m)
-}
-
 /// `peerMetadata.buurtsync`: a map of capability name to version number.
 fn capabilities(v: &Value) -> Result<BTreeMap<String, u64>, DecodeError> {
     const FIELD: &str = "peerMetadata.buurtsync";
@@ -647,6 +472,8 @@ fn new_heads(v: &Value) -> Result<BTreeMap<String, HeadsAtTime>, DecodeError> {
 
 #[cfg(test)]
 mod tests {
+    use super::super::ids::encode_heads;
+    use super::value_encode::{encode_via_value, text};
     use super::*;
 
     fn doc() -> DocumentId {
@@ -661,6 +488,18 @@ mod tests {
 
     fn map(entries: Vec<(&str, Value)>) -> Value {
         Value::Map(entries.into_iter().map(|(k, v)| (text(k), v)).collect())
+    }
+
+    /// The value of `key` in an encoded frame.
+    fn field(bytes: &[u8], key: &str) -> Option<Value> {
+        let value: Value = ciborium::de::from_reader(bytes).expect("cbor");
+        let Value::Map(entries) = value else {
+            panic!("not a map")
+        };
+        entries
+            .into_iter()
+            .find(|(k, _)| *k == text(key))
+            .map(|(_, v)| v)
     }
 
     fn all_messages() -> Vec<Message> {
@@ -767,6 +606,22 @@ mod tests {
                 msg.type_name()
             );
         }
+    }
+
+    /// Each message type has its own `type_index`, the position of its wire name in
+    /// `TYPE_NAMES`: the server keeps its per-type metric handles at that index.
+    #[test]
+    fn type_indexes_are_distinct() {
+        let mut seen = std::collections::BTreeSet::new();
+        for msg in all_messages() {
+            assert_eq!(Message::TYPE_NAMES[msg.type_index()], msg.type_name());
+            seen.insert(msg.type_index());
+        }
+        assert_eq!(
+            seen.len(),
+            Message::TYPE_NAMES.len(),
+            "a type is missing or shared"
+        );
     }
 
     /// The quirks of real senders listed in PROTOCOL.md decode to the same messages.
@@ -1028,20 +883,8 @@ mod tests {
             document_id: doc(),
             data: vec![0x42],
         });
-        let value: Value = ciborium::de::from_reader(bytes.as_slice()).expect("cbor");
-        let Value::Map(entries) = value else {
-            panic!("not a map")
-        };
-        let data = entries
-            .iter()
-            .find(|(k, _)| *k == text("data"))
-            .map(|(_, v)| v.clone());
-        assert_eq!(data, Some(Value::Bytes(vec![0x42])));
-        let doc_id = entries
-            .iter()
-            .find(|(k, _)| *k == text("documentId"))
-            .map(|(_, v)| v.clone());
-        assert_eq!(doc_id, Some(text(doc().to_string())));
+        assert_eq!(field(&bytes, "data"), Some(Value::Bytes(vec![0x42])));
+        assert_eq!(field(&bytes, "documentId"), Some(text(doc().to_string())));
     }
 
     /// The `buurtsync` metadata key: decoded into capabilities (unknown ones kept, so
@@ -1095,17 +938,22 @@ mod tests {
             "{bad:?}"
         );
         // Encoding metadata without capabilities writes only the automerge-repo keys.
-        let plain = encode_metadata(&PeerMetadata {
-            storage_id: Some("st".into()),
-            is_ephemeral: Some(false),
-            capabilities: None,
+        let plain = encode(&Message::Peer {
+            sender_id: "server".into(),
+            target_id: "a".into(),
+            peer_metadata: Some(PeerMetadata {
+                storage_id: Some("st".into()),
+                is_ephemeral: Some(false),
+                capabilities: None,
+            }),
+            selected_protocol_version: "1".into(),
         });
         assert_eq!(
-            plain,
-            map(vec![
+            field(&plain, "peerMetadata"),
+            Some(map(vec![
                 ("storageId", text("st")),
                 ("isEphemeral", Value::Bool(false))
-            ])
+            ]))
         );
     }
 
@@ -1152,10 +1000,409 @@ mod tests {
     /// integer would reach JS as a BigInt); small numbers stay integers.
     #[test]
     fn large_numbers_are_js_numbers() {
-        assert_eq!(js_number(5), Value::Integer(5.into()));
+        let count = |count| {
+            field(
+                &encode(&Message::Ephemeral {
+                    sender_id: "a".into(),
+                    target_id: "b".into(),
+                    count,
+                    session_id: "s".into(),
+                    document_id: doc(),
+                    data: vec![1],
+                }),
+                "count",
+            )
+        };
+        assert_eq!(count(5), Some(Value::Integer(5.into())));
         assert_eq!(
-            js_number(1_700_000_000_000),
-            Value::Float(1_700_000_000_000.0)
+            count(1_700_000_000_000),
+            Some(Value::Float(1_700_000_000_000.0))
         );
+    }
+
+    /// Messages whose strings, payloads, lists and numbers sit on both sides of every
+    /// CBOR head width (23/24, 255/256, 65 535/65 536 bytes or entries) and of the
+    /// number forms (integer up to 2^32 - 1, then float32 when exact, else float64).
+    fn generated_messages() -> Vec<Message> {
+        const LENGTHS: [usize; 8] = [0, 1, 23, 24, 255, 256, 65_535, 65_536];
+        const NUMBERS: [u64; 13] = [
+            0,
+            23,
+            24,
+            255,
+            256,
+            65_535,
+            65_536,
+            u32::MAX as u64,
+            u32::MAX as u64 + 1,
+            1 << 33,
+            1_700_000_000_123,
+            (1 << 53) + 1,
+            u64::MAX,
+        ];
+        let metadata = |i: usize| PeerMetadata {
+            storage_id: (i & 1 != 0).then(|| format!("st-{i}")),
+            is_ephemeral: (i & 2 != 0).then_some(i & 4 != 0),
+            capabilities: (i & 8 != 0).then(|| {
+                (0..i % 30)
+                    .map(|c| (format!("cap-{c}"), NUMBERS[c % NUMBERS.len()]))
+                    .collect()
+            }),
+        };
+        let mut out = Vec::new();
+        for (i, &len) in LENGTHS.iter().enumerate() {
+            let long = "p".repeat(len);
+            let data: Vec<u8> = (0..len).map(|b| (b % 251) as u8).collect();
+            let few = len.min(300);
+            let doc_i = DocumentId::from_bytes([i as u8; 16]);
+            out.extend([
+                Message::Sync {
+                    sender_id: long.clone(),
+                    target_id: "server".into(),
+                    document_id: doc_i,
+                    data: data.clone(),
+                },
+                Message::Request {
+                    sender_id: "alice".into(),
+                    target_id: long.clone(),
+                    document_id: DocumentId::random(),
+                    data: data.clone(),
+                },
+                Message::Ephemeral {
+                    sender_id: "alice".into(),
+                    target_id: "server".into(),
+                    count: NUMBERS[i],
+                    session_id: long.clone(),
+                    document_id: doc_i,
+                    data,
+                },
+                Message::DocUnavailable {
+                    sender_id: long.clone(),
+                    target_id: long.clone(),
+                    document_id: doc_i,
+                },
+                Message::Leave {
+                    sender_id: long.clone(),
+                },
+                Message::Error {
+                    sender_id: (i % 2 == 0).then(|| long.clone()),
+                    target_id: (i % 4 < 2).then(|| "peer".to_string()),
+                    message: long.clone(),
+                },
+                Message::Join {
+                    sender_id: "alice".into(),
+                    peer_metadata: (i > 0).then(|| PeerMetadata {
+                        storage_id: Some(long.clone()),
+                        is_ephemeral: Some(i % 2 == 0),
+                        capabilities: Some(
+                            (0..few)
+                                .map(|c| (format!("c{c}"), NUMBERS[c % NUMBERS.len()]))
+                                .collect(),
+                        ),
+                    }),
+                    supported_protocol_versions: vec!["1".into(); few],
+                },
+                Message::Peer {
+                    sender_id: "server".into(),
+                    target_id: long.clone(),
+                    peer_metadata: (i > 0).then(|| metadata(i * 3)),
+                    selected_protocol_version: long.clone(),
+                },
+                Message::RemoteSubscriptionChange {
+                    sender_id: "alice".into(),
+                    target_id: "server".into(),
+                    add: (0..few).map(|n| format!("st-{n}")).collect(),
+                    remove: (0..few / 2).map(|n| format!("gone-{n}")).collect(),
+                },
+                Message::RemoteHeadsChanged {
+                    sender_id: "server".into(),
+                    target_id: long.clone(),
+                    document_id: doc_i,
+                    new_heads: (0..few)
+                        .map(|n| {
+                            let heads = encode_heads(&vec![ChangeHash([n as u8; 32]); n % 30]);
+                            let timestamp = NUMBERS[n % NUMBERS.len()];
+                            (format!("st-{n}"), HeadsAtTime { heads, timestamp })
+                        })
+                        .collect(),
+                },
+                Message::Summary {
+                    sender_id: "alice".into(),
+                    target_id: "server".into(),
+                    documents: (0..few)
+                        .map(|n| {
+                            let mut id = [0u8; 16];
+                            id[..8].copy_from_slice(&(n as u64).to_le_bytes());
+                            (
+                                DocumentId::from_bytes(id),
+                                vec![ChangeHash([n as u8; 32]); n % 3],
+                            )
+                        })
+                        .collect(),
+                },
+                Message::SummaryAnswer {
+                    sender_id: "server".into(),
+                    target_id: "alice".into(),
+                    in_sync: (0..few)
+                        .map(|n| DocumentId::from_bytes([n as u8; 16]))
+                        .collect(),
+                },
+            ]);
+        }
+        for (i, &n) in NUMBERS.iter().enumerate() {
+            out.push(Message::RemoteHeadsChanged {
+                sender_id: "server".into(),
+                target_id: "alice".into(),
+                document_id: doc(),
+                new_heads: [(
+                    "st".to_string(),
+                    HeadsAtTime {
+                        heads: vec![],
+                        timestamp: n,
+                    },
+                )]
+                .into_iter()
+                .collect(),
+            });
+            out.push(Message::Join {
+                sender_id: "alice".into(),
+                peer_metadata: Some(metadata(i)),
+                supported_protocol_versions: vec![],
+            });
+        }
+        for i in 0..16 {
+            out.push(Message::Peer {
+                sender_id: "server".into(),
+                target_id: "alice".into(),
+                peer_metadata: Some(metadata(i)),
+                selected_protocol_version: "1".into(),
+            });
+        }
+        out
+    }
+
+    /// The direct writer gives the bytes the `Value`-tree encoder gave (same key order,
+    /// integer widths and float forms), for every message type and size.
+    #[test]
+    fn encoder_writes_what_the_value_encoder_wrote() {
+        let messages: Vec<Message> = all_messages()
+            .into_iter()
+            .chain(generated_messages())
+            .collect();
+        assert!(messages.len() > 100);
+        for (i, msg) in messages.iter().enumerate() {
+            let direct = encode(msg);
+            let via_value = encode_via_value(msg);
+            assert!(
+                direct == via_value,
+                "message {i} ({}): {} bytes written, the Value encoder wrote {}; first \
+                 difference at byte {:?}",
+                msg.type_name(),
+                direct.len(),
+                via_value.len(),
+                direct.iter().zip(&via_value).position(|(a, b)| a != b)
+            );
+        }
+    }
+
+    /// The fast path reads the usual `sync`/`request` shapes (ours, automerge-repo's key
+    /// order, long-form heads) and declines everything else; what it reads is the
+    /// general decoder's message, and `decode` answers every input as the general
+    /// decoder does.
+    #[test]
+    fn fast_path_reads_the_usual_shape_and_declines_the_rest() {
+        let check = |name: &str, input: &[u8], fast: bool| {
+            let general = decode_general(input);
+            match decode_fast(input) {
+                Some(msg) => {
+                    assert!(fast, "{name}: taken by the fast path");
+                    assert_eq!(Ok(msg), general, "{name}: fast path differs");
+                }
+                None => assert!(!fast, "{name}: declined ({general:?})"),
+            }
+            assert_eq!(decode(input), general, "{name}: decode differs");
+        };
+        let id = doc().to_string();
+        // automerge-repo's order: type, targetId, data, documentId, senderId.
+        let js = |kind: &str, data: Value, document: Value| {
+            vec![
+                ("type", text(kind)),
+                ("targetId", text("server")),
+                ("data", data),
+                ("documentId", document),
+                ("senderId", text("peer-k3j2h1g0")),
+            ]
+        };
+        let usual = || js("sync", Value::Bytes(vec![0x42, 7]), text(&id));
+        let frame = |entries: Vec<(&str, Value)>| cbor(map(entries));
+        let with = |key: &str, value: Value| {
+            let mut entries = usual();
+            for entry in &mut entries {
+                if entry.0 == key {
+                    entry.1 = value.clone();
+                }
+            }
+            frame(entries)
+        };
+
+        for msg in &all_messages() {
+            let sync = matches!(msg, Message::Sync { .. } | Message::Request { .. });
+            check(msg.type_name(), &encode(msg), sync);
+        }
+        check("js order", &frame(usual()), true);
+        check(
+            "js request",
+            &frame(js("request", Value::Bytes(vec![1]), text(&id))),
+            true,
+        );
+        check("empty data", &with("data", Value::Bytes(vec![])), true);
+        check(
+            "big data",
+            &with("data", Value::Bytes(vec![5; 70_000])),
+            true,
+        );
+        check(
+            "url id",
+            &with("documentId", text(format!("automerge:{id}"))),
+            true,
+        );
+        // Every head in its longest form: map, keys, values, data.
+        let mut long_form = vec![0xbb, 0, 0, 0, 0, 0, 0, 0, 5];
+        for (key, value) in [
+            ("type", "sync"),
+            ("senderId", "a"),
+            ("targetId", "b"),
+            ("documentId", id.as_str()),
+        ] {
+            for text in [key, value] {
+                long_form.extend_from_slice(&[0x7b, 0, 0, 0, 0, 0, 0, 0, text.len() as u8]);
+                long_form.extend_from_slice(text.as_bytes());
+            }
+        }
+        long_form.extend_from_slice(&[0x78, 4]);
+        long_form.extend_from_slice(b"data");
+        long_form.extend_from_slice(&[0x5a, 0, 0, 0, 2, 0x42, 0x43]);
+        check("long-form heads", &long_form, true);
+
+        // Declined: shapes the general decoder reads (or refuses) itself.
+        check(
+            "other type",
+            &frame(js("ephemeral", Value::Bytes(vec![1]), text(&id))),
+            false,
+        );
+        check("unknown type", &with("type", text("teleport")), false);
+        check(
+            "type not text",
+            &with("type", Value::Integer(1.into())),
+            false,
+        );
+        check(
+            "byte-string id",
+            &with("documentId", Value::Bytes(id.clone().into_bytes())),
+            false,
+        );
+        check(
+            "raw 16-byte id",
+            &with("documentId", Value::Bytes(vec![9; 16])),
+            false,
+        );
+        check("bad id", &with("documentId", text("not-an-id")), false);
+        check(
+            "tagged data",
+            &with("data", Value::Tag(64, Box::new(Value::Bytes(vec![1])))),
+            false,
+        );
+        check("text data", &with("data", text("x")), false);
+        check("null sender", &with("senderId", Value::Null), false);
+        check("empty sender", &with("senderId", text("")), false);
+        check("spaced target", &with("targetId", text("a b")), false);
+        check(
+            "long target",
+            &with("targetId", text("p".repeat(MAX_PEER_ID_LEN + 1))),
+            false,
+        );
+        let mut extra = usual();
+        extra.push(("extra", Value::Null));
+        check("extra key", &frame(extra), false);
+        let mut missing = usual();
+        missing.retain(|(k, _)| *k != "data");
+        check("missing data", &frame(missing.clone()), false);
+        let mut repeated = missing.clone();
+        repeated.push(("type", text("sync")));
+        check("repeated key, five entries", &frame(repeated), false);
+        let mut first_wins = usual();
+        first_wins.insert(0, ("type", text("request")));
+        check("repeated key, six entries", &frame(first_wins), false);
+        let bytes_key = Value::Map(
+            usual()
+                .into_iter()
+                .map(|(k, v)| {
+                    let key = if k == "type" {
+                        Value::Bytes(k.as_bytes().to_vec())
+                    } else {
+                        text(k)
+                    };
+                    (key, v)
+                })
+                .collect(),
+        );
+        check("byte-string key", &cbor(bytes_key), false);
+        check(
+            "tagged map",
+            &cbor(Value::Tag(55_799, Box::new(map(usual())))),
+            false,
+        );
+        let good = frame(usual());
+        let mut indefinite = vec![0xbf];
+        indefinite.extend_from_slice(&good[1..]);
+        indefinite.push(0xff);
+        check("indefinite map", &indefinite, false);
+        // senderId as an indefinite text of two chunks.
+        let sender = cbor(text("peer-k3j2h1g0"));
+        let at = good
+            .windows(sender.len())
+            .position(|w| w == sender.as_slice())
+            .expect("sender in frame");
+        let mut chunked = good[..at].to_vec();
+        chunked.extend_from_slice(&[0x7f, 0x64]);
+        chunked.extend_from_slice(b"peer");
+        chunked.push(0x69);
+        chunked.extend_from_slice(b"-k3j2h1g0");
+        chunked.push(0xff);
+        chunked.extend_from_slice(&good[at + sender.len()..]);
+        check("indefinite text", &chunked, false);
+        let mut not_utf8 = good.clone();
+        not_utf8[at + 1] = 0xff;
+        check("sender not UTF-8", &not_utf8, false);
+        let mut trailing = good.clone();
+        trailing.push(0);
+        check("trailing byte", &trailing, false);
+        let mut reserved = good.clone();
+        reserved[0] = 0xbc;
+        check("reserved head", &reserved, false);
+        // Our order puts `data` last: claim 2^62 bytes of it.
+        let ours = encode(&Message::Sync {
+            sender_id: "a".into(),
+            target_id: "b".into(),
+            document_id: doc(),
+            data: vec![1, 2, 3],
+        });
+        let huge = [&ours[..ours.len() - 4], &[0x5b, 0x40, 0, 0, 0, 0, 0, 0, 0]].concat();
+        check("huge data", &huge, false);
+        for end in 0..good.len() {
+            check("truncated", &good[..end], false);
+        }
+        // Every byte of a usual frame altered: whatever the fast path reads is right.
+        for at in 0..good.len() {
+            for byte in [0x00, 0x17, 0x18, 0x1f, 0x40, 0x60, 0xa0, 0xf6, 0xff] {
+                let mut altered = good.clone();
+                altered[at] = byte;
+                let general = decode_general(&altered);
+                if let Some(msg) = decode_fast(&altered) {
+                    assert_eq!(Ok(msg), general, "byte {at} set to {byte:#x}");
+                }
+                assert_eq!(decode(&altered), general, "byte {at} set to {byte:#x}");
+            }
+        }
     }
 }

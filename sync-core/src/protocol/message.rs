@@ -147,21 +147,43 @@ pub enum Message {
 }
 
 impl Message {
+    /// Every wire `type`, at the position [`Message::type_index`] gives.
+    pub const TYPE_NAMES: [&'static str; 12] = [
+        "join",
+        "peer",
+        "leave",
+        "error",
+        "request",
+        "sync",
+        "doc-unavailable",
+        "ephemeral",
+        "remote-subscription-change",
+        "remote-heads-changed",
+        "buurtsync-summary",
+        "buurtsync-summary-answer",
+    ];
+
     /// The wire name of this message's `type`.
     pub fn type_name(&self) -> &'static str {
+        Self::TYPE_NAMES[self.type_index()]
+    }
+
+    /// This message's type as a position in [`Message::TYPE_NAMES`]: an index into
+    /// per-type tables (the server keeps its per-type metric handles in one).
+    pub fn type_index(&self) -> usize {
         match self {
-            Message::Join { .. } => "join",
-            Message::Peer { .. } => "peer",
-            Message::Leave { .. } => "leave",
-            Message::Error { .. } => "error",
-            Message::Request { .. } => "request",
-            Message::Sync { .. } => "sync",
-            Message::DocUnavailable { .. } => "doc-unavailable",
-            Message::Ephemeral { .. } => "ephemeral",
-            Message::RemoteSubscriptionChange { .. } => "remote-subscription-change",
-            Message::RemoteHeadsChanged { .. } => "remote-heads-changed",
-            Message::Summary { .. } => "buurtsync-summary",
-            Message::SummaryAnswer { .. } => "buurtsync-summary-answer",
+            Message::Join { .. } => 0,
+            Message::Peer { .. } => 1,
+            Message::Leave { .. } => 2,
+            Message::Error { .. } => 3,
+            Message::Request { .. } => 4,
+            Message::Sync { .. } => 5,
+            Message::DocUnavailable { .. } => 6,
+            Message::Ephemeral { .. } => 7,
+            Message::RemoteSubscriptionChange { .. } => 8,
+            Message::RemoteHeadsChanged { .. } => 9,
+            Message::Summary { .. } => 10,
+            Message::SummaryAnswer { .. } => 11,
         }
     }
 
