@@ -10,6 +10,9 @@
 //!   file, with the changes the receive handed out, as `commit::apply` does.
 //! - `check`: the relay's acceptance check without the store (`validate_changes`),
 //!   and the whole-document `validate` it replaced.
+//! - `avoided`: what the relay no longer asks automerge per relayed change (issue 18):
+//!   `get_changes` of the new change (was twice per commit) and `get_changes_meta` of
+//!   a subscriber's last sync (was once per subscriber's answer).
 //! - `fan_out`: after one change, generating the sync message for N subscribed peers.
 //! - `load`: a document loaded from the store (catalog, key, chunks, decrypt, load).
 //!
@@ -185,6 +188,30 @@ fn check(c: &mut Criterion) {
     });
     g.bench_function("validate", |b| {
         b.iter(|| schema::validate(black_box(&pair.relay)).expect("valid"))
+    });
+    g.finish();
+}
+
+/// What the relay no longer asks automerge per relayed change, on the relay's copy
+/// right after the change: `get_changes` of it (validation and the chunk each asked
+/// once; now the message's own bytes are taken) and `get_changes_meta` of the heads
+/// before it (a subscriber's last sync; each answer asked once, now only when the
+/// cached changes are not the newest).
+fn avoided(c: &mut Criterion) {
+    let pair = steady_pair();
+    let mut doc = pair.relay.clone();
+    let before = doc.get_heads();
+    let mut state = pair.relay_state.clone();
+    let message = sync::Message::decode(&pair.message).expect("decode");
+    doc.receive_sync_message(&mut state, message)
+        .expect("receive");
+    assert_eq!(doc.get_changes(&before).len(), 1);
+    let mut g = c.benchmark_group("avoided");
+    g.bench_function("get_changes", |b| {
+        b.iter(|| doc.get_changes(black_box(&before)))
+    });
+    g.bench_function("get_changes_meta", |b| {
+        b.iter(|| doc.get_changes_meta(black_box(&before)).len())
     });
     g.finish();
 }
@@ -365,6 +392,6 @@ fn load(c: &mut Criterion) {
 criterion_group!(
     name = benches;
     config = Criterion::default().sample_size(30);
-    targets = codec, floor, check, receive_and_store, fan_out, load
+    targets = codec, floor, check, avoided, receive_and_store, fan_out, load
 );
 criterion_main!(benches);
