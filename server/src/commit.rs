@@ -200,7 +200,7 @@ pub async fn apply(
                 .map_err(|over| Refusal::UserQueueTooLarge { limit: over.limit })
         })
     };
-    let result = if data.len() > engine::ANSWER_BYTES {
+    let result = if data.len() > engine::INLINE_BYTES {
         off_reactor(work)
     } else {
         work()

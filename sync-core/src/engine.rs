@@ -729,26 +729,12 @@ fn check_bloom_filters(message: &sync::Message) -> Result<(), SyncError> {
     Ok(())
 }
 
-/// Payloads larger than this count as carrying changes without being decoded (see
-/// [`carries_changes`]): an answer without changes is heads and a bloom filter of
-/// ≈ 1.25 bytes per change since the last sync, far below it in the live phase.
-pub const ANSWER_BYTES: usize = 4 * 1024;
-
-/// Does this payload carry changes? Only then is receiving it CPU work worth
-/// moving off the reactor: without changes automerge compares heads and a bloom
-/// filter (microseconds), with changes it applies them (milliseconds, growing
-/// with the document's history). A payload over [`ANSWER_BYTES`] says `true`
-/// undecoded, so a large upload is not even decoded on the reactor. Small
-/// undecodable bytes say `false`: receiving them fails at the decode, as cheaply.
-pub fn carries_changes(data: &[u8]) -> bool {
-    if data.len() > ANSWER_BYTES {
-        return true;
-    }
-    matches!(
-        guard::run(Site::Receive, || sync::Message::decode(data)),
-        Ok(Ok(message)) if !message.changes.is_empty()
-    )
-}
+/// The largest payload the server applies and checks on the async runtime's own
+/// threads; a larger one (an upload, a catch-up) goes off them. Live edits and
+/// subscribers' answers are far below it (an answer is heads and a bloom filter of
+/// ≈ 1.25 bytes per change since the last sync), and applying them costs less than
+/// handing a worker thread over (issue 18).
+pub const INLINE_BYTES: usize = 4 * 1024;
 
 /// Does automerge hold changes back for this document because their dependencies
 /// are missing? Cheap: it walks only the queue, which is nearly always empty.
@@ -928,21 +914,17 @@ mod tests {
         );
     }
 
-    /// What the relay decides to move off the reactor: a message with changes, not an
-    /// answer that only reports heads, nor bytes that do not decode.
+    /// The live phase stays on the reactor: a relayed edit and the answer to it are
+    /// both within [`INLINE_BYTES`].
     #[test]
-    fn carries_changes_tells_changes_from_answers() {
+    fn live_edits_and_answers_are_applied_inline() {
         let (id, mut server_doc, mut server, with_change) = synced_then_changed();
-        assert!(carries_changes(&with_change));
+        assert!(with_change.len() <= INLINE_BYTES, "{} bytes", with_change.len());
         server
             .receive(id, &mut server_doc, &with_change)
             .expect("server receives");
         let answer = server.generate(id, &server_doc).expect("an answer");
-        assert!(!carries_changes(&answer), "the answer only reports heads");
-        assert!(!carries_changes(b"not a sync message"));
-        assert!(!carries_changes(&[]));
-        // Large payloads are not decoded here: they go off the reactor as they are.
-        assert!(carries_changes(&vec![0u8; ANSWER_BYTES + 1]));
+        assert!(answer.len() <= INLINE_BYTES, "{} bytes", answer.len());
     }
 
     /// The message, and the changes it hands to a peer holding `base`: their hashes,
