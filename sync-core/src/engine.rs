@@ -919,7 +919,11 @@ mod tests {
     #[test]
     fn live_edits_and_answers_are_applied_inline() {
         let (id, mut server_doc, mut server, with_change) = synced_then_changed();
-        assert!(with_change.len() <= INLINE_BYTES, "{} bytes", with_change.len());
+        assert!(
+            with_change.len() <= INLINE_BYTES,
+            "{} bytes",
+            with_change.len()
+        );
         server
             .receive(id, &mut server_doc, &with_change)
             .expect("server receives");
