@@ -840,6 +840,35 @@ mod tests {
         panic!("did not converge in 20 rounds");
     }
 
+    /// A device that synced `server` from nothing: the device's document, the server's
+    /// session with it and the device's session with the server.
+    fn device_in_sync(server: &mut Automerge, id: DocumentId) -> (Automerge, PeerSync, PeerSync) {
+        let mut device = Automerge::new();
+        let (mut to_device, mut device_side) = (PeerSync::new(), PeerSync::new());
+        converge(&mut to_device, server, &mut device_side, &mut device, id);
+        (device, to_device, device_side)
+    }
+
+    /// The device reconnects from its persisted session and says hello (its heads and
+    /// what it has since its last sync); returns the server's new session, which took
+    /// the hello.
+    fn reconnected(
+        device_side: &PeerSync,
+        device: &Automerge,
+        server: &mut Automerge,
+        id: DocumentId,
+    ) -> PeerSync {
+        let persisted = device_side.persistable_state(&id).expect("session");
+        let mut device_side = PeerSync::new();
+        device_side.resume(id, &persisted);
+        let hello = device_side.generate(id, device).expect("device says hello");
+        let mut to_device = PeerSync::new();
+        to_device
+            .receive(id, server, &hello)
+            .expect("server takes the hello");
+        to_device
+    }
+
     /// A writer and a server in sync, then the writer's message with one new change:
     /// the id, the server's document and session, and the message.
     fn synced_then_changed() -> (DocumentId, Automerge, PeerSync, Vec<u8>) {
@@ -1073,15 +1102,7 @@ mod tests {
         for i in 1..30 {
             put(&mut server, &format!("k{i}"), "history");
         }
-        let mut device = Automerge::new();
-        let (mut to_device, mut device_side) = (PeerSync::new(), PeerSync::new());
-        converge(
-            &mut to_device,
-            &mut server,
-            &mut device_side,
-            &mut device,
-            id,
-        );
+        let (mut device, mut to_device, mut device_side) = device_in_sync(&mut server, id);
         // A commit the device then syncs: the server keeps it encoded.
         let before = server.get_heads();
         put(&mut server, "new", "commit");
@@ -1096,16 +1117,7 @@ mod tests {
         // Offline, the device edits; it reconnects from its persisted session and says
         // only its heads and what it has since the last sync.
         put(&mut device, "offline", "edit");
-        let persisted = device_side.persistable_state(&id).expect("session");
-        let mut device_side = PeerSync::new();
-        device_side.resume(id, &persisted);
-        let mut to_device = PeerSync::new();
-        let hello = device_side
-            .generate(id, &device)
-            .expect("device says hello");
-        to_device
-            .receive(id, &mut server, &hello)
-            .expect("server takes the hello");
+        let to_device = reconnected(&device_side, &device, &mut server, id);
 
         check_automerges_own(&to_device, id, &server, &encoded);
     }
@@ -1173,15 +1185,7 @@ mod tests {
     fn encoded_changes_behind_a_later_change_stay_out() {
         let id = DocumentId::random();
         let mut server = doc_with("k0", "v0");
-        let mut device = Automerge::new();
-        let (mut to_device, mut device_side) = (PeerSync::new(), PeerSync::new());
-        converge(
-            &mut to_device,
-            &mut server,
-            &mut device_side,
-            &mut device,
-            id,
-        );
+        let (mut device, mut to_device, mut device_side) = device_in_sync(&mut server, id);
         // A commit, kept encoded; then a change of another node built on it.
         let before = server.get_heads();
         put(&mut server, "new", "commit");
@@ -1198,14 +1202,7 @@ mod tests {
             &mut device,
             id,
         );
-        let persisted = device_side.persistable_state(&id).expect("session");
-        let mut device_side = PeerSync::new();
-        device_side.resume(id, &persisted);
-        let mut to_device = PeerSync::new();
-        let hello = device_side.generate(id, &device).expect("hello");
-        to_device
-            .receive(id, &mut server, &hello)
-            .expect("server takes the hello");
+        let to_device = reconnected(&device_side, &device, &mut server, id);
         let state = to_device.states.get(&id).expect("state");
         assert!(!after_last_sync(&server, &encoded, &last_sync(state)));
         check_automerges_own(&to_device, id, &server, &encoded);
