@@ -163,9 +163,10 @@ pub async fn apply(
     // the worker thread over (`block_in_place` wakes a thread of the blocking pool to
     // take the worker's queue, and back: ≈ 3 context switches per relayed change, and
     // ≈ 8 % of the server's CPU per change in the replay at 400/s, issue 18); it runs
-    // here. Its cost is bounded by its bytes (about
-    // 0.5 µs an op, one op or more per byte for ordinary edits), and while one worker
-    // runs it the other steals its queued tasks.
+    // here, and while one worker runs it the other steals its queued tasks. Ordinary
+    // edits take about a byte per op and 0.5 µs an op; automerge's run-length encoding
+    // can say many more ops in few bytes, which costs as much off the reactor
+    // (docs/performance.md, "a small payload is not small work").
     let mut work = || {
         engine.receive_checked(id, doc, data, |doc, applied| {
             // Runs for new heads and for changes queued behind a missing dependency
