@@ -172,7 +172,22 @@ pub fn stateful(data: &[u8]) {
                 let before = peer.server_engine.session(&id).cloned();
                 let mut spliced = peer.server_engine.clone();
                 let ours = spliced.try_generate_with(id, &server, &recent);
+                let mut raw_state = before.clone().unwrap_or_default();
+                let raw = guard::run(Site::Generate, || {
+                    server.generate_sync_message(&mut raw_state)
+                });
                 let theirs = peer.server_engine.try_generate(id, &server);
+                // `try_generate` is automerge's generate, except where it tells alone
+                // that there is nothing to say: the same answer and session.
+                if let Ok(raw) = raw {
+                    let said = theirs.as_ref().ok().and_then(|o| o.as_ref());
+                    assert_eq!(
+                        said.map(|o| &o.data),
+                        raw.map(|m| m.encode()).as_ref(),
+                        "try_generate differs from automerge's generate"
+                    );
+                    assert_eq!(peer.server_engine.session(&id), Some(&raw_state));
+                }
                 check_spliced(
                     id,
                     &server,
