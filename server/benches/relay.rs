@@ -13,7 +13,8 @@
 //! - `avoided`: what the relay no longer asks automerge per relayed change (issue 18):
 //!   `get_changes` of the new change (was twice per commit) and `get_changes_meta` of
 //!   a subscriber's last sync (was once per subscriber's answer).
-//! - `fan_out`: after one change, generating the sync message for N subscribed peers;
+//! - `fan_out`: after one change, generating the sync message for N subscribed peers
+//!   from the change encoded once (`try_generate_with`, as the relay does);
 //!   and `fan_out/answer`, a subscriber's answer to it taken, with nothing to say back.
 //! - `load`: a document loaded from the store (catalog, key, chunks, decrypt, load).
 //!
@@ -28,7 +29,7 @@ use automerge::{Automerge, ROOT};
 use buurtsync_server::hub::{ChangeCommit, Hub};
 use buurtsync_server::store::{now, CatalogEntry, Store};
 use criterion::{criterion_group, criterion_main, BatchSize, BenchmarkId, Criterion};
-use sync_core::engine::PeerSync;
+use sync_core::engine::{EncodedChanges, PeerSync};
 use sync_core::partition::{DocumentKind, Partition, WijkId};
 use sync_core::protocol::{self, DocumentId, Message};
 use sync_core::schema::{self, ContactKind, ContactMoment, Date, Plan};
@@ -322,46 +323,68 @@ fn receive_and_store(c: &mut Criterion) {
     drop(s.store);
 }
 
+/// A subscriber of `relay` (a copy of it) and the relay's session with it, synced.
+fn subscriber(relay: &mut Automerge, id: DocumentId) -> (PeerSync, Automerge, sync::State) {
+    let (mut engine, mut peer, mut ps) = (PeerSync::new(), relay.fork(), sync::State::new());
+    talk(relay, id, &mut engine, &mut peer, &mut ps);
+    (engine, peer, ps)
+}
+
+/// The relay and a subscriber sync until both are quiet.
+fn talk(
+    relay: &mut Automerge,
+    id: DocumentId,
+    engine: &mut PeerSync,
+    peer: &mut Automerge,
+    ps: &mut sync::State,
+) {
+    for _ in 0..10 {
+        let from_relay = engine.generate(id, relay);
+        let from_peer = peer.generate_sync_message(ps);
+        if from_relay.is_none() && from_peer.is_none() {
+            return;
+        }
+        if let Some(m) = from_relay {
+            let m = sync::Message::decode(&m).expect("m");
+            peer.receive_sync_message(ps, m).expect("peer receive");
+        }
+        if let Some(m) = from_peer {
+            engine
+                .receive(id, relay, &m.encode())
+                .expect("relay receive");
+        }
+    }
+}
+
 fn fan_out(c: &mut Criterion) {
     let mut g = c.benchmark_group("fan_out");
     for n in [1usize, 10, 100] {
         let mut relay = plan();
         let id = DocumentId::random();
-        // n peers in a steady state with the relay.
-        let mut sessions = Vec::with_capacity(n);
-        for _ in 0..n {
-            let mut peer = relay.fork();
-            let mut engine = PeerSync::new();
-            let mut ps = sync::State::new();
-            for _ in 0..10 {
-                let from_relay = engine.generate(id, &relay);
-                let from_peer = peer.generate_sync_message(&mut ps);
-                if from_relay.is_none() && from_peer.is_none() {
-                    break;
-                }
-                if let Some(m) = from_relay {
-                    peer.receive_sync_message(&mut ps, sync::Message::decode(&m).expect("m"))
-                        .expect("peer receive");
-                }
-                if let Some(m) = from_peer {
-                    engine
-                        .receive(id, &mut relay, &m.encode())
-                        .expect("relay receive");
-                }
-            }
-            sessions.push(engine);
+        // n peers in the live phase's steady state: each took the relay's last change
+        // and answered it, so its last sync is the relay's heads.
+        let mut peers: Vec<_> = (0..n).map(|_| subscriber(&mut relay, id)).collect();
+        add_contact(&mut relay, 8);
+        for (engine, peer, ps) in &mut peers {
+            talk(&mut relay, id, engine, peer, ps);
         }
+        let sessions: Vec<PeerSync> = peers.into_iter().map(|(engine, ..)| engine).collect();
         let mut changed = relay.clone();
         let mut tx = changed.transaction();
         tx.put(ROOT, "status", "intake").expect("put");
         tx.commit();
+        // Encoded once for every subscriber, as the relay keeps a commit's changes.
+        let encoded = EncodedChanges::since(&changed, &relay.get_heads());
         g.bench_with_input(BenchmarkId::from_parameter(n), &n, |b, _| {
             b.iter_batched(
                 || sessions.clone(),
                 |mut sessions| {
                     let mut sent = 0usize;
                     for engine in &mut sessions {
-                        sent += engine.generate(id, &changed).map_or(0, |m| m.len());
+                        sent += engine
+                            .try_generate_with(id, &changed, &encoded)
+                            .expect("generated")
+                            .map_or(0, |m| m.data.len());
                     }
                     sent
                 },
@@ -372,27 +395,8 @@ fn fan_out(c: &mut Criterion) {
     // A subscriber's answer to the change: the relay takes it and has nothing to say
     // (8 of the 9 messages the relay takes per relayed change in the live phase).
     let mut relay = plan();
-    let mut subscriber = relay.fork();
-    let (mut engine, mut ss) = (PeerSync::new(), sync::State::new());
     let id = DocumentId::random();
-    for _ in 0..10 {
-        let from_relay = engine.generate(id, &relay);
-        let from_peer = subscriber.generate_sync_message(&mut ss);
-        if from_relay.is_none() && from_peer.is_none() {
-            break;
-        }
-        if let Some(m) = from_relay {
-            let m = sync::Message::decode(&m).expect("m");
-            subscriber
-                .receive_sync_message(&mut ss, m)
-                .expect("receive");
-        }
-        if let Some(m) = from_peer {
-            engine
-                .receive(id, &mut relay, &m.encode())
-                .expect("relay receive");
-        }
-    }
+    let (mut engine, mut subscriber, mut ss) = subscriber(&mut relay, id);
     add_contact(&mut relay, 9);
     let change = engine.generate(id, &relay).expect("the change");
     let change = sync::Message::decode(&change).expect("m");

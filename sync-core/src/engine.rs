@@ -369,6 +369,12 @@ impl PeerSync {
         if ours.is_empty() {
             return self.try_generate(id, doc);
         }
+        if let Some(message) = relayed(state, doc, encoded, &ours) {
+            return Ok(Some(Outgoing {
+                carries_changes: true,
+                data: message.encode(),
+            }));
+        }
         // `ours_to_send` took only hashes that were not marked sent.
         for (hash, _) in &ours {
             state.sent_hashes.insert(*hash);
@@ -513,6 +519,8 @@ pub struct EncodedChanges {
     changes: Vec<(ChangeHash, Vec<u8>)>,
     /// The document's heads right after `changes` (sorted, as `get_heads` gives them).
     heads: Vec<ChangeHash>,
+    /// The document's heads right before `changes`, sorted.
+    before: Vec<ChangeHash>,
 }
 
 impl EncodedChanges {
@@ -520,21 +528,32 @@ impl EncodedChanges {
     /// gained changes since (the committed heads; the heads before a receive). Asks
     /// automerge to encode them.
     pub fn since(doc: &Automerge, before: &[ChangeHash]) -> Self {
-        Self::of(doc.get_changes(before).iter(), doc.get_heads())
+        Self::of(doc.get_changes(before).iter(), doc.get_heads(), before)
     }
 
     /// The changes a received message added ([`Applied::new_changes`]); `doc` is the
     /// document it was applied to, still at `applied.heads_after`.
     pub fn applied(applied: &Applied, doc: &Automerge) -> Self {
-        Self::of(applied.new_changes(doc).iter(), applied.heads_after.clone())
+        Self::of(
+            applied.new_changes(doc).iter(),
+            applied.heads_after.clone(),
+            &applied.heads_before,
+        )
     }
 
-    fn of<'c>(changes: impl Iterator<Item = &'c Change>, heads: Vec<ChangeHash>) -> Self {
+    fn of<'c>(
+        changes: impl Iterator<Item = &'c Change>,
+        heads: Vec<ChangeHash>,
+        before: &[ChangeHash],
+    ) -> Self {
+        let mut before = before.to_vec();
+        before.sort_unstable();
         EncodedChanges {
             changes: changes
                 .map(|c| (c.hash(), c.raw_bytes().to_vec()))
                 .collect(),
             heads,
+            before,
         }
     }
 
@@ -620,6 +639,92 @@ fn ours_to_send<'e>(
         ours.retain(|(hash, _)| after.contains(hash));
     }
     ours
+}
+
+/// The message [`PeerSync::try_generate_with`] sends a subscriber that was in sync
+/// before `encoded` came, built here instead of by automerge, and the session moved
+/// as automerge moves it; `None` where that is not told from the session alone, and
+/// then automerge generates as ever. The usual case of the live phase: the peer's
+/// heads, its last sync and our shared heads are all the document's heads before
+/// `encoded`, it needs nothing and `ours` are all of `encoded`. Then automerge's two
+/// walks over the history (the changes since the shared heads, for our bloom filter;
+/// the changes after the peer's last sync, to send) both find exactly `encoded`, the
+/// peer's bloom filter holds none of them (`ours` are all of them), and our need is
+/// empty (we have the peer's heads). What automerge would build: our heads, that bloom
+/// filter over our shared heads, no need, `ours` as the changes (one chunk for a
+/// version 2 peer), the sync-reset flag; and the session: responded, heads and hashes
+/// sent, in flight.
+fn relayed(
+    state: &mut sync::State,
+    doc: &Automerge,
+    encoded: &EncodedChanges,
+    ours: &[&(ChangeHash, Vec<u8>)],
+) -> Option<sync::Message> {
+    let sorted = |hashes: &[ChangeHash]| {
+        let mut hashes = hashes.to_vec();
+        hashes.sort_unstable();
+        hashes
+    };
+    let (Some(their_heads), Some(need), Some([have])) = (
+        state.their_heads.as_ref(),
+        state.their_need.as_ref(),
+        state.their_have.as_deref(),
+    ) else {
+        return None;
+    };
+    let our_heads = doc.get_heads();
+    if ours.len() != encoded.changes.len()
+        || our_heads != encoded.heads
+        || encoded.before.is_empty()
+        || !need.is_empty()
+        || state.read_only
+        || state.needs_reset
+        || state.is_peer_read_only()
+        || state.last_sent_heads == our_heads
+        || sorted(their_heads) != encoded.before
+        || sorted(&have.last_sync) != encoded.before
+        || sorted(&state.shared_heads) != encoded.before
+        || encoded
+            .before
+            .iter()
+            .any(|hash| doc.get_change_meta_by_hash(hash).is_none())
+    {
+        return None;
+    }
+    let v2 = state
+        .their_capabilities
+        .as_ref()
+        .is_some_and(|caps| caps.contains(&sync::Capability::MessageV2));
+    let chunks: Vec<Vec<u8>> = if v2 {
+        vec![ours
+            .iter()
+            .flat_map(|(_, bytes)| bytes.iter().copied())
+            .collect()]
+    } else {
+        ours.iter().map(|(_, bytes)| bytes.clone()).collect()
+    };
+    let bloom = sync::BloomFilter::from_hashes(ours.iter().map(|(hash, _)| hash));
+    let mut flags = sync::MessageFlags::new();
+    flags.set(sync::MessageFlags::SUPPORTS_SYNC_RESET);
+    state.have_responded = true;
+    state.last_sent_heads.clone_from(&our_heads);
+    state.sent_hashes.extend(ours.iter().map(|(hash, _)| *hash));
+    state.in_flight = true;
+    Some(sync::Message {
+        heads: our_heads,
+        need: Vec::new(),
+        have: vec![sync::Have {
+            last_sync: state.shared_heads.clone(),
+            bloom,
+        }],
+        changes: chunks.into(),
+        flags: Some(flags),
+        version: if v2 {
+            sync::MessageVersion::V2
+        } else {
+            sync::MessageVersion::V1
+        },
+    })
 }
 
 /// Is every change of `encoded` after the peer's `last_sync`, as automerge counts it,
@@ -1191,6 +1296,11 @@ mod tests {
         assert!(
             after_last_sync(&server, &encoded, &last_sync(reader_state)),
             "the reader's last sync is before the commit: no walk over the history"
+        );
+        let ours = ours_to_send(reader_state, &server, &encoded);
+        assert!(
+            relayed(&mut reader_state.clone(), &server, &encoded, &ours).is_some(),
+            "the reader was in sync before the commit: its message is built without automerge"
         );
         // Both message versions: a peer that advertised version 2 gets its changes as
         // one chunk.
