@@ -38,6 +38,23 @@ pub enum SyncError {
     /// were restored. The server counts these (`buurtsync_panics_caught_total`).
     #[error("the sync message could not be processed: {0}")]
     Panicked(#[from] Panicked),
+    /// The message's chunks declare more operations than a document may hold
+    /// ([`chunks::MAX_OPS`]; counted before automerge parses them,
+    /// [`chunks::screen`]). Nothing was kept.
+    #[error("{0}")]
+    TooManyOps(String),
+}
+
+impl SyncError {
+    /// A label for logs and metrics (the server's `buurtsync_rejected_total`).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            SyncError::TooManyOps(_) => "too-many-ops",
+            SyncError::InvalidMessage(_) | SyncError::Apply(_) | SyncError::Panicked(_) => {
+                "invalid-sync"
+            }
+        }
+    }
 }
 
 /// A generated sync message, encoded, and whether it hands over changes (document
@@ -211,9 +228,14 @@ impl PeerSync {
             .map_err(|p| Rejected::Sync(p.into()))?
             .map_err(|e| Rejected::Sync(SyncError::InvalidMessage(e.to_string())))?;
         check_bloom_filters(&message).map_err(Rejected::Sync)?;
-        // Sizes automerge would trust: bundles and deflate bombs (crate::chunks).
-        chunks::screen(&message, chunks::MAX_INFLATED_BYTES)
-            .map_err(|e| Rejected::Sync(SyncError::InvalidMessage(e.to_string())))?;
+        // Sizes automerge would trust: bundles, deflate bombs and run lengths
+        // (crate::chunks).
+        chunks::screen(&message, chunks::Budget::default()).map_err(|e| {
+            Rejected::Sync(match e {
+                chunks::ChunkError::TooManyOps { .. } => SyncError::TooManyOps(e.to_string()),
+                e => SyncError::InvalidMessage(e.to_string()),
+            })
+        })?;
         // automerge keeps changes whose dependencies are missing in a queue. A failed
         // receive must not leave any there; with an empty queue before (the usual case)
         // that is cheap to see afterwards. `get_missing_deps(&[])` is empty exactly when
