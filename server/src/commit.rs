@@ -226,7 +226,11 @@ pub async fn apply(
             });
         }
         Err(Rejected::Sync(e)) => {
-            m::rejected("invalid-sync");
+            let kind = e.kind();
+            m::rejected(kind);
+            if matches!(e, SyncError::TooManyOps(_)) {
+                tracing::info!(user = %writer.principal.user_id, %id, reason = kind, "change rejected");
+            }
             // issue 20: automerge panicked under sync_core::guard. The engine rebuilt
             // the document; the store's copy is the one known to be whole, so the next
             // lock reloads from it.
@@ -234,7 +238,7 @@ pub async fn apply(
                 m::panic_caught(panicked, &id);
                 hub.discard(&mut state);
             }
-            return Outcome::refused("invalid-sync", format!("document {id}: {e}"));
+            return Outcome::refused(kind, format!("document {id}: {e}"));
         }
         Err(Rejected::Check(refusal)) => {
             let kind = refusal.kind();
