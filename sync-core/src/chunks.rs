@@ -22,7 +22,9 @@
 //! experimental storage API), inflates compressed changes and compressed document
 //! columns within one budget per message, and counts the operations every change and
 //! document declares from the run headers of their columns, within a second budget
-//! ([`Budget`]). Counting reads the encoded bytes once and never the items they say.
+//! ([`Budget`]): a chunk declares as many as its largest column has items (a change's
+//! action column, a document's op columns, unless another says more). Counting reads
+//! the encoded bytes once and never the items they say.
 //!
 //! The same framing tells the engine which chunks are plain changes ([`is_change`],
 //! [`checksum`]): those it can hand on as they came instead of asking automerge to
@@ -43,7 +45,7 @@ const CHUNK_COMPRESSED_CHANGE: u8 = 2;
 const CHUNK_BUNDLE: u8 = 3;
 /// A column specification (`(id << 4) | deflated << 3 | type`, automerge's
 /// `storage/columns/column_specification.rs`): its bit for "this column's data is
-/// deflated", and its type bits with the types whose encoding is not run-length.
+/// deflated", and its type bits with the types [`column_items`] reads their own way.
 const COLUMN_DEFLATE: u64 = 0b1000;
 const COLUMN_TYPE: u64 = 0b111;
 const TYPE_BOOLEAN: u64 = 4;

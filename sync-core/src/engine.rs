@@ -805,7 +805,7 @@ pub fn has_queued(doc: &Automerge) -> bool {
 }
 
 /// Bytes of the changes automerge holds back (see [`has_queued`]): 0 without a queue
-/// (cheap); otherwise a save of the document ([`queue_of`]).
+/// (cheap); otherwise a save of the document (`queue_of`).
 pub fn queued_bytes(doc: &Automerge) -> u64 {
     queue_of(doc).bytes
 }
