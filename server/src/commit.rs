@@ -165,8 +165,9 @@ pub async fn apply(
     // ≈ 8 % of the server's CPU per change in the replay at 400/s, issue 18); it runs
     // here, and while one worker runs it the other steals its queued tasks. Ordinary
     // edits take about a byte per op and 0.5 µs an op; automerge's run-length encoding
-    // can say many more ops in few bytes, which costs as much off the reactor
-    // (docs/performance.md, "a small payload is not small work").
+    // can say many more ops in few bytes, which costs as much off the reactor, up to
+    // the engine's op limit (`--max-document-ops`: ≈ 2.3 s at the default;
+    // docs/performance.md, "a small payload is not small work").
     let mut work = || {
         engine.receive_checked(id, doc, data, |doc, applied| {
             // Runs for new heads and for changes queued behind a missing dependency
@@ -226,7 +227,11 @@ pub async fn apply(
             });
         }
         Err(Rejected::Sync(e)) => {
-            m::rejected("invalid-sync");
+            let kind = e.kind();
+            m::rejected(kind);
+            if matches!(e, SyncError::TooManyOps(_)) {
+                tracing::info!(user = %writer.principal.user_id, %id, reason = kind, "change rejected");
+            }
             // issue 20: automerge panicked under sync_core::guard. The engine rebuilt
             // the document; the store's copy is the one known to be whole, so the next
             // lock reloads from it.
@@ -234,7 +239,7 @@ pub async fn apply(
                 m::panic_caught(panicked, &id);
                 hub.discard(&mut state);
             }
-            return Outcome::refused("invalid-sync", format!("document {id}: {e}"));
+            return Outcome::refused(kind, format!("document {id}: {e}"));
         }
         Err(Rejected::Check(refusal)) => {
             let kind = refusal.kind();

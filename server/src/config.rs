@@ -87,6 +87,13 @@ pub struct ServeSettings {
     /// Largest stored size of one document, in bytes.
     #[arg(long, env = "BUURTSYNC_MAX_DOCUMENT_BYTES", default_value_t = defaults().max_document_bytes)]
     pub max_document_bytes: u64,
+    /// Most operations one document may hold, and so one sync message may bring.
+    /// automerge's run-length encoding lets a few bytes say millions of operations,
+    /// each of which costs memory and time to apply; a message declaring more is
+    /// refused before automerge parses it, and a change that would take a document
+    /// beyond is refused.
+    #[arg(long, env = "BUURTSYNC_MAX_DOCUMENT_OPS", default_value_t = defaults().max_document_ops)]
+    pub max_document_ops: u64,
     /// Bytes of changes waiting for missing dependencies (automerge's queue) that one
     /// user may keep in memory across all documents; more are refused.
     #[arg(long, env = "BUURTSYNC_MAX_QUEUED_BYTES_PER_USER", default_value_t = defaults().max_queued_bytes_per_user)]
@@ -167,6 +174,7 @@ impl Default for ServeSettings {
             insecure_plain_http: false,
             max_frame_bytes: 32 * 1024 * 1024,
             max_document_bytes: 64 * 1024 * 1024,
+            max_document_ops: sync_core::chunks::MAX_OPS,
             max_queued_bytes_per_user: 16 * 1024 * 1024,
             cache_budget_mib: 512,
             max_messages_per_sec: 500,
@@ -226,6 +234,7 @@ impl ServeSettings {
         Limits {
             max_frame_bytes: self.max_frame_bytes,
             max_document_bytes: self.max_document_bytes,
+            max_document_ops: self.max_document_ops,
             max_queued_bytes_per_user: self.max_queued_bytes_per_user,
             cache_budget_mib: self.cache_budget_mib,
             max_messages_per_sec: self.max_messages_per_sec,
@@ -250,6 +259,7 @@ impl ServeSettings {
         let zero = [
             ("max_frame_bytes", limits.max_frame_bytes == 0),
             ("max_document_bytes", limits.max_document_bytes == 0),
+            ("max_document_ops", limits.max_document_ops == 0),
             (
                 "max_queued_bytes_per_user",
                 limits.max_queued_bytes_per_user == 0,

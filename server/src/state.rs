@@ -25,6 +25,11 @@ pub struct Limits {
     /// Largest stored size of one document; a change that would grow it beyond is
     /// refused (and not stored), so one document cannot eat the disk or the cache.
     pub max_document_bytes: u64,
+    /// Most operations one document may hold, and so one sync message may declare
+    /// (`sync_core::engine::PeerSync::with_max_ops`): bytes do not bound them, as
+    /// automerge run-length encodes its columns, and applying each costs memory and
+    /// time.
+    pub max_document_ops: u64,
     /// Bytes of changes waiting for missing dependencies one user may keep in memory,
     /// in all documents together (`queue_budget`); beyond it such changes are refused.
     pub max_queued_bytes_per_user: u64,

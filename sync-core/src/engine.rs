@@ -38,6 +38,24 @@ pub enum SyncError {
     /// were restored. The server counts these (`buurtsync_panics_caught_total`).
     #[error("the sync message could not be processed: {0}")]
     Panicked(#[from] Panicked),
+    /// More operations than a document may hold ([`PeerSync::with_max_ops`]): the
+    /// message's chunks declare more (counted before automerge parses them,
+    /// [`chunks::screen`]), or the document and automerge's queue would hold more after
+    /// it. Nothing was kept.
+    #[error("{0}")]
+    TooManyOps(String),
+}
+
+impl SyncError {
+    /// A label for logs and metrics (the server's `buurtsync_rejected_total`).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            SyncError::TooManyOps(_) => "too-many-ops",
+            SyncError::InvalidMessage(_) | SyncError::Apply(_) | SyncError::Panicked(_) => {
+                "invalid-sync"
+            }
+        }
+    }
 }
 
 /// A generated sync message, encoded, and whether it hands over changes (document
@@ -106,14 +124,36 @@ impl Applied {
 }
 
 /// Sync sessions with one remote peer, one per document.
-#[derive(Debug, Default, Clone)]
+#[derive(Debug, Clone)]
 pub struct PeerSync {
     states: HashMap<DocumentId, sync::State>,
+    /// Operations a document may hold, and so a message may declare: automerge's
+    /// run-length encoding lets a few bytes say millions, and applying each costs
+    /// memory and time (`chunks`). The server sets its `--max-document-ops`.
+    max_ops: u64,
+}
+
+impl Default for PeerSync {
+    fn default() -> Self {
+        PeerSync {
+            states: HashMap::new(),
+            max_ops: chunks::MAX_OPS,
+        }
+    }
 }
 
 impl PeerSync {
+    /// Sessions under the default limit of operations per document ([`chunks::MAX_OPS`]).
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// The same, with another limit of operations per document: a message declaring
+    /// more is refused before automerge parses it, and one after which the document
+    /// (with automerge's queue) holds more is rolled back.
+    pub fn with_max_ops(mut self, max_ops: u64) -> Self {
+        self.max_ops = max_ops;
+        self
     }
 
     /// Is a session open for this document?
@@ -178,7 +218,11 @@ impl PeerSync {
     /// The check runs whenever the message left something behind: new heads, or
     /// changes automerge queued because their dependencies are missing (the heads do
     /// not move for those, but their bytes stay in memory). A refusal drops the
-    /// document's whole queue with it ([`rollback`]).
+    /// document's whole queue with it ([`rollback`]). Before it, the engine's own: the
+    /// document's ops and the ops waiting in automerge's queue (which a later message
+    /// can drain into it at once) must stay within the limit
+    /// ([`Self::with_max_ops`]), so small messages cannot grow it past what one
+    /// message may not bring.
     ///
     /// The changes the message added ([`Applied::new_changes`]) are its own change
     /// chunks when that is provably what automerge did: nothing was queued before or
@@ -211,9 +255,19 @@ impl PeerSync {
             .map_err(|p| Rejected::Sync(p.into()))?
             .map_err(|e| Rejected::Sync(SyncError::InvalidMessage(e.to_string())))?;
         check_bloom_filters(&message).map_err(Rejected::Sync)?;
-        // Sizes automerge would trust: bundles and deflate bombs (crate::chunks).
-        chunks::screen(&message, chunks::MAX_INFLATED_BYTES)
-            .map_err(|e| Rejected::Sync(SyncError::InvalidMessage(e.to_string())))?;
+        // Sizes automerge would trust: bundles, deflate bombs and run lengths
+        // (crate::chunks).
+        let max_ops = self.max_ops;
+        let budget = chunks::Budget {
+            inflated_bytes: chunks::MAX_INFLATED_BYTES,
+            ops: max_ops,
+        };
+        chunks::screen(&message, budget).map_err(|e| {
+            Rejected::Sync(match e {
+                chunks::ChunkError::TooManyOps { .. } => SyncError::TooManyOps(e.to_string()),
+                e => SyncError::InvalidMessage(e.to_string()),
+            })
+        })?;
         // automerge keeps changes whose dependencies are missing in a queue. A failed
         // receive must not leave any there; with an empty queue before (the usual case)
         // that is cheap to see afterwards. `get_missing_deps(&[])` is empty exactly when
@@ -228,7 +282,7 @@ impl PeerSync {
         let queued_before = if queue_was_empty {
             0
         } else {
-            queued_bytes(doc)
+            queue_of(doc).bytes
         };
         // The message's changes the document lacks, read before automerge takes the
         // message (after, nothing tells what it held before). automerge loads an empty
@@ -246,12 +300,12 @@ impl PeerSync {
         // (untrusted) changes included.
         let received = guard::run(Site::Receive, || {
             doc.receive_sync_message(state, message)
-                .map(|()| queued_bytes(doc))
+                .map(|()| queue_of(doc))
         });
         let (failure, queued_after) = match received {
             Ok(Ok(queued)) => (None, queued),
-            Ok(Err(e)) => (Some(SyncError::Apply(e.to_string())), 0),
-            Err(panicked) => (Some(SyncError::Panicked(panicked)), 0),
+            Ok(Err(e)) => (Some(SyncError::Apply(e.to_string())), Queue::default()),
+            Err(panicked) => (Some(SyncError::Panicked(panicked)), Queue::default()),
         };
         if let Some(e) = failure {
             *state = saved_state;
@@ -284,16 +338,24 @@ impl PeerSync {
         let applied = Applied {
             heads_after,
             heads_before,
-            queued_bytes: queued_after,
+            queued_bytes: queued_after.bytes,
             queued_before,
-            queue_grew: queued_after > queued_before,
+            queue_grew: queued_after.bytes > queued_before,
             new_changes,
         };
         if applied.left_something() {
-            let verdict = match guard::run(Site::Check, || check(doc, &applied)) {
-                Ok(Ok(())) => None,
-                Ok(Err(e)) => Some(Rejected::Check(e)),
-                Err(panicked) => Some(Rejected::Sync(SyncError::Panicked(panicked))),
+            // The document's ops and those a later message can drain into it at once.
+            let ops = doc.stats().num_ops.saturating_add(queued_after.ops);
+            let verdict = if ops > max_ops {
+                Some(Rejected::Sync(SyncError::TooManyOps(format!(
+                    "the document would hold more than {max_ops} operations"
+                ))))
+            } else {
+                match guard::run(Site::Check, || check(doc, &applied)) {
+                    Ok(Ok(())) => None,
+                    Ok(Err(e)) => Some(Rejected::Check(e)),
+                    Err(panicked) => Some(Rejected::Sync(SyncError::Panicked(panicked))),
+                }
             };
             if let Some(refusal) = verdict {
                 *state = saved_state;
@@ -906,20 +968,42 @@ pub fn has_queued(doc: &Automerge) -> bool {
 }
 
 /// Bytes of the changes automerge holds back (see [`has_queued`]): 0 without a queue
-/// (cheap); otherwise two saves of the document, with and without its orphans, as
-/// automerge 0.12 shows its queue no other way.
+/// (cheap); otherwise a save of the document (`queue_of`).
 pub fn queued_bytes(doc: &Automerge) -> u64 {
+    queue_of(doc).bytes
+}
+
+/// What automerge holds back for a document because dependencies are missing.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct Queue {
+    bytes: u64,
+    /// The operations its changes declare (`chunks::declared_ops`): a message that
+    /// brings what they wait for applies them all at once.
+    ops: u64,
+}
+
+/// The queue's bytes and ops: nothing without a queue (cheap); otherwise one save of
+/// the document with its orphans, as automerge 0.12 shows its queue no other way. The
+/// save is the document chunk, then each queued change's bytes as it came
+/// (`Automerge::save_with_options`). Should those not parse, the queue counts as
+/// holding more ops than any limit.
+fn queue_of(doc: &Automerge) -> Queue {
     if !has_queued(doc) {
-        return 0;
+        return Queue::default();
     }
-    let with = |retain_orphans| {
-        doc.save_with_options(SaveOptions {
-            deflate: false,
-            retain_orphans,
-        })
-        .len() as u64
-    };
-    with(true).saturating_sub(with(false))
+    let saved = doc.save_with_options(SaveOptions {
+        deflate: false,
+        retain_orphans: true,
+    });
+    let document = chunks::split(&saved)
+        .ok()
+        .and_then(|chunks| chunks.first().map(|c| c.len()))
+        .unwrap_or(0);
+    let orphans = &saved[document..];
+    Queue {
+        bytes: orphans.len() as u64,
+        ops: chunks::declared_ops(orphans).unwrap_or(u64::MAX),
+    }
 }
 
 /// Restores a document to the given heads (the rare path of a refused message or a
@@ -1808,6 +1892,173 @@ mod tests {
         converge(&mut device, &mut ahead, &mut peer, &mut doc, id);
         assert_eq!(doc.get_heads(), ahead.get_heads());
         assert!(!has_queued(&doc));
+    }
+
+    /// Inserts `n` nulls into the list at `key` (made if missing) in one change: a few
+    /// bytes of run-length-encoded columns whatever `n` is.
+    fn insert_nulls(doc: &mut Automerge, key: &str, n: usize) {
+        let mut tx = doc.transaction();
+        let list = match tx.get(ROOT, key).expect("get") {
+            Some((_, list)) => list,
+            None => tx
+                .put_object(ROOT, key, automerge::ObjType::List)
+                .expect("list"),
+        };
+        let at = tx.length(&list);
+        for i in 0..n {
+            tx.insert(&list, at + i, automerge::ScalarValue::Null)
+                .expect("insert");
+        }
+        tx.commit();
+    }
+
+    fn too_many_ops(result: Result<Applied, Rejected<()>>) -> String {
+        match result {
+            Err(Rejected::Sync(SyncError::TooManyOps(why))) => why,
+            other => panic!("expected a refusal for too many ops, got {other:?}"),
+        }
+    }
+
+    /// A message whose changes declare more ops than a document may hold is refused
+    /// before automerge parses it: the check never runs, document and session are as
+    /// before. The billion-op finding is refused under the default limit at once.
+    #[test]
+    fn messages_declaring_more_ops_than_the_limit_are_refused() {
+        let id = DocumentId::random();
+        let mut writer_doc = doc_with("a", "1");
+        let mut writer = PeerSync::new();
+        let mut server_doc = Automerge::new();
+        let mut server = PeerSync::new().with_max_ops(20);
+        converge(
+            &mut writer,
+            &mut writer_doc,
+            &mut server,
+            &mut server_doc,
+            id,
+        );
+        insert_nulls(&mut writer_doc, "l", 20); // and the list: 21 ops
+        let sent = writer.generate(id, &writer_doc).expect("a change to send");
+        let (heads, session) = (server_doc.get_heads(), server.session(&id).cloned());
+        let mut checked = false;
+        let why = too_many_ops(server.receive_checked(id, &mut server_doc, &sent, |_, _| {
+            checked = true;
+            Ok(())
+        }));
+        assert!(why.contains("more than 20 operations"), "{why}");
+        assert!(!checked, "the check ran on a refused message");
+        assert_eq!(server_doc.get_heads(), heads);
+        assert_eq!(server_doc.stats().num_ops, 1);
+        assert_eq!(server.session(&id).cloned(), session, "the session moved");
+
+        let finding = include_bytes!("../../fuzz/regressions/apply/op-run-length-bomb");
+        let mut fresh = PeerSync::new();
+        let why =
+            too_many_ops(fresh.receive_checked(id, &mut server_doc, &finding[1..], |_, _| Ok(())));
+        assert!(
+            why.contains(&format!("more than {} operations", chunks::MAX_OPS)),
+            "{why}"
+        );
+        assert_eq!(server_doc.get_heads(), heads);
+        assert!(!fresh.has(&id), "a refused payload left a session behind");
+    }
+
+    /// Messages each within the limit cannot grow a document past it: the one that
+    /// crosses it is refused after automerge applied it and rolled back, document and
+    /// session alike, and the document takes changes again within the limit.
+    #[test]
+    fn the_message_that_crosses_the_document_limit_is_rolled_back() {
+        let id = DocumentId::random();
+        let mut writer_doc = doc_with("a", "1");
+        let mut writer = PeerSync::new();
+        let mut server_doc = Automerge::new();
+        let mut server = PeerSync::new().with_max_ops(30);
+        // The writer's next message, and the server's answer to an accepted one.
+        let send = |writer: &mut PeerSync,
+                    writer_doc: &mut Automerge,
+                    server: &mut PeerSync,
+                    server_doc: &mut Automerge| {
+            let sent = writer.generate(id, writer_doc).expect("a change to send");
+            let result = server.receive_checked(id, server_doc, &sent, |_, _| Ok(()));
+            if result.is_ok() {
+                if let Some(reply) = server.generate(id, server_doc) {
+                    writer.receive(id, writer_doc, &reply).expect("reply");
+                }
+            }
+            result
+        };
+        let (w, wd, s, sd) = (&mut writer, &mut writer_doc, &mut server, &mut server_doc);
+        send(w, wd, s, sd).expect("the first change");
+        insert_nulls(wd, "l", 9); // and the list: 10 ops, 11 in all
+        send(w, wd, s, sd).expect("11 ops");
+        insert_nulls(wd, "l", 10);
+        send(w, wd, s, sd).expect("21 ops");
+        let (heads, session) = (sd.get_heads(), s.session(&id).cloned());
+        insert_nulls(wd, "l", 10);
+        let why = too_many_ops(send(w, wd, s, sd));
+        assert_eq!(why, "the document would hold more than 30 operations");
+        assert_eq!(server_doc.get_heads(), heads, "not rolled back");
+        assert_eq!(server_doc.stats().num_ops, 21);
+        assert_eq!(server.session(&id).cloned(), session, "the session moved");
+        // Up to the limit exactly is fine.
+        let mut other = server_doc.fork();
+        insert_nulls(&mut other, "m", 8); // and the list: 9 ops, 30 in all
+        let mut device = PeerSync::new();
+        let sent = device.generate(id, &other).expect("hello");
+        let mut fresh = PeerSync::new().with_max_ops(30);
+        fresh
+            .receive_checked(id, &mut server_doc, &sent, |_, _| Ok::<(), ()>(()))
+            .expect("a hello");
+        converge(&mut device, &mut other, &mut fresh, &mut server_doc, id);
+        assert_eq!(server_doc.stats().num_ops, 30);
+    }
+
+    /// Changes waiting in automerge's queue count against the limit: a message may not
+    /// park more ops than the document may still hold, since the one that brings their
+    /// dependency applies them all at once. The refusal drops the queue.
+    #[test]
+    fn queued_ops_count_against_the_document_limit() {
+        let id = DocumentId::random();
+        let mut doc = doc_with("k", "v");
+        let mut ahead = doc.fork();
+        put(&mut ahead, "withheld", "x");
+        let orphans: Vec<Vec<u8>> = ["l", "m"]
+            .into_iter()
+            .map(|key| {
+                insert_nulls(&mut ahead, key, 24); // and the list: 25 ops
+                ahead
+                    .get_last_local_change()
+                    .expect("change")
+                    .raw_bytes()
+                    .to_vec()
+            })
+            .collect();
+        let carrying = |chunk: &Vec<u8>| {
+            sync::Message {
+                heads: Vec::new(),
+                need: Vec::new(),
+                have: Vec::new(),
+                changes: sync::ChunkList::from(vec![chunk.clone()]),
+                flags: None,
+                version: sync::MessageVersion::V1,
+            }
+            .encode()
+        };
+        let mut peer = PeerSync::new().with_max_ops(30);
+        let applied = peer
+            .receive_checked(
+                id,
+                &mut doc,
+                &carrying(&orphans[0]),
+                |_, _| Ok::<(), ()>(()),
+            )
+            .expect("1 op and 25 waiting");
+        assert!(applied.queue_grew && !applied.changed());
+        assert_eq!(queue_of(&doc).ops, 25);
+        let why =
+            too_many_ops(peer.receive_checked(id, &mut doc, &carrying(&orphans[1]), |_, _| Ok(())));
+        assert_eq!(why, "the document would hold more than 30 operations");
+        assert!(!has_queued(&doc), "the queue stayed");
+        assert_eq!(doc.stats().num_ops, 1);
     }
 
     /// Garbage payloads are errors and change nothing.

@@ -387,7 +387,8 @@ async fn backup_while_writing_restores_everything_acknowledged() {
 }
 
 /// A configuration file sets what flags and environment leave open; `config check`
-/// reports the effective settings and refuses unknown keys and bad TLS files.
+/// reports the effective settings and refuses unknown keys, zero limits and bad TLS
+/// files.
 #[test]
 fn config_file_and_check() {
     let fx = Fixture::new();
@@ -417,7 +418,10 @@ fn config_file_and_check() {
             "--ping-interval",
             "30s",
         ],
-        &[("BUURTSYNC_MAX_CONNECTIONS_PER_USER", "5")],
+        &[
+            ("BUURTSYNC_MAX_CONNECTIONS_PER_USER", "5"),
+            ("BUURTSYNC_MAX_DOCUMENT_OPS", "250000"),
+        ],
     );
     assert!(
         out.status.success(),
@@ -430,6 +434,7 @@ fn config_file_and_check() {
     assert_eq!(v["max_messages_per_sec"], 77, "file");
     assert_eq!(v["ping_interval"], "30s", "flag beats file");
     assert_eq!(v["max_connections_per_user"], 5, "environment");
+    assert_eq!(v["max_document_ops"], 250_000, "environment");
     assert_eq!(v["tls"], serde_json::Value::Null);
 
     std::fs::write(&file, "[serve]\nmax_mesages_per_sec = 1\n").expect("write");
@@ -442,6 +447,12 @@ fn config_file_and_check() {
     let out = run(&["--config", file_s, "config", "check"], &[]);
     assert!(!out.status.success(), "central_min_count = 0 must not pass");
     assert!(String::from_utf8_lossy(&out.stderr).contains("central_min_count"));
+
+    // Nor allow no operations at all in a document.
+    std::fs::write(&file, "[serve]\nmax_document_ops = 0\n").expect("write");
+    let out = run(&["--config", file_s, "config", "check"], &[]);
+    assert!(!out.status.success(), "max_document_ops = 0 must not pass");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("max_document_ops"));
 
     // The documented example file parses; only its certificate is missing here.
     let example = concat!(

@@ -3,7 +3,8 @@
 //! automerge is caught by `sync_core::guard` and counted in
 //! `buurtsync_panics_caught_total`; payloads that would make automerge expand beyond
 //! any bound (an abort, not a panic) are refused before it parses them
-//! (`sync_core::chunks`).
+//! (`sync_core::chunks`), and so are changes whose run lengths declare more operations
+//! than a document may hold.
 
 use std::time::Duration;
 
@@ -224,6 +225,70 @@ async fn bundle_chunks_are_refused_before_automerge() {
     );
 
     // The same socket syncs another document, and a change to the target itself.
+    edit_both_and_sync(&mut device, [other, target]).await;
+    assert_eq!(
+        metric(server.metrics(), CONNECTIONS).await,
+        connections_before,
+        "the device had to reconnect"
+    );
+    assert_ne!(
+        fx.doc_info(&target.to_string()),
+        stored_before,
+        "the later good change was not stored"
+    );
+}
+
+/// The change of `fuzz/regressions/apply/op-run-length-bomb`: 124 bytes whose
+/// run-length-encoded columns declare a billion ops (a list and its nulls, no
+/// dependencies, so it applies to any document). automerge 0.12 trusts the run lengths:
+/// minutes of CPU, then an allocator abort that no panic guard catches.
+const OP_BOMB: &[u8] = include_bytes!("../../fuzz/regressions/apply/op-run-length-bomb");
+
+/// A writer's op bomb for a plan it may write is refused before automerge parses it
+/// (`sync_core::chunks` counts the declared ops against `--max-document-ops`): the
+/// peer gets an `error` that names the limit, nothing stored changes, the refusal is
+/// counted as `too-many-ops`, and the server and the same connection live on to sync
+/// another document and the target itself.
+#[tokio::test]
+async fn op_bombs_are_refused_before_automerge() {
+    let Setup {
+        fx,
+        mut server,
+        mut device,
+        target,
+        other,
+        stored_before,
+        panics_before,
+        connections_before,
+    } = Setup::new().await;
+    const TOO_MANY_OPS: &str = "buurtsync_rejected_total{reason=\"too-many-ops\"}";
+    assert_eq!(metric(server.metrics(), TOO_MANY_OPS).await, 0.0);
+
+    send_finding(&mut device, target, OP_BOMB).await;
+    let answered = device
+        .pump_until(Duration::from_secs(10), |c| !c.errors().is_empty())
+        .await;
+    assert!(answered, "no error message for the op bomb");
+    let error = device.errors()[0].to_owned();
+    assert!(
+        error.contains(&target.to_string())
+            && error.contains("declare more than 1000000 operations"),
+        "{error}"
+    );
+    assert!(server.running(), "the server died");
+    assert_eq!(
+        fx.doc_info(&target.to_string()),
+        stored_before,
+        "the op bomb changed the stored document"
+    );
+    assert_eq!(metric(server.metrics(), TOO_MANY_OPS).await, 1.0);
+    assert_eq!(
+        metric(server.metrics(), PANICS_CAUGHT).await,
+        panics_before,
+        "the op bomb reached automerge"
+    );
+    assert!(device.is_online(), "the socket was dropped");
+
     edit_both_and_sync(&mut device, [other, target]).await;
     assert_eq!(
         metric(server.metrics(), CONNECTIONS).await,

@@ -63,6 +63,7 @@ pub async fn config_check(
         "tls": tls.as_ref().map(|t| json!({"cert": t.cert.display().to_string(), "key": t.key.display().to_string()})),
         "max_frame_bytes": limits.max_frame_bytes,
         "max_document_bytes": limits.max_document_bytes,
+        "max_document_ops": limits.max_document_ops,
         "max_queued_bytes_per_user": limits.max_queued_bytes_per_user,
         "cache_budget_mib": limits.cache_budget_mib,
         "max_messages_per_sec": limits.max_messages_per_sec,

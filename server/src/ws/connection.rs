@@ -121,13 +121,14 @@ impl Connection {
         signal: Arc<ConnSignal>,
         out: mpsc::Sender<WsMessage>,
     ) -> Connection {
+        let engine = PeerSync::new().with_max_ops(state.limits.max_document_ops);
         Connection {
             state,
             principal,
             token_id,
             conn_id: signal.id,
             peer: None,
-            engine: PeerSync::new(),
+            engine,
             open: HashMap::new(),
             watched: HashSet::new(),
             pending: HashMap::new(),
@@ -605,7 +606,7 @@ impl Connection {
                 return;
             }
             Err(Rejected::Sync(e)) => {
-                m::rejected("invalid-sync");
+                m::rejected(e.kind());
                 if let SyncError::Panicked(panicked) = &e {
                     m::panic_caught(panicked, &id); // issue 20
                 }
