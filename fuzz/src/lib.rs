@@ -7,6 +7,8 @@
 //! - [`apply`]: the server's handling of a decoded message against a document:
 //!   sync-core's engine applies the payload under the server's check (partition
 //!   unchanged, schema valid) and generates the answer. No I/O, as on the server.
+//!   First the ops counted from the payload's headers (where the server applies it)
+//!   must be the screen's count of the decoded message (`src/header_ops.rs`).
 //! - [`stateful`]: two peers drive a sequence of messages through that check; a refused
 //!   message must leave no trace, not even in automerge's queue of changes waiting for
 //!   dependencies.
@@ -15,6 +17,7 @@
 
 mod codec;
 mod http;
+mod header_ops;
 mod stateful;
 mod summary;
 
@@ -61,6 +64,7 @@ pub fn apply(data: &[u8]) {
     } else {
         rest.to_vec()
     };
+    header_ops::agrees_with_screen(&payload);
     let mut doc = seed_document();
     let partition = Partition {
         wijk: WijkId::new("noord").expect("wijk"),

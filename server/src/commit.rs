@@ -157,17 +157,16 @@ pub async fn apply(
     // waited for): then nobody pays for it any more.
     settle_queue(&mut state);
     let DocState { doc, queue, .. } = &mut *state;
-    // Applying and validating a large payload is CPU work of milliseconds: keep it off
-    // the reactor, so other connections' frames are not held up. A small one (a live
+    // Applying and validating a heavy payload is CPU work of milliseconds: keep it off
+    // the reactor, so other connections' frames are not held up. A light one (a live
     // edit, or a subscriber's answer: all of the live phase) is less work than handing
     // the worker thread over (`block_in_place` wakes a thread of the blocking pool to
     // take the worker's queue, and back: ≈ 3 context switches per relayed change, and
     // ≈ 8 % of the server's CPU per change in the replay at 400/s, issue 18); it runs
-    // here, and while one worker runs it the other steals its queued tasks. Ordinary
-    // edits take about a byte per op and 0.5 µs an op; automerge's run-length encoding
-    // can say many more ops in few bytes, which costs as much off the reactor, up to
-    // the engine's op limit (`--max-document-ops`: ≈ 2.3 s at the default;
-    // docs/performance.md, "a small payload is not small work").
+    // here, and while one worker runs it the other steals its queued tasks. Light is
+    // counted in bytes and in the ops the changes declare (`engine::runs_inline`):
+    // automerge's run-length encoding can say a million ops in 119 bytes, which would
+    // hold a worker for seconds (up to the engine's op limit, `--max-document-ops`).
     let mut work = || {
         engine.receive_checked(id, doc, data, |doc, applied| {
             // Runs for new heads and for changes queued behind a missing dependency
@@ -202,7 +201,7 @@ pub async fn apply(
                 .map_err(|over| Refusal::UserQueueTooLarge { limit: over.limit })
         })
     };
-    let result = if data.len() > engine::INLINE_BYTES {
+    let result = if !engine::runs_inline(data) {
         off_reactor(work)
     } else {
         work()

@@ -123,6 +123,38 @@ pub fn declared_ops(bytes: &[u8]) -> Result<u64, ChunkError> {
     Ok(tally.ops)
 }
 
+/// The operations an encoded automerge sync message's changes declare, counted as
+/// [`screen`] counts them, without decoding the message: its heads, need and summaries
+/// are stepped over (`sync::Message::parse`'s layout: version byte, then
+/// length-prefixed lists). `Err` for what does not parse so, or declares more than the
+/// budget: the caller treats that as heavy, and the engine's decode says what is wrong.
+pub fn sync_message_ops(data: &[u8], budget: Budget) -> Result<u64, ChunkError> {
+    let (&version, mut rest) = data
+        .split_first()
+        .ok_or(ChunkError::Malformed("empty sync message"))?;
+    if version != 0x42 && version != 0x43 {
+        return Err(ChunkError::Malformed("not a sync message"));
+    }
+    rest = skip_hashes(rest)?; // heads
+    rest = skip_hashes(rest)?; // need
+    let (summaries, mut after) = uleb(rest)?;
+    for _ in 0..summaries {
+        after = skip_string(skip_hashes(after)?)?; // last sync, bloom filter
+    }
+    let (changes, mut after) = uleb(after)?;
+    let mut tally = Tally::new(budget);
+    for _ in 0..changes {
+        let (len, body) = uleb(after)?;
+        let len = usize::try_from(len)
+            .ok()
+            .filter(|&len| len <= body.len())
+            .ok_or(ChunkError::Malformed("change longer than the message"))?;
+        tally.walk(&body[..len])?;
+        after = &body[len..];
+    }
+    Ok(tally.ops)
+}
+
 /// Concatenated storage chunks (a version 2 sync message's changes), split into whole
 /// chunks, headers included.
 pub fn split(mut bytes: &[u8]) -> Result<Vec<&[u8]>, ChunkError> {
@@ -445,6 +477,12 @@ fn skip_leb(bytes: &[u8]) -> Result<&[u8], ChunkError> {
         Some(last) => Ok(&bytes[last + 1..]),
         None => Err(ChunkError::Malformed("truncated number")),
     }
+}
+
+/// `bytes` after a length-prefixed list of change hashes.
+fn skip_hashes(bytes: &[u8]) -> Result<&[u8], ChunkError> {
+    let (count, rest) = uleb(bytes)?;
+    skip(rest, count.saturating_mul(HASH_BYTES))
 }
 
 /// `bytes` after one length-prefixed string.

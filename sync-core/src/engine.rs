@@ -961,6 +961,29 @@ fn check_bloom_filters(message: &sync::Message) -> Result<(), SyncError> {
 /// handing a worker thread over (issue 18).
 pub const INLINE_BYTES: usize = 4 * 1024;
 
+/// The most operations a payload applied on the async runtime's own threads may
+/// declare: about as many as [`INLINE_BYTES`] of typed text (an op is about a byte
+/// there, and ≈ 0.5 µs to apply). automerge's run-length encoding can say a million
+/// in 119 bytes (`chunks`), so bytes alone do not make a payload light.
+pub const INLINE_OPS: u64 = 4 * 1024;
+
+/// May the server apply and check `data` (an encoded sync payload) on the async
+/// runtime's own threads? Yes when it is within [`INLINE_BYTES`] and its changes
+/// declare at most [`INLINE_OPS`] operations, counted from their column headers
+/// without decoding anything ([`chunks::sync_message_ops`]); anything that does not
+/// parse so goes off them too.
+pub fn runs_inline(data: &[u8]) -> bool {
+    data.len() <= INLINE_BYTES
+        && chunks::sync_message_ops(
+            data,
+            chunks::Budget {
+                inflated_bytes: INLINE_BYTES as u64 * 16,
+                ops: INLINE_OPS,
+            },
+        )
+        .is_ok()
+}
+
 /// Does automerge hold changes back for this document because their dependencies
 /// are missing? Cheap: it walks only the queue, which is nearly always empty.
 pub fn has_queued(doc: &Automerge) -> bool {
@@ -1295,20 +1318,69 @@ mod tests {
     }
 
     /// The live phase stays on the reactor: a relayed edit and the answer to it are
-    /// both within [`INLINE_BYTES`].
+    /// both light ([`runs_inline`]). A payload of many bytes, or of few bytes that
+    /// declare many ops (the op bomb), or one that does not parse, is not.
     #[test]
     fn live_edits_and_answers_are_applied_inline() {
         let (id, mut server_doc, mut server, with_change) = synced_then_changed();
-        assert!(
-            with_change.len() <= INLINE_BYTES,
-            "{} bytes",
-            with_change.len()
-        );
+        assert!(runs_inline(&with_change), "{} bytes", with_change.len());
         server
             .receive(id, &mut server_doc, &with_change)
             .expect("server receives");
         let answer = server.generate(id, &server_doc).expect("an answer");
-        assert!(answer.len() <= INLINE_BYTES, "{} bytes", answer.len());
+        assert!(runs_inline(&answer), "{} bytes", answer.len());
+
+        let bomb = include_bytes!("../../fuzz/regressions/apply/op-run-length-bomb");
+        assert!(bomb.len() - 1 <= INLINE_BYTES);
+        assert!(
+            !runs_inline(&bomb[1..]),
+            "a billion ops in {} bytes",
+            bomb.len()
+        );
+        // Light in bytes, heavy in ops: a change of INLINE_OPS + 1 ops.
+        let mut writer = doc_with("a", "1");
+        let mut to_writer = PeerSync::new();
+        let mut writer_side = PeerSync::new();
+        let mut server_copy = Automerge::new();
+        converge(
+            &mut writer_side,
+            &mut writer,
+            &mut to_writer,
+            &mut server_copy,
+            id,
+        );
+        insert_nulls(&mut writer, "l", INLINE_OPS as usize);
+        let heavy = writer_side.generate(id, &writer).expect("a change");
+        assert!(heavy.len() <= INLINE_BYTES, "{} bytes", heavy.len());
+        assert!(!runs_inline(&heavy));
+        let carried: u64 = sync::Message::decode(&heavy)
+            .expect("decodes")
+            .changes
+            .iter()
+            .map(|bytes| {
+                chunks::split(bytes)
+                    .expect("chunks")
+                    .iter()
+                    .map(|chunk| match Change::try_from(*chunk) {
+                        Ok(change) => change.len() as u64,
+                        // automerge sends a version 2 peer the whole document for
+                        // more than a third of it.
+                        Err(_) => Automerge::load(chunk).expect("a document").stats().num_ops,
+                    })
+                    .sum::<u64>()
+            })
+            .sum();
+        assert_eq!(
+            chunks::sync_message_ops(&heavy, chunks::Budget::default()),
+            Ok(carried),
+            "counted from the headers as automerge counts them"
+        );
+        assert!(carried > INLINE_OPS);
+        let mut large = with_change.clone();
+        large.resize(INLINE_BYTES + 1, 0);
+        assert!(!runs_inline(&large));
+        assert!(!runs_inline(&[0x42, 0x05]), "does not parse");
+        assert!(!runs_inline(&[]));
     }
 
     /// The message, and the changes it hands to a peer holding `base`: their hashes,

@@ -41,6 +41,10 @@ fn codec_corpus_and_findings() {
     assert!(fast > 0, "no codec input takes the fast path");
 }
 
+/// The `apply` target's oracle for the header count (`engine::runs_inline`).
+#[path = "../../fuzz/src/header_ops.rs"]
+mod header_ops;
+
 /// Every apply input is applied under the server's check without a panic; refused
 /// payloads leave no trace and accepted ones leave a valid, reloadable document.
 #[test]
@@ -68,6 +72,7 @@ fn apply_corpus_and_findings() {
         } else {
             rest.to_vec()
         };
+        header_ops::agrees_with_screen(&payload);
         let mut doc = Automerge::load(&seed).expect("seed loads");
         let before = doc.get_heads();
         let mut engine = PeerSync::new();
