@@ -253,6 +253,21 @@ pub fn stateful(data: &[u8]) {
             })
             .unwrap_or_default();
         let was_queued: Vec<bool> = carried.iter().map(|h| queued(&server, h)).collect();
+        // A message without changes: what automerge's own receive makes of the session
+        // (the engine takes most of these without it, `engine::bookkeeping`).
+        let automerges = automerge::sync::Message::decode(&payload)
+            .ok()
+            .filter(|m| m.changes.is_empty())
+            .and_then(|m| {
+                let (mut doc, mut session) = (
+                    server.clone(),
+                    peer.server_engine.session(&id).cloned().unwrap_or_default(),
+                );
+                guard::run(Site::Receive, || doc.receive_sync_message(&mut session, m))
+                    .ok()?
+                    .ok()
+                    .map(|()| session)
+            });
         let result =
             peer.server_engine
                 .receive_checked(id, &mut server, &payload, |doc, applied| {
@@ -293,6 +308,13 @@ pub fn stateful(data: &[u8]) {
                 }
             }
             Ok(applied) => {
+                if let Some(session) = automerges {
+                    assert_eq!(
+                        peer.server_engine.session(&id),
+                        Some(&session),
+                        "a message without changes moved the session otherwise than automerge"
+                    );
+                }
                 schema::validate(&server).expect("an accepted document validates");
                 if applied.changed() {
                     // The changes handed out (mostly the message's own) are automerge's.
