@@ -574,6 +574,15 @@ fn bookkeeping(
     Ok(())
 }
 
+/// Are all of `hashes` applied to `doc`, with no change waiting in its queue? A hash
+/// lookup each (with the queue empty, as nearly always), where
+/// `get_change_meta_by_hash` builds the change's metadata. Always `false` with a
+/// queue: only for questions where "no" is the cautious answer (automerge then
+/// decides).
+fn applied(doc: &Automerge, hashes: &[ChangeHash]) -> bool {
+    doc.get_missing_deps(hashes).is_empty()
+}
+
 /// Would automerge's `generate_sync_message` say nothing to this peer? Told without
 /// the two walks over the history automerge makes before it decides (the bloom filter
 /// of our changes since the shared heads, and the changes after the peer's last sync),
@@ -599,11 +608,7 @@ fn nothing_to_say(state: &sync::State, doc: &Automerge) -> bool {
     }
     // automerge answers with a reset when the peer's last sync names changes we lack.
     if let Some(first) = state.their_have.as_ref().and_then(|have| have.first()) {
-        if first
-            .last_sync
-            .iter()
-            .any(|hash| doc.get_change_meta_by_hash(hash).is_none())
-        {
+        if !applied(doc, &first.last_sync) {
             return false;
         }
     }
@@ -728,11 +733,7 @@ fn ours_to_send<'e>(
         return Vec::new();
     };
     // automerge answers with a reset when the peer's last sync names changes we lack.
-    if first
-        .last_sync
-        .iter()
-        .any(|hash| doc.get_change_meta_by_hash(hash).is_none())
-    {
+    if !applied(doc, &first.last_sync) {
         return Vec::new();
     }
     let mut ours: Vec<_> = encoded
@@ -742,7 +743,7 @@ fn ours_to_send<'e>(
             !state.sent_hashes.contains(hash)
                 && !their_heads.contains(hash)
                 && have.iter().all(|h| !h.bloom.contains_hash(hash))
-                && doc.get_change_meta_by_hash(hash).is_some()
+                && applied(doc, std::slice::from_ref(hash))
         })
         .collect();
     // automerge offers only the changes after the peer's last sync (the heads named in
@@ -809,10 +810,7 @@ fn relayed(
         || sorted(their_heads) != encoded.before
         || sorted(&have.last_sync) != encoded.before
         || sorted(&state.shared_heads) != encoded.before
-        || encoded
-            .before
-            .iter()
-            .any(|hash| doc.get_change_meta_by_hash(hash).is_none())
+        || !applied(doc, &encoded.before)
     {
         return None;
     }
@@ -867,7 +865,7 @@ fn after_last_sync(doc: &Automerge, encoded: &EncodedChanges, last_sync: &[Chang
     doc.get_heads() == encoded.heads
         && last_sync.iter().all(|hash| {
             !encoded.changes.iter().any(|(ours, _)| ours == hash)
-                && doc.get_change_meta_by_hash(hash).is_some()
+                && applied(doc, std::slice::from_ref(hash))
         })
 }
 
@@ -892,7 +890,7 @@ fn message_changes(message: &sync::Message, doc: &Automerge) -> Option<Vec<Chang
             if chunks::checksum(chunk) != Some(&hash.0[..4]) {
                 return None;
             }
-            if seen.insert(hash) && doc.get_change_meta_by_hash(&hash).is_none() {
+            if seen.insert(hash) && !applied(doc, &[hash]) {
                 lacked.push(change);
             }
         }
@@ -926,10 +924,7 @@ fn added_in_order(
     {
         return None;
     }
-    if !hashes
-        .iter()
-        .all(|hash| doc.get_change_meta_by_hash(hash).is_some())
-    {
+    if !applied(doc, &hashes.into_iter().collect::<Vec<_>>()) {
         return None;
     }
     in_applied_order(changes)
