@@ -253,11 +253,10 @@ pub fn stateful(data: &[u8]) {
             })
             .unwrap_or_default();
         let was_queued: Vec<bool> = carried.iter().map(|h| queued(&server, h)).collect();
-        // A message without changes: what automerge's own receive makes of the session
-        // (the engine takes most of these without it, `engine::bookkeeping`).
+        // What automerge's own receive makes of the session and the heads (the engine
+        // takes most messages without it, `engine::receive_here`).
         let automerges = automerge::sync::Message::decode(&payload)
             .ok()
-            .filter(|m| m.changes.is_empty())
             .and_then(|m| {
                 let (mut doc, mut session) = (
                     server.clone(),
@@ -266,7 +265,7 @@ pub fn stateful(data: &[u8]) {
                 guard::run(Site::Receive, || doc.receive_sync_message(&mut session, m))
                     .ok()?
                     .ok()
-                    .map(|()| session)
+                    .map(|()| (session, doc.get_heads()))
             });
         let result =
             peer.server_engine
@@ -308,12 +307,13 @@ pub fn stateful(data: &[u8]) {
                 }
             }
             Ok(applied) => {
-                if let Some(session) = automerges {
+                if let Some((session, heads)) = automerges {
                     assert_eq!(
                         peer.server_engine.session(&id),
                         Some(&session),
-                        "a message without changes moved the session otherwise than automerge"
+                        "an accepted message moved the session otherwise than automerge"
                     );
+                    assert_eq!(server.get_heads(), heads, "other heads than automerge's");
                 }
                 schema::validate(&server).expect("an accepted document validates");
                 if applied.changed() {
