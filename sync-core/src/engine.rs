@@ -1246,10 +1246,9 @@ mod tests {
         to_device
     }
 
-    /// A writer and a server in sync, then the writer's message with one new change:
-    /// the id, the server's document and session, and the message.
-    fn synced_then_changed() -> (DocumentId, Automerge, PeerSync, Vec<u8>) {
-        let id = DocumentId::random();
+    /// A writer's document holding one change and its session, synced with a server's
+    /// document and session.
+    fn synced_writer(id: DocumentId) -> (Automerge, PeerSync, Automerge, PeerSync) {
         let mut writer_doc = doc_with("a", "1");
         let mut writer = PeerSync::default();
         let mut server_doc = Automerge::new();
@@ -1261,6 +1260,14 @@ mod tests {
             &mut server_doc,
             id,
         );
+        (writer_doc, writer, server_doc, server)
+    }
+
+    /// A writer and a server in sync, then the writer's message with one new change:
+    /// the id, the server's document and session, and the message.
+    fn synced_then_changed() -> (DocumentId, Automerge, PeerSync, Vec<u8>) {
+        let id = DocumentId::random();
+        let (mut writer_doc, mut writer, server_doc, server) = synced_writer(id);
         put(&mut writer_doc, "b", "2");
         let sent = writer.generate(id, &writer_doc).expect("a change to send");
         (id, server_doc, server, sent)
@@ -1495,17 +1502,7 @@ mod tests {
             bomb.len()
         );
         // Light in bytes, heavy in ops: a change of INLINE_OPS + 1 ops.
-        let mut writer = doc_with("a", "1");
-        let mut to_writer = PeerSync::new();
-        let mut writer_side = PeerSync::new();
-        let mut server_copy = Automerge::new();
-        converge(
-            &mut writer_side,
-            &mut writer,
-            &mut to_writer,
-            &mut server_copy,
-            id,
-        );
+        let (mut writer, mut writer_side, _, _) = synced_writer(id);
         insert_nulls(&mut writer, "l", INLINE_OPS as usize);
         let heavy = writer_side.generate(id, &writer).expect("a change");
         assert!(heavy.len() <= INLINE_BYTES, "{} bytes", heavy.len());
@@ -2154,17 +2151,8 @@ mod tests {
     #[test]
     fn messages_declaring_more_ops_than_the_limit_are_refused() {
         let id = DocumentId::random();
-        let mut writer_doc = doc_with("a", "1");
-        let mut writer = PeerSync::new();
-        let mut server_doc = Automerge::new();
-        let mut server = PeerSync::new().with_max_ops(20);
-        converge(
-            &mut writer,
-            &mut writer_doc,
-            &mut server,
-            &mut server_doc,
-            id,
-        );
+        let (mut writer_doc, mut writer, mut server_doc, server) = synced_writer(id);
+        let mut server = server.with_max_ops(20);
         insert_nulls(&mut writer_doc, "l", 20); // and the list: 21 ops
         let sent = writer.generate(id, &writer_doc).expect("a change to send");
         let (heads, session) = (server_doc.get_heads(), server.session(&id).cloned());

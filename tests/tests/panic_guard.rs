@@ -143,14 +143,35 @@ async fn automerge_panic_is_an_error_and_the_connection_lives_on() {
         "the panic metric did not move"
     );
     assert!(device.is_online(), "the socket was dropped");
-    edit_both_and_sync(&mut device, [other, target]).await;
+    lives_on(
+        &fx,
+        &server,
+        &mut device,
+        [other, target],
+        &stored_before,
+        connections_before,
+    )
+    .await;
+}
+
+/// After a refused payload: the same socket, without reconnecting, syncs another
+/// document and then a change to the target itself, which is stored.
+async fn lives_on(
+    fx: &Fixture,
+    server: &buurtsync_e2e::server::ServerProcess,
+    device: &mut Client,
+    [other, target]: [sync_core::protocol::DocumentId; 2],
+    stored_before: &serde_json::Value,
+    connections_before: f64,
+) {
+    edit_both_and_sync(device, [other, target]).await;
     assert_eq!(
         metric(server.metrics(), CONNECTIONS).await,
         connections_before,
         "the device had to reconnect"
     );
     assert_ne!(
-        fx.doc_info(&target.to_string()),
+        &fx.doc_info(&target.to_string()),
         stored_before,
         "the later good change was not stored"
     );
@@ -224,18 +245,15 @@ async fn bundle_chunks_are_refused_before_automerge() {
         "the refusals were not counted"
     );
 
-    // The same socket syncs another document, and a change to the target itself.
-    edit_both_and_sync(&mut device, [other, target]).await;
-    assert_eq!(
-        metric(server.metrics(), CONNECTIONS).await,
+    lives_on(
+        &fx,
+        &server,
+        &mut device,
+        [other, target],
+        &stored_before,
         connections_before,
-        "the device had to reconnect"
-    );
-    assert_ne!(
-        fx.doc_info(&target.to_string()),
-        stored_before,
-        "the later good change was not stored"
-    );
+    )
+    .await;
 }
 
 /// The change of `fuzz/regressions/apply/op-run-length-bomb`: 124 bytes whose
@@ -288,16 +306,13 @@ async fn op_bombs_are_refused_before_automerge() {
         "the op bomb reached automerge"
     );
     assert!(device.is_online(), "the socket was dropped");
-
-    edit_both_and_sync(&mut device, [other, target]).await;
-    assert_eq!(
-        metric(server.metrics(), CONNECTIONS).await,
+    lives_on(
+        &fx,
+        &server,
+        &mut device,
+        [other, target],
+        &stored_before,
         connections_before,
-        "the device had to reconnect"
-    );
-    assert_ne!(
-        fx.doc_info(&target.to_string()),
-        stored_before,
-        "the later good change was not stored"
-    );
+    )
+    .await;
 }
