@@ -16,8 +16,8 @@
 //! - [`http`]: the HTTP API's request parsing (listing, move, feed, aggregates, ids).
 
 mod codec;
-mod http;
 mod header_ops;
+mod http;
 mod stateful;
 mod summary;
 
