@@ -450,3 +450,60 @@ async fn queued_changes_count_against_the_document_limit() {
     let outcomes = fx.sync(&principal(true)).await;
     assert!(committed(&outcomes), "{outcomes:?}");
 }
+
+/// The size limit is on what a document takes once compacted: a commit that would
+/// take its stored chunks past `max_document_bytes` compacts them into one snapshot
+/// and goes through while that snapshot fits, and the store never holds more than the
+/// limit. Only when the snapshot itself is too large is the change refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_commit_past_the_limit_compacts_and_the_snapshot_decides() {
+    const LIMIT: u64 = 6 * 1024;
+    let mut fx = Fixture::with_limit(LIMIT).await;
+    let mut compacted_at_the_limit = 0;
+    for i in 0..200 {
+        let before = fx
+            .store
+            .documents()
+            .load_document(&fx.id)
+            .await
+            .expect("load")
+            .expect("exists");
+        let saved = fx.memory().await.1;
+        add_contact(&mut fx.device);
+        let outcomes = fx.sync(&principal(true)).await;
+        if !committed(&outcomes) {
+            assert_eq!(refused(&outcomes), ["document-too-large"], "edit {i}");
+            assert!(
+                fx.device.save().len() as u64 > LIMIT,
+                "edit {i} refused while the whole document is {} bytes",
+                fx.device.save().len()
+            );
+            assert!(compacted_at_the_limit > 0, "the limit never compacted");
+            return;
+        }
+        let after = fx
+            .store
+            .documents()
+            .load_document(&fx.id)
+            .await
+            .expect("load")
+            .expect("exists");
+        assert!(
+            after.snapshot_bytes + after.incremental_bytes <= LIMIT,
+            "edit {i}: {} + {} stored bytes",
+            after.snapshot_bytes,
+            after.incremental_bytes
+        );
+        // What the edit's chunk alone would have added to the stored bytes.
+        let state = fx.hub.lock(&fx.entry).await.expect("lock");
+        let chunk = EncodedChanges::since(&state.doc, &saved)
+            .concatenated()
+            .len() as u64;
+        drop(state);
+        if before.snapshot_bytes + before.incremental_bytes + chunk > LIMIT {
+            assert_eq!(after.incremental_bytes, 0, "edit {i}: compacted");
+            compacted_at_the_limit += 1;
+        }
+    }
+    panic!("200 edits and the document never reached the limit");
+}
