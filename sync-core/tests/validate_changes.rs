@@ -262,3 +262,93 @@ fn every_schema_field_is_known() {
         }
     }
 }
+
+/// A title written as text (as automerge-js does) whose characters are all deleted is
+/// empty, which `validate` refuses: deleting from a text field is no removal of items.
+#[test]
+fn emptying_a_text_title_is_refused() {
+    let mut doc = activiteit();
+    raw(&mut doc, |tx| {
+        let t = tx.put_object(ROOT, "title", ObjType::Text).expect("text");
+        tx.splice_text(&t, 0, 0, "Koffie").expect("splice");
+    });
+    let Some((_, title)) = doc.get(ROOT, "title").expect("get") else {
+        panic!("title")
+    };
+    let before = doc.get_heads();
+    raw(&mut doc, |tx| {
+        tx.splice_text(&title, 0, 6, "").expect("splice")
+    });
+    assert!(schema::validate(&doc).is_err(), "validate accepts it");
+    assert!(
+        validate_since(&doc, &before).is_err(),
+        "validate_changes accepts an empty title"
+    );
+}
+
+/// A contact moment with two concurrent values (a valid one that wins, an invalid one
+/// hidden behind it), and the document's heads then.
+fn plan_with_a_hidden_contact() -> (Automerge, Vec<automerge::ChangeHash>) {
+    let mut doc = plan();
+    let mut other = doc.fork();
+    let fill = |tx: &mut automerge::transaction::Transaction<'_>, m: &automerge::ObjId, kind| {
+        tx.put(m, "id", "c-x").expect("put");
+        tx.put(m, "date", "2028-03-01").expect("put");
+        tx.put(m, "kind", kind).expect("put");
+        tx.put(m, "summary", "samen").expect("put");
+    };
+    let (list, _) = item(&other, "contacts", 3);
+    raw(&mut other, |tx| {
+        let m = tx.put_object(&list, 3, ObjType::Map).expect("put");
+        fill(tx, &m, "duif");
+    });
+    // An unrelated change first gives the valid value the higher op counter: it wins.
+    raw(&mut doc, |tx| {
+        tx.put(ROOT, "regiehouder", "prof-1").expect("put")
+    });
+    raw(&mut doc, |tx| {
+        let m = tx.put_object(&list, 3, ObjType::Map).expect("put");
+        fill(tx, &m, "telefoon");
+    });
+    doc.merge(&mut other).expect("merge");
+    schema::validate(&doc).expect("the hidden value is not read");
+    assert_eq!(doc.get_all(&list, 3).expect("get_all").len(), 2);
+    let heads = doc.get_heads();
+    (doc, heads)
+}
+
+/// A change (crafted, as any client may send) that removes only the winning value of a
+/// list item shows the hidden one: the relay must read it, as `validate` does.
+#[test]
+fn a_delete_revealing_a_hidden_item_is_refused() {
+    let (mut doc, before) = plan_with_a_hidden_contact();
+    let (list, _) = item(&doc, "contacts", 3);
+    let winner = doc.get_all(&list, 3).expect("get_all");
+    let winner = winner
+        .iter()
+        .map(|(_, id)| id.clone())
+        .max()
+        .expect("two values");
+    let mut fork = doc.fork();
+    raw(&mut fork, |tx| tx.delete(&list, 3).expect("delete"));
+    let honest = fork.get_changes(&before).pop().expect("the delete");
+    let mut crafted = honest.decode();
+    crafted.hash = None;
+    for op in &mut crafted.operations {
+        let keep: Vec<_> = op
+            .pred
+            .iter()
+            .filter(|p| winner.to_string() == format!("{}@{}", p.counter(), p.actor()))
+            .cloned()
+            .collect();
+        assert_eq!(keep.len(), 1, "the winner is a pred of the delete");
+        op.pred = keep.into();
+    }
+    let crafted = automerge::Change::from(crafted);
+    doc.apply_changes([crafted.clone()]).expect("apply");
+    assert!(schema::validate(&doc).is_err(), "the hidden value shows");
+    assert!(
+        schema::validate_changes(&doc, &before, &[crafted]).is_err(),
+        "validate_changes accepts a revealed invalid item"
+    );
+}

@@ -1,7 +1,7 @@
 //! The checks: [`validate`] (a whole document, the check every document passes) and
 //! [`validate_changes`] (only what new changes touched, the relay's per-change check).
 
-use automerge::{Automerge, Change, ChangeHash, ObjId};
+use automerge::{Automerge, Change, ChangeHash, ObjId, ObjType};
 use autosurgeon::ReadDoc;
 
 use super::*;
@@ -65,21 +65,22 @@ pub fn validate_changes(
 /// The top-level fields and list items `changes` wrote to; `None` if that cannot be
 /// told cheaply and exactly.
 fn touched(doc: &Automerge, changes: &[Change]) -> Option<Touched> {
-    use automerge::legacy::{Key, ObjectId, OpType};
+    use automerge::legacy::{ElementId, Key, ObjectId, OpType};
     let mut touched = Touched::new();
-    // Paths of objects already looked up: a change writes many keys of one object.
-    let mut paths: std::collections::HashMap<String, Option<Vec<(ObjId, automerge::Prop)>>> =
-        std::collections::HashMap::new();
-    let mut path_of = |id: String| -> Option<Option<Vec<(ObjId, automerge::Prop)>>> {
-        if let Some(p) = paths.get(&id) {
-            return Some(p.clone());
+    // Objects already looked up, with their type and path: a change writes many keys of
+    // one object.
+    type Found = (ObjId, ObjType, Option<Vec<(ObjId, automerge::Prop)>>);
+    let mut found: std::collections::HashMap<String, Found> = std::collections::HashMap::new();
+    let mut find = |id: String| -> Option<Found> {
+        if let Some(f) = found.get(&id) {
+            return Some(f.clone());
         }
-        let (obj, _) = doc.import(&id).ok()?;
+        let (obj, typ) = doc.import(&id).ok()?;
         // Not visible any more (deleted, or lost a conflict): nothing of it can be read,
         // so nothing of it needs checking.
         let path = doc.parents(&obj).ok()?.visible_path();
-        paths.insert(id, path.clone());
-        Some(path)
+        found.insert(id, (obj.clone(), typ, path.clone()));
+        Some((obj, typ, path))
     };
     for change in changes {
         let expanded = change.decode();
@@ -95,7 +96,8 @@ fn touched(doc: &Automerge, changes: &[Change]) -> Option<Touched> {
                 }
                 ObjectId::Id(id) => format!("{}@{}", id.0, id.1.to_hex_string()),
             };
-            let Some(path) = path_of(parent)? else {
+            let (parent, parent_type, path) = find(parent)?;
+            let Some(path) = path else {
                 continue;
             };
             let Some((_, automerge::Prop::Map(field))) = path.first() else {
@@ -106,19 +108,36 @@ fn touched(doc: &Automerge, changes: &[Change]) -> Option<Touched> {
                 (Some((_, automerge::Prop::Seq(i))), _, _) => Some(*i),
                 // Straight into a list field: removing items breaks nothing; a new
                 // object is found by its own id (the op's), anything else is checked
-                // with the whole field.
-                (None, OpType::Delete, Key::Seq(_)) => continue,
-                (None, OpType::Make(_), Key::Seq(_)) => {
-                    let own = format!("{}@{actor}", expanded.start_op.get() + n as u64);
-                    match path_of(own)? {
-                        None => continue,
+                // with the whole field. A delete or a new value of an existing item
+                // may leave another value of it visible (a concurrent one that lost
+                // before, when the change names only the winner among what it
+                // replaces): then that item is read.
+                (None, OpType::Delete | OpType::Make(_), Key::Seq(ElementId::Id(elem)))
+                    if parent_type == ObjType::List =>
+                {
+                    let made = match &op.action {
+                        OpType::Make(_) => {
+                            let own = format!("{}@{actor}", expanded.start_op.get() + n as u64);
+                            find(own)?.2
+                        }
+                        _ => None,
+                    };
+                    match made {
                         Some(p) => match p.get(1) {
                             Some((_, automerge::Prop::Seq(i))) => Some(*i),
                             _ => None,
                         },
+                        // An inserted element has no other value.
+                        None if op.insert => continue,
+                        None => match still_visible(doc, &parent, elem)? {
+                            Some(i) => Some(i),
+                            None => continue,
+                        },
                     }
                 }
-                // A map field (household, handover, ...): read it whole; they are small.
+                // A map field (household, handover, ...): read it whole; they are
+                // small. A text field (title) likewise: deleted characters may leave
+                // it empty.
                 _ => None,
             };
             let entry = touched
@@ -134,4 +153,18 @@ fn touched(doc: &Automerge, changes: &[Change]) -> Option<Touched> {
         }
     }
     Some(touched)
+}
+
+/// Where list element `elem` of `list` is, if it may still be visible: its index, or an
+/// index at or after it (automerge's cursor, which skips to the next visible element);
+/// `Some(None)` when nothing is visible at or after it, `None` when that cannot be told.
+fn still_visible(
+    doc: &Automerge,
+    list: &ObjId,
+    elem: &automerge::legacy::OpId,
+) -> Option<Option<usize>> {
+    let cursor =
+        automerge::Cursor::try_from(format!("{}@{}", elem.counter(), elem.actor())).ok()?;
+    let index = automerge::ReadDoc::get_cursor_position(doc, list, &cursor, None).ok()?;
+    Some((index < automerge::ReadDoc::length(doc, list)).then_some(index))
 }
