@@ -1,7 +1,9 @@
 //! The checks: [`validate`] (a whole document, the check every document passes) and
 //! [`validate_changes`] (only what new changes touched, the relay's per-change check).
 
-use automerge::{Automerge, Change, ChangeHash, ObjId, ObjType};
+use std::collections::HashMap;
+
+use automerge::{Automerge, Change, ChangeHash, ObjId, ObjType, Prop};
 use autosurgeon::ReadDoc;
 
 use super::*;
@@ -67,24 +69,20 @@ pub fn validate_changes(
 fn touched(doc: &Automerge, changes: &[Change]) -> Option<Touched> {
     use automerge::legacy::{ElementId, Key, ObjectId, OpType};
     let mut touched = Touched::new();
-    // Objects already looked up, with their type and path: a change writes many keys of
-    // one object.
-    type Found = (ObjId, ObjType, Option<Vec<(ObjId, automerge::Prop)>>);
-    let mut found: std::collections::HashMap<String, Found> = std::collections::HashMap::new();
-    let mut find = |id: String| -> Option<Found> {
-        if let Some(f) = found.get(&id) {
-            return Some(f.clone());
+    // Paths of objects already looked up: a change writes many keys of one object.
+    let mut paths: HashMap<ObjId, Option<Vec<(ObjId, Prop)>>> = HashMap::new();
+    let mut path_of = |obj: ObjId| -> Option<Option<Vec<(ObjId, Prop)>>> {
+        if let Some(p) = paths.get(&obj) {
+            return Some(p.clone());
         }
-        let (obj, typ) = doc.import(&id).ok()?;
         // Not visible any more (deleted, or lost a conflict): nothing of it can be read,
-        // so nothing of it needs checking.
+        // so nothing of it needs checking. An object automerge does not know: unclear.
         let path = doc.parents(&obj).ok()?.visible_path();
-        found.insert(id, (obj.clone(), typ, path.clone()));
-        Some((obj, typ, path))
+        paths.insert(obj, path.clone());
+        Some(path)
     };
     for change in changes {
         let expanded = change.decode();
-        let actor = expanded.actor_id.to_hex_string();
         for (n, op) in expanded.operations.iter().enumerate() {
             let parent = match &op.obj {
                 ObjectId::Root => {
@@ -94,9 +92,9 @@ fn touched(doc: &Automerge, changes: &[Change]) -> Option<Touched> {
                     touched.insert(key.to_string(), None);
                     continue;
                 }
-                ObjectId::Id(id) => format!("{}@{}", id.0, id.1.to_hex_string()),
+                ObjectId::Id(id) => object(id.counter(), id.actor()),
             };
-            let (parent, parent_type, path) = find(parent)?;
+            let path = path_of(parent.clone())?;
             let Some(path) = path else {
                 continue;
             };
@@ -113,12 +111,12 @@ fn touched(doc: &Automerge, changes: &[Change]) -> Option<Touched> {
                 // before, when the change names only the winner among what it
                 // replaces): then that item is read.
                 (None, OpType::Delete | OpType::Make(_), Key::Seq(ElementId::Id(elem)))
-                    if parent_type == ObjType::List =>
+                    if automerge::ReadDoc::object_type(doc, &parent).ok()? == ObjType::List =>
                 {
                     let made = match &op.action {
                         OpType::Make(_) => {
-                            let own = format!("{}@{actor}", expanded.start_op.get() + n as u64);
-                            find(own)?.2
+                            let own = expanded.start_op.get() + n as u64;
+                            path_of(object(own, change.actor_id()))?
                         }
                         _ => None,
                     };
@@ -153,6 +151,13 @@ fn touched(doc: &Automerge, changes: &[Change]) -> Option<Touched> {
         }
     }
     Some(touched)
+}
+
+/// The object made by op `counter@actor`, without spelling it out as text for
+/// `Automerge::import`. The actor's index in the document is a hint automerge checks
+/// (and looks the actor up when it is wrong), so 0 will do.
+fn object(counter: u64, actor: &automerge::ActorId) -> ObjId {
+    ObjId::Id(counter, actor.clone(), 0)
 }
 
 /// Where list element `elem` of `list` is, if it may still be visible: its index, or an
