@@ -1,7 +1,7 @@
 //! The checks: [`validate`] (a whole document, the check every document passes) and
 //! [`validate_changes`] (only what new changes touched, the relay's per-change check).
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
 use automerge::{Automerge, Change, ChangeHash, ObjId, ObjType, Prop};
 use autosurgeon::ReadDoc;
@@ -25,22 +25,27 @@ pub fn validate(doc: &Automerge) -> Result<Meta, SchemaError> {
 }
 
 /// Which top-level fields of a document some changes touched, and for list fields
-/// which items (`None`: the whole field).
-type Touched = std::collections::BTreeMap<String, Option<std::collections::BTreeSet<usize>>>;
+/// which items and what of each (`None`: the whole field).
+type Touched = BTreeMap<String, Option<Items>>;
 
 /// Checks a document after changes were applied to it, reading only what those changes
-/// touched: `meta` always, then each top-level field a change wrote to, and of a list
-/// field (goals, contacts, sessions, ...) only the items written to.
+/// touched: `meta` always, then each top-level field a change wrote to; of a list
+/// field (goals, contacts, sessions, ...) only the items written to, and of an item
+/// that existed before only the keys written to (a new item is read whole).
 ///
 /// `before` are heads at which the document was valid (the relay commits nothing
 /// else), and `changes` every change the document has beyond them: what
 /// `doc.get_changes(before)` gives, which the relay takes from the received message
-/// (`engine::Applied::new_changes`) rather than have automerge encode them again. A schema has no rule across fields or list items, so a part no change touched
-/// is as valid as it was. Reading a whole plan costs milliseconds in automerge 0.12 (a
-/// map lookup is microseconds), which made validation nearly all of a relayed change's
-/// CPU; this makes it proportional to the change. When the touched parts cannot be told
-/// (an object no longer in the document, a scalar put straight into a list) it falls
-/// back to [`validate`], so it never accepts what [`validate`] would refuse.
+/// (`engine::Applied::new_changes`) rather than have automerge encode them again. A
+/// schema has no rule across fields or list items, and no item type checked by key has
+/// one across its keys ([`KeyCheck`]), so a part no change touched is as valid as it
+/// was. Reading a whole plan costs milliseconds in automerge 0.12 (a map lookup is
+/// microseconds), which made validation nearly all of a relayed change's CPU; this
+/// makes it proportional to the change. Where the touched parts cannot be told it reads
+/// more: a whole field (a scalar put straight into a list), a whole item (written to
+/// other than by a key of its map), or the whole document ([`validate`]: an object no
+/// longer in the document, `meta` changed), so it never accepts what [`validate`]
+/// would refuse.
 pub fn validate_changes(
     doc: &Automerge,
     before: &[ChangeHash],
@@ -64,8 +69,18 @@ pub fn validate_changes(
     Ok(meta)
 }
 
-/// The top-level fields and list items `changes` wrote to; `None` if that cannot be
-/// told cheaply and exactly.
+/// What one op makes [`validate_changes`] read again, within its top-level field.
+enum Read {
+    /// The whole field.
+    Field,
+    /// The item at this index of a list field, whole.
+    Item(usize),
+    /// This key of the item at this index of a list field.
+    Key(usize, String),
+}
+
+/// The top-level fields, list items and keys of items `changes` wrote to; `None` if
+/// that cannot be told cheaply and exactly.
 fn touched(doc: &Automerge, changes: &[Change]) -> Option<Touched> {
     use automerge::legacy::{ElementId, Key, ObjectId, OpType};
     let mut touched = Touched::new();
@@ -94,59 +109,73 @@ fn touched(doc: &Automerge, changes: &[Change]) -> Option<Touched> {
                 }
                 ObjectId::Id(id) => object(id.counter(), id.actor()),
             };
-            let path = path_of(parent.clone())?;
-            let Some(path) = path else {
+            let Some(path) = path_of(parent.clone())? else {
                 continue;
             };
-            let Some((_, automerge::Prop::Map(field))) = path.first() else {
+            let Some((_, Prop::Map(field))) = path.first() else {
                 return None;
             };
-            let item = match (path.get(1), &op.action, &op.key) {
-                // Inside an item of a list field: that item.
-                (Some((_, automerge::Prop::Seq(i))), _, _) => Some(*i),
+            let read = match (path.get(1), path.get(2)) {
+                // The item itself: the key of its map that the op writes (a value, an
+                // object, a delete). An op on an element (of an item that is text or
+                // a list) has no key: the whole item.
+                (Some((_, Prop::Seq(i))), None) => match &op.key {
+                    Key::Map(key) => Read::Key(*i, key.to_string()),
+                    Key::Seq(_) => Read::Item(*i),
+                },
+                // Deeper inside an item (the text of a description, a session's list
+                // of signals): the key of the item it hangs under, read whole.
+                (Some((_, Prop::Seq(i))), Some((_, Prop::Map(key)))) => Read::Key(*i, key.clone()),
+                (Some((_, Prop::Seq(i))), Some((_, Prop::Seq(_)))) => Read::Item(*i),
                 // Straight into a list field: removing items breaks nothing; a new
                 // object is found by its own id (the op's), anything else is checked
                 // with the whole field. A delete or a new value of an existing item
                 // may leave another value of it visible (a concurrent one that lost
                 // before, when the change names only the winner among what it
                 // replaces): then that item is read.
-                (None, OpType::Delete | OpType::Make(_), Key::Seq(ElementId::Id(elem)))
-                    if automerge::ReadDoc::object_type(doc, &parent).ok()? == ObjType::List =>
-                {
-                    let made = match &op.action {
-                        OpType::Make(_) => {
-                            let own = expanded.start_op.get() + n as u64;
-                            path_of(object(own, change.actor_id()))?
-                        }
-                        _ => None,
-                    };
-                    match made {
-                        Some(p) => match p.get(1) {
-                            Some((_, automerge::Prop::Seq(i))) => Some(*i),
+                (None, _) => match (&op.action, &op.key) {
+                    (OpType::Delete | OpType::Make(_), Key::Seq(ElementId::Id(elem)))
+                        if automerge::ReadDoc::object_type(doc, &parent).ok()? == ObjType::List =>
+                    {
+                        let made = match &op.action {
+                            OpType::Make(_) => {
+                                let own = expanded.start_op.get() + n as u64;
+                                path_of(object(own, change.actor_id()))?
+                            }
                             _ => None,
-                        },
-                        // An inserted element has no other value.
-                        None if op.insert => continue,
-                        None => match still_visible(doc, &parent, elem)? {
-                            Some(i) => Some(i),
-                            None => continue,
-                        },
+                        };
+                        match made {
+                            Some(p) => match p.get(1) {
+                                Some((_, Prop::Seq(i))) => Read::Item(*i),
+                                _ => Read::Field,
+                            },
+                            // An inserted element has no other value.
+                            None if op.insert => continue,
+                            None => match still_visible(doc, &parent, elem)? {
+                                Some(i) => Read::Item(i),
+                                None => continue,
+                            },
+                        }
                     }
-                }
-                // A map field (household, handover, ...): read it whole; they are
-                // small. A text field (title) likewise: deleted characters may leave
-                // it empty.
-                _ => None,
+                    // Anything else: the whole field. A text field (title) too:
+                    // deleted characters may leave it empty.
+                    _ => Read::Field,
+                },
+                // A map field (household, handover, ...): read it whole; they are small.
+                (Some((_, Prop::Map(_))), _) => Read::Field,
             };
             let entry = touched
                 .entry(field.clone())
-                .or_insert_with(|| Some(Default::default()));
-            match (entry.as_mut(), item) {
-                (Some(items), Some(i)) => {
-                    items.insert(i);
-                }
-                (Some(_), None) => *entry = None,
+                .or_insert_with(|| Some(Items::new()));
+            match (entry.as_mut(), read) {
                 (None, _) => {}
+                (Some(_), Read::Field) => *entry = None,
+                (Some(items), Read::Item(i)) => {
+                    items.insert(i, ItemReads::Whole);
+                }
+                (Some(items), Read::Key(i, key)) => {
+                    items.entry(i).or_insert_with(ItemReads::none).add(&key)
+                }
             }
         }
     }
