@@ -3,7 +3,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use automerge::{Automerge, Change, ChangeHash, ObjId, ObjType, Prop};
+use automerge::{Automerge, Change, ChangeHash, ObjId, ObjType, PatchAction, Prop, Value};
 use autosurgeon::ReadDoc;
 
 use super::*;
@@ -56,7 +56,7 @@ pub fn validate_changes(
         return validate(doc);
     }
     // A changed `meta` may change the kind, and with it what every field must be.
-    let Some(touched) = touched(doc, changes).filter(|t| !t.contains_key("meta")) else {
+    let Some(touched) = touched(doc, before, changes).filter(|t| !t.contains_key("meta")) else {
         return validate(doc);
     };
     let root = MapReader::new(doc, automerge::ROOT, Path::root(meta.kind.as_str()));
@@ -79,11 +79,13 @@ enum Read {
     Key(usize, String),
 }
 
-/// The top-level fields, list items and keys of items `changes` wrote to; `None` if
-/// that cannot be told cheaply and exactly.
-fn touched(doc: &Automerge, changes: &[Change]) -> Option<Touched> {
+/// The top-level fields, list items and keys of items `changes` (all the document has
+/// since `before`) wrote to; `None` if that cannot be told cheaply and exactly.
+fn touched(doc: &Automerge, before: &[ChangeHash], changes: &[Change]) -> Option<Touched> {
     use automerge::legacy::{ElementId, Key, ObjectId, OpType};
     let mut touched = Touched::new();
+    // List fields where an element lost a value: another one may show now.
+    let mut revealing: HashMap<ObjId, String> = HashMap::new();
     // Paths of objects already looked up: a change writes many keys of one object.
     let mut paths: HashMap<ObjId, Option<Vec<(ObjId, Prop)>>> = HashMap::new();
     let mut path_of = |obj: ObjId| -> Option<Option<Vec<(ObjId, Prop)>>> {
@@ -132,9 +134,9 @@ fn touched(doc: &Automerge, changes: &[Change]) -> Option<Touched> {
                 // with the whole field. A delete or a new value of an existing item
                 // may leave another value of it visible (a concurrent one that lost
                 // before, when the change names only the winner among what it
-                // replaces): then that item is read.
+                // replaces): what shows there now is read, below.
                 (None, _) => match (&op.action, &op.key) {
-                    (OpType::Delete | OpType::Make(_), Key::Seq(ElementId::Id(elem)))
+                    (OpType::Delete | OpType::Make(_), Key::Seq(ElementId::Id(_)))
                         if automerge::ReadDoc::object_type(doc, &parent).ok()? == ObjType::List =>
                     {
                         let made = match &op.action {
@@ -151,10 +153,10 @@ fn touched(doc: &Automerge, changes: &[Change]) -> Option<Touched> {
                             },
                             // An inserted element has no other value.
                             None if op.insert => continue,
-                            None => match still_visible(doc, &parent, elem)? {
-                                Some(i) => Read::Item(i),
-                                None => continue,
-                            },
+                            None => {
+                                revealing.insert(parent, field.clone());
+                                continue;
+                            }
                         }
                     }
                     // Anything else: the whole field. A text field (title) too:
@@ -164,17 +166,45 @@ fn touched(doc: &Automerge, changes: &[Change]) -> Option<Touched> {
                 // A map field (household, handover, ...): read it whole; they are small.
                 (Some((_, Prop::Map(_))), _) => Read::Field,
             };
-            let entry = touched
-                .entry(field.clone())
-                .or_insert_with(|| Some(Items::new()));
-            match (entry.as_mut(), read) {
-                (None, _) => {}
-                (Some(_), Read::Field) => *entry = None,
-                (Some(items), Read::Item(i)) => {
-                    items.insert(i, ItemReads::Whole);
+            note(&mut touched, field, read);
+        }
+    }
+    // What an element shows that it did not show before: automerge's diff of the list
+    // between the heads (rare: deletes and replaced items), whose values' paths say
+    // where they are now. A scalar: the whole field.
+    if !revealing.is_empty() {
+        let heads = doc.get_heads();
+        for (list, field) in revealing {
+            for patch in doc.diff_obj(&list, before, &heads, false).ok()? {
+                // The contents of a value shown (read with it, whole) come as patches
+                // of their own.
+                if patch.obj != list {
+                    continue;
                 }
-                (Some(items), Read::Key(i, key)) => {
-                    items.entry(i).or_insert_with(ItemReads::none).add(&key)
+                let shown: Vec<(Value<'_>, ObjId)> = match patch.action {
+                    PatchAction::DeleteSeq { .. } => continue,
+                    PatchAction::PutSeq { value, .. } => vec![value],
+                    PatchAction::Insert { values, .. } => values
+                        .iter()
+                        .map(|(v, id, _)| (v.clone(), id.clone()))
+                        .collect(),
+                    _ => {
+                        note(&mut touched, &field, Read::Field);
+                        continue;
+                    }
+                };
+                for (value, id) in shown {
+                    let read = match value {
+                        Value::Object(_) => match path_of(id)? {
+                            None => continue,
+                            Some(p) => match (p.get(1), p.get(2)) {
+                                (Some((_, Prop::Seq(i))), None) => Read::Item(*i),
+                                _ => Read::Field,
+                            },
+                        },
+                        Value::Scalar(_) => Read::Field,
+                    };
+                    note(&mut touched, &field, read);
                 }
             }
         }
@@ -182,23 +212,26 @@ fn touched(doc: &Automerge, changes: &[Change]) -> Option<Touched> {
     Some(touched)
 }
 
+/// Adds what one op makes [`validate_changes`] read of top-level `field`.
+fn note(touched: &mut Touched, field: &str, read: Read) {
+    let entry = touched
+        .entry(field.to_owned())
+        .or_insert_with(|| Some(Items::new()));
+    match (entry.as_mut(), read) {
+        (None, _) => {}
+        (Some(_), Read::Field) => *entry = None,
+        (Some(items), Read::Item(i)) => {
+            items.insert(i, ItemReads::Whole);
+        }
+        (Some(items), Read::Key(i, key)) => {
+            items.entry(i).or_insert_with(ItemReads::none).add(&key)
+        }
+    }
+}
+
 /// The object made by op `counter@actor`, without spelling it out as text for
 /// `Automerge::import`. The actor's index in the document is a hint automerge checks
 /// (and looks the actor up when it is wrong), so 0 will do.
 fn object(counter: u64, actor: &automerge::ActorId) -> ObjId {
     ObjId::Id(counter, actor.clone(), 0)
-}
-
-/// Where list element `elem` of `list` is, if it may still be visible: its index, or an
-/// index at or after it (automerge's cursor, which skips to the next visible element);
-/// `Some(None)` when nothing is visible at or after it, `None` when that cannot be told.
-fn still_visible(
-    doc: &Automerge,
-    list: &ObjId,
-    elem: &automerge::legacy::OpId,
-) -> Option<Option<usize>> {
-    let cursor =
-        automerge::Cursor::try_from(format!("{}@{}", elem.counter(), elem.actor())).ok()?;
-    let index = automerge::ReadDoc::get_cursor_position(doc, list, &cursor, None).ok()?;
-    Some((index < automerge::ReadDoc::length(doc, list)).then_some(index))
 }
