@@ -161,7 +161,8 @@ fn floor(c: &mut Criterion) {
 }
 
 /// The server's acceptance check on its own: receive through `PeerSync::receive_checked`
-/// with the check the relay runs (meta, partition, `validate_changes`), no store; and
+/// with the check the relay runs (`validate_changes`, which reads meta, then the
+/// partition and whether `handover` was written), no store; and
 /// the whole-document `validate` alone, which the relay ran per change before. Against
 /// `floor`, this is what checking a change costs beyond automerge.
 fn check(c: &mut Criterion) {
@@ -192,14 +193,14 @@ fn check(c: &mut Criterion) {
                 |(mut engine, mut doc)| {
                     let applied = engine
                         .receive_checked(id, &mut doc, &pair.message, |doc, applied| {
-                            let meta = schema::meta::read_meta(doc)?;
-                            black_box(meta.partition());
-                            schema::validate_changes(
+                            let checked = schema::validate_changes(
                                 doc,
                                 &applied.heads_before,
                                 applied.new_changes(doc),
-                            )
-                            .map(|_| ())
+                            )?;
+                            black_box(checked.meta.partition());
+                            black_box(checked.may_have_changed("handover"));
+                            Ok::<_, schema::SchemaError>(())
                         })
                         .expect("applied");
                     assert!(applied.changed());

@@ -18,6 +18,13 @@ fn validate_since(
     doc: &Automerge,
     before: &[automerge::ChangeHash],
 ) -> Result<schema::Meta, schema::SchemaError> {
+    checked_since(doc, before).map(|checked| checked.meta)
+}
+
+fn checked_since(
+    doc: &Automerge,
+    before: &[automerge::ChangeHash],
+) -> Result<schema::Checked, schema::SchemaError> {
     schema::validate_changes(doc, before, &doc.get_changes(before))
 }
 
@@ -651,6 +658,43 @@ fn an_edit_of_one_key_reads_only_that_key() {
             "{list}: a new item was not read whole"
         );
     }
+}
+
+/// The caller learns which top-level fields the changes wrote to (the relay reads the
+/// hand-over flag again only when `handover` is among them), and that any may have
+/// moved when the whole document was read.
+#[test]
+fn it_says_which_fields_were_written() {
+    let fields = |checked: &schema::Checked| {
+        checked
+            .fields
+            .clone()
+            .map(|f| f.into_iter().collect::<Vec<_>>())
+    };
+    let mut doc = plan();
+    let before = doc.get_heads();
+    schema::update::<Plan>(&mut doc, |p| {
+        p.goals[1].status = GoalStatus::Behaald;
+        p.regiehouder = Some("prof-1".into());
+    })
+    .expect("edit");
+    let checked = checked_since(&doc, &before).expect("valid");
+    assert_eq!(
+        fields(&checked),
+        Some(vec!["goals".into(), "regiehouder".into()])
+    );
+    assert!(checked.may_have_changed("goals") && !checked.may_have_changed("handover"));
+
+    let before = doc.get_heads();
+    schema::update::<Plan>(&mut doc, |p| p.handover.requested = true).expect("edit");
+    assert!(checked_since(&doc, &before)
+        .expect("valid")
+        .may_have_changed("handover"));
+
+    // The first changes of a document: read whole, anything may have moved.
+    let checked = checked_since(&doc, &[]).expect("valid");
+    assert_eq!(checked.fields, None);
+    assert!(checked.may_have_changed("handover"));
 }
 
 /// Removing items reads none of the items left (a broken one stays unnoticed) and

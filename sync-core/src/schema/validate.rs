@@ -1,7 +1,7 @@
 //! The checks: [`validate`] (a whole document, the check every document passes) and
 //! [`validate_changes`] (only what new changes touched, the relay's per-change check).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use automerge::{Automerge, Change, ChangeHash, ObjId, ObjType, PatchAction, Prop, Value};
 use autosurgeon::ReadDoc;
@@ -50,14 +50,15 @@ pub fn validate_changes(
     doc: &Automerge,
     before: &[ChangeHash],
     changes: &[Change],
-) -> Result<Meta, SchemaError> {
+) -> Result<Checked, SchemaError> {
     let meta = read_meta(doc)?;
+    let whole = |doc| validate(doc).map(|meta| Checked { meta, fields: None });
     if before.is_empty() {
-        return validate(doc);
+        return whole(doc);
     }
     // A changed `meta` may change the kind, and with it what every field must be.
     let Some(touched) = touched(doc, before, changes).filter(|t| !t.contains_key("meta")) else {
-        return validate(doc);
+        return whole(doc);
     };
     let root = MapReader::new(doc, automerge::ROOT, Path::root(meta.kind.as_str()));
     for (key, items) in &touched {
@@ -66,7 +67,32 @@ pub fn validate_changes(
             DocumentKind::Activiteit => Activiteit::check_field(&root, key, items.as_ref())?,
         };
     }
-    Ok(meta)
+    Ok(Checked {
+        meta,
+        fields: Some(touched.into_keys().collect()),
+    })
+}
+
+/// What [`validate_changes`] found valid: the document's `meta`, and which top-level
+/// fields the changes wrote to, so a caller that derives something from a field
+/// (the relay's hand-over flag) reads it again only when it may have moved.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Checked {
+    pub meta: Meta,
+    /// The top-level fields the changes wrote to, at any depth; `None` when the whole
+    /// document was read instead (the first changes, `meta` changed, or what they
+    /// touched could not be told), so any field may have moved.
+    pub fields: Option<BTreeSet<String>>,
+}
+
+impl Checked {
+    /// May the changes have moved top-level `field`? Yes unless they are known to have
+    /// written nothing to it.
+    pub fn may_have_changed(&self, field: &str) -> bool {
+        self.fields
+            .as_ref()
+            .is_none_or(|fields| fields.contains(field))
+    }
 }
 
 /// What one op makes [`validate_changes`] read again, within its top-level field.
