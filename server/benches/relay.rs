@@ -8,8 +8,9 @@
 //! - `receive_and_store`: the same change through `PeerSync::receive_checked` with the
 //!   server's check (partition, schema) and `Hub::persist_change` into a real SQLite
 //!   file, with the changes the receive handed out, as `commit::apply` does.
-//! - `check`: the relay's acceptance check without the store (`validate_changes`),
-//!   and the whole-document `validate` it replaced.
+//! - `check`: the relay's acceptance check without the store (`validate_changes`), for a
+//!   new contact moment and for an edit of one field of an existing one
+//!   (`receive_checked_edit`), and the whole-document `validate` it replaced.
 //! - `avoided`: what the relay no longer asks automerge per relayed change (issue 18):
 //!   `get_changes` of the new change (was twice per commit) and `get_changes_meta` of
 //!   a subscriber's last sync (was once per subscriber's answer).
@@ -70,11 +71,16 @@ struct Pair {
 }
 
 fn steady_pair() -> Pair {
+    steady_pair_with(|writer| add_contact(writer, 7))
+}
+
+/// [`steady_pair`] whose change is `edit` on the writer's plan.
+fn steady_pair_with(edit: impl FnOnce(&mut Automerge)) -> Pair {
     let mut writer = plan();
     let mut relay = writer.fork();
     let (mut ws, mut rs) = (sync::State::new(), sync::State::new());
     settle(&mut writer, &mut ws, &mut relay, &mut rs);
-    add_contact(&mut writer, 7);
+    edit(&mut writer);
     let message = writer
         .generate_sync_message(&mut ws)
         .expect("a message")
@@ -155,39 +161,56 @@ fn floor(c: &mut Criterion) {
 }
 
 /// The server's acceptance check on its own: receive through `PeerSync::receive_checked`
-/// with the check the relay runs (meta, partition, `validate_changes`), no store; and
-/// the whole-document `validate` alone, which the relay ran per change before. Against `floor`, this is what checking a change costs beyond automerge.
+/// with the check the relay runs (`validate_changes`, which reads meta, then the
+/// partition and whether `handover` was written), no store; and
+/// the whole-document `validate` alone, which the relay ran per change before. Against
+/// `floor`, this is what checking a change costs beyond automerge.
 fn check(c: &mut Criterion) {
-    let pair = steady_pair();
-    let id = DocumentId::random();
-    let resumed = pair.relay_state.encode();
     let mut g = c.benchmark_group("check");
-    g.bench_function("receive_checked", |b| {
-        b.iter_batched(
-            || {
-                let mut engine = PeerSync::new();
-                engine.resume(id, &resumed);
-                (engine, pair.relay.clone())
-            },
-            |(mut engine, mut doc)| {
-                let applied = engine
-                    .receive_checked(id, &mut doc, &pair.message, |doc, applied| {
-                        let meta = schema::meta::read_meta(doc)?;
-                        black_box(meta.partition());
-                        schema::validate_changes(
-                            doc,
-                            &applied.heads_before,
-                            applied.new_changes(doc),
-                        )
-                        .map(|_| ())
-                    })
-                    .expect("applied");
-                assert!(applied.changed());
-                engine.generate(id, &doc)
-            },
-            BatchSize::SmallInput,
-        )
+    // A new contact moment (a new item: read whole), and the most common small edit:
+    // one field of an existing item (the last contact's kind).
+    let edit = steady_pair_with(|writer| {
+        schema::update::<Plan>(writer, |p| {
+            if let Some(last) = p.contacts.last_mut() {
+                last.kind = ContactKind::Telefoon;
+            }
+        })
+        .expect("edit");
     });
+    for (name, pair) in [
+        ("receive_checked", steady_pair()),
+        ("receive_checked_edit", edit),
+    ] {
+        let id = DocumentId::random();
+        let resumed = pair.relay_state.encode();
+        g.bench_function(name, |b| {
+            b.iter_batched(
+                || {
+                    let mut engine = PeerSync::new();
+                    engine.resume(id, &resumed);
+                    (engine, pair.relay.clone())
+                },
+                |(mut engine, mut doc)| {
+                    let applied = engine
+                        .receive_checked(id, &mut doc, &pair.message, |doc, applied| {
+                            let checked = schema::validate_changes(
+                                doc,
+                                &applied.heads_before,
+                                applied.new_changes(doc),
+                            )?;
+                            black_box(checked.meta.partition());
+                            black_box(checked.may_have_changed("handover"));
+                            Ok::<_, schema::SchemaError>(())
+                        })
+                        .expect("applied");
+                    assert!(applied.changed());
+                    engine.generate(id, &doc)
+                },
+                BatchSize::SmallInput,
+            )
+        });
+    }
+    let pair = steady_pair();
     g.bench_function("validate", |b| {
         b.iter(|| schema::validate(black_box(&pair.relay)).expect("valid"))
     });

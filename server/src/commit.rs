@@ -157,6 +157,9 @@ pub async fn apply(
     // waited for): then nobody pays for it any more.
     settle_queue(&mut state);
     let DocState { doc, queue, .. } = &mut *state;
+    // Whether the changes may have moved the plan's hand-over flag; unless the check
+    // says they wrote nothing to `handover`, it is read again below.
+    let mut handover_may_move = true;
     // Applying and validating a heavy payload is CPU work of milliseconds: keep it off
     // the reactor, so other connections' frames are not held up. A light one (a live
     // edit, or a subscriber's answer: all of the live phase) is less work than handing
@@ -185,17 +188,32 @@ pub async fn apply(
                     .charge(user, grown)
                     .map_err(|over| Refusal::UserQueueTooLarge { limit: over.limit });
             }
-            let meta = schema::meta::read_meta(doc)?;
-            if meta.partition() != partition {
-                return Err(Refusal::MetaChanged {
-                    was: partition.to_string(),
-                    now: meta.partition().to_string(),
-                });
-            }
+            let meta_changed = |meta: &schema::Meta| Refusal::MetaChanged {
+                was: partition.to_string(),
+                now: meta.partition().to_string(),
+            };
             // The committed document was valid: only what the new changes touched is
             // read again (a whole plan costs milliseconds). The changes are handed out
-            // once: the commit below stores and announces the same ones.
-            schema::validate_changes(doc, &applied.heads_before, applied.new_changes(doc))?;
+            // once: the commit below stores and announces the same ones. It reads
+            // `meta` first; a moved partition is refused as such, whatever else is
+            // wrong (meta is read again only then).
+            let checked = match schema::validate_changes(
+                doc,
+                &applied.heads_before,
+                applied.new_changes(doc),
+            ) {
+                Ok(checked) => checked,
+                Err(e) => {
+                    return Err(match schema::meta::read_meta(doc) {
+                        Ok(meta) if meta.partition() != partition => meta_changed(&meta),
+                        _ => Refusal::Schema(e),
+                    })
+                }
+            };
+            if checked.meta.partition() != partition {
+                return Err(meta_changed(&checked.meta));
+            }
+            handover_may_move = checked.may_have_changed("handover");
             queue
                 .charge(user, grown)
                 .map_err(|over| Refusal::UserQueueTooLarge { limit: over.limit })
@@ -255,8 +273,19 @@ pub async fn apply(
             return Outcome::refused(kind, format!("document {id}: change rejected: {refusal}"));
         }
     };
-    // Everything the change brings commits together.
-    let handed_over = is_handed_over(&state.doc);
+    // Everything the change brings commits together. The flag is read again only when
+    // the changes may have moved it: else it is the committed one, which the document
+    // had before them (every commit, reload and catch-up sets it).
+    let handed_over = if handover_may_move {
+        is_handed_over(&state.doc)
+    } else {
+        entry.handed_over()
+    };
+    debug_assert_eq!(
+        handed_over,
+        is_handed_over(&state.doc),
+        "{id}: hand-over flag"
+    );
     let flag_moves = handed_over != entry.handed_over();
     let mut events = vec![writer.event(AuditAction::Write, &id, &partition)];
     if flag_moves {
@@ -332,7 +361,14 @@ pub async fn apply(
             };
         }
     }
-    if entry.refresh_facts(&state) {
+    // Nothing came in since the check, unless a compaction merged other nodes' chunks
+    // in: then the flag is read again.
+    let flag_changed = if state.doc.get_heads() == applied.heads_after {
+        entry.set_handed_over(handed_over)
+    } else {
+        entry.refresh_facts(&state)
+    };
+    if flag_changed {
         tracing::info!(user = %writer.principal.user_id, %id, handed_over, "hand-over changed");
     }
     if handed_over {

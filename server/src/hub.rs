@@ -247,7 +247,12 @@ impl DocEntry {
 
     /// Re-reads the hand-over flag after a commit; returns whether it changed.
     pub fn refresh_facts(&self, state: &DocState) -> bool {
-        let now = is_handed_over(&state.doc);
+        self.set_handed_over(is_handed_over(&state.doc))
+    }
+
+    /// Sets the hand-over flag to what the committed document says, when the caller
+    /// knows it without reading the document again; returns whether it changed.
+    pub fn set_handed_over(&self, now: bool) -> bool {
         self.handed_over.swap(now, Ordering::AcqRel) != now
     }
 

@@ -11,7 +11,7 @@ use autosurgeon::{ReadDoc, Reconcile, Reconciler, Text};
 
 use super::{
     hydrate_with_schema, keyed_by_id, new_id, put_f64, put_opt, put_opt_str, put_str, put_u64,
-    Date, FromMap, MapReader, Meta, Path, SchemaError, StrList,
+    Date, FromMap, Items, KeyCheck, MapReader, Meta, Path, SchemaError, StrList,
 };
 use crate::partition::{DocumentKind, WijkId};
 
@@ -54,13 +54,13 @@ impl Activiteit {
 
 impl Activiteit {
     /// Checks one top-level field as [`FromMap::from_map`] reads it (of a list field only
-    /// `items`, or all with `None`), for [`super::validate_changes`]. Returns whether
+    /// `items`, as far as each says, or all with `None`), for [`super::validate_changes`]. Returns whether
     /// the field is part of the schema; other keys are ignored, as `from_map` does.
     /// Keep in step with `from_map` (a test checks every field an activiteit has is known).
     pub(crate) fn check_field<D: ReadDoc>(
         map: &MapReader<'_, D>,
         key: &str,
-        items: Option<&std::collections::BTreeSet<usize>>,
+        items: Option<&Items>,
     ) -> Result<bool, SchemaError> {
         match key {
             "meta" => {
@@ -159,6 +159,24 @@ impl FromMap for Session {
             notes: map.opt("notes")?,
             signals: map.list("signals")?,
         })
+    }
+}
+
+/// Each key as `from_map` reads it: no rule spans two keys. A session's lists
+/// (participants, signals) are read whole when anything in them was written.
+impl KeyCheck for Session {
+    fn check_key<D: ReadDoc>(map: &MapReader<'_, D>, key: &str) -> Result<bool, SchemaError> {
+        match key {
+            "id" => drop(map.non_empty("id")?),
+            "date" => drop(map.req::<Date>("date")?),
+            "attendance" => drop(map.req::<u64>("attendance")?),
+            "participants" => drop(map.list::<String>("participants")?),
+            "volunteer_hours" => drop(map.req::<f64>("volunteer_hours")?),
+            "notes" => drop(map.opt::<Text>("notes")?),
+            "signals" => drop(map.list::<Text>("signals")?),
+            _ => return Ok(false),
+        }
+        Ok(true)
     }
 }
 

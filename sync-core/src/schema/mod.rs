@@ -114,7 +114,7 @@ impl From<ReconcileError> for SchemaError {
 pub use date::{Date, InvalidDate};
 pub(crate) use read::*;
 pub(crate) use read::{hydrate_with_schema, schema_enum};
-pub use validate::{validate, validate_changes};
+pub use validate::{validate, validate_changes, Checked};
 pub(crate) use write::keyed_by_id;
 pub(crate) use write::*;
 pub use write::{current_state_only, mirror_current_state, new_document, update};

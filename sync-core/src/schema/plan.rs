@@ -18,7 +18,7 @@ use autosurgeon::{ReadDoc, Reconcile, Reconciler, Text};
 
 use super::{
     hydrate_with_schema, keyed_by_id, new_id, put_opt, put_opt_str, put_str, put_u64, schema_enum,
-    Date, FromMap, MapReader, Meta, Path, SchemaError,
+    Date, FromMap, Items, KeyCheck, MapReader, Meta, Path, SchemaError,
 };
 use crate::partition::{DocumentKind, WijkId};
 
@@ -190,13 +190,13 @@ impl Plan {
 
 impl Plan {
     /// Checks one top-level field as [`FromMap::from_map`] reads it (of a list field only
-    /// `items`, or all with `None`), for [`super::validate_changes`]. Returns whether
+    /// `items`, as far as each says, or all with `None`), for [`super::validate_changes`]. Returns whether
     /// the field is part of the schema; other keys are ignored, as `from_map` does.
     /// Keep in step with `from_map` (a test checks every field a plan has is known).
     pub(crate) fn check_field<D: ReadDoc>(
         map: &MapReader<'_, D>,
         key: &str,
-        items: Option<&std::collections::BTreeSet<usize>>,
+        items: Option<&Items>,
     ) -> Result<bool, SchemaError> {
         match key {
             "meta" => {
@@ -337,6 +337,22 @@ impl FromMap for ZrmMeasurement {
     }
 }
 
+/// Each key as `from_map` reads it: no rule spans two keys.
+impl KeyCheck for ZrmMeasurement {
+    fn check_key<D: ReadDoc>(map: &MapReader<'_, D>, key: &str) -> Result<bool, SchemaError> {
+        match key {
+            "id" => drop(map.non_empty("id")?),
+            "domain" => drop(map.req::<ZrmDomein>("domain")?),
+            "score" => drop(in_range(map, "score", 1..=5)?),
+            "date" => drop(map.req::<Date>("date")?),
+            "moment" => drop(map.req::<Moment>("moment")?),
+            "by" => drop(map.opt::<String>("by")?),
+            _ => return Ok(false),
+        }
+        Ok(true)
+    }
+}
+
 hydrate_with_schema!(ZrmMeasurement, "zrm measurement", map);
 
 impl Reconcile for ZrmMeasurement {
@@ -399,6 +415,21 @@ impl FromMap for LadderMeasurement {
     }
 }
 
+/// Each key as `from_map` reads it: no rule spans two keys.
+impl KeyCheck for LadderMeasurement {
+    fn check_key<D: ReadDoc>(map: &MapReader<'_, D>, key: &str) -> Result<bool, SchemaError> {
+        match key {
+            "id" => drop(map.non_empty("id")?),
+            "step" => drop(in_range(map, "step", 1..=6)?),
+            "date" => drop(map.req::<Date>("date")?),
+            "moment" => drop(map.req::<Moment>("moment")?),
+            "by" => drop(map.opt::<String>("by")?),
+            _ => return Ok(false),
+        }
+        Ok(true)
+    }
+}
+
 hydrate_with_schema!(LadderMeasurement, "ladder measurement", map);
 
 impl Reconcile for LadderMeasurement {
@@ -448,6 +479,20 @@ impl FromMap for StatusChange {
             date: map.req("date")?,
             by: map.opt("by")?,
         })
+    }
+}
+
+/// Each key as `from_map` reads it: no rule spans two keys.
+impl KeyCheck for StatusChange {
+    fn check_key<D: ReadDoc>(map: &MapReader<'_, D>, key: &str) -> Result<bool, SchemaError> {
+        match key {
+            "id" => drop(map.non_empty("id")?),
+            "status" => drop(map.req::<PlanStatus>("status")?),
+            "date" => drop(map.req::<Date>("date")?),
+            "by" => drop(map.opt::<String>("by")?),
+            _ => return Ok(false),
+        }
+        Ok(true)
     }
 }
 
@@ -567,6 +612,21 @@ impl FromMap for Goal {
     }
 }
 
+/// Each key as `from_map` reads it: no rule spans two keys.
+impl KeyCheck for Goal {
+    fn check_key<D: ReadDoc>(map: &MapReader<'_, D>, key: &str) -> Result<bool, SchemaError> {
+        match key {
+            "id" => drop(map.non_empty("id")?),
+            "leefdomein" => drop(map.req::<Leefdomein>("leefdomein")?),
+            "description" => drop(map.req::<Text>("description")?),
+            "status" => drop(map.req::<GoalStatus>("status")?),
+            "positive_health" => drop(map.opt::<PositiveHealth>("positive_health")?),
+            _ => return Ok(false),
+        }
+        Ok(true)
+    }
+}
+
 hydrate_with_schema!(Goal, "goal", map);
 
 impl Reconcile for Goal {
@@ -627,6 +687,22 @@ impl FromMap for Action {
     }
 }
 
+/// Each key as `from_map` reads it: no rule spans two keys.
+impl KeyCheck for Action {
+    fn check_key<D: ReadDoc>(map: &MapReader<'_, D>, key: &str) -> Result<bool, SchemaError> {
+        match key {
+            "id" => drop(map.non_empty("id")?),
+            "goal_id" => drop(map.opt::<String>("goal_id")?),
+            "who" => drop(map.req::<ActionWho>("who")?),
+            "what" => drop(map.req::<Text>("what")?),
+            "due" => drop(map.opt::<Date>("due")?),
+            "done" => drop(map.req::<bool>("done")?),
+            _ => return Ok(false),
+        }
+        Ok(true)
+    }
+}
+
 hydrate_with_schema!(Action, "action", map);
 
 impl Reconcile for Action {
@@ -681,6 +757,21 @@ impl FromMap for ContactMoment {
     }
 }
 
+/// Each key as `from_map` reads it: no rule spans two keys.
+impl KeyCheck for ContactMoment {
+    fn check_key<D: ReadDoc>(map: &MapReader<'_, D>, key: &str) -> Result<bool, SchemaError> {
+        match key {
+            "id" => drop(map.non_empty("id")?),
+            "date" => drop(map.req::<Date>("date")?),
+            "kind" => drop(map.req::<ContactKind>("kind")?),
+            "summary" => drop(map.req::<Text>("summary")?),
+            "by" => drop(map.opt::<String>("by")?),
+            _ => return Ok(false),
+        }
+        Ok(true)
+    }
+}
+
 hydrate_with_schema!(ContactMoment, "contact", map);
 
 impl Reconcile for ContactMoment {
@@ -731,6 +822,21 @@ impl FromMap for Consent {
             given_by: map.opt("given_by")?,
             withdrawn_at: map.opt("withdrawn_at")?,
         })
+    }
+}
+
+/// Each key as `from_map` reads it: no rule spans two keys.
+impl KeyCheck for Consent {
+    fn check_key<D: ReadDoc>(map: &MapReader<'_, D>, key: &str) -> Result<bool, SchemaError> {
+        match key {
+            "id" => drop(map.non_empty("id")?),
+            "purpose" => drop(map.non_empty("purpose")?),
+            "given_at" => drop(map.req::<Date>("given_at")?),
+            "given_by" => drop(map.opt::<String>("given_by")?),
+            "withdrawn_at" => drop(map.opt::<Date>("withdrawn_at")?),
+            _ => return Ok(false),
+        }
+        Ok(true)
     }
 }
 
@@ -1146,7 +1252,9 @@ mod tests {
         let (_, meta_after) = automerge::ReadDoc::get(&doc, ROOT, "meta")?.ok_or("meta")?;
         assert_eq!(meta_before, meta_after);
         assert_eq!(
-            crate::schema::validate_changes(&doc, &heads, &doc.get_changes(&heads))?.schema,
+            crate::schema::validate_changes(&doc, &heads, &doc.get_changes(&heads))?
+                .meta
+                .schema,
             1
         );
         assert_eq!(Plan::read(&doc)?.status_history.len(), 1);

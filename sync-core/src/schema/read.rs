@@ -2,6 +2,7 @@
 //! (`FromDoc`, `FromMap`, `MapReader`, and the macros that hydrate schema types).
 
 use std::borrow::Cow;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
 use automerge::{ObjId, ObjType, ScalarValue, Value};
@@ -86,9 +87,13 @@ impl<'d, D: ReadDoc> Slot<'d, D> {
 
     /// The value as a `T`; absence is an error.
     pub(crate) fn req<T: FromDoc>(&self) -> Result<T, SchemaError> {
-        self.opt()?.ok_or_else(|| SchemaError::Missing {
+        self.opt()?.ok_or_else(|| self.missing())
+    }
+
+    fn missing(&self) -> SchemaError {
+        SchemaError::Missing {
             path: self.path.to_string(),
-        })
+        }
     }
 
     /// The value as a map, if present.
@@ -129,6 +134,80 @@ impl<'d, D: ReadDoc> Slot<'d, D> {
         }
     }
 }
+
+/// What [`super::validate_changes`] reads again of one list item its changes wrote to.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum ItemReads {
+    /// All of it: the changes made the item (a new item is read whole), wrote to it
+    /// where no key of its map says what (its elements, when it is text or a list),
+    /// or its type is read whole anyway ([`ItemCheck`]).
+    Whole,
+    /// These keys of its map: the keys the changes wrote (a value, an object, a
+    /// delete) and the keys under which they wrote deeper (into a text or a list the
+    /// item holds). The rest of the item is as valid as it was.
+    Keys(BTreeSet<String>),
+}
+
+impl ItemReads {
+    /// Nothing yet; [`Self::add`] adds keys.
+    pub(crate) fn none() -> ItemReads {
+        ItemReads::Keys(BTreeSet::new())
+    }
+
+    /// Reads `key` of the item too.
+    pub(crate) fn add(&mut self, key: &str) {
+        if let ItemReads::Keys(keys) = self {
+            if !keys.contains(key) {
+                keys.insert(key.to_owned());
+            }
+        }
+    }
+}
+
+/// The items of a list field to read again, by index, and what of each.
+pub(crate) type Items = BTreeMap<usize, ItemReads>;
+
+/// A list item type as [`MapReader::check_items`] checks it. By default the item is
+/// read whole, as [`FromDoc`] reads it, whatever its [`ItemReads`] say.
+pub(crate) trait ItemCheck: FromDoc {
+    /// Checks the item at `slot`, reading what `reads` says where the type allows.
+    fn check_item<D: ReadDoc>(slot: &Slot<'_, D>, _reads: &ItemReads) -> Result<(), SchemaError> {
+        slot.req::<Self>().map(drop)
+    }
+}
+
+/// A list item type (a map) whose keys can be checked one at a time, each exactly as
+/// its `from_map` reads it, so an edit of one field of an existing item reads that
+/// field only (automerge 0.12 spends microseconds on each key).
+///
+/// Only for a type none of whose rules spans two keys: that is what makes the keys
+/// nobody wrote as valid as they were. A type with such a rule (a score range that
+/// depends on the domain, a date that must follow another) implements [`ItemCheck`]
+/// alone, and is read whole. Keep `check_key` in step with `from_map`
+/// (`tests/validate_changes.rs` checks every key a full item holds is known).
+pub(crate) trait KeyCheck: FromMap + FromDoc {
+    /// Checks `key` of the item's map as `from_map` reads it. Returns whether the type
+    /// reads that key; others are ignored, as `from_map` ignores them.
+    fn check_key<D: ReadDoc>(map: &MapReader<'_, D>, key: &str) -> Result<bool, SchemaError>;
+}
+
+impl<T: KeyCheck> ItemCheck for T {
+    fn check_item<D: ReadDoc>(slot: &Slot<'_, D>, reads: &ItemReads) -> Result<(), SchemaError> {
+        let ItemReads::Keys(keys) = reads else {
+            return slot.req::<Self>().map(drop);
+        };
+        // As `req` reads the item: absent or null is missing, anything but a map is
+        // of the wrong type.
+        let map = slot.map()?.ok_or_else(|| slot.missing())?;
+        for key in keys {
+            T::check_key(&map, key)?;
+        }
+        Ok(())
+    }
+}
+
+/// Names in a list (organisers, volunteers): a string or text, read whole.
+impl ItemCheck for String {}
 
 /// A map of a document, read field by field.
 pub(crate) struct MapReader<'d, D> {
@@ -172,11 +251,12 @@ impl<'d, D: ReadDoc> MapReader<'d, D> {
     }
 
     /// Checks items of a list field as [`list`](Self::list) reads them: only those at
-    /// `items` (indexes past the end are gone and skipped), or all with `None`.
-    pub(crate) fn check_items<T: FromDoc>(
+    /// the indexes of `items` (past the end: gone, skipped), each as far as its
+    /// [`ItemReads`] says; or all of them, whole, with `None`.
+    pub(crate) fn check_items<T: ItemCheck>(
         &self,
         key: &str,
-        items: Option<&std::collections::BTreeSet<usize>>,
+        items: Option<&Items>,
     ) -> Result<(), SchemaError> {
         let Some(items) = items else {
             self.list::<T>(key)?;
@@ -189,14 +269,14 @@ impl<'d, D: ReadDoc> MapReader<'d, D> {
             Some((other, _)) => return Err(slot.wrong_type("a list", &other)),
         };
         let len = self.doc.length(&list);
-        for &index in items.iter().filter(|&&i| i < len) {
-            Slot::new(
+        for (&index, reads) in items.range(..len) {
+            let item = Slot::new(
                 self.doc,
                 list.clone(),
                 automerge::Prop::Seq(index),
                 slot.path.index(index),
-            )
-            .req::<T>()?;
+            );
+            T::check_item(&item, reads)?;
         }
         Ok(())
     }
