@@ -432,6 +432,12 @@ impl PeerSync {
         let state = self.states.entry(id).or_default();
         let ours = ours_to_send(state, doc, encoded);
         if ours.is_empty() {
+            if let Some(message) = acknowledged(state, doc, encoded) {
+                return Ok(Some(Outgoing {
+                    carries_changes: false,
+                    data: message.encode(),
+                }));
+            }
             return self.try_generate(id, doc);
         }
         if let Some(message) = relayed(state, doc, encoded, &ours) {
@@ -682,6 +688,81 @@ fn nothing_to_say(state: &sync::State, doc: &Automerge) -> bool {
             || our_heads
                 .iter()
                 .all(|head| have.iter().any(|h| h.last_sync.contains(head))))
+}
+
+/// What automerge answers the writer of the newest changes (`encoded`) once they are
+/// applied, built without its two walks over the history (the changes since our shared
+/// heads, for our bloom filter; the changes after the peer's last sync, to send): one
+/// per relayed change, the writer's acknowledgement. It applies when the peer is at
+/// our heads, needs nothing, and summarised exactly the changes of `encoded` (its last
+/// sync is the heads before them) with a bloom filter that claims each of them; and
+/// our shared heads are our heads, which moved since we last sent them. Then automerge
+/// has no change to send (every change after the peer's last sync is in its filter),
+/// needs nothing (it has the peer's heads), its filter covers no change, and it must
+/// say something (our heads moved): our heads, that empty filter at our shared heads,
+/// no need, no changes (for a version 2 peer too), the sync-reset flag; and the session:
+/// responded, heads sent, in flight. Elsewhere `None`, and automerge decides.
+fn acknowledged(
+    state: &mut sync::State,
+    doc: &Automerge,
+    encoded: &EncodedChanges,
+) -> Option<sync::Message> {
+    let sorted = |hashes: &[ChangeHash]| {
+        let mut hashes = hashes.to_vec();
+        hashes.sort_unstable();
+        hashes
+    };
+    let (Some(their_heads), Some(need), Some([have])) = (
+        state.their_heads.as_ref(),
+        state.their_need.as_ref(),
+        state.their_have.as_deref(),
+    ) else {
+        return None;
+    };
+    let our_heads = doc.get_heads();
+    if our_heads.is_empty()
+        || our_heads != encoded.heads
+        || encoded.before.is_empty()
+        || encoded.changes.is_empty()
+        || !need.is_empty()
+        || state.read_only
+        || state.needs_reset
+        || state.is_peer_read_only()
+        || state.last_sent_heads == our_heads
+        || sorted(their_heads) != our_heads
+        || sorted(&state.shared_heads) != our_heads
+        || sorted(&have.last_sync) != encoded.before
+        || !encoded
+            .changes
+            .iter()
+            .all(|(hash, _)| have.bloom.contains_hash(hash))
+    {
+        return None;
+    }
+    let v2 = state
+        .their_capabilities
+        .as_ref()
+        .is_some_and(|caps| caps.contains(&sync::Capability::MessageV2));
+    let mut flags = sync::MessageFlags::new();
+    flags.set(sync::MessageFlags::SUPPORTS_SYNC_RESET);
+    state.have_responded = true;
+    state.last_sent_heads.clone_from(&our_heads);
+    state.in_flight = true;
+    Some(sync::Message {
+        heads: our_heads,
+        need: Vec::new(),
+        have: vec![sync::Have {
+            last_sync: state.shared_heads.clone(),
+            bloom: sync::BloomFilter::from_hashes(std::iter::empty::<ChangeHash>()),
+        }],
+        changes: Vec::<Vec<u8>>::new().into(),
+        flags: Some(flags),
+        version: if v2 {
+            sync::MessageVersion::V2
+        } else {
+            sync::MessageVersion::V1
+        },
+    })
 }
 
 /// Changes encoded once for every peer they go to: the newest changes of a document,
@@ -1653,15 +1734,57 @@ mod tests {
             .expect("reader applies");
         assert_eq!(reader.get_heads(), server.get_heads());
 
-        // To the writer, who has them: nothing of ours to add.
+        // To the writer, who has them: nothing of ours to add, and its acknowledgement
+        // is built without automerge, byte for byte automerge's, for either version.
         let writer_state = to_writer.states.get(&id).expect("state");
         assert!(ours_to_send(writer_state, &server, &encoded).is_empty());
-        let mut plain = to_writer.clone();
+        assert!(
+            acknowledged(&mut writer_state.clone(), &server, &encoded).is_some(),
+            "the writer's acknowledgement is built without automerge"
+        );
+        for capability in [sync::Capability::MessageV1, sync::Capability::MessageV2] {
+            let mut plain = to_writer.clone();
+            if let Some(state) = plain.states.get_mut(&id) {
+                state.their_capabilities = Some(vec![capability.clone()]);
+            }
+            let mut cached = plain.clone();
+            let a = plain.try_generate(id, &server).expect("ok");
+            let b = cached.try_generate_with(id, &server, &encoded).expect("ok");
+            assert!(a.is_some(), "the writer is acknowledged");
+            assert_eq!(
+                a, b,
+                "the writer gets automerge's own message ({capability:?})"
+            );
+            assert_eq!(plain.states.get(&id), cached.states.get(&id));
+        }
+        // A writer whose summary does not claim the changes is sent them by automerge.
+        let mut unclaimed = to_writer.clone();
+        if let Some(have) = unclaimed
+            .states
+            .get_mut(&id)
+            .and_then(|state| state.their_have.as_mut())
+            .and_then(|have| have.first_mut())
+        {
+            have.bloom = sync::BloomFilter::from_hashes(std::iter::empty::<ChangeHash>());
+        }
+        let unclaimed_state = unclaimed.states.get(&id).expect("state").clone();
+        assert!(acknowledged(&mut unclaimed_state.clone(), &server, &encoded).is_none());
+        let mut plain = unclaimed.clone();
+        let a = plain.try_generate(id, &server).expect("ok").expect("some");
+        let b = unclaimed
+            .try_generate_with(id, &server, &encoded)
+            .expect("ok")
+            .expect("some");
+        let base = server
+            .fork_at(&before)
+            .expect("the server before the commit");
+        let ((ma, ha), (mb, hb)) = (change_hashes(&a.data, &base), change_hashes(&b.data, &base));
+        assert_eq!(ha.len(), 2, "automerge sends the changes the summary lacks");
+        assert_eq!(ha, hb, "the same changes");
+        assert_eq!((ma.heads, ma.need, ma.have), (mb.heads, mb.need, mb.have));
+        assert_eq!(plain.states.get(&id), unclaimed.states.get(&id));
         let mut cached = to_writer.clone();
-        let a = plain.try_generate(id, &server).expect("ok");
-        let b = cached.try_generate_with(id, &server, &encoded).expect("ok");
-        assert_eq!(a, b, "the writer gets automerge's own message");
-        assert_eq!(plain.states.get(&id), cached.states.get(&id));
+        cached.try_generate_with(id, &server, &encoded).expect("ok");
 
         // Generated once, the changes count as sent: a second call adds nothing.
         let again = cached.try_generate_with(id, &server, &encoded).expect("ok");
