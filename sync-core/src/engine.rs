@@ -707,27 +707,12 @@ fn acknowledged(
     doc: &Automerge,
     encoded: &EncodedChanges,
 ) -> Option<sync::Message> {
-    let sorted = |hashes: &[ChangeHash]| {
-        let mut hashes = hashes.to_vec();
-        hashes.sort_unstable();
-        hashes
-    };
-    let (Some(their_heads), Some(need), Some([have])) = (
-        state.their_heads.as_ref(),
-        state.their_need.as_ref(),
-        state.their_have.as_deref(),
-    ) else {
-        return None;
-    };
+    let (their_heads, have) = settled_summary(state)?;
     let our_heads = doc.get_heads();
     if our_heads.is_empty()
         || our_heads != encoded.heads
         || encoded.before.is_empty()
         || encoded.changes.is_empty()
-        || !need.is_empty()
-        || state.read_only
-        || state.needs_reset
-        || state.is_peer_read_only()
         || state.last_sent_heads == our_heads
         || sorted(their_heads) != our_heads
         || sorted(&state.shared_heads) != our_heads
@@ -739,30 +724,7 @@ fn acknowledged(
     {
         return None;
     }
-    let v2 = state
-        .their_capabilities
-        .as_ref()
-        .is_some_and(|caps| caps.contains(&sync::Capability::MessageV2));
-    let mut flags = sync::MessageFlags::new();
-    flags.set(sync::MessageFlags::SUPPORTS_SYNC_RESET);
-    state.have_responded = true;
-    state.last_sent_heads.clone_from(&our_heads);
-    state.in_flight = true;
-    Some(sync::Message {
-        heads: our_heads,
-        need: Vec::new(),
-        have: vec![sync::Have {
-            last_sync: state.shared_heads.clone(),
-            bloom: sync::BloomFilter::from_hashes(std::iter::empty::<ChangeHash>()),
-        }],
-        changes: Vec::<Vec<u8>>::new().into(),
-        flags: Some(flags),
-        version: if v2 {
-            sync::MessageVersion::V2
-        } else {
-            sync::MessageVersion::V1
-        },
-    })
+    Some(send_as_automerge(state, our_heads, &[]))
 }
 
 /// Changes encoded once for every peer they go to: the newest changes of a document,
@@ -917,26 +879,11 @@ fn relayed(
     encoded: &EncodedChanges,
     ours: &[&(ChangeHash, Vec<u8>)],
 ) -> Option<sync::Message> {
-    let sorted = |hashes: &[ChangeHash]| {
-        let mut hashes = hashes.to_vec();
-        hashes.sort_unstable();
-        hashes
-    };
-    let (Some(their_heads), Some(need), Some([have])) = (
-        state.their_heads.as_ref(),
-        state.their_need.as_ref(),
-        state.their_have.as_deref(),
-    ) else {
-        return None;
-    };
+    let (their_heads, have) = settled_summary(state)?;
     let our_heads = doc.get_heads();
     if ours.len() != encoded.changes.len()
         || our_heads != encoded.heads
         || encoded.before.is_empty()
-        || !need.is_empty()
-        || state.read_only
-        || state.needs_reset
-        || state.is_peer_read_only()
         || state.last_sent_heads == our_heads
         || sorted(their_heads) != encoded.before
         || sorted(&have.last_sync) != encoded.before
@@ -945,11 +892,42 @@ fn relayed(
     {
         return None;
     }
+    Some(send_as_automerge(state, our_heads, ours))
+}
+
+/// The peer's heads and its one summary, when it needs nothing and neither side is
+/// read-only or due a reset: the sessions [`relayed`] and [`acknowledged`] build
+/// automerge's message for.
+fn settled_summary(state: &sync::State) -> Option<(&[ChangeHash], &sync::Have)> {
+    let (Some(their_heads), Some(need), Some([have])) = (
+        state.their_heads.as_ref(),
+        state.their_need.as_ref(),
+        state.their_have.as_deref(),
+    ) else {
+        return None;
+    };
+    let settled =
+        need.is_empty() && !state.read_only && !state.needs_reset && !state.is_peer_read_only();
+    settled.then_some((their_heads.as_slice(), have))
+}
+
+/// The message automerge's generate builds when it sends `ours` (perhaps none) and
+/// needs nothing, and the session it leaves: our heads, a bloom filter over `ours`
+/// (the changes since our shared heads) at those shared heads, no need, `ours` as the
+/// changes (one chunk for a version 2 peer, none when there are none), the sync-reset
+/// flag; responded, heads and hashes sent, in flight.
+fn send_as_automerge(
+    state: &mut sync::State,
+    our_heads: Vec<ChangeHash>,
+    ours: &[&(ChangeHash, Vec<u8>)],
+) -> sync::Message {
     let v2 = state
         .their_capabilities
         .as_ref()
         .is_some_and(|caps| caps.contains(&sync::Capability::MessageV2));
-    let chunks: Vec<Vec<u8>> = if v2 {
+    let chunks: Vec<Vec<u8>> = if ours.is_empty() {
+        Vec::new()
+    } else if v2 {
         vec![ours
             .iter()
             .flat_map(|(_, bytes)| bytes.iter().copied())
@@ -964,7 +942,7 @@ fn relayed(
     state.last_sent_heads.clone_from(&our_heads);
     state.sent_hashes.extend(ours.iter().map(|(hash, _)| *hash));
     state.in_flight = true;
-    Some(sync::Message {
+    sync::Message {
         heads: our_heads,
         need: Vec::new(),
         have: vec![sync::Have {
@@ -978,7 +956,14 @@ fn relayed(
         } else {
             sync::MessageVersion::V1
         },
-    })
+    }
+}
+
+/// `hashes` sorted, as `get_heads` gives heads.
+fn sorted(hashes: &[ChangeHash]) -> Vec<ChangeHash> {
+    let mut hashes = hashes.to_vec();
+    hashes.sort_unstable();
+    hashes
 }
 
 /// Is every change of `encoded` after the peer's `last_sync`, as automerge counts it,
