@@ -206,6 +206,16 @@ impl Fixture {
         sync_core::engine::queued_bytes(&state.doc)
     }
 
+    /// The document as the store holds it (its chunks' bytes and sizes).
+    async fn stored_document(&self) -> buurtsync_server::store::StoredDocument {
+        self.store
+            .documents()
+            .load_document(&self.id)
+            .await
+            .expect("load")
+            .expect("exists")
+    }
+
     /// (heads in memory, committed heads in memory).
     async fn memory(&self) -> (Vec<ChangeHash>, Vec<ChangeHash>) {
         let state = self.hub.lock(&self.entry).await.expect("lock");
@@ -303,13 +313,7 @@ async fn commit_stores_automerges_bytes_of_the_new_changes() {
     assert_eq!(automerges.changes().len(), 3);
     assert_eq!(state.recent, automerges, "kept for the subscribers");
     drop(state);
-    let stored = fx
-        .store
-        .documents()
-        .load_document(&fx.id)
-        .await
-        .expect("load")
-        .expect("exists");
+    let stored = fx.stored_document().await;
     let chunk = automerges.concatenated();
     assert_eq!(
         stored.incremental_bytes,
@@ -461,13 +465,7 @@ async fn a_commit_past_the_limit_compacts_and_the_snapshot_decides() {
     let mut fx = Fixture::with_limit(LIMIT).await;
     let mut compacted_at_the_limit = 0;
     for i in 0..200 {
-        let before = fx
-            .store
-            .documents()
-            .load_document(&fx.id)
-            .await
-            .expect("load")
-            .expect("exists");
+        let before = fx.stored_document().await;
         let saved = fx.memory().await.1;
         add_contact(&mut fx.device);
         let outcomes = fx.sync(&principal(true)).await;
@@ -481,13 +479,7 @@ async fn a_commit_past_the_limit_compacts_and_the_snapshot_decides() {
             assert!(compacted_at_the_limit > 0, "the limit never compacted");
             return;
         }
-        let after = fx
-            .store
-            .documents()
-            .load_document(&fx.id)
-            .await
-            .expect("load")
-            .expect("exists");
+        let after = fx.stored_document().await;
         assert!(
             after.snapshot_bytes + after.incremental_bytes <= LIMIT,
             "edit {i}: {} + {} stored bytes",
