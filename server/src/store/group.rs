@@ -71,6 +71,9 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 /// that share one share those costs: at the capacity knee the writer used to commit
 /// 1.8 jobs a transaction (docs/performance.md, "Group commit waits for company").
 pub const COMMIT_DELAY: Duration = Duration::from_millis(2);
+/// The writer's page cache in KiB (SQLite's `cache_size`, negative: in KiB); it fills
+/// only with pages the writer touches.
+pub const WRITER_CACHE_KIB: i64 = 16 * 1024;
 /// How far back the writer looks to judge the arrival rate.
 const RATE_WINDOW: Duration = Duration::from_millis(200);
 
@@ -261,6 +264,10 @@ fn open(path: &Path) -> Result<Connection, Error> {
     conn.pragma_update(None, "foreign_keys", "ON")?;
     conn.pragma_update(None, "secure_delete", "ON")?;
     conn.set_prepared_statement_cache_capacity(64);
+    // SQLite's default page cache (2 MB) is smaller than the index pages one second of
+    // appends touches (each change writes a leaf of several per-document indexes): the
+    // writer read them again from the file at every batch (issue 18's profile).
+    conn.pragma_update(None, "cache_size", -WRITER_CACHE_KIB)?;
     Ok(conn)
 }
 
