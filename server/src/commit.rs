@@ -379,7 +379,7 @@ pub async fn apply(
         }
     }
     drop(state);
-    metrics::counter!(m::COMMITS, "kind" => partition.kind.as_str()).increment(1);
+    m::committed(partition.kind);
     entry.announce();
     Outcome::Committed
 }

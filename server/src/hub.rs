@@ -538,8 +538,7 @@ impl Hub {
             .acquire_owned()
             .await
             .unwrap_or_else(|_| unreachable!("wijk semaphores are never closed"));
-        metrics::histogram!(crate::metrics::WIJK_QUEUE_WAIT)
-            .record(started.elapsed().as_secs_f64());
+        crate::metrics::wijk_queue_wait(started.elapsed().as_secs_f64());
         permit
     }
 
@@ -887,8 +886,7 @@ impl Hub {
             state.incremental_bytes = incremental;
             heads
         };
-        metrics::histogram!(crate::metrics::STORE_LATENCY, "op" => "commit")
-            .record(started.elapsed().as_secs_f64());
+        crate::metrics::commit_latency(started.elapsed().as_secs_f64());
         let after = state.stored_bytes();
         if after >= before {
             self.cache_bytes

@@ -9,7 +9,7 @@
 
 use std::sync::OnceLock;
 
-use metrics::{Counter, KeyName, Unit};
+use metrics::{Counter, Histogram, KeyName, Unit};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use sync_core::protocol::Message;
 
@@ -183,6 +183,76 @@ impl ByType {
             .get_or_init(|| metrics::counter!(name, "type" => label))
             .increment(1);
     }
+}
+
+/// A series' handle, looked up once and kept: `counter!`/`histogram!` build the key,
+/// hash it and look it up in the registry at every call, and these series count every
+/// frame or commit (issue 18). As [`ByType`], a handle is kept only after [`install`].
+struct Hot<H: 'static> {
+    handle: OnceLock<H>,
+    make: fn() -> H,
+}
+
+impl<H> Hot<H> {
+    const fn new(make: fn() -> H) -> Self {
+        Hot {
+            handle: OnceLock::new(),
+            make,
+        }
+    }
+
+    fn with(&self, use_it: impl FnOnce(&H)) {
+        if HANDLE.get().is_none() {
+            use_it(&(self.make)());
+        } else {
+            use_it(self.handle.get_or_init(self.make));
+        }
+    }
+}
+
+static BYTES_IN_HOT: Hot<Counter> = Hot::new(|| metrics::counter!(BYTES_IN));
+static BYTES_OUT_HOT: Hot<Counter> = Hot::new(|| metrics::counter!(BYTES_OUT));
+static SYNC_LATENCY_HOT: Hot<Histogram> = Hot::new(|| metrics::histogram!(SYNC_LATENCY));
+static COMMIT_LATENCY_HOT: Hot<Histogram> =
+    Hot::new(|| metrics::histogram!(STORE_LATENCY, "op" => "commit"));
+static WIJK_QUEUE_WAIT_HOT: Hot<Histogram> = Hot::new(|| metrics::histogram!(WIJK_QUEUE_WAIT));
+static COMMITS_PLAN: Hot<Counter> = Hot::new(|| metrics::counter!(COMMITS, "kind" => "plan"));
+static COMMITS_ACTIVITEIT: Hot<Counter> =
+    Hot::new(|| metrics::counter!(COMMITS, "kind" => "activiteit"));
+
+/// Counts `n` bytes of websocket frames received (`BYTES_IN`).
+pub fn bytes_in(n: usize) {
+    BYTES_IN_HOT.with(|c| c.increment(n as u64));
+}
+
+/// Counts `n` bytes of websocket frames sent (`BYTES_OUT`).
+pub fn bytes_out(n: usize) {
+    BYTES_OUT_HOT.with(|c| c.increment(n as u64));
+}
+
+/// Records how long one sync payload took to handle (`SYNC_LATENCY`).
+pub fn sync_latency(secs: f64) {
+    SYNC_LATENCY_HOT.with(|h| h.record(secs));
+}
+
+/// Records how long one change's commit took (`STORE_LATENCY`, op `commit`).
+pub fn commit_latency(secs: f64) {
+    COMMIT_LATENCY_HOT.with(|h| h.record(secs));
+}
+
+/// Records a wait for the wijk's work quota (`WIJK_QUEUE_WAIT`).
+pub fn wijk_queue_wait(secs: f64) {
+    WIJK_QUEUE_WAIT_HOT.with(|h| h.record(secs));
+}
+
+/// Counts one committed change of a document of `kind` (`COMMITS`).
+pub fn committed(kind: sync_core::partition::DocumentKind) {
+    use sync_core::partition::DocumentKind;
+    match kind {
+        DocumentKind::Plan => &COMMITS_PLAN,
+        DocumentKind::Activiteit => &COMMITS_ACTIVITEIT,
+    }
+    .with(|c| c.increment(1));
 }
 
 /// Counts one refusal.

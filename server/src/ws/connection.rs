@@ -38,6 +38,25 @@ const MAX_BAD_FRAMES: u32 = 16;
 struct Peer {
     id: String,
     metadata: PeerMetadata,
+    /// How this device is named in provenance and audit records ([`Connection::device`]),
+    /// spelled once: every applied frame names it.
+    device: String,
+}
+
+impl Peer {
+    fn new(token_id: &str, id: String, metadata: PeerMetadata) -> Peer {
+        Peer {
+            device: device_name(token_id, &id),
+            id,
+            metadata,
+        }
+    }
+}
+
+/// The token a device authenticated with (trusted) and the peerId it announced
+/// (self-description).
+fn device_name(token_id: &str, peer_id: &str) -> String {
+    format!("{token_id}/{peer_id}")
 }
 
 pub(super) struct Connection {
@@ -172,6 +191,7 @@ impl Connection {
             Message::Join { sender_id, .. } => {
                 // A repeated join re-announces the same peer; answer it again.
                 if let Some(peer) = &mut self.peer {
+                    peer.device = device_name(&self.token_id, &sender_id);
                     peer.id = sender_id;
                 }
                 self.send_peer().await;
@@ -282,10 +302,11 @@ impl Connection {
             self.close_with(1002, "unsupported protocol version").await;
             return Flow::Close;
         }
-        self.peer = Some(Peer {
-            id: sender_id,
-            metadata: peer_metadata.unwrap_or_default(),
-        });
+        self.peer = Some(Peer::new(
+            &self.token_id,
+            sender_id,
+            peer_metadata.unwrap_or_default(),
+        ));
         self.send_peer().await;
         Flow::Continue
     }
@@ -404,7 +425,10 @@ impl Connection {
     /// How this device is named in provenance and audit records: the token it
     /// authenticated with (trusted) and the peerId it announced (self-description).
     fn device(&self) -> String {
-        format!("{}/{}", self.token_id, self.peer_id())
+        match &self.peer {
+            Some(peer) => peer.device.clone(),
+            None => device_name(&self.token_id, ""),
+        }
     }
 
     fn peer_id(&self) -> String {
@@ -424,7 +448,7 @@ impl Connection {
     async fn on_sync(&mut self, id: DocumentId, data: &[u8], is_request: bool) -> Flow {
         let started = Instant::now();
         let flow = self.on_sync_inner(id, data, is_request).await;
-        metrics::histogram!(m::SYNC_LATENCY).record(started.elapsed().as_secs_f64());
+        m::sync_latency(started.elapsed().as_secs_f64());
         flow
     }
 
@@ -549,10 +573,10 @@ impl Connection {
     /// Applies a payload to an open document: `commit::apply` checks, commits and
     /// announces; a refusal is answered with an `error` message.
     async fn apply(&mut self, entry: Arc<DocEntry>, data: &[u8]) {
-        let device = self.device();
+        let device = self.peer.as_ref().map_or("", |peer| peer.device.as_str());
         let writer = Writer {
             principal: &self.principal,
-            device: &device,
+            device,
             token: Some(&self.token_id),
         };
         let state = &self.state;
@@ -1126,7 +1150,7 @@ impl Connection {
         }
         let bytes = protocol::encode(&msg);
         m::message_out(&msg);
-        metrics::counter!(m::BYTES_OUT).increment(bytes.len() as u64);
+        m::bytes_out(bytes.len());
         // A failed send means the writer is gone; the read loop notices the close. A
         // full outbox for `send_timeout` means the peer stopped reading: drop it.
         if let Err(mpsc::error::SendTimeoutError::Timeout(_)) = self

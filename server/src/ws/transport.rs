@@ -154,7 +154,7 @@ async fn serve(
                             m::rejected("rate-limited");
                             tokio::time::sleep(wait).await;
                         }
-                        metrics::counter!(m::BYTES_IN).increment(bytes.len() as u64);
+                        m::bytes_in(bytes.len());
                         // Boxed: handling a frame (commit, creation) is a future of
                         // ≈ 18 KiB, and inline it would make every connection's task
                         // that large for its whole life, idle or not (issue 18: idle
