@@ -97,7 +97,8 @@ pub fn stateful(data: &[u8]) {
     let mut pending = Automerge::new();
     // The last accepted commit's new changes, encoded once, as the server's hub keeps
     // them for every subscriber's next message (`DocState::recent`, which
-    // `Hub::persist_change` sets to the changes the commit's message added).
+    // `Hub::persist_change` sets to the changes the commit's message added, with the
+    // hashes of the commits just before: `EncodedChanges::follows`).
     let mut recent = EncodedChanges::default();
     let mut peers = [true, false].map(|writer| Peer {
         device: server.fork(),
@@ -324,7 +325,8 @@ pub fn stateful(data: &[u8]) {
                         EncodedChanges::since(&server, &applied.heads_before),
                         "the changes the message added are not get_changes(heads before)"
                     );
-                    recent = handed_out;
+                    // As the hub keeps them: with the earlier commits that led up.
+                    recent = handed_out.follows(&recent);
                 }
             }
         }

@@ -162,7 +162,9 @@ pub struct DocState {
     /// heads after them: every subscriber's sync message carries these bytes rather
     /// than automerge encoding the same changes again per subscriber
     /// (`PeerSync::try_generate_with`). Stale once the document gains other changes
-    /// (another node's, caught up); the engine then sees the heads differ.
+    /// (another node's, caught up); the engine then sees the heads differ. It keeps
+    /// the hashes of the commits just before, when they led up to it
+    /// (`EncodedChanges::follows`), for subscribers that have not answered those yet.
     pub recent: EncodedChanges,
 }
 
@@ -896,7 +898,7 @@ impl Hub {
                 .fetch_sub(before - after, Ordering::Relaxed);
         }
         state.saved_heads = heads;
-        state.recent = encoded;
+        state.recent = encoded.follows(&state.recent);
         self.enforce_budget();
         Ok(true)
     }

@@ -724,7 +724,7 @@ fn acknowledged(
     {
         return None;
     }
-    Some(send_as_automerge(state, our_heads, &[]))
+    Some(send_as_automerge(state, our_heads, &[], &[]))
 }
 
 /// Changes encoded once for every peer they go to: the newest changes of a document,
@@ -744,7 +744,23 @@ pub struct EncodedChanges {
     heads: Vec<ChangeHash>,
     /// The document's heads right before `changes`, sorted.
     before: Vec<ChangeHash>,
+    /// The encoded changes just before these, oldest first, each one's heads the next
+    /// one's `before` (the last one's heads are this `before`): what a subscriber that
+    /// has not yet answered them has been sent ([`Self::follows`], [`relayed`]).
+    earlier: Vec<Earlier>,
 }
+
+/// Encoded changes that came before others ([`EncodedChanges::earlier`]): the heads
+/// before them (sorted) and their hashes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Earlier {
+    before: Vec<ChangeHash>,
+    hashes: Vec<ChangeHash>,
+}
+
+/// How many earlier encoded changes [`EncodedChanges::follows`] keeps: subscribers more
+/// changes behind than this are left to automerge.
+pub const EARLIER_KEPT: usize = 8;
 
 impl EncodedChanges {
     /// `doc`'s changes since `before`: `before` are heads `doc` had, and it has only
@@ -777,7 +793,29 @@ impl EncodedChanges {
                 .collect(),
             heads,
             before,
+            earlier: Vec::new(),
         }
+    }
+
+    /// These changes, knowing that `previous` (the document's encoded changes before)
+    /// came right before them: when `previous` ended at the heads these start from, it
+    /// and up to [`EARLIER_KEPT`] - 1 of its own earlier ones are kept (their hashes).
+    /// Then a subscriber that has not answered them yet still gets its message built
+    /// here rather than by automerge ([`relayed`]). Otherwise nothing is kept.
+    #[must_use]
+    pub fn follows(mut self, previous: &EncodedChanges) -> Self {
+        self.earlier.clear();
+        if previous.changes.is_empty() || previous.heads != self.before {
+            return self;
+        }
+        let skip = (previous.earlier.len() + 1).saturating_sub(EARLIER_KEPT);
+        self.earlier
+            .extend(previous.earlier.iter().skip(skip).cloned());
+        self.earlier.push(Earlier {
+            before: previous.before.clone(),
+            hashes: previous.changes.iter().map(|(hash, _)| *hash).collect(),
+        });
+        self
     }
 
     /// The changes, each after its dependencies.
@@ -872,7 +910,11 @@ fn ours_to_send<'e>(
 /// empty (we have the peer's heads). What automerge would build: our heads, that bloom
 /// filter over our shared heads, no need, `ours` as the changes (one chunk for a
 /// version 2 peer), the sync-reset flag; and the session: responded, heads and hashes
-/// sent, in flight.
+/// sent, in flight. Also a subscriber that has not yet answered earlier changes it was
+/// sent (a change came before its answer to the last one): its heads, last sync and
+/// our shared heads are the heads before those ([`in_flight_since`]); automerge then
+/// sends only `ours` (the earlier ones are marked sent) and its filter covers the
+/// earlier ones and `ours`.
 fn relayed(
     state: &mut sync::State,
     doc: &Automerge,
@@ -885,14 +927,46 @@ fn relayed(
         || our_heads != encoded.heads
         || encoded.before.is_empty()
         || state.last_sent_heads == our_heads
-        || sorted(their_heads) != encoded.before
-        || sorted(&have.last_sync) != encoded.before
-        || sorted(&state.shared_heads) != encoded.before
-        || !applied(doc, &encoded.before)
     {
         return None;
     }
-    Some(send_as_automerge(state, our_heads, ours))
+    let at = sorted(their_heads);
+    if sorted(&have.last_sync) != at || sorted(&state.shared_heads) != at || !applied(doc, &at) {
+        return None;
+    }
+    let in_flight = in_flight_since(state, encoded, &at)?;
+    Some(send_as_automerge(state, our_heads, ours, &in_flight))
+}
+
+/// The changes between the heads `at` a subscriber is in sync at and `encoded`, when
+/// every one of them was sent to it and it has not answered yet: the earlier encoded
+/// changes since `at` ([`EncodedChanges::earlier`]), all in the session's sent hashes.
+/// Empty when `at` are the heads right before `encoded` (the peer answered everything);
+/// `None` when `at` is no earlier `before` kept, or a change since was not sent (then
+/// automerge would send it too, and decides). With the document still at `encoded`'s
+/// heads, the document's changes since `at` are exactly these and `encoded`'s: each
+/// encoded set holds all the document gained since its `before`, and each one's heads
+/// are the next one's `before`.
+fn in_flight_since(
+    state: &sync::State,
+    encoded: &EncodedChanges,
+    at: &[ChangeHash],
+) -> Option<Vec<ChangeHash>> {
+    if at == encoded.before.as_slice() {
+        return Some(Vec::new());
+    }
+    let from = encoded
+        .earlier
+        .iter()
+        .rposition(|earlier| earlier.before.as_slice() == at)?;
+    let hashes: Vec<ChangeHash> = encoded.earlier[from..]
+        .iter()
+        .flat_map(|earlier| earlier.hashes.iter().copied())
+        .collect();
+    hashes
+        .iter()
+        .all(|hash| state.sent_hashes.contains(hash))
+        .then_some(hashes)
 }
 
 /// The peer's heads and its one summary, when it needs nothing and neither side is
@@ -912,14 +986,16 @@ fn settled_summary(state: &sync::State) -> Option<(&[ChangeHash], &sync::Have)> 
 }
 
 /// The message automerge's generate builds when it sends `ours` (perhaps none) and
-/// needs nothing, and the session it leaves: our heads, a bloom filter over `ours`
-/// (the changes since our shared heads) at those shared heads, no need, `ours` as the
+/// needs nothing, and the session it leaves: our heads, a bloom filter over
+/// `in_flight` and `ours` (the changes since our shared heads) at those shared heads,
+/// no need, `ours` as the
 /// changes (one chunk for a version 2 peer, none when there are none), the sync-reset
 /// flag; responded, heads and hashes sent, in flight.
 fn send_as_automerge(
     state: &mut sync::State,
     our_heads: Vec<ChangeHash>,
     ours: &[&(ChangeHash, Vec<u8>)],
+    in_flight: &[ChangeHash],
 ) -> sync::Message {
     let v2 = state
         .their_capabilities
@@ -935,7 +1011,15 @@ fn send_as_automerge(
     } else {
         ours.iter().map(|(_, bytes)| bytes.clone()).collect()
     };
-    let bloom = sync::BloomFilter::from_hashes(ours.iter().map(|(hash, _)| hash));
+    let bloom = if in_flight.is_empty() {
+        sync::BloomFilter::from_hashes(ours.iter().map(|(hash, _)| hash))
+    } else {
+        let since: Vec<&ChangeHash> = in_flight
+            .iter()
+            .chain(ours.iter().map(|(hash, _)| hash))
+            .collect();
+        sync::BloomFilter::from_hashes(since.into_iter())
+    };
     let mut flags = sync::MessageFlags::new();
     flags.set(sync::MessageFlags::SUPPORTS_SYNC_RESET);
     state.have_responded = true;
@@ -1774,6 +1858,151 @@ mod tests {
         // Generated once, the changes count as sent: a second call adds nothing.
         let again = cached.try_generate_with(id, &server, &encoded).expect("ok");
         assert!(again.is_none_or(|out| !out.carries_changes));
+    }
+
+    /// A change relayed before the subscriber answered the last one: with the earlier
+    /// encoded changes kept (`follows`), its message is still built here, and it is
+    /// automerge's own, byte for byte, with the same session after, for either message
+    /// version: only the new change (the earlier one was sent), a bloom filter over
+    /// both at the heads before the first. Without them, or when the earlier change was
+    /// not sent to this peer, automerge decides. The subscriber then converges.
+    #[test]
+    fn a_subscriber_that_has_not_answered_gets_automerges_message() {
+        let id = DocumentId::random();
+        let mut server = fixed_history(30);
+        let mut reader = Automerge::new();
+        let (mut to_reader, mut reader_side) = (PeerSync::new(), PeerSync::new());
+        converge(
+            &mut to_reader,
+            &mut server,
+            &mut reader_side,
+            &mut reader,
+            id,
+        );
+        let at_rest = to_reader.clone();
+
+        // The first commit goes out; the reader does not answer yet.
+        let before_first = server.get_heads();
+        fixed_put(&mut server, "first", "one");
+        let first = EncodedChanges::since(&server, &before_first);
+        let sent_first = to_reader
+            .try_generate_with(id, &server, &first)
+            .expect("ok")
+            .expect("the first change goes out");
+
+        // The second commit, kept with the first's hashes.
+        let before_second = server.get_heads();
+        fixed_put(&mut server, "second", "two");
+        let alone = EncodedChanges::since(&server, &before_second);
+        let second = alone.clone().follows(&first);
+        assert_eq!(second.earlier.len(), 1);
+        let state = to_reader.states.get(&id).expect("state");
+        let ours = ours_to_send(state, &server, &second);
+        assert_eq!(ours.len(), 1, "only the second change is still to send");
+        assert!(
+            relayed(&mut state.clone(), &server, &second, &ours).is_some(),
+            "built without automerge"
+        );
+        let ours_alone = ours_to_send(state, &server, &alone);
+        assert!(
+            relayed(&mut state.clone(), &server, &alone, &ours_alone).is_none(),
+            "without the first's hashes the filter cannot be told"
+        );
+
+        let mut answer = None;
+        for capability in [sync::Capability::MessageV1, sync::Capability::MessageV2] {
+            let mut plain = to_reader.clone();
+            if let Some(state) = plain.states.get_mut(&id) {
+                state.their_capabilities = Some(vec![capability.clone()]);
+            }
+            let mut cached = plain.clone();
+            let a = plain.try_generate(id, &server).expect("ok").expect("some");
+            let b = cached
+                .try_generate_with(id, &server, &second)
+                .expect("ok")
+                .expect("some");
+            assert_eq!(a, b, "automerge's own message ({capability:?})");
+            assert_eq!(plain.states.get(&id), cached.states.get(&id));
+            let holds_first = server.fork_at(&before_second).expect("after the first");
+            let (message, hashes) = change_hashes(&b.data, &holds_first);
+            assert_eq!(hashes, vec![alone.changes()[0].0], "only the second");
+            assert_eq!(message.have[0].last_sync, before_first);
+            answer.get_or_insert(b);
+        }
+
+        // Not sent the first (its session from before): automerge sends both.
+        let mut unsent = at_rest.clone();
+        let state = unsent.states.get(&id).expect("state");
+        let ours = ours_to_send(state, &server, &second);
+        assert!(relayed(&mut state.clone(), &server, &second, &ours).is_none());
+        let mut plain = at_rest.clone();
+        let a = plain.try_generate(id, &server).expect("ok").expect("some");
+        let b = unsent
+            .try_generate_with(id, &server, &second)
+            .expect("ok")
+            .expect("some");
+        let base = server.fork_at(&before_first).expect("before the first");
+        let ((ma, ha), (mb, hb)) = (change_hashes(&a.data, &base), change_hashes(&b.data, &base));
+        assert_eq!(ha.len(), 2, "automerge sends both");
+        assert_eq!(ha, hb);
+        assert_eq!((ma.heads, ma.need, ma.have), (mb.heads, mb.need, mb.have));
+        assert_eq!(plain.states.get(&id), unsent.states.get(&id));
+
+        // The reader takes both messages in turn and ends at the server's heads.
+        for message in [sent_first.data, answer.expect("a message").data] {
+            reader_side
+                .receive(id, &mut reader, &message)
+                .expect("reader applies");
+        }
+        converge(
+            &mut to_reader,
+            &mut server,
+            &mut reader_side,
+            &mut reader,
+            id,
+        );
+        assert_eq!(reader.get_heads(), server.get_heads());
+    }
+
+    /// `follows` keeps the encoded changes that led up to these, at most
+    /// [`EARLIER_KEPT`] of them, newest last, and none after a gap (changes that did
+    /// not start where the last ones ended).
+    #[test]
+    fn follows_keeps_a_bounded_unbroken_chain() {
+        let mut doc = fixed_history(3);
+        let mut chain = EncodedChanges::default();
+        let mut befores = Vec::new();
+        for i in 0..EARLIER_KEPT + 3 {
+            let before = doc.get_heads();
+            fixed_put(&mut doc, "k", &i.to_string());
+            befores.push(sorted(&before));
+            chain = EncodedChanges::since(&doc, &before).follows(&chain);
+        }
+        assert_eq!(chain.earlier.len(), EARLIER_KEPT);
+        let kept: Vec<_> = chain.earlier.iter().map(|e| e.before.clone()).collect();
+        assert_eq!(
+            kept,
+            befores[befores.len() - 1 - EARLIER_KEPT..befores.len() - 1]
+        );
+        for pair in chain.earlier.windows(2) {
+            let later = doc.fork_at(&pair[1].before).expect("heads");
+            assert_eq!(
+                later
+                    .get_changes(&pair[0].before)
+                    .iter()
+                    .map(|c| c.hash())
+                    .collect::<Vec<_>>(),
+                pair[0].hashes
+            );
+        }
+        // A gap: changes that do not start at the chain's heads keep nothing.
+        let before = doc.get_heads();
+        fixed_put(&mut doc, "gap", "unseen");
+        let skipped = doc.get_heads();
+        fixed_put(&mut doc, "after", "gap");
+        let after_gap = EncodedChanges::since(&doc, &skipped).follows(&chain);
+        assert!(after_gap.earlier.is_empty());
+        assert_ne!(sorted(&before), after_gap.before);
     }
 
     /// A peer that had the encoded changes at its last sync gets none of them, also when
