@@ -694,8 +694,10 @@ fn nothing_to_say(state: &sync::State, doc: &Automerge) -> bool {
 /// applied, built without its two walks over the history (the changes since our shared
 /// heads, for our bloom filter; the changes after the peer's last sync, to send): one
 /// per relayed change, the writer's acknowledgement. It applies when the peer is at
-/// our heads, needs nothing, and summarised exactly the changes of `encoded` (its last
-/// sync is the heads before them) with a bloom filter that claims each of them; and
+/// our heads, needs nothing, and summarised the changes of `encoded` (its last sync is
+/// the heads before them, or before earlier kept changes, [`EncodedChanges::earlier`],
+/// when it sent more before our answer) with a bloom filter that claims each change
+/// since its last sync; and
 /// our shared heads are our heads, which moved since we last sent them. Then automerge
 /// has no change to send (every change after the peer's last sync is in its filter),
 /// needs nothing (it has the peer's heads), its filter covers no change, and it must
@@ -716,12 +718,18 @@ fn acknowledged(
         || state.last_sent_heads == our_heads
         || sorted(their_heads) != our_heads
         || sorted(&state.shared_heads) != our_heads
-        || sorted(&have.last_sync) != encoded.before
-        || !encoded
-            .changes
-            .iter()
-            .all(|(hash, _)| have.bloom.contains_hash(hash))
     {
+        return None;
+    }
+    // automerge offers every change after the writer's last sync (perhaps before
+    // earlier changes of its, not yet acknowledged) and leaves out those its filter
+    // claims: all of them here.
+    let since_last_sync = encoded.earlier_since(&sorted(&have.last_sync))?;
+    let claimed = since_last_sync
+        .iter()
+        .chain(encoded.changes.iter().map(|(hash, _)| hash))
+        .all(|hash| have.bloom.contains_hash(hash));
+    if !claimed {
         return None;
     }
     Some(send_as_automerge(state, our_heads, &[], &[]))
@@ -795,6 +803,28 @@ impl EncodedChanges {
             before,
             earlier: Vec::new(),
         }
+    }
+
+    /// The hashes of the earlier changes kept since heads `from` (sorted), oldest first,
+    /// up to these changes' `before`: empty when `from` are `before`, `None` when they
+    /// are no kept earlier `before`. With the document still at these changes' heads,
+    /// its changes since `from` are exactly these hashes and these changes: each
+    /// encoded set holds all the document gained since its `before`, and each one's
+    /// heads are the next one's `before`.
+    fn earlier_since(&self, from: &[ChangeHash]) -> Option<Vec<ChangeHash>> {
+        if from == self.before.as_slice() {
+            return Some(Vec::new());
+        }
+        let start = self
+            .earlier
+            .iter()
+            .rposition(|earlier| earlier.before.as_slice() == from)?;
+        Some(
+            self.earlier[start..]
+                .iter()
+                .flat_map(|earlier| earlier.hashes.iter().copied())
+                .collect(),
+        )
     }
 
     /// These changes, knowing that `previous` (the document's encoded changes before)
@@ -911,10 +941,12 @@ fn ours_to_send<'e>(
 /// filter over our shared heads, no need, `ours` as the changes (one chunk for a
 /// version 2 peer), the sync-reset flag; and the session: responded, heads and hashes
 /// sent, in flight. Also a subscriber that has not yet answered earlier changes it was
-/// sent (a change came before its answer to the last one): its heads, last sync and
-/// our shared heads are the heads before those ([`in_flight_since`]); automerge then
+/// sent (a change came before its answer to the last one): its heads and our shared
+/// heads are the heads before those ([`EncodedChanges::earlier_since`]); automerge then
 /// sends only `ours` (the earlier ones are marked sent) and its filter covers the
-/// earlier ones and `ours`.
+/// earlier ones and `ours`. And a peer whose last sync lags its heads (a writer
+/// summarises from the heads before its own change) while its filter claims every
+/// change between: automerge leaves those out as claimed.
 fn relayed(
     state: &mut sync::State,
     doc: &Automerge,
@@ -931,42 +963,30 @@ fn relayed(
         return None;
     }
     let at = sorted(their_heads);
-    if sorted(&have.last_sync) != at || sorted(&state.shared_heads) != at || !applied(doc, &at) {
+    if sorted(&state.shared_heads) != at || !applied(doc, &at) {
         return None;
     }
-    let in_flight = in_flight_since(state, encoded, &at)?;
-    Some(send_as_automerge(state, our_heads, ours, &in_flight))
-}
-
-/// The changes between the heads `at` a subscriber is in sync at and `encoded`, when
-/// every one of them was sent to it and it has not answered yet: the earlier encoded
-/// changes since `at` ([`EncodedChanges::earlier`]), all in the session's sent hashes.
-/// Empty when `at` are the heads right before `encoded` (the peer answered everything);
-/// `None` when `at` is no earlier `before` kept, or a change since was not sent (then
-/// automerge would send it too, and decides). With the document still at `encoded`'s
-/// heads, the document's changes since `at` are exactly these and `encoded`'s: each
-/// encoded set holds all the document gained since its `before`, and each one's heads
-/// are the next one's `before`.
-fn in_flight_since(
-    state: &sync::State,
-    encoded: &EncodedChanges,
-    at: &[ChangeHash],
-) -> Option<Vec<ChangeHash>> {
-    if at == encoded.before.as_slice() {
-        return Some(Vec::new());
-    }
-    let from = encoded
-        .earlier
-        .iter()
-        .rposition(|earlier| earlier.before.as_slice() == at)?;
-    let hashes: Vec<ChangeHash> = encoded.earlier[from..]
-        .iter()
-        .flat_map(|earlier| earlier.hashes.iter().copied())
-        .collect();
-    hashes
+    // Sent and not answered yet: automerge leaves them out as sent.
+    let in_flight = encoded.earlier_since(&at)?;
+    if !in_flight
         .iter()
         .all(|hash| state.sent_hashes.contains(hash))
-        .then_some(hashes)
+    {
+        return None;
+    }
+    // The peer summarised before it had them all (a writer's last sync is the heads
+    // before its own change): automerge offers the changes after its last sync, and
+    // leaves out those its filter claims, here every one before `at`.
+    let last_sync = sorted(&have.last_sync);
+    if last_sync != at {
+        let lag = encoded.earlier_since(&last_sync)?;
+        let held = lag.len().checked_sub(in_flight.len())?;
+        if lag[held..] != in_flight[..] || !lag[..held].iter().all(|h| have.bloom.contains_hash(h))
+        {
+            return None;
+        }
+    }
+    Some(send_as_automerge(state, our_heads, ours, &in_flight))
 }
 
 /// The peer's heads and its one summary, when it needs nothing and neither side is
@@ -1962,6 +1982,101 @@ mod tests {
             id,
         );
         assert_eq!(reader.get_heads(), server.get_heads());
+    }
+
+    /// A writer's last sync lags its heads: it summarises from the heads before its own
+    /// change. Sending two changes before our answer, it is still acknowledged without
+    /// automerge; and another writer's change relayed to it before it answered is too.
+    /// Both byte for byte automerge's message, with the same session after, for either
+    /// version; without the earlier changes kept, automerge decides.
+    #[test]
+    fn a_writer_whose_last_sync_lags_gets_automerges_message() {
+        let id = DocumentId::random();
+        let mut server = fixed_history(30);
+        let mut writer = fixed_fork(&Automerge::new(), 0xc1);
+        let (mut to_writer, mut writer_side) = (PeerSync::new(), PeerSync::new());
+        converge(
+            &mut to_writer,
+            &mut server,
+            &mut writer_side,
+            &mut writer,
+            id,
+        );
+        // Same for the same session: automerge's own message and state for each version.
+        let check = |peer: &PeerSync, server: &Automerge, encoded: &EncodedChanges| {
+            for capability in [sync::Capability::MessageV1, sync::Capability::MessageV2] {
+                let mut plain = peer.clone();
+                if let Some(state) = plain.states.get_mut(&id) {
+                    state.their_capabilities = Some(vec![capability.clone()]);
+                }
+                let mut cached = plain.clone();
+                let a = plain.try_generate(id, server).expect("ok");
+                let b = cached.try_generate_with(id, server, encoded).expect("ok");
+                assert!(a.is_some());
+                assert_eq!(a, b, "automerge's own message ({capability:?})");
+                assert_eq!(plain.states.get(&id), cached.states.get(&id));
+            }
+        };
+
+        // Two changes, each sent before the server answered.
+        let mut encoded = EncodedChanges::default();
+        for key in ["one", "two"] {
+            fixed_put(&mut writer, key, "by the writer");
+            let message = writer_side.generate(id, &writer).expect("writer says it");
+            let before = server.get_heads();
+            to_writer
+                .receive(id, &mut server, &message)
+                .expect("server applies");
+            encoded = EncodedChanges::since(&server, &before).follows(&encoded);
+        }
+        let state = to_writer.states.get(&id).expect("state");
+        assert_ne!(last_sync(state), encoded.before, "the last sync lags");
+        assert!(
+            acknowledged(&mut state.clone(), &server, &encoded).is_some(),
+            "acknowledged without automerge"
+        );
+        let unkept = encoded.clone().follows(&EncodedChanges::default());
+        assert!(acknowledged(&mut state.clone(), &server, &unkept).is_none());
+        check(&to_writer, &server, &encoded);
+        to_writer
+            .try_generate_with(id, &server, &encoded)
+            .expect("ok")
+            .expect("the acknowledgement");
+
+        // Another device's change, relayed before the writer answered.
+        let before = server.get_heads();
+        let mut other = fixed_fork(&server, 0xc2);
+        fixed_put(&mut other, "three", "elsewhere");
+        server
+            .apply_changes([other.get_last_local_change().expect("change")])
+            .expect("applies");
+        let third = EncodedChanges::since(&server, &before).follows(&encoded);
+        let state = to_writer.states.get(&id).expect("state");
+        let ours = ours_to_send(state, &server, &third);
+        assert_eq!(ours.len(), 1);
+        assert!(
+            relayed(&mut state.clone(), &server, &third, &ours).is_some(),
+            "relayed without automerge"
+        );
+        let unkept = third.clone().follows(&EncodedChanges::default());
+        let ours_unkept = ours_to_send(state, &server, &unkept);
+        assert!(relayed(&mut state.clone(), &server, &unkept, &ours_unkept).is_none());
+        check(&to_writer, &server, &third);
+        let relay = to_writer
+            .try_generate_with(id, &server, &third)
+            .expect("ok")
+            .expect("the third change");
+        writer_side
+            .receive(id, &mut writer, &relay.data)
+            .expect("writer applies");
+        converge(
+            &mut to_writer,
+            &mut server,
+            &mut writer_side,
+            &mut writer,
+            id,
+        );
+        assert_eq!(writer.get_heads(), server.get_heads());
     }
 
     /// `follows` keeps the encoded changes that led up to these, at most
