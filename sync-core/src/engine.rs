@@ -1728,10 +1728,10 @@ mod tests {
     #[test]
     fn encoded_changes_give_automerges_message_and_state() {
         let id = DocumentId::random();
-        let mut server = with_history(30);
+        let mut server = fixed_history(30);
         let (mut to_reader, mut to_writer) = (PeerSync::new(), PeerSync::new());
         let mut reader = Automerge::new();
-        let mut writer = Automerge::new();
+        let mut writer = fixed_fork(&Automerge::new(), 0xd1);
         let (mut reader_side, mut writer_side) = (PeerSync::new(), PeerSync::new());
         converge(
             &mut to_reader,
@@ -1750,8 +1750,8 @@ mod tests {
 
         // The writer makes two changes and sends them; the server applies them.
         let before = server.get_heads();
-        put(&mut writer, "new", "one");
-        put(&mut writer, "new", "two");
+        fixed_put(&mut writer, "new", "one");
+        fixed_put(&mut writer, "new", "two");
         let message = writer_side
             .generate(id, &writer)
             .expect("writer says something");
