@@ -80,8 +80,13 @@ pub fn apply(data: &[u8]) {
         }
         // The relay's check: only what the changes touched. The whole-document
         // `validate` below is the oracle it must never be more lenient than.
-        schema::validate_changes(doc, &applied.heads_before, applied.new_changes(doc))
-            .map_err(|e| e.to_string())?;
+        schema::validate_changes(
+            doc,
+            &applied.heads_before,
+            applied.new_changes(doc),
+            partition.kind,
+        )
+        .map_err(|e| e.to_string())?;
         Ok(())
     });
     match result {

@@ -278,9 +278,14 @@ pub fn stateful(data: &[u8]) {
                     if meta.partition() != partition {
                         return Err("meta changed".to_string());
                     }
-                    schema::validate_changes(doc, &applied.heads_before, applied.new_changes(doc))
-                        .map(|_| ())
-                        .map_err(|e| e.to_string())
+                    schema::validate_changes(
+                        doc,
+                        &applied.heads_before,
+                        applied.new_changes(doc),
+                        partition.kind,
+                    )
+                    .map(|_| ())
+                    .map_err(|e| e.to_string())
                 });
         match result {
             Err(_) => {

@@ -197,8 +197,9 @@ fn check(c: &mut Criterion) {
                                 doc,
                                 &applied.heads_before,
                                 applied.new_changes(doc),
+                                DocumentKind::Plan,
                             )?;
-                            black_box(checked.meta.partition());
+                            black_box(checked.meta.as_ref().map(|meta| meta.partition()));
                             black_box(checked.may_have_changed("handover"));
                             Ok::<_, schema::SchemaError>(())
                         })
@@ -321,6 +322,7 @@ fn receive_and_store(c: &mut Criterion) {
                                 doc,
                                 &applied.heads_before,
                                 applied.new_changes(doc),
+                                DocumentKind::Plan,
                             )
                             .map(|_| ())
                         })

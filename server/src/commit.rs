@@ -193,14 +193,16 @@ pub async fn apply(
                 now: meta.partition().to_string(),
             };
             // The committed document was valid: only what the new changes touched is
-            // read again (a whole plan costs milliseconds). The changes are handed out
-            // once: the commit below stores and announces the same ones. It reads
-            // `meta` first; a moved partition is refused as such, whatever else is
-            // wrong (meta is read again only then).
+            // read again (a whole plan costs milliseconds), as the partition's kind
+            // (its `meta` was checked against the partition at every commit). The
+            // changes are handed out once: the commit below stores and announces the
+            // same ones. `meta` is read when they wrote to it; a moved partition is
+            // refused as such, whatever else is wrong (meta is read again only then).
             let checked = match schema::validate_changes(
                 doc,
                 &applied.heads_before,
                 applied.new_changes(doc),
+                partition.kind,
             ) {
                 Ok(checked) => checked,
                 Err(e) => {
@@ -210,8 +212,8 @@ pub async fn apply(
                     })
                 }
             };
-            if checked.meta.partition() != partition {
-                return Err(meta_changed(&checked.meta));
+            if let Some(meta) = checked.meta.as_ref().filter(|m| m.partition() != partition) {
+                return Err(meta_changed(meta));
             }
             handover_may_move = checked.may_have_changed("handover");
             queue

@@ -12,20 +12,18 @@ use sync_core::schema::{
     StatusChange, ZrmDomein, ZrmMeasurement,
 };
 
-/// The relay's check of what `doc` gained since `before` (the changes automerge gives
-/// for them, as the relay's come from the message).
-fn validate_since(
-    doc: &Automerge,
-    before: &[automerge::ChangeHash],
-) -> Result<schema::Meta, schema::SchemaError> {
-    checked_since(doc, before).map(|checked| checked.meta)
-}
-
+/// The relay's check of what `doc` gained since `before`; the kind is the document's
+/// at `before`, as the relay's is its partition's (it was valid then).
 fn checked_since(
     doc: &Automerge,
     before: &[automerge::ChangeHash],
 ) -> Result<schema::Checked, schema::SchemaError> {
-    schema::validate_changes(doc, before, &doc.get_changes(before))
+    let kind = doc
+        .fork_at(before)
+        .ok()
+        .and_then(|at| schema::meta::read_meta(&at).ok())
+        .map_or(sync_core::partition::DocumentKind::Plan, |meta| meta.kind);
+    schema::validate_changes(doc, before, &doc.get_changes(before), kind)
 }
 
 fn wijk() -> WijkId {
@@ -187,7 +185,7 @@ fn every_change_validate_refuses_is_refused() {
             "{name}: validate accepts it"
         );
         assert!(
-            validate_since(&doc, &before).is_err(),
+            checked_since(&doc, &before).is_err(),
             "{name}: validate_changes accepts what validate refuses"
         );
     }
@@ -209,7 +207,7 @@ fn valid_changes_pass() {
     })
     .expect("edit");
     schema::validate(&doc).expect("valid");
-    validate_since(&doc, &before).expect("valid changes pass");
+    checked_since(&doc, &before).expect("valid changes pass");
 
     let mut doc = activiteit();
     let before = doc.get_heads();
@@ -218,7 +216,29 @@ fn valid_changes_pass() {
         a.sessions.push(Session::new(date(9), 8, 1.0));
     })
     .expect("edit");
-    validate_since(&doc, &before).expect("valid changes pass");
+    checked_since(&doc, &before).expect("valid changes pass");
+}
+
+/// `meta` is read only when the changes wrote to it: an edit elsewhere is checked as
+/// the kind the caller names, with nothing of `meta` read; a change to `meta` has the
+/// whole document read, `meta` first, and tells what it now is.
+#[test]
+fn meta_is_read_only_when_written() {
+    let mut doc = plan();
+    let before = doc.get_heads();
+    schema::update::<Plan>(&mut doc, |p| p.regiehouder = Some("prof-2".into())).expect("edit");
+    let checked = checked_since(&doc, &before).expect("valid");
+    assert_eq!(checked.meta, None, "meta was not read");
+    assert!(checked.may_have_changed("regiehouder"));
+
+    let before = doc.get_heads();
+    let meta = doc.get(ROOT, "meta").expect("get").expect("meta").1;
+    doc.transact(|tx| tx.put(&meta, "wijk", "assen-zuid").map(|_| ()))
+        .expect("move");
+    let checked = checked_since(&doc, &before).expect("a valid meta");
+    let read = checked.meta.expect("meta was read");
+    assert_eq!(read.wijk.as_str(), "assen-zuid");
+    assert_eq!(checked.fields, None, "the whole document was read");
 }
 
 /// The relay relies on it: what no change touched is not read again, down to the keys
@@ -234,13 +254,13 @@ fn it_reads_only_what_changed() {
         tx.put(ROOT, "regiehouder", "prof-2").expect("put")
     });
     assert!(schema::validate(&doc).is_err());
-    validate_since(&doc, &before).expect("only regiehouder was read");
+    checked_since(&doc, &before).expect("only regiehouder was read");
     // Another key of the broken item: only that key is read.
     let before = doc.get_heads();
     raw(&mut doc, |tx| {
         tx.put(&c, "by", "prof-2").map(drop).expect("put")
     });
-    validate_since(&doc, &before).expect("only the contact's by was read");
+    checked_since(&doc, &before).expect("only the contact's by was read");
     // Deeper inside the broken item (the text of its summary): only that key.
     let Some((_, summary)) = doc.get(&c, "summary").expect("get") else {
         panic!("summary")
@@ -249,11 +269,11 @@ fn it_reads_only_what_changed() {
     raw(&mut doc, |tx| {
         tx.splice_text(&summary, 0, 0, "weer ").expect("splice")
     });
-    validate_since(&doc, &before).expect("only the contact's summary was read");
+    checked_since(&doc, &before).expect("only the contact's summary was read");
     // The broken key itself is read, and refuses.
     let before = doc.get_heads();
     raw(&mut doc, |tx| tx.put(&c, "kind", "uil").expect("put"));
-    assert!(validate_since(&doc, &before).is_err());
+    assert!(checked_since(&doc, &before).is_err());
 }
 
 /// Every field a full plan and activiteit hold is one `validate_changes` knows, so a
@@ -275,7 +295,7 @@ fn every_schema_field_is_known() {
                 tx.insert(&l, 0, 99).expect("insert");
             });
             assert!(
-                validate_since(&broken, &before).is_err(),
+                checked_since(&broken, &before).is_err(),
                 "field {key} is not checked by validate_changes"
             );
         }
@@ -300,7 +320,7 @@ fn emptying_a_text_title_is_refused() {
     });
     assert!(schema::validate(&doc).is_err(), "validate accepts it");
     assert!(
-        validate_since(&doc, &before).is_err(),
+        checked_since(&doc, &before).is_err(),
         "validate_changes accepts an empty title"
     );
 }
@@ -367,9 +387,14 @@ fn a_delete_revealing_a_hidden_item_is_refused() {
     doc.apply_changes([crafted.clone()]).expect("apply");
     assert!(schema::validate(&doc).is_err(), "the hidden value shows");
     assert!(
-        schema::validate_changes(&doc, &before, &[crafted])
-            .map(drop)
-            .is_err(),
+        schema::validate_changes(
+            &doc,
+            &before,
+            &[crafted],
+            sync_core::partition::DocumentKind::Plan
+        )
+        .map(drop)
+        .is_err(),
         "validate_changes accepts a revealed invalid item"
     );
 }
@@ -558,7 +583,7 @@ fn writes() -> Vec<Write> {
     writes
 }
 
-fn verdict(result: Result<schema::Meta, schema::SchemaError>) -> Result<(), String> {
+fn verdict<T>(result: Result<T, schema::SchemaError>) -> Result<(), String> {
     result.map(drop).map_err(|e| e.to_string())
 }
 
@@ -583,7 +608,7 @@ fn one_key_of_an_item_is_checked_as_validate_checks_it() {
                 refused += usize::from(whole.is_err());
                 accepted += usize::from(whole.is_ok());
                 assert_eq!(
-                    verdict(validate_since(&doc, &before)),
+                    verdict(checked_since(&doc, &before)),
                     whole,
                     "{list}[1].{key} = {write:?}"
                 );
@@ -613,8 +638,8 @@ fn every_key_of_a_full_item_is_known() {
             raw(&mut doc, |tx| {
                 Write::List(vec![ScalarValue::Int(99)]).apply(tx, &second, &key)
             });
-            let err = validate_since(&doc, &before)
-                .expect_err(&format!("{list}[1].{key} is not checked"));
+            let err =
+                checked_since(&doc, &before).expect_err(&format!("{list}[1].{key} is not checked"));
             assert!(
                 err.path()
                     .is_some_and(|p| p.contains(&format!("[1].{key}"))),
@@ -644,7 +669,7 @@ fn an_edit_of_one_key_reads_only_that_key() {
             schema::validate(&doc).is_err(),
             "{list}: validate reads it all"
         );
-        validate_since(&doc, &before)
+        checked_since(&doc, &before)
             .unwrap_or_else(|e| panic!("{list}[1].{edited} read more than that key: {e}"));
         // A new item is read whole, even if a change wrote only one key of it.
         let before = doc.get_heads();
@@ -654,7 +679,7 @@ fn an_edit_of_one_key_reads_only_that_key() {
             same.apply(tx, &new, edited);
         });
         assert!(
-            validate_since(&doc, &before).is_err(),
+            checked_since(&doc, &before).is_err(),
             "{list}: a new item was not read whole"
         );
     }
@@ -714,11 +739,11 @@ fn removing_items_reads_none_of_the_rest() {
         }
     });
     assert!(schema::validate(&doc).is_err());
-    validate_since(&doc, &before).expect("nothing left was read");
+    checked_since(&doc, &before).expect("nothing left was read");
     // A list cleared as a client clears it (a cursor lookup of the removed elements
     // once tripped automerge 0.12's own debug checks here).
     let mut doc = plan();
     let before = doc.get_heads();
     schema::update::<Plan>(&mut doc, |p| p.contacts.clear()).expect("edit");
-    validate_since(&doc, &before).expect("valid");
+    checked_since(&doc, &before).expect("valid");
 }

@@ -1251,12 +1251,14 @@ mod tests {
         })?;
         let (_, meta_after) = automerge::ReadDoc::get(&doc, ROOT, "meta")?.ok_or("meta")?;
         assert_eq!(meta_before, meta_after);
-        assert_eq!(
-            crate::schema::validate_changes(&doc, &heads, &doc.get_changes(&heads))?
-                .meta
-                .schema,
-            1
-        );
+        let checked = crate::schema::validate_changes(
+            &doc,
+            &heads,
+            &doc.get_changes(&heads),
+            DocumentKind::Plan,
+        )?;
+        assert_eq!(checked.meta, None, "meta untouched, not read");
+        assert_eq!(validate(&doc)?.schema, 1);
         assert_eq!(Plan::read(&doc)?.status_history.len(), 1);
         Ok(())
     }

@@ -29,14 +29,17 @@ pub fn validate(doc: &Automerge) -> Result<Meta, SchemaError> {
 type Touched = BTreeMap<String, Option<Items>>;
 
 /// Checks a document after changes were applied to it, reading only what those changes
-/// touched: `meta` always, then each top-level field a change wrote to; of a list
+/// touched: each top-level field a change wrote to, as the type `kind` names; of a list
 /// field (goals, contacts, sessions, ...) only the items written to, and of an item
 /// that existed before only the keys written to (a new item is read whole).
 ///
 /// `before` are heads at which the document was valid (the relay commits nothing
 /// else), and `changes` every change the document has beyond them: what
 /// `doc.get_changes(before)` gives, which the relay takes from the received message
-/// (`engine::Applied::new_changes`) rather than have automerge encode them again. A
+/// (`engine::Applied::new_changes`) rather than have automerge encode them again.
+/// `kind` is the document's `meta.kind` at `before` (the relay's: its partition's,
+/// which `meta` was checked against at every commit); changes that write to `meta`
+/// have the whole document read, `meta` first. A
 /// schema has no rule across fields or list items, and no item type checked by key has
 /// one across its keys ([`KeyCheck`]), so a part no change touched is as valid as it
 /// was. Reading a whole plan costs milliseconds in automerge 0.12 (a map lookup is
@@ -50,9 +53,14 @@ pub fn validate_changes(
     doc: &Automerge,
     before: &[ChangeHash],
     changes: &[Change],
+    kind: DocumentKind,
 ) -> Result<Checked, SchemaError> {
-    let meta = read_meta(doc)?;
-    let whole = |doc| validate(doc).map(|meta| Checked { meta, fields: None });
+    let whole = |doc| {
+        validate(doc).map(|meta| Checked {
+            meta: Some(meta),
+            fields: None,
+        })
+    };
     if before.is_empty() {
         return whole(doc);
     }
@@ -60,25 +68,27 @@ pub fn validate_changes(
     let Some(touched) = touched(doc, before, changes).filter(|t| !t.contains_key("meta")) else {
         return whole(doc);
     };
-    let root = MapReader::new(doc, automerge::ROOT, Path::root(meta.kind.as_str()));
+    let root = MapReader::new(doc, automerge::ROOT, Path::root(kind.as_str()));
     for (key, items) in &touched {
-        match meta.kind {
+        match kind {
             DocumentKind::Plan => Plan::check_field(&root, key, items.as_ref())?,
             DocumentKind::Activiteit => Activiteit::check_field(&root, key, items.as_ref())?,
         };
     }
     Ok(Checked {
-        meta,
+        meta: None,
         fields: Some(touched.into_keys().collect()),
     })
 }
 
-/// What [`validate_changes`] found valid: the document's `meta`, and which top-level
-/// fields the changes wrote to, so a caller that derives something from a field
-/// (the relay's hand-over flag) reads it again only when it may have moved.
+/// What [`validate_changes`] found valid: the document's `meta` when it was read, and
+/// which top-level fields the changes wrote to, so a caller that derives something from
+/// a field (the relay's hand-over flag) reads it again only when it may have moved.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Checked {
-    pub meta: Meta,
+    /// Read with the whole document (see `fields`); `None` when the changes did not
+    /// write to `meta`, which is then as it was at `before`.
+    pub meta: Option<Meta>,
     /// The top-level fields the changes wrote to, at any depth; `None` when the whole
     /// document was read instead (the first changes, `meta` changed, or what they
     /// touched could not be told), so any field may have moved.
