@@ -12,6 +12,7 @@
 #
 #   bash bench/compare.sh                                    # defaults below
 #   RATES="50 100 200" REPLAY_SECS=20 bash bench/compare.sh  # other rates, longer
+#   RATES="50 100 140 700 800 900" REFERENCE_RATES="50 100 140" bash bench/compare.sh
 #   ROUNDS=3 SCALE=0.1 LOADGEN_ARGS="--live-secs 20" bash bench/compare.sh
 #   BUURTSYNC=/old/buurtsync LOADGEN=/old/buurtsync-loadgen bash bench/compare.sh
 #
@@ -24,6 +25,9 @@ ROUNDS=${ROUNDS:-1}
 SCALE=${SCALE:-0.05}
 # Offered rates (changes/s) of the capacity curves, and the seconds each replay lasts.
 RATES=${RATES:-"25 50 100 200 400"}
+# The rates the reference server is replayed at (default: all of $RATES). Past its
+# knee each replay waits out the drain, minutes that say nothing new.
+REFERENCE_RATES=${REFERENCE_RATES:-$RATES}
 REPLAY_SECS=${REPLAY_SECS:-10}
 # The recorded population: the 96-device live phase of the earlier comparisons.
 RECORD_ARGS=${RECORD_ARGS:-"--professionals 48 --volunteers 48"}
@@ -119,7 +123,9 @@ step "record the live phase once: $changes changes ($RECORD_ARGS, scale $SCALE)"
 "$LOADGEN" record --scale "$SCALE" $RECORD_ARGS --changes "$changes" --out "$OUT/recording.json"
 i=0
 for rate in $RATES; do
-  if (( i % 2 == 0 )); then
+  if [[ " $REFERENCE_RATES " != *" $rate "* ]]; then
+    replay_at ours "$rate"
+  elif (( i % 2 == 0 )); then
     replay_at ours "$rate"; replay_at reference "$rate"
   else
     replay_at reference "$rate"; replay_at ours "$rate"
