@@ -1890,15 +1890,7 @@ mod tests {
     fn a_subscriber_that_has_not_answered_gets_automerges_message() {
         let id = DocumentId::random();
         let mut server = fixed_history(30);
-        let mut reader = Automerge::new();
-        let (mut to_reader, mut reader_side) = (PeerSync::new(), PeerSync::new());
-        converge(
-            &mut to_reader,
-            &mut server,
-            &mut reader_side,
-            &mut reader,
-            id,
-        );
+        let (mut reader, mut to_reader, mut reader_side) = device_in_sync(&mut server, id);
         let at_rest = to_reader.clone();
 
         // The first commit goes out; the reader does not answer yet.
@@ -1929,26 +1921,11 @@ mod tests {
             "without the first's hashes the filter cannot be told"
         );
 
-        let mut answer = None;
-        for capability in [sync::Capability::MessageV1, sync::Capability::MessageV2] {
-            let mut plain = to_reader.clone();
-            if let Some(state) = plain.states.get_mut(&id) {
-                state.their_capabilities = Some(vec![capability.clone()]);
-            }
-            let mut cached = plain.clone();
-            let a = plain.try_generate(id, &server).expect("ok").expect("some");
-            let b = cached
-                .try_generate_with(id, &server, &second)
-                .expect("ok")
-                .expect("some");
-            assert_eq!(a, b, "automerge's own message ({capability:?})");
-            assert_eq!(plain.states.get(&id), cached.states.get(&id));
-            let holds_first = server.fork_at(&before_second).expect("after the first");
-            let (message, hashes) = change_hashes(&b.data, &holds_first);
-            assert_eq!(hashes, vec![alone.changes()[0].0], "only the second");
-            assert_eq!(message.have[0].last_sync, before_first);
-            answer.get_or_insert(b);
-        }
+        let answer = automerges_own_in_both_versions(&to_reader, id, &server, &second);
+        let holds_first = server.fork_at(&before_second).expect("after the first");
+        let (message, hashes) = change_hashes(&answer.data, &holds_first);
+        assert_eq!(hashes, vec![alone.changes()[0].0], "only the second");
+        assert_eq!(message.have[0].last_sync, before_first);
 
         // Not sent the first (its session from before): automerge sends both.
         let mut unsent = at_rest.clone();
@@ -1969,7 +1946,7 @@ mod tests {
         assert_eq!(plain.states.get(&id), unsent.states.get(&id));
 
         // The reader takes both messages in turn and ends at the server's heads.
-        for message in [sent_first.data, answer.expect("a message").data] {
+        for message in [sent_first.data, answer.data] {
             reader_side
                 .receive(id, &mut reader, &message)
                 .expect("reader applies");
@@ -1993,30 +1970,8 @@ mod tests {
     fn a_writer_whose_last_sync_lags_gets_automerges_message() {
         let id = DocumentId::random();
         let mut server = fixed_history(30);
-        let mut writer = fixed_fork(&Automerge::new(), 0xc1);
-        let (mut to_writer, mut writer_side) = (PeerSync::new(), PeerSync::new());
-        converge(
-            &mut to_writer,
-            &mut server,
-            &mut writer_side,
-            &mut writer,
-            id,
-        );
-        // Same for the same session: automerge's own message and state for each version.
-        let check = |peer: &PeerSync, server: &Automerge, encoded: &EncodedChanges| {
-            for capability in [sync::Capability::MessageV1, sync::Capability::MessageV2] {
-                let mut plain = peer.clone();
-                if let Some(state) = plain.states.get_mut(&id) {
-                    state.their_capabilities = Some(vec![capability.clone()]);
-                }
-                let mut cached = plain.clone();
-                let a = plain.try_generate(id, server).expect("ok");
-                let b = cached.try_generate_with(id, server, encoded).expect("ok");
-                assert!(a.is_some());
-                assert_eq!(a, b, "automerge's own message ({capability:?})");
-                assert_eq!(plain.states.get(&id), cached.states.get(&id));
-            }
-        };
+        let (device, mut to_writer, mut writer_side) = device_in_sync(&mut server, id);
+        let mut writer = device.with_actor(automerge::ActorId::from([0xc1; 16]));
 
         // Two changes, each sent before the server answered.
         let mut encoded = EncodedChanges::default();
@@ -2037,7 +1992,7 @@ mod tests {
         );
         let unkept = encoded.clone().follows(&EncodedChanges::default());
         assert!(acknowledged(&mut state.clone(), &server, &unkept).is_none());
-        check(&to_writer, &server, &encoded);
+        automerges_own_in_both_versions(&to_writer, id, &server, &encoded);
         to_writer
             .try_generate_with(id, &server, &encoded)
             .expect("ok")
@@ -2061,7 +2016,7 @@ mod tests {
         let unkept = third.clone().follows(&EncodedChanges::default());
         let ours_unkept = ours_to_send(state, &server, &unkept);
         assert!(relayed(&mut state.clone(), &server, &unkept, &ours_unkept).is_none());
-        check(&to_writer, &server, &third);
+        automerges_own_in_both_versions(&to_writer, id, &server, &third);
         let relay = to_writer
             .try_generate_with(id, &server, &third)
             .expect("ok")
@@ -2177,6 +2132,32 @@ mod tests {
 
     /// None of `encoded` is ours to send to this peer, and the message and the state
     /// are automerge's own.
+    /// `try_generate_with` gives automerge's own message (byte for byte) and leaves the
+    /// same session, to the peer as a version 1 and as a version 2 peer; returns the
+    /// version 2 message.
+    fn automerges_own_in_both_versions(
+        to_peer: &PeerSync,
+        id: DocumentId,
+        server: &Automerge,
+        encoded: &EncodedChanges,
+    ) -> Outgoing {
+        let mut last = None;
+        for capability in [sync::Capability::MessageV1, sync::Capability::MessageV2] {
+            let mut plain = to_peer.clone();
+            if let Some(state) = plain.states.get_mut(&id) {
+                state.their_capabilities = Some(vec![capability.clone()]);
+            }
+            let mut cached = plain.clone();
+            let a = plain.try_generate(id, server).expect("ok");
+            let b = cached.try_generate_with(id, server, encoded).expect("ok");
+            assert!(a.is_some(), "a message ({capability:?})");
+            assert_eq!(a, b, "automerge's own message ({capability:?})");
+            assert_eq!(plain.states.get(&id), cached.states.get(&id));
+            last = b;
+        }
+        last.expect("a message")
+    }
+
     fn check_automerges_own(
         to_peer: &PeerSync,
         id: DocumentId,
