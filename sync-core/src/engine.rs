@@ -1858,20 +1858,15 @@ mod tests {
         }
         let unclaimed_state = unclaimed.states.get(&id).expect("state").clone();
         assert!(acknowledged(&mut unclaimed_state.clone(), &server, &encoded).is_none());
-        let mut plain = unclaimed.clone();
-        let a = plain.try_generate(id, &server).expect("ok").expect("some");
-        let b = unclaimed
-            .try_generate_with(id, &server, &encoded)
-            .expect("ok")
-            .expect("some");
         let base = server
             .fork_at(&before)
             .expect("the server before the commit");
-        let ((ma, ha), (mb, hb)) = (change_hashes(&a.data, &base), change_hashes(&b.data, &base));
-        assert_eq!(ha.len(), 2, "automerge sends the changes the summary lacks");
-        assert_eq!(ha, hb, "the same changes");
-        assert_eq!((ma.heads, ma.need, ma.have), (mb.heads, mb.need, mb.have));
-        assert_eq!(plain.states.get(&id), unclaimed.states.get(&id));
+        let sent = automerges_changes(&unclaimed, id, &server, &encoded, &base);
+        assert_eq!(
+            sent.len(),
+            2,
+            "automerge sends the changes the summary lacks"
+        );
         let mut cached = to_writer.clone();
         cached.try_generate_with(id, &server, &encoded).expect("ok");
 
@@ -1928,22 +1923,12 @@ mod tests {
         assert_eq!(message.have[0].last_sync, before_first);
 
         // Not sent the first (its session from before): automerge sends both.
-        let mut unsent = at_rest.clone();
-        let state = unsent.states.get(&id).expect("state");
+        let state = at_rest.states.get(&id).expect("state");
         let ours = ours_to_send(state, &server, &second);
         assert!(relayed(&mut state.clone(), &server, &second, &ours).is_none());
-        let mut plain = at_rest.clone();
-        let a = plain.try_generate(id, &server).expect("ok").expect("some");
-        let b = unsent
-            .try_generate_with(id, &server, &second)
-            .expect("ok")
-            .expect("some");
         let base = server.fork_at(&before_first).expect("before the first");
-        let ((ma, ha), (mb, hb)) = (change_hashes(&a.data, &base), change_hashes(&b.data, &base));
-        assert_eq!(ha.len(), 2, "automerge sends both");
-        assert_eq!(ha, hb);
-        assert_eq!((ma.heads, ma.need, ma.have), (mb.heads, mb.need, mb.have));
-        assert_eq!(plain.states.get(&id), unsent.states.get(&id));
+        let sent = automerges_changes(&at_rest, id, &server, &second, &base);
+        assert_eq!(sent.len(), 2, "automerge sends both");
 
         // The reader takes both messages in turn and ends at the server's heads.
         for message in [sent_first.data, answer.data] {
@@ -2156,6 +2141,29 @@ mod tests {
             last = b;
         }
         last.expect("a message")
+    }
+
+    /// `try_generate_with` sends the changes automerge's generate sends (to a peer
+    /// holding `base`) with the same heads, need and summary, and leaves the same
+    /// session; returns their hashes, sorted.
+    fn automerges_changes(
+        to_peer: &PeerSync,
+        id: DocumentId,
+        server: &Automerge,
+        encoded: &EncodedChanges,
+        base: &Automerge,
+    ) -> Vec<ChangeHash> {
+        let (mut plain, mut cached) = (to_peer.clone(), to_peer.clone());
+        let a = plain.try_generate(id, server).expect("ok").expect("some");
+        let b = cached
+            .try_generate_with(id, server, encoded)
+            .expect("ok")
+            .expect("some");
+        let ((ma, ha), (mb, hb)) = (change_hashes(&a.data, base), change_hashes(&b.data, base));
+        assert_eq!(ha, hb, "the same changes");
+        assert_eq!((ma.heads, ma.need, ma.have), (mb.heads, mb.need, mb.have));
+        assert_eq!(plain.states.get(&id), cached.states.get(&id));
+        ha
     }
 
     fn check_automerges_own(
