@@ -331,7 +331,7 @@ pub fn stateful(data: &[u8]) {
                         "the changes the message added are not get_changes(heads before)"
                     );
                     // As the hub keeps them: with the earlier commits that led up.
-                    recent = handed_out.follows(&recent);
+                    recent = handed_out.follows(recent);
                 }
             }
         }

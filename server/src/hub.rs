@@ -898,7 +898,7 @@ impl Hub {
                 .fetch_sub(before - after, Ordering::Relaxed);
         }
         state.saved_heads = heads;
-        state.recent = encoded.follows(&state.recent);
+        state.recent = encoded.follows(std::mem::take(&mut state.recent));
         self.enforce_budget();
         Ok(true)
     }

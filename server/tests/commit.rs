@@ -313,7 +313,7 @@ async fn commit_stores_automerges_bytes_of_the_new_changes() {
     assert_eq!(automerges.changes().len(), 3);
     // Set aside the earlier commit's hashes it also keeps (`follows` an empty set
     // keeps none).
-    let kept = state.recent.clone().follows(&EncodedChanges::default());
+    let kept = state.recent.clone().follows(EncodedChanges::default());
     assert_eq!(kept, automerges, "kept for the subscribers");
     drop(state);
     let stored = fx.stored_document().await;

@@ -833,18 +833,19 @@ impl EncodedChanges {
     /// Then a subscriber that has not answered them yet still gets its message built
     /// here rather than by automerge ([`relayed`]). Otherwise nothing is kept.
     #[must_use]
-    pub fn follows(mut self, previous: &EncodedChanges) -> Self {
+    pub fn follows(mut self, previous: EncodedChanges) -> Self {
         self.earlier.clear();
         if previous.changes.is_empty() || previous.heads != self.before {
             return self;
         }
-        let skip = (previous.earlier.len() + 1).saturating_sub(EARLIER_KEPT);
-        self.earlier
-            .extend(previous.earlier.iter().skip(skip).cloned());
-        self.earlier.push(Earlier {
-            before: previous.before.clone(),
+        // Moved, not copied: the hub replaces `previous` with these at every commit.
+        let mut earlier = previous.earlier;
+        earlier.drain(..(earlier.len() + 1).saturating_sub(EARLIER_KEPT));
+        earlier.push(Earlier {
+            before: previous.before,
             hashes: previous.changes.iter().map(|(hash, _)| *hash).collect(),
         });
+        self.earlier = earlier;
         self
     }
 
@@ -1901,7 +1902,7 @@ mod tests {
         let before_second = server.get_heads();
         fixed_put(&mut server, "second", "two");
         let alone = EncodedChanges::since(&server, &before_second);
-        let second = alone.clone().follows(&first);
+        let second = alone.clone().follows(first.clone());
         assert_eq!(second.earlier.len(), 1);
         let state = to_reader.states.get(&id).expect("state");
         let ours = ours_to_send(state, &server, &second);
@@ -1967,7 +1968,7 @@ mod tests {
             to_writer
                 .receive(id, &mut server, &message)
                 .expect("server applies");
-            encoded = EncodedChanges::since(&server, &before).follows(&encoded);
+            encoded = EncodedChanges::since(&server, &before).follows(encoded);
         }
         let state = to_writer.states.get(&id).expect("state");
         assert_ne!(last_sync(state), encoded.before, "the last sync lags");
@@ -1975,7 +1976,7 @@ mod tests {
             acknowledged(&mut state.clone(), &server, &encoded).is_some(),
             "acknowledged without automerge"
         );
-        let unkept = encoded.clone().follows(&EncodedChanges::default());
+        let unkept = encoded.clone().follows(EncodedChanges::default());
         assert!(acknowledged(&mut state.clone(), &server, &unkept).is_none());
         automerges_own_in_both_versions(&to_writer, id, &server, &encoded);
         to_writer
@@ -1990,7 +1991,7 @@ mod tests {
         server
             .apply_changes([other.get_last_local_change().expect("change")])
             .expect("applies");
-        let third = EncodedChanges::since(&server, &before).follows(&encoded);
+        let third = EncodedChanges::since(&server, &before).follows(encoded);
         let state = to_writer.states.get(&id).expect("state");
         let ours = ours_to_send(state, &server, &third);
         assert_eq!(ours.len(), 1);
@@ -1998,7 +1999,7 @@ mod tests {
             relayed(&mut state.clone(), &server, &third, &ours).is_some(),
             "relayed without automerge"
         );
-        let unkept = third.clone().follows(&EncodedChanges::default());
+        let unkept = third.clone().follows(EncodedChanges::default());
         let ours_unkept = ours_to_send(state, &server, &unkept);
         assert!(relayed(&mut state.clone(), &server, &unkept, &ours_unkept).is_none());
         automerges_own_in_both_versions(&to_writer, id, &server, &third);
@@ -2031,7 +2032,7 @@ mod tests {
             let before = doc.get_heads();
             fixed_put(&mut doc, "k", &i.to_string());
             befores.push(sorted(&before));
-            chain = EncodedChanges::since(&doc, &before).follows(&chain);
+            chain = EncodedChanges::since(&doc, &before).follows(chain);
         }
         assert_eq!(chain.earlier.len(), EARLIER_KEPT);
         let kept: Vec<_> = chain.earlier.iter().map(|e| e.before.clone()).collect();
@@ -2055,7 +2056,7 @@ mod tests {
         fixed_put(&mut doc, "gap", "unseen");
         let skipped = doc.get_heads();
         fixed_put(&mut doc, "after", "gap");
-        let after_gap = EncodedChanges::since(&doc, &skipped).follows(&chain);
+        let after_gap = EncodedChanges::since(&doc, &skipped).follows(chain);
         assert!(after_gap.earlier.is_empty());
         assert_ne!(sorted(&before), after_gap.before);
     }
