@@ -3,6 +3,12 @@
 use clap::{CommandFactory, FromArgMatches};
 use tracing_subscriber::EnvFilter;
 
+/// jemalloc rather than glibc's malloc: the relay allocates and frees many short-lived
+/// buffers per change on two threads, where glibc's arenas cost 6 % of the CPU more at
+/// the same peak RSS (issue 18; docs/performance.md, "CPU per change, session 9").
+#[global_allocator]
+static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let matches = buurtsync_server::cli::Cli::command().get_matches();
