@@ -440,10 +440,10 @@ impl PeerSync {
             }
             return self.try_generate(id, doc);
         }
-        if let Some(message) = relayed(state, doc, encoded, &ours) {
+        if let Some(data) = relayed(state, doc, encoded, &ours) {
             return Ok(Some(Outgoing {
                 carries_changes: true,
-                data: message.encode(),
+                data,
             }));
         }
         // `ours_to_send` took only hashes that were not marked sent.
@@ -756,7 +756,81 @@ pub struct EncodedChanges {
     /// one's `before` (the last one's heads are this `before`): what a subscriber that
     /// has not yet answered them has been sent ([`Self::follows`], [`relayed`]).
     earlier: Vec<Earlier>,
+    /// The messages [`relayed`] built from these changes, encoded, for every other
+    /// subscriber in the same place to send as they are.
+    built: Built,
 }
+
+/// Encoded messages that [`relayed`] built for subscribers: each is a function of the
+/// changes (all of them go), the peer's message version and our shared heads with it
+/// (which also fix the earlier changes in flight), so every subscriber that was in
+/// sync at the same heads gets the same bytes. Encoding one is most of a relay's cost
+/// per subscriber after the changes themselves (the bloom filter, the copy of each
+/// change, the growing buffer): 8 subscribers a change in the live phase. Subscribers'
+/// connections generate on their own tasks, under the document's lock, so this is
+/// behind a mutex that nobody waits for.
+#[derive(Debug, Default)]
+struct Built(std::sync::Mutex<Vec<BuiltMessage>>);
+
+/// One message in [`Built`].
+#[derive(Debug)]
+struct BuiltMessage {
+    v2: bool,
+    shared_heads: Vec<ChangeHash>,
+    data: Vec<u8>,
+}
+
+/// Places (version, shared heads) [`Built`] keeps messages for; subscribers elsewhere
+/// have theirs built each time.
+const BUILT_KEPT: usize = 4;
+
+impl Built {
+    /// The message for a peer of version `v2` at `shared_heads`: the kept one, or
+    /// `build`'s, kept when there is room.
+    fn get_or_build(
+        &self,
+        v2: bool,
+        shared_heads: &[ChangeHash],
+        build: impl FnOnce() -> Vec<u8>,
+    ) -> Vec<u8> {
+        let mut built = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(kept) = built
+            .iter()
+            .find(|b| b.v2 == v2 && b.shared_heads == shared_heads)
+        {
+            return kept.data.clone();
+        }
+        let data = build();
+        if built.len() < BUILT_KEPT {
+            built.push(BuiltMessage {
+                v2,
+                shared_heads: shared_heads.to_vec(),
+                data: data.clone(),
+            });
+        }
+        data
+    }
+}
+
+/// A copy starts empty: what it would hold is built again on demand.
+impl Clone for Built {
+    fn clone(&self) -> Self {
+        Built::default()
+    }
+}
+
+/// What is built is derived from the rest of [`EncodedChanges`]: it takes no part in
+/// equality.
+impl PartialEq for Built {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl Eq for Built {}
 
 /// Encoded changes that came before others ([`EncodedChanges::earlier`]): the heads
 /// before them (sorted) and their hashes.
@@ -802,6 +876,7 @@ impl EncodedChanges {
             heads,
             before,
             earlier: Vec::new(),
+            built: Built::default(),
         }
     }
 
@@ -835,6 +910,8 @@ impl EncodedChanges {
     #[must_use]
     pub fn follows(mut self, previous: EncodedChanges) -> Self {
         self.earlier.clear();
+        // What was built assumed no earlier changes.
+        self.built = Built::default();
         if previous.changes.is_empty() || previous.heads != self.before {
             return self;
         }
@@ -953,7 +1030,7 @@ fn relayed(
     doc: &Automerge,
     encoded: &EncodedChanges,
     ours: &[&(ChangeHash, Vec<u8>)],
-) -> Option<sync::Message> {
+) -> Option<Vec<u8>> {
     let (their_heads, have) = settled_summary(state)?;
     let our_heads = doc.get_heads();
     if ours.len() != encoded.changes.len()
@@ -987,7 +1064,19 @@ fn relayed(
             return None;
         }
     }
-    Some(send_as_automerge(state, our_heads, ours, &in_flight))
+    // The message is the same for every peer of this version at these shared heads
+    // (`ours` are all of `encoded`): built once, the session moved for each.
+    let v2 = reads_v2(state);
+    let shared_heads = state.shared_heads.clone();
+    let mut moved = false;
+    let data = encoded.built.get_or_build(v2, &shared_heads, || {
+        moved = true;
+        send_as_automerge(state, our_heads.clone(), ours, &in_flight).encode()
+    });
+    if !moved {
+        mark_sent(state, our_heads, ours);
+    }
+    Some(data)
 }
 
 /// The peer's heads and its one summary, when it needs nothing and neither side is
@@ -1018,10 +1107,7 @@ fn send_as_automerge(
     ours: &[&(ChangeHash, Vec<u8>)],
     in_flight: &[ChangeHash],
 ) -> sync::Message {
-    let v2 = state
-        .their_capabilities
-        .as_ref()
-        .is_some_and(|caps| caps.contains(&sync::Capability::MessageV2));
+    let v2 = reads_v2(state);
     let chunks: Vec<Vec<u8>> = if ours.is_empty() {
         Vec::new()
     } else if v2 {
@@ -1043,17 +1129,12 @@ fn send_as_automerge(
     };
     let mut flags = sync::MessageFlags::new();
     flags.set(sync::MessageFlags::SUPPORTS_SYNC_RESET);
-    state.have_responded = true;
-    state.last_sent_heads.clone_from(&our_heads);
-    state.sent_hashes.extend(ours.iter().map(|(hash, _)| *hash));
-    state.in_flight = true;
+    let last_sync = state.shared_heads.clone();
+    mark_sent(state, our_heads.clone(), ours);
     sync::Message {
         heads: our_heads,
         need: Vec::new(),
-        have: vec![sync::Have {
-            last_sync: state.shared_heads.clone(),
-            bloom,
-        }],
+        have: vec![sync::Have { last_sync, bloom }],
         changes: chunks.into(),
         flags: Some(flags),
         version: if v2 {
@@ -1062,6 +1143,23 @@ fn send_as_automerge(
             sync::MessageVersion::V1
         },
     }
+}
+
+/// How automerge's generate moves the session when it sends `ours` (perhaps none) at
+/// `our_heads`: responded, heads and hashes sent, in flight.
+fn mark_sent(state: &mut sync::State, our_heads: Vec<ChangeHash>, ours: &[&(ChangeHash, Vec<u8>)]) {
+    state.have_responded = true;
+    state.last_sent_heads = our_heads;
+    state.sent_hashes.extend(ours.iter().map(|(hash, _)| *hash));
+    state.in_flight = true;
+}
+
+/// Does the peer read sync messages of version 2 (it said so)?
+fn reads_v2(state: &sync::State) -> bool {
+    state
+        .their_capabilities
+        .as_ref()
+        .is_some_and(|caps| caps.contains(&sync::Capability::MessageV2))
 }
 
 /// `hashes` sorted, as `get_heads` gives heads.
@@ -1945,6 +2043,39 @@ mod tests {
             id,
         );
         assert_eq!(reader.get_heads(), server.get_heads());
+    }
+
+    /// Subscribers in one place (message version, shared heads) get the message built
+    /// for the first of them, byte for byte automerge's for each, each session moved as
+    /// automerge moves it; a subscriber that has not answered the change before is
+    /// elsewhere and gets its own.
+    #[test]
+    fn subscribers_in_one_place_share_one_built_message() {
+        let id = DocumentId::random();
+        let mut server = fixed_history(30);
+        let (_, mut to_late, _) = device_in_sync(&mut server, id);
+        let before_first = server.get_heads();
+        fixed_put(&mut server, "first", "one");
+        let first = EncodedChanges::since(&server, &before_first);
+        to_late
+            .try_generate_with(id, &server, &first)
+            .expect("ok")
+            .expect("the first change goes out, not answered");
+        let (_, to_a, _) = device_in_sync(&mut server, id);
+        let (_, to_b, _) = device_in_sync(&mut server, id);
+        let before_second = server.get_heads();
+        fixed_put(&mut server, "second", "two");
+        let second = EncodedChanges::since(&server, &before_second).follows(first);
+        let built = |encoded: &EncodedChanges| encoded.built.0.lock().expect("lock").len();
+
+        let to_a_message = automerges_own_in_both_versions(&to_a, id, &server, &second);
+        assert_eq!(built(&second), 2, "one message for each version");
+        let to_b_message = automerges_own_in_both_versions(&to_b, id, &server, &second);
+        assert_eq!(built(&second), 2, "the same place: the same messages");
+        assert_eq!(to_a_message, to_b_message);
+        let to_late_message = automerges_own_in_both_versions(&to_late, id, &server, &second);
+        assert_eq!(built(&second), 4, "another place: its own messages");
+        assert_ne!(to_late_message, to_a_message);
     }
 
     /// A writer's last sync lags its heads: it summarises from the heads before its own
