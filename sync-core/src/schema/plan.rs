@@ -965,6 +965,48 @@ mod tests {
         Ok(())
     }
 
+    /// An item read whole (its keys at once, `Slot::map_whole`) shows what automerge's
+    /// `get` shows key by key: the winner of concurrent writes to one key, and a key
+    /// set to null as absent.
+    #[test]
+    fn an_item_read_whole_shows_what_get_shows() -> TestResult {
+        use automerge::ReadDoc as _;
+        let get = automerge::ReadDoc::get::<_, automerge::Prop>;
+        let base = new_document(&full_plan())?;
+        let goals = match get(&base, &automerge::ROOT, "goals".into())? {
+            Some((_, id)) => id,
+            None => return Err("no goals".into()),
+        };
+        let goal = match get(&base, &goals, 0.into())? {
+            Some((_, id)) => id,
+            None => return Err("no first goal".into()),
+        };
+        // Two devices set the first goal's status at once; one also clears its health.
+        let mut merged = base.fork().with_actor(automerge::ActorId::from([1; 16]));
+        let mut other = base.fork().with_actor(automerge::ActorId::from([2; 16]));
+        for (doc, status) in [(&mut merged, "bezig"), (&mut other, "behaald")] {
+            let mut tx = doc.transaction();
+            tx.put(&goal, "status", status)?;
+            tx.commit();
+        }
+        let mut tx = other.transaction();
+        tx.put(&goal, "positive_health", automerge::ScalarValue::Null)?;
+        tx.commit();
+        merged.merge(&mut other)?;
+        let (winner, _) = get(&merged, &goal, "status".into())?.ok_or("no status")?;
+        assert_eq!(merged.get_all(&goal, "status")?.len(), 2, "a conflict");
+
+        let plan: Plan = autosurgeon::hydrate(&merged)?;
+        assert_eq!(
+            winner.as_str(),
+            Some(plan.goals[0].status.as_str()),
+            "the value get shows"
+        );
+        assert_eq!(plan.goals[0].positive_health, None, "null reads as absent");
+        validate(&merged)?;
+        Ok(())
+    }
+
     /// The hand-over flag is read from `handover.requested` and nothing else.
     #[test]
     fn hand_over_flag() -> TestResult {

@@ -2,8 +2,9 @@
 //! (`FromDoc`, `FromMap`, `MapReader`, and the macros that hydrate schema types).
 
 use std::borrow::Cow;
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt;
+use std::rc::Rc;
 
 use automerge::{ObjId, ObjType, ScalarValue, Value};
 use autosurgeon::{ReadDoc, Text};
@@ -53,12 +54,18 @@ pub(crate) trait FromMap: Sized {
     fn from_map<D: ReadDoc>(map: &MapReader<'_, D>) -> Result<Self, SchemaError>;
 }
 
+/// Every key of one map with the value that shows there (the winner of any conflict),
+/// as `ReadDoc::get` of each key gives it: read at once by [`Slot::map_whole`].
+type Keys = HashMap<String, (Value<'static>, ObjId)>;
+
 /// One value in a document: a key of a map or an index of a list, with its path.
 pub(crate) struct Slot<'d, D> {
     doc: &'d D,
     obj: ObjId,
     prop: automerge::Prop,
     path: Path,
+    /// `obj`'s keys, when its map was read whole: the value is looked up here.
+    keys: Option<Rc<Keys>>,
 }
 
 impl<'d, D: ReadDoc> Slot<'d, D> {
@@ -68,13 +75,17 @@ impl<'d, D: ReadDoc> Slot<'d, D> {
             obj,
             prop,
             path,
+            keys: None,
         }
     }
 
     /// The value here, with `null` treated as absent.
     fn value(&self) -> Result<Option<(Value<'d>, ObjId)>, SchemaError> {
-        let doc: &'d D = self.doc;
-        match doc.get(&self.obj, self.prop.clone())? {
+        let value = match (&self.keys, &self.prop) {
+            (Some(keys), automerge::Prop::Map(key)) => keys.get(key).cloned(),
+            _ => self.doc.get(&self.obj, self.prop.clone())?,
+        };
+        match value {
             Some((Value::Scalar(s), _)) if matches!(s.as_ref(), ScalarValue::Null) => Ok(None),
             other => Ok(other),
         }
@@ -105,6 +116,26 @@ impl<'d, D: ReadDoc> Slot<'d, D> {
             }
             Some((other, _)) => Err(self.wrong_type("a map", &other)),
         }
+    }
+
+    /// [`Self::map`] for a reader that reads every key (a type's `from_map`): its keys
+    /// are read at once, in one walk over the map's ops (`map_range`), where each
+    /// key's `get` would look up the object and seek its key in the op set again
+    /// (automerge 0.12; most of validating a new list item).
+    pub(crate) fn map_whole(&self) -> Result<Option<MapReader<'d, D>>, SchemaError> {
+        let Some(mut map) = self.map()? else {
+            return Ok(None);
+        };
+        let keys: Keys = self
+            .doc
+            .map_range(&map.obj, ..)
+            .map(|item| {
+                let id = item.id();
+                (item.key.into_owned(), (item.value.into_value(), id))
+            })
+            .collect();
+        map.keys = Some(Rc::new(keys));
+        Ok(Some(map))
     }
 
     pub(crate) fn wrong_type(&self, expected: &'static str, found: &Value<'_>) -> SchemaError {
@@ -214,25 +245,40 @@ pub(crate) struct MapReader<'d, D> {
     doc: &'d D,
     obj: ObjId,
     path: Path,
+    /// Its keys, read at once ([`Slot::map_whole`]); `None`: each is read when asked.
+    keys: Option<Rc<Keys>>,
 }
 
 impl<'d, D: ReadDoc> MapReader<'d, D> {
     pub(crate) fn new(doc: &'d D, obj: ObjId, path: Path) -> Self {
-        MapReader { doc, obj, path }
+        MapReader {
+            doc,
+            obj,
+            path,
+            keys: None,
+        }
     }
 
     /// The same map, reporting errors under another path.
     pub(crate) fn with_path(&self, path: Path) -> Self {
-        MapReader::new(self.doc, self.obj.clone(), path)
+        MapReader {
+            doc: self.doc,
+            obj: self.obj.clone(),
+            path,
+            keys: self.keys.clone(),
+        }
     }
 
     pub(crate) fn field(&self, key: &str) -> Slot<'d, D> {
-        Slot::new(
-            self.doc,
-            self.obj.clone(),
-            automerge::Prop::Map(key.to_owned()),
-            self.path.key(key),
-        )
+        Slot {
+            keys: self.keys.clone(),
+            ..Slot::new(
+                self.doc,
+                self.obj.clone(),
+                automerge::Prop::Map(key.to_owned()),
+                self.path.key(key),
+            )
+        }
     }
 
     /// A required field.
@@ -501,7 +547,7 @@ macro_rules! hydrate_with_schema {
                 slot: &$crate::schema::Slot<'_, D>,
             ) -> ::std::result::Result<::std::option::Option<Self>, $crate::schema::SchemaError>
             {
-                match slot.map()? {
+                match slot.map_whole()? {
                     ::std::option::Option::Some(map) => {
                         <Self as $crate::schema::FromMap>::from_map(&map).map(Some)
                     }
