@@ -785,33 +785,30 @@ struct BuiltMessage {
 const BUILT_KEPT: usize = 4;
 
 impl Built {
-    /// The message for a peer of version `v2` at `shared_heads`: the kept one, or
-    /// `build`'s, kept when there is room.
-    fn get_or_build(
-        &self,
-        v2: bool,
-        shared_heads: &[ChangeHash],
-        build: impl FnOnce() -> Vec<u8>,
-    ) -> Vec<u8> {
-        let mut built = self
-            .0
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<BuiltMessage>> {
+        self.0
             .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if let Some(kept) = built
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The message kept for a peer of version `v2` at `shared_heads`.
+    fn find(&self, v2: bool, shared_heads: &[ChangeHash]) -> Option<Vec<u8>> {
+        self.lock()
             .iter()
             .find(|b| b.v2 == v2 && b.shared_heads == shared_heads)
-        {
-            return kept.data.clone();
-        }
-        let data = build();
+            .map(|b| b.data.clone())
+    }
+
+    /// Keeps the message built for that place, when there is room.
+    fn keep(&self, v2: bool, shared_heads: Vec<ChangeHash>, data: &[u8]) {
+        let mut built = self.lock();
         if built.len() < BUILT_KEPT {
             built.push(BuiltMessage {
                 v2,
-                shared_heads: shared_heads.to_vec(),
-                data: data.clone(),
+                shared_heads,
+                data: data.to_vec(),
             });
         }
-        data
     }
 }
 
@@ -1067,15 +1064,13 @@ fn relayed(
     // The message is the same for every peer of this version at these shared heads
     // (`ours` are all of `encoded`): built once, the session moved for each.
     let v2 = reads_v2(state);
-    let shared_heads = state.shared_heads.clone();
-    let mut moved = false;
-    let data = encoded.built.get_or_build(v2, &shared_heads, || {
-        moved = true;
-        send_as_automerge(state, our_heads.clone(), ours, &in_flight).encode()
-    });
-    if !moved {
+    if let Some(data) = encoded.built.find(v2, &state.shared_heads) {
         mark_sent(state, our_heads, ours);
+        return Some(data);
     }
+    let shared_heads = state.shared_heads.clone();
+    let data = send_as_automerge(state, our_heads, ours, &in_flight).encode();
+    encoded.built.keep(v2, shared_heads, &data);
     Some(data)
 }
 
